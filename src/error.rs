@@ -1,0 +1,79 @@
+//! Errors: what went wrong and what to check.
+
+use std::time::Duration;
+
+use crate::key::KeyError;
+
+/// A failed backend call, with a message that names the server (password
+/// redacted) and what to check.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// The backend was configured wrongly (a bad URL, a disabled feature).
+    #[error("invalid backend configuration: {0}")]
+    Config(String),
+    /// No connection could be made.
+    #[error("could not reach {target}: {reason}; is the server running?")]
+    Unreachable {
+        /// The server, password redacted.
+        target: String,
+        /// The cause, as the client library put it.
+        reason: String,
+    },
+    /// The server did not answer within the bound.
+    #[error("{target} did not answer within {after:?}; is it overloaded, paused or behind a firewall?")]
+    Timeout {
+        /// The server, password redacted.
+        target: String,
+        /// How long the call waited.
+        after: Duration,
+    },
+    /// The server refused the credentials or the ACL denied a command.
+    #[error("{target} refused access: {reason}; check the user and password in the URL and the user's ACL")]
+    Auth {
+        /// The server, password redacted.
+        target: String,
+        /// The server's reply.
+        reason: String,
+    },
+    /// Every pooled connection stayed busy for the whole wait.
+    #[error("no connection to {target} became free within {after:?}; raise the pool size or look for a caller holding connections")]
+    PoolExhausted {
+        /// The server, password redacted.
+        target: String,
+        /// How long the call waited for a connection.
+        after: Duration,
+    },
+    /// The server answered with an error or something unexpected.
+    #[error("{target} failed the command: {reason}")]
+    Server {
+        /// The server, password redacted.
+        target: String,
+        /// The server's reply or the client library's complaint.
+        reason: String,
+    },
+}
+
+/// The error of a synchronizer operation.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The key could not be built.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// A setting was out of range.
+    #[error("invalid setting: {0}")]
+    Config(String),
+    /// The backend failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// Other processes kept deleting or corrupting the key while this one
+    /// tried to create or repair it.
+    #[error("the key {key} kept changing under this process ({tries} tries); is something else deleting or overwriting it?")]
+    Contended {
+        /// The rendered key.
+        key: String,
+        /// How many tries were made.
+        tries: u32,
+    },
+}

@@ -1,0 +1,405 @@
+//! The synchronizer: the rules for checking, creating, bumping and clearing
+//! a shared generation, written once over any [`Backend`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::backend::{Backend, BlockingBackend, Stored};
+use crate::error::{BackendError, Error};
+use crate::generation::Generation;
+use crate::key::Key;
+
+/// How long a generation key lives without a bump: one year, as in the
+/// reference. When it lapses every process reloads once.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// How many times creating or repairing a key is tried when other processes
+/// keep deleting it in between.
+const TRIES: u32 = 3;
+
+/// What the shared store held when a check read it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Observed {
+    /// A valid generation.
+    Value(Generation),
+    /// No key: never created, cleared, expired or evicted.
+    Missing,
+    /// A value that is not a generation.
+    Corrupt,
+    /// The backend failed; the error was logged.
+    Unavailable,
+}
+
+/// The outcome of one check: the generation this process recorded and what
+/// the shared store held.
+///
+/// Keep it across a reload: after loading, record
+/// [`Check::observed`] (the reload fence), not a value read after loading,
+/// so a bump that lands during the load causes one more reload instead of
+/// being lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Check {
+    /// The generation recorded locally, if any.
+    pub local: Option<Generation>,
+    /// What the shared store held.
+    pub shared: Observed,
+}
+
+impl Check {
+    /// Expired unless the shared store holds exactly the local generation.
+    /// Errors, missing and corrupt keys all read as expired.
+    pub fn is_expired(&self) -> bool {
+        match (self.local, self.shared) {
+            (Some(local), Observed::Value(shared)) => local != shared,
+            _ => true,
+        }
+    }
+
+    /// The shared generation the check saw, if it saw a valid one.
+    pub fn observed(&self) -> Option<Generation> {
+        match self.shared {
+            Observed::Value(g) => Some(g),
+            _ => None,
+        }
+    }
+}
+
+/// Keeps one process's view of a shared generation.
+///
+/// Readers call [`check`](Self::check) (or [`is_expired`](Self::is_expired))
+/// before using their copy of the shared state, reload when it is expired,
+/// and [`record`](Self::record) the generation the check observed. Writers
+/// save the new state, then call [`mark_updated`](Self::mark_updated).
+///
+/// Readers never get an error: anything wrong reads as expired. Writers do,
+/// because a writer must know its change did not propagate.
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait GenerationSynchronizer: Send + Sync {
+    /// The key the generation lives at.
+    fn key(&self) -> &Key;
+
+    /// The generation this process recorded last, if any.
+    fn sync_gen(&self) -> Option<Generation>;
+
+    /// Records a generation as the one this process's state matches. Call it
+    /// after a successful reload, with the generation the check that started
+    /// the reload observed.
+    fn record(&self, generation: Generation);
+
+    /// Reads the shared generation and compares it with the local one.
+    async fn check(&self) -> Check;
+
+    /// Whether the local state is out of date. Backend errors, missing and
+    /// corrupt keys count as expired; this never fails.
+    async fn is_expired(&self) -> bool {
+        self.check().await.is_expired()
+    }
+
+    /// Fetches the shared generation, creating it with a fresh value when
+    /// missing (and replacing a corrupt one). Records nothing locally.
+    async fn fetch_or_create(&self) -> Result<Generation, Error>;
+
+    /// Fetch-or-create, then record the result locally. On error a fresh
+    /// value is recorded anyway, so the process reads as expired until the
+    /// server agrees, and the error is returned.
+    async fn refresh(&self) -> Result<Generation, Error>;
+
+    /// Tells every process the shared state changed: atomically increments
+    /// the shared generation, repairing a missing or corrupt key with a fresh
+    /// value. Returns the new shared generation. Does not record it locally:
+    /// this process reloads on its next check like every other one.
+    async fn mark_updated(&self) -> Result<Generation, Error>;
+
+    /// Deletes the shared generation, expiring every process.
+    async fn clear(&self) -> Result<(), Error>;
+}
+
+/// The [`GenerationSynchronizer`], generic over its [`Backend`].
+///
+/// ```
+/// use gensync::{GenerationSynchronizer, Key, MemoryBackend, Synchronizer};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), gensync::Error> {
+/// let sync = Synchronizer::new(MemoryBackend::new(), Key::new(["flags"])?);
+/// let check = sync.check().await;
+/// assert!(check.is_expired()); // nothing loaded yet
+/// let generation = sync.fetch_or_create().await?;
+/// // ... load the state ...
+/// sync.record(generation);
+/// assert!(!sync.is_expired().await);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Synchronizer<B> {
+    backend: B,
+    key: Key,
+    ttl: Duration,
+    /// The recorded generation; 0 means none (0 is never a generation).
+    local: AtomicU64,
+}
+
+impl<B: Backend> Synchronizer<B> {
+    /// A synchronizer for `key` with the [`DEFAULT_TTL`]. Makes no call to
+    /// the backend: the first check reads as expired.
+    pub fn new(backend: B, key: Key) -> Self {
+        Synchronizer {
+            backend,
+            key,
+            ttl: DEFAULT_TTL,
+            local: AtomicU64::new(0),
+        }
+    }
+
+    /// Sets how long the key lives without a bump. At least a millisecond.
+    pub fn with_ttl(mut self, ttl: Duration) -> Result<Self, Error> {
+        if ttl < Duration::from_millis(1) {
+            return Err(Error::Config(format!(
+                "the key's time to live must be at least 1 ms, not {ttl:?}"
+            )));
+        }
+        self.ttl = ttl;
+        Ok(self)
+    }
+
+    /// The backend this synchronizer runs on.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The time to live given to the key on each create and bump.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    fn failed(&self, op: &'static str, e: BackendError) -> Error {
+        tracing::error!(key = %self.key, op, error = %e, "gensync backend call failed");
+        Error::Backend(e)
+    }
+
+    fn contended(&self) -> Error {
+        let e = Error::Contended {
+            key: self.key.to_string(),
+            tries: TRIES,
+        };
+        tracing::error!(key = %self.key, error = %e, "gensync gave up creating the key");
+        e
+    }
+
+    /// Fetch-or-create that always has a generation to offer: the stored one,
+    /// or the fresh candidate it tried to store, with the error if any.
+    async fn fetch_or_create_with_candidate(&self) -> (Generation, Option<Error>) {
+        let candidate = Generation::fresh();
+        for _ in 0..TRIES {
+            match self.backend.add(&self.key, candidate, self.ttl).await {
+                Ok(true) => return (candidate, None),
+                Ok(false) => {}
+                Err(e) => return (candidate, Some(self.failed("add", e))),
+            }
+            match self.backend.get(&self.key).await {
+                Ok(Stored::Value(g)) => return (g, None),
+                // Deleted between our add and get: try again.
+                Ok(Stored::Missing) => {}
+                // Nobody can ever match garbage; replacing it only costs
+                // every process one reload, which it would do anyway.
+                Ok(Stored::Corrupt) => {
+                    tracing::warn!(key = %self.key, "gensync replacing a corrupt generation");
+                    if let Err(e) = self.backend.delete(&self.key).await {
+                        return (candidate, Some(self.failed("delete", e)));
+                    }
+                }
+                Err(e) => return (candidate, Some(self.failed("get", e))),
+            }
+        }
+        (candidate, Some(self.contended()))
+    }
+}
+
+#[async_trait]
+impl<B: Backend> GenerationSynchronizer for Synchronizer<B> {
+    fn key(&self) -> &Key {
+        &self.key
+    }
+
+    fn sync_gen(&self) -> Option<Generation> {
+        Generation::new(self.local.load(Ordering::Acquire))
+    }
+
+    fn record(&self, generation: Generation) {
+        self.local.store(generation.get(), Ordering::Release);
+    }
+
+    async fn check(&self) -> Check {
+        let local = self.sync_gen();
+        let shared = match self.backend.get(&self.key).await {
+            Ok(Stored::Value(g)) => Observed::Value(g),
+            Ok(Stored::Missing) => Observed::Missing,
+            Ok(Stored::Corrupt) => Observed::Corrupt,
+            Err(e) => {
+                self.failed("get", e);
+                Observed::Unavailable
+            }
+        };
+        let check = Check { local, shared };
+        tracing::debug!(
+            key = %self.key,
+            local = ?check.local,
+            shared = ?check.shared,
+            expired = check.is_expired(),
+            "gensync check"
+        );
+        check
+    }
+
+    async fn fetch_or_create(&self) -> Result<Generation, Error> {
+        match self.fetch_or_create_with_candidate().await {
+            (g, None) => Ok(g),
+            (_, Some(e)) => Err(e),
+        }
+    }
+
+    async fn refresh(&self) -> Result<Generation, Error> {
+        let (generation, error) = self.fetch_or_create_with_candidate().await;
+        self.record(generation);
+        match error {
+            None => Ok(generation),
+            Some(e) => Err(e),
+        }
+    }
+
+    async fn mark_updated(&self) -> Result<Generation, Error> {
+        for _ in 0..TRIES {
+            let repair = match self.backend.incr(&self.key, self.ttl).await {
+                Ok(Stored::Value(g)) => return Ok(g),
+                Ok(Stored::Missing) => false,
+                Ok(Stored::Corrupt) => true,
+                Err(e) => return Err(self.failed("incr", e)),
+            };
+            if repair {
+                tracing::warn!(key = %self.key, "gensync replacing a corrupt generation");
+                self.backend
+                    .delete(&self.key)
+                    .await
+                    .map_err(|e| self.failed("delete", e))?;
+            }
+            let fresh = Generation::fresh();
+            match self.backend.add(&self.key, fresh, self.ttl).await {
+                Ok(true) => return Ok(fresh),
+                // Another process created it meanwhile; bump that one.
+                Ok(false) => {}
+                Err(e) => return Err(self.failed("add", e)),
+            }
+        }
+        Err(self.contended())
+    }
+
+    async fn clear(&self) -> Result<(), Error> {
+        self.backend
+            .delete(&self.key)
+            .await
+            .map_err(|e| self.failed("delete", e))
+    }
+}
+
+/// A [`Synchronizer`] for code with no async runtime: scripts, CLIs, plain
+/// threads. Each call runs to completion on the calling thread, bounded by
+/// the backend's timeouts.
+///
+/// It runs the same logic as the async synchronizer, so the two agree on
+/// every rule. It takes a [`BlockingBackend`]: a
+/// [`BlockingRedisBackend`](crate::BlockingRedisBackend) or a
+/// [`MemoryBackend`](crate::MemoryBackend).
+///
+/// ```
+/// use gensync::{BlockingSynchronizer, Key, MemoryBackend};
+///
+/// # fn main() -> Result<(), gensync::Error> {
+/// let backend = MemoryBackend::new();
+/// let reader = BlockingSynchronizer::new(backend.clone(), Key::parse("site:settings")?);
+/// let writer = BlockingSynchronizer::new(backend, Key::parse("site:settings")?);
+/// reader.refresh()?;
+/// writer.mark_updated()?;
+/// assert!(reader.is_expired());
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct BlockingSynchronizer<B> {
+    inner: Synchronizer<B>,
+}
+
+impl<B: BlockingBackend> BlockingSynchronizer<B> {
+    /// A blocking synchronizer for `key` with the [`DEFAULT_TTL`].
+    pub fn new(backend: B, key: Key) -> Self {
+        BlockingSynchronizer {
+            inner: Synchronizer::new(backend, key),
+        }
+    }
+
+    /// Sets how long the key lives without a bump. At least a millisecond.
+    pub fn with_ttl(self, ttl: Duration) -> Result<Self, Error> {
+        Ok(BlockingSynchronizer {
+            inner: self.inner.with_ttl(ttl)?,
+        })
+    }
+
+    /// The async synchronizer underneath.
+    pub fn get_ref(&self) -> &Synchronizer<B> {
+        &self.inner
+    }
+
+    /// See [`GenerationSynchronizer::key`].
+    pub fn key(&self) -> &Key {
+        self.inner.key()
+    }
+
+    /// See [`GenerationSynchronizer::sync_gen`].
+    pub fn sync_gen(&self) -> Option<Generation> {
+        self.inner.sync_gen()
+    }
+
+    /// See [`GenerationSynchronizer::record`].
+    pub fn record(&self, generation: Generation) {
+        self.inner.record(generation)
+    }
+
+    /// See [`GenerationSynchronizer::check`].
+    pub fn check(&self) -> Check {
+        block_on(self.inner.check())
+    }
+
+    /// See [`GenerationSynchronizer::is_expired`].
+    pub fn is_expired(&self) -> bool {
+        block_on(self.inner.is_expired())
+    }
+
+    /// See [`GenerationSynchronizer::fetch_or_create`].
+    pub fn fetch_or_create(&self) -> Result<Generation, Error> {
+        block_on(self.inner.fetch_or_create())
+    }
+
+    /// See [`GenerationSynchronizer::refresh`].
+    pub fn refresh(&self) -> Result<Generation, Error> {
+        block_on(self.inner.refresh())
+    }
+
+    /// See [`GenerationSynchronizer::mark_updated`].
+    pub fn mark_updated(&self) -> Result<Generation, Error> {
+        block_on(self.inner.mark_updated())
+    }
+
+    /// See [`GenerationSynchronizer::clear`].
+    pub fn clear(&self) -> Result<(), Error> {
+        block_on(self.inner.clear())
+    }
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    // A BlockingBackend's futures never wait on a runtime, so this polls
+    // them straight through on the calling thread.
+    futures_executor::block_on(future)
+}
+
+#[cfg(test)]
+mod tests;
