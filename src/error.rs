@@ -21,7 +21,9 @@ pub enum BackendError {
         reason: String,
     },
     /// The server did not answer within the bound.
-    #[error("{target} did not answer within {after:?}; is it overloaded, paused or behind a firewall?")]
+    #[error(
+        "{target} did not answer within {after:?}; is it overloaded, paused or behind a firewall?"
+    )]
     Timeout {
         /// The server, password redacted.
         target: String,

@@ -115,7 +115,10 @@ mod tests {
         let mut seen = HashSet::new();
         for _ in 0..10_000 {
             let g = Generation::fresh();
-            assert!(g.get() >= FRESH_MIN, "{g} is small enough to collide with INCR");
+            assert!(
+                g.get() >= FRESH_MIN,
+                "{g} is small enough to collide with INCR"
+            );
             assert!(g.get() <= FRESH_MAX, "{g} leaves no room to increment");
             assert!(seen.insert(g), "duplicate fresh generation {g}");
         }

@@ -176,7 +176,12 @@ mod tests {
     #[test]
     fn canonical_forms_are_equal() {
         let k = Key::new(["site", "settings"]).unwrap();
-        for text in ["site:settings", " site : settings ", "site:settings:", ":site::settings"] {
+        for text in [
+            "site:settings",
+            " site : settings ",
+            "site:settings:",
+            ":site::settings",
+        ] {
             assert_eq!(Key::parse(text).unwrap(), k, "{text:?}");
         }
         assert_eq!(Key::new(["site", "settings", " "]).unwrap(), k);
@@ -186,7 +191,10 @@ mod tests {
     fn empty_keys_are_refused() {
         assert_eq!(Key::new(Vec::<String>::new()), Err(KeyError::Empty));
         assert_eq!(Key::parse(" : :: "), Err(KeyError::Empty));
-        assert_eq!(Key::with_namespace(" ", ["x"]), Err(KeyError::EmptyNamespace));
+        assert_eq!(
+            Key::with_namespace(" ", ["x"]),
+            Err(KeyError::EmptyNamespace)
+        );
     }
 
     #[test]
@@ -210,7 +218,10 @@ mod tests {
             assert!(k.as_str().contains("%sha256:"), "{text:?} -> {k}");
             assert!(k.as_str().bytes().all(is_plain));
         }
-        assert_ne!(Key::new(["caf\u{e9}"]).unwrap(), Key::new(["cafe"]).unwrap());
+        assert_ne!(
+            Key::new(["caf\u{e9}"]).unwrap(),
+            Key::new(["cafe"]).unwrap()
+        );
     }
 
     #[test]

@@ -68,6 +68,8 @@ mod error;
 mod generation;
 mod key;
 mod synchronizer;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use backend::{
     Backend, BlockingBackend, BlockingRedisBackend, MemoryBackend, RedactedUrl, RedisBackend,

@@ -175,20 +175,29 @@ mod tests {
     async fn honours_time_to_live() {
         let backend = MemoryBackend::new();
         let g = Generation::fresh();
-        assert!(backend.add(&key(), g, Duration::from_secs(10)).await.unwrap());
+        assert!(backend
+            .add(&key(), g, Duration::from_secs(10))
+            .await
+            .unwrap());
         tokio::time::advance(Duration::from_secs(9)).await;
         assert_eq!(backend.get(&key()).await.unwrap(), Stored::Value(g));
         tokio::time::advance(Duration::from_secs(2)).await;
         assert_eq!(backend.get(&key()).await.unwrap(), Stored::Missing);
         // An expired key is absent for add, too.
-        assert!(backend.add(&key(), g, Duration::from_secs(10)).await.unwrap());
+        assert!(backend
+            .add(&key(), g, Duration::from_secs(10))
+            .await
+            .unwrap());
     }
 
     #[tokio::test(start_paused = true)]
     async fn incr_resets_the_time_to_live() {
         let backend = MemoryBackend::new();
         let g = Generation::fresh();
-        backend.add(&key(), g, Duration::from_secs(10)).await.unwrap();
+        backend
+            .add(&key(), g, Duration::from_secs(10))
+            .await
+            .unwrap();
         tokio::time::advance(Duration::from_secs(8)).await;
         let bumped = backend.incr(&key(), Duration::from_secs(10)).await.unwrap();
         assert_eq!(bumped, Stored::Value(Generation::new(g.get() + 1).unwrap()));
@@ -203,7 +212,11 @@ mod tests {
         assert_eq!(backend.get(&key()).await.unwrap(), Stored::Missing);
         for raw in ["garbage", "9223372036854775807"] {
             backend.insert_raw(&key(), raw);
-            assert_eq!(backend.incr(&key(), ttl).await.unwrap(), Stored::Corrupt, "{raw}");
+            assert_eq!(
+                backend.incr(&key(), ttl).await.unwrap(),
+                Stored::Corrupt,
+                "{raw}"
+            );
         }
     }
 

@@ -9,12 +9,12 @@ use crate::generation::Generation;
 use crate::key::Key;
 
 mod memory;
-mod redis;
 mod redact;
+mod redis;
 
 pub use self::memory::MemoryBackend;
-pub use self::redis::{BlockingRedisBackend, RedisBackend, RedisConfig};
 pub use self::redact::RedactedUrl;
+pub use self::redis::{BlockingRedisBackend, RedisBackend, RedisConfig};
 
 /// What a key holds, as a backend reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,8 +42,12 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Stores `generation` with a time to live, only if the key is absent.
     /// Returns whether it was stored.
-    async fn add(&self, key: &Key, generation: Generation, ttl: Duration)
-        -> Result<bool, BackendError>;
+    async fn add(
+        &self,
+        key: &Key,
+        generation: Generation,
+        ttl: Duration,
+    ) -> Result<bool, BackendError>;
 
     /// Atomically adds one to a valid stored generation and resets its
     /// time to live to `ttl`. A missing or corrupt key is left as it is and

@@ -31,6 +31,10 @@ redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return redis.call('GET', KEYS[1])
 ";
 
+/// The URL forms accepted, for error messages.
+const URL_FORMS: &str = "redis://[user:password@]host[:port][/db], \
+     rediss://... (with the `tls` feature) or redis+unix:///path/to/socket[?db=N&pass=...]";
+
 /// Timeouts and pool size for a Redis backend.
 ///
 /// Defaults: 250 ms to connect (TCP, TLS and the `AUTH`/`SELECT`
@@ -119,8 +123,7 @@ impl Target {
         let scheme = url.split("://").next().unwrap_or_default();
         if !matches!(scheme, "redis" | "rediss" | "redis+unix" | "unix") || !url.contains("://") {
             return Err(BackendError::Config(format!(
-                "unsupported Redis URL {redacted}: use redis://[user:password@]host[:port][/db], \
-                 rediss://... (with the `tls` feature) or redis+unix:///path/to/socket"
+                "unsupported Redis URL {redacted}: expected {URL_FORMS}"
             )));
         }
         if scheme == "rediss" && !cfg!(feature = "tls") {
@@ -132,7 +135,7 @@ impl Target {
         let secrets = secrets(url);
         let client = redis::Client::open(url).map_err(|e| {
             BackendError::Config(format!(
-                "invalid Redis URL {redacted}: {}",
+                "invalid Redis URL {redacted}: {}; expected {URL_FORMS}",
                 scrub(&e.to_string(), &secrets)
             ))
         })?;
@@ -289,7 +292,10 @@ struct Slot {
 
 impl Slot {
     fn get(&self) -> Option<(u64, MultiplexedConnection)> {
-        self.current.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn set(&self, conn: MultiplexedConnection) -> u64 {
@@ -440,17 +446,22 @@ impl Backend for RedisBackend {
 pub struct BlockingRedisBackend {
     target: Arc<Target>,
     pool: r2d2::Pool<Manager>,
+    last_connect_error: Arc<Mutex<Option<RedisError>>>,
 }
 
 struct Manager {
     target: Arc<Target>,
+    /// Why the last connect failed: r2d2 reports only text, and the kind of
+    /// error decides the advice (wrong password versus server down).
+    last_error: Arc<Mutex<Option<RedisError>>>,
 }
 
-impl r2d2::ManageConnection for Manager {
-    type Connection = redis::Connection;
-    type Error = RedisError;
+impl Manager {
+    fn record(&self, error: Option<RedisError>) {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
+    }
 
-    fn connect(&self) -> Result<redis::Connection, RedisError> {
+    fn try_connect(&self) -> Result<redis::Connection, RedisError> {
         let config = &self.target.config;
         let conn = self
             .target
@@ -459,6 +470,20 @@ impl r2d2::ManageConnection for Manager {
         conn.set_read_timeout(Some(config.response_timeout))?;
         conn.set_write_timeout(Some(config.response_timeout))?;
         Ok(conn)
+    }
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = redis::Connection;
+    type Error = RedisError;
+
+    fn connect(&self) -> Result<redis::Connection, RedisError> {
+        // Cleared first: a wait that runs out while this attempt is still
+        // connecting is a timeout, whatever an earlier attempt said.
+        self.record(None);
+        let result = self.try_connect();
+        self.record(result.as_ref().err().cloned());
+        result
     }
 
     fn is_valid(&self, conn: &mut redis::Connection) -> Result<(), RedisError> {
@@ -480,6 +505,7 @@ impl BlockingRedisBackend {
     /// A blocking backend for `url` with the given timeouts and pool size.
     pub fn with_config(url: &str, config: RedisConfig) -> Result<Self, BackendError> {
         let target = Arc::new(Target::open(url, config)?);
+        let last_connect_error = Arc::new(Mutex::new(None));
         let pool = r2d2::Pool::builder()
             .max_size(target.config.pool_size)
             .min_idle(Some(0))
@@ -491,8 +517,13 @@ impl BlockingRedisBackend {
             .error_handler(Box::new(r2d2::NopErrorHandler))
             .build_unchecked(Manager {
                 target: Arc::clone(&target),
+                last_error: Arc::clone(&last_connect_error),
             });
-        Ok(BlockingRedisBackend { target, pool })
+        Ok(BlockingRedisBackend {
+            target,
+            pool,
+            last_connect_error,
+        })
     }
 
     /// Connects (if needed) and sends `PING`.
@@ -510,23 +541,31 @@ impl BlockingRedisBackend {
         cmd: &Cmd,
         read: impl FnOnce(Result<Value, RedisError>) -> Result<T, RedisError>,
     ) -> Result<T, BackendError> {
-        let mut conn = self.pool.get().map_err(|e| self.pool_error(&e))?;
+        let mut conn = self.pool.get().map_err(|_| self.pool_error())?;
         read(cmd.query::<Value>(&mut *conn)).map_err(|e| self.target.error(&e))
     }
 
-    fn pool_error(&self, e: &r2d2::Error) -> BackendError {
+    fn pool_error(&self) -> BackendError {
         let state = self.pool.state();
-        let target = self.target.name.clone();
-        if state.connections >= self.target.config.pool_size && state.idle_connections == 0 {
-            BackendError::PoolExhausted {
-                target,
-                after: self.target.config.connect_timeout,
-            }
-        } else {
-            BackendError::Unreachable {
-                target,
-                reason: scrub(&e.to_string(), &self.target.secrets),
-            }
+        let config = &self.target.config;
+        if state.connections >= config.pool_size && state.idle_connections == 0 {
+            return BackendError::PoolExhausted {
+                target: self.target.name.clone(),
+                after: config.connect_timeout,
+            };
+        }
+        let last = self
+            .last_connect_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match last {
+            Some(e) => self.target.error(&e),
+            // The connect attempt was still running when the wait ran out.
+            None => BackendError::Timeout {
+                target: self.target.name.clone(),
+                after: config.connect_timeout,
+            },
         }
     }
 }
@@ -627,7 +666,10 @@ mod tests {
             read_get(Ok(Value::BulkString(b"4294967297".to_vec()))).unwrap(),
             Stored::Value(Generation::new(4294967297).unwrap())
         );
-        assert_eq!(read_get(Ok(Value::BulkString(b"x".to_vec()))).unwrap(), Stored::Corrupt);
+        assert_eq!(
+            read_get(Ok(Value::BulkString(b"x".to_vec()))).unwrap(),
+            Stored::Corrupt
+        );
         assert_eq!(read_incr(Ok(Value::Int(-1))).unwrap(), Stored::Missing);
         assert_eq!(read_incr(Ok(Value::Int(-2))).unwrap(), Stored::Corrupt);
         assert!(read_add(Ok(Value::Okay)).unwrap());

@@ -1,0 +1,194 @@
+//! The behavioural suite, run on the memory backend and on a real
+//! redis-server (one per test).
+
+mod support;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gensync::{GenerationSynchronizer, Key, Observed, Synchronizer};
+use support::Store;
+
+fn key() -> Key {
+    Key::new(["behaviour", "settings"]).unwrap()
+}
+
+async fn two_synchronizers_see_each_others_bumps(store: impl Store) {
+    let a = Synchronizer::new(store.process(), key());
+    let b = Synchronizer::new(store.process(), key());
+    let ga = a.refresh().await.unwrap();
+    let gb = b.refresh().await.unwrap();
+    assert_eq!(ga, gb, "the second process adopts the first one's value");
+    assert!(!a.is_expired().await && !b.is_expired().await);
+
+    let bumped = b.mark_updated().await.unwrap();
+    assert_ne!(bumped, ga);
+    assert!(a.is_expired().await, "a sees b's bump");
+    assert!(
+        b.is_expired().await,
+        "b reloads too: mark_updated records nothing"
+    );
+    assert_eq!(a.check().await.observed(), Some(bumped));
+
+    a.record(bumped);
+    assert!(!a.is_expired().await);
+    a.mark_updated().await.unwrap();
+    assert!(b.is_expired().await, "b sees a's bump");
+}
+
+async fn clear_expires_everyone(store: impl Store) {
+    let syncs: Vec<_> = (0..3)
+        .map(|_| Synchronizer::new(store.process(), key()))
+        .collect();
+    for s in &syncs {
+        s.refresh().await.unwrap();
+        assert!(!s.is_expired().await);
+    }
+    syncs[0].clear().await.unwrap();
+    for s in &syncs {
+        let check = s.check().await;
+        assert_eq!(check.shared, Observed::Missing);
+        assert!(check.is_expired());
+    }
+    // The next refresh creates a new value that differs from the old one.
+    let old = syncs[1].sync_gen().unwrap();
+    assert_ne!(syncs[1].refresh().await.unwrap(), old);
+}
+
+async fn a_key_recreated_at_once_is_still_a_change(store: impl Store) {
+    let stale = Synchronizer::new(store.process(), key());
+    let other = Synchronizer::new(store.process(), key());
+    let mut within_a_millisecond = 0;
+    for _ in 0..100 {
+        stale.refresh().await.unwrap();
+        let started = Instant::now();
+        store.evict(&key());
+        other.refresh().await.unwrap();
+        if started.elapsed() < Duration::from_millis(1) {
+            within_a_millisecond += 1;
+        }
+        assert!(
+            stale.is_expired().await,
+            "a stale holder must see the re-created key as a change"
+        );
+    }
+    assert!(
+        within_a_millisecond > 0,
+        "no eviction and re-creation happened within one millisecond"
+    );
+}
+
+async fn garbage_reads_expired_and_mark_updated_repairs_it(store: impl Store) {
+    let reader = Synchronizer::new(store.process(), key());
+    let writer = Synchronizer::new(store.process(), key());
+    reader.refresh().await.unwrap();
+    // The last one is a valid generation that cannot be incremented.
+    for raw in ["garbage", "-5", "0", "", "9223372036854775807"] {
+        store.write_raw(&key(), raw);
+        let check = reader.check().await;
+        if raw.len() < 19 {
+            assert_eq!(check.shared, Observed::Corrupt, "{raw:?}");
+        }
+        assert!(check.is_expired(), "{raw:?}");
+
+        let repaired = writer.mark_updated().await.unwrap();
+        assert!(repaired.get() >= 1 << 32, "{raw:?}: a fresh value");
+        assert_eq!(reader.check().await.observed(), Some(repaired), "{raw:?}");
+        assert_eq!(reader.refresh().await.unwrap(), repaired);
+        assert!(!reader.is_expired().await);
+    }
+}
+
+async fn a_refresh_replaces_garbage_too(store: impl Store) {
+    let reader = Synchronizer::new(store.process(), key());
+    store.write_raw(&key(), "not a number");
+    let g = reader.refresh().await.unwrap();
+    assert!(!reader.is_expired().await);
+    assert_eq!(reader.check().await.observed(), Some(g));
+}
+
+async fn concurrent_creators_agree_on_one_value(store: impl Store) {
+    let syncs: Vec<_> = (0..16)
+        .map(|_| Arc::new(Synchronizer::new(store.process(), key())))
+        .collect();
+    let tasks: Vec<_> = syncs
+        .iter()
+        .cloned()
+        .map(|s| tokio::spawn(async move { s.refresh().await.unwrap() }))
+        .collect();
+    let mut values = HashSet::new();
+    for t in tasks {
+        values.insert(t.await.unwrap());
+    }
+    assert_eq!(
+        values.len(),
+        1,
+        "every process adopted one value: {values:?}"
+    );
+}
+
+async fn concurrent_bumps_are_all_counted(store: impl Store) {
+    let first = Synchronizer::new(store.process(), key())
+        .refresh()
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let s = Synchronizer::new(store.process(), key());
+            tokio::spawn(async move { s.mark_updated().await.unwrap() })
+        })
+        .collect();
+    let mut values = HashSet::new();
+    for t in tasks {
+        values.insert(t.await.unwrap().get());
+    }
+    let expected: HashSet<u64> = (1..=20).map(|n| first.get() + n).collect();
+    assert_eq!(values, expected, "each bump returned its own increment");
+}
+
+macro_rules! suite {
+    ($store:ident, $make:expr) => {
+        mod $store {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn two_synchronizers_see_each_others_bumps() {
+                super::two_synchronizers_see_each_others_bumps($make).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn clear_expires_everyone() {
+                super::clear_expires_everyone($make).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_key_recreated_at_once_is_still_a_change() {
+                super::a_key_recreated_at_once_is_still_a_change($make).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn garbage_reads_expired_and_mark_updated_repairs_it() {
+                super::garbage_reads_expired_and_mark_updated_repairs_it($make).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_refresh_replaces_garbage_too() {
+                super::a_refresh_replaces_garbage_too($make).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_creators_agree_on_one_value() {
+                super::concurrent_creators_agree_on_one_value($make).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_bumps_are_all_counted() {
+                super::concurrent_bumps_are_all_counted($make).await;
+            }
+        }
+    };
+}
+
+suite!(memory, support::Memory::new());
+suite!(redis, support::Redis::new());

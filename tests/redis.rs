@@ -1,0 +1,292 @@
+//! The Redis backend against a real redis-server that each test starts,
+//! pauses, kills and restarts itself.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use gensync::testing::RedisServer;
+use gensync::{
+    BackendError, BlockingRedisBackend, BlockingSynchronizer, Error, GenerationSynchronizer, Key,
+    Observed, RedisBackend, Synchronizer, DEFAULT_TTL,
+};
+use support::{fast_config, LogCapture, Redis, Store};
+
+/// Slack on top of a call's bound for scheduling on a busy 2-core machine.
+const MARGIN: Duration = Duration::from_millis(250);
+
+fn key() -> Key {
+    Key::new(["redis", "settings"]).unwrap()
+}
+
+fn blocking(url: &str) -> BlockingSynchronizer<BlockingRedisBackend> {
+    let backend = BlockingRedisBackend::with_config(url, fast_config()).unwrap();
+    BlockingSynchronizer::new(backend, key())
+}
+
+#[tokio::test]
+async fn a_list_at_the_key_reads_expired_and_is_repaired() {
+    let store = Redis::new();
+    let reader = Synchronizer::new(store.process(), key());
+    reader.refresh().await.unwrap();
+    store.evict(&key());
+    store.raw::<()>(redis::cmd("RPUSH").arg(key().as_str()).arg("x"));
+
+    let check = reader.check().await;
+    assert_eq!(check.shared, Observed::Corrupt);
+    assert!(check.is_expired());
+
+    let writer = Synchronizer::new(store.process(), key());
+    let repaired = writer.mark_updated().await.unwrap();
+    let kind: String = store.raw(redis::cmd("TYPE").arg(key().as_str()));
+    assert_eq!(kind, "string");
+    assert_eq!(reader.check().await.observed(), Some(repaired));
+}
+
+#[tokio::test]
+async fn increments_keep_every_bit_of_a_63_bit_generation() {
+    // Lua numbers are doubles; 2^53 + 1 would come back rounded.
+    let store = Redis::new();
+    store.write_raw(&key(), "9007199254740993");
+    let writer = Synchronizer::new(store.process(), key());
+    assert_eq!(writer.mark_updated().await.unwrap().get(), 9007199254740994);
+}
+
+#[tokio::test]
+async fn the_key_lives_a_year_by_default_and_bumps_renew_a_custom_ttl() {
+    let store = Redis::new();
+    let sync = Synchronizer::new(store.process(), key());
+    sync.refresh().await.unwrap();
+    let pttl: i64 = store.raw(redis::cmd("PTTL").arg(key().as_str()));
+    assert!(
+        pttl > (DEFAULT_TTL - Duration::from_secs(60)).as_millis() as i64,
+        "{pttl}"
+    );
+
+    let ttl = Duration::from_secs(30);
+    let sync = Synchronizer::new(store.process(), key())
+        .with_ttl(ttl)
+        .unwrap();
+    store.raw::<()>(redis::cmd("PEXPIRE").arg(key().as_str()).arg(1000));
+    sync.mark_updated().await.unwrap();
+    let pttl: i64 = store.raw(redis::cmd("PTTL").arg(key().as_str()));
+    assert!(
+        pttl > 25_000 && pttl <= 30_000,
+        "a bump renews the TTL: {pttl}"
+    );
+}
+
+#[tokio::test]
+async fn a_paused_server_reads_expired_within_the_timeout() {
+    let store = Redis::new();
+    let sync = Synchronizer::new(store.process(), key());
+    sync.refresh().await.unwrap();
+    assert!(!sync.is_expired().await);
+    let bound = fast_config().call_bound();
+
+    store.server.pause().unwrap();
+    // Once over the open connection, once more after it was dropped (a new
+    // connection to a stopped server: TCP accepts, nothing answers).
+    for attempt in 0..2 {
+        let started = Instant::now();
+        let check = sync.check().await;
+        let took = started.elapsed();
+        assert_eq!(check.shared, Observed::Unavailable, "attempt {attempt}");
+        assert!(check.is_expired());
+        assert!(took <= bound + MARGIN, "attempt {attempt} took {took:?}");
+    }
+    // A writer learns its bump failed, within the bound too.
+    let started = Instant::now();
+    let err = sync.mark_updated().await.unwrap_err();
+    assert!(started.elapsed() <= bound + MARGIN);
+    assert!(
+        matches!(err, Error::Backend(BackendError::Timeout { .. })),
+        "{err}"
+    );
+
+    store.server.resume().unwrap();
+    assert!(
+        !sync.is_expired().await,
+        "back to fresh once the server answers"
+    );
+}
+
+#[test]
+fn a_paused_server_costs_the_blocking_path_at_most_the_timeout() {
+    let store = Redis::new();
+    let sync = blocking(&store.server.url());
+    sync.refresh().unwrap();
+    assert!(!sync.is_expired());
+    let bound = fast_config().call_bound();
+
+    store.server.pause().unwrap();
+    for attempt in 0..2 {
+        let started = Instant::now();
+        assert!(sync.is_expired(), "attempt {attempt}");
+        let took = started.elapsed();
+        assert!(took <= bound + MARGIN, "attempt {attempt} took {took:?}");
+    }
+    store.server.resume().unwrap();
+    assert!(!sync.is_expired());
+}
+
+#[tokio::test]
+async fn a_killed_server_reads_expired_and_recovers_after_restart() {
+    let mut store = Redis::new();
+    let reader = Synchronizer::new(store.process(), key());
+    let writer = Synchronizer::new(store.process(), key());
+    reader.refresh().await.unwrap();
+    writer.refresh().await.unwrap();
+
+    store.server.kill();
+    for _ in 0..3 {
+        let check = reader.check().await;
+        assert_eq!(check.shared, Observed::Unavailable);
+        assert!(check.is_expired());
+    }
+    let err = writer.mark_updated().await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("could not reach Redis at redis://127.0.0.1:"),
+        "{err}"
+    );
+
+    store.server.restart().unwrap();
+    // The same clients, no restart: the key is gone, so both read expired,
+    // then agree again.
+    assert_eq!(reader.check().await.shared, Observed::Missing);
+    let g = reader.refresh().await.unwrap();
+    assert_eq!(writer.refresh().await.unwrap(), g);
+    writer.mark_updated().await.unwrap();
+    assert!(reader.is_expired().await);
+}
+
+#[test]
+fn the_blocking_path_recovers_after_a_restart() {
+    let mut store = Redis::new();
+    let reader = blocking(&store.server.url());
+    let writer = blocking(&store.server.url());
+    reader.refresh().unwrap();
+    writer.refresh().unwrap();
+
+    store.server.kill();
+    assert!(reader.is_expired());
+    assert!(writer.mark_updated().is_err());
+
+    store.server.restart().unwrap();
+    assert_eq!(reader.check().shared, Observed::Missing);
+    let g = reader.refresh().unwrap();
+    assert_eq!(writer.refresh().unwrap(), g);
+    writer.mark_updated().unwrap();
+    assert!(reader.is_expired());
+}
+
+#[tokio::test]
+async fn async_and_blocking_paths_share_one_key() {
+    let store = Redis::new();
+    let url = store.server.url();
+    let asynchronous = Synchronizer::new(store.process(), key());
+    let g = asynchronous.refresh().await.unwrap();
+    let bumped = tokio::task::spawn_blocking(move || {
+        let sync = blocking(&url);
+        assert_eq!(sync.refresh().unwrap(), g);
+        sync.mark_updated().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(asynchronous.check().await.observed(), Some(bumped));
+}
+
+#[tokio::test]
+async fn unix_socket_urls_work_on_both_paths() {
+    let server = RedisServer::start().unwrap();
+    let url = server.unix_url();
+    assert!(url.starts_with("redis+unix://"), "{url}");
+    let sync = Synchronizer::new(RedisBackend::open(&url).unwrap(), key());
+    let g = sync.refresh().await.unwrap();
+    let seen = tokio::task::spawn_blocking(move || blocking(&url).refresh().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(seen, g);
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_a_clear_error_that_never_shows_the_password() {
+    let server = RedisServer::start_with_password("right-pw-1234").unwrap();
+    let bad_url = format!("redis://:wrong-pw-5678@127.0.0.1:{}", server.port());
+    let logs = LogCapture::default();
+    let _guard = logs.install();
+
+    let backend = RedisBackend::with_config(&bad_url, fast_config()).unwrap();
+    let err = backend.ping().await.unwrap_err();
+    assert!(matches!(err, BackendError::Auth { .. }), "{err:?}");
+    let sync = Synchronizer::new(backend, key());
+    assert!(sync.is_expired().await);
+    let err = sync.refresh().await.unwrap_err();
+
+    let blocking_err = blocking(&bad_url).mark_updated().unwrap_err();
+    assert!(
+        matches!(blocking_err, Error::Backend(BackendError::Auth { .. })),
+        "{blocking_err:?}"
+    );
+    let text = format!(
+        "{err}\n{err:?}\n{blocking_err}\n{blocking_err:?}\n{}",
+        logs.text()
+    );
+    assert!(text.contains("refused access"), "{text}");
+    assert!(text.contains("redis://:***@127.0.0.1"), "{text}");
+    assert!(!text.contains("wrong-pw"), "{text}");
+    assert!(!text.contains("right-pw"), "{text}");
+    assert!(logs.text().contains(key().as_str()), "the key is logged");
+
+    // The right password works.
+    let good = Synchronizer::new(RedisBackend::open(&server.url()).unwrap(), key());
+    good.refresh().await.unwrap();
+    assert!(!good.is_expired().await);
+}
+
+#[tokio::test]
+async fn an_unreachable_server_says_what_to_check() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let url = format!("redis://127.0.0.1:{port}");
+    let backend = RedisBackend::with_config(&url, fast_config()).unwrap();
+    let err = backend.ping().await.unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!("could not reach Redis at {url}: ")),
+        "{err}"
+    );
+    assert!(err.ends_with("is the server running?"), "{err}");
+
+    let err = blocking(&url).mark_updated().unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!("could not reach Redis at {url}: ")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn every_backend_failure_is_logged_with_the_key() {
+    let mut store = Redis::new();
+    let sync = Synchronizer::new(store.process(), key());
+    sync.refresh().await.unwrap();
+    store.server.kill();
+
+    let logs = LogCapture::default();
+    let _guard = logs.install();
+    assert!(sync.is_expired().await);
+    assert!(sync.is_expired().await);
+    let text = logs.text();
+    let errors: Vec<&str> = text.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 2, "{text}");
+    for line in errors {
+        assert!(line.contains(key().as_str()), "{line}");
+        assert!(line.contains("redis://127.0.0.1:"), "{line}");
+    }
+    assert!(
+        text.contains("DEBUG"),
+        "expiry decisions are debug events: {text}"
+    );
+}

@@ -1,0 +1,117 @@
+//! What the integration tests share: a store to run the behavioural suite
+//! on, with ways to corrupt and evict keys behind the synchronizers' backs.
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use gensync::testing::RedisServer;
+use gensync::{Key, MemoryBackend, RedisBackend, RedisConfig};
+
+/// A shared store, seen from several "processes".
+pub trait Store {
+    type Backend: gensync::Backend + Clone;
+
+    /// A backend handle as a new process would have it: for Redis, a new
+    /// client with its own connection.
+    fn process(&self) -> Self::Backend;
+    /// Stores raw text at the key, as a stray `SET` would.
+    fn write_raw(&self, key: &Key, raw: &str);
+    /// Removes the key, as an eviction would.
+    fn evict(&self, key: &Key);
+}
+
+pub struct Memory(pub MemoryBackend);
+
+impl Memory {
+    pub fn new() -> Self {
+        Memory(MemoryBackend::new())
+    }
+}
+
+impl Store for Memory {
+    type Backend = MemoryBackend;
+
+    fn process(&self) -> MemoryBackend {
+        self.0.clone()
+    }
+    fn write_raw(&self, key: &Key, raw: &str) {
+        self.0.insert_raw(key, raw);
+    }
+    fn evict(&self, key: &Key) {
+        self.0.evict(key);
+    }
+}
+
+pub struct Redis {
+    pub server: RedisServer,
+    admin: Mutex<redis::Connection>,
+}
+
+impl Redis {
+    pub fn new() -> Self {
+        let server = RedisServer::start().expect("start redis-server");
+        let admin = Mutex::new(server.connection().expect("connect to redis-server"));
+        Redis { server, admin }
+    }
+
+    /// Runs a raw command on the test's own connection.
+    pub fn raw<T: redis::FromRedisValue>(&self, cmd: &mut redis::Cmd) -> T {
+        cmd.query(&mut *self.admin.lock().unwrap())
+            .expect("raw command")
+    }
+}
+
+/// Tight timeouts, so fault tests finish quickly.
+pub fn fast_config() -> RedisConfig {
+    RedisConfig::default()
+        .connect_timeout(std::time::Duration::from_millis(150))
+        .response_timeout(std::time::Duration::from_millis(150))
+}
+
+impl Store for Redis {
+    type Backend = RedisBackend;
+
+    fn process(&self) -> RedisBackend {
+        RedisBackend::with_config(&self.server.url(), fast_config()).expect("valid URL")
+    }
+    fn write_raw(&self, key: &Key, raw: &str) {
+        self.raw::<()>(redis::cmd("SET").arg(key.as_str()).arg(raw));
+    }
+    fn evict(&self, key: &Key) {
+        self.raw::<()>(redis::cmd("DEL").arg(key.as_str()));
+    }
+}
+
+/// Captures what tracing prints while it is installed, so tests can check
+/// log lines for keys and secrets.
+#[derive(Clone, Default)]
+pub struct LogCapture(Arc<Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    /// Installs the capture for the current thread until the guard drops.
+    pub fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let writer = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
