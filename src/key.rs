@@ -100,6 +100,15 @@ impl Key {
         Key::new(text.split(SEP))
     }
 
+    /// A companion key for bookkeeping beside this one (a writers' lock).
+    /// `%` never appears unescaped in a user's component, so no user key
+    /// can collide with it.
+    pub(crate) fn companion(&self, name: &str) -> Key {
+        Key {
+            rendered: format!("{}:%{name}", self.rendered),
+        }
+    }
+
     /// The rendered key, as sent to the backend.
     pub fn as_str(&self) -> &str {
         &self.rendered

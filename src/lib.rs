@@ -67,6 +67,7 @@ mod backend;
 mod error;
 mod generation;
 mod key;
+pub mod reload;
 mod synchronizer;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -115,6 +115,22 @@ pub trait GenerationSynchronizer: Send + Sync {
 
     /// Deletes the shared generation, expiring every process.
     async fn clear(&self) -> Result<(), Error>;
+
+    /// Takes the writers' lock beside the key if it is free, for `ttl` at
+    /// most, owned by `token` (use [`Generation::fresh`]). Returns whether it
+    /// was taken. The expiry means a dead holder cannot stall other writers.
+    async fn try_lock(&self, token: Generation, ttl: Duration) -> Result<bool, Error>;
+
+    /// Releases the writers' lock if `token` still holds it. Returns whether
+    /// it did; `false` means the lock had expired (and maybe been taken).
+    async fn unlock(&self, token: Generation) -> Result<bool, Error>;
+
+    /// Records a writer's intent before it saves: the shared generation's
+    /// time to live is cut to `ttl` (the key is created if missing). If the
+    /// writer dies before its bump, the key lapses and every process
+    /// reloads; the bump in [`mark_updated`](Self::mark_updated) restores
+    /// the full time to live.
+    async fn mark_intent(&self, ttl: Duration) -> Result<(), Error>;
 }
 
 /// The [`GenerationSynchronizer`], generic over its [`Backend`].
@@ -136,6 +152,8 @@ pub trait GenerationSynchronizer: Send + Sync {
 pub struct Synchronizer<B> {
     backend: B,
     key: Key,
+    /// Where writers' lock lives, beside the key.
+    lock_key: Key,
     ttl: Duration,
     /// The recorded generation; 0 means none (0 is never a generation).
     local: AtomicU64,
@@ -147,6 +165,7 @@ impl<B: Backend> Synchronizer<B> {
     pub fn new(backend: B, key: Key) -> Self {
         Synchronizer {
             backend,
+            lock_key: key.companion("lock"),
             key,
             ttl: DEFAULT_TTL,
             local: AtomicU64::new(0),
@@ -300,6 +319,36 @@ impl<B: Backend> GenerationSynchronizer for Synchronizer<B> {
             .delete(&self.key)
             .await
             .map_err(|e| self.failed("delete", e))
+    }
+
+    async fn try_lock(&self, token: Generation, ttl: Duration) -> Result<bool, Error> {
+        self.backend
+            .add(&self.lock_key, token, ttl)
+            .await
+            .map_err(|e| self.failed("lock", e))
+    }
+
+    async fn unlock(&self, token: Generation) -> Result<bool, Error> {
+        self.backend
+            .delete_if(&self.lock_key, token)
+            .await
+            .map_err(|e| self.failed("unlock", e))
+    }
+
+    async fn mark_intent(&self, ttl: Duration) -> Result<(), Error> {
+        for _ in 0..TRIES {
+            let cut = self.backend.expire(&self.key, ttl).await;
+            if cut.map_err(|e| self.failed("expire", e))? {
+                return Ok(());
+            }
+            // Missing: create it short-lived, or a reader could create it
+            // for a year, load the old state and never hear of this write.
+            let added = self.backend.add(&self.key, Generation::fresh(), ttl).await;
+            if added.map_err(|e| self.failed("add", e))? {
+                return Ok(());
+            }
+        }
+        Err(self.contended())
     }
 }
 

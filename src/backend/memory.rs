@@ -159,6 +159,27 @@ impl Backend for MemoryBackend {
         self.lock().remove(key.as_str());
         Ok(())
     }
+
+    async fn expire(&self, key: &Key, ttl: Duration) -> Result<bool, BackendError> {
+        let mut entries = self.lock();
+        Ok(match Self::live(&mut entries, key) {
+            Some(entry) => {
+                entry.expires_at = Some(Instant::now() + ttl);
+                true
+            }
+            None => false,
+        })
+    }
+
+    async fn delete_if(&self, key: &Key, expected: Generation) -> Result<bool, BackendError> {
+        let mut entries = self.lock();
+        let holds = Self::live(&mut entries, key)
+            .is_some_and(|e| classify(&e.value) == Stored::Value(expected));
+        if holds {
+            entries.remove(key.as_str());
+        }
+        Ok(holds)
+    }
 }
 
 impl BlockingBackend for MemoryBackend {}
@@ -218,6 +239,35 @@ mod tests {
                 "{raw}"
             );
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expire_sets_the_time_to_live_of_existing_keys_only() {
+        let backend = MemoryBackend::new();
+        let ttl = Duration::from_secs(5);
+        assert!(!backend.expire(&key(), ttl).await.unwrap());
+        backend
+            .add(&key(), Generation::fresh(), Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(backend.expire(&key(), ttl).await.unwrap());
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(backend.get(&key()).await.unwrap(), Stored::Missing);
+    }
+
+    #[tokio::test]
+    async fn delete_if_removes_only_the_expected_value() {
+        let backend = MemoryBackend::new();
+        let mine = Generation::fresh();
+        let theirs = Generation::fresh();
+        backend
+            .add(&key(), theirs, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(!backend.delete_if(&key(), mine).await.unwrap());
+        assert_eq!(backend.get(&key()).await.unwrap(), Stored::Value(theirs));
+        assert!(backend.delete_if(&key(), theirs).await.unwrap());
+        assert_eq!(backend.get(&key()).await.unwrap(), Stored::Missing);
     }
 
     #[tokio::test]

@@ -28,7 +28,8 @@ pub enum Stored {
     Corrupt,
 }
 
-/// The four operations a synchronizer needs from a shared store.
+/// The operations a synchronizer needs from a shared store: four for the
+/// generation itself, and two more for writers' lock and intent.
 ///
 /// Every call must be bounded in time: an implementation returns an error
 /// rather than wait for an unresponsive server. Implementations only store
@@ -57,6 +58,14 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Removes the key. Removing a missing key is not an error.
     async fn delete(&self, key: &Key) -> Result<(), BackendError>;
+
+    /// Sets the time to live of an existing key. Returns whether the key
+    /// existed.
+    async fn expire(&self, key: &Key, ttl: Duration) -> Result<bool, BackendError>;
+
+    /// Removes the key only if it holds `expected`, in one atomic step.
+    /// Returns whether it was removed.
+    async fn delete_if(&self, key: &Key, expected: Generation) -> Result<bool, BackendError>;
 }
 
 /// A [`Backend`] whose futures finish without waiting on an async runtime,
@@ -82,6 +91,12 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     }
     async fn delete(&self, key: &Key) -> Result<(), BackendError> {
         (**self).delete(key).await
+    }
+    async fn expire(&self, key: &Key, ttl: Duration) -> Result<bool, BackendError> {
+        (**self).expire(key, ttl).await
+    }
+    async fn delete_if(&self, key: &Key, expected: Generation) -> Result<bool, BackendError> {
+        (**self).delete_if(key, expected).await
     }
 }
 

@@ -31,6 +31,14 @@ redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return redis.call('GET', KEYS[1])
 ";
 
+/// Deletes a key only while it holds the caller's token.
+const DELETE_IF_SCRIPT: &str = r"
+if redis.pcall('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
 /// The URL forms accepted, for error messages.
 const URL_FORMS: &str = "redis://[user:password@]host[:port][/db], \
      rediss://... (with the `tls` feature) or redis+unix:///path/to/socket[?db=N&pass=...]";
@@ -217,6 +225,21 @@ fn delete_cmd(key: &Key) -> Cmd {
     cmd
 }
 
+fn expire_cmd(key: &Key, ttl: Duration) -> Cmd {
+    let mut cmd = redis::cmd("PEXPIRE");
+    cmd.arg(key.as_str()).arg(ttl_millis(ttl));
+    cmd
+}
+
+fn delete_if_cmd(key: &Key, expected: Generation) -> Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(DELETE_IF_SCRIPT)
+        .arg(1)
+        .arg(key.as_str())
+        .arg(expected.get());
+    cmd
+}
+
 fn ttl_millis(ttl: Duration) -> u64 {
     // PX 0 is an error in Redis; a sub-millisecond TTL rounds up.
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
@@ -251,6 +274,11 @@ fn read_incr(reply: Result<Value, RedisError>) -> Result<Stored, RedisError> {
 
 fn read_delete(reply: Result<Value, RedisError>) -> Result<(), RedisError> {
     reply.map(drop)
+}
+
+/// PEXPIRE and the delete-if script both reply 1 when they acted.
+fn read_flag(reply: Result<Value, RedisError>) -> Result<bool, RedisError> {
+    Ok(matches!(reply?, Value::Int(1)))
 }
 
 // The async path.
@@ -418,6 +446,14 @@ impl Backend for RedisBackend {
 
     async fn delete(&self, key: &Key) -> Result<(), BackendError> {
         self.run(&delete_cmd(key), read_delete).await
+    }
+
+    async fn expire(&self, key: &Key, ttl: Duration) -> Result<bool, BackendError> {
+        self.run(&expire_cmd(key, ttl), read_flag).await
+    }
+
+    async fn delete_if(&self, key: &Key, expected: Generation) -> Result<bool, BackendError> {
+        self.run(&delete_if_cmd(key, expected), read_flag).await
     }
 }
 
@@ -602,6 +638,14 @@ impl Backend for BlockingRedisBackend {
 
     async fn delete(&self, key: &Key) -> Result<(), BackendError> {
         self.run(&delete_cmd(key), read_delete)
+    }
+
+    async fn expire(&self, key: &Key, ttl: Duration) -> Result<bool, BackendError> {
+        self.run(&expire_cmd(key, ttl), read_flag)
+    }
+
+    async fn delete_if(&self, key: &Key, expected: Generation) -> Result<bool, BackendError> {
+        self.run(&delete_if_cmd(key, expected), read_flag)
     }
 }
 

@@ -1,0 +1,82 @@
+//! The reloader for programs with no async runtime.
+
+use super::metrics::ReloadMetrics;
+use super::reloader::{PublishError, Reloader, ReloaderBuilder};
+use super::snapshot::Snapshot;
+use crate::error::Error;
+use crate::generation::Generation;
+
+/// A [`Reloader`] driven from plain threads.
+///
+/// It runs the same reloader on a private one-thread tokio runtime, so
+/// loads, single flight, backoff and the reload fence behave exactly as in
+/// async code. Pair it with [`blocking_loader`](super::blocking_loader) for
+/// a loader written as plain blocking code. Do not create or drop it inside
+/// an async runtime.
+///
+/// ```
+/// use gensync::reload::{blocking_loader, BlockingReloader, Reloader};
+/// use gensync::{Key, MemoryBackend, Synchronizer};
+///
+/// # fn main() -> Result<(), gensync::Error> {
+/// let sync = Synchronizer::new(MemoryBackend::new(), Key::new(["job", "config"])?);
+/// let loader = blocking_loader(|| Ok::<_, std::io::Error>(String::from("batch=100")));
+/// let reloader = BlockingReloader::new(Reloader::builder(sync, loader), String::new())?;
+/// assert_eq!(*reloader.check(), "batch=100");
+/// # Ok(()) }
+/// ```
+pub struct BlockingReloader<S> {
+    reloader: Reloader<S>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl<S: Send + Sync + 'static> BlockingReloader<S> {
+    /// Builds the reloader, serving `initial` until the first load succeeds.
+    pub fn new(builder: ReloaderBuilder<S>, initial: S) -> Result<Self, Error> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("gensync-reloader")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Config(format!("could not start the reloader's runtime: {e}")))?;
+        Ok(BlockingReloader {
+            reloader: builder.build(initial)?,
+            runtime,
+        })
+    }
+
+    /// See [`Reloader::check`].
+    pub fn check(&self) -> Snapshot<S> {
+        self.runtime.block_on(self.reloader.check())
+    }
+
+    /// See [`Reloader::current`].
+    pub fn current(&self) -> Snapshot<S> {
+        self.reloader.current()
+    }
+
+    /// See [`Reloader::reload_now`].
+    pub fn reload_now(&self) -> Result<Snapshot<S>, Snapshot<S>> {
+        self.runtime.block_on(self.reloader.reload_now())
+    }
+
+    /// See [`Reloader::publish`].
+    pub fn publish(&self, settings: S) -> Result<Generation, PublishError> {
+        self.runtime.block_on(self.reloader.publish(settings))
+    }
+
+    /// See [`Reloader::update`].
+    pub fn update(&self, change: impl FnOnce(&S) -> S + Send) -> Result<Generation, PublishError> {
+        self.runtime.block_on(self.reloader.update(change))
+    }
+
+    /// See [`Reloader::metrics`].
+    pub fn metrics(&self) -> ReloadMetrics {
+        self.reloader.metrics()
+    }
+
+    /// The async reloader underneath.
+    pub fn reloader(&self) -> &Reloader<S> {
+        &self.reloader
+    }
+}

@@ -1,0 +1,91 @@
+//! The settings one request sees: an immutable snapshot, cheap to clone.
+
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use crate::generation::Generation;
+
+/// One loaded copy of the settings and the generation it matches.
+///
+/// Cloning is one reference-count increment; the settings are never copied.
+/// The middleware puts the snapshot for each request into the request's
+/// extensions, so a handler sees one consistent copy for the whole request
+/// even if a reload lands meanwhile.
+///
+/// ```
+/// use gensync::reload::Snapshot;
+///
+/// let snapshot = Snapshot::new(String::from("theme=dark"), None);
+/// assert_eq!(&*snapshot, "theme=dark");
+/// assert_eq!(snapshot.generation(), None);
+/// ```
+pub struct Snapshot<S> {
+    inner: Arc<Inner<S>>,
+}
+
+pub(crate) struct Inner<S> {
+    settings: S,
+    generation: Option<Generation>,
+}
+
+impl<S> Snapshot<S> {
+    /// A snapshot of `settings` matching `generation` (`None`: not known to
+    /// match any, as for initial settings).
+    pub fn new(settings: S, generation: Option<Generation>) -> Self {
+        Snapshot {
+            inner: Arc::new(Inner {
+                settings,
+                generation,
+            }),
+        }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &S {
+        &self.inner.settings
+    }
+
+    /// The shared generation these settings were loaded for.
+    pub fn generation(&self) -> Option<Generation> {
+        self.inner.generation
+    }
+
+    pub(crate) fn from_arc(inner: Arc<Inner<S>>) -> Self {
+        Snapshot { inner }
+    }
+
+    pub(crate) fn as_arc(&self) -> &Arc<Inner<S>> {
+        &self.inner
+    }
+
+    /// Whether two snapshots are the same load.
+    pub fn ptr_eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl<S> Clone for Snapshot<S> {
+    fn clone(&self) -> Self {
+        Snapshot {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<S> Deref for Snapshot<S> {
+    type Target = S;
+
+    fn deref(&self) -> &S {
+        &self.inner.settings
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for Snapshot<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("generation", &self.inner.generation)
+            .field("settings", &self.inner.settings)
+            .finish()
+    }
+}
