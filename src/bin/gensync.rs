@@ -1,1 +1,318 @@
-fn main() {}
+//! `gensync`: read, bump and clear a shared generation in Redis from a shell,
+//! and run a reload command only when the generation has moved.
+//!
+//! ```text
+//! gensync [--url URL] get KEY      print the shared generation
+//! gensync [--url URL] bump KEY     tell every process the state changed
+//! gensync [--url URL] clear KEY    delete the generation (everyone reloads)
+//! gensync [--url URL] sync --state FILE KEY -- CMD [ARGS...]
+//! ```
+//!
+//! The URL comes from `--url`, else `$GENSYNC_URL`, else `$REDIS_URL`.
+//! KEY is `site:settings` style text, as [`Key::parse`] reads it.
+//!
+//! `sync` is a reader for scripts and cron jobs: FILE holds the generation
+//! the last successful run of CMD saw. CMD runs when the shared generation
+//! differs from it, when FILE or the key is missing, or when Redis fails
+//! (a broken cache server must not freeze a host on stale state). After CMD
+//! succeeds, FILE gets the generation read *before* CMD ran (the reload
+//! fence): a bump that lands while CMD runs causes one more run instead of
+//! being lost. When Redis failed, nothing is recorded.
+//!
+//! Exit codes: 0 done; 1 `get` found no valid generation; 2 bad usage,
+//! a bad URL or Redis trouble (and for `sync`, a state file it cannot
+//! read or write); for `sync`, CMD's own code when it fails (128+N when
+//! killed by signal N) and 127 when CMD cannot be started.
+//!
+//! Every Redis call is bounded by the library's default timeouts, and a
+//! password in the URL never appears in any output.
+
+use std::ffi::OsString;
+use std::fmt::Display;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, ExitStatus};
+
+use clap::{Parser, Subcommand};
+use gensync::{
+    Backend, BackendError, BlockingRedisBackend, BlockingSynchronizer, Check, Generation, Key,
+    Observed, Stored,
+};
+
+/// `get` found no key, or a value that is not a generation.
+const NO_GENERATION: u8 = 1;
+/// Bad usage, a bad URL, Redis trouble or an unusable state file (clap
+/// uses 2 for usage errors too).
+const TROUBLE: u8 = 2;
+/// CMD could not be started, as in shells.
+const CANNOT_RUN: u8 = 127;
+
+type Sync = BlockingSynchronizer<BlockingRedisBackend>;
+
+/// Read, bump and clear a shared cache generation in Redis, and run a
+/// reload command only when it has moved.
+#[derive(Parser)]
+#[command(
+    name = "gensync",
+    version,
+    after_help = "\
+KEY is `site:settings` style text, stored as gensync:site:settings.
+
+Exit codes:
+  0    done (for sync: CMD ran and succeeded, or had no need to run)
+  1    get: no generation at KEY, or a value that is not one
+  2    bad usage, no or bad URL, Redis unreachable, timed out or refusing
+       access (get, bump, clear), or a state file sync cannot read or write
+  N    sync: CMD failed with exit code N (128+S when killed by signal S)
+  127  sync: CMD could not be started"
+)]
+struct Cli {
+    /// Redis URL: redis://[user:password@]host[:port][/db] or
+    /// redis+unix:///path. Default: $GENSYNC_URL, else $REDIS_URL.
+    #[arg(long, global = true, value_name = "URL")]
+    url: Option<String>,
+
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Print the shared generation. Exit 1 if the key is missing or corrupt.
+    Get {
+        /// The key, such as site:settings.
+        key: Key,
+    },
+    /// Bump the shared generation, creating it if missing, and print the new one.
+    Bump {
+        /// The key, such as site:settings.
+        key: Key,
+    },
+    /// Delete the shared generation: every reader reloads once.
+    Clear {
+        /// The key, such as site:settings.
+        key: Key,
+    },
+    /// Run CMD if the shared generation moved since FILE was written.
+    ///
+    /// CMD runs when the generation differs from the one in FILE, when FILE
+    /// or the key is missing (the key is then created), or when Redis fails.
+    /// If CMD succeeds, FILE gets the generation seen before CMD ran, written
+    /// atomically; if Redis failed, FILE is left as it was. If CMD fails,
+    /// gensync exits with its code and leaves FILE alone. CMD inherits
+    /// stdin, stdout and stderr.
+    Sync {
+        /// Where the generation of the last successful run is kept.
+        #[arg(long, value_name = "FILE")]
+        state: PathBuf,
+        /// The key, such as site:settings.
+        key: Key,
+        /// The command to run, after `--`.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<OsString>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // An empty variable counts as unset; an explicit `--url ""` is an error.
+    let from_env = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+    let Some(url) = cli
+        .url
+        .or_else(|| from_env("GENSYNC_URL"))
+        .or_else(|| from_env("REDIS_URL"))
+    else {
+        return fail(
+            TROUBLE,
+            "no Redis URL: pass --url or set GENSYNC_URL or REDIS_URL",
+        );
+    };
+    // The backend's errors already redact the password.
+    let backend = match BlockingRedisBackend::open(&url) {
+        Ok(backend) => backend,
+        Err(e) => return fail(TROUBLE, e),
+    };
+    let sync = |key| BlockingSynchronizer::new(backend, key);
+    match cli.command {
+        Cmd::Get { key } => get(&sync(key)),
+        Cmd::Bump { key } => match sync(key).mark_updated() {
+            Ok(generation) => print(generation),
+            Err(e) => fail(TROUBLE, e),
+        },
+        Cmd::Clear { key } => match sync(key).clear() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(TROUBLE, e),
+        },
+        Cmd::Sync {
+            state,
+            key,
+            command,
+        } => run_sync(&sync(key), &state, &command),
+    }
+}
+
+fn get(sync: &Sync) -> ExitCode {
+    match observe(sync) {
+        (Observed::Value(generation), _) => print(generation),
+        (Observed::Missing, _) => fail(NO_GENERATION, format!("no generation at {}", sync.key())),
+        (Observed::Corrupt, _) => fail(
+            NO_GENERATION,
+            format!(
+                "the value at {} is not a generation; `gensync bump` replaces it",
+                sync.key()
+            ),
+        ),
+        (Observed::Unavailable, error) => fail(TROUBLE, describe(error)),
+    }
+}
+
+fn run_sync(sync: &Sync, state: &Path, command: &[OsString]) -> ExitCode {
+    // clap already requires CMD; this only keeps an empty one from panicking.
+    let Some((program, args)) = command.split_first() else {
+        return fail(TROUBLE, "no command to run: give one after `--`");
+    };
+    let recorded = match read_state(state) {
+        Ok(recorded) => recorded,
+        Err(e) => {
+            let message = format!("cannot read the state file {}: {e}", state.display());
+            return fail(TROUBLE, message);
+        }
+    };
+    let (shared, error) = observe(sync);
+    // The library's rule decides: anything but an exact match is expired.
+    let check = Check {
+        local: recorded,
+        shared,
+    };
+    if !check.is_expired() {
+        return ExitCode::SUCCESS;
+    }
+    // The reload fence: what to record is fixed now, before CMD runs.
+    let fence = match shared {
+        Observed::Value(generation) => Ok(generation),
+        // Create (or repair) the key, so the next run has a value to match.
+        Observed::Missing | Observed::Corrupt => sync.fetch_or_create().map_err(|e| e.to_string()),
+        Observed::Unavailable => Err(describe(error)),
+    };
+    if let Err(e) = &fence {
+        let _ = writeln!(
+            io::stderr(),
+            "gensync: {e}; running the command anyway and leaving {} as it was",
+            state.display()
+        );
+    }
+
+    let status = match Command::new(program).args(args).status() {
+        Ok(status) => status,
+        Err(e) => {
+            let message = format!("cannot run {}: {e}", program.to_string_lossy());
+            return fail(CANNOT_RUN, message);
+        }
+    };
+    if !status.success() {
+        return ExitCode::from(failure_code(status));
+    }
+    if let Ok(generation) = fence {
+        if let Err(e) = write_state(state, generation) {
+            let message = format!(
+                "the command succeeded but {} could not be written: {e}; it will run again next time",
+                state.display()
+            );
+            return fail(TROUBLE, message);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// Reads the shared generation once, as `check()` does, but keeps the error
+/// text that `check()` only logs: an operator needs it on stderr.
+fn observe(sync: &Sync) -> (Observed, Option<BackendError>) {
+    // The blocking backend's futures never wait on a runtime.
+    match futures_executor::block_on(sync.get_ref().backend().get(sync.key())) {
+        Ok(Stored::Value(generation)) => (Observed::Value(generation), None),
+        Ok(Stored::Missing) => (Observed::Missing, None),
+        Ok(Stored::Corrupt) => (Observed::Corrupt, None),
+        Err(e) => (Observed::Unavailable, Some(e)),
+    }
+}
+
+fn describe(error: Option<BackendError>) -> String {
+    error.map_or_else(|| "Redis failed".to_owned(), |e| e.to_string())
+}
+
+/// The generation recorded in `path`. A missing, empty or unparsable file
+/// records nothing, so CMD runs and the file is rewritten; other read
+/// errors (a directory, no permission) would also defeat the write, so
+/// they are reported instead.
+fn read_state(path: &Path) -> io::Result<Option<Generation>> {
+    match fs::read(path) {
+        Ok(bytes) => Ok(Generation::parse_stored(bytes.trim_ascii())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Replaces `path` atomically: a reader (or a crash) sees the old content or
+/// the new one, never a torn file.
+fn write_state(path: &Path, generation: Generation) -> io::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::other("the path names no file"))?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    // Same directory, so the rename cannot cross filesystems; the pid keeps
+    // concurrent runs from sharing a temporary file.
+    let mut temp_name = OsString::from(".");
+    temp_name.push(name);
+    temp_name.push(format!(".{}.tmp", std::process::id()));
+    let temp = dir.join(temp_name);
+    let written = (|| {
+        let mut file = File::create(&temp)?;
+        writeln!(file, "{generation}")?;
+        file.sync_all()?;
+        fs::rename(&temp, path)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    written?;
+    // Makes the rename itself durable; some filesystems refuse to sync a
+    // directory, and the file is already in place, so that is not an error.
+    #[cfg(unix)]
+    let _ = File::open(dir).and_then(|d| d.sync_all());
+    Ok(())
+}
+
+/// The exit code to pass on for a failed CMD, as a shell would report it.
+fn failure_code(status: ExitStatus) -> u8 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(signal) = status.signal() {
+            return u8::try_from(128 + signal).unwrap_or(u8::MAX);
+        }
+    }
+    // A failure must never turn into 0, whatever the platform reports.
+    match status.code().map(u8::try_from) {
+        Some(Ok(code)) if code != 0 => code,
+        _ => 1,
+    }
+}
+
+fn print(generation: Generation) -> ExitCode {
+    // `println!` would panic on a closed pipe.
+    match writeln!(io::stdout(), "{generation}") {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(TROUBLE, format!("cannot write to stdout: {e}")),
+    }
+}
+
+/// One line on stderr, then the exit code. Writing is best effort: a closed
+/// stderr must not turn an error into a panic.
+fn fail(code: u8, message: impl Display) -> ExitCode {
+    let _ = writeln!(io::stderr(), "gensync: {message}");
+    ExitCode::from(code)
+}

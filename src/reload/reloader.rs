@@ -142,6 +142,8 @@ struct Shared<S> {
     /// Orders checks and loads: a load numbered after a check began reads
     /// the source after that check began.
     seq: AtomicU64,
+    /// The number of the load that produced the current settings.
+    loaded_seq: AtomicU64,
     counters: Counters,
 }
 
@@ -259,7 +261,8 @@ impl<S: Send + Sync + 'static> ReloaderBuilder<S> {
                     backoff: self.config.backoff_initial,
                     failures: 0,
                 }),
-                seq: AtomicU64::new(0),
+                seq: AtomicU64::new(1),
+                loaded_seq: AtomicU64::new(0),
                 counters: Counters::default(),
                 config: self.config,
             }),
@@ -368,8 +371,11 @@ impl<S: Send + Sync + 'static> Reloader<S> {
         loop {
             let (done, joinable) = {
                 let mut state = self.state();
-                // Another load may have caught up while this check ran.
-                if !force && wanted.is_some() && self.shared.sync.sync_gen() == wanted {
+                // Another load may have caught up while this check ran:
+                // one that started after it, or one for what it saw.
+                let caught_up = self.shared.loaded_seq.load(Ordering::SeqCst) > began
+                    || (wanted.is_some() && self.shared.sync.sync_gen() == wanted);
+                if caught_up && !force {
                     return Ok(self.current());
                 }
                 match &state.inflight {
@@ -434,6 +440,13 @@ impl<S: Send + Sync + 'static> Reloader<S> {
             Observed::Missing | Observed::Corrupt => sync.fetch_or_create().await.ok(),
             Observed::Unavailable => None,
         };
+        // Numbered again right before the loader reads the source: every
+        // check that began before this number is served by this load.
+        let seq = self.shared.seq.fetch_add(1, Ordering::SeqCst);
+        if let Some(inflight) = self.state().inflight.as_mut() {
+            inflight.seq = seq;
+            inflight.target = target;
+        }
         Counters::bump(&self.shared.counters.loader_runs);
         let timeout = self.shared.config.load_timeout;
         let loader = Arc::clone(&self.shared.loader);
@@ -463,6 +476,7 @@ impl<S: Send + Sync + 'static> Reloader<S> {
         let old = self.current();
         let new = Snapshot::new(settings, target.or(old.generation()));
         self.shared.current.store(Arc::clone(new.as_arc()));
+        self.shared.loaded_seq.fetch_max(seq, Ordering::SeqCst);
         // Recorded after the settings are in place, so a check that finds
         // itself fresh also finds the new settings.
         if let Some(g) = target {

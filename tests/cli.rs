@@ -1,0 +1,540 @@
+//! The `gensync` command, run as a real process against a real
+//! redis-server that each test starts for itself.
+
+#![cfg(feature = "cli")]
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use gensync::testing::RedisServer;
+
+const BIN: &str = env!("CARGO_BIN_EXE_gensync");
+const KEY: &str = "cli:settings";
+/// How KEY is stored in Redis.
+const STORED_KEY: &str = "gensync:cli:settings";
+/// Appends a line to `marker` in the current directory: one line per run.
+const MARK: &str = "echo x >> marker";
+
+/// The command with no URL in its environment, whatever the caller's is.
+fn gensync() -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_remove("GENSYNC_URL").env_remove("REDIS_URL");
+    cmd
+}
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+fn run(cmd: &mut Command) -> Run {
+    read(cmd.output().expect("run gensync"))
+}
+
+fn read(out: Output) -> Run {
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs `gensync --url URL ARGS...`.
+fn with_url(url: &str, args: &[&str]) -> Run {
+    run(gensync().arg("--url").arg(url).args(args))
+}
+
+/// The generation `gensync get` prints, which must succeed.
+fn get(url: &str) -> u64 {
+    let out = with_url(url, &["get", KEY]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    out.stdout.trim().parse().expect("a decimal generation")
+}
+
+fn bump(url: &str) -> u64 {
+    let out = with_url(url, &["bump", KEY]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    out.stdout.trim().parse().expect("a decimal generation")
+}
+
+/// A URL nothing listens on: connections are refused at once.
+fn closed_url() -> String {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("redis://127.0.0.1:{port}")
+}
+
+fn raw_get(server: &RedisServer) -> Option<String> {
+    redis::cmd("GET")
+        .arg(STORED_KEY)
+        .query(&mut server.connection().unwrap())
+        .unwrap()
+}
+
+/// `gensync --url URL sync --state DIR/state KEY -- sh -c SCRIPT`, run in
+/// DIR so the script can write `marker` there.
+fn sync(url: &str, dir: &Path, script: &str) -> Run {
+    run(&mut sync_cmd(url, dir, &["sh", "-c", script]))
+}
+
+fn sync_cmd(url: &str, dir: &Path, command: &[&str]) -> Command {
+    let mut cmd = gensync();
+    cmd.current_dir(dir)
+        .args(["--url", url, "sync", "--state"])
+        .arg(dir.join("state"))
+        .args([KEY, "--"])
+        .args(command);
+    cmd
+}
+
+fn runs(dir: &Path) -> usize {
+    std::fs::read_to_string(dir.join("marker"))
+        .map(|text| text.lines().count())
+        .unwrap_or(0)
+}
+
+fn state(dir: &Path) -> Option<String> {
+    std::fs::read_to_string(dir.join("state")).ok()
+}
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("gensync-cli-")
+        .tempdir()
+        .unwrap()
+}
+
+#[test]
+fn bump_creates_then_increments_and_get_prints_it() {
+    let server = RedisServer::start().unwrap();
+    let url = server.url();
+
+    let first = bump(&url);
+    assert_eq!(raw_get(&server), Some(first.to_string()));
+    let second = bump(&url);
+    assert_eq!(second, first + 1);
+
+    let out = with_url(&url, &["get", KEY]);
+    assert_eq!(out.code, Some(0));
+    assert_eq!(out.stdout, format!("{second}\n"));
+    assert_eq!(out.stderr, "");
+}
+
+#[test]
+fn clear_deletes_the_key_and_get_then_exits_1() {
+    let server = RedisServer::start().unwrap();
+    let url = server.url();
+    bump(&url);
+
+    let out = with_url(&url, &["clear", KEY]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.stdout, "");
+    assert_eq!(raw_get(&server), None);
+
+    let out = with_url(&url, &["get", KEY]);
+    assert_eq!(out.code, Some(1));
+    assert_eq!(out.stdout, "");
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("no generation at {STORED_KEY}")),
+        "{}",
+        out.stderr
+    );
+
+    // Clearing a missing key is not an error.
+    assert_eq!(with_url(&url, &["clear", KEY]).code, Some(0));
+}
+
+#[test]
+fn get_on_a_missing_key_exits_1_and_creates_nothing() {
+    let server = RedisServer::start().unwrap();
+    let out = with_url(&server.url(), &["get", KEY]);
+    assert_eq!(out.code, Some(1));
+    assert_eq!(out.stdout, "");
+    assert_eq!(raw_get(&server), None, "get is read-only");
+}
+
+#[test]
+fn get_on_a_corrupt_value_exits_1_with_one_line() {
+    let server = RedisServer::start().unwrap();
+    redis::cmd("SET")
+        .arg(STORED_KEY)
+        .arg("garbage")
+        .exec(&mut server.connection().unwrap())
+        .unwrap();
+    let out = with_url(&server.url(), &["get", KEY]);
+    assert_eq!(out.code, Some(1));
+    assert_eq!(out.stdout, "");
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(out.stderr.contains("not a generation"), "{}", out.stderr);
+}
+
+#[test]
+fn the_url_comes_from_the_flag_then_gensync_url_then_redis_url() {
+    let server = RedisServer::start().unwrap();
+    let good = server.url();
+    let bad = closed_url();
+
+    // --url wins over both variables.
+    let out = run(gensync()
+        .args(["--url", &good, "bump", KEY])
+        .env("GENSYNC_URL", &bad)
+        .env("REDIS_URL", &bad));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+
+    // GENSYNC_URL wins over REDIS_URL, whichever of them is the good one.
+    let out = run(gensync()
+        .args(["bump", KEY])
+        .env("GENSYNC_URL", &good)
+        .env("REDIS_URL", &bad));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let out = run(gensync()
+        .args(["bump", KEY])
+        .env("GENSYNC_URL", &bad)
+        .env("REDIS_URL", &good));
+    assert_eq!(out.code, Some(2));
+    assert!(out.stderr.contains(&bad), "{}", out.stderr);
+
+    // REDIS_URL alone, and behind an empty GENSYNC_URL.
+    let out = run(gensync().args(["bump", KEY]).env("REDIS_URL", &good));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let out = run(gensync()
+        .args(["bump", KEY])
+        .env("GENSYNC_URL", "")
+        .env("REDIS_URL", &good));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+}
+
+#[test]
+fn no_url_at_all_exits_2_with_one_line_saying_how_to_give_one() {
+    for args in [&["get", KEY][..], &["bump", KEY], &["clear", KEY]] {
+        let out = run(gensync().args(args));
+        assert_eq!(out.code, Some(2), "{args:?}");
+        assert_eq!(out.stdout, "");
+        assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+        for needle in ["--url", "GENSYNC_URL", "REDIS_URL"] {
+            assert!(out.stderr.contains(needle), "{}", out.stderr);
+        }
+    }
+}
+
+#[test]
+fn a_bad_url_exits_2_without_showing_the_password() {
+    let url = "http://user:s3cret-pw@host:6379";
+    let by_flag = with_url(url, &["bump", KEY]);
+    let by_env = run(gensync().args(["get", KEY]).env("GENSYNC_URL", url));
+    for out in [by_flag, by_env] {
+        assert_eq!(out.code, Some(2));
+        assert!(
+            out.stderr.contains("unsupported Redis URL"),
+            "{}",
+            out.stderr
+        );
+        assert!(!out.all().contains("s3cret"), "{}", out.all());
+    }
+}
+
+#[test]
+fn an_unreachable_server_exits_2_fast_with_a_clear_line() {
+    let url = closed_url();
+    for command in ["get", "bump", "clear"] {
+        let started = Instant::now();
+        let out = with_url(&url, &[command, KEY]);
+        let took = started.elapsed();
+        assert_eq!(out.code, Some(2), "{command}: {}", out.stderr);
+        assert_eq!(out.stdout, "");
+        assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+        assert!(
+            out.stderr
+                .contains(&format!("could not reach Redis at {url}")),
+            "{}",
+            out.stderr
+        );
+        assert!(took < Duration::from_secs(2), "{command} took {took:?}");
+    }
+}
+
+#[test]
+fn a_wrong_password_exits_2_and_no_password_appears_anywhere() {
+    let server = RedisServer::start_with_password("right-pw-1234").unwrap();
+    let url = format!("redis://:wrong-pw-5678@127.0.0.1:{}", server.port());
+    let dir = tempdir();
+    let mut outputs = Vec::new();
+    for command in ["get", "bump", "clear"] {
+        let out = with_url(&url, &[command, KEY]);
+        assert_eq!(out.code, Some(2), "{command}: {}", out.stderr);
+        assert!(out.stderr.contains("refused access"), "{}", out.stderr);
+        assert!(
+            out.stderr.contains("redis://:***@127.0.0.1"),
+            "{}",
+            out.stderr
+        );
+        outputs.push(out.all());
+    }
+    // sync runs CMD anyway, and says why on stderr.
+    let out = sync(&url, dir.path(), MARK);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stderr.contains("refused access"), "{}", out.stderr);
+    outputs.push(out.all());
+    // Neither is `--help`, with the URL in the environment.
+    outputs.push(run(gensync().arg("--help").env("GENSYNC_URL", &url)).all());
+
+    let text = outputs.concat();
+    assert!(!text.contains("wrong-pw"), "{text}");
+    assert!(!text.contains("right-pw"), "{text}");
+}
+
+#[test]
+fn an_invalid_key_exits_2_with_the_key_error() {
+    let server = RedisServer::start().unwrap();
+    let dir = tempdir();
+    for args in [
+        &["get", " : "][..],
+        &["bump", " : "],
+        &["clear", ""],
+        &["sync", "--state", "state", "::", "--", "true"],
+    ] {
+        let out = run(gensync()
+            .current_dir(dir.path())
+            .args(["--url", &server.url()])
+            .args(args));
+        assert_eq!(out.code, Some(2), "{args:?}");
+        assert!(out.stderr.contains("the key is empty"), "{}", out.stderr);
+    }
+    assert_eq!(raw_get(&server), None);
+    assert_eq!(state(dir.path()), None);
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        &[][..],
+        &["frobnicate"],
+        &["get"],
+        &["sync", KEY, "--", "true"],
+        // No command, with or without the `--`.
+        &["sync", "--state", "f", KEY],
+        &["sync", "--state", "f", KEY, "--"],
+    ] {
+        let out = run(gensync().args(["--url", "redis://127.0.0.1:1"]).args(args));
+        assert_eq!(out.code, Some(2), "{args:?}: {}", out.stderr);
+        assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    }
+}
+
+#[test]
+fn sync_runs_the_command_first_and_records_the_generation() {
+    let server = RedisServer::start().unwrap();
+    let dir = tempdir();
+
+    let out = sync(&server.url(), dir.path(), MARK);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.stderr, "");
+    assert_eq!(runs(dir.path()), 1);
+    // The missing key was created, and the file holds its value.
+    let shared = get(&server.url());
+    assert_eq!(state(dir.path()), Some(format!("{shared}\n")));
+    // The atomic write leaves no temporary file behind.
+    let mut names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["marker", "state"]);
+}
+
+#[test]
+fn sync_does_not_run_the_command_again_while_the_generation_is_unchanged() {
+    let server = RedisServer::start().unwrap();
+    let dir = tempdir();
+    assert_eq!(sync(&server.url(), dir.path(), MARK).code, Some(0));
+    let recorded = state(dir.path());
+
+    for _ in 0..3 {
+        let out = sync(&server.url(), dir.path(), MARK);
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        assert_eq!(out.stdout, "");
+        assert_eq!(out.stderr, "");
+    }
+    assert_eq!(runs(dir.path()), 1);
+    assert_eq!(state(dir.path()), recorded);
+}
+
+#[test]
+fn sync_runs_the_command_again_after_a_bump() {
+    let server = RedisServer::start().unwrap();
+    let dir = tempdir();
+    assert_eq!(sync(&server.url(), dir.path(), MARK).code, Some(0));
+
+    let bumped = bump(&server.url());
+    assert_eq!(sync(&server.url(), dir.path(), MARK).code, Some(0));
+    assert_eq!(runs(dir.path()), 2);
+    assert_eq!(state(dir.path()), Some(format!("{bumped}\n")));
+
+    // And again after a clear, which re-creates the key.
+    assert_eq!(with_url(&server.url(), &["clear", KEY]).code, Some(0));
+    assert_eq!(sync(&server.url(), dir.path(), MARK).code, Some(0));
+    assert_eq!(runs(dir.path()), 3);
+    assert_eq!(state(dir.path()), Some(format!("{}\n", get(&server.url()))));
+}
+
+#[test]
+fn a_failing_command_passes_on_its_exit_code_and_leaves_the_state_file() {
+    let server = RedisServer::start().unwrap();
+    let dir = tempdir();
+    assert_eq!(sync(&server.url(), dir.path(), MARK).code, Some(0));
+    let before = state(dir.path());
+    bump(&server.url());
+
+    let out = sync(&server.url(), dir.path(), "exit 7");
+    assert_eq!(out.code, Some(7));
+    assert_eq!(state(dir.path()), before);
+
+    // Still expired: the next sync runs the command.
+    assert_eq!(sync(&server.url(), dir.path(), MARK).code, Some(0));
+    assert_eq!(runs(dir.path()), 2);
+}
+
+#[test]
+fn a_failing_first_run_creates_no_state_file() {
+    let server = RedisServer::start().unwrap();
+    let dir = tempdir();
+    assert_eq!(sync(&server.url(), dir.path(), "exit 3").code, Some(3));
+    assert_eq!(state(dir.path()), None);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_command_killed_by_a_signal_exits_128_plus_the_signal() {
+    let server = RedisServer::start().unwrap();
+    let dir = tempdir();
+    let out = sync(&server.url(), dir.path(), "kill -TERM $$");
+    assert_eq!(out.code, Some(128 + 15));
+    assert_eq!(state(dir.path()), None);
+}
+
+#[test]
+fn a_command_that_cannot_be_found_exits_127() {
+    let server = RedisServer::start().unwrap();
+    let dir = tempdir();
+    let out = run(&mut sync_cmd(
+        &server.url(),
+        dir.path(),
+        &["gensync-no-such-command-here", "arg"],
+    ));
+    assert_eq!(out.code, Some(127));
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("gensync-no-such-command-here"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(state(dir.path()), None);
+}
+
+#[test]
+fn a_server_that_is_down_still_runs_the_command_and_records_nothing() {
+    let mut server = RedisServer::start().unwrap();
+    let url = server.url();
+    let dir = tempdir();
+    assert_eq!(sync(&url, dir.path(), MARK).code, Some(0));
+    let before = state(dir.path());
+    assert!(before.is_some());
+    server.kill();
+
+    let out = sync(&url, dir.path(), MARK);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(runs(dir.path()), 2);
+    assert_eq!(state(dir.path()), before);
+    assert!(
+        out.stderr.contains("could not reach Redis at"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("as it was"), "{}", out.stderr);
+}
+
+#[test]
+fn a_bump_while_the_command_runs_makes_the_next_sync_run_it_again() {
+    let server = RedisServer::start().unwrap();
+    let dir = tempdir();
+    let before = bump(&server.url());
+
+    // The command itself bumps, as a writer elsewhere might mid-reload.
+    let script = format!("{MARK} && \"$GENSYNC\" bump {KEY} >/dev/null");
+    let out = run(sync_cmd(&server.url(), dir.path(), &["sh", "-c", &script])
+        .env("GENSYNC", BIN)
+        .env("GENSYNC_URL", server.url()));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let after = get(&server.url());
+    assert_ne!(after, before);
+    // The fence: the file holds what was seen before the command ran.
+    assert_eq!(state(dir.path()), Some(format!("{before}\n")));
+
+    assert_eq!(sync(&server.url(), dir.path(), MARK).code, Some(0));
+    assert_eq!(runs(dir.path()), 2, "the bump during the run was not lost");
+    assert_eq!(state(dir.path()), Some(format!("{after}\n")));
+}
+
+#[test]
+fn an_unparsable_state_file_runs_the_command_and_is_replaced() {
+    let server = RedisServer::start().unwrap();
+    let dir = tempdir();
+    let shared = bump(&server.url());
+    for junk in ["", "not a number\n", "0\n"] {
+        std::fs::write(dir.path().join("state"), junk).unwrap();
+        assert_eq!(sync(&server.url(), dir.path(), MARK).code, Some(0));
+        assert_eq!(state(dir.path()), Some(format!("{shared}\n")));
+    }
+    assert_eq!(runs(dir.path()), 3);
+}
+
+#[test]
+fn a_state_file_that_cannot_be_read_exits_2_without_running_the_command() {
+    let server = RedisServer::start().unwrap();
+    let dir = tempdir();
+    std::fs::create_dir(dir.path().join("state")).unwrap();
+    let out = sync(&server.url(), dir.path(), MARK);
+    assert_eq!(out.code, Some(2));
+    assert!(
+        out.stderr.contains("cannot read the state file"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(runs(dir.path()), 0);
+}
+
+#[test]
+fn the_command_inherits_stdin_and_stdout() {
+    let server = RedisServer::start().unwrap();
+    let dir = tempdir();
+    let mut child = sync_cmd(&server.url(), dir.path(), &["cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hello from stdin\n")
+        .unwrap();
+    let out = read(child.wait_with_output().unwrap());
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.stdout, "hello from stdin\n");
+}

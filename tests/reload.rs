@@ -1,0 +1,658 @@
+//! The reloader and its tower middleware: single flight, the reload fence,
+//! failing and panicking loaders, backoff, bounded waits, and writers.
+
+mod support;
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use gensync::reload::{
+    BlockingReloader, PublishError, Reloader, ReloaderBuilder, SettingsReloadLayer, Snapshot,
+};
+use gensync::{
+    Backend, BackendError, Generation, GenerationSynchronizer, Key, MemoryBackend, Stored,
+    Synchronizer,
+};
+use support::Store;
+use tokio::sync::{Notify, Semaphore};
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+fn key() -> Key {
+    Key::new(["reload", "settings"]).unwrap()
+}
+
+/// The source of truth: a version number, and how often it was read.
+#[derive(Default)]
+struct Source {
+    version: AtomicU64,
+    loads: AtomicU64,
+}
+
+fn builder<B: Backend>(backend: B, source: &Arc<Source>) -> ReloaderBuilder<u64> {
+    let read = Arc::clone(source);
+    let write = Arc::clone(source);
+    Reloader::builder(Synchronizer::new(backend, key()), move || {
+        let source = Arc::clone(&read);
+        async move {
+            source.loads.fetch_add(1, SeqCst);
+            // Let other tasks run mid-load, so bumps can land during it.
+            tokio::task::yield_now().await;
+            Ok::<_, Infallible>(source.version.load(SeqCst))
+        }
+    })
+    .saver(move |v: &u64| {
+        write.version.store(*v, SeqCst);
+        async { Ok::<_, Infallible>(()) }
+    })
+}
+
+/// A loader held at a gate: each load waits for a permit, so tests decide
+/// exactly when loads finish.
+struct GatedLoader {
+    source: Arc<Source>,
+    gate: Arc<Semaphore>,
+    started: Arc<Notify>,
+}
+
+impl GatedLoader {
+    fn new(source: &Arc<Source>) -> Self {
+        GatedLoader {
+            source: Arc::clone(source),
+            gate: Arc::new(Semaphore::new(0)),
+            started: Arc::new(Notify::new()),
+        }
+    }
+
+    fn builder<B: Backend>(&self, backend: B) -> ReloaderBuilder<u64> {
+        let (source, gate, started) = (
+            Arc::clone(&self.source),
+            Arc::clone(&self.gate),
+            Arc::clone(&self.started),
+        );
+        Reloader::builder(Synchronizer::new(backend, key()), move || {
+            let (source, gate, started) = (source.clone(), gate.clone(), started.clone());
+            async move {
+                source.loads.fetch_add(1, SeqCst);
+                let version = source.version.load(SeqCst);
+                started.notify_one();
+                gate.acquire().await.unwrap().forget();
+                Ok::<_, Infallible>(version)
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_burst_of_expired_requests_runs_the_loader_once() {
+    let source = Arc::new(Source::default());
+    source.version.store(7, SeqCst);
+    let loader = GatedLoader::new(&source);
+    let reloader = loader.builder(MemoryBackend::new()).build(0).unwrap();
+
+    let requests: Vec<_> = (0..100)
+        .map(|_| {
+            let r = reloader.clone();
+            tokio::spawn(async move { *r.check().await })
+        })
+        .collect();
+    loader.started.notified().await;
+    // Every request is now either waiting on the load or about to join it.
+    loader.gate.add_permits(1);
+    for request in requests {
+        assert_eq!(request.await.unwrap(), 7);
+    }
+    assert_eq!(source.loads.load(SeqCst), 1);
+    let m = reloader.metrics();
+    assert_eq!((m.loader_runs, m.reloads, m.stale_served), (1, 1, 0));
+}
+
+#[tokio::test]
+async fn a_bump_during_a_load_causes_one_more_reload_not_a_lost_update() {
+    let source = Arc::new(Source::default());
+    source.version.store(1, SeqCst);
+    let backend = MemoryBackend::new();
+    let loader = GatedLoader::new(&source);
+    let reader = loader.builder(backend.clone()).build(0).unwrap();
+    let writer = Synchronizer::new(backend, key());
+
+    let first = tokio::spawn({
+        let r = reader.clone();
+        async move { *r.check().await }
+    });
+    loader.started.notified().await;
+    // The load has read version 1; a writer saves version 2 and bumps.
+    source.version.store(2, SeqCst);
+    writer.mark_updated().await.unwrap();
+    loader.gate.add_permits(1);
+    assert_eq!(first.await.unwrap(), 1, "the request that started first");
+
+    // The fence: the recorded generation is the pre-load one, so the next
+    // check is expired and reloads version 2.
+    loader.gate.add_permits(1);
+    assert_eq!(*reader.check().await, 2);
+    assert_eq!(source.loads.load(SeqCst), 2);
+    loader.gate.add_permits(1);
+    assert_eq!(*reader.check().await, 2);
+    assert_eq!(source.loads.load(SeqCst), 2, "fresh now: no third load");
+}
+
+#[tokio::test]
+async fn a_request_never_joins_a_load_that_started_before_the_update() {
+    let source = Arc::new(Source::default());
+    source.version.store(1, SeqCst);
+    let backend = MemoryBackend::new();
+    let loader = GatedLoader::new(&source);
+    let reader = loader.builder(backend.clone()).build(0).unwrap();
+    let writer = Synchronizer::new(backend, key());
+
+    let early = tokio::spawn({
+        let r = reader.clone();
+        async move { *r.check().await }
+    });
+    loader.started.notified().await;
+    source.version.store(2, SeqCst);
+    writer.mark_updated().await.unwrap();
+    // This request starts after the update: the load in flight read
+    // version 1, so it must wait for a second load.
+    let late = tokio::spawn({
+        let r = reader.clone();
+        async move { *r.check().await }
+    });
+    loader.gate.add_permits(1);
+    assert_eq!(early.await.unwrap(), 1);
+    loader.started.notified().await;
+    loader.gate.add_permits(1);
+    assert_eq!(late.await.unwrap(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_loader_keeps_the_old_settings_and_backs_off() {
+    let fail = Arc::new(AtomicBool::new(false));
+    let runs = Arc::new(AtomicU64::new(0));
+    let backend = MemoryBackend::new();
+    let (f, n) = (Arc::clone(&fail), Arc::clone(&runs));
+    let reloader = Reloader::builder(Synchronizer::new(backend.clone(), key()), move || {
+        let (f, n) = (f.clone(), n.clone());
+        async move {
+            let run = n.fetch_add(1, SeqCst) + 1;
+            if f.load(SeqCst) {
+                Err(std::io::Error::other("database is down"))
+            } else {
+                Ok(run)
+            }
+        }
+    })
+    .backoff(Duration::from_millis(100), Duration::from_secs(1))
+    .build(0)
+    .unwrap();
+    assert_eq!(*reloader.check().await, 1);
+
+    fail.store(true, SeqCst);
+    let writer = Synchronizer::new(backend, key());
+    writer.mark_updated().await.unwrap();
+    // Ten seconds of checks every 10 ms: 1,000 expired checks.
+    for _ in 0..1000 {
+        assert_eq!(*reloader.check().await, 1, "the last good settings");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Tries at 0, 0.1, 0.3, 0.7, 1.5 s, then every second: about 14.
+    let failed = runs.load(SeqCst) - 1;
+    assert!((10..=16).contains(&failed), "{failed} loads in 10 s");
+    let m = reloader.metrics();
+    assert_eq!(m.reload_failures, failed);
+    assert_eq!(m.stale_served, 1000);
+
+    fail.store(false, SeqCst);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let recovered = *reloader.check().await;
+    assert!(recovered > 1, "recovers once the loader does");
+    assert_eq!(*reloader.check().await, recovered, "and stays fresh");
+}
+
+#[tokio::test]
+async fn a_panicking_loader_is_survived() {
+    let panic_now = Arc::new(AtomicBool::new(true));
+    let p = Arc::clone(&panic_now);
+    let reloader = Reloader::builder(Synchronizer::new(MemoryBackend::new(), key()), move || {
+        let p = p.clone();
+        async move {
+            if p.load(SeqCst) {
+                panic!("loader bug");
+            }
+            Ok::<_, Infallible>(5u64)
+        }
+    })
+    .backoff(Duration::from_millis(1), Duration::from_millis(1))
+    .build(0)
+    .unwrap();
+    assert_eq!(
+        *reloader.check().await,
+        0,
+        "answered with the initial settings"
+    );
+    assert_eq!(reloader.metrics().reload_failures, 1);
+
+    panic_now.store(false, SeqCst);
+    // Past the 1 ms backoff, the reloader loads again.
+    assert_eq!(*reloader.reload_now().await.unwrap(), 5);
+    assert_eq!(*reloader.check().await, 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_load_is_waited_for_only_up_to_the_bound() {
+    let source = Arc::new(Source::default());
+    source.version.store(3, SeqCst);
+    let loader = GatedLoader::new(&source);
+    let reloader = loader
+        .builder(MemoryBackend::new())
+        .max_wait(Duration::from_millis(200))
+        .build(0)
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    assert_eq!(*reloader.check().await, 0, "served the last good settings");
+    assert_eq!(started.elapsed(), Duration::from_millis(200));
+    assert_eq!(reloader.metrics().stale_served, 1);
+
+    // The load went on without the request; once it lands, all is fresh.
+    let mut updates = reloader.subscribe();
+    loader.gate.add_permits(1);
+    updates.changed().await.unwrap();
+    assert_eq!(*reloader.check().await, 3);
+    assert_eq!(source.loads.load(SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_loader_times_out() {
+    let reloader = Reloader::builder(Synchronizer::new(MemoryBackend::new(), key()), || {
+        std::future::pending::<Result<u64, Infallible>>()
+    })
+    .load_timeout(Duration::from_secs(2))
+    .max_wait(Duration::from_secs(60))
+    .build(9)
+    .unwrap();
+    let started = tokio::time::Instant::now();
+    assert_eq!(*reloader.check().await, 9);
+    assert_eq!(started.elapsed(), Duration::from_secs(2));
+    assert_eq!(reloader.metrics().reload_failures, 1);
+}
+
+/// A memory backend that can be switched off, failing every call.
+#[derive(Clone)]
+struct Switchable {
+    inner: MemoryBackend,
+    down: Arc<AtomicBool>,
+}
+
+impl Switchable {
+    fn check(&self) -> Result<(), BackendError> {
+        if self.down.load(SeqCst) {
+            return Err(BackendError::Unreachable {
+                target: "test backend".into(),
+                reason: "switched off".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Backend for Switchable {
+    async fn get(&self, key: &Key) -> Result<Stored, BackendError> {
+        self.check()?;
+        self.inner.get(key).await
+    }
+    async fn add(&self, key: &Key, g: Generation, ttl: Duration) -> Result<bool, BackendError> {
+        self.check()?;
+        self.inner.add(key, g, ttl).await
+    }
+    async fn incr(&self, key: &Key, ttl: Duration) -> Result<Stored, BackendError> {
+        self.check()?;
+        self.inner.incr(key, ttl).await
+    }
+    async fn delete(&self, key: &Key) -> Result<(), BackendError> {
+        self.check()?;
+        self.inner.delete(key).await
+    }
+    async fn expire(&self, key: &Key, ttl: Duration) -> Result<bool, BackendError> {
+        self.check()?;
+        self.inner.expire(key, ttl).await
+    }
+    async fn delete_if(&self, key: &Key, g: Generation) -> Result<bool, BackendError> {
+        self.check()?;
+        self.inner.delete_if(key, g).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn while_the_backend_is_down_the_loader_runs_once_per_backoff_window() {
+    let source = Arc::new(Source::default());
+    source.version.store(1, SeqCst);
+    let backend = Switchable {
+        inner: MemoryBackend::new(),
+        down: Arc::new(AtomicBool::new(false)),
+    };
+    let reloader = builder(backend.clone(), &source)
+        .backoff(Duration::from_millis(500), Duration::from_millis(500))
+        .build(0)
+        .unwrap();
+    assert_eq!(*reloader.check().await, 1);
+
+    backend.down.store(true, SeqCst);
+    source.version.store(2, SeqCst);
+    let loads_before = source.loads.load(SeqCst);
+    // 5 s of requests, 100 a tick every 10 ms: 50,000 checks.
+    for _ in 0..500 {
+        for _ in 0..100 {
+            reloader.check().await;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let loads = source.loads.load(SeqCst) - loads_before;
+    assert!(
+        (9..=11).contains(&loads),
+        "{loads} loads in 5 s of 500 ms windows"
+    );
+    let m = reloader.metrics();
+    assert_eq!(m.backend_errors, 50_000);
+    // Loads during the outage still pick up the source's changes.
+    assert_eq!(*reloader.current(), 2);
+
+    backend.down.store(false, SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    source.version.store(3, SeqCst);
+    Synchronizer::new(backend.inner.clone(), key())
+        .mark_updated()
+        .await
+        .unwrap();
+    assert_eq!(*reloader.check().await, 3, "converges after recovery");
+}
+
+#[tokio::test]
+async fn subscribers_hear_of_each_reload_with_old_and_new() {
+    let source = Arc::new(Source::default());
+    source.version.store(1, SeqCst);
+    let backend = MemoryBackend::new();
+    let reloader = builder(backend.clone(), &source).build(0).unwrap();
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let h = Arc::clone(&heard);
+    reloader.on_reload(move |old, new| h.lock().unwrap().push((**old, **new)));
+    reloader.on_reload(|_, _| panic!("a broken listener"));
+    let mut updates = reloader.subscribe();
+
+    reloader.check().await;
+    assert!(updates.has_changed().unwrap());
+    assert_eq!(**updates.borrow_and_update(), 1);
+    reloader.publish(2).await.unwrap();
+    reloader.check().await;
+    assert_eq!(**updates.borrow_and_update(), 2);
+    assert_eq!(*heard.lock().unwrap(), vec![(0, 1), (1, 2)]);
+}
+
+#[tokio::test]
+async fn publish_saves_then_bumps_and_every_process_reloads() {
+    let source = Arc::new(Source::default());
+    let backend = MemoryBackend::new();
+    let a = builder(backend.clone(), &source).build(0).unwrap();
+    let b = builder(backend.clone(), &source).build(0).unwrap();
+    a.check().await;
+    b.check().await;
+    let g = a.publish(42).await.unwrap();
+    assert_eq!(source.version.load(SeqCst), 42);
+    for r in [&a, &b] {
+        let snapshot = r.check().await;
+        assert_eq!(*snapshot, 42);
+        assert_eq!(snapshot.generation(), Some(g));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_updates_from_many_processes_are_not_lost() {
+    let source = Arc::new(Source::default());
+    let backend = MemoryBackend::new();
+    let processes: Vec<_> = (0..3)
+        .map(|_| builder(backend.clone(), &source).build(0).unwrap())
+        .collect();
+    let tasks: Vec<_> = (0..30)
+        .map(|i| {
+            let r = processes[i % 3].clone();
+            tokio::spawn(async move { r.update(|v| v + 1).await.unwrap() })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(source.version.load(SeqCst), 30, "every increment survived");
+    for r in &processes {
+        assert_eq!(*r.check().await, 30);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_held_lock_is_a_clear_error_and_nothing_is_saved() {
+    let source = Arc::new(Source::default());
+    let backend = MemoryBackend::new();
+    let reloader = builder(backend.clone(), &source)
+        .write_lock(Duration::from_secs(30), 5)
+        .build(0)
+        .unwrap();
+    let other = Synchronizer::new(backend, key());
+    assert!(other
+        .try_lock(Generation::fresh(), Duration::from_secs(30))
+        .await
+        .unwrap());
+    let err = reloader.publish(1).await.unwrap_err();
+    assert!(
+        matches!(err, PublishError::Locked { tries: 5, .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("another writer held the lock"),
+        "{err}"
+    );
+    assert_eq!(source.version.load(SeqCst), 0, "nothing saved");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_writers_lock_lapses_and_the_next_writer_goes_on() {
+    let source = Arc::new(Source::default());
+    let backend = MemoryBackend::new();
+    let reloader = builder(backend.clone(), &source)
+        .write_lock(Duration::from_secs(2), 40)
+        .build(0)
+        .unwrap();
+    let dead = Synchronizer::new(backend, key());
+    assert!(dead
+        .try_lock(Generation::fresh(), Duration::from_secs(2))
+        .await
+        .unwrap());
+    reloader.publish(5).await.unwrap();
+    assert_eq!(source.version.load(SeqCst), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_writer_that_dies_between_save_and_bump_still_reaches_everyone() {
+    let source = Arc::new(Source::default());
+    source.version.store(1, SeqCst);
+    let backend = MemoryBackend::new();
+    let reader = builder(backend.clone(), &source).build(0).unwrap();
+    assert_eq!(*reader.check().await, 1);
+
+    // The writer's steps, stopped after the save: lock, intent, save.
+    let lock_ttl = Duration::from_secs(5);
+    let writer = Synchronizer::new(backend, key());
+    assert!(writer
+        .try_lock(Generation::fresh(), lock_ttl)
+        .await
+        .unwrap());
+    writer.mark_intent(lock_ttl).await.unwrap();
+    source.version.store(2, SeqCst);
+    // ...and it dies here, before mark_updated.
+
+    assert_eq!(*reader.check().await, 1, "nothing told the reader yet");
+    tokio::time::advance(lock_ttl).await;
+    assert_eq!(
+        *reader.check().await,
+        2,
+        "the intent lapsed: the reader reloaded"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_save_publishes_nothing() {
+    let backend = MemoryBackend::new();
+    let reloader = Reloader::builder(Synchronizer::new(backend.clone(), key()), || async {
+        Ok::<_, Infallible>(1u64)
+    })
+    .saver(|_: &u64| async { Err(std::io::Error::other("disk full")) })
+    .build(0)
+    .unwrap();
+    reloader.check().await;
+    let before = Synchronizer::new(backend, key()).check().await.observed();
+    let err = reloader.publish(2).await.unwrap_err();
+    assert!(matches!(err, PublishError::Save(_)), "{err}");
+    assert!(err.to_string().contains("disk full"));
+    assert_eq!(
+        reloader.synchronizer().check().await.observed(),
+        before,
+        "no bump"
+    );
+}
+
+#[tokio::test]
+async fn publishing_without_a_saver_is_a_clear_error() {
+    let reloader = Reloader::builder(Synchronizer::new(MemoryBackend::new(), key()), || async {
+        Ok::<_, Infallible>(1u64)
+    })
+    .build(0)
+    .unwrap();
+    let err = reloader.publish(2).await.unwrap_err();
+    assert!(matches!(err, PublishError::NoSaver), "{err}");
+}
+
+#[test]
+fn bad_settings_are_refused_at_build() {
+    let make = || {
+        Reloader::builder(Synchronizer::new(MemoryBackend::new(), key()), || async {
+            Ok::<_, Infallible>(1u64)
+        })
+    };
+    for (what, builder) in [
+        ("max_wait", make().max_wait(Duration::ZERO)),
+        ("load_timeout", make().load_timeout(Duration::ZERO)),
+        (
+            "backoff",
+            make().backoff(Duration::from_secs(2), Duration::from_secs(1)),
+        ),
+        ("write_lock", make().write_lock(Duration::from_secs(1), 0)),
+    ] {
+        let err = builder.build(0).err().expect(what).to_string();
+        assert!(err.starts_with("invalid setting: "), "{what}: {err}");
+    }
+}
+
+#[test]
+fn the_blocking_reloader_works_from_plain_threads() {
+    let source = Arc::new(Source::default());
+    source.version.store(4, SeqCst);
+    let backend = MemoryBackend::new();
+    let reader = BlockingReloader::new(builder(backend.clone(), &source), 0).unwrap();
+    let writer = BlockingReloader::new(builder(backend, &source), 0).unwrap();
+    assert_eq!(*reader.check(), 4);
+    let g = writer.publish(5).unwrap();
+    let snapshot = reader.check();
+    assert_eq!((*snapshot, snapshot.generation()), (5, Some(g)));
+    writer.update(|v| v * 10).unwrap();
+    assert_eq!(*reader.check(), 50);
+}
+
+/// A service that answers with the settings version the middleware gave it.
+fn echo_service(
+    reloader: Reloader<u64>,
+) -> impl Service<http::Request<()>, Response = u64, Error = Infallible, Future: Send> + Clone {
+    ServiceBuilder::new()
+        .layer(SettingsReloadLayer::new(reloader))
+        .service_fn(|req: http::Request<()>| async move {
+            let snapshot = req.extensions().get::<Snapshot<u64>>().expect("a snapshot");
+            Ok::<_, Infallible>(**snapshot)
+        })
+}
+
+/// Many requests in flight against several processes while writers publish:
+/// no request that starts after a publish returned sees older settings.
+async fn no_request_sees_settings_older_than_a_completed_update(store: impl Store) {
+    const PROCESSES: usize = 3;
+    const PUBLISHES: u64 = 40;
+    const IN_FLIGHT: usize = 64;
+    let source = Arc::new(Source::default());
+    let processes: Vec<_> = (0..PROCESSES)
+        .map(|_| {
+            builder(store.process(), &source)
+                .max_wait(Duration::from_secs(30))
+                .build(0)
+                .unwrap()
+        })
+        .collect();
+    let completed = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+
+    let readers: Vec<_> = (0..IN_FLIGHT)
+        .map(|i| {
+            let service = echo_service(processes[i % PROCESSES].clone());
+            let (completed, done) = (Arc::clone(&completed), Arc::clone(&done));
+            tokio::spawn(async move {
+                let mut served = 0u64;
+                while !done.load(SeqCst) {
+                    let floor = completed.load(SeqCst);
+                    let seen = service
+                        .clone()
+                        .oneshot(http::Request::new(()))
+                        .await
+                        .unwrap();
+                    assert!(
+                        seen >= floor,
+                        "served version {seen} after {floor} was published"
+                    );
+                    served += 1;
+                }
+                served
+            })
+        })
+        .collect();
+    for version in 1..=PUBLISHES {
+        let writer = &processes[version as usize % PROCESSES];
+        writer.publish(version).await.unwrap();
+        completed.fetch_max(version, SeqCst);
+        tokio::task::yield_now().await;
+    }
+    done.store(true, SeqCst);
+    let mut served = 0;
+    for r in readers {
+        served += r.await.unwrap();
+    }
+    let mut loads = 0;
+    for p in &processes {
+        assert_eq!(*p.check().await, PUBLISHES);
+        let m = p.metrics();
+        assert_eq!(m.stale_served, 0);
+        assert_eq!(m.reload_failures, 0);
+        loads += m.loader_runs;
+    }
+    assert!(
+        loads <= 2 * PROCESSES as u64 * (PUBLISHES + 1),
+        "{loads} loads for {PUBLISHES} publishes in {PROCESSES} processes"
+    );
+    assert!(served > loads, "{served} requests, {loads} loads");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_load_on_memory_no_request_sees_older_settings() {
+    no_request_sees_settings_older_than_a_completed_update(support::Memory::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_load_on_redis_no_request_sees_older_settings() {
+    no_request_sees_settings_older_than_a_completed_update(support::Redis::new()).await;
+}
