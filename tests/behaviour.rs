@@ -147,6 +147,30 @@ async fn concurrent_bumps_are_all_counted(store: impl Store) {
     assert_eq!(values, expected, "each bump returned its own increment");
 }
 
+async fn the_writers_lock_is_owned_by_its_token(store: impl Store) {
+    let a = Synchronizer::new(store.process(), key());
+    let b = Synchronizer::new(store.process(), key());
+    let (mine, theirs) = (gensync::Generation::fresh(), gensync::Generation::fresh());
+    let ttl = Duration::from_secs(30);
+    assert!(a.try_lock(mine, ttl).await.unwrap());
+    assert!(!b.try_lock(theirs, ttl).await.unwrap(), "held");
+    assert!(!b.unlock(theirs).await.unwrap(), "not theirs to release");
+    assert!(a.unlock(mine).await.unwrap());
+    assert!(b.try_lock(theirs, ttl).await.unwrap(), "free again");
+    // The lock lives beside the key, not at it.
+    assert_eq!(a.check().await.shared, Observed::Missing);
+}
+
+async fn an_intent_creates_a_missing_key_and_keeps_an_existing_one(store: impl Store) {
+    let reader = Synchronizer::new(store.process(), key());
+    let writer = Synchronizer::new(store.process(), key());
+    writer.mark_intent(Duration::from_secs(30)).await.unwrap();
+    let created = reader.check().await.observed().expect("created");
+    reader.record(created);
+    writer.mark_intent(Duration::from_secs(30)).await.unwrap();
+    assert!(!reader.is_expired().await, "an intent alone is no change");
+}
+
 macro_rules! suite {
     ($store:ident, $make:expr) => {
         mod $store {
@@ -180,6 +204,16 @@ macro_rules! suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn concurrent_creators_agree_on_one_value() {
                 super::concurrent_creators_agree_on_one_value($make).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn the_writers_lock_is_owned_by_its_token() {
+                super::the_writers_lock_is_owned_by_its_token($make).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn an_intent_creates_a_missing_key_and_keeps_an_existing_one() {
+                super::an_intent_creates_a_missing_key_and_keeps_an_existing_one($make).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

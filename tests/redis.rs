@@ -77,6 +77,19 @@ async fn the_key_lives_a_year_by_default_and_bumps_renew_a_custom_ttl() {
 }
 
 #[tokio::test]
+async fn an_intent_cuts_the_ttl_and_the_bump_restores_it() {
+    let store = Redis::new();
+    let sync = Synchronizer::new(store.process(), key());
+    sync.refresh().await.unwrap();
+    sync.mark_intent(Duration::from_secs(5)).await.unwrap();
+    let pttl: i64 = store.raw(redis::cmd("PTTL").arg(key().as_str()));
+    assert!(pttl > 0 && pttl <= 5_000, "cut to the lock's: {pttl}");
+    sync.mark_updated().await.unwrap();
+    let pttl: i64 = store.raw(redis::cmd("PTTL").arg(key().as_str()));
+    assert!(pttl > 5_000, "restored by the bump: {pttl}");
+}
+
+#[tokio::test]
 async fn a_paused_server_reads_expired_within_the_timeout() {
     let store = Redis::new();
     let sync = Synchronizer::new(store.process(), key());
