@@ -163,7 +163,9 @@ async fn a_request_never_joins_a_load_that_started_before_the_update() {
     });
     loader.gate.add_permits(1);
     assert_eq!(early.await.unwrap(), 1);
-    loader.started.notified().await;
+    tokio::time::timeout(Duration::from_secs(10), loader.started.notified())
+        .await
+        .expect("the late request started a second load");
     loader.gate.add_permits(1);
     assert_eq!(late.await.unwrap(), 2);
 }
@@ -597,11 +599,15 @@ async fn no_request_sees_settings_older_than_a_completed_update(store: impl Stor
         .collect();
     let completed = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
+    // A permit per served request, so the writer can wait for requests to
+    // run between its publishes instead of racing through them alone.
+    let served_permits = Arc::new(Semaphore::new(0));
 
     let readers: Vec<_> = (0..IN_FLIGHT)
         .map(|i| {
             let service = echo_service(processes[i % PROCESSES].clone());
             let (completed, done) = (Arc::clone(&completed), Arc::clone(&done));
+            let permits = Arc::clone(&served_permits);
             tokio::spawn(async move {
                 let mut served = 0u64;
                 while !done.load(SeqCst) {
@@ -616,16 +622,21 @@ async fn no_request_sees_settings_older_than_a_completed_update(store: impl Stor
                         "served version {seen} after {floor} was published"
                     );
                     served += 1;
+                    permits.add_permits(1);
                 }
                 served
             })
         })
         .collect();
     for version in 1..=PUBLISHES {
+        served_permits
+            .acquire_many(IN_FLIGHT as u32)
+            .await
+            .unwrap()
+            .forget();
         let writer = &processes[version as usize % PROCESSES];
         writer.publish(version).await.unwrap();
         completed.fetch_max(version, SeqCst);
-        tokio::task::yield_now().await;
     }
     done.store(true, SeqCst);
     let mut served = 0;
