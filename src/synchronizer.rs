@@ -157,6 +157,8 @@ pub struct Synchronizer<B> {
     ttl: Duration,
     /// The recorded generation; 0 means none (0 is never a generation).
     local: AtomicU64,
+    /// Backend failures since the last answer, for episode logging.
+    failures: AtomicU64,
 }
 
 impl<B: Backend> Synchronizer<B> {
@@ -169,6 +171,7 @@ impl<B: Backend> Synchronizer<B> {
             key,
             ttl: DEFAULT_TTL,
             local: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
         }
     }
 
@@ -193,9 +196,28 @@ impl<B: Backend> Synchronizer<B> {
         self.ttl
     }
 
+    /// Logs a failed backend call: an error for the first failure of an
+    /// episode, debug events for the rest, so an outage under load is one
+    /// error line rather than one per request.
     fn failed(&self, op: &'static str, e: BackendError) -> Error {
-        tracing::error!(key = %self.key, op, error = %e, "gensync backend call failed");
+        let before = self.failures.fetch_add(1, Ordering::Relaxed);
+        if before == 0 {
+            tracing::error!(key = %self.key, op, error = %e, "gensync backend call failed; reading as expired until it answers");
+        } else {
+            tracing::debug!(key = %self.key, op, error = %e, failures = before + 1, "gensync backend call failed again");
+        }
         Error::Backend(e)
+    }
+
+    /// Ends a failure episode, if one was running.
+    fn answered(&self) {
+        // A plain load first: the hot path stays read-only.
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            let failures = self.failures.swap(0, Ordering::Relaxed);
+            if failures > 0 {
+                tracing::info!(key = %self.key, failures, "gensync backend answering again");
+            }
+        }
     }
 
     fn contended(&self) -> Error {
@@ -252,7 +274,11 @@ impl<B: Backend> GenerationSynchronizer for Synchronizer<B> {
 
     async fn check(&self) -> Check {
         let local = self.sync_gen();
-        let shared = match self.backend.get(&self.key).await {
+        let reply = self.backend.get(&self.key).await;
+        if reply.is_ok() {
+            self.answered();
+        }
+        let shared = match reply {
             Ok(Stored::Value(g)) => Observed::Value(g),
             Ok(Stored::Missing) => Observed::Missing,
             Ok(Stored::Corrupt) => Observed::Corrupt,

@@ -281,7 +281,7 @@ async fn an_unreachable_server_says_what_to_check() {
 }
 
 #[tokio::test]
-async fn every_backend_failure_is_logged_with_the_key() {
+async fn every_backend_failure_is_logged_once_per_episode_with_the_key() {
     let mut store = Redis::new();
     let sync = Synchronizer::new(store.process(), key());
     sync.refresh().await.unwrap();
@@ -289,17 +289,33 @@ async fn every_backend_failure_is_logged_with_the_key() {
 
     let logs = LogCapture::default();
     let _guard = logs.install();
-    assert!(sync.is_expired().await);
-    assert!(sync.is_expired().await);
+    for _ in 0..3 {
+        assert!(sync.is_expired().await);
+    }
     let text = logs.text();
-    let errors: Vec<&str> = text.lines().filter(|l| l.contains("ERROR")).collect();
-    assert_eq!(errors.len(), 2, "{text}");
-    for line in errors {
+    let failures: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("backend call failed"))
+        .collect();
+    assert_eq!(failures.len(), 3, "an event per failure: {text}");
+    assert!(failures[0].contains("ERROR"), "{}", failures[0]);
+    for line in &failures[1..] {
+        assert!(line.contains("DEBUG"), "repeats are quiet: {line}");
+    }
+    for line in failures {
         assert!(line.contains(key().as_str()), "{line}");
         assert!(line.contains("redis://127.0.0.1:"), "{line}");
     }
     assert!(
-        text.contains("DEBUG"),
+        text.contains("expired=true"),
         "expiry decisions are debug events: {text}"
+    );
+
+    store.server.restart().unwrap();
+    sync.is_expired().await;
+    assert!(
+        logs.text().contains("backend answering again"),
+        "{}",
+        logs.text()
     );
 }
