@@ -1,0 +1,460 @@
+//! A small web service whose settings reload in every running copy the
+//! moment any copy changes them.
+//!
+//! The settings are a JSON object kept in a file. `PUT /settings` saves a new
+//! object to the file (atomically) and bumps the shared generation; every
+//! instance reloads the file on its next request. On its own (no Redis) it
+//! uses the in-memory backend, which only this one process sees.
+//!
+//! ```sh
+//! cargo run --example settings_server
+//! curl -s localhost:8080/settings
+//! curl -s -X PUT localhost:8080/settings -d '{"site_name": "my site", "theme": "dark"}'
+//! ```
+//!
+//! # Several instances, one Redis
+//!
+//! Start a Redis server, build the example once, and run three instances
+//! that share the settings file and the Redis server:
+//!
+//! ```sh
+//! redis-server --port 6379 --save '' &
+//! cargo build --example settings_server
+//! for port in 8081 8082 8083; do
+//!     target/debug/examples/settings_server --listen 127.0.0.1:$port \
+//!         --redis redis://127.0.0.1:6379 --settings ./settings.json &
+//! done
+//!
+//! curl -s localhost:8081/settings    # {"generation":...,"settings":{...}}
+//! curl -s -X PUT localhost:8082/settings \
+//!     -H 'content-type: application/json' \
+//!     -d '{"site_name": "gensync demo", "theme": "dark"}'
+//! curl -s localhost:8083/settings    # the dark theme, same generation
+//! curl -s localhost:8081/metrics     # gensync_reloads_total and friends
+//! ```
+//!
+//! Each instance logs `settings reloaded` when it picks up a change. Stop
+//! Redis and the instances keep serving their last settings (a `PUT` then
+//! answers 503: it could not tell the others); start it again and they
+//! converge.
+//!
+//! Options (see `--help`): `--listen ADDR` (default `127.0.0.1:8080`, port
+//! 0 picks a free one), `--settings FILE` (default `./settings.json`,
+//! created with default settings when missing), `--redis URL` (or
+//! `REDIS_URL`), `--key KEY` (default `example:settings`, stored as
+//! `gensync:example:settings`). Logs go to stderr (`RUST_LOG`, default
+//! `info`); stdout gets one line once the service listens.
+//!
+//! Endpoints: `GET /settings`, `PUT /settings` (a JSON object),
+//! `GET /healthz`, `GET /metrics` (Prometheus text).
+
+use std::io::{self, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use clap::Parser;
+use gensync::reload::{blocking_loader, PublishError, Reloader, SettingsReloadLayer, Snapshot};
+use gensync::{Backend, Key, MemoryBackend, RedisBackend, Synchronizer};
+use serde_json::{json, Map, Value};
+use tracing_subscriber::EnvFilter;
+
+/// The settings: any JSON object.
+type Settings = Map<String, Value>;
+
+/// Written to the settings file when it is missing.
+fn default_settings() -> Settings {
+    let mut settings = Map::new();
+    settings.insert("site_name".into(), Value::from("gensync demo"));
+    settings.insert("theme".into(), Value::from("light"));
+    settings
+}
+
+/// Exit status for bad arguments (as clap uses).
+const USAGE: u8 = 2;
+
+/// A settings service whose instances reload their settings whenever any
+/// one of them changes them.
+#[derive(Parser, Debug)]
+#[command(name = "settings_server", version, about)]
+struct Args {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    listen: String,
+
+    /// The settings file (a JSON object), created with default settings
+    /// when missing.
+    #[arg(long, value_name = "FILE", default_value = "./settings.json")]
+    settings: PathBuf,
+
+    /// Redis server shared by all instances:
+    /// redis://[user:password@]host[:port][/db]. Without it, an in-memory
+    /// backend that only this process sees.
+    #[arg(long, value_name = "URL", env = "REDIS_URL", hide_env_values = true)]
+    redis: Option<String>,
+
+    /// The generation's key, as `part:part` (stored under the `gensync:`
+    /// namespace).
+    #[arg(long, value_name = "KEY", default_value = "example:settings")]
+    key: String,
+}
+
+/// A start-up failure: the message and the exit status.
+struct Fatal(String, u8);
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
+        .init();
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Fatal(message, status)) => {
+            eprintln!("settings_server: error: {message}");
+            ExitCode::from(status)
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Fatal> {
+    // Everything that can be wrong with the arguments, before touching
+    // anything.
+    let key = Key::parse(&args.key)
+        .map_err(|e| Fatal(format!("invalid --key {:?}: {e}", args.key), USAGE))?;
+    let redis = match args.redis.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(url) => Some(RedisBackend::open(url).map_err(|e| Fatal(e.to_string(), USAGE))?),
+    };
+
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| {
+            let status = if e.kind() == io::ErrorKind::InvalidInput {
+                USAGE
+            } else {
+                1
+            };
+            Fatal(format!("could not listen on {}: {e}", args.listen), status)
+        })?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| Fatal(format!("could not read the bound address: {e}"), 1))?;
+
+    let path = args.settings;
+    match create_if_missing(&path, &default_settings()) {
+        Ok(true) => {
+            tracing::info!(file = %path.display(), "created the settings file with default settings")
+        }
+        Ok(false) => {}
+        Err(e) => {
+            return Err(Fatal(
+                format!("could not create the settings file {}: {e}", path.display()),
+                1,
+            ))
+        }
+    }
+
+    let (reloader, backend) = match redis {
+        Some(redis) => {
+            if let Err(e) = redis.ping().await {
+                tracing::warn!(
+                    error = %e,
+                    "Redis did not answer at start-up; starting anyway on the settings \
+                     file, and picking up other instances' changes once it answers"
+                );
+            }
+            let name = redis.describe().to_owned();
+            (build_reloader(redis, key, &path)?, name)
+        }
+        None => (
+            build_reloader(MemoryBackend::new(), key, &path)?,
+            "in-memory, this process only".to_owned(),
+        ),
+    };
+    reloader.on_reload(|_, new| match new.generation() {
+        Some(generation) => tracing::info!(generation = generation.get(), "settings reloaded"),
+        None => {
+            tracing::info!("settings reloaded (generation unknown: the backend is unreachable)")
+        }
+    });
+    if reloader.reload_now().await.is_err() {
+        tracing::warn!(
+            file = %path.display(),
+            "could not load the settings at start-up; serving the default settings until a \
+             reload succeeds"
+        );
+    }
+
+    let app = Router::new()
+        .route("/settings", get(get_settings).put(put_settings))
+        .layer(SettingsReloadLayer::new(reloader.clone()))
+        // Outside the layer: a health probe or a metrics scrape neither
+        // waits on Redis nor counts as a settings check.
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .with_state(reloader);
+
+    println!("settings_server listening on http://{address} (backend: {backend})");
+    let _ = io::stdout().flush();
+
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| Fatal(format!("the server failed: {e}"), 1))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn build_reloader<B: Backend + 'static>(
+    backend: B,
+    key: Key,
+    path: &Path,
+) -> Result<Reloader<Settings>, Fatal> {
+    let sync = Synchronizer::new(backend, key);
+    let read_from = path.to_owned();
+    let loader = blocking_loader(move || read_settings(&read_from));
+    let write_to = Arc::new(path.to_owned());
+    Reloader::builder(sync, loader)
+        .saver(move |settings: &Settings| {
+            let path = Arc::clone(&write_to);
+            let bytes = serde_json::to_vec_pretty(settings).map(|mut bytes| {
+                bytes.push(b'\n');
+                bytes
+            });
+            async move {
+                let bytes = bytes.map_err(|e| format!("could not serialise the settings: {e}"))?;
+                let target = Arc::clone(&path);
+                tokio::task::spawn_blocking(move || write_atomically(&target, &bytes))
+                    .await
+                    .map_err(|e| format!("the write task stopped: {e}"))?
+                    .map_err(|e| format!("could not write {}: {e}", path.display()))
+            }
+        })
+        .build(default_settings())
+        .map_err(|e| Fatal(e.to_string(), 1))
+}
+
+/// `GET /settings`: the settings this request was served, and their
+/// generation.
+async fn get_settings(Extension(snapshot): Extension<Snapshot<Settings>>) -> Json<Value> {
+    Json(json!({
+        "generation": snapshot.generation().map(|g| g.get()),
+        "settings": snapshot.settings(),
+    }))
+}
+
+/// `PUT /settings`: saves a new settings object and tells every instance.
+async fn put_settings(State(reloader): State<Reloader<Settings>>, body: Bytes) -> Response {
+    let settings = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(settings)) => settings,
+        Ok(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "the settings must be a JSON object such as {{\"theme\": \"dark\"}}, \
+                     not {}; nothing was saved",
+                    kind(&other)
+                ),
+            )
+        }
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "the body is not valid JSON ({e}); send a JSON object such as \
+                     {{\"theme\": \"dark\"}}; nothing was saved"
+                ),
+            )
+        }
+    };
+    match reloader.publish(settings).await {
+        Ok(generation) => {
+            tracing::info!(generation = generation.get(), "settings published");
+            Json(json!({ "generation": generation.get() })).into_response()
+        }
+        Err(e) => {
+            tracing::warn!("publishing the settings failed: {e}");
+            let saved = match &e {
+                PublishError::Bump { .. } => Some(true),
+                PublishError::NoSaver
+                | PublishError::Locked { .. }
+                | PublishError::Start(_)
+                | PublishError::Load(_)
+                | PublishError::Save(_) => Some(false),
+                _ => None,
+            };
+            let body = json!({ "error": e.to_string(), "saved": saved });
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
+    }
+}
+
+/// `GET /metrics`: the reloader's counters for Prometheus.
+async fn metrics(State(reloader): State<Reloader<Settings>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        reloader.metrics().to_prometheus(),
+    )
+}
+
+fn error(status: StatusCode, message: String) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The loader: reads and parses the settings file.
+fn read_settings(path: &Path) -> Result<Settings, String> {
+    let text =
+        std::fs::read(path).map_err(|e| format!("could not read {}: {e}", path.display()))?;
+    match serde_json::from_slice(&text) {
+        Ok(Value::Object(settings)) => Ok(settings),
+        Ok(other) => Err(format!(
+            "{} holds {}, not a JSON object",
+            path.display(),
+            kind(&other)
+        )),
+        Err(e) => Err(format!("{} is not valid JSON: {e}", path.display())),
+    }
+}
+
+/// Writes a new file beside `path`, flushed to disk, with the permissions of
+/// the file it replaces.
+fn write_temp(path: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::other("the settings path names no file"))?;
+    let temp = path.with_file_name(format!(
+        ".{}.{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)?;
+        if let Ok(existing) = std::fs::metadata(path) {
+            file.set_permissions(existing.permissions())?;
+        }
+        file.write_all(bytes)?;
+        file.sync_all()
+    })();
+    match written {
+        Ok(()) => Ok(temp),
+        Err(e) => {
+            let _ = std::fs::remove_file(&temp);
+            Err(e)
+        }
+    }
+}
+
+/// The saver's write: a temporary file in the same directory, flushed,
+/// then renamed over the target, so a reader sees the old file or the new
+/// one, never half of one.
+fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let temp = write_temp(path, bytes)?;
+    if let Err(e) = std::fs::rename(&temp, path) {
+        let _ = std::fs::remove_file(&temp);
+        return Err(e);
+    }
+    sync_directory(path);
+    Ok(())
+}
+
+/// Creates the file with `settings` unless it exists, without ever
+/// replacing one another instance created meanwhile. Returns whether it
+/// created it.
+fn create_if_missing(path: &Path, settings: &Settings) -> io::Result<bool> {
+    if std::fs::symlink_metadata(path).is_ok() {
+        return Ok(false);
+    }
+    let mut bytes = serde_json::to_vec_pretty(settings).map_err(io::Error::other)?;
+    bytes.push(b'\n');
+    let temp = write_temp(path, &bytes)?;
+    // A hard link, unlike a rename, fails when the target exists.
+    let linked = match std::fs::hard_link(&temp, path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        // No hard links here: write the file in place instead.
+        Err(_) => match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+        {
+            Ok(mut file) => file
+                .write_all(&bytes)
+                .and_then(|()| file.sync_all())
+                .map(|()| true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        },
+    };
+    let _ = std::fs::remove_file(&temp);
+    if linked? {
+        sync_directory(path);
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// Makes a rename or a new name in `path`'s directory durable. Best effort:
+/// not every platform can open a directory.
+fn sync_directory(path: &Path) {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    if let Ok(dir) = std::fs::File::open(dir) {
+        let _ = dir.sync_all();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
+}
