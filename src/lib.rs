@@ -82,3 +82,9 @@ pub use key::{Key, KeyError, DEFAULT_NAMESPACE, MAX_KEY_LEN};
 pub use synchronizer::{
     BlockingSynchronizer, Check, GenerationSynchronizer, Observed, Synchronizer, DEFAULT_TTL,
 };
+
+// The README's Rust examples compile as doctests, so they cannot drift
+// from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
