@@ -1,8 +1,8 @@
 //! The Redis backend: an async path on one multiplexed tokio connection, and
 //! a blocking path on an `r2d2` pool. Both send the commands built here.
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use redis::aio::MultiplexedConnection;
@@ -482,19 +482,27 @@ impl Backend for RedisBackend {
 pub struct BlockingRedisBackend {
     target: Arc<Target>,
     pool: r2d2::Pool<Manager>,
-    last_connect_error: Arc<Mutex<Option<RedisError>>>,
+    connects: Arc<Mutex<Connects>>,
+}
+
+/// What the pool's connect attempts did: r2d2 reports only text, and the
+/// kind of error decides the advice (wrong password versus server down).
+#[derive(Default)]
+struct Connects {
+    /// Why the last finished attempt failed; `None` after a success.
+    last_error: Option<RedisError>,
+    /// When the attempt still running began.
+    running_since: Option<Instant>,
 }
 
 struct Manager {
     target: Arc<Target>,
-    /// Why the last connect failed: r2d2 reports only text, and the kind of
-    /// error decides the advice (wrong password versus server down).
-    last_error: Arc<Mutex<Option<RedisError>>>,
+    connects: Arc<Mutex<Connects>>,
 }
 
 impl Manager {
-    fn record(&self, error: Option<RedisError>) {
-        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
+    fn connects(&self) -> MutexGuard<'_, Connects> {
+        self.connects.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn try_connect(&self) -> Result<redis::Connection, RedisError> {
@@ -514,11 +522,11 @@ impl r2d2::ManageConnection for Manager {
     type Error = RedisError;
 
     fn connect(&self) -> Result<redis::Connection, RedisError> {
-        // Cleared first: a wait that runs out while this attempt is still
-        // connecting is a timeout, whatever an earlier attempt said.
-        self.record(None);
+        self.connects().running_since = Some(Instant::now());
         let result = self.try_connect();
-        self.record(result.as_ref().err().cloned());
+        let mut connects = self.connects();
+        connects.running_since = None;
+        connects.last_error = result.as_ref().err().cloned();
         result
     }
 
@@ -541,7 +549,7 @@ impl BlockingRedisBackend {
     /// A blocking backend for `url` with the given timeouts and pool size.
     pub fn with_config(url: &str, config: RedisConfig) -> Result<Self, BackendError> {
         let target = Arc::new(Target::open(url, config)?);
-        let last_connect_error = Arc::new(Mutex::new(None));
+        let connects = Arc::new(Mutex::new(Connects::default()));
         let pool = r2d2::Pool::builder()
             .max_size(target.config.pool_size)
             .min_idle(Some(0))
@@ -553,12 +561,12 @@ impl BlockingRedisBackend {
             .error_handler(Box::new(r2d2::NopErrorHandler))
             .build_unchecked(Manager {
                 target: Arc::clone(&target),
-                last_error: Arc::clone(&last_connect_error),
+                connects: Arc::clone(&connects),
             });
         Ok(BlockingRedisBackend {
             target,
             pool,
-            last_connect_error,
+            connects,
         })
     }
 
@@ -590,15 +598,18 @@ impl BlockingRedisBackend {
                 after: config.connect_timeout,
             };
         }
-        let last = self
-            .last_connect_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let (last, running_since) = {
+            let connects = self.connects.lock().unwrap_or_else(|e| e.into_inner());
+            (connects.last_error.clone(), connects.running_since)
+        };
+        // r2d2 retries a failed connect every half connect timeout. An
+        // attempt that has run that long is hanging (a paused or firewalled
+        // server): a timeout, whatever an earlier attempt said. One that
+        // just began tells nothing yet, so the last failure stands.
+        let hanging = running_since.is_some_and(|t| t.elapsed() >= config.connect_timeout / 2);
         match last {
-            Some(e) => self.target.error(&e),
-            // The connect attempt was still running when the wait ran out.
-            None => BackendError::Timeout {
+            Some(e) if !hanging => self.target.error(&e),
+            _ => BackendError::Timeout {
                 target: self.target.name.clone(),
                 after: config.connect_timeout,
             },
