@@ -75,7 +75,7 @@ impl Check {
 ///
 /// Readers never get an error: anything wrong reads as expired. Writers do,
 /// because a writer must know its change did not propagate.
-#[cfg_attr(test, mockall::automock)]
+#[cfg_attr(any(test, feature = "testing"), mockall::automock)]
 #[async_trait]
 pub trait GenerationSynchronizer: Send + Sync {
     /// The key the generation lives at.

@@ -35,7 +35,7 @@ pub enum Stored {
 /// rather than wait for an unresponsive server. Implementations only store
 /// and report; the rules (what counts as expired, how a corrupt key is
 /// repaired) live in [`Synchronizer`](crate::Synchronizer), once.
-#[cfg_attr(test, mockall::automock)]
+#[cfg_attr(any(test, feature = "testing"), mockall::automock)]
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
     /// Reads the key.

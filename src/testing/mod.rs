@@ -1,7 +1,20 @@
-//! Helpers for testing code that uses gensync against a real Redis.
+//! Helpers for testing code that uses gensync: a throwaway Redis, a
+//! backend that fails on command, and mocks of the traits.
 //!
 //! Behind the `testing` feature.
+//!
+//! - [`RedisServer`]: a real redis-server per test, on a free port and a
+//!   unix socket, that the test can pause, kill and restart.
+//! - [`FaultyBackend`]: wraps any [`Backend`](crate::Backend) and, on
+//!   command from another task, fails calls, adds latency, hangs, returns
+//!   corrupt values or evicts the key, counting what it did.
+//! - [`MockBackend`] and [`MockGenerationSynchronizer`]: `mockall` mocks,
+//!   to script exact call sequences.
 
+mod faulty;
 mod redis_server;
 
+pub use self::faulty::{FaultCounts, Faults, FaultyBackend};
 pub use self::redis_server::RedisServer;
+pub use crate::backend::MockBackend;
+pub use crate::synchronizer::MockGenerationSynchronizer;
