@@ -226,8 +226,10 @@ impl Instance {
         format!("http://{}{path}", self.address)
     }
 
-    fn stdout(&self) -> String {
-        self.stdout.lock().unwrap().clone()
+    /// Asserts that the instance printed `text` on stdout.
+    fn assert_printed(&self, text: &str) {
+        let stdout = self.stdout.lock().unwrap();
+        assert!(stdout.contains(text), "no {text:?} in:\n{stdout}");
     }
 
     /// Sends SIGTERM and waits for the process to exit (killing it if it
@@ -239,17 +241,9 @@ impl Instance {
             .status()
             .expect("run kill");
         assert!(signalled.success(), "kill -TERM {pid} failed");
-        let (done_tx, done_rx) = mpsc::channel::<()>();
-        let watchdog = std::thread::spawn(move || {
-            if let Err(RecvTimeoutError::Timeout) = done_rx.recv_timeout(DEADLINE) {
-                let _ = Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
-            }
-        });
+        let watchdog = Watchdog::arm(pid);
         let status = self.child.wait().expect("wait for settings_server");
-        drop(done_tx);
-        let _ = watchdog.join();
+        watchdog.disarm();
         for reader in self.readers.drain(..) {
             reader.join().unwrap();
         }
@@ -268,19 +262,37 @@ impl Drop for Instance {
     }
 }
 
+/// Kills a process with SIGKILL unless disarmed within the deadline.
+struct Watchdog {
+    done: mpsc::Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+impl Watchdog {
+    fn arm(pid: u32) -> Watchdog {
+        let (done, done_rx) = mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            if let Err(RecvTimeoutError::Timeout) = done_rx.recv_timeout(DEADLINE) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        });
+        Watchdog { done, thread }
+    }
+
+    fn disarm(self) {
+        drop(self.done);
+        let _ = self.thread.join();
+    }
+}
+
 /// Runs the example to completion (for arguments it must reject).
 fn run_to_exit(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
     let mut child = command(args, envs).spawn().expect("start settings_server");
     let pid = child.id();
-    let (done_tx, done_rx) = mpsc::channel::<()>();
     // It must exit on its own; if it starts serving instead, end it.
-    let watchdog = std::thread::spawn(move || {
-        if let Err(RecvTimeoutError::Timeout) = done_rx.recv_timeout(DEADLINE) {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-        }
-    });
+    let watchdog = Watchdog::arm(pid);
     let mut stdout = String::new();
     let mut stderr = String::new();
     let err_pipe = child.stderr.take().unwrap();
@@ -292,8 +304,7 @@ fn run_to_exit(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
     let _ = child.stdout.take().unwrap().read_to_string(&mut stdout);
     stderr.push_str(&err_reader.join().unwrap());
     let status = child.wait().unwrap();
-    drop(done_tx);
-    let _ = watchdog.join();
+    watchdog.disarm();
     std::process::Output {
         status,
         stdout: stdout.into_bytes(),
@@ -456,11 +467,7 @@ async fn the_in_memory_default_serves_puts_health_and_metrics() {
     let dir = TempDir::new();
     let file = dir.settings();
     let instance = Instance::start(&["--settings", path_str(&file)], &[]);
-    assert!(
-        instance.stdout().contains("(backend: in-memory"),
-        "{}",
-        instance.stdout()
-    );
+    instance.assert_printed("(backend: in-memory");
     let client = client();
 
     let (status, before) = get(&client, instance.url("/settings")).await;
@@ -528,13 +535,7 @@ async fn an_unreachable_redis_still_serves_the_file_settings() {
     std::fs::write(&file, settings.to_string()).unwrap();
     let url = format!("redis://127.0.0.1:{}", closed_port());
     let instance = Instance::start(&["--redis", &url, "--settings", path_str(&file)], &[]);
-    assert!(
-        instance
-            .stdout()
-            .contains(&format!("(backend: Redis at {url})")),
-        "{}",
-        instance.stdout()
-    );
+    instance.assert_printed(&format!("(backend: Redis at {url})"));
     let client = client();
 
     for _ in 0..2 {
@@ -602,11 +603,7 @@ async fn a_redis_password_never_appears_in_the_output() {
     let url = format!("redis://app:{SECRET}@127.0.0.1:{}/0", closed_port());
     // Through the environment, as a deployment would pass it.
     let instance = Instance::start(&["--settings", path_str(&file)], &[("REDIS_URL", &url)]);
-    assert!(
-        instance.stdout().contains("app:***@"),
-        "{}",
-        instance.stdout()
-    );
+    instance.assert_printed("app:***@");
     let client = client();
 
     let (status, body) = get(&client, instance.url("/settings")).await;
