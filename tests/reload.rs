@@ -8,14 +8,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use gensync::reload::{
     BlockingReloader, PublishError, Reloader, ReloaderBuilder, SettingsReloadLayer, Snapshot,
 };
-use gensync::{
-    Backend, BackendError, Generation, GenerationSynchronizer, Key, MemoryBackend, Stored,
-    Synchronizer,
-};
+use gensync::testing::FaultyBackend;
+use gensync::{Backend, Generation, GenerationSynchronizer, Key, MemoryBackend, Synchronizer};
 use support::Store;
 use tokio::sync::{Notify, Semaphore};
 use tower::{Service, ServiceBuilder, ServiceExt};
@@ -281,68 +278,19 @@ async fn a_hung_loader_times_out() {
     assert_eq!(reloader.metrics().reload_failures, 1);
 }
 
-/// A memory backend that can be switched off, failing every call.
-#[derive(Clone)]
-struct Switchable {
-    inner: MemoryBackend,
-    down: Arc<AtomicBool>,
-}
-
-impl Switchable {
-    fn check(&self) -> Result<(), BackendError> {
-        if self.down.load(SeqCst) {
-            return Err(BackendError::Unreachable {
-                target: "test backend".into(),
-                reason: "switched off".into(),
-            });
-        }
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl Backend for Switchable {
-    async fn get(&self, key: &Key) -> Result<Stored, BackendError> {
-        self.check()?;
-        self.inner.get(key).await
-    }
-    async fn add(&self, key: &Key, g: Generation, ttl: Duration) -> Result<bool, BackendError> {
-        self.check()?;
-        self.inner.add(key, g, ttl).await
-    }
-    async fn incr(&self, key: &Key, ttl: Duration) -> Result<Stored, BackendError> {
-        self.check()?;
-        self.inner.incr(key, ttl).await
-    }
-    async fn delete(&self, key: &Key) -> Result<(), BackendError> {
-        self.check()?;
-        self.inner.delete(key).await
-    }
-    async fn expire(&self, key: &Key, ttl: Duration) -> Result<bool, BackendError> {
-        self.check()?;
-        self.inner.expire(key, ttl).await
-    }
-    async fn delete_if(&self, key: &Key, g: Generation) -> Result<bool, BackendError> {
-        self.check()?;
-        self.inner.delete_if(key, g).await
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn while_the_backend_is_down_the_loader_runs_once_per_backoff_window() {
     let source = Arc::new(Source::default());
     source.version.store(1, SeqCst);
-    let backend = Switchable {
-        inner: MemoryBackend::new(),
-        down: Arc::new(AtomicBool::new(false)),
-    };
+    let backend = FaultyBackend::new(MemoryBackend::new());
+    let faults = backend.faults();
     let reloader = builder(backend.clone(), &source)
         .backoff(Duration::from_millis(500), Duration::from_millis(500))
         .build(0)
         .unwrap();
     assert_eq!(*reloader.check().await, 1);
 
-    backend.down.store(true, SeqCst);
+    faults.fail_all();
     source.version.store(2, SeqCst);
     let loads_before = source.loads.load(SeqCst);
     // 5 s of requests, 100 a tick every 10 ms: 50,000 checks.
@@ -362,14 +310,45 @@ async fn while_the_backend_is_down_the_loader_runs_once_per_backoff_window() {
     // Loads during the outage still pick up the source's changes.
     assert_eq!(*reloader.current(), 2);
 
-    backend.down.store(false, SeqCst);
+    faults.heal();
     tokio::time::sleep(Duration::from_millis(500)).await;
     source.version.store(3, SeqCst);
-    Synchronizer::new(backend.inner.clone(), key())
+    Synchronizer::new(backend.inner().clone(), key())
         .mark_updated()
         .await
         .unwrap();
     assert_eq!(*reloader.check().await, 3, "converges after recovery");
+}
+
+/// The backoff is for a cache server that is down. Once it answers with
+/// a generation again, an update must not wait out a window that the
+/// outage grew.
+#[tokio::test(start_paused = true)]
+async fn after_an_outage_an_update_is_loaded_at_once_whatever_the_backoff() {
+    let source = Arc::new(Source::default());
+    source.version.store(1, SeqCst);
+    let backend = FaultyBackend::new(MemoryBackend::new());
+    let faults = backend.faults();
+    let reloader = builder(backend.clone(), &source)
+        .backoff(Duration::from_secs(30), Duration::from_secs(30))
+        .build(0)
+        .unwrap();
+    assert_eq!(*reloader.check().await, 1);
+
+    faults.fail_all();
+    reloader.check().await;
+    // A load during the outage cannot record a generation: backoff begins.
+    assert_eq!(reloader.metrics().backend_errors, 1);
+    assert_eq!(reloader.metrics().loader_runs, 2);
+    faults.heal();
+
+    source.version.store(2, SeqCst);
+    Synchronizer::new(backend.inner().clone(), key())
+        .mark_updated()
+        .await
+        .unwrap();
+    assert_eq!(*reloader.check().await, 2, "served the update at once");
+    assert_eq!(reloader.metrics().stale_served, 0);
 }
 
 #[tokio::test]

@@ -151,6 +151,9 @@ struct State {
     inflight: Option<InFlight>,
     /// No new load before this, after a failure.
     retry_at: Option<Instant>,
+    /// Whether the last failure was the loader's, not the backend's: only
+    /// then does the backoff hold back a check that reads a generation.
+    loader_failed: bool,
     backoff: Duration,
     /// Failed loads since the last good one: the first is logged as an
     /// error, the rest quietly, so an outage is one log line, not thousands.
@@ -258,6 +261,7 @@ impl<S: Send + Sync + 'static> ReloaderBuilder<S> {
                 state: Mutex::new(State {
                     inflight: None,
                     retry_at: None,
+                    loader_failed: false,
                     backoff: self.config.backoff_initial,
                     failures: 0,
                 }),
@@ -387,7 +391,11 @@ impl<S: Send + Sync + 'static> Reloader<S> {
                         f.seq > began || (wanted.is_some() && f.target == wanted),
                     ),
                     None => {
-                        let backing_off = state.retry_at.is_some_and(|at| Instant::now() < at);
+                        // A backend that answers with a generation again
+                        // ends the reason to back off: holding back would
+                        // serve settings older than a completed update.
+                        let backing_off = state.retry_at.is_some_and(|at| Instant::now() < at)
+                            && (state.loader_failed || wanted.is_none());
                         if backing_off && !force {
                             return Err(self.current());
                         }
@@ -540,6 +548,7 @@ impl<S: Send + Sync + 'static> Reloader<S> {
             tracing::debug!(key = %key, failures = state.failures + 1, "gensync settings reload failed again: {problem}");
         }
         state.failures += 1;
+        state.loader_failed = !outcome.loaded;
         state.retry_at = Some(Instant::now() + state.backoff);
         state.backoff = (state.backoff * 2).min(config.backoff_max);
     }
