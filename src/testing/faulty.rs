@@ -92,6 +92,8 @@ struct Shared {
     hung: AtomicU64,
     corrupted: AtomicU64,
     evicted: AtomicU64,
+    /// Calls that met at least one fault.
+    injected: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -122,15 +124,19 @@ pub struct FaultCounts {
     pub hung: u64,
     /// Reads and increments answered with a corrupt value.
     pub corrupted: u64,
-    /// Keys removed by an injected eviction, and calls answered as if
-    /// their key were missing.
+    /// Calls whose key was evicted just before they ran.
     pub evicted: u64,
+    /// Calls that met at least one fault: a call that met two (latency,
+    /// then a failure) counts once here and once in each fault's counter.
+    injected: u64,
 }
 
 impl FaultCounts {
-    /// Calls that met an injected fault of any kind.
+    /// Calls that met an injected fault of any kind. Never more than
+    /// [`calls`](FaultCounts::calls); less than the sum of the other
+    /// counters when calls met several faults.
     pub fn injected(&self) -> u64 {
-        self.failed + self.delayed + self.hung + self.corrupted + self.evicted
+        self.injected
     }
 }
 
@@ -201,21 +207,25 @@ impl Faults {
         self.plan().corrupt = on;
     }
 
-    /// Makes reads and increments answer [`Stored::Missing`] while on, as
-    /// if the key had just been evicted; writes still reach the wrapped
-    /// backend.
+    /// While on, evicts the key before every call that reaches the wrapped
+    /// backend, as a server under memory pressure that keeps dropping it:
+    /// reads find it missing, and a writer's repair re-creates it only for
+    /// the next call to find it gone again.
     pub fn missing(&self, on: bool) {
         self.plan().missing = on;
     }
 
     /// Evicts, before the next call runs, the key that call names from the
     /// wrapped backend, as a server under memory pressure or a `FLUSHALL`
-    /// would.
+    /// would. Calls that fail or hang reach no server, so the eviction waits
+    /// for the first call that does.
     pub fn evict_next(&self) {
         self.plan().evict_next = true;
     }
 
-    /// Clears every fault. Calls in a hang finish their hang.
+    /// Clears every fault; the error chosen with
+    /// [`fail_with`](Faults::fail_with) stays for the next failure. Calls in
+    /// a hang finish their hang.
     pub fn heal(&self) {
         let mut plan = self.plan();
         let error = plan.error.take();
@@ -235,6 +245,7 @@ impl Faults {
             hung: s.hung.load(Ordering::Relaxed),
             corrupted: s.corrupted.load(Ordering::Relaxed),
             evicted: s.evicted.load(Ordering::Relaxed),
+            injected: s.injected.load(Ordering::Relaxed),
         }
     }
 
@@ -252,22 +263,32 @@ impl Faults {
         } else {
             false
         };
+        // A call that hangs or fails reaches no server: a pending eviction
+        // waits for one that does.
+        let reaches = !fail && plan.hang.is_none();
+        // Non-short-circuit `|`: a pending one-off eviction is used up by
+        // this call even while every call evicts.
+        let evict = reaches && (std::mem::take(&mut plan.evict_next) | plan.missing);
+        let error = fail.then(|| {
+            plan.error
+                .clone()
+                .unwrap_or_else(|| BackendError::Unreachable {
+                    target: TARGET.to_owned(),
+                    reason: "injected failure".to_owned(),
+                })
+        });
         let draw = Draw {
+            met: !plan.latency.is_zero() || plan.hang.is_some() || fail || evict,
             latency: plan.latency,
             hang: plan.hang,
-            error: fail.then(|| {
-                plan.error
-                    .clone()
-                    .unwrap_or_else(|| BackendError::Unreachable {
-                        target: TARGET.to_owned(),
-                        reason: "injected failure".to_owned(),
-                    })
-            }),
-            evict: std::mem::take(&mut plan.evict_next),
+            error,
+            evict,
             corrupt: plan.corrupt,
-            missing: plan.missing,
         };
         drop(plan);
+        if draw.met {
+            self.count(|s| &s.injected);
+        }
         draw
     }
 
@@ -278,12 +299,14 @@ impl Faults {
 
 /// The faults one call meets.
 struct Draw {
+    /// Whether a fault other than a read's corruption applies (already
+    /// counted in `injected`).
+    met: bool,
     latency: Duration,
     hang: Option<Duration>,
     error: Option<BackendError>,
     evict: bool,
     corrupt: bool,
-    missing: bool,
 }
 
 impl<B: Backend> FaultyBackend<B> {
@@ -316,15 +339,14 @@ impl<B: Backend> FaultyBackend<B> {
 
     /// What a read answers under the drawn faults.
     fn read(&self, draw: &Draw, stored: Stored) -> Stored {
-        if draw.corrupt {
-            self.faults.count(|s| &s.corrupted);
-            Stored::Corrupt
-        } else if draw.missing {
-            self.faults.count(|s| &s.evicted);
-            Stored::Missing
-        } else {
-            stored
+        if !draw.corrupt {
+            return stored;
         }
+        if !draw.met {
+            self.faults.count(|s| &s.injected);
+        }
+        self.faults.count(|s| &s.corrupted);
+        Stored::Corrupt
     }
 }
 
@@ -348,8 +370,8 @@ impl<B: Backend> Backend for FaultyBackend<B> {
 
     async fn incr(&self, key: &Key, ttl: Duration) -> Result<Stored, BackendError> {
         let draw = self.before(key).await?;
-        if draw.corrupt || draw.missing {
-            // A corrupt or missing key is never incremented.
+        if draw.corrupt {
+            // A corrupt key is never incremented.
             return Ok(self.read(&draw, Stored::Missing));
         }
         self.inner.incr(key, ttl).await
