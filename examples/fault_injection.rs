@@ -39,8 +39,9 @@
 //! `info,gensync::synchronizer=error`): an outage is one error line per
 //! synchronizer and episode and one for the reloader, not one per request.
 //! (The default hides the synchronizer's warning per corrupt-key repair,
-//! hundreds in phase 5, and its "answering again" lines.) No network and no Redis are needed; it takes about three
-//! seconds and exits 1, naming the promise, if one broke: a request failed
+//! hundreds in phase 5, and its "answering again" lines.) No network and
+//! no Redis are needed; it takes about three seconds and exits 1, naming
+//! the promise, if one broke: a request failed
 //! or waited past its bound, a write was accepted while the cache was down,
 //! a request was served older settings than a completed publish while the
 //! cache was healthy, or the service did not converge once healed.
