@@ -1,0 +1,323 @@
+//! The fleet: three "processes" (each its own Redis client, synchronizer,
+//! reloader and layered service) over one redis-server the row controls,
+//! sharing one in-memory versioned database that their loaders read.
+
+use std::future::{ready, Ready};
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use gensync::reload::{
+    ReloadMetrics, Reloader, SettingsLoader, SettingsReload, SettingsReloadLayer, SettingsSaver,
+    Snapshot,
+};
+use gensync::testing::RedisServer;
+use gensync::{Generation, RedisBackend, Synchronizer};
+use tower::{Service, ServiceBuilder};
+
+use crate::harness::{ensure, key, InjectedPanic, INITIAL, INSTANCES, MARGIN};
+use crate::support::fast_config;
+
+/// The fleet's database: one versioned settings value every loader reads.
+pub struct Db {
+    version: AtomicU64,
+    /// While set, a save lands and then never returns: a writer that dies
+    /// between its save and its bump.
+    hang_saves: AtomicBool,
+}
+
+impl Db {
+    pub fn version(&self) -> u64 {
+        self.version.load(SeqCst)
+    }
+
+    /// Saves by hand, as a writer that bumps by hand does.
+    pub fn save(&self, version: u64) {
+        self.version.store(version, SeqCst);
+    }
+
+    pub fn hang_saves(&self, on: bool) {
+        self.hang_saves.store(on, SeqCst);
+    }
+}
+
+/// What one instance's loader is told to do, and when it failed.
+#[derive(Default)]
+pub struct LoaderFaults {
+    fail_next: AtomicU32,
+    panic_next: AtomicU32,
+    failures: Mutex<Vec<Instant>>,
+}
+
+impl LoaderFaults {
+    pub fn fail_next(&self, n: u32) {
+        self.fail_next.fetch_add(n, SeqCst);
+    }
+
+    pub fn panic_next(&self, n: u32) {
+        self.panic_next.fetch_add(n, SeqCst);
+    }
+
+    /// Injected failures not used up yet.
+    pub fn pending(&self) -> u32 {
+        self.fail_next.load(SeqCst) + self.panic_next.load(SeqCst)
+    }
+
+    /// When each injected failure happened.
+    pub fn failures(&self) -> Vec<Instant> {
+        self.failures.lock().unwrap().clone()
+    }
+
+    fn take(&self, counter: &AtomicU32) -> bool {
+        let hit = counter
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if hit {
+            self.failures.lock().unwrap().push(Instant::now());
+        }
+        hit
+    }
+}
+
+fn loader(db: Arc<Db>, faults: Arc<LoaderFaults>) -> impl SettingsLoader<u64> {
+    move || {
+        let (db, faults) = (Arc::clone(&db), Arc::clone(&faults));
+        async move {
+            // Let other tasks run mid-load, so bumps can land during it.
+            tokio::task::yield_now().await;
+            if faults.take(&faults.panic_next) {
+                std::panic::panic_any(InjectedPanic);
+            }
+            if faults.take(&faults.fail_next) {
+                return Err(std::io::Error::other(
+                    "injected: the settings database is unavailable",
+                ));
+            }
+            Ok(db.version())
+        }
+    }
+}
+
+fn saver(db: Arc<Db>) -> impl SettingsSaver<u64> {
+    move |settings: &u64| {
+        let (db, settings) = (Arc::clone(&db), *settings);
+        async move {
+            db.version.store(settings, SeqCst);
+            if db.hang_saves.load(SeqCst) {
+                std::future::pending::<()>().await;
+            }
+            Ok::<_, std::io::Error>(())
+        }
+    }
+}
+
+/// The inner service: answers with the settings version the middleware
+/// handed it, and fails when it handed none.
+#[derive(Clone, Copy)]
+pub struct Echo;
+
+impl Service<http::Request<()>> for Echo {
+    type Response = u64;
+    type Error = &'static str;
+    type Future = Ready<Result<u64, &'static str>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<()>) -> Self::Future {
+        ready(
+            request
+                .extensions()
+                .get::<Snapshot<u64>>()
+                .map(|snapshot| **snapshot)
+                .ok_or("no Snapshot in the request's extensions"),
+        )
+    }
+}
+
+pub type Svc = SettingsReload<Echo, u64>;
+
+/// One "process": its own Redis client, synchronizer, reloader and service.
+pub struct Instance {
+    pub reloader: Reloader<u64>,
+    pub backend: RedisBackend,
+    pub loader: Arc<LoaderFaults>,
+    pub service: Svc,
+}
+
+/// How a row's fleet is built and judged.
+#[derive(Clone)]
+pub struct Options {
+    /// The URL the instances use.
+    pub url: fn(&RedisServer) -> String,
+    pub max_wait: Duration,
+    pub backoff: (Duration, Duration),
+    /// Short, so a dead writer's intent lapses quickly.
+    pub lock_ttl: Duration,
+    /// The most a request may take; by default one backend call plus the
+    /// reload wait.
+    pub latency_bound: Option<Duration>,
+    /// Strings that must never appear in the logs.
+    pub secrets: &'static [&'static str],
+    pub debug_logs: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            url: RedisServer::url,
+            max_wait: Duration::from_secs(1),
+            backoff: (Duration::from_millis(50), Duration::from_millis(400)),
+            lock_ttl: Duration::from_secs(1),
+            latency_bound: None,
+            secrets: &[],
+            debug_logs: false,
+        }
+    }
+}
+
+impl Options {
+    pub fn latency_bound(&self) -> Duration {
+        self.latency_bound
+            .unwrap_or(fast_config().call_bound() + self.max_wait + MARGIN)
+    }
+
+    /// The most loads one instance may run in `lasted` of outage: one at
+    /// the start, then one per backoff window (doubling up to its cap), and
+    /// one more for a load straddling either end. Far fewer than checks:
+    /// no reload storm.
+    pub fn loads_allowed(&self, lasted: Duration) -> u64 {
+        let (mut elapsed, mut pause, mut loads) = (Duration::ZERO, self.backoff.0, 2);
+        while elapsed + pause <= lasted {
+            elapsed += pause;
+            loads += 1;
+            pause = (pause * 2).min(self.backoff.1);
+        }
+        loads
+    }
+}
+
+/// The instances, their database and their Redis.
+pub struct Fleet {
+    pub server: RedisServer,
+    pub db: Arc<Db>,
+    pub instances: Vec<Instance>,
+}
+
+impl Fleet {
+    pub fn new(server: RedisServer, opts: &Options) -> Result<Fleet, String> {
+        let db = Arc::new(Db {
+            version: AtomicU64::new(1),
+            hang_saves: AtomicBool::new(false),
+        });
+        let url = (opts.url)(&server);
+        let instances = (0..INSTANCES)
+            .map(|_| {
+                let backend = RedisBackend::with_config(&url, fast_config())
+                    .map_err(|e| format!("backend: {e}"))?;
+                let faults = Arc::new(LoaderFaults::default());
+                let sync = Synchronizer::new(backend.clone(), key());
+                let reloader =
+                    Reloader::builder(sync, loader(Arc::clone(&db), Arc::clone(&faults)))
+                        .saver(saver(Arc::clone(&db)))
+                        .max_wait(opts.max_wait)
+                        .load_timeout(Duration::from_secs(2))
+                        .backoff(opts.backoff.0, opts.backoff.1)
+                        .write_lock(opts.lock_ttl, 40)
+                        .build(INITIAL)
+                        .map_err(|e| format!("reloader: {e}"))?;
+                let service = ServiceBuilder::new()
+                    .layer(SettingsReloadLayer::new(reloader.clone()))
+                    .service(Echo);
+                Ok(Instance {
+                    reloader,
+                    backend,
+                    loader: faults,
+                    service,
+                })
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Fleet {
+            server,
+            db,
+            instances,
+        })
+    }
+
+    /// A new admin connection. Admin calls block, but only the row's own
+    /// thread (the runtime's `block_on`), not the workers serving requests.
+    pub fn admin(&self) -> Result<redis::Connection, String> {
+        admin(&self.server)
+    }
+
+    /// Runs one command on a new admin connection.
+    pub fn raw<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, String> {
+        cmd.query(&mut self.admin()?)
+            .map_err(|e| format!("admin command failed: {e}"))
+    }
+
+    /// Connections the server accepted and refused so far (`INFO stats`).
+    pub fn connections(&self, admin: &mut redis::Connection) -> Result<(u64, u64), String> {
+        let info: String = redis::cmd("INFO")
+            .arg("stats")
+            .query(admin)
+            .map_err(|e| format!("INFO: {e}"))?;
+        let stat = |name: &str| -> u64 {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        Ok((
+            stat("total_connections_received"),
+            stat("rejected_connections"),
+        ))
+    }
+
+    pub fn metrics(&self) -> Vec<ReloadMetrics> {
+        self.instances
+            .iter()
+            .map(|i| i.reloader.metrics())
+            .collect()
+    }
+
+    /// The generations the instances recorded.
+    pub fn recorded(&self) -> Vec<Generation> {
+        self.instances
+            .iter()
+            .filter_map(|i| i.reloader.synchronizer().sync_gen())
+            .collect()
+    }
+
+    /// The shared generation as stored, if it is one.
+    pub fn stored(&self) -> Result<Option<Generation>, String> {
+        let raw: Option<Vec<u8>> = self.raw(redis::cmd("GET").arg(key().as_str()))?;
+        Ok(raw.and_then(|raw| Generation::parse_stored(&raw)))
+    }
+
+    /// The key holds a valid generation that lives about a year, not a
+    /// writer's intent or a lock's lifetime.
+    pub fn key_is_repaired(&self) -> Result<(), String> {
+        let kind: String = self.raw(redis::cmd("TYPE").arg(key().as_str()))?;
+        ensure(kind == "string", || {
+            format!("the key was not repaired: it holds a {kind}")
+        })?;
+        let stored = self.stored()?;
+        ensure(
+            stored.is_some_and(|g| g.get() > u64::from(u32::MAX)),
+            || format!("the key was not repaired: it holds {stored:?}"),
+        )?;
+        let pttl: i64 = self.raw(redis::cmd("PTTL").arg(key().as_str()))?;
+        ensure(pttl > 86_400_000, || {
+            format!("the repaired key lives only {pttl} ms, not a year")
+        })
+    }
+}
+
+pub fn admin(server: &RedisServer) -> Result<redis::Connection, String> {
+    server
+        .connection()
+        .map_err(|e| format!("admin connection: {e}"))
+}

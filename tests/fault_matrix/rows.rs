@@ -1,0 +1,601 @@
+//! The rows: one fault each, injected into a real redis-server (or into the
+//! loader or the writer) while the fleet serves requests, and the promises
+//! of that fault checked on top of those `Trial::finish` checks for all.
+
+use std::collections::HashSet;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use gensync::testing::{FaultyBackend, RedisServer};
+use gensync::{
+    BackendError, BlockingRedisBackend, BlockingSynchronizer, Error, RedisBackend, Synchronizer,
+};
+
+use crate::fleet::{admin, LoaderFaults, Options};
+use crate::harness::{ensure, key, until, INITIAL, INSTANCES, IN_FLIGHT, MARGIN, POLL};
+use crate::support::fast_config;
+use crate::trial::{Row, Trial};
+
+/// How long the outages last.
+const OUTAGE: Duration = Duration::from_millis(1500);
+/// How long the server is stopped (SIGSTOP).
+const PAUSE: Duration = Duration::from_secs(3);
+/// How long each phase of the access row lasts.
+const DENIED: Duration = Duration::from_secs(1);
+/// How long a fleet may take to converge once a fault is gone.
+const CONVERGE_WITHIN: Duration = Duration::from_secs(5);
+
+fn server(started: std::io::Result<RedisServer>) -> Result<RedisServer, String> {
+    started.map_err(|e| format!("could not start redis-server: {e}"))
+}
+
+async fn healthy_trial(opts: Options) -> Result<Trial, String> {
+    let mut trial = Trial::start(server(RedisServer::start())?, opts).await?;
+    trial.healthy().await?;
+    Ok(trial)
+}
+
+/// A publish while Redis is unusable returns an error and saves nothing.
+async fn writer_is_told(t: &Trial, when: &str) -> Result<(), String> {
+    let saved = t.fleet.db.version();
+    let published = t.publish().await;
+    ensure(published.is_err() && t.fleet.db.version() == saved, || {
+        format!("{when}, a publish returned {published:?}")
+    })
+}
+
+/// Publishes the next version and measures how long every instance takes
+/// to serve it, from `healed`.
+async fn next_update_converges(t: &Trial, healed: Instant) -> Result<Duration, String> {
+    let version = t.publish().await?;
+    t.converge(version, healed, CONVERGE_WITHIN).await
+}
+
+pub async fn server_killed() -> Result<Row, String> {
+    let mut t = healthy_trial(Options::default()).await?;
+    let began = t.fault(false);
+    let before = t.metrics();
+    t.fleet.server.kill();
+    t.all_read_unavailable("once the server was killed").await?;
+    writer_is_told(&t, "while the server was down").await?;
+    t.hold(OUTAGE).await;
+    t.all_read_unavailable("at the end of the outage").await?;
+    t.outage_checks(&before, began)?;
+    t.fleet
+        .server
+        .restart()
+        .map_err(|e| format!("restart: {e}"))?;
+    let healed = t.heal();
+    let converge = next_update_converges(&t, healed).await?;
+    t.finish(converge).await
+}
+
+pub async fn server_paused() -> Result<Row, String> {
+    // A stopped server answers nothing, and a load during an outage does
+    // not call it: a request pays at most one backend call's bound.
+    let bound = fast_config().call_bound() + MARGIN;
+    let mut t = healthy_trial(Options {
+        latency_bound: Some(bound),
+        ..Options::default()
+    })
+    .await?;
+    let began = t.fault(false);
+    let (before, served_before) = (t.metrics(), t.served());
+    t.fleet.server.pause().map_err(|e| format!("pause: {e}"))?;
+    t.hold(PAUSE - fast_config().call_bound()).await;
+    t.all_read_unavailable("while the server was paused")
+        .await?;
+    t.outage_checks(&before, began)?;
+    // Every request in flight was answered again and again, not held.
+    let served = t.served() - served_before;
+    let rounds = (PAUSE.as_millis() / bound.as_millis()) as u64;
+    ensure(served >= IN_FLIGHT as u64 * rounds, || {
+        format!("only {served} requests were answered during the {PAUSE:?} pause")
+    })?;
+    t.fleet
+        .server
+        .resume()
+        .map_err(|e| format!("resume: {e}"))?;
+    let healed = t.heal();
+    let converge = next_update_converges(&t, healed).await?;
+    t.finish(converge).await
+}
+
+/// What a round does to the key behind the fleet's back.
+#[derive(Clone, Copy, Debug)]
+enum Damage {
+    FlushAll,
+    Evict,
+    Text(&'static str),
+    List,
+    Hash,
+}
+
+impl Damage {
+    /// One atomic step, so no reader sees a half-done change.
+    fn pipeline(self) -> redis::Pipeline {
+        let key = key();
+        let key = key.as_str();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        match self {
+            Damage::FlushAll => pipe.cmd("FLUSHALL"),
+            Damage::Evict => pipe.cmd("DEL").arg(key),
+            Damage::Text(text) => pipe.cmd("SET").arg(key).arg(text),
+            Damage::List => pipe.cmd("DEL").arg(key).cmd("RPUSH").arg(key).arg("x"),
+            Damage::Hash => pipe
+                .cmd("DEL")
+                .arg(key)
+                .cmd("HSET")
+                .arg(key)
+                .arg("f")
+                .arg(1),
+        };
+        pipe
+    }
+}
+
+pub async fn key_evicted() -> Result<Row, String> {
+    use Damage::*;
+    damage_rounds(&[FlushAll, Evict, FlushAll, Evict, FlushAll, Evict]).await
+}
+
+pub async fn key_corrupted() -> Result<Row, String> {
+    use Damage::*;
+    damage_rounds(&[
+        Text("garbage"),
+        Text("0"),
+        Text("-42"),
+        Text("18446744073709551616"),
+        Text("0042"),
+        List,
+        Hash,
+    ])
+    .await
+}
+
+/// Damages the key, then saves the next version and bumps, round after
+/// round within a second or so (the window of the reference's ABA): every
+/// instance reads as expired and reloads, the bump's generation is one no
+/// instance held, and the key ends valid for a year.
+async fn damage_rounds(damages: &[Damage]) -> Result<Row, String> {
+    let mut t = healthy_trial(Options::default()).await?;
+    // The writer is a separate process, as an operator's `gensync bump`
+    // would be. Its wrapper injects nothing and counts calls: one means its
+    // bump found a valid key, more that it re-created or repaired it.
+    let backend = RedisBackend::with_config(&t.fleet.server.url(), fast_config())
+        .map_err(|e| format!("writer: {e}"))?;
+    let backend = FaultyBackend::new(backend);
+    let calls = backend.faults();
+    let writer = Synchronizer::new(backend, key());
+    // The backend answers throughout, so freshness is judged throughout.
+    t.fault(true);
+    let (mut held, mut slowest, mut by_writer) = (HashSet::new(), Duration::ZERO, 0);
+    for &damage in damages {
+        held.extend(t.fleet.recorded());
+        held.extend(t.fleet.stored()?);
+        let before = t.metrics();
+        damage
+            .pipeline()
+            .query::<()>(&mut t.fleet.admin()?)
+            .map_err(|e| format!("{damage:?}: {e}"))?;
+        let calls_before = calls.counts().calls;
+        let (version, generation) = t
+            .bump_by_hand(&writer)
+            .await
+            .map_err(|e| format!("after {damage:?}: {e}"))?;
+        let bumped = Instant::now();
+        by_writer += usize::from(calls.counts().calls - calls_before > 1);
+        ensure(!held.contains(&generation), || {
+            format!("ABA: after {damage:?} the bump made {generation}, a generation already held")
+        })?;
+        let took = t
+            .converge(version, bumped, CONVERGE_WITHIN)
+            .await
+            .map_err(|e| format!("after {damage:?}: {e}"))?;
+        slowest = slowest.max(took);
+        t.fleet
+            .key_is_repaired()
+            .map_err(|e| format!("after {damage:?}: {e}"))?;
+        for (i, (b, a)) in before.iter().zip(t.metrics()).enumerate() {
+            ensure(a.expired > b.expired && a.reloads > b.reloads, || {
+                format!("after {damage:?}, instance {i} did not read as expired and reload")
+            })?;
+        }
+    }
+    t.heal();
+    t.note(format!(
+        "the writer's own bump found the key damaged and re-created or repaired it in \
+         {by_writer} of {} rounds (a reader's fetch-or-create repairs it too when first)",
+        damages.len()
+    ));
+    t.finish(slowest).await
+}
+
+const ADMIN_PASSWORD: &str = "admin-pw-Zq81vT";
+const APP_PASSWORD: &str = "app-pw-Lr42nX";
+const WRONG_PASSWORD: &str = "wrong-pw-Hc97sD";
+const PASSWORDS: &[&str] = &[ADMIN_PASSWORD, APP_PASSWORD, WRONG_PASSWORD];
+
+fn acl_setuser(rules: &[&str]) -> redis::Cmd {
+    let mut cmd = redis::cmd("ACL");
+    cmd.arg("SETUSER").arg("app").arg(rules);
+    cmd
+}
+
+/// The instances log in as `app` with a password the server does not take,
+/// then with one it takes for a user the ACL denies every command, then
+/// the operator grants the commands.
+pub async fn access_refused() -> Result<Row, String> {
+    let redis = server(RedisServer::start_with_password(ADMIN_PASSWORD))?;
+    acl_setuser(&["on", &format!(">{APP_PASSWORD}"), "~*", "&*", "+@all"])
+        .query::<()>(&mut admin(&redis)?)
+        .map_err(|e| format!("ACL SETUSER: {e}"))?;
+    let opts = Options {
+        url: |server| format!("redis://app:{WRONG_PASSWORD}@127.0.0.1:{}", server.port()),
+        secrets: PASSWORDS,
+        debug_logs: true,
+        ..Options::default()
+    };
+    let mut admin = admin(&redis)?;
+    let mut t = Trial::start(redis, opts).await?;
+    let began = t.fault(false);
+    for (i, instance) in t.fleet.instances.iter().enumerate() {
+        let ping = instance.backend.ping().await.err().map(Error::from);
+        refused_clearly(ping, &format!("instance {i}'s start-up ping"))?;
+    }
+    let before = t.metrics();
+    let (accepted, _) = t.fleet.connections(&mut admin)?;
+    t.hold(DENIED).await;
+    let checks: u64 = (t.metrics().iter().zip(&before))
+        .map(|(a, b)| a.checks - b.checks)
+        .sum();
+    let (accepted_after, _) = t.fleet.connections(&mut admin)?;
+    t.note(format!(
+        "with the wrong password: {} connections for {checks} checks in {DENIED:?}",
+        accepted_after - accepted
+    ));
+    t.all_read_unavailable("with a wrong password").await?;
+    t.outage_checks(&before, began)?;
+
+    // The password is accepted now; every command but the handshake's is not.
+    t.fleet.raw::<()>(&acl_setuser(&[
+        "resetpass",
+        &format!(">{WRONG_PASSWORD}"),
+        "-@all",
+        "+@connection",
+    ]))?;
+    let synchronizer = t.fleet.instances[0].reloader.synchronizer();
+    let denied = synchronizer.fetch_or_create().await.err();
+    refused_clearly(denied, "a fetch-or-create under the ACL")?;
+    let (before, began) = (t.metrics(), Instant::now());
+    t.hold(DENIED).await;
+    t.all_read_unavailable("with the ACL denying").await?;
+    t.outage_checks(&before, began)?;
+
+    t.fleet.raw::<()>(&acl_setuser(&["+@all"]))?;
+    let healed = t.heal();
+    let converge = next_update_converges(&t, healed).await?;
+    let logs = t.logs();
+    // Debug events too, where each repeated failure is logged again.
+    ensure(
+        logs.contains("refused access")
+            && logs.contains("redis://app:***@127.0.0.1")
+            && logs.contains("backend call failed again"),
+        || "the refusals were not logged (debug events included), URL redacted".to_owned(),
+    )?;
+    t.finish(converge).await
+}
+
+/// The error says access was refused, and shows no password.
+fn refused_clearly(error: Option<Error>, what: &str) -> Result<(), String> {
+    let error = error.ok_or_else(|| format!("{what} succeeded"))?;
+    let text = format!("{error} / {error:?}");
+    ensure(
+        matches!(error, Error::Backend(BackendError::Auth { .. }))
+            && error.to_string().contains("refused access"),
+        || format!("{what} did not say access was refused: {error}"),
+    )?;
+    ensure(!PASSWORDS.iter().any(|pw| text.contains(pw)), || {
+        format!("{what} showed a password: {text}")
+    })
+}
+
+pub async fn refused_at_start() -> Result<Row, String> {
+    let mut redis = server(RedisServer::start())?;
+    // Nothing listens on its port until the restart below.
+    redis.kill();
+    let mut t = Trial::start(redis, Options::default()).await?;
+    let began = t.fault(false);
+    for (i, instance) in t.fleet.instances.iter().enumerate() {
+        let ping = instance.backend.ping().await.err();
+        let text = ping.map(|e| e.to_string()).unwrap_or_default();
+        ensure(
+            text.starts_with("could not reach Redis at redis://127.0.0.1:")
+                && text.ends_with("is the server running?"),
+            || format!("instance {i}'s start-up ping did not say Redis was unreachable: {text:?}"),
+        )?;
+    }
+    writer_is_told(&t, "before Redis appeared").await?;
+    let before = t.metrics();
+    t.hold(OUTAGE).await;
+    t.all_read_unavailable("before Redis appeared").await?;
+    t.outage_checks(&before, began)?;
+    // Serving since start-up: the initial settings, or the database's when
+    // a load ran, but nothing recorded, so still expired.
+    for (i, instance) in t.fleet.instances.iter().enumerate() {
+        let current = instance.reloader.current();
+        let serving = (*current, current.generation());
+        ensure(
+            [INITIAL, t.fleet.db.version()].contains(&serving.0) && serving.1.is_none(),
+            || format!("instance {i} served {serving:?} before Redis appeared"),
+        )?;
+    }
+    t.fleet
+        .server
+        .restart()
+        .map_err(|e| format!("start: {e}"))?;
+    let healed = t.heal();
+    let converge = next_update_converges(&t, healed).await?;
+    t.finish(converge).await
+}
+
+pub async fn loader_fails() -> Result<Row, String> {
+    loader_faults(LoaderFaults::fail_next, 5).await
+}
+
+pub async fn loader_panics() -> Result<Row, String> {
+    loader_faults(LoaderFaults::panic_next, 2).await
+}
+
+/// Each instance's loader fails (or panics) its next `times` loads after a
+/// publish: the old settings are served and counted, retries wait out a
+/// doubling backoff, and the instance recovers by itself.
+async fn loader_faults(inject: fn(&LoaderFaults, u32), times: u32) -> Result<Row, String> {
+    let mut t = healthy_trial(Options::default()).await?;
+    t.fault(false);
+    let before = t.metrics();
+    for instance in &t.fleet.instances {
+        inject(&instance.loader, times);
+    }
+    let version = t.publish().await?;
+    let pending = || -> u32 { t.fleet.instances.iter().map(|i| i.loader.pending()).sum() };
+    until(
+        CONVERGE_WITHIN,
+        || pending() == 0,
+        || format!("{} injected loader failures were never reached", pending()),
+    )
+    .await?;
+    let failures: Vec<Vec<Instant>> = t
+        .fleet
+        .instances
+        .iter()
+        .map(|i| i.loader.failures())
+        .collect();
+    // Recovery starts at the last injected failure.
+    let healed = failures.iter().flatten().max().copied();
+    let healed = healed.ok_or("no injected failure happened")?;
+    t.heal();
+    let (first, cap) = t.opts().backoff;
+    let converge = t.converge(version, healed, cap + CONVERGE_WITHIN).await?;
+    for (i, (b, a)) in before.iter().zip(t.metrics()).enumerate() {
+        ensure(a.stale_served > b.stale_served, || {
+            format!("instance {i} served no counted stale answer while its loader failed")
+        })?;
+        // The failures, then the one load that worked: nothing more.
+        let (failed, runs) = (
+            a.reload_failures - b.reload_failures,
+            a.loader_runs - b.loader_runs,
+        );
+        ensure(failed == u64::from(times) && runs == failed + 1, || {
+            format!("instance {i}: {runs} loads and {failed} failures for {times} injected")
+        })?;
+        let mut pause = first;
+        for (k, gap) in failures[i].windows(2).map(|w| w[1] - w[0]).enumerate() {
+            ensure(gap >= pause && gap <= pause + MARGIN, || {
+                format!("instance {i}: retry {k} came {gap:?} after the failure before it; its backoff was {pause:?}")
+            })?;
+            pause = (pause * 2).min(cap);
+        }
+    }
+    t.finish(converge).await
+}
+
+/// Threads on the blocking path, more than its pool holds connections.
+const BLOCKING_THREADS: usize = 8;
+const POOL_SIZE: u32 = 2;
+
+/// What one blocking thread saw.
+struct Hammered {
+    calls: u64,
+    expired: u64,
+    slowest: Duration,
+}
+
+type BlockingSync = Arc<BlockingSynchronizer<BlockingRedisBackend>>;
+
+/// The server's client slots are all taken: `maxclients` is lowered to the
+/// one admin connection, and every other client is cut off, so the async
+/// instances and the blocking pool alike can only try to reconnect and be
+/// refused. On the blocking path, more threads than the pool holds wait
+/// for a connection; each wait is bounded by the connect timeout.
+pub async fn clients_exhausted() -> Result<Row, String> {
+    let mut t = healthy_trial(Options::default()).await?;
+    let config = fast_config().pool_size(POOL_SIZE);
+    let backend = BlockingRedisBackend::with_config(&t.fleet.server.url(), config.clone())
+        .map_err(|e| format!("blocking backend: {e}"))?;
+    let blocking: BlockingSync = Arc::new(BlockingSynchronizer::new(backend, key()));
+    on_blocking_thread(&blocking, |s| s.refresh())
+        .await?
+        .map_err(|e| e.to_string())?;
+    let mut admin = t.fleet.admin()?;
+    let (_, rejected) = t.fleet.connections(&mut admin)?;
+    let began = t.fault(false);
+    let before = t.metrics();
+    let killed: u64 = redis::pipe()
+        .cmd("CONFIG")
+        .arg("SET")
+        .arg("maxclients")
+        .arg(1)
+        .ignore()
+        .cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query::<(u64,)>(&mut admin)
+        .map_err(|e| format!("taking the client slots: {e}"))?
+        .0;
+    ensure(killed > INSTANCES as u64, || {
+        format!("only {killed} clients were cut off")
+    })?;
+    let threads = hammer(&blocking, OUTAGE);
+    t.hold(OUTAGE).await;
+    t.all_read_unavailable("with no client slot free").await?;
+    t.outage_checks(&before, began)?;
+    let rejected = t.fleet.connections(&mut admin)?.1 - rejected;
+    let hammered = tokio::task::spawn_blocking(move || collect(threads))
+        .await
+        .map_err(|e| e.to_string())??;
+    let bound = config.call_bound() + MARGIN;
+    ensure(hammered.slowest <= bound, || {
+        format!(
+            "a blocking check waited {:?}, more than {bound:?}",
+            hammered.slowest
+        )
+    })?;
+    ensure(hammered.expired == hammered.calls, || {
+        format!(
+            "{} of {} blocking checks read as fresh with no connection to be had",
+            hammered.calls - hammered.expired,
+            hammered.calls
+        )
+    })?;
+    let bump = on_blocking_thread(&blocking, |s| s.mark_updated()).await?;
+    let bump = bump
+        .err()
+        .ok_or("a blocking bump succeeded with no connection to be had")?;
+
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxclients")
+        .arg(10_000)
+        .query::<()>(&mut admin)
+        .map_err(|e| format!("freeing the client slots: {e}"))?;
+    let healed = t.heal();
+    let converge = next_update_converges(&t, healed).await?;
+    let recovered = on_blocking_thread(&blocking, |s| {
+        let deadline = Instant::now() + CONVERGE_WITHIN;
+        loop {
+            match s.refresh() {
+                Err(_) if Instant::now() < deadline => std::thread::sleep(POLL),
+                done => return done,
+            }
+        }
+    });
+    recovered
+        .await?
+        .map_err(|e| format!("the blocking path did not recover: {e}"))?;
+    t.note(format!(
+        "Redis rejected {rejected} connections while its slots were taken; blocking path: {} \
+         checks from {BLOCKING_THREADS} threads on a pool of {POOL_SIZE}, all expired, slowest \
+         {:?}; its writer was told: {bump}",
+        hammered.calls, hammered.slowest
+    ));
+    t.finish(converge).await
+}
+
+async fn on_blocking_thread<T: Send + 'static>(
+    sync: &BlockingSync,
+    call: impl FnOnce(&BlockingSynchronizer<BlockingRedisBackend>) -> T + Send + 'static,
+) -> Result<T, String> {
+    let sync = Arc::clone(sync);
+    tokio::task::spawn_blocking(move || call(&sync))
+        .await
+        .map_err(|e| format!("blocking call: {e}"))
+}
+
+/// Checks from more threads than the pool holds, for `lasting`.
+fn hammer(sync: &BlockingSync, lasting: Duration) -> mpsc::Receiver<Hammered> {
+    let (tx, rx) = mpsc::channel();
+    for _ in 0..BLOCKING_THREADS {
+        let (sync, tx) = (Arc::clone(sync), tx.clone());
+        std::thread::spawn(move || {
+            let until = Instant::now() + lasting;
+            let mut seen = Hammered {
+                calls: 0,
+                expired: 0,
+                slowest: Duration::ZERO,
+            };
+            while Instant::now() < until {
+                let started = Instant::now();
+                seen.expired += u64::from(sync.is_expired());
+                seen.slowest = seen.slowest.max(started.elapsed());
+                seen.calls += 1;
+            }
+            let _ = tx.send(seen);
+        });
+    }
+    rx
+}
+
+/// Every thread's report, or the deadlock that kept one from coming.
+fn collect(threads: mpsc::Receiver<Hammered>) -> Result<Hammered, String> {
+    let deadline = Instant::now() + CONVERGE_WITHIN;
+    let mut all = Hammered {
+        calls: 0,
+        expired: 0,
+        slowest: Duration::ZERO,
+    };
+    for n in 0..BLOCKING_THREADS {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let seen = threads.recv_timeout(left).map_err(|_| {
+            format!(
+                "deadlock: {} blocking threads never finished",
+                BLOCKING_THREADS - n
+            )
+        })?;
+        all.calls += seen.calls;
+        all.expired += seen.expired;
+        all.slowest = all.slowest.max(seen.slowest);
+    }
+    Ok(all)
+}
+
+/// The writer saves, then hangs before its bump and is aborted: its intent
+/// (the generation's lifetime cut to the lock's before the save) makes the
+/// key lapse, and every instance reloads the saved change.
+pub async fn writer_dies() -> Result<Row, String> {
+    let mut t = healthy_trial(Options::default()).await?;
+    // No publish returns in this window, so freshness is still judged.
+    t.fault(true);
+    let version = t.fleet.db.version() + 1;
+    t.fleet.db.hang_saves(true);
+    let writer = t.fleet.instances[0].reloader.clone();
+    let publishing = tokio::spawn(async move { writer.publish(version).await });
+    let db = Arc::clone(&t.fleet.db);
+    until(
+        CONVERGE_WITHIN,
+        || db.version() == version,
+        || "the writer never saved".to_owned(),
+    )
+    .await?;
+    publishing.abort();
+    let died = Instant::now();
+    db.hang_saves(false);
+    let outcome = publishing.await;
+    ensure(outcome.as_ref().is_err_and(|e| e.is_cancelled()), || {
+        format!("the writer did not die: {outcome:?}")
+    })?;
+    let lock_ttl = t.opts().lock_ttl;
+    let pttl: i64 = t.fleet.raw(redis::cmd("PTTL").arg(key().as_str()))?;
+    ensure(0 < pttl && pttl <= lock_ttl.as_millis() as i64, || {
+        format!("the writer's intent did not cut the key's lifetime to {lock_ttl:?}: PTTL {pttl}")
+    })?;
+    let converge = t
+        .converge(version, died, lock_ttl + CONVERGE_WITHIN)
+        .await?;
+    t.heal();
+    t.finish(converge).await
+}

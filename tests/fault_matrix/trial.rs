@@ -1,0 +1,539 @@
+//! One row's run: its fleet under a load of concurrent requests through
+//! the tower layer, the phases it goes through (healthy, with freshness
+//! judged, or faulty), convergence polling, and the promises `finish`
+//! checks for every row.
+
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gensync::reload::ReloadMetrics;
+use gensync::testing::RedisServer;
+use gensync::{Generation, GenerationSynchronizer, Observed};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tower::ServiceExt;
+
+use crate::fleet::{Fleet, Options, Svc};
+use crate::harness::{ensure, log_mark, logs_since, DEBUG_LOGS, INSTANCES, IN_FLIGHT, POLL};
+
+/// Publishes in each healthy phase.
+const HEALTHY_PUBLISHES: usize = 2;
+/// How long a healthy fleet may take to agree on a publish, or to settle.
+const HEALTHY_WITHIN: Duration = Duration::from_secs(5);
+/// How long the requests in flight may take to finish once the load stops.
+const STOP_WITHIN: Duration = Duration::from_secs(10);
+
+struct Violation {
+    epoch: u64,
+    instance: usize,
+    floor: u64,
+    served: u64,
+}
+
+/// What the load's tasks and the row's driver share.
+struct Traffic {
+    /// The newest version whose publish (or bump) returned.
+    completed: AtomicU64,
+    /// `epoch << 1 | strict`: a request is judged for freshness only if it
+    /// started and ended in the same strict phase, so a fault that begins
+    /// or ends while it runs does not count against it.
+    phase: AtomicU64,
+    done: AtomicBool,
+    in_flight: AtomicUsize,
+    sampling: AtomicBool,
+    min_in_flight: AtomicUsize,
+    served: AtomicU64,
+    failed: AtomicU64,
+    worst_micros: AtomicU64,
+    /// A permit per served request, so a writer can wait for requests to
+    /// run between its publishes instead of racing through them alone.
+    served_permits: Semaphore,
+    failures: Mutex<Vec<String>>,
+    violations: Mutex<Vec<Violation>>,
+}
+
+impl Traffic {
+    /// One request through an instance's layered service. `None` when it
+    /// failed (counted, with the first reasons kept).
+    async fn request(&self, instance: usize, service: &Svc) -> Option<u64> {
+        let floor = self.completed.load(SeqCst);
+        let phase = self.phase.load(SeqCst);
+        self.in_flight.fetch_add(1, SeqCst);
+        let started = Instant::now();
+        // Its own task, so a panic anywhere in the request is caught and
+        // counted as that request's failure.
+        let outcome = tokio::spawn(service.clone().oneshot(http::Request::new(()))).await;
+        let took = started.elapsed();
+        self.in_flight.fetch_sub(1, SeqCst);
+        self.worst_micros.fetch_max(took.as_micros() as u64, SeqCst);
+        let served = match outcome {
+            Ok(Ok(version)) => version,
+            Ok(Err(e)) => {
+                return self.fail(format!("instance {instance}: the service failed: {e}"))
+            }
+            Err(e) => return self.fail(format!("instance {instance}: the request panicked: {e}")),
+        };
+        self.served.fetch_add(1, SeqCst);
+        self.served_permits.add_permits(1);
+        if phase & 1 == 1 && served < floor && self.phase.load(SeqCst) == phase {
+            self.violations.lock().unwrap().push(Violation {
+                epoch: phase >> 1,
+                instance,
+                floor,
+                served,
+            });
+        }
+        Some(served)
+    }
+
+    fn fail(&self, why: String) -> Option<u64> {
+        self.failed.fetch_add(1, SeqCst);
+        let mut failures = self.failures.lock().unwrap();
+        if failures.len() < 3 {
+            failures.push(why);
+        }
+        None
+    }
+}
+
+/// A strict phase's stale answers per instance, counted before and after.
+struct StrictPhase {
+    epoch: u64,
+    stale_before: Vec<u64>,
+    stale_after: Vec<u64>,
+}
+
+/// One row's run: its fleet under load, the phases it went through, and
+/// what it measured.
+pub struct Trial {
+    pub fleet: Fleet,
+    opts: Options,
+    traffic: Arc<Traffic>,
+    services: Vec<Svc>,
+    /// The load's request loops and its in-flight sampler.
+    workers: Vec<JoinHandle<()>>,
+    requesters: usize,
+    open_phase: Option<(u64, Vec<u64>)>,
+    phases: Vec<StrictPhase>,
+    min_in_flight: usize,
+    log_from: usize,
+    notes: Vec<String>,
+}
+
+impl Trial {
+    /// Builds the fleet over `server` (running or not) and starts the load:
+    /// `IN_FLIGHT` requests in flight, plus one per runtime thread to cover
+    /// the instant a task spends between two requests.
+    pub async fn start(server: RedisServer, opts: Options) -> Result<Trial, String> {
+        DEBUG_LOGS.store(opts.debug_logs, SeqCst);
+        let log_from = log_mark();
+        let fleet = Fleet::new(server, &opts)?;
+        let services: Vec<Svc> = fleet.instances.iter().map(|i| i.service.clone()).collect();
+        let traffic = Arc::new(Traffic {
+            completed: AtomicU64::new(0),
+            phase: AtomicU64::new(0),
+            done: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            sampling: AtomicBool::new(false),
+            min_in_flight: AtomicUsize::new(usize::MAX),
+            served: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            worst_micros: AtomicU64::new(0),
+            served_permits: Semaphore::new(0),
+            failures: Mutex::new(Vec::new()),
+            violations: Mutex::new(Vec::new()),
+        });
+        let threads = tokio::runtime::Handle::current().metrics().num_workers();
+        let requesters = IN_FLIGHT + threads;
+        let mut workers: Vec<JoinHandle<()>> = (0..requesters)
+            .map(|w| {
+                let (traffic, service) = (Arc::clone(&traffic), services[w % INSTANCES].clone());
+                tokio::spawn(async move {
+                    while !traffic.done.load(SeqCst) {
+                        traffic.request(w % INSTANCES, &service).await;
+                    }
+                })
+            })
+            .collect();
+        workers.push(tokio::spawn(sample_in_flight(Arc::clone(&traffic))));
+        Ok(Trial {
+            fleet,
+            opts,
+            traffic,
+            services,
+            workers,
+            requesters,
+            open_phase: None,
+            phases: Vec::new(),
+            min_in_flight: usize::MAX,
+            log_from,
+            notes: Vec::new(),
+        })
+    }
+
+    pub fn opts(&self) -> &Options {
+        &self.opts
+    }
+
+    pub fn note(&mut self, note: String) {
+        self.notes.push(note);
+    }
+
+    /// What the capture logged since the row started.
+    pub fn logs(&self) -> String {
+        logs_since(self.log_from)
+    }
+
+    pub fn metrics(&self) -> Vec<ReloadMetrics> {
+        self.fleet.metrics()
+    }
+
+    pub fn served(&self) -> u64 {
+        self.traffic.served.load(SeqCst)
+    }
+
+    /// Switches freshness judging on or off. Stale answers are counted
+    /// before a strict phase opens and after it closes, so the counts
+    /// cover every request judged in it.
+    fn set_phase(&mut self, strict: bool) {
+        let before = self.stale_counts();
+        let epoch = (self.traffic.phase.load(SeqCst) >> 1) + 1;
+        self.traffic
+            .phase
+            .store(epoch << 1 | u64::from(strict), SeqCst);
+        let after = self.stale_counts();
+        if let Some((epoch, stale_before)) = self.open_phase.take() {
+            self.phases.push(StrictPhase {
+                epoch,
+                stale_before,
+                stale_after: after,
+            });
+        }
+        if strict {
+            self.open_phase = Some((epoch, before));
+        }
+    }
+
+    fn stale_counts(&self) -> Vec<u64> {
+        self.metrics().iter().map(|m| m.stale_served).collect()
+    }
+
+    /// A healthy phase: every instance current, then publishes under load
+    /// with the freshness promise judged, until every instance serves the
+    /// last one. Judging goes on until the next fault.
+    pub async fn healthy(&mut self) -> Result<(), String> {
+        self.settle().await?;
+        self.set_phase(true);
+        let mut version = 0;
+        for _ in 0..HEALTHY_PUBLISHES {
+            self.await_served().await?;
+            version = self.publish().await?;
+        }
+        self.converge(version, Instant::now(), HEALTHY_WITHIN)
+            .await
+            .map_err(|e| format!("while healthy: {e}"))?;
+        self.settle().await
+    }
+
+    /// Waits until every instance's recorded generation is the shared one,
+    /// so no reload is left pending from an earlier phase.
+    async fn settle(&self) -> Result<(), String> {
+        let deadline = Instant::now() + HEALTHY_WITHIN;
+        for (i, instance) in self.fleet.instances.iter().enumerate() {
+            loop {
+                // A request drives the reload; the check tells whether it is done.
+                self.traffic.request(i, &self.services[i]).await;
+                if !instance.reloader.synchronizer().is_expired().await {
+                    break;
+                }
+                ensure(Instant::now() < deadline, || {
+                    format!(
+                        "instance {i} was still expired {HEALTHY_WITHIN:?} into a healthy phase"
+                    )
+                })?;
+                tokio::time::sleep(POLL).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn await_served(&self) -> Result<(), String> {
+        let permits = &self.traffic.served_permits;
+        permits.forget_permits(permits.available_permits());
+        let wanted = self.requesters as u32;
+        let served = tokio::time::timeout(HEALTHY_WITHIN, permits.acquire_many(wanted)).await;
+        ensure(matches!(served, Ok(Ok(_))), || {
+            format!("fewer than {wanted} requests were served in {HEALTHY_WITHIN:?} while healthy")
+        })?;
+        permits.forget_permits(permits.available_permits());
+        Ok(())
+    }
+
+    /// Opens a fault window: in-flight requests are sampled through it, and
+    /// unless the promise still holds, freshness is no longer judged.
+    pub fn fault(&mut self, freshness_holds: bool) -> Instant {
+        if !freshness_holds {
+            self.set_phase(false);
+        }
+        self.traffic.min_in_flight.store(usize::MAX, SeqCst);
+        self.traffic.sampling.store(true, SeqCst);
+        Instant::now()
+    }
+
+    /// Closes the fault window: the moment the fault was removed.
+    pub fn heal(&mut self) -> Instant {
+        self.traffic.sampling.store(false, SeqCst);
+        let sampled = self.traffic.min_in_flight.load(SeqCst);
+        self.min_in_flight = self.min_in_flight.min(sampled);
+        Instant::now()
+    }
+
+    /// Keeps the load (and the fault) going.
+    pub async fn hold(&self, how_long: Duration) {
+        tokio::time::sleep(how_long).await;
+    }
+
+    /// Publishes the next version through the instances' writer path
+    /// (lock, intent, save, bump), rotating the writer.
+    pub async fn publish(&self) -> Result<u64, String> {
+        let version = self.fleet.db.version() + 1;
+        let writer = &self.fleet.instances[version as usize % INSTANCES];
+        writer
+            .reloader
+            .publish(version)
+            .await
+            .map_err(|e| format!("publishing version {version} failed: {e}"))?;
+        self.traffic.completed.fetch_max(version, SeqCst);
+        Ok(version)
+    }
+
+    /// Saves the next version by hand and bumps through `writer`.
+    pub async fn bump_by_hand(
+        &self,
+        writer: &dyn GenerationSynchronizer,
+    ) -> Result<(u64, Generation), String> {
+        let version = self.fleet.db.version() + 1;
+        self.fleet.db.save(version);
+        let generation = writer
+            .mark_updated()
+            .await
+            .map_err(|e| format!("mark_updated after saving version {version} failed: {e}"))?;
+        self.traffic.completed.fetch_max(version, SeqCst);
+        Ok((version, generation))
+    }
+
+    /// Polls every instance with requests until each serves `target`, and
+    /// returns how long that took from `since`; fails at the deadline.
+    /// An instance's versions never go back (its loads are single flight
+    /// and read the database later each time), so once one served `target`
+    /// it stays converged.
+    pub async fn converge(
+        &self,
+        target: u64,
+        since: Instant,
+        within: Duration,
+    ) -> Result<Duration, String> {
+        let mut pending: Vec<usize> = (0..INSTANCES).collect();
+        let mut last_seen = [None; INSTANCES];
+        loop {
+            let mut still = Vec::new();
+            for i in pending {
+                let seen = self.traffic.request(i, &self.services[i]).await;
+                if seen.is_none_or(|v| v < target) {
+                    last_seen[i] = seen;
+                    still.push(i);
+                }
+            }
+            pending = still;
+            if pending.is_empty() {
+                return Ok(since.elapsed());
+            }
+            ensure(since.elapsed() < within, || {
+                let seen: Vec<_> = pending.iter().map(|&i| (i, last_seen[i])).collect();
+                format!(
+                    "instances did not converge on version {target} within {within:?}; \
+                     (instance, version served) at the deadline: {seen:?}"
+                )
+            })?;
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Every instance's own synchronizer reads the shared generation as
+    /// unavailable, hence expired. The checks run at once, so a paused
+    /// server costs one timeout, not one per instance.
+    pub async fn all_read_unavailable(&self, when: &str) -> Result<(), String> {
+        let probes: Vec<_> = self
+            .fleet
+            .instances
+            .iter()
+            .map(|instance| {
+                let reloader = instance.reloader.clone();
+                tokio::spawn(async move { reloader.synchronizer().check().await })
+            })
+            .collect();
+        for (i, probe) in probes.into_iter().enumerate() {
+            let check = probe.await.map_err(|e| format!("probe: {e}"))?;
+            ensure(
+                check.shared == Observed::Unavailable && check.is_expired(),
+                || format!("{when}, instance {i} did not read as expired: {check:?}"),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// After an outage that began with `before`: every instance counted
+    /// backend errors, and loaded at most once per backoff window.
+    pub fn outage_checks(&self, before: &[ReloadMetrics], since: Instant) -> Result<(), String> {
+        let lasted = since.elapsed();
+        let allowed = self.opts.loads_allowed(lasted);
+        for (i, (b, a)) in before.iter().zip(self.metrics()).enumerate() {
+            ensure(a.backend_errors > b.backend_errors, || {
+                format!("instance {i} counted no backend error during the outage")
+            })?;
+            let loads = a.loader_runs - b.loader_runs;
+            let checks = a.checks - b.checks;
+            ensure(loads <= allowed, || {
+                format!(
+                    "reload storm: instance {i} ran its loader {loads} times for {checks} \
+                     checks in {lasted:?} of outage; its backoff allows {allowed}"
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// A last healthy phase, then the load stops and every shared promise
+    /// is checked.
+    pub async fn finish(mut self, converge: Duration) -> Result<Row, String> {
+        self.healthy()
+            .await
+            .map_err(|e| format!("after recovery: {e}"))?;
+        self.set_phase(false);
+        self.traffic.done.store(true, SeqCst);
+        let workers = std::mem::take(&mut self.workers);
+        let stopped = tokio::time::timeout(STOP_WITHIN, async {
+            for worker in workers {
+                let _ = worker.await;
+            }
+        })
+        .await;
+        ensure(stopped.is_ok(), || {
+            format!("requests were still unanswered {STOP_WITHIN:?} after the load stopped: stuck")
+        })?;
+        DEBUG_LOGS.store(false, SeqCst);
+        self.judge_freshness()?;
+
+        let t = &self.traffic;
+        let failed = t.failed.load(SeqCst);
+        ensure(failed == 0, || {
+            format!(
+                "{failed} requests failed because of the synchronizer; first: {:?}",
+                t.failures.lock().unwrap()
+            )
+        })?;
+        let worst = Duration::from_micros(t.worst_micros.load(SeqCst));
+        let bound = self.opts.latency_bound();
+        ensure(worst <= bound, || {
+            format!("a request took {worst:?}, more than its bound of {bound:?}")
+        })?;
+        ensure(
+            (IN_FLIGHT..usize::MAX).contains(&self.min_in_flight),
+            || {
+                format!(
+                    "only {} requests were in flight at one point of the fault window, not {IN_FLIGHT}",
+                    self.min_in_flight
+                )
+            },
+        )?;
+        let logs = self.logs();
+        if let Some(secret) = self.opts.secrets.iter().find(|s| logs.contains(**s)) {
+            return Err(format!("the password {secret:?} appeared in the logs"));
+        }
+        let metrics = self.metrics();
+        Ok(Row {
+            fault: "",
+            served: t.served.load(SeqCst),
+            failed,
+            worst,
+            loader_runs: metrics.iter().map(|m| m.loader_runs).sum(),
+            converge,
+            stale: metrics.iter().map(|m| m.stale_served).sum(),
+            min_in_flight: self.min_in_flight,
+            notes: std::mem::take(&mut self.notes),
+        })
+    }
+
+    /// A request that started after a publish returned, in a phase where
+    /// the backend and loader answered, got settings at least that new.
+    /// Past a bound the reloader may serve the last good settings, but it
+    /// must count each such answer: more violations than counted stale
+    /// answers is a silent stale read.
+    fn judge_freshness(&mut self) -> Result<(), String> {
+        let violations = self.traffic.violations.lock().unwrap();
+        for phase in &self.phases {
+            for i in 0..INSTANCES {
+                let counted = phase.stale_after[i] - phase.stale_before[i];
+                let bad: Vec<&Violation> = violations
+                    .iter()
+                    .filter(|v| v.epoch == phase.epoch && v.instance == i)
+                    .collect();
+                if let Some(v) = bad.first().filter(|_| bad.len() as u64 > counted) {
+                    return Err(format!(
+                        "freshness: instance {i} served version {} to a request that started after \
+                         version {} was published, while healthy ({} such requests, {counted} counted \
+                         as stale)",
+                        v.served,
+                        v.floor,
+                        bad.len()
+                    ));
+                }
+                if counted > 0 {
+                    self.notes.push(format!(
+                        "instance {i} answered {counted} requests with the last good settings \
+                         (counted) during a healthy phase"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Trial {
+    /// A row that fails half-way must not leave its load running into the
+    /// next row.
+    fn drop(&mut self) {
+        self.traffic.done.store(true, SeqCst);
+        for worker in &self.workers {
+            worker.abort();
+        }
+    }
+}
+
+async fn sample_in_flight(traffic: Arc<Traffic>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    while !traffic.done.load(SeqCst) {
+        tick.tick().await;
+        if traffic.sampling.load(SeqCst) {
+            traffic
+                .min_in_flight
+                .fetch_min(traffic.in_flight.load(SeqCst), SeqCst);
+        }
+    }
+}
+
+/// One line of the table.
+pub struct Row {
+    pub fault: &'static str,
+    pub served: u64,
+    pub failed: u64,
+    pub worst: Duration,
+    pub loader_runs: u64,
+    pub converge: Duration,
+    pub stale: u64,
+    pub min_in_flight: usize,
+    pub notes: Vec<String>,
+}
