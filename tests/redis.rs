@@ -10,7 +10,7 @@ use gensync::{
     BackendError, BlockingRedisBackend, BlockingSynchronizer, Error, GenerationSynchronizer, Key,
     Observed, RedisBackend, Synchronizer, DEFAULT_TTL,
 };
-use support::{fast_config, LogCapture, Redis, Store};
+use support::{fast_config, LogCapture, Redis, Store, RECONNECT_DELAY};
 
 /// Slack on top of a call's bound for scheduling on a busy 2-core machine.
 const MARGIN: Duration = Duration::from_millis(250);
@@ -118,9 +118,10 @@ async fn a_paused_server_reads_expired_within_the_timeout() {
     );
 
     store.server.resume().unwrap();
+    tokio::time::sleep(RECONNECT_DELAY).await;
     assert!(
         !sync.is_expired().await,
-        "back to fresh once the server answers"
+        "back to fresh once the server answers and the reconnect delay is over"
     );
 }
 
@@ -165,8 +166,9 @@ async fn a_killed_server_reads_expired_and_recovers_after_restart() {
     );
 
     store.server.restart().unwrap();
-    // The same clients, no restart: the key is gone, so both read expired,
-    // then agree again.
+    // The same clients, no restart: once their reconnect delay has passed,
+    // they find the key gone, so both read expired, then agree again.
+    tokio::time::sleep(RECONNECT_DELAY).await;
     assert_eq!(reader.check().await.shared, Observed::Missing);
     let g = reader.refresh().await.unwrap();
     assert_eq!(writer.refresh().await.unwrap(), g);
@@ -258,6 +260,45 @@ async fn a_wrong_password_is_a_clear_error_that_never_shows_the_password() {
     assert!(!good.is_expired().await);
 }
 
+/// Connections the server has accepted so far.
+fn connections_received(admin: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("stats").query(admin).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_connections_received:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("INFO stats has total_connections_received")
+}
+
+/// A server that refuses every connection (here a wrong password) would
+/// otherwise be sent a new connection per check.
+#[tokio::test]
+async fn a_refusing_server_is_dialled_once_per_reconnect_delay_not_per_check() {
+    let server = RedisServer::start_with_password("right-pw-1234").unwrap();
+    let mut admin = server.connection().unwrap();
+    let bad_url = format!("redis://:wrong-pw-5678@127.0.0.1:{}", server.port());
+    let delay = Duration::from_millis(500);
+    let config = fast_config().reconnect_delay(delay);
+    let sync = Synchronizer::new(RedisBackend::with_config(&bad_url, config).unwrap(), key());
+
+    let before = connections_received(&mut admin);
+    let started = Instant::now();
+    for _ in 0..200 {
+        assert!(sync.is_expired().await);
+    }
+    let dials = connections_received(&mut admin) - before;
+    // One dial per delay the loop spanned (one, unless the machine stalled).
+    let windows = u64::try_from(started.elapsed().as_millis() / delay.as_millis()).unwrap() + 1;
+    assert!(
+        (1..=windows).contains(&dials),
+        "{dials} connections for 200 checks in {windows} delay(s)"
+    );
+
+    // Once the delay has passed, the next check dials again.
+    tokio::time::sleep(delay).await;
+    assert!(sync.is_expired().await);
+    assert_eq!(connections_received(&mut admin) - before, dials + 1);
+}
+
 #[tokio::test]
 async fn an_unreachable_server_says_what_to_check() {
     let port = {
@@ -312,6 +353,7 @@ async fn every_backend_failure_is_logged_once_per_episode_with_the_key() {
     );
 
     store.server.restart().unwrap();
+    tokio::time::sleep(RECONNECT_DELAY).await;
     sync.is_expired().await;
     assert!(
         logs.text().contains("backend answering again"),

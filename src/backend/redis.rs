@@ -47,7 +47,8 @@ const URL_FORMS: &str = "redis://[user:password@]host[:port][/db], \
 ///
 /// Defaults: 250 ms to connect (TCP, TLS and the `AUTH`/`SELECT`
 /// handshake), 250 ms for a reply, 8 pooled connections for the blocking
-/// path. A local Redis answers in well under a millisecond, so these only
+/// path, and 100 ms before the async path dials again after a failed
+/// connect. A local Redis answers in well under a millisecond, so these only
 /// matter when something is wrong, and then they bound what a caller pays.
 ///
 /// ```
@@ -64,6 +65,7 @@ pub struct RedisConfig {
     connect_timeout: Duration,
     response_timeout: Duration,
     pool_size: u32,
+    reconnect_delay: Duration,
 }
 
 impl Default for RedisConfig {
@@ -72,6 +74,7 @@ impl Default for RedisConfig {
             connect_timeout: Duration::from_millis(250),
             response_timeout: Duration::from_millis(250),
             pool_size: 8,
+            reconnect_delay: Duration::from_millis(100),
         }
     }
 }
@@ -92,6 +95,15 @@ impl RedisConfig {
     /// How many connections the blocking path may hold.
     pub fn pool_size(mut self, size: u32) -> Self {
         self.pool_size = size;
+        self
+    }
+
+    /// How long the async path answers with the last connect error before
+    /// it dials again. Without it, a server that refuses every connection
+    /// (a wrong password, `maxclients` reached) would be sent a new
+    /// connection per check, thousands a second. Zero dials every time.
+    pub fn reconnect_delay(mut self, delay: Duration) -> Self {
+        self.reconnect_delay = delay;
         self
     }
 
@@ -316,6 +328,9 @@ struct Slot {
     next_id: std::sync::atomic::AtomicU64,
     // One connect at a time; the others wait for it rather than pile on.
     connecting: tokio::sync::Mutex<()>,
+    /// The last failed connect, answered again until the reconnect delay
+    /// has passed.
+    failed: Mutex<Option<(tokio::time::Instant, RedisError)>>,
 }
 
 impl Slot {
@@ -332,6 +347,19 @@ impl Slot {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some((id, conn));
         id
+    }
+
+    /// The last connect error, if it is more recent than `delay`.
+    fn recent_failure(&self, delay: Duration) -> Result<(), RedisError> {
+        match &*self.failed.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some((at, e)) if at.elapsed() < delay => Err(e.clone()),
+            _ => Ok(()),
+        }
+    }
+
+    fn record_failure(&self, error: Option<RedisError>) {
+        *self.failed.lock().unwrap_or_else(|e| e.into_inner()) =
+            error.map(|e| (tokio::time::Instant::now(), e));
     }
 
     fn drop_if(&self, id: u64) {
@@ -369,21 +397,27 @@ impl RedisBackend {
     }
 
     async fn connection(&self) -> Result<(u64, MultiplexedConnection), RedisError> {
+        let delay = self.target.config.reconnect_delay;
         if let Some(found) = self.conn.get() {
             return Ok(found);
         }
+        self.conn.recent_failure(delay)?;
         let _turn = self.conn.connecting.lock().await;
         if let Some(found) = self.conn.get() {
             return Ok(found);
         }
+        // The connect this caller waited for may just have failed.
+        self.conn.recent_failure(delay)?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.target.config.connect_timeout))
             .set_response_timeout(Some(self.target.config.response_timeout));
-        let conn = self
+        let connected = self
             .target
             .client
             .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+            .await;
+        self.conn.record_failure(connected.as_ref().err().cloned());
+        let conn = connected?;
         let id = self.conn.set(conn.clone());
         Ok((id, conn))
     }

@@ -13,7 +13,7 @@ use gensync::{
 
 use crate::fleet::{admin, LoaderFaults, Options};
 use crate::harness::{ensure, key, until, INITIAL, INSTANCES, IN_FLIGHT, MARGIN, POLL};
-use crate::support::fast_config;
+use crate::support::{fast_config, RECONNECT_DELAY};
 use crate::trial::{Row, Trial};
 
 /// How long the outages last.
@@ -47,7 +47,17 @@ async fn writer_is_told(t: &Trial, when: &str) -> Result<(), String> {
 /// Publishes the next version and measures how long every instance takes
 /// to serve it, from `healed`.
 async fn next_update_converges(t: &Trial, healed: Instant) -> Result<Duration, String> {
-    let version = t.publish().await?;
+    // A client that failed to connect waits its reconnect delay before it
+    // dials again, so a write right after the recovery may still be
+    // refused: the writer retries, as an operator would, within a bound.
+    let deadline = Instant::now() + RECONNECT_DELAY + fast_config().call_bound() + MARGIN;
+    let version = loop {
+        match t.publish().await {
+            Ok(version) => break version,
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(POLL).await,
+        }
+    };
     t.converge(version, healed, CONVERGE_WITHIN).await
 }
 

@@ -68,7 +68,13 @@ pub fn fast_config() -> RedisConfig {
     RedisConfig::default()
         .connect_timeout(std::time::Duration::from_millis(150))
         .response_timeout(std::time::Duration::from_millis(150))
+        .reconnect_delay(RECONNECT_DELAY)
 }
+
+/// How long a client of [`fast_config`] waits after a failed connect before
+/// it dials again.
+#[allow(dead_code)]
+pub const RECONNECT_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Store for Redis {
     type Backend = RedisBackend;
@@ -84,21 +90,71 @@ impl Store for Redis {
     }
 }
 
-/// Captures what tracing prints while it is installed, so tests can check
-/// log lines for keys and secrets.
+/// Captures what tracing prints on this thread while it is installed, so
+/// tests can check log lines for keys and secrets.
+///
+/// One global subscriber per test binary sends each event to the capture
+/// installed on the thread that emitted it. A scoped subscriber per test
+/// (`set_default`) would be simpler, but tracing caches each callsite's
+/// interest across threads, and a test running beside another one without
+/// a subscriber could find an event it waits for cached as never wanted.
 #[derive(Clone, Default)]
 pub struct LogCapture(Arc<Mutex<Vec<u8>>>);
 
+thread_local! {
+    static CAPTURE: std::cell::RefCell<Option<LogCapture>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Uninstalls a [`LogCapture`] when dropped.
+pub struct CaptureGuard(());
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        CAPTURE.with(|c| c.borrow_mut().take());
+    }
+}
+
+/// Writes to the capture of the current thread, if any.
+struct ThreadWriter;
+
+impl Write for ThreadWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        CAPTURE.with(|c| {
+            if let Some(capture) = c.borrow_mut().as_mut() {
+                capture.write_all(buf)?;
+            }
+            Ok(buf.len())
+        })
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 impl LogCapture {
     /// Installs the capture for the current thread until the guard drops.
-    pub fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let writer = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::set_default(subscriber)
+    /// Events of tasks that run on this thread (a current-thread runtime)
+    /// are captured; events of other threads are not.
+    pub fn install(&self) -> CaptureGuard {
+        static GLOBAL: std::sync::Once = std::sync::Once::new();
+        GLOBAL.call_once(|| {
+            use tracing_subscriber::prelude::*;
+            // Decided per event, so threads without a capture pay nothing
+            // for formatting.
+            let filter = tracing_subscriber::filter::dynamic_filter_fn(|meta, _| {
+                *meta.level() <= tracing::Level::DEBUG && CAPTURE.with(|c| c.borrow().is_some())
+            });
+            tracing_subscriber::registry()
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .with_ansi(false)
+                        .with_writer(|| ThreadWriter)
+                        .with_filter(filter),
+                )
+                .init();
+        });
+        CAPTURE.with(|c| *c.borrow_mut() = Some(self.clone()));
+        CaptureGuard(())
     }
 
     pub fn text(&self) -> String {
