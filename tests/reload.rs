@@ -278,17 +278,26 @@ async fn a_hung_loader_times_out() {
     assert_eq!(reloader.metrics().reload_failures, 1);
 }
 
-#[tokio::test(start_paused = true)]
-async fn while_the_backend_is_down_the_loader_runs_once_per_backoff_window() {
+/// A reloader on version 1 of a source, over a backend that fails on
+/// command, with a fixed backoff.
+async fn on_faulty_backend(
+    backoff: Duration,
+) -> (Arc<Source>, FaultyBackend<MemoryBackend>, Reloader<u64>) {
     let source = Arc::new(Source::default());
     source.version.store(1, SeqCst);
     let backend = FaultyBackend::new(MemoryBackend::new());
-    let faults = backend.faults();
     let reloader = builder(backend.clone(), &source)
-        .backoff(Duration::from_millis(500), Duration::from_millis(500))
+        .backoff(backoff, backoff)
         .build(0)
         .unwrap();
     assert_eq!(*reloader.check().await, 1);
+    (source, backend, reloader)
+}
+
+#[tokio::test(start_paused = true)]
+async fn while_the_backend_is_down_the_loader_runs_once_per_backoff_window() {
+    let (source, backend, reloader) = on_faulty_backend(Duration::from_millis(500)).await;
+    let faults = backend.faults();
 
     faults.fail_all();
     source.version.store(2, SeqCst);
@@ -325,15 +334,8 @@ async fn while_the_backend_is_down_the_loader_runs_once_per_backoff_window() {
 /// outage grew.
 #[tokio::test(start_paused = true)]
 async fn after_an_outage_an_update_is_loaded_at_once_whatever_the_backoff() {
-    let source = Arc::new(Source::default());
-    source.version.store(1, SeqCst);
-    let backend = FaultyBackend::new(MemoryBackend::new());
+    let (source, backend, reloader) = on_faulty_backend(Duration::from_secs(30)).await;
     let faults = backend.faults();
-    let reloader = builder(backend.clone(), &source)
-        .backoff(Duration::from_secs(30), Duration::from_secs(30))
-        .build(0)
-        .unwrap();
-    assert_eq!(*reloader.check().await, 1);
 
     faults.fail_all();
     reloader.check().await;
