@@ -673,10 +673,6 @@ async fn counts_add_up() {
 // ---------------------------------------------------------------------
 
 fn blocking_scenario<B: BlockingBackend>(backend: FaultyBackend<B>) {
-    assert!(
-        tokio::runtime::Handle::try_current().is_err(),
-        "a plain thread, with no runtime"
-    );
     let faults = backend.faults();
     let sync = BlockingSynchronizer::new(backend, key());
     let g = sync.refresh().unwrap();
@@ -707,9 +703,15 @@ fn blocking_scenario<B: BlockingBackend>(backend: FaultyBackend<B>) {
 
 /// Runs the scenario on its own plain thread, so no test runtime is near.
 fn on_a_plain_thread<B: BlockingBackend>(backend: FaultyBackend<B>) {
-    std::thread::spawn(move || blocking_scenario(backend))
-        .join()
-        .expect("the blocking synchronizer panicked");
+    std::thread::spawn(move || {
+        assert!(
+            tokio::runtime::Handle::try_current().is_err(),
+            "a plain thread, with no runtime"
+        );
+        blocking_scenario(backend)
+    })
+    .join()
+    .expect("the blocking synchronizer panicked");
 }
 
 #[test]
@@ -723,6 +725,27 @@ fn blocking_synchronizer_with_fail_next_and_latency_on_redis() {
     let backend = BlockingRedisBackend::with_config(&redis.server.url(), support::fast_config())
         .expect("valid URL");
     on_a_plain_thread(FaultyBackend::new(backend));
+}
+
+/// Built with `new_blocking`, latency blocks the thread even inside a
+/// runtime, whose timer a blocking synchronizer never drives (a tokio sleep
+/// there would never wake).
+#[test]
+fn new_blocking_works_under_a_blocking_synchronizer_inside_a_runtime() {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _inside = runtime.enter();
+        blocking_scenario(FaultyBackend::new_blocking(gensync::MemoryBackend::new()));
+        let _ = done_tx.send(());
+    });
+    // A tokio sleep here would never wake: fail instead of hanging.
+    done_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the blocking synchronizer hung or panicked");
 }
 
 // ---------------------------------------------------------------------

@@ -49,14 +49,29 @@ const TARGET: &str = "fault injection";
 pub struct FaultyBackend<B> {
     inner: B,
     faults: Faults,
+    /// Latency and hangs block the thread instead of sleeping on tokio.
+    blocking: bool,
 }
 
 impl<B> FaultyBackend<B> {
-    /// Wraps `inner`, with no fault set.
+    /// Wraps `inner`, with no fault set. Latency and hangs sleep on the
+    /// tokio timer when a runtime is present, and block the thread
+    /// otherwise.
     pub fn new(inner: B) -> Self {
         FaultyBackend {
             inner,
             faults: Faults::default(),
+            blocking: false,
+        }
+    }
+
+    /// Wraps `inner` for a [`BlockingSynchronizer`](crate::BlockingSynchronizer):
+    /// latency and hangs always block the calling thread, even inside a
+    /// tokio runtime, whose timer the blocking synchronizer does not drive.
+    pub fn new_blocking(inner: B) -> Self {
+        FaultyBackend {
+            blocking: true,
+            ..FaultyBackend::new(inner)
         }
     }
 
@@ -152,7 +167,8 @@ impl Faults {
 
     /// Fails the next `n` calls (on top of any already pending).
     pub fn fail_next(&self, n: u64) {
-        self.plan().fail_next += n;
+        let mut plan = self.plan();
+        plan.fail_next = plan.fail_next.saturating_add(n);
     }
 
     /// Fails every call until [`heal`](Faults::heal) or
@@ -316,11 +332,11 @@ impl<B: Backend> FaultyBackend<B> {
         let draw = self.faults.draw();
         if !draw.latency.is_zero() {
             self.faults.count(|s| &s.delayed);
-            pause(draw.latency).await;
+            pause(draw.latency, self.blocking).await;
         }
         if let Some(after) = draw.hang {
             self.faults.count(|s| &s.hung);
-            pause(after).await;
+            pause(after, self.blocking).await;
             return Err(BackendError::Timeout {
                 target: TARGET.to_owned(),
                 after,
@@ -394,13 +410,14 @@ impl<B: Backend> Backend for FaultyBackend<B> {
 }
 
 /// Latency and hangs block the calling thread when no tokio runtime is
-/// there to sleep on, as a blocking call to a slow server would.
+/// there to sleep on, as a blocking call to a slow server would. Inside a
+/// runtime, build it with [`FaultyBackend::new_blocking`].
 impl<B: BlockingBackend> BlockingBackend for FaultyBackend<B> {}
 
 /// Sleeps on the tokio timer inside a runtime, and blocks the thread
-/// outside one (under [`BlockingSynchronizer`](crate::BlockingSynchronizer)).
-async fn pause(duration: Duration) {
-    if tokio::runtime::Handle::try_current().is_ok() {
+/// outside one or when built for blocking callers.
+async fn pause(duration: Duration, blocking: bool) {
+    if !blocking && tokio::runtime::Handle::try_current().is_ok() {
         tokio::time::sleep(duration).await;
     } else {
         std::thread::sleep(duration);
