@@ -525,8 +525,8 @@ pub struct BlockingRedisBackend {
 struct Connects {
     /// Why the last finished attempt failed; `None` after a success.
     last_error: Option<RedisError>,
-    /// When the attempt still running began.
-    running_since: Option<Instant>,
+    /// When each attempt still running began (r2d2 may run several).
+    running: Vec<Instant>,
 }
 
 struct Manager {
@@ -556,10 +556,13 @@ impl r2d2::ManageConnection for Manager {
     type Error = RedisError;
 
     fn connect(&self) -> Result<redis::Connection, RedisError> {
-        self.connects().running_since = Some(Instant::now());
+        let began = Instant::now();
+        self.connects().running.push(began);
         let result = self.try_connect();
         let mut connects = self.connects();
-        connects.running_since = None;
+        if let Some(i) = connects.running.iter().position(|t| *t == began) {
+            connects.running.swap_remove(i);
+        }
         connects.last_error = result.as_ref().err().cloned();
         result
     }
@@ -632,15 +635,18 @@ impl BlockingRedisBackend {
                 after: config.connect_timeout,
             };
         }
-        let (last, running_since) = {
+        let (last, oldest_running) = {
             let connects = self.connects.lock().unwrap_or_else(|e| e.into_inner());
-            (connects.last_error.clone(), connects.running_since)
+            (
+                connects.last_error.clone(),
+                connects.running.iter().min().copied(),
+            )
         };
         // r2d2 retries a failed connect every half connect timeout. An
         // attempt that has run that long is hanging (a paused or firewalled
         // server): a timeout, whatever an earlier attempt said. One that
         // just began tells nothing yet, so the last failure stands.
-        let hanging = running_since.is_some_and(|t| t.elapsed() >= config.connect_timeout / 2);
+        let hanging = oldest_running.is_some_and(|t| t.elapsed() >= config.connect_timeout / 2);
         match last {
             Some(e) if !hanging => self.target.error(&e),
             _ => BackendError::Timeout {
