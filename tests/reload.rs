@@ -28,6 +28,15 @@ struct Source {
     loads: AtomicU64,
 }
 
+impl Source {
+    /// A source holding `version`.
+    fn at(version: u64) -> Arc<Source> {
+        let source = Arc::new(Source::default());
+        source.version.store(version, SeqCst);
+        source
+    }
+}
+
 fn builder<B: Backend>(backend: B, source: &Arc<Source>) -> ReloaderBuilder<u64> {
     let read = Arc::clone(source);
     let write = Arc::clone(source);
@@ -84,8 +93,7 @@ impl GatedLoader {
 
 #[tokio::test]
 async fn a_burst_of_expired_requests_runs_the_loader_once() {
-    let source = Arc::new(Source::default());
-    source.version.store(7, SeqCst);
+    let source = Source::at(7);
     let loader = GatedLoader::new(&source);
     let reloader = loader.builder(MemoryBackend::new()).build(0).unwrap();
 
@@ -106,23 +114,34 @@ async fn a_burst_of_expired_requests_runs_the_loader_once() {
     assert_eq!((m.loader_runs, m.reloads, m.stale_served), (1, 1, 0));
 }
 
-#[tokio::test]
-async fn a_bump_during_a_load_causes_one_more_reload_not_a_lost_update() {
-    let source = Arc::new(Source::default());
-    source.version.store(1, SeqCst);
+/// A request whose load has read version 1 and is held at the gate, while
+/// a writer saves version 2 and bumps. Returns the request's task.
+async fn update_during_a_load() -> (
+    Arc<Source>,
+    GatedLoader,
+    Reloader<u64>,
+    tokio::task::JoinHandle<u64>,
+) {
+    let source = Source::at(1);
     let backend = MemoryBackend::new();
     let loader = GatedLoader::new(&source);
     let reader = loader.builder(backend.clone()).build(0).unwrap();
-    let writer = Synchronizer::new(backend, key());
-
     let first = tokio::spawn({
         let r = reader.clone();
         async move { *r.check().await }
     });
     loader.started.notified().await;
-    // The load has read version 1; a writer saves version 2 and bumps.
     source.version.store(2, SeqCst);
-    writer.mark_updated().await.unwrap();
+    Synchronizer::new(backend, key())
+        .mark_updated()
+        .await
+        .unwrap();
+    (source, loader, reader, first)
+}
+
+#[tokio::test]
+async fn a_bump_during_a_load_causes_one_more_reload_not_a_lost_update() {
+    let (source, loader, reader, first) = update_during_a_load().await;
     loader.gate.add_permits(1);
     assert_eq!(first.await.unwrap(), 1, "the request that started first");
 
@@ -138,20 +157,7 @@ async fn a_bump_during_a_load_causes_one_more_reload_not_a_lost_update() {
 
 #[tokio::test]
 async fn a_request_never_joins_a_load_that_started_before_the_update() {
-    let source = Arc::new(Source::default());
-    source.version.store(1, SeqCst);
-    let backend = MemoryBackend::new();
-    let loader = GatedLoader::new(&source);
-    let reader = loader.builder(backend.clone()).build(0).unwrap();
-    let writer = Synchronizer::new(backend, key());
-
-    let early = tokio::spawn({
-        let r = reader.clone();
-        async move { *r.check().await }
-    });
-    loader.started.notified().await;
-    source.version.store(2, SeqCst);
-    writer.mark_updated().await.unwrap();
+    let (_source, loader, reader, early) = update_during_a_load().await;
     // This request starts after the update: the load in flight read
     // version 1, so it must wait for a second load.
     let late = tokio::spawn({
@@ -242,8 +248,7 @@ async fn a_panicking_loader_is_survived() {
 
 #[tokio::test(start_paused = true)]
 async fn a_slow_load_is_waited_for_only_up_to_the_bound() {
-    let source = Arc::new(Source::default());
-    source.version.store(3, SeqCst);
+    let source = Source::at(3);
     let loader = GatedLoader::new(&source);
     let reloader = loader
         .builder(MemoryBackend::new())
@@ -283,8 +288,7 @@ async fn a_hung_loader_times_out() {
 async fn on_faulty_backend(
     backoff: Duration,
 ) -> (Arc<Source>, FaultyBackend<MemoryBackend>, Reloader<u64>) {
-    let source = Arc::new(Source::default());
-    source.version.store(1, SeqCst);
+    let source = Source::at(1);
     let backend = FaultyBackend::new(MemoryBackend::new());
     let reloader = builder(backend.clone(), &source)
         .backoff(backoff, backoff)
@@ -355,8 +359,7 @@ async fn after_an_outage_an_update_is_loaded_at_once_whatever_the_backoff() {
 
 #[tokio::test]
 async fn subscribers_hear_of_each_reload_with_old_and_new() {
-    let source = Arc::new(Source::default());
-    source.version.store(1, SeqCst);
+    let source = Source::at(1);
     let backend = MemoryBackend::new();
     let reloader = builder(backend.clone(), &source).build(0).unwrap();
     let heard = Arc::new(Mutex::new(Vec::new()));
@@ -457,8 +460,7 @@ async fn a_dead_writers_lock_lapses_and_the_next_writer_goes_on() {
 
 #[tokio::test(start_paused = true)]
 async fn a_writer_that_dies_between_save_and_bump_still_reaches_everyone() {
-    let source = Arc::new(Source::default());
-    source.version.store(1, SeqCst);
+    let source = Source::at(1);
     let backend = MemoryBackend::new();
     let reader = builder(backend.clone(), &source).build(0).unwrap();
     assert_eq!(*reader.check().await, 1);
@@ -538,8 +540,7 @@ fn bad_settings_are_refused_at_build() {
 
 #[test]
 fn the_blocking_reloader_works_from_plain_threads() {
-    let source = Arc::new(Source::default());
-    source.version.store(4, SeqCst);
+    let source = Source::at(4);
     let backend = MemoryBackend::new();
     let reader = BlockingReloader::new(builder(backend.clone(), &source), 0).unwrap();
     let writer = BlockingReloader::new(builder(backend, &source), 0).unwrap();
