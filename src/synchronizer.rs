@@ -220,6 +220,15 @@ impl<B: Backend> Synchronizer<B> {
         }
     }
 
+    /// Deletes a corrupt value so a fresh one can be added in its place.
+    async fn remove_corrupt(&self) -> Result<(), Error> {
+        tracing::warn!(key = %self.key, "gensync replacing a corrupt generation");
+        self.backend
+            .delete(&self.key)
+            .await
+            .map_err(|e| self.failed("delete", e))
+    }
+
     fn contended(&self) -> Error {
         let e = Error::Contended {
             key: self.key.to_string(),
@@ -246,9 +255,8 @@ impl<B: Backend> Synchronizer<B> {
                 // Nobody can ever match garbage; replacing it only costs
                 // every process one reload, which it would do anyway.
                 Ok(Stored::Corrupt) => {
-                    tracing::warn!(key = %self.key, "gensync replacing a corrupt generation");
-                    if let Err(e) = self.backend.delete(&self.key).await {
-                        return (candidate, Some(self.failed("delete", e)));
+                    if let Err(e) = self.remove_corrupt().await {
+                        return (candidate, Some(e));
                     }
                 }
                 Err(e) => return (candidate, Some(self.failed("get", e))),
@@ -323,11 +331,7 @@ impl<B: Backend> GenerationSynchronizer for Synchronizer<B> {
                 Err(e) => return Err(self.failed("incr", e)),
             };
             if repair {
-                tracing::warn!(key = %self.key, "gensync replacing a corrupt generation");
-                self.backend
-                    .delete(&self.key)
-                    .await
-                    .map_err(|e| self.failed("delete", e))?;
+                self.remove_corrupt().await?;
             }
             let fresh = Generation::fresh();
             match self.backend.add(&self.key, fresh, self.ttl).await {
