@@ -51,7 +51,6 @@
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -341,48 +340,29 @@ fn read_settings(path: &Path) -> Result<Settings, String> {
     }
 }
 
-/// Writes a new file beside `path`, flushed to disk, with the permissions of
-/// the file it replaces.
-fn write_temp(path: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::other("the settings path names no file"))?;
-    let temp = path.with_file_name(format!(
-        ".{}.{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let written = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)?;
-        if let Ok(existing) = std::fs::metadata(path) {
-            file.set_permissions(existing.permissions())?;
-        }
-        file.write_all(bytes)?;
-        file.sync_all()
-    })();
-    match written {
-        Ok(()) => Ok(temp),
-        Err(e) => {
-            let _ = std::fs::remove_file(&temp);
-            Err(e)
-        }
-    }
+/// Writes a temporary file beside `path` (so a rename cannot cross
+/// filesystems), flushed to disk, with the permissions of the file it
+/// replaces, or those `File::create` would give.
+fn write_temp(path: &Path, bytes: &[u8]) -> io::Result<tempfile::NamedTempFile> {
+    let mut builder = tempfile::Builder::new();
+    #[cfg(unix)]
+    builder.permissions(match std::fs::metadata(path) {
+        Ok(existing) => existing.permissions(),
+        Err(_) => std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    });
+    let mut file = builder.tempfile_in(directory(path))?;
+    file.write_all(bytes)?;
+    file.as_file().sync_all()?;
+    Ok(file)
 }
 
 /// The saver's write: a temporary file in the same directory, flushed,
 /// then renamed over the target, so a reader sees the old file or the new
 /// one, never half of one.
 fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let temp = write_temp(path, bytes)?;
-    if let Err(e) = std::fs::rename(&temp, path) {
-        let _ = std::fs::remove_file(&temp);
-        return Err(e);
-    }
+    write_temp(path, bytes)?
+        .persist(path)
+        .map_err(|e| e.error)?;
     sync_directory(path);
     Ok(())
 }
@@ -396,41 +376,28 @@ fn create_if_missing(path: &Path, settings: &Settings) -> io::Result<bool> {
     }
     let mut bytes = serde_json::to_vec_pretty(settings).map_err(io::Error::other)?;
     bytes.push(b'\n');
-    let temp = write_temp(path, &bytes)?;
-    // A hard link, unlike a rename, fails when the target exists.
-    let linked = match std::fs::hard_link(&temp, path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-        // No hard links here: write the file in place instead.
-        Err(_) => match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(path)
-        {
-            Ok(mut file) => file
-                .write_all(&bytes)
-                .and_then(|()| file.sync_all())
-                .map(|()| true),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(e),
-        },
-    };
-    let _ = std::fs::remove_file(&temp);
-    if linked? {
-        sync_directory(path);
-        return Ok(true);
+    match write_temp(path, &bytes)?.persist_noclobber(path) {
+        Ok(_) => {
+            sync_directory(path);
+            Ok(true)
+        }
+        Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e.error),
     }
-    Ok(false)
+}
+
+/// The directory `path` is in.
+fn directory(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
 }
 
 /// Makes a rename or a new name in `path`'s directory durable. Best effort:
 /// not every platform can open a directory.
 fn sync_directory(path: &Path) {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    if let Ok(dir) = std::fs::File::open(dir) {
+    if let Ok(dir) = std::fs::File::open(directory(path)) {
         let _ = dir.sync_all();
     }
 }

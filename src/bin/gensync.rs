@@ -31,6 +31,8 @@ use std::ffi::OsString;
 use std::fmt::Display;
 use std::fs::{self, File};
 use std::io::{self, Write};
+#[cfg(unix)]
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, ExitStatus};
 
@@ -256,29 +258,19 @@ fn read_state(path: &Path) -> io::Result<Option<Generation>> {
 /// Replaces `path` atomically: a reader (or a crash) sees the old content or
 /// the new one, never a torn file.
 fn write_state(path: &Path, generation: Generation) -> io::Result<()> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::other("the path names no file"))?;
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    // Same directory, so the rename cannot cross filesystems; the pid keeps
-    // concurrent runs from sharing a temporary file.
-    let mut temp_name = OsString::from(".");
-    temp_name.push(name);
-    temp_name.push(format!(".{}.tmp", std::process::id()));
-    let temp = dir.join(temp_name);
-    let written = (|| {
-        let mut file = File::create(&temp)?;
-        writeln!(file, "{generation}")?;
-        file.sync_all()?;
-        fs::rename(&temp, path)
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    written?;
+    // In the same directory, so the rename cannot cross filesystems; the
+    // mode File::create would give (before the umask).
+    let mut builder = tempfile::Builder::new();
+    #[cfg(unix)]
+    builder.permissions(fs::Permissions::from_mode(0o666));
+    let mut file = builder.tempfile_in(dir)?;
+    writeln!(file, "{generation}")?;
+    file.as_file().sync_all()?;
+    file.persist(path).map_err(|e| e.error)?;
     // Makes the rename itself durable; some filesystems refuse to sync a
     // directory, and the file is already in place, so that is not an error.
     #[cfg(unix)]
