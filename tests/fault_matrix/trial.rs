@@ -32,6 +32,13 @@ struct Violation {
     served: u64,
 }
 
+/// A request counted in flight: the newest completed version and the phase
+/// when it started.
+struct Entered {
+    floor: u64,
+    phase: u64,
+}
+
 /// What the load's tasks and the row's driver share.
 struct Traffic {
     /// The newest version whose publish (or bump) returned.
@@ -50,6 +57,9 @@ struct Traffic {
     /// A permit per served request, so a writer can wait for requests to
     /// run between its publishes instead of racing through them alone.
     served_permits: Semaphore,
+    /// A permit per load task once its first request counts in flight, so
+    /// no fault window opens while the load is still ramping up.
+    started: Semaphore,
     failures: Mutex<Vec<String>>,
     violations: Mutex<Vec<Violation>>,
 }
@@ -58,9 +68,21 @@ impl Traffic {
     /// One request through an instance's layered service. `None` when it
     /// failed (counted, with the first reasons kept).
     async fn request(&self, instance: usize, service: &Svc) -> Option<u64> {
-        let floor = self.completed.load(SeqCst);
-        let phase = self.phase.load(SeqCst);
+        self.serve(self.enter(), instance, service).await
+    }
+
+    /// Counts a request in flight, and notes what it will be judged by.
+    fn enter(&self) -> Entered {
+        let entered = Entered {
+            floor: self.completed.load(SeqCst),
+            phase: self.phase.load(SeqCst),
+        };
         self.in_flight.fetch_add(1, SeqCst);
+        entered
+    }
+
+    async fn serve(&self, entered: Entered, instance: usize, service: &Svc) -> Option<u64> {
+        let Entered { floor, phase } = entered;
         let started = Instant::now();
         // Its own task, so a panic anywhere in the request is caught and
         // counted as that request's failure.
@@ -142,6 +164,7 @@ impl Trial {
             failed: AtomicU64::new(0),
             worst_micros: AtomicU64::new(0),
             served_permits: Semaphore::new(0),
+            started: Semaphore::new(0),
             failures: Mutex::new(Vec::new()),
             violations: Mutex::new(Vec::new()),
         });
@@ -151,14 +174,20 @@ impl Trial {
             .map(|w| {
                 let (traffic, service) = (Arc::clone(&traffic), services[w % INSTANCES].clone());
                 tokio::spawn(async move {
-                    while !traffic.done.load(SeqCst) {
-                        traffic.request(w % INSTANCES, &service).await;
+                    let mut entered = traffic.enter();
+                    traffic.started.add_permits(1);
+                    loop {
+                        traffic.serve(entered, w % INSTANCES, &service).await;
+                        if traffic.done.load(SeqCst) {
+                            break;
+                        }
+                        entered = traffic.enter();
                     }
                 })
             })
             .collect();
         workers.push(tokio::spawn(sample_in_flight(Arc::clone(&traffic))));
-        Ok(Trial {
+        let trial = Trial {
             fleet,
             opts,
             traffic,
@@ -170,7 +199,19 @@ impl Trial {
             min_in_flight: usize::MAX,
             log_from,
             notes: Vec::new(),
-        })
+        };
+        // Until every task has entered its first request, fewer than
+        // `IN_FLIGHT` may be in flight for a reason that is the harness's.
+        // (On failure, dropping the trial stops the load.)
+        let wanted = trial.traffic.started.acquire_many(requesters as u32);
+        let ramped = matches!(
+            tokio::time::timeout(HEALTHY_WITHIN, wanted).await,
+            Ok(Ok(_))
+        );
+        ensure(ramped, || {
+            format!("the load's {requesters} tasks had not all started after {HEALTHY_WITHIN:?}")
+        })?;
+        Ok(trial)
     }
 
     pub fn opts(&self) -> &Options {
