@@ -20,6 +20,18 @@ pub enum BackendError {
         /// The cause, as the client library put it.
         reason: String,
     },
+    /// The server closed a connection: it went down mid-call, or it is
+    /// refusing new clients (`maxclients` reached), which Redis does by
+    /// closing the connection.
+    #[error(
+        "{target} closed the connection: {reason}; is it running, and below its maxclients limit?"
+    )]
+    Disconnected {
+        /// The server, password redacted.
+        target: String,
+        /// The cause, as the client library put it.
+        reason: String,
+    },
     /// The server did not answer within the bound.
     #[error(
         "{target} did not answer within {after:?}; is it overloaded, paused or behind a firewall?"

@@ -182,7 +182,13 @@ impl Target {
             || matches!(code, "NOAUTH" | "WRONGPASS" | "NOPERM")
         {
             BackendError::Auth { target, reason }
-        } else if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() {
+        } else if e.is_connection_refusal() {
+            BackendError::Unreachable { target, reason }
+        } else if e.is_connection_dropped() {
+            // Also how Redis turns clients away at `maxclients`: it closes
+            // the connection, and the client sees a reset or an EOF.
+            BackendError::Disconnected { target, reason }
+        } else if e.is_io_error() {
             BackendError::Unreachable { target, reason }
         } else if e.kind() == ErrorKind::InvalidClientConfig {
             BackendError::Config(format!("{target}: {reason}"))
@@ -751,6 +757,36 @@ mod tests {
         for text in [format!("{backend:?}"), format!("{blocking:?}")] {
             assert!(!text.contains("s3cret"), "{text}");
             assert!(text.contains("127.0.0.1:6379"), "{text}");
+        }
+    }
+
+    #[test]
+    fn io_errors_advise_by_what_the_socket_did() {
+        use std::io::ErrorKind::{ConnectionRefused, ConnectionReset, UnexpectedEof};
+        let target =
+            Target::open("redis://:s3cret-pw@127.0.0.1:1", RedisConfig::default()).unwrap();
+        let error = |kind| target.error(&RedisError::from(std::io::Error::from(kind)));
+        let refused = error(ConnectionRefused);
+        assert!(
+            matches!(refused, BackendError::Unreachable { .. }),
+            "{refused:?}"
+        );
+        assert!(
+            refused.to_string().ends_with("is the server running?"),
+            "{refused}"
+        );
+        for kind in [ConnectionReset, UnexpectedEof] {
+            let dropped = error(kind);
+            assert!(
+                matches!(dropped, BackendError::Disconnected { .. }),
+                "{dropped:?}"
+            );
+            let text = dropped.to_string();
+            assert!(
+                text.starts_with("Redis at redis://:***@127.0.0.1:1 closed the connection: "),
+                "{text}"
+            );
+            assert!(text.ends_with("maxclients limit?"), "{text}");
         }
     }
 
