@@ -529,8 +529,9 @@ pub struct BlockingRedisBackend {
 /// kind of error decides the advice (wrong password versus server down).
 #[derive(Default)]
 struct Connects {
-    /// Why the last finished attempt failed; `None` after a success.
-    last_error: Option<RedisError>,
+    /// Why the last finished attempt failed, and when; `None` after a
+    /// success.
+    last_error: Option<(RedisError, Instant)>,
     /// When each attempt still running began (r2d2 may run several).
     running: Vec<Instant>,
 }
@@ -569,7 +570,7 @@ impl r2d2::ManageConnection for Manager {
         if let Some(i) = connects.running.iter().position(|t| *t == began) {
             connects.running.swap_remove(i);
         }
-        connects.last_error = result.as_ref().err().cloned();
+        connects.last_error = result.as_ref().err().map(|e| (e.clone(), Instant::now()));
         result
     }
 
@@ -628,11 +629,13 @@ impl BlockingRedisBackend {
         cmd: &Cmd,
         read: impl FnOnce(Result<Value, RedisError>) -> Result<T, RedisError>,
     ) -> Result<T, BackendError> {
-        let mut conn = self.pool.get().map_err(|_| self.pool_error())?;
+        let asked = Instant::now();
+        let mut conn = self.pool.get().map_err(|_| self.pool_error(asked))?;
         read(cmd.query::<Value>(&mut *conn)).map_err(|e| self.target.error(&e))
     }
 
-    fn pool_error(&self) -> BackendError {
+    /// Why no connection came for a checkout that began at `asked`.
+    fn pool_error(&self, asked: Instant) -> BackendError {
         let state = self.pool.state();
         let config = &self.target.config;
         if state.connections >= config.pool_size && state.idle_connections == 0 {
@@ -648,13 +651,14 @@ impl BlockingRedisBackend {
                 connects.running.iter().min().copied(),
             )
         };
-        // r2d2 retries a failed connect every half connect timeout. An
-        // attempt that has run that long is hanging (a paused or firewalled
-        // server): a timeout, whatever an earlier attempt said. One that
-        // just began tells nothing yet, so the last failure stands.
+        // r2d2 retries a failed connect every half connect timeout. A
+        // failure during this checkout is the server's latest word. Else an
+        // attempt that has run half the timeout is hanging (a paused or
+        // firewalled server): a timeout, whatever an earlier attempt said.
+        // One that just began tells nothing yet, so the last failure stands.
         let hanging = oldest_running.is_some_and(|t| t.elapsed() >= config.connect_timeout / 2);
         match last {
-            Some(e) if !hanging => self.target.error(&e),
+            Some((e, at)) if at >= asked || !hanging => self.target.error(&e),
             _ => BackendError::Timeout {
                 target: self.target.name.clone(),
                 after: config.connect_timeout,
