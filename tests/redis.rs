@@ -92,7 +92,7 @@ async fn an_intent_cuts_the_ttl_and_the_bump_restores_it() {
 #[tokio::test]
 async fn a_paused_server_reads_expired_within_the_timeout() {
     let store = Redis::new();
-    let sync = Synchronizer::new(store.process(), key());
+    let sync = Synchronizer::new(store.fast_process(), key());
     sync.refresh().await.unwrap();
     assert!(!sync.is_expired().await);
     let bound = fast_config().call_bound();
@@ -142,6 +142,31 @@ fn a_paused_server_costs_the_blocking_path_at_most_the_timeout() {
     }
     store.server.resume().unwrap();
     assert!(!sync.is_expired());
+}
+
+/// A reply that came too late stays owed on its pooled connection; the
+/// next command there must not take it for its own.
+#[test]
+fn a_late_reply_is_never_read_as_the_next_commands() {
+    let store = Redis::new();
+    let config = fast_config().pool_size(1);
+    let backend = BlockingRedisBackend::with_config(&store.server.url(), config).unwrap();
+    let sync = BlockingSynchronizer::new(backend, key());
+    let g = sync.refresh().unwrap();
+
+    store.server.pause().unwrap();
+    assert_eq!(
+        sync.check().shared,
+        Observed::Unavailable,
+        "the GET timed out"
+    );
+    store.server.resume().unwrap();
+    // On the one connection, the owed GET reply arrives before the bump's.
+    let bumped = sync.mark_updated().unwrap();
+    assert_eq!(bumped.get(), g.get() + 1);
+    assert_eq!(sync.check().observed(), Some(bumped));
+    let stored: u64 = store.raw(redis::cmd("GET").arg(key().as_str()));
+    assert_eq!(stored, bumped.get());
 }
 
 #[tokio::test]
@@ -250,7 +275,13 @@ async fn a_wrong_password_is_a_clear_error_that_never_shows_the_password() {
     assert!(sync.is_expired().await);
     let err = sync.refresh().await.unwrap_err();
 
-    let blocking_err = blocking(&bad_url).mark_updated().unwrap_err();
+    // A connect timeout a stalled machine cannot reach, so the refusal is
+    // what the pool reports, not a connect still under way at its deadline.
+    let patient = fast_config().connect_timeout(Duration::from_secs(1));
+    let backend = BlockingRedisBackend::with_config(&bad_url, patient).unwrap();
+    let blocking_err = BlockingSynchronizer::new(backend, key())
+        .mark_updated()
+        .unwrap_err();
     assert!(
         matches!(blocking_err, Error::Backend(BackendError::Auth { .. })),
         "{blocking_err:?}"

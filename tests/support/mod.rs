@@ -56,6 +56,12 @@ impl Redis {
         Redis { server, admin }
     }
 
+    /// A backend as [`Store::process`] makes it, but with [`fast_config`],
+    /// for tests that wait out a timeout.
+    pub fn fast_process(&self) -> RedisBackend {
+        RedisBackend::with_config(&self.server.url(), fast_config()).expect("valid URL")
+    }
+
     /// Runs a raw command on the test's own connection.
     pub fn raw<T: redis::FromRedisValue>(&self, cmd: &mut redis::Cmd) -> T {
         cmd.query(&mut *self.admin.lock().unwrap())
@@ -63,11 +69,20 @@ impl Redis {
     }
 }
 
-/// Tight timeouts, so fault tests finish quickly.
+/// Tight timeouts, for tests that measure them or wait them out.
 pub fn fast_config() -> RedisConfig {
     RedisConfig::default()
         .connect_timeout(std::time::Duration::from_millis(150))
         .response_timeout(std::time::Duration::from_millis(150))
+        .reconnect_delay(RECONNECT_DELAY)
+}
+
+/// Timeouts a stalled test machine does not reach, for tests that measure
+/// no timeout: there a slow reply would read as an outage and fail them.
+pub fn patient_config() -> RedisConfig {
+    RedisConfig::default()
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .response_timeout(std::time::Duration::from_secs(2))
         .reconnect_delay(RECONNECT_DELAY)
 }
 
@@ -80,7 +95,7 @@ impl Store for Redis {
     type Backend = RedisBackend;
 
     fn process(&self) -> RedisBackend {
-        RedisBackend::with_config(&self.server.url(), fast_config()).expect("valid URL")
+        RedisBackend::with_config(&self.server.url(), patient_config()).expect("valid URL")
     }
     fn write_raw(&self, key: &Key, raw: &str) {
         self.raw::<()>(redis::cmd("SET").arg(key.as_str()).arg(raw));
@@ -153,6 +168,9 @@ impl LogCapture {
                 )
                 .init();
         });
+        // A callsite another thread registered while the global subscriber
+        // was being set could have cached "never"; ask every callsite again.
+        tracing::callsite::rebuild_interest_cache();
         CAPTURE.with(|c| *c.borrow_mut() = Some(self.clone()));
         CaptureGuard(())
     }
