@@ -59,8 +59,13 @@ async fn clear_expires_everyone(store: impl Store) {
 async fn a_key_recreated_at_once_is_still_a_change(store: impl Store) {
     let stale = Synchronizer::new(store.process(), key());
     let other = Synchronizer::new(store.process(), key());
+    // At least 100 rounds, and on until one eviction and re-creation took
+    // under a millisecond (a loaded machine may need more rounds for that).
     let mut within_a_millisecond = 0;
-    for _ in 0..100 {
+    for round in 0..3000 {
+        if round >= 100 && within_a_millisecond > 0 {
+            break;
+        }
         stale.refresh().await.unwrap();
         let started = Instant::now();
         store.evict(&key());
