@@ -302,6 +302,42 @@ async fn a_wrong_password_is_a_clear_error_that_never_shows_the_password() {
     assert!(!good.is_expired().await);
 }
 
+/// A stand-in server, for a sequence real Redis cannot be made to follow
+/// on cue: the first connection is refused its password, every later one
+/// is accepted and never answered.
+fn refuses_once_then_hangs() -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("redis://:wrong-pw@{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for (n, conn) in listener.incoming().enumerate() {
+            let Ok(mut conn) = conn else { return };
+            if n == 0 {
+                let _ = conn.read(&mut [0; 1024]);
+                // One error per command the client may have pipelined.
+                let _ = conn.write_all(&b"-WRONGPASS invalid username-password pair\r\n".repeat(4));
+            } else {
+                held.push(conn);
+            }
+        }
+    });
+    url
+}
+
+/// r2d2 retries a failed connect after half the connect timeout at most,
+/// so a checkout can end with a retry hanging. The refusal that came
+/// during the checkout is still what the caller is told.
+#[test]
+fn a_refusal_during_the_checkout_outranks_a_retry_still_hanging() {
+    let url = refuses_once_then_hangs();
+    let config = fast_config().connect_timeout(Duration::from_secs(1));
+    let backend = BlockingRedisBackend::with_config(&url, config).unwrap();
+    let err = backend.ping().unwrap_err();
+    assert!(matches!(err, BackendError::Auth { .. }), "{err:?}");
+    assert!(!err.to_string().contains("wrong-pw"), "{err}");
+}
+
 /// Connections the server has accepted so far.
 fn connections_received(admin: &mut redis::Connection) -> u64 {
     let info: String = redis::cmd("INFO").arg("stats").query(admin).unwrap();
