@@ -360,12 +360,12 @@ pub async fn loader_panics() -> Result<Row, String> {
     loader_faults(LoaderFaults::panic_next, 2).await
 }
 
-/// Each instance's loader fails (or panics) its next `times` loads after a
-/// publish: the old settings are served and counted, retries wait out a
-/// doubling backoff, and the instance recovers by itself.
 /// How much later than its backoff a loader retry may come.
 const RETRY_SLACK: Duration = Duration::from_secs(1);
 
+/// Each instance's loader fails (or panics) its next `times` loads after a
+/// publish: the old settings are served and counted, retries wait out a
+/// doubling backoff, and the instance recovers by itself.
 async fn loader_faults(inject: fn(&LoaderFaults, u32), times: u32) -> Result<Row, String> {
     let mut t = healthy_trial(Options::default()).await?;
     t.fault(false);
