@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use gensync::testing::RedisServer;
 use gensync::{
     BackendError, BlockingRedisBackend, BlockingSynchronizer, Error, GenerationSynchronizer, Key,
-    Observed, RedisBackend, Synchronizer, DEFAULT_TTL,
+    Observed, RedisBackend, RedisConfig, Synchronizer, DEFAULT_TTL,
 };
 use support::{fast_config, LogCapture, Redis, Store, RECONNECT_DELAY};
 
@@ -20,7 +20,11 @@ fn key() -> Key {
 }
 
 fn blocking(url: &str) -> BlockingSynchronizer<BlockingRedisBackend> {
-    let backend = BlockingRedisBackend::with_config(url, fast_config()).unwrap();
+    blocking_with(url, fast_config())
+}
+
+fn blocking_with(url: &str, config: RedisConfig) -> BlockingSynchronizer<BlockingRedisBackend> {
+    let backend = BlockingRedisBackend::with_config(url, config).unwrap();
     BlockingSynchronizer::new(backend, key())
 }
 
@@ -149,9 +153,7 @@ fn a_paused_server_costs_the_blocking_path_at_most_the_timeout() {
 #[test]
 fn a_late_reply_is_never_read_as_the_next_commands() {
     let store = Redis::new();
-    let config = fast_config().pool_size(1);
-    let backend = BlockingRedisBackend::with_config(&store.server.url(), config).unwrap();
-    let sync = BlockingSynchronizer::new(backend, key());
+    let sync = blocking_with(&store.server.url(), fast_config().pool_size(1));
     let g = sync.refresh().unwrap();
 
     store.server.pause().unwrap();
@@ -278,10 +280,7 @@ async fn a_wrong_password_is_a_clear_error_that_never_shows_the_password() {
     // A connect timeout a stalled machine cannot reach, so the refusal is
     // what the pool reports, not a connect still under way at its deadline.
     let patient = fast_config().connect_timeout(Duration::from_secs(1));
-    let backend = BlockingRedisBackend::with_config(&bad_url, patient).unwrap();
-    let blocking_err = BlockingSynchronizer::new(backend, key())
-        .mark_updated()
-        .unwrap_err();
+    let blocking_err = blocking_with(&bad_url, patient).mark_updated().unwrap_err();
     assert!(
         matches!(blocking_err, Error::Backend(BackendError::Auth { .. })),
         "{blocking_err:?}"
