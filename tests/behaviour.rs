@@ -1,6 +1,7 @@
 //! The behavioural suite, run on the memory backend and on a real
 //! redis-server (one per test).
 
+#[macro_use]
 mod support;
 
 use std::collections::HashSet;
@@ -176,58 +177,16 @@ async fn an_intent_creates_a_missing_key_and_keeps_an_existing_one(store: impl S
     assert!(!reader.is_expired().await, "an intent alone is no change");
 }
 
-macro_rules! suite {
-    ($store:ident, $make:expr) => {
-        mod $store {
-            use super::*;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn two_synchronizers_see_each_others_bumps() {
-                super::two_synchronizers_see_each_others_bumps($make).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn clear_expires_everyone() {
-                super::clear_expires_everyone($make).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn a_key_recreated_at_once_is_still_a_change() {
-                super::a_key_recreated_at_once_is_still_a_change($make).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn garbage_reads_expired_and_mark_updated_repairs_it() {
-                super::garbage_reads_expired_and_mark_updated_repairs_it($make).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn a_refresh_replaces_garbage_too() {
-                super::a_refresh_replaces_garbage_too($make).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn concurrent_creators_agree_on_one_value() {
-                super::concurrent_creators_agree_on_one_value($make).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn the_writers_lock_is_owned_by_its_token() {
-                super::the_writers_lock_is_owned_by_its_token($make).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn an_intent_creates_a_missing_key_and_keeps_an_existing_one() {
-                super::an_intent_creates_a_missing_key_and_keeps_an_existing_one($make).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn concurrent_bumps_are_all_counted() {
-                super::concurrent_bumps_are_all_counted($make).await;
-            }
-        }
-    };
-}
-
-suite!(memory, support::Memory::new());
-suite!(redis, support::Redis::new());
+on_every_store!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    memory, redis:
+    two_synchronizers_see_each_others_bumps,
+    clear_expires_everyone,
+    a_key_recreated_at_once_is_still_a_change,
+    garbage_reads_expired_and_mark_updated_repairs_it,
+    a_refresh_replaces_garbage_too,
+    concurrent_creators_agree_on_one_value,
+    the_writers_lock_is_owned_by_its_token,
+    an_intent_creates_a_missing_key_and_keeps_an_existing_one,
+    concurrent_bumps_are_all_counted,
+);

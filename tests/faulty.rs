@@ -3,6 +3,7 @@
 //! the blocking synchronizer; and the exported synchronizer mock drives a
 //! `Reloader`.
 
+#[macro_use]
 mod support;
 
 use std::convert::Infallible;
@@ -516,28 +517,6 @@ async fn hang_ends_in_a_timeout_after_t(store: impl Store) {
     sync.refresh().await.unwrap();
     assert!(!sync.is_expired().await);
     assert_eq!(faults.counts().hung, 8);
-}
-
-macro_rules! on_every_store {
-    (#[$memory_runtime:meta] $memory:ident, $redis:ident: $($name:ident),* $(,)?) => {
-        mod $memory {
-            $(
-                #[$memory_runtime]
-                async fn $name() {
-                    super::$name(crate::support::Memory::new()).await;
-                }
-            )*
-        }
-
-        mod $redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(crate::support::Redis::new()).await;
-                }
-            )*
-        }
-    };
 }
 
 on_every_store!(

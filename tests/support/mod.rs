@@ -1,13 +1,38 @@
 //! What the integration tests share: a store to run the behavioural suite
 //! on, with ways to corrupt and evict keys behind the synchronizers' backs.
 
-#![allow(dead_code)] // each test binary uses a different part
+#![allow(dead_code, unused_macros)] // each test binary uses a different part
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use gensync::testing::RedisServer;
 use gensync::{Key, MemoryBackend, RedisBackend, RedisConfig};
+
+/// Runs each named `async fn(impl Store)` as two tests, `$memory::name` on
+/// the memory backend under the runtime given, and `$redis::name` on its own
+/// redis-server under a two-thread runtime.
+macro_rules! on_every_store {
+    (#[$memory_runtime:meta] $memory:ident, $redis:ident: $($name:ident),* $(,)?) => {
+        mod $memory {
+            $(
+                #[$memory_runtime]
+                async fn $name() {
+                    super::$name(crate::support::Memory::new()).await;
+                }
+            )*
+        }
+
+        mod $redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::support::Redis::new()).await;
+                }
+            )*
+        }
+    };
+}
 
 /// A shared store, seen from several "processes".
 pub trait Store {
