@@ -113,7 +113,6 @@ pub fn patient_config() -> RedisConfig {
 
 /// How long a client of [`fast_config`] waits after a failed connect before
 /// it dials again.
-#[allow(dead_code)]
 pub const RECONNECT_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Store for Redis {
