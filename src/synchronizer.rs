@@ -209,6 +209,18 @@ impl<B: Backend> Synchronizer<B> {
         Error::Backend(e)
     }
 
+    /// Every backend reply passes here: an error is logged as part of its
+    /// failure episode, and an answer to any operation ends the episode.
+    fn reply<T>(&self, op: &'static str, reply: Result<T, BackendError>) -> Result<T, Error> {
+        match reply {
+            Ok(value) => {
+                self.answered();
+                Ok(value)
+            }
+            Err(e) => Err(self.failed(op, e)),
+        }
+    }
+
     /// Ends a failure episode, if one was running.
     fn answered(&self) {
         // A plain load first: the hot path stays read-only.
@@ -223,10 +235,7 @@ impl<B: Backend> Synchronizer<B> {
     /// Deletes a corrupt value so a fresh one can be added in its place.
     async fn remove_corrupt(&self) -> Result<(), Error> {
         tracing::warn!(key = %self.key, "gensync replacing a corrupt generation");
-        self.backend
-            .delete(&self.key)
-            .await
-            .map_err(|e| self.failed("delete", e))
+        self.reply("delete", self.backend.delete(&self.key).await)
     }
 
     fn contended(&self) -> Error {
@@ -243,12 +252,15 @@ impl<B: Backend> Synchronizer<B> {
     async fn fetch_or_create_with_candidate(&self) -> (Generation, Option<Error>) {
         let candidate = Generation::fresh();
         for _ in 0..TRIES {
-            match self.backend.add(&self.key, candidate, self.ttl).await {
+            match self.reply(
+                "add",
+                self.backend.add(&self.key, candidate, self.ttl).await,
+            ) {
                 Ok(true) => return (candidate, None),
                 Ok(false) => {}
-                Err(e) => return (candidate, Some(self.failed("add", e))),
+                Err(e) => return (candidate, Some(e)),
             }
-            match self.backend.get(&self.key).await {
+            match self.reply("get", self.backend.get(&self.key).await) {
                 Ok(Stored::Value(g)) => return (g, None),
                 // Deleted between our add and get: try again.
                 Ok(Stored::Missing) => {}
@@ -259,7 +271,7 @@ impl<B: Backend> Synchronizer<B> {
                         return (candidate, Some(e));
                     }
                 }
-                Err(e) => return (candidate, Some(self.failed("get", e))),
+                Err(e) => return (candidate, Some(e)),
             }
         }
         (candidate, Some(self.contended()))
@@ -282,18 +294,11 @@ impl<B: Backend> GenerationSynchronizer for Synchronizer<B> {
 
     async fn check(&self) -> Check {
         let local = self.sync_gen();
-        let reply = self.backend.get(&self.key).await;
-        if reply.is_ok() {
-            self.answered();
-        }
-        let shared = match reply {
+        let shared = match self.reply("get", self.backend.get(&self.key).await) {
             Ok(Stored::Value(g)) => Observed::Value(g),
             Ok(Stored::Missing) => Observed::Missing,
             Ok(Stored::Corrupt) => Observed::Corrupt,
-            Err(e) => {
-                self.failed("get", e);
-                Observed::Unavailable
-            }
+            Err(_) => Observed::Unavailable,
         };
         let check = Check { local, shared };
         tracing::debug!(
@@ -324,57 +329,47 @@ impl<B: Backend> GenerationSynchronizer for Synchronizer<B> {
 
     async fn mark_updated(&self) -> Result<Generation, Error> {
         for _ in 0..TRIES {
-            let repair = match self.backend.incr(&self.key, self.ttl).await {
-                Ok(Stored::Value(g)) => return Ok(g),
-                Ok(Stored::Missing) => false,
-                Ok(Stored::Corrupt) => true,
-                Err(e) => return Err(self.failed("incr", e)),
+            let repair = match self.reply("incr", self.backend.incr(&self.key, self.ttl).await)? {
+                Stored::Value(g) => return Ok(g),
+                Stored::Missing => false,
+                Stored::Corrupt => true,
             };
             if repair {
                 self.remove_corrupt().await?;
             }
             let fresh = Generation::fresh();
-            match self.backend.add(&self.key, fresh, self.ttl).await {
-                Ok(true) => return Ok(fresh),
-                // Another process created it meanwhile; bump that one.
-                Ok(false) => {}
-                Err(e) => return Err(self.failed("add", e)),
+            if self.reply("add", self.backend.add(&self.key, fresh, self.ttl).await)? {
+                return Ok(fresh);
             }
+            // Another process created it meanwhile; bump that one.
         }
         Err(self.contended())
     }
 
     async fn clear(&self) -> Result<(), Error> {
-        self.backend
-            .delete(&self.key)
-            .await
-            .map_err(|e| self.failed("delete", e))
+        self.reply("delete", self.backend.delete(&self.key).await)
     }
 
     async fn try_lock(&self, token: Generation, ttl: Duration) -> Result<bool, Error> {
-        self.backend
-            .add(&self.lock_key, token, ttl)
-            .await
-            .map_err(|e| self.failed("lock", e))
+        self.reply("lock", self.backend.add(&self.lock_key, token, ttl).await)
     }
 
     async fn unlock(&self, token: Generation) -> Result<bool, Error> {
-        self.backend
-            .delete_if(&self.lock_key, token)
-            .await
-            .map_err(|e| self.failed("unlock", e))
+        self.reply(
+            "unlock",
+            self.backend.delete_if(&self.lock_key, token).await,
+        )
     }
 
     async fn mark_intent(&self, ttl: Duration) -> Result<(), Error> {
         for _ in 0..TRIES {
-            let cut = self.backend.expire(&self.key, ttl).await;
-            if cut.map_err(|e| self.failed("expire", e))? {
+            if self.reply("expire", self.backend.expire(&self.key, ttl).await)? {
                 return Ok(());
             }
             // Missing: create it short-lived, or a reader could create it
             // for a year, load the old state and never hear of this write.
-            let added = self.backend.add(&self.key, Generation::fresh(), ttl).await;
-            if added.map_err(|e| self.failed("add", e))? {
+            let fresh = Generation::fresh();
+            if self.reply("add", self.backend.add(&self.key, fresh, ttl).await)? {
                 return Ok(());
             }
         }

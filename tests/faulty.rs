@@ -794,3 +794,31 @@ async fn a_mocked_synchronizer_drives_a_reloader_through_one_load() {
         (3, 1, 1, 1, 0)
     );
 }
+
+/// Episodes end on any answer, not only a check's: a process that only
+/// writes logs the first failure of each outage as an error.
+#[tokio::test]
+async fn a_writer_that_never_checks_logs_each_outage_as_an_error() {
+    let (backend, faults) = faulty(&support::Memory::new());
+    let sync = Synchronizer::new(backend, key());
+    let logs = support::LogCapture::default();
+    let _guard = logs.install();
+    for _outage in 0..2 {
+        faults.fail_next(1);
+        sync.mark_updated().await.unwrap_err();
+        sync.mark_updated().await.unwrap();
+    }
+    let text = logs.text();
+    let failures: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("backend call failed"))
+        .collect();
+    assert_eq!(failures.len(), 2, "{text}");
+    for line in failures {
+        assert!(
+            line.contains("ERROR"),
+            "each outage starts with an error: {line}"
+        );
+    }
+    assert_eq!(text.matches("backend answering again").count(), 2, "{text}");
+}
