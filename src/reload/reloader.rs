@@ -173,9 +173,8 @@ struct InFlight {
 struct Outcome {
     /// The settings were replaced.
     loaded: bool,
-    /// The generation was recorded, which ends a failure episode.
-    recorded: bool,
-    /// Why the episode goes on, when it does.
+    /// Why the failure episode goes on; `None` when the generation was
+    /// recorded, which ends it.
     problem: Option<String>,
 }
 
@@ -399,7 +398,7 @@ impl<S: Send + Sync + 'static> Reloader<S> {
                         if backing_off && !force {
                             return Err(self.current());
                         }
-                        (self.start_load(&mut state, check.shared), true)
+                        (self.start_load(&mut state, check), true)
                     }
                 }
             };
@@ -413,16 +412,12 @@ impl<S: Send + Sync + 'static> Reloader<S> {
         }
     }
 
-    fn start_load(&self, state: &mut State, shared: Observed) -> watch::Receiver<Option<bool>> {
+    fn start_load(&self, state: &mut State, check: Check) -> watch::Receiver<Option<bool>> {
         let seq = self.shared.seq.fetch_add(1, Ordering::SeqCst);
         let (tx, rx) = watch::channel(None);
-        let target = match shared {
-            Observed::Value(g) => Some(g),
-            _ => None,
-        };
         state.inflight = Some(InFlight {
             seq,
-            target,
+            target: check.observed(),
             done: rx.clone(),
         });
         let this = self.clone();
@@ -434,7 +429,7 @@ impl<S: Send + Sync + 'static> Reloader<S> {
                 tx,
                 outcome: None,
             };
-            guard.outcome = Some(this.load_once(shared).await);
+            guard.outcome = Some(this.load_once(check.shared).await);
         });
         rx
     }
@@ -476,7 +471,6 @@ impl<S: Send + Sync + 'static> Reloader<S> {
                 Counters::bump(&self.shared.counters.reload_failures);
                 return Outcome {
                     loaded: false,
-                    recorded: false,
                     problem: Some(problem),
                 };
             }
@@ -495,7 +489,6 @@ impl<S: Send + Sync + 'static> Reloader<S> {
         self.tell_listeners(&old, &new);
         Outcome {
             loaded: true,
-            recorded: target.is_some(),
             problem: target.is_none().then(|| {
                 "the shared generation could not be read, so the reload was not recorded".to_owned()
             }),
@@ -522,7 +515,7 @@ impl<S: Send + Sync + 'static> Reloader<S> {
         state.inflight = None;
         let key = self.shared.sync.key();
         let config = &self.shared.config;
-        if outcome.recorded {
+        let Some(problem) = outcome.problem.as_deref() else {
             if state.failures > 0 {
                 tracing::info!(key = %key, failures = state.failures, "gensync settings reload recovered");
             }
@@ -530,16 +523,11 @@ impl<S: Send + Sync + 'static> Reloader<S> {
             state.retry_at = None;
             state.backoff = config.backoff_initial;
             return;
-        }
-        let problem = outcome
-            .problem
-            .as_deref()
-            .unwrap_or("the load did not finish");
-        let generation = self.current().generation();
+        };
         if state.failures == 0 {
             tracing::error!(
                 key = %key,
-                serving = ?generation,
+                serving = ?self.current().generation(),
                 "gensync settings reload failed: {problem}; serving the last good settings \
                  and retrying with backoff (up to {:?}); fix the loader or the cache server",
                 config.backoff_max
@@ -662,7 +650,6 @@ impl<S: Send + Sync + 'static> Drop for FinishGuard<'_, S> {
     fn drop(&mut self) {
         let outcome = self.outcome.take().unwrap_or(Outcome {
             loaded: false,
-            recorded: false,
             problem: Some("the reload task stopped before finishing".to_owned()),
         });
         self.reloader.finish(&outcome);
