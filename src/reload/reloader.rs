@@ -139,8 +139,10 @@ struct Shared<S> {
     notify: watch::Sender<Snapshot<S>>,
     listeners: RwLock<Vec<Listener<S>>>,
     state: Mutex<State>,
-    /// Orders checks and loads: a load numbered after a check began reads
-    /// the source after that check began.
+    /// Orders checks and loads: a check reads it, a load takes the next
+    /// number, so a load numbered at or above a check's reading read the
+    /// source after that check began. Checks only read it: no shared write
+    /// per request.
     seq: AtomicU64,
     /// The number of the load that produced the current settings.
     loaded_seq: AtomicU64,
@@ -332,7 +334,7 @@ impl<S: Send + Sync + 'static> Reloader<S> {
     /// settings and counts that in [`ReloadMetrics::stale_served`].
     pub async fn check(&self) -> Snapshot<S> {
         let shared = &self.shared;
-        let began = shared.seq.fetch_add(1, Ordering::SeqCst);
+        let began = shared.seq.load(Ordering::SeqCst);
         Counters::bump(&shared.counters.checks);
         let check = shared.sync.check().await;
         if !check.is_expired() {
@@ -355,7 +357,7 @@ impl<S: Send + Sync + 'static> Reloader<S> {
     /// the backoff, and waits for that load (bounded by the load timeout).
     /// For start-up and tests.
     pub async fn reload_now(&self) -> Result<Snapshot<S>, Snapshot<S>> {
-        let began = self.shared.seq.fetch_add(1, Ordering::SeqCst);
+        let began = self.shared.seq.load(Ordering::SeqCst);
         let check = self.shared.sync.check().await;
         self.catch_up(check, began, true).await
     }
@@ -376,7 +378,7 @@ impl<S: Send + Sync + 'static> Reloader<S> {
                 let mut state = self.state();
                 // Another load may have caught up while this check ran:
                 // one that started after it, or one for what it saw.
-                let caught_up = self.shared.loaded_seq.load(Ordering::SeqCst) > began
+                let caught_up = self.shared.loaded_seq.load(Ordering::SeqCst) >= began
                     || (wanted.is_some() && self.shared.sync.sync_gen() == wanted);
                 if caught_up && !force {
                     return Ok(self.current());
@@ -387,7 +389,7 @@ impl<S: Send + Sync + 'static> Reloader<S> {
                     // reads the source late enough.
                     Some(f) => (
                         f.done.clone(),
-                        f.seq > began || (wanted.is_some() && f.target == wanted),
+                        f.seq >= began || (wanted.is_some() && f.target == wanted),
                     ),
                     None => {
                         // A backend that answers with a generation again
