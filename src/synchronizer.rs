@@ -32,6 +32,17 @@ pub enum Observed {
     Unavailable,
 }
 
+impl From<Stored> for Observed {
+    /// What a backend's answer means to a check.
+    fn from(stored: Stored) -> Self {
+        match stored {
+            Stored::Value(g) => Observed::Value(g),
+            Stored::Missing => Observed::Missing,
+            Stored::Corrupt => Observed::Corrupt,
+        }
+    }
+}
+
 /// The outcome of one check: the generation this process recorded and what
 /// the shared store held.
 ///
@@ -294,12 +305,8 @@ impl<B: Backend> GenerationSynchronizer for Synchronizer<B> {
 
     async fn check(&self) -> Check {
         let local = self.sync_gen();
-        let shared = match self.reply("get", self.backend.get(&self.key).await) {
-            Ok(Stored::Value(g)) => Observed::Value(g),
-            Ok(Stored::Missing) => Observed::Missing,
-            Ok(Stored::Corrupt) => Observed::Corrupt,
-            Err(_) => Observed::Unavailable,
-        };
+        let reply = self.reply("get", self.backend.get(&self.key).await);
+        let shared = reply.map_or(Observed::Unavailable, Observed::from);
         let check = Check { local, shared };
         tracing::debug!(
             key = %self.key,

@@ -156,16 +156,16 @@ fn main() -> ExitCode {
 
 fn get(sync: &Sync) -> ExitCode {
     match observe(sync) {
-        (Observed::Value(generation), _) => print(generation),
-        (Observed::Missing, _) => fail(NO_GENERATION, format!("no generation at {}", sync.key())),
-        (Observed::Corrupt, _) => fail(
+        Ok(Stored::Value(generation)) => print(generation),
+        Ok(Stored::Missing) => fail(NO_GENERATION, format!("no generation at {}", sync.key())),
+        Ok(Stored::Corrupt) => fail(
             NO_GENERATION,
             format!(
                 "the value at {} is not a generation; `gensync bump` replaces it",
                 sync.key()
             ),
         ),
-        (Observed::Unavailable, error) => fail(TROUBLE, describe(error)),
+        Err(e) => fail(TROUBLE, e),
     }
 }
 
@@ -181,21 +181,23 @@ fn run_sync(sync: &Sync, state: &Path, command: &[OsString]) -> ExitCode {
             return fail(TROUBLE, message);
         }
     };
-    let (shared, error) = observe(sync);
+    let reply = observe(sync);
     // The library's rule decides: anything but an exact match is expired.
     let check = Check {
         local: recorded,
-        shared,
+        shared: reply
+            .as_ref()
+            .map_or(Observed::Unavailable, |s| Observed::from(*s)),
     };
     if !check.is_expired() {
         return ExitCode::SUCCESS;
     }
     // The reload fence: what to record is fixed now, before CMD runs.
-    let fence = match shared {
-        Observed::Value(generation) => Ok(generation),
+    let fence = match reply {
+        Ok(Stored::Value(generation)) => Ok(generation),
         // Create (or repair) the key, so the next run has a value to match.
-        Observed::Missing | Observed::Corrupt => sync.fetch_or_create().map_err(|e| e.to_string()),
-        Observed::Unavailable => Err(describe(error)),
+        Ok(Stored::Missing | Stored::Corrupt) => sync.fetch_or_create().map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
     };
     if let Err(e) = &fence {
         let _ = writeln!(
@@ -228,19 +230,10 @@ fn run_sync(sync: &Sync, state: &Path, command: &[OsString]) -> ExitCode {
 }
 
 /// Reads the shared generation once, as `check()` does, but keeps the error
-/// text that `check()` only logs: an operator needs it on stderr.
-fn observe(sync: &Sync) -> (Observed, Option<BackendError>) {
+/// that `check()` only logs: an operator needs it on stderr.
+fn observe(sync: &Sync) -> Result<Stored, BackendError> {
     // The blocking backend's futures never wait on a runtime.
-    match futures_executor::block_on(sync.get_ref().backend().get(sync.key())) {
-        Ok(Stored::Value(generation)) => (Observed::Value(generation), None),
-        Ok(Stored::Missing) => (Observed::Missing, None),
-        Ok(Stored::Corrupt) => (Observed::Corrupt, None),
-        Err(e) => (Observed::Unavailable, Some(e)),
-    }
-}
-
-fn describe(error: Option<BackendError>) -> String {
-    error.map_or_else(|| "Redis failed".to_owned(), |e| e.to_string())
+    futures_executor::block_on(sync.get_ref().backend().get(sync.key()))
 }
 
 /// The generation recorded in `path`. A missing, empty or unparsable file
