@@ -49,6 +49,15 @@ fn read(out: Output) -> Run {
     }
 }
 
+/// Nothing on stdout, and one line on stderr holding every needle.
+fn one_error_line(out: &Run, needles: &[&str]) {
+    assert_eq!(out.stdout, "");
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    for needle in needles {
+        assert!(out.stderr.contains(needle), "{}", out.stderr);
+    }
+}
+
 /// Runs `gensync --url URL ARGS...`.
 fn with_url(url: &str, args: &[&str]) -> Run {
     run(gensync().arg("--url").arg(url).args(args))
@@ -146,14 +155,7 @@ fn clear_deletes_the_key_and_get_then_exits_1() {
 
     let out = with_url(&url, &["get", KEY]);
     assert_eq!(out.code, Some(1));
-    assert_eq!(out.stdout, "");
-    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
-    assert!(
-        out.stderr
-            .contains(&format!("no generation at {STORED_KEY}")),
-        "{}",
-        out.stderr
-    );
+    one_error_line(&out, &[&format!("no generation at {STORED_KEY}")]);
 
     // Clearing a missing key is not an error.
     assert_eq!(with_url(&url, &["clear", KEY]).code, Some(0));
@@ -178,9 +180,7 @@ fn get_on_a_corrupt_value_exits_1_with_one_line() {
         .unwrap();
     let out = with_url(&server.url(), &["get", KEY]);
     assert_eq!(out.code, Some(1));
-    assert_eq!(out.stdout, "");
-    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
-    assert!(out.stderr.contains("not a generation"), "{}", out.stderr);
+    one_error_line(&out, &["not a generation"]);
 }
 
 #[test]
@@ -224,11 +224,7 @@ fn no_url_at_all_exits_2_with_one_line_saying_how_to_give_one() {
     for args in [&["get", KEY][..], &["bump", KEY], &["clear", KEY]] {
         let out = run(gensync().args(args));
         assert_eq!(out.code, Some(2), "{args:?}");
-        assert_eq!(out.stdout, "");
-        assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
-        for needle in ["--url", "GENSYNC_URL", "REDIS_URL"] {
-            assert!(out.stderr.contains(needle), "{}", out.stderr);
-        }
+        one_error_line(&out, &["--url", "GENSYNC_URL", "REDIS_URL"]);
     }
 }
 
@@ -256,14 +252,7 @@ fn an_unreachable_server_exits_2_fast_with_a_clear_line() {
         let out = with_url(&url, &[command, KEY]);
         let took = started.elapsed();
         assert_eq!(out.code, Some(2), "{command}: {}", out.stderr);
-        assert_eq!(out.stdout, "");
-        assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
-        assert!(
-            out.stderr
-                .contains(&format!("could not reach Redis at {url}")),
-            "{}",
-            out.stderr
-        );
+        one_error_line(&out, &[&format!("could not reach Redis at {url}")]);
         assert!(took < Duration::from_secs(2), "{command} took {took:?}");
     }
 }
