@@ -3,8 +3,9 @@
 
 #![cfg(feature = "cli")]
 
+mod support;
+
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -78,12 +79,7 @@ fn bump(url: &str) -> u64 {
 
 /// A URL nothing listens on: connections are refused at once.
 fn closed_url() -> String {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    format!("redis://127.0.0.1:{port}")
+    format!("redis://127.0.0.1:{}", support::closed_port())
 }
 
 fn raw_get(server: &RedisServer) -> Option<String> {

@@ -378,11 +378,7 @@ async fn a_refusing_server_is_dialled_once_per_reconnect_delay_not_per_check() {
 
 #[tokio::test]
 async fn an_unreachable_server_says_what_to_check() {
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
-    let url = format!("redis://127.0.0.1:{port}");
+    let url = format!("redis://127.0.0.1:{}", support::closed_port());
     let backend = RedisBackend::with_config(&url, fast_config()).unwrap();
     let err = backend.ping().await.unwrap_err().to_string();
     assert!(

@@ -3,8 +3,9 @@
 //! bad input, the in-memory default, an unreachable or misconfigured Redis,
 //! and the settings file's creation.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -101,15 +102,6 @@ impl TempDir {
         names.sort();
         names
     }
-}
-
-/// A free loopback port with nothing listening on it.
-fn closed_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The example's arguments and environment.
@@ -521,7 +513,7 @@ async fn an_unreachable_redis_still_serves_the_file_settings() {
     let file = dir.settings();
     let settings = json!({"site_name": "from the file", "theme": "dark"});
     std::fs::write(&file, settings.to_string()).unwrap();
-    let url = format!("redis://127.0.0.1:{}", closed_port());
+    let url = format!("redis://127.0.0.1:{}", support::closed_port());
     let instance = Instance::start(&["--redis", &url, "--settings", path_str(&file)], &[]);
     instance.assert_printed(&format!("(backend: Redis at {url})"));
     let client = client();
@@ -588,7 +580,10 @@ async fn a_redis_password_never_appears_in_the_output() {
     const SECRET: &str = "s3cret-Pa55word";
     let dir = TempDir::new();
     let file = dir.settings();
-    let url = format!("redis://app:{SECRET}@127.0.0.1:{}/0", closed_port());
+    let url = format!(
+        "redis://app:{SECRET}@127.0.0.1:{}/0",
+        support::closed_port()
+    );
     // Through the environment, as a deployment would pass it.
     let instance = Instance::start(&["--settings", path_str(&file)], &[("REDIS_URL", &url)]);
     instance.assert_printed("app:***@");

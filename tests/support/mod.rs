@@ -94,6 +94,15 @@ impl Redis {
     }
 }
 
+/// A free loopback port with nothing listening on it: connections to it
+/// are refused at once.
+pub fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
 /// Tight timeouts, for tests that measure them or wait them out.
 pub fn fast_config() -> RedisConfig {
     RedisConfig::default()
