@@ -269,27 +269,13 @@ impl Watchdog {
 
 /// Runs the example to completion (for arguments it must reject).
 fn run_to_exit(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
-    let mut child = command(args, envs).spawn().expect("start settings_server");
+    let child = command(args, envs).spawn().expect("start settings_server");
     let pid = child.id();
     // It must exit on its own; if it starts serving instead, end it.
     let watchdog = Watchdog::arm(pid);
-    let mut stdout = String::new();
-    let mut stderr = String::new();
-    let err_pipe = child.stderr.take().unwrap();
-    let err_reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = BufReader::new(err_pipe).read_to_string(&mut text);
-        text
-    });
-    let _ = child.stdout.take().unwrap().read_to_string(&mut stdout);
-    stderr.push_str(&err_reader.join().unwrap());
-    let status = child.wait().unwrap();
+    let output = child.wait_with_output().expect("wait for settings_server");
     watchdog.disarm();
-    std::process::Output {
-        status,
-        stdout: stdout.into_bytes(),
-        stderr: stderr.into_bytes(),
-    }
+    output
 }
 
 fn client() -> reqwest::Client {
