@@ -423,6 +423,7 @@ const BLOCKING_THREADS: usize = 8;
 const POOL_SIZE: u32 = 2;
 
 /// What one blocking thread saw.
+#[derive(Default)]
 struct Hammered {
     calls: u64,
     expired: u64,
@@ -540,11 +541,7 @@ fn hammer(sync: &BlockingSync, lasting: Duration) -> mpsc::Receiver<Hammered> {
         let (sync, tx) = (Arc::clone(sync), tx.clone());
         std::thread::spawn(move || {
             let until = Instant::now() + lasting;
-            let mut seen = Hammered {
-                calls: 0,
-                expired: 0,
-                slowest: Duration::ZERO,
-            };
+            let mut seen = Hammered::default();
             while Instant::now() < until {
                 let started = Instant::now();
                 seen.expired += u64::from(sync.is_expired());
@@ -560,11 +557,7 @@ fn hammer(sync: &BlockingSync, lasting: Duration) -> mpsc::Receiver<Hammered> {
 /// Every thread's report, or the deadlock that kept one from coming.
 fn collect(threads: mpsc::Receiver<Hammered>) -> Result<Hammered, String> {
     let deadline = Instant::now() + CONVERGE_WITHIN;
-    let mut all = Hammered {
-        calls: 0,
-        expired: 0,
-        slowest: Duration::ZERO,
-    };
+    let mut all = Hammered::default();
     for n in 0..BLOCKING_THREADS {
         let left = deadline.saturating_duration_since(Instant::now());
         let seen = threads.recv_timeout(left).map_err(|_| {
