@@ -204,6 +204,12 @@ fn breaks_connection(e: &RedisError) -> bool {
     !matches!(e.kind(), ErrorKind::Server(_)) || e.is_connection_dropped()
 }
 
+/// Locks a mutex whose holders never leave its data half-changed, so a
+/// panic elsewhere that poisoned it leaves nothing to distrust.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn scrub(text: &str, secrets: &[String]) -> String {
     secrets
         .iter()
@@ -341,35 +347,31 @@ struct Slot {
 
 impl Slot {
     fn get(&self) -> Option<(u64, MultiplexedConnection)> {
-        self.current
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock(&self.current).clone()
     }
 
     fn set(&self, conn: MultiplexedConnection) -> u64 {
         let id = self
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some((id, conn));
+        *lock(&self.current) = Some((id, conn));
         id
     }
 
     /// The last connect error, if it is more recent than `delay`.
     fn recent_failure(&self, delay: Duration) -> Result<(), RedisError> {
-        match &*self.failed.lock().unwrap_or_else(|e| e.into_inner()) {
+        match &*lock(&self.failed) {
             Some((at, e)) if at.elapsed() < delay => Err(e.clone()),
             _ => Ok(()),
         }
     }
 
     fn record_failure(&self, error: Option<RedisError>) {
-        *self.failed.lock().unwrap_or_else(|e| e.into_inner()) =
-            error.map(|e| (tokio::time::Instant::now(), e));
+        *lock(&self.failed) = error.map(|e| (tokio::time::Instant::now(), e));
     }
 
     fn drop_if(&self, id: u64) {
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let mut current = lock(&self.current);
         if current.as_ref().is_some_and(|(cur, _)| *cur == id) {
             *current = None;
         }
@@ -542,10 +544,6 @@ struct Manager {
 }
 
 impl Manager {
-    fn connects(&self) -> MutexGuard<'_, Connects> {
-        self.connects.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     fn try_connect(&self) -> Result<redis::Connection, RedisError> {
         let config = &self.target.config;
         let conn = self
@@ -564,9 +562,9 @@ impl r2d2::ManageConnection for Manager {
 
     fn connect(&self) -> Result<redis::Connection, RedisError> {
         let began = Instant::now();
-        self.connects().running.push(began);
+        lock(&self.connects).running.push(began);
         let result = self.try_connect();
-        let mut connects = self.connects();
+        let mut connects = lock(&self.connects);
         if let Some(i) = connects.running.iter().position(|t| *t == began) {
             connects.running.swap_remove(i);
         }
@@ -645,7 +643,7 @@ impl BlockingRedisBackend {
             };
         }
         let (last, oldest_running) = {
-            let connects = self.connects.lock().unwrap_or_else(|e| e.into_inner());
+            let connects = lock(&self.connects);
             (
                 connects.last_error.clone(),
                 connects.running.iter().min().copied(),
