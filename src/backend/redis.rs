@@ -235,12 +235,7 @@ fn add_cmd(key: &Key, generation: Generation, ttl: Duration) -> Cmd {
 }
 
 fn incr_cmd(key: &Key, ttl: Duration) -> Cmd {
-    let mut cmd = redis::cmd("EVAL");
-    cmd.arg(INCR_SCRIPT)
-        .arg(1)
-        .arg(key.as_str())
-        .arg(ttl_millis(ttl));
-    cmd
+    eval_cmd(INCR_SCRIPT, key, ttl_millis(ttl))
 }
 
 fn delete_cmd(key: &Key) -> Cmd {
@@ -256,11 +251,13 @@ fn expire_cmd(key: &Key, ttl: Duration) -> Cmd {
 }
 
 fn delete_if_cmd(key: &Key, expected: Generation) -> Cmd {
+    eval_cmd(DELETE_IF_SCRIPT, key, expected.get())
+}
+
+/// `EVAL script 1 key arg`: one key, one numeric argument.
+fn eval_cmd(script: &str, key: &Key, arg: u64) -> Cmd {
     let mut cmd = redis::cmd("EVAL");
-    cmd.arg(DELETE_IF_SCRIPT)
-        .arg(1)
-        .arg(key.as_str())
-        .arg(expected.get());
+    cmd.arg(script).arg(1).arg(key.as_str()).arg(arg);
     cmd
 }
 
