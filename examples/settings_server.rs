@@ -227,10 +227,7 @@ fn build_reloader<B: Backend + 'static>(
     Reloader::builder(sync, loader)
         .saver(move |settings: &Settings| {
             let path = Arc::clone(&write_to);
-            let bytes = serde_json::to_vec_pretty(settings).map(|mut bytes| {
-                bytes.push(b'\n');
-                bytes
-            });
+            let bytes = encode(settings);
             async move {
                 let bytes = bytes.map_err(|e| format!("could not serialise the settings: {e}"))?;
                 let target = Arc::clone(&path);
@@ -367,6 +364,13 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// The file's form: pretty JSON ending in a newline.
+fn encode(settings: &Settings) -> serde_json::Result<Vec<u8>> {
+    let mut bytes = serde_json::to_vec_pretty(settings)?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}
+
 /// Creates the file with `settings` unless it exists, without ever
 /// replacing one another instance created meanwhile. Returns whether it
 /// created it.
@@ -374,8 +378,7 @@ fn create_if_missing(path: &Path, settings: &Settings) -> io::Result<bool> {
     if std::fs::symlink_metadata(path).is_ok() {
         return Ok(false);
     }
-    let mut bytes = serde_json::to_vec_pretty(settings).map_err(io::Error::other)?;
-    bytes.push(b'\n');
+    let bytes = encode(settings).map_err(io::Error::other)?;
     match write_temp(path, &bytes)?.persist_noclobber(path) {
         Ok(_) => {
             sync_directory(path);
