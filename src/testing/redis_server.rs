@@ -147,9 +147,9 @@ impl RedisServer {
             }
             Err(_) => {
                 self.stop();
-                Err(io::Error::other(
-                    "redis-server did not become ready within 10 s",
-                ))
+                Err(io::Error::other(format!(
+                    "redis-server did not become ready within {START_TIMEOUT:?}"
+                )))
             }
         }
     }
