@@ -132,7 +132,6 @@ struct Targets {
 
 /// Per-call latencies in nanoseconds, and how many calls gave a wrong
 /// answer (an expired check, or a missing key for the raw GETs).
-#[derive(Default)]
 struct Samples {
     nanos: Vec<u64>,
     wrong: usize,
@@ -326,23 +325,20 @@ fn main_with(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             (Some(server), url)
         }
     };
-    let rt = if args.runtime == Flavor::Multi {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?
-    } else {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
+    let (mut builder, flavor) = match args.runtime {
+        Flavor::Multi => (
+            tokio::runtime::Builder::new_multi_thread(),
+            format!(
+                "multi-thread ({} workers)",
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            ),
+        ),
+        Flavor::Current => (
+            tokio::runtime::Builder::new_current_thread(),
+            "current_thread".to_owned(),
+        ),
     };
-    let flavor = if args.runtime == Flavor::Multi {
-        format!(
-            "multi-thread ({} workers)",
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        )
-    } else {
-        "current_thread".to_owned()
-    };
+    let rt = builder.enable_all().build()?;
 
     let mut targets = setup(&rt, &url)?;
     let started = Instant::now();
