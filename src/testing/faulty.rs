@@ -388,7 +388,7 @@ impl<B: Backend> Backend for FaultyBackend<B> {
         let draw = self.before(key).await?;
         if draw.corrupt {
             // A corrupt key is never incremented.
-            return Ok(self.read(&draw, Stored::Missing));
+            return Ok(self.read(&draw, Stored::Corrupt));
         }
         self.inner.incr(key, ttl).await
     }
