@@ -44,9 +44,11 @@ async fn writer_is_told(t: &Trial, when: &str) -> Result<(), String> {
     })
 }
 
-/// Publishes the next version and measures how long every instance takes
-/// to serve it, from `healed`.
-async fn next_update_converges(t: &Trial, healed: Instant) -> Result<Duration, String> {
+/// The fault was just removed: closes its window, publishes the next
+/// version and measures how long every instance takes to serve it, from
+/// that moment.
+async fn next_update_converges(t: &mut Trial) -> Result<Duration, String> {
+    let healed = t.heal();
     // A client that failed to connect waits its reconnect delay before it
     // dials again, so a write right after the recovery may still be
     // refused: the writer retries, as an operator would, within a bound.
@@ -77,8 +79,7 @@ pub async fn server_killed() -> Result<Row, String> {
         .server
         .restart()
         .map_err(|e| format!("restart: {e}"))?;
-    let healed = t.heal();
-    let converge = next_update_converges(&t, healed).await?;
+    let converge = next_update_converges(&mut t).await?;
     t.finish(converge).await
 }
 
@@ -108,8 +109,7 @@ pub async fn server_paused() -> Result<Row, String> {
         .server
         .resume()
         .map_err(|e| format!("resume: {e}"))?;
-    let healed = t.heal();
-    let converge = next_update_converges(&t, healed).await?;
+    let converge = next_update_converges(&mut t).await?;
     t.finish(converge).await
 }
 
@@ -286,8 +286,7 @@ pub async fn access_refused() -> Result<Row, String> {
     t.outage_checks(&before, began)?;
 
     t.fleet.raw::<()>(&acl_setuser(&["+@all"]))?;
-    let healed = t.heal();
-    let converge = next_update_converges(&t, healed).await?;
+    let converge = next_update_converges(&mut t).await?;
     let logs = t.logs();
     // Debug events too, where each repeated failure is logged again.
     ensure(
@@ -347,8 +346,7 @@ pub async fn refused_at_start() -> Result<Row, String> {
         .server
         .restart()
         .map_err(|e| format!("start: {e}"))?;
-    let healed = t.heal();
-    let converge = next_update_converges(&t, healed).await?;
+    let converge = next_update_converges(&mut t).await?;
     t.finish(converge).await
 }
 
@@ -501,8 +499,7 @@ pub async fn clients_exhausted() -> Result<Row, String> {
         .arg(10_000)
         .query::<()>(&mut admin)
         .map_err(|e| format!("freeing the client slots: {e}"))?;
-    let healed = t.heal();
-    let converge = next_update_converges(&t, healed).await?;
+    let converge = next_update_converges(&mut t).await?;
     let recovered = on_blocking_thread(&blocking, |s| {
         let deadline = Instant::now() + CONVERGE_WITHIN;
         loop {
