@@ -809,10 +809,7 @@ async fn a_writer_that_never_checks_logs_each_outage_as_an_error() {
         sync.mark_updated().await.unwrap();
     }
     let text = logs.text();
-    let failures: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("backend call failed"))
-        .collect();
+    let failures = logs.lines_with("backend call failed");
     assert_eq!(failures.len(), 2, "{text}");
     for line in failures {
         assert!(

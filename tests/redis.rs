@@ -407,10 +407,7 @@ async fn every_backend_failure_is_logged_once_per_episode_with_the_key() {
         assert!(sync.is_expired().await);
     }
     let text = logs.text();
-    let failures: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("backend call failed"))
-        .collect();
+    let failures = logs.lines_with("backend call failed");
     assert_eq!(failures.len(), 3, "an event per failure: {text}");
     assert!(failures[0].contains("ERROR"), "{}", failures[0]);
     for line in &failures[1..] {
