@@ -243,7 +243,10 @@ async fn main() -> ExitCode {
 
 /// A reloader on its own synchronizer over `backend`, as one process of the
 /// fleet would have, reading and writing `db`.
-fn process(backend: FaultyBackend<MemoryBackend>, db: &Database) -> ReloaderBuilder<Settings> {
+fn process(
+    backend: FaultyBackend<MemoryBackend>,
+    db: &Database,
+) -> ReloaderBuilder<Settings, Synchronizer<FaultyBackend<MemoryBackend>>> {
     let key = Key::new(["example", "settings"]).expect("a valid key");
     let (read, write) = (Arc::clone(db), Arc::clone(db));
     Reloader::builder(Synchronizer::new(backend, key), move || {

@@ -46,7 +46,9 @@
 //! `info`); stdout gets one line once the service listens.
 //!
 //! Endpoints: `GET /settings`, `PUT /settings` (a JSON object),
-//! `GET /healthz`, `GET /metrics` (Prometheus text).
+//! `GET /healthz`, `GET /metrics` (Prometheus text: the `gensync_*`
+//! counters and histograms, labelled with the key, exported through
+//! `metrics-exporter-prometheus`).
 
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -62,6 +64,7 @@ use axum::{Extension, Json, Router};
 use clap::Parser;
 use gensync::reload::{blocking_loader, PublishError, Reloader, SettingsReloadLayer, Snapshot};
 use gensync::{Backend, Key, MemoryBackend, RedisBackend, Synchronizer};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::{json, Map, Value};
 use tracing_subscriber::EnvFilter;
 
@@ -164,6 +167,11 @@ async fn run(args: Args) -> Result<(), Fatal> {
         }
     }
 
+    // Before the reloader is built: it registers its metrics then.
+    let metrics = PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| Fatal(format!("could not install the metrics recorder: {e}"), 1))?;
+
     let (reloader, backend) = match redis {
         Some(redis) => {
             if let Err(e) = redis.ping().await {
@@ -201,7 +209,7 @@ async fn run(args: Args) -> Result<(), Fatal> {
         // Outside the layer: a health probe or a metrics scrape neither
         // waits on Redis nor counts as a settings check.
         .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(move || render_metrics(metrics.clone())))
         .with_state(reloader);
 
     println!("settings_server listening on http://{address} (backend: {backend})");
@@ -296,14 +304,14 @@ async fn put_settings(State(reloader): State<Reloader<Settings>>, body: Bytes) -
     }
 }
 
-/// `GET /metrics`: the reloader's counters for Prometheus.
-async fn metrics(State(reloader): State<Reloader<Settings>>) -> impl IntoResponse {
+/// `GET /metrics`: the reloader's counters and histograms for Prometheus.
+async fn render_metrics(handle: PrometheusHandle) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        reloader.metrics().to_prometheus(),
+        handle.render(),
     )
 }
 

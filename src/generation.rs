@@ -35,7 +35,7 @@ impl Generation {
     /// 64 random bits are mixed with the wall clock in nanoseconds, so two
     /// keys created within the same second (or millisecond) differ: a stale
     /// process never mistakes a re-created key for the one it loaded
-    /// (the "eviction ABA" of the reference implementation).
+    /// (an eviction ABA: equal values across a re-creation).
     pub fn fresh() -> Self {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -61,7 +61,14 @@
 //! URLs: `redis://[user:password@]host[:port][/db]`, `redis+unix:///path`,
 //! and `rediss://` with the `tls` feature.
 
-#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rust_2018_idioms
+)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backend;
 mod error;
@@ -80,7 +87,8 @@ pub use error::{BackendError, Error};
 pub use generation::{Generation, ParseGenerationError};
 pub use key::{Key, KeyError, DEFAULT_NAMESPACE, MAX_KEY_LEN};
 pub use synchronizer::{
-    BlockingSynchronizer, Check, GenerationSynchronizer, Observed, Synchronizer, DEFAULT_TTL,
+    BlockingSynchronizer, Check, GenerationSynchronizer, Observed, Synchronizer, WriterLock,
+    DEFAULT_TTL,
 };
 
 // The README's Rust examples compile as doctests, so they cannot drift

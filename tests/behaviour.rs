@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gensync::{GenerationSynchronizer, Key, Observed, Synchronizer};
+use gensync::{GenerationSynchronizer, Key, Observed, Synchronizer, WriterLock};
 use support::Store;
 
 fn key() -> Key {

@@ -81,7 +81,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gensync::reload::Reloader;
+use gensync::reload::{Reloader, ReloaderBuilder};
 use gensync::testing::{Faults, FaultyBackend};
 use gensync::{
     Backend, Generation, GenerationSynchronizer, Key, MemoryBackend, Stored, Synchronizer,
@@ -276,29 +276,33 @@ fn reader(world: &Arc<World>, index: usize) -> Reader {
             Ok(version)
         }
     };
-    let (builder, faults) = if index == 0 {
+    let (reloader, faults) = if index == 0 {
         let sync = Synchronizer::new(world.memory.clone(), key())
             .with_ttl(KEY_TTL)
             .unwrap();
-        (Reloader::builder(sync, loader), None)
+        (bounded(Reloader::builder(sync, loader)), None)
     } else {
         let own = FaultyBackend::new(world.fleet.clone());
         let faults = own.faults();
         let sync = Synchronizer::new(own, key()).with_ttl(KEY_TTL).unwrap();
-        (Reloader::builder(sync, loader), Some(faults))
+        (bounded(Reloader::builder(sync, loader)), Some(faults))
     };
-    let reloader = builder
-        .max_wait(MAX_WAIT)
-        .load_timeout(LOAD_TIMEOUT)
-        .backoff(BACKOFF_INITIAL, BACKOFF_MAX)
-        .build(0)
-        .unwrap();
     Reader {
         reloader,
         faults,
         plan,
         last_seen: 0,
     }
+}
+
+/// Builds a reader's reloader with the model's bounds.
+fn bounded<G: GenerationSynchronizer + 'static>(builder: ReloaderBuilder<u64, G>) -> Reloader<u64> {
+    builder
+        .max_wait(MAX_WAIT)
+        .load_timeout(LOAD_TIMEOUT)
+        .backoff(BACKOFF_INITIAL, BACKOFF_MAX)
+        .build(0)
+        .unwrap()
 }
 
 struct Model {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use gensync::testing::RedisServer;
 use gensync::{
     BackendError, BlockingRedisBackend, BlockingSynchronizer, Error, GenerationSynchronizer, Key,
-    Observed, RedisBackend, RedisConfig, Synchronizer, DEFAULT_TTL,
+    Observed, RedisBackend, RedisConfig, Synchronizer, WriterLock, DEFAULT_TTL,
 };
 use support::{fast_config, LogCapture, Redis, Store, RECONNECT_DELAY};
 

@@ -12,7 +12,9 @@ use gensync::reload::{
     BlockingReloader, PublishError, Reloader, ReloaderBuilder, SettingsReloadLayer, Snapshot,
 };
 use gensync::testing::FaultyBackend;
-use gensync::{Backend, Generation, GenerationSynchronizer, Key, MemoryBackend, Synchronizer};
+use gensync::{
+    Backend, Generation, GenerationSynchronizer, Key, MemoryBackend, Synchronizer, WriterLock,
+};
 use support::Store;
 use tokio::sync::{Notify, Semaphore};
 use tower::{Service, ServiceBuilder, ServiceExt};
@@ -37,7 +39,7 @@ impl Source {
     }
 }
 
-fn builder<B: Backend>(backend: B, source: &Arc<Source>) -> ReloaderBuilder<u64> {
+fn builder<B: Backend>(backend: B, source: &Arc<Source>) -> ReloaderBuilder<u64, Synchronizer<B>> {
     let read = Arc::clone(source);
     let write = Arc::clone(source);
     Reloader::builder(Synchronizer::new(backend, key()), move || {
@@ -72,7 +74,7 @@ impl GatedLoader {
         }
     }
 
-    fn builder<B: Backend>(&self, backend: B) -> ReloaderBuilder<u64> {
+    fn builder<B: Backend>(&self, backend: B) -> ReloaderBuilder<u64, Synchronizer<B>> {
         let (source, gate, started) = (
             Arc::clone(&self.source),
             Arc::clone(&self.gate),
@@ -533,7 +535,7 @@ fn bad_settings_are_refused_at_build() {
         ),
         ("write_lock", make().write_lock(Duration::from_secs(1), 0)),
     ] {
-        let err = builder.build(0).err().expect(what).to_string();
+        let err = builder.build(0).expect_err(what).to_string();
         assert!(err.starts_with("invalid setting: "), "{what}: {err}");
     }
 }

@@ -469,6 +469,8 @@ async fn the_in_memory_default_serves_puts_health_and_metrics() {
         "{content_type}"
     );
     let text = metrics.text().await.unwrap();
+    // Every series carries the key it counts for.
+    let labels = r#"{key="gensync:example:settings"}"#;
     for name in [
         "gensync_checks_total",
         "gensync_expired_total",
@@ -477,12 +479,26 @@ async fn the_in_memory_default_serves_puts_health_and_metrics() {
         "gensync_reload_failures_total",
     ] {
         assert!(
-            text.lines().any(|l| l.starts_with(&format!("{name} "))),
+            text.lines().any(|l| l.starts_with(&format!("{name}{labels} "))),
             "no {name} in:\n{text}"
         );
     }
+    for name in [
+        "gensync_check_duration_seconds",
+        "gensync_reload_duration_seconds",
+        "gensync_settings_age_seconds",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("{name}_count{labels} "))),
+            "no {name} histogram in:\n{text}"
+        );
+    }
     // Start-up, then the reload after the PUT.
-    assert!(text.contains("gensync_reloads_total 2\n"), "{text}");
+    assert!(
+        text.contains(&format!("gensync_reloads_total{labels} 2\n")),
+        "{text}"
+    );
 
     let stopped = instance.stop();
     assert!(

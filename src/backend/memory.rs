@@ -51,6 +51,7 @@ impl MemoryBackend {
 
     /// Stores raw text at a key, with no time to live: for tests that need
     /// a corrupt value.
+    #[cfg(any(test, feature = "testing"))]
     pub fn insert_raw(&self, key: &Key, value: impl Into<String>) {
         self.lock().insert(
             key.as_str().to_owned(),
@@ -62,6 +63,7 @@ impl MemoryBackend {
     }
 
     /// Removes a key as an eviction would, returning whether it was there.
+    #[cfg(any(test, feature = "testing"))]
     pub fn evict(&self, key: &Key) -> bool {
         let now = Instant::now();
         self.lock()

@@ -38,8 +38,7 @@ use std::process::{Command, ExitCode, ExitStatus};
 
 use clap::{Parser, Subcommand};
 use gensync::{
-    Backend, BackendError, BlockingRedisBackend, BlockingSynchronizer, Check, Generation, Key,
-    Observed, Stored,
+    BlockingRedisBackend, BlockingSynchronizer, Check, Error, Generation, Key, Observed, Stored,
 };
 
 /// `get` found no key, or a value that is not a generation.
@@ -231,9 +230,8 @@ fn run_sync(sync: &Sync, state: &Path, command: &[OsString]) -> ExitCode {
 
 /// Reads the shared generation once, as `check()` does, but keeps the error
 /// that `check()` only logs: an operator needs it on stderr.
-fn observe(sync: &Sync) -> Result<Stored, BackendError> {
-    // The blocking backend's futures never wait on a runtime.
-    futures_executor::block_on(sync.get_ref().backend().get(sync.key()))
+fn observe(sync: &Sync) -> Result<Stored, Error> {
+    sync.read()
 }
 
 /// The generation recorded in `path`. A missing, empty or unparsable file

@@ -1,10 +1,15 @@
 //! The reloader for programs with no async runtime.
 
+use std::fmt;
+
+use super::builder::ReloaderBuilder;
 use super::metrics::ReloadMetrics;
-use super::reloader::{PublishError, Reloader, ReloaderBuilder};
+use super::publish::PublishError;
+use super::reloader::Reloader;
 use super::snapshot::Snapshot;
 use crate::error::Error;
 use crate::generation::Generation;
+use crate::synchronizer::GenerationSynchronizer;
 
 /// A [`Reloader`] driven from plain threads.
 ///
@@ -30,9 +35,20 @@ pub struct BlockingReloader<S> {
     runtime: tokio::runtime::Runtime,
 }
 
+impl<S> fmt::Debug for BlockingReloader<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlockingReloader")
+            .field("reloader", &self.reloader)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<S: Send + Sync + 'static> BlockingReloader<S> {
     /// Builds the reloader, serving `initial` until the first load succeeds.
-    pub fn new(builder: ReloaderBuilder<S>, initial: S) -> Result<Self, Error> {
+    pub fn new<G: GenerationSynchronizer + 'static>(
+        builder: ReloaderBuilder<S, G>,
+        initial: S,
+    ) -> Result<Self, Error> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("gensync-reloader")

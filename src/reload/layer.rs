@@ -1,13 +1,13 @@
 //! The tower middleware: check before every request, hand the request the
 //! settings snapshot.
 
-use std::future::Future;
-use std::pin::Pin;
+use std::fmt;
 use std::task::{Context, Poll};
 
 use tower_layer::Layer;
 use tower_service::Service;
 
+use super::future::ResponseFuture;
 use super::reloader::Reloader;
 
 /// Applies [`SettingsReload`] to a service.
@@ -50,14 +50,19 @@ impl<T> Clone for SettingsReloadLayer<T> {
     }
 }
 
+impl<T> fmt::Debug for SettingsReloadLayer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SettingsReloadLayer")
+            .field("reloader", &self.reloader)
+            .finish()
+    }
+}
+
 impl<S, T> Layer<S> for SettingsReloadLayer<T> {
     type Service = SettingsReload<S, T>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        SettingsReload {
-            inner,
-            reloader: self.reloader.clone(),
-        }
+        SettingsReload::new(inner, self.reloader.clone())
     }
 }
 
@@ -66,7 +71,8 @@ impl<S, T> Layer<S> for SettingsReloadLayer<T> {
 /// request's extensions (in axum: `Extension<Snapshot<T>>`).
 ///
 /// A backend or loader failure never fails the request: it is served with
-/// the last good settings.
+/// the last good settings. Requests must be served inside a tokio runtime
+/// (as axum and hyper do), where the reloader runs its loads.
 pub struct SettingsReload<S, T> {
     inner: S,
     reloader: Reloader<T>,
@@ -81,46 +87,60 @@ impl<S: Clone, T> Clone for SettingsReload<S, T> {
     }
 }
 
+impl<S: fmt::Debug, T> fmt::Debug for SettingsReload<S, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SettingsReload")
+            .field("inner", &self.inner)
+            .field("reloader", &self.reloader)
+            .finish()
+    }
+}
+
 impl<S, T> SettingsReload<S, T> {
     /// Wraps `inner`.
     pub fn new(inner: S, reloader: Reloader<T>) -> Self {
         SettingsReload { inner, reloader }
     }
 
+    /// A layer that wraps services in this middleware.
+    pub fn layer(reloader: Reloader<T>) -> SettingsReloadLayer<T> {
+        SettingsReloadLayer::new(reloader)
+    }
+
     /// The wrapped service.
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
-}
 
-/// The response future of [`SettingsReload`].
-pub type ResponseFuture<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send + 'static>>;
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The wrapped service, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
 
 impl<S, T, B> Service<http::Request<B>> for SettingsReload<S, T>
 where
-    S: Service<http::Request<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
+    S: Service<http::Request<B>> + Clone,
     T: Send + Sync + 'static,
-    B: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Response, S::Error>;
+    type Future = ResponseFuture<S, T, B>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
         // The clone is not ready; the service that was polled ready is the
         // one that must take this request.
         let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let reloader = self.reloader.clone();
-        Box::pin(async move {
-            let snapshot = reloader.check().await;
-            request.extensions_mut().insert(snapshot);
-            inner.call(request).await
-        })
+        let inner = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::new(self.reloader.check(), request, inner)
     }
 }

@@ -1,37 +1,188 @@
-//! Counters of what the reloader did, for dashboards and tests.
+//! What the reloader did: counters kept in the reloader for
+//! [`ReloadMetrics`], and, with the `metrics` feature, the same counters
+//! and three histograms sent through the `metrics` facade.
+//!
+//! Exported names, each labelled with the generation's `key`:
+//!
+//! | name | kind | what |
+//! |---|---|---|
+//! | `gensync_checks_total` | counter | checks of the shared generation |
+//! | `gensync_expired_total` | counter | checks that found the settings expired |
+//! | `gensync_backend_errors_total` | counter | checks that could not read the generation |
+//! | `gensync_loader_runs_total` | counter | calls of the settings loader |
+//! | `gensync_reloads_total` | counter | loads that replaced the settings |
+//! | `gensync_reload_failures_total` | counter | loads that failed, panicked or timed out |
+//! | `gensync_stale_served_total` | counter | expired checks served the last good settings |
+//! | `gensync_check_duration_seconds` | histogram | how long a check took, reload included |
+//! | `gensync_reload_duration_seconds` | histogram | how long the loader took |
+//! | `gensync_settings_age_seconds` | histogram | per check, the age of the settings served, since their generation was observed |
+//!
+//! Handles are registered when the reloader is built: install the
+//! recorder (an exporter) before building it.
 
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::snapshot::Snapshot;
+use crate::key::Key;
+
+/// One counter: kept here for [`ReloadMetrics`], and exported when the
+/// `metrics` feature is on.
+#[derive(Debug)]
+pub(crate) struct Tally {
+    count: AtomicU64,
+    #[cfg(feature = "metrics")]
+    exported: metrics::Counter,
+}
+
+impl Tally {
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    fn new(name: &'static str, key: &Key) -> Self {
+        Tally {
+            count: AtomicU64::new(0),
+            #[cfg(feature = "metrics")]
+            exported: metrics::counter!(name, "key" => key.as_str().to_owned()),
+        }
+    }
+
+    pub(crate) fn add(&self) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        self.exported.increment(1);
+    }
+
+    fn get(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+/// The start of something timed; costs nothing without the `metrics`
+/// feature.
+#[derive(Debug)]
+pub(crate) struct Stopwatch {
+    #[cfg(feature = "metrics")]
+    started: std::time::Instant,
+}
+
+impl Stopwatch {
+    pub(crate) fn start() -> Self {
+        Stopwatch {
+            #[cfg(feature = "metrics")]
+            started: std::time::Instant::now(),
+        }
+    }
+}
+
 /// Live counters, shared by every clone of a reloader.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Counters {
-    pub(crate) checks: AtomicU64,
-    pub(crate) expired: AtomicU64,
-    pub(crate) backend_errors: AtomicU64,
-    pub(crate) loader_runs: AtomicU64,
-    pub(crate) reloads: AtomicU64,
-    pub(crate) reload_failures: AtomicU64,
-    pub(crate) stale_served: AtomicU64,
+    pub(crate) checks: Tally,
+    pub(crate) expired: Tally,
+    pub(crate) backend_errors: Tally,
+    pub(crate) loader_runs: Tally,
+    pub(crate) reloads: Tally,
+    pub(crate) reload_failures: Tally,
+    pub(crate) stale_served: Tally,
+    #[cfg(feature = "metrics")]
+    check_duration: metrics::Histogram,
+    #[cfg(feature = "metrics")]
+    reload_duration: metrics::Histogram,
+    #[cfg(feature = "metrics")]
+    settings_age: metrics::Histogram,
 }
 
 impl Counters {
-    pub(crate) fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn new(key: &Key) -> Self {
+        #[cfg(feature = "metrics")]
+        describe();
+        #[cfg(feature = "metrics")]
+        let histogram =
+            |name: &'static str| metrics::histogram!(name, "key" => key.as_str().to_owned());
+        Counters {
+            checks: Tally::new("gensync_checks_total", key),
+            expired: Tally::new("gensync_expired_total", key),
+            backend_errors: Tally::new("gensync_backend_errors_total", key),
+            loader_runs: Tally::new("gensync_loader_runs_total", key),
+            reloads: Tally::new("gensync_reloads_total", key),
+            reload_failures: Tally::new("gensync_reload_failures_total", key),
+            stale_served: Tally::new("gensync_stale_served_total", key),
+            #[cfg(feature = "metrics")]
+            check_duration: histogram("gensync_check_duration_seconds"),
+            #[cfg(feature = "metrics")]
+            reload_duration: histogram("gensync_reload_duration_seconds"),
+            #[cfg(feature = "metrics")]
+            settings_age: histogram("gensync_settings_age_seconds"),
+        }
+    }
+
+    /// A check that started at `stopwatch` hands out `snapshot`.
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub(crate) fn served<S>(&self, stopwatch: Stopwatch, snapshot: &Snapshot<S>) {
+        #[cfg(feature = "metrics")]
+        {
+            self.check_duration.record(stopwatch.started.elapsed());
+            self.settings_age.record(snapshot.observed_at().elapsed());
+        }
+    }
+
+    /// A loader run that started at `stopwatch` ended.
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub(crate) fn reload_took(&self, stopwatch: Stopwatch) {
+        #[cfg(feature = "metrics")]
+        self.reload_duration.record(stopwatch.started.elapsed());
     }
 
     pub(crate) fn snapshot(&self) -> ReloadMetrics {
-        let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
         ReloadMetrics {
-            checks: read(&self.checks),
-            expired: read(&self.expired),
-            backend_errors: read(&self.backend_errors),
-            loader_runs: read(&self.loader_runs),
-            reloads: read(&self.reloads),
-            reload_failures: read(&self.reload_failures),
-            stale_served: read(&self.stale_served),
+            checks: self.checks.get(),
+            expired: self.expired.get(),
+            backend_errors: self.backend_errors.get(),
+            loader_runs: self.loader_runs.get(),
+            reloads: self.reloads.get(),
+            reload_failures: self.reload_failures.get(),
+            stale_served: self.stale_served.get(),
         }
     }
+}
+
+/// Help texts for the exported metrics, given to the recorder once per
+/// reloader (describing again is harmless).
+#[cfg(feature = "metrics")]
+fn describe() {
+    use metrics::{describe_counter, describe_histogram, Unit};
+    describe_counter!("gensync_checks_total", "Checks of the shared generation.");
+    describe_counter!(
+        "gensync_expired_total",
+        "Checks that found the settings expired."
+    );
+    describe_counter!(
+        "gensync_backend_errors_total",
+        "Checks that could not read the shared generation."
+    );
+    describe_counter!("gensync_loader_runs_total", "Calls of the settings loader.");
+    describe_counter!("gensync_reloads_total", "Successful settings reloads.");
+    describe_counter!(
+        "gensync_reload_failures_total",
+        "Settings loads that failed, panicked or timed out."
+    );
+    describe_counter!(
+        "gensync_stale_served_total",
+        "Expired checks answered with the last good settings."
+    );
+    describe_histogram!(
+        "gensync_check_duration_seconds",
+        Unit::Seconds,
+        "How long a check took, a reload it waited for included."
+    );
+    describe_histogram!(
+        "gensync_reload_duration_seconds",
+        Unit::Seconds,
+        "How long a run of the settings loader took."
+    );
+    describe_histogram!(
+        "gensync_settings_age_seconds",
+        Unit::Seconds,
+        "Age of the settings a check served, since their generation was observed."
+    );
 }
 
 /// What a reloader has done since it was made.
@@ -53,52 +204,4 @@ pub struct ReloadMetrics {
     /// Expired checks answered with the last good settings because the
     /// reload failed, was backing off, or outlasted the wait bound.
     pub stale_served: u64,
-}
-
-impl ReloadMetrics {
-    /// The counters in the Prometheus text exposition format, named
-    /// `gensync_*_total`.
-    ///
-    /// ```
-    /// let text = gensync::reload::ReloadMetrics::default().to_prometheus();
-    /// assert!(text.contains("gensync_checks_total 0"));
-    /// ```
-    pub fn to_prometheus(&self) -> String {
-        let rows = [
-            ("checks", "Checks of the shared generation.", self.checks),
-            (
-                "expired",
-                "Checks that found the settings expired.",
-                self.expired,
-            ),
-            (
-                "backend_errors",
-                "Checks that could not read the shared generation.",
-                self.backend_errors,
-            ),
-            (
-                "loader_runs",
-                "Calls of the settings loader.",
-                self.loader_runs,
-            ),
-            ("reloads", "Successful settings reloads.", self.reloads),
-            (
-                "reload_failures",
-                "Settings loads that failed, panicked or timed out.",
-                self.reload_failures,
-            ),
-            (
-                "stale_served",
-                "Expired checks answered with the last good settings.",
-                self.stale_served,
-            ),
-        ];
-        let mut out = String::new();
-        for (name, help, value) in rows {
-            let _ = writeln!(out, "# HELP gensync_{name}_total {help}");
-            let _ = writeln!(out, "# TYPE gensync_{name}_total counter");
-            let _ = writeln!(out, "gensync_{name}_total {value}");
-        }
-        out
-    }
 }

@@ -1,21 +1,83 @@
 //! Settings that reload in every process when any process changes them.
 //!
+//! ```
+//! use std::convert::Infallible;
+//! use std::sync::{Arc, Mutex};
+//!
+//! use gensync::reload::{Reloader, SettingsReloadLayer, Snapshot};
+//! use gensync::{Key, MemoryBackend, Synchronizer};
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//!
+//! #[tokio::main(flavor = "current_thread")]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     // The source of truth: a database, a file. Here, a string in memory.
+//!     let db = Arc::new(Mutex::new(String::from("theme=light")));
+//!     let (read, write) = (db.clone(), db.clone());
+//!
+//!     // One generation per settings object; RedisBackend across processes.
+//!     let sync = Synchronizer::new(MemoryBackend::new(), Key::new(["site", "settings"])?);
+//!     let reloader = Reloader::builder(sync, move || {
+//!         let db = read.clone();
+//!         async move { Ok::<_, Infallible>(db.lock().unwrap().clone()) }
+//!     })
+//!     .saver(move |settings: &String| {
+//!         *write.lock().unwrap() = settings.clone();
+//!         async { Ok::<_, Infallible>(()) }
+//!     })
+//!     .build(String::new())?;
+//!
+//!     // Every request is checked first, and sees one consistent snapshot.
+//!     let service = ServiceBuilder::new()
+//!         .layer(SettingsReloadLayer::new(reloader.clone()))
+//!         .service(service_fn(|request: http::Request<()>| async move {
+//!             let settings = request.extensions().get::<Snapshot<String>>().unwrap();
+//!             Ok::<_, Infallible>(settings.settings().clone())
+//!         }));
+//!
+//!     let answer = service.clone().oneshot(http::Request::new(())).await?;
+//!     assert_eq!(answer, "theme=light");
+//!
+//!     // A writer in any process saves and bumps; the next request reloads.
+//!     reloader.publish(String::from("theme=dark")).await?;
+//!     let answer = service.oneshot(http::Request::new(())).await?;
+//!     assert_eq!(answer, "theme=dark");
+//!     Ok(())
+//! }
+//! ```
+//!
 //! A [`Reloader`] owns a synchronizer, a [`SettingsLoader`] and the current
 //! [`Snapshot`] of the settings. [`SettingsReloadLayer`] runs its check
 //! before every request of a tower (or axum) service and hands the request
 //! the snapshot. [`BlockingReloader`] does the same for code with no async
 //! runtime. Writers call [`Reloader::publish`] or [`Reloader::update`].
+//!
+//! The reloader needs a tokio runtime: each load runs on a task of its own,
+//! so a request that gives up waiting cancels nothing.
+//!
+//! Rooms: `reloader.rs` is the handle, `builder.rs` its configuration,
+//! `flight.rs` the single-flight load machine (with its invariants),
+//! `publish.rs` the writers' path, `listeners.rs` the reload fan-out,
+//! `layer.rs` and `future.rs` the tower middleware and the named futures,
+//! `metrics.rs` the counters and their export.
 
 mod blocking;
+mod builder;
+mod flight;
+mod future;
 mod layer;
+mod listeners;
 mod metrics;
+mod publish;
 mod reloader;
 mod snapshot;
 mod source;
 
 pub use self::blocking::BlockingReloader;
-pub use self::layer::{ResponseFuture, SettingsReload, SettingsReloadLayer};
+pub use self::builder::ReloaderBuilder;
+pub use self::future::{CheckFuture, ResponseFuture};
+pub use self::layer::{SettingsReload, SettingsReloadLayer};
 pub use self::metrics::ReloadMetrics;
-pub use self::reloader::{PublishError, Reloader, ReloaderBuilder};
+pub use self::publish::PublishError;
+pub use self::reloader::Reloader;
 pub use self::snapshot::Snapshot;
 pub use self::source::{blocking_loader, BoxError, SettingsLoader, SettingsSaver};

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::generation::Generation;
 
@@ -27,16 +28,24 @@ pub struct Snapshot<S> {
 pub(crate) struct Inner<S> {
     settings: S,
     generation: Option<Generation>,
+    /// When the generation these settings were loaded for was observed.
+    observed_at: Instant,
 }
 
 impl<S> Snapshot<S> {
     /// A snapshot of `settings` matching `generation` (`None`: not known to
     /// match any, as for initial settings).
     pub fn new(settings: S, generation: Option<Generation>) -> Self {
+        Self::observed(settings, generation, Instant::now())
+    }
+
+    /// A snapshot loaded for `generation`, which was observed at `at`.
+    pub(crate) fn observed(settings: S, generation: Option<Generation>, at: Instant) -> Self {
         Snapshot {
             inner: Arc::new(Inner {
                 settings,
                 generation,
+                observed_at: at,
             }),
         }
     }
@@ -49,6 +58,12 @@ impl<S> Snapshot<S> {
     /// The shared generation these settings were loaded for.
     pub fn generation(&self) -> Option<Generation> {
         self.inner.generation
+    }
+
+    /// When the generation these settings were loaded for was observed.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) fn observed_at(&self) -> Instant {
+        self.inner.observed_at
     }
 
     pub(crate) fn from_arc(inner: Arc<Inner<S>>) -> Self {

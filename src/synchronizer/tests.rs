@@ -373,3 +373,21 @@ async fn the_key_is_passed_to_the_backend() {
         .returning(|_| Ok(Stored::Missing));
     sync(backend).check().await;
 }
+
+#[tokio::test]
+async fn read_reports_what_is_stored_and_the_backends_error() {
+    let mut backend = MockBackend::new();
+    let mut seq = Sequence::new();
+    for reply in [Ok(Stored::Value(g(77))), Ok(Stored::Corrupt), Err(down())] {
+        backend
+            .expect_get()
+            .times(1)
+            .in_sequence(&mut seq)
+            .return_once(move |_| reply);
+    }
+    let sync = sync(backend);
+    assert_eq!(sync.read().await, Ok(Stored::Value(g(77))));
+    assert_eq!(sync.read().await, Ok(Stored::Corrupt));
+    assert_eq!(sync.read().await, Err(Error::Backend(down())));
+    assert_eq!(sync.sync_gen(), None, "a read records nothing");
+}

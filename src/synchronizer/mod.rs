@@ -1,81 +1,37 @@
 //! The synchronizer: the rules for checking, creating, bumping and clearing
 //! a shared generation, written once over any [`Backend`].
+//!
+//! - `check.rs`: what one check saw and the expiry rule;
+//! - this file: the [`GenerationSynchronizer`] trait and [`Synchronizer`];
+//! - `writers.rs`: the writers' lock and intent ([`WriterLock`]);
+//! - `blocking.rs`: [`BlockingSynchronizer`], for code with no runtime.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::backend::{Backend, BlockingBackend, Stored};
+use crate::backend::{Backend, Stored};
 use crate::error::{BackendError, Error};
 use crate::generation::Generation;
 use crate::key::Key;
 
-/// How long a generation key lives without a bump: one year, as in the
-/// reference. When it lapses every process reloads once.
+mod blocking;
+mod check;
+mod writers;
+
+pub use self::blocking::BlockingSynchronizer;
+pub use self::check::{Check, Observed};
+pub use self::writers::WriterLock;
+
+/// How long a generation key lives without a bump: one year. When it
+/// lapses every process reloads once, which bounds how long a key nobody
+/// bumps occupies the server.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 /// How many times creating or repairing a key is tried when other processes
 /// keep deleting it in between.
 const TRIES: u32 = 3;
-
-/// What the shared store held when a check read it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Observed {
-    /// A valid generation.
-    Value(Generation),
-    /// No key: never created, cleared, expired or evicted.
-    Missing,
-    /// A value that is not a generation.
-    Corrupt,
-    /// The backend failed; the error was logged.
-    Unavailable,
-}
-
-impl From<Stored> for Observed {
-    /// What a backend's answer means to a check.
-    fn from(stored: Stored) -> Self {
-        match stored {
-            Stored::Value(g) => Observed::Value(g),
-            Stored::Missing => Observed::Missing,
-            Stored::Corrupt => Observed::Corrupt,
-        }
-    }
-}
-
-/// The outcome of one check: the generation this process recorded and what
-/// the shared store held.
-///
-/// Keep it across a reload: after loading, record
-/// [`Check::observed`] (the reload fence), not a value read after loading,
-/// so a bump that lands during the load causes one more reload instead of
-/// being lost.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Check {
-    /// The generation recorded locally, if any.
-    pub local: Option<Generation>,
-    /// What the shared store held.
-    pub shared: Observed,
-}
-
-impl Check {
-    /// Expired unless the shared store holds exactly the local generation.
-    /// Errors, missing and corrupt keys all read as expired.
-    pub fn is_expired(&self) -> bool {
-        match (self.local, self.shared) {
-            (Some(local), Observed::Value(shared)) => local != shared,
-            _ => true,
-        }
-    }
-
-    /// The shared generation the check saw, if it saw a valid one.
-    pub fn observed(&self) -> Option<Generation> {
-        match self.shared {
-            Observed::Value(g) => Some(g),
-            _ => None,
-        }
-    }
-}
 
 /// Keeps one process's view of a shared generation.
 ///
@@ -103,6 +59,11 @@ pub trait GenerationSynchronizer: Send + Sync {
     /// Reads the shared generation and compares it with the local one.
     async fn check(&self) -> Check;
 
+    /// Reads the shared generation as it is stored, with the backend's
+    /// error when the read failed: for tools that must tell an operator
+    /// why (a reader wants [`check`](Self::check), which never fails).
+    async fn read(&self) -> Result<Stored, Error>;
+
     /// Whether the local state is out of date. Backend errors, missing and
     /// corrupt keys count as expired; this never fails.
     async fn is_expired(&self) -> bool {
@@ -126,22 +87,6 @@ pub trait GenerationSynchronizer: Send + Sync {
 
     /// Deletes the shared generation, expiring every process.
     async fn clear(&self) -> Result<(), Error>;
-
-    /// Takes the writers' lock beside the key if it is free, for `ttl` at
-    /// most, owned by `token` (use [`Generation::fresh`]). Returns whether it
-    /// was taken. The expiry means a dead holder cannot stall other writers.
-    async fn try_lock(&self, token: Generation, ttl: Duration) -> Result<bool, Error>;
-
-    /// Releases the writers' lock if `token` still holds it. Returns whether
-    /// it did; `false` means the lock had expired (and maybe been taken).
-    async fn unlock(&self, token: Generation) -> Result<bool, Error>;
-
-    /// Records a writer's intent before it saves: the shared generation's
-    /// time to live is cut to `ttl` (the key is created if missing). If the
-    /// writer dies before its bump, the key lapses and every process
-    /// reloads; the bump in [`mark_updated`](Self::mark_updated) restores
-    /// the full time to live.
-    async fn mark_intent(&self, ttl: Duration) -> Result<(), Error>;
 }
 
 /// The [`GenerationSynchronizer`], generic over its [`Backend`].
@@ -305,8 +250,10 @@ impl<B: Backend> GenerationSynchronizer for Synchronizer<B> {
 
     async fn check(&self) -> Check {
         let local = self.sync_gen();
-        let reply = self.reply("get", self.backend.get(&self.key).await);
-        let shared = reply.map_or(Observed::Unavailable, Observed::from);
+        let shared = self
+            .read()
+            .await
+            .map_or(Observed::Unavailable, Observed::from);
         let check = Check { local, shared };
         tracing::debug!(
             key = %self.key,
@@ -316,6 +263,10 @@ impl<B: Backend> GenerationSynchronizer for Synchronizer<B> {
             "gensync check"
         );
         check
+    }
+
+    async fn read(&self) -> Result<Stored, Error> {
+        self.reply("get", self.backend.get(&self.key).await)
     }
 
     async fn fetch_or_create(&self) -> Result<Generation, Error> {
@@ -356,130 +307,6 @@ impl<B: Backend> GenerationSynchronizer for Synchronizer<B> {
     async fn clear(&self) -> Result<(), Error> {
         self.reply("delete", self.backend.delete(&self.key).await)
     }
-
-    async fn try_lock(&self, token: Generation, ttl: Duration) -> Result<bool, Error> {
-        self.reply("lock", self.backend.add(&self.lock_key, token, ttl).await)
-    }
-
-    async fn unlock(&self, token: Generation) -> Result<bool, Error> {
-        self.reply(
-            "unlock",
-            self.backend.delete_if(&self.lock_key, token).await,
-        )
-    }
-
-    async fn mark_intent(&self, ttl: Duration) -> Result<(), Error> {
-        for _ in 0..TRIES {
-            if self.reply("expire", self.backend.expire(&self.key, ttl).await)? {
-                return Ok(());
-            }
-            // Missing: create it short-lived, or a reader could create it
-            // for a year, load the old state and never hear of this write.
-            let fresh = Generation::fresh();
-            if self.reply("add", self.backend.add(&self.key, fresh, ttl).await)? {
-                return Ok(());
-            }
-        }
-        Err(self.contended())
-    }
-}
-
-/// A [`Synchronizer`] for code with no async runtime: scripts, CLIs, plain
-/// threads. Each call runs to completion on the calling thread, bounded by
-/// the backend's timeouts.
-///
-/// It runs the same logic as the async synchronizer, so the two agree on
-/// every rule. It takes a [`BlockingBackend`]: a
-/// [`BlockingRedisBackend`](crate::BlockingRedisBackend) or a
-/// [`MemoryBackend`](crate::MemoryBackend).
-///
-/// ```
-/// use gensync::{BlockingSynchronizer, Key, MemoryBackend};
-///
-/// # fn main() -> Result<(), gensync::Error> {
-/// let backend = MemoryBackend::new();
-/// let reader = BlockingSynchronizer::new(backend.clone(), Key::parse("site:settings")?);
-/// let writer = BlockingSynchronizer::new(backend, Key::parse("site:settings")?);
-/// reader.refresh()?;
-/// writer.mark_updated()?;
-/// assert!(reader.is_expired());
-/// # Ok(()) }
-/// ```
-#[derive(Debug)]
-pub struct BlockingSynchronizer<B> {
-    inner: Synchronizer<B>,
-}
-
-impl<B: BlockingBackend> BlockingSynchronizer<B> {
-    /// A blocking synchronizer for `key` with the [`DEFAULT_TTL`].
-    pub fn new(backend: B, key: Key) -> Self {
-        BlockingSynchronizer {
-            inner: Synchronizer::new(backend, key),
-        }
-    }
-
-    /// Sets how long the key lives without a bump. At least a millisecond.
-    pub fn with_ttl(self, ttl: Duration) -> Result<Self, Error> {
-        Ok(BlockingSynchronizer {
-            inner: self.inner.with_ttl(ttl)?,
-        })
-    }
-
-    /// The async synchronizer underneath.
-    pub fn get_ref(&self) -> &Synchronizer<B> {
-        &self.inner
-    }
-
-    /// See [`GenerationSynchronizer::key`].
-    pub fn key(&self) -> &Key {
-        self.inner.key()
-    }
-
-    /// See [`GenerationSynchronizer::sync_gen`].
-    pub fn sync_gen(&self) -> Option<Generation> {
-        self.inner.sync_gen()
-    }
-
-    /// See [`GenerationSynchronizer::record`].
-    pub fn record(&self, generation: Generation) {
-        self.inner.record(generation)
-    }
-
-    /// See [`GenerationSynchronizer::check`].
-    pub fn check(&self) -> Check {
-        block_on(self.inner.check())
-    }
-
-    /// See [`GenerationSynchronizer::is_expired`].
-    pub fn is_expired(&self) -> bool {
-        block_on(self.inner.is_expired())
-    }
-
-    /// See [`GenerationSynchronizer::fetch_or_create`].
-    pub fn fetch_or_create(&self) -> Result<Generation, Error> {
-        block_on(self.inner.fetch_or_create())
-    }
-
-    /// See [`GenerationSynchronizer::refresh`].
-    pub fn refresh(&self) -> Result<Generation, Error> {
-        block_on(self.inner.refresh())
-    }
-
-    /// See [`GenerationSynchronizer::mark_updated`].
-    pub fn mark_updated(&self) -> Result<Generation, Error> {
-        block_on(self.inner.mark_updated())
-    }
-
-    /// See [`GenerationSynchronizer::clear`].
-    pub fn clear(&self) -> Result<(), Error> {
-        block_on(self.inner.clear())
-    }
-}
-
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    // A BlockingBackend's futures never wait on a runtime, so this polls
-    // them straight through on the calling thread.
-    futures_executor::block_on(future)
 }
 
 #[cfg(test)]
