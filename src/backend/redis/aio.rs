@@ -1,0 +1,204 @@
+//! The async path: one multiplexed tokio connection, shared by every clone
+//! of a [`RedisBackend`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, RedisError, Value};
+
+use super::commands::Op;
+use super::config::RedisConfig;
+use super::target::{breaks_connection, lock, Target};
+use crate::backend::{Backend, Stored};
+use crate::error::BackendError;
+use crate::generation::Generation;
+use crate::key::Key;
+
+/// A Redis backend for async code, on one multiplexed tokio connection
+/// shared by every clone.
+///
+/// The connection is made on first use (so a service starts while Redis is
+/// down) and remade after it breaks (so a restarted server is picked up
+/// without restarting the client). Every call is bounded by
+/// [`RedisConfig::call_bound`]; a paused or unreachable server costs a
+/// caller at most that, then an error.
+///
+/// ```no_run
+/// use gensync::{GenerationSynchronizer, Key, RedisBackend, Synchronizer};
+///
+/// # #[tokio::main] async fn main() -> Result<(), gensync::Error> {
+/// let backend = RedisBackend::open("redis://127.0.0.1:6379")?;
+/// let sync = Synchronizer::new(backend, Key::new(["site", "settings"])?);
+/// sync.refresh().await?;
+/// assert!(!sync.is_expired().await);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisBackend {
+    target: Arc<Target>,
+    conn: Arc<Slot>,
+}
+
+/// The current connection, tagged so a caller that saw it fail only drops
+/// that one, not a newer one another caller already made.
+#[derive(Default)]
+struct Slot {
+    current: Mutex<Option<(u64, MultiplexedConnection)>>,
+    next_id: AtomicU64,
+    // One connect at a time; the others wait for it rather than pile on.
+    connecting: tokio::sync::Mutex<()>,
+    /// The last failed connect, answered again until the reconnect delay
+    /// has passed.
+    failed: Mutex<Option<(tokio::time::Instant, RedisError)>>,
+}
+
+impl Slot {
+    fn get(&self) -> Option<(u64, MultiplexedConnection)> {
+        lock(&self.current).clone()
+    }
+
+    fn set(&self, conn: MultiplexedConnection) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.current) = Some((id, conn));
+        id
+    }
+
+    /// The last connect error, if it is more recent than `delay`.
+    fn recent_failure(&self, delay: Duration) -> Result<(), RedisError> {
+        match &*lock(&self.failed) {
+            Some((at, e)) if at.elapsed() < delay => Err(e.clone()),
+            _ => Ok(()),
+        }
+    }
+
+    fn record_failure(&self, error: Option<RedisError>) {
+        *lock(&self.failed) = error.map(|e| (tokio::time::Instant::now(), e));
+    }
+
+    fn drop_if(&self, id: u64) {
+        let mut current = lock(&self.current);
+        if current.as_ref().is_some_and(|(cur, _)| *cur == id) {
+            *current = None;
+        }
+    }
+}
+
+impl RedisBackend {
+    /// A backend for `url` with the default [`RedisConfig`]. Makes no
+    /// connection yet; a bad URL is an error now.
+    pub fn open(url: &str) -> Result<Self, BackendError> {
+        Self::with_config(url, RedisConfig::default())
+    }
+
+    /// A backend for `url` with the given timeouts.
+    pub fn with_config(url: &str, config: RedisConfig) -> Result<Self, BackendError> {
+        Ok(RedisBackend {
+            target: Arc::new(Target::open(url, config)?),
+            conn: Arc::new(Slot::default()),
+        })
+    }
+
+    /// Connects (if needed) and sends `PING`: a start-up check that turns a
+    /// wrong address or password into a clear error at once.
+    pub async fn ping(&self) -> Result<(), BackendError> {
+        self.run(Op::ping()).await
+    }
+
+    /// The server's name for messages: `Redis at <url>`, password redacted.
+    pub fn describe(&self) -> &str {
+        &self.target.name
+    }
+
+    async fn connection(&self) -> Result<(u64, MultiplexedConnection), RedisError> {
+        let delay = self.target.config.reconnect_delay;
+        if let Some(found) = self.conn.get() {
+            return Ok(found);
+        }
+        self.conn.recent_failure(delay)?;
+        let _turn = self.conn.connecting.lock().await;
+        if let Some(found) = self.conn.get() {
+            return Ok(found);
+        }
+        // The connect this caller waited for may just have failed.
+        self.conn.recent_failure(delay)?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.target.config.connect_timeout))
+            .set_response_timeout(Some(self.target.config.response_timeout));
+        let connected = self
+            .target
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await;
+        self.conn.record_failure(connected.as_ref().err().cloned());
+        let conn = connected?;
+        let id = self.conn.set(conn.clone());
+        Ok((id, conn))
+    }
+
+    async fn run<T>(&self, op: Op<T>) -> Result<T, BackendError> {
+        let bound = self.target.config.call_bound();
+        let call = async {
+            let (id, mut conn) = self.connection().await?;
+            let reply = op.cmd.query_async::<Value>(&mut conn).await;
+            if let Err(e) = &reply {
+                if breaks_connection(e) {
+                    self.conn.drop_if(id);
+                }
+            }
+            (op.read)(reply)
+        };
+        match tokio::time::timeout(bound, call).await {
+            Ok(result) => result.map_err(|e| self.target.error(&e)),
+            // The client's own timeouts should fire first; this is the
+            // backstop that makes the bound hold whatever the client does.
+            Err(_) => Err(BackendError::Timeout {
+                target: self.target.name.clone(),
+                after: bound,
+            }),
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("target", &self.target.name)
+            .field("config", &self.target.config)
+            .finish()
+    }
+}
+
+#[async_trait]
+impl Backend for RedisBackend {
+    async fn get(&self, key: &Key) -> Result<Stored, BackendError> {
+        self.run(Op::get(key)).await
+    }
+
+    async fn add(
+        &self,
+        key: &Key,
+        generation: Generation,
+        ttl: Duration,
+    ) -> Result<bool, BackendError> {
+        self.run(Op::add(key, generation, ttl)).await
+    }
+
+    async fn incr(&self, key: &Key, ttl: Duration) -> Result<Stored, BackendError> {
+        self.run(Op::incr(key, ttl)).await
+    }
+
+    async fn delete(&self, key: &Key) -> Result<(), BackendError> {
+        self.run(Op::delete(key)).await
+    }
+
+    async fn expire(&self, key: &Key, ttl: Duration) -> Result<bool, BackendError> {
+        self.run(Op::expire(key, ttl)).await
+    }
+
+    async fn delete_if(&self, key: &Key, expected: Generation) -> Result<bool, BackendError> {
+        self.run(Op::delete_if(key, expected)).await
+    }
+}

@@ -1,0 +1,222 @@
+//! The blocking path: an `r2d2` pool of plain connections, for code with no
+//! async runtime.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use redis::{ConnectionLike, RedisError, Value};
+
+use super::commands::Op;
+use super::config::RedisConfig;
+use super::target::{lock, Target};
+use crate::backend::{Backend, BlockingBackend, Stored};
+use crate::error::BackendError;
+use crate::generation::Generation;
+use crate::key::Key;
+
+/// A Redis backend for code with no async runtime (scripts, CLIs, plain
+/// threads), on an `r2d2` pool. Use it through
+/// [`BlockingSynchronizer`](crate::BlockingSynchronizer); inside async code
+/// use [`RedisBackend`](crate::RedisBackend), which does not block the
+/// runtime's threads.
+///
+/// Waiting for a pooled connection is bounded by the connect timeout and
+/// every reply by the response timeout.
+///
+/// ```no_run
+/// use gensync::{BlockingRedisBackend, BlockingSynchronizer, Key};
+///
+/// # fn main() -> Result<(), gensync::Error> {
+/// let backend = BlockingRedisBackend::open("redis://127.0.0.1:6379")?;
+/// let sync = BlockingSynchronizer::new(backend, Key::parse("site:settings")?);
+/// if sync.is_expired() {
+///     // reload, then record what the check saw
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct BlockingRedisBackend {
+    target: Arc<Target>,
+    pool: r2d2::Pool<Manager>,
+    connects: Arc<Mutex<Connects>>,
+}
+
+/// What the pool's connect attempts did: r2d2 reports only text, and the
+/// kind of error decides the advice (wrong password versus server down).
+#[derive(Default)]
+struct Connects {
+    /// Why the last finished attempt failed, and when; `None` after a
+    /// success.
+    last_error: Option<(RedisError, Instant)>,
+    /// When each attempt still running began (r2d2 may run several).
+    running: Vec<Instant>,
+}
+
+struct Manager {
+    target: Arc<Target>,
+    connects: Arc<Mutex<Connects>>,
+}
+
+impl Manager {
+    fn try_connect(&self) -> Result<redis::Connection, RedisError> {
+        let config = &self.target.config;
+        let conn = self
+            .target
+            .client
+            .get_connection_with_timeout(config.connect_timeout)?;
+        conn.set_read_timeout(Some(config.response_timeout))?;
+        conn.set_write_timeout(Some(config.response_timeout))?;
+        Ok(conn)
+    }
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = redis::Connection;
+    type Error = RedisError;
+
+    fn connect(&self) -> Result<redis::Connection, RedisError> {
+        let began = Instant::now();
+        lock(&self.connects).running.push(began);
+        let result = self.try_connect();
+        let mut connects = lock(&self.connects);
+        if let Some(i) = connects.running.iter().position(|t| *t == began) {
+            connects.running.swap_remove(i);
+        }
+        connects.last_error = result.as_ref().err().map(|e| (e.clone(), Instant::now()));
+        result
+    }
+
+    fn is_valid(&self, conn: &mut redis::Connection) -> Result<(), RedisError> {
+        redis::cmd("PING").query::<()>(conn)
+    }
+
+    fn has_broken(&self, conn: &mut redis::Connection) -> bool {
+        !conn.is_open()
+    }
+}
+
+impl BlockingRedisBackend {
+    /// A blocking backend for `url` with the default [`RedisConfig`].
+    /// Makes no connection yet; a bad URL is an error now.
+    pub fn open(url: &str) -> Result<Self, BackendError> {
+        Self::with_config(url, RedisConfig::default())
+    }
+
+    /// A blocking backend for `url` with the given timeouts and pool size.
+    pub fn with_config(url: &str, config: RedisConfig) -> Result<Self, BackendError> {
+        let target = Arc::new(Target::open(url, config)?);
+        let connects = Arc::new(Mutex::new(Connects::default()));
+        let pool = r2d2::Pool::builder()
+            .max_size(target.config.pool_size)
+            .min_idle(Some(0))
+            .connection_timeout(target.config.connect_timeout)
+            // A checkout costs no extra round trip; a dead connection shows
+            // itself on first use and is dropped then.
+            .test_on_check_out(false)
+            // We report failures ourselves, redacted and with advice.
+            .error_handler(Box::new(r2d2::NopErrorHandler))
+            .build_unchecked(Manager {
+                target: Arc::clone(&target),
+                connects: Arc::clone(&connects),
+            });
+        Ok(BlockingRedisBackend {
+            target,
+            pool,
+            connects,
+        })
+    }
+
+    /// Connects (if needed) and sends `PING`.
+    pub fn ping(&self) -> Result<(), BackendError> {
+        self.run(Op::ping())
+    }
+
+    /// The server's name for messages: `Redis at <url>`, password redacted.
+    pub fn describe(&self) -> &str {
+        &self.target.name
+    }
+
+    fn run<T>(&self, op: Op<T>) -> Result<T, BackendError> {
+        let asked = Instant::now();
+        let mut conn = self.pool.get().map_err(|_| self.pool_error(asked))?;
+        (op.read)(op.cmd.query::<Value>(&mut *conn)).map_err(|e| self.target.error(&e))
+    }
+
+    /// Why no connection came for a checkout that began at `asked`.
+    fn pool_error(&self, asked: Instant) -> BackendError {
+        let state = self.pool.state();
+        let config = &self.target.config;
+        if state.connections >= config.pool_size && state.idle_connections == 0 {
+            return BackendError::PoolExhausted {
+                target: self.target.name.clone(),
+                after: config.connect_timeout,
+            };
+        }
+        let (last, oldest_running) = {
+            let connects = lock(&self.connects);
+            (
+                connects.last_error.clone(),
+                connects.running.iter().min().copied(),
+            )
+        };
+        // r2d2 retries a failed connect every half connect timeout. A
+        // failure during this checkout is the server's latest word. Else an
+        // attempt that has run half the timeout is hanging (a paused or
+        // firewalled server): a timeout, whatever an earlier attempt said.
+        // One that just began tells nothing yet, so the last failure stands.
+        let hanging = oldest_running.is_some_and(|t| t.elapsed() >= config.connect_timeout / 2);
+        match last {
+            Some((e, at)) if at >= asked || !hanging => self.target.error(&e),
+            _ => BackendError::Timeout {
+                target: self.target.name.clone(),
+                after: config.connect_timeout,
+            },
+        }
+    }
+}
+
+impl std::fmt::Debug for BlockingRedisBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockingRedisBackend")
+            .field("target", &self.target.name)
+            .field("config", &self.target.config)
+            .finish()
+    }
+}
+
+// Each future below finishes without awaiting anything, which is what lets
+// `BlockingSynchronizer` poll it to completion on the calling thread.
+#[async_trait]
+impl Backend for BlockingRedisBackend {
+    async fn get(&self, key: &Key) -> Result<Stored, BackendError> {
+        self.run(Op::get(key))
+    }
+
+    async fn add(
+        &self,
+        key: &Key,
+        generation: Generation,
+        ttl: Duration,
+    ) -> Result<bool, BackendError> {
+        self.run(Op::add(key, generation, ttl))
+    }
+
+    async fn incr(&self, key: &Key, ttl: Duration) -> Result<Stored, BackendError> {
+        self.run(Op::incr(key, ttl))
+    }
+
+    async fn delete(&self, key: &Key) -> Result<(), BackendError> {
+        self.run(Op::delete(key))
+    }
+
+    async fn expire(&self, key: &Key, ttl: Duration) -> Result<bool, BackendError> {
+        self.run(Op::expire(key, ttl))
+    }
+
+    async fn delete_if(&self, key: &Key, expected: Generation) -> Result<bool, BackendError> {
+        self.run(Op::delete_if(key, expected))
+    }
+}
+
+impl BlockingBackend for BlockingRedisBackend {}

@@ -1,0 +1,140 @@
+//! What both paths share: the server they talk to, and how its errors
+//! become a [`BackendError`] that says what to check.
+
+use std::sync::{Mutex, MutexGuard};
+
+use redis::{ErrorKind, RedisError, ServerErrorKind};
+
+use super::config::{check_url, RedisConfig, URL_FORMS};
+use crate::backend::redact::{secrets, RedactedUrl};
+use crate::error::BackendError;
+
+/// What both paths share: the client, the redacted name of the server for
+/// messages, and the secrets to scrub out of the client library's text.
+pub(super) struct Target {
+    pub(super) client: redis::Client,
+    pub(super) name: String,
+    secrets: Vec<String>,
+    pub(super) config: RedisConfig,
+}
+
+impl Target {
+    pub(super) fn open(url: &str, config: RedisConfig) -> Result<Self, BackendError> {
+        config.validate()?;
+        let redacted = RedactedUrl::new(url);
+        check_url(url, &redacted)?;
+        let secrets = secrets(url);
+        let client = redis::Client::open(url).map_err(|e| {
+            BackendError::Config(format!(
+                "invalid Redis URL {redacted}: {}; expected {URL_FORMS}",
+                scrub(&e.to_string(), &secrets)
+            ))
+        })?;
+        Ok(Target {
+            client,
+            name: format!("Redis at {redacted}"),
+            secrets,
+            config,
+        })
+    }
+
+    /// Turns a client error into a message that says what to check.
+    pub(super) fn error(&self, e: &RedisError) -> BackendError {
+        let target = self.name.clone();
+        let reason = scrub(&e.to_string(), &self.secrets);
+        let code = e.code().unwrap_or_default();
+        if e.is_timeout() {
+            BackendError::Timeout {
+                target,
+                after: self.config.response_timeout,
+            }
+        } else if e.kind() == ErrorKind::AuthenticationFailed
+            || e.kind() == ErrorKind::Server(ServerErrorKind::NoPerm)
+            || matches!(code, "NOAUTH" | "WRONGPASS" | "NOPERM")
+        {
+            BackendError::Auth { target, reason }
+        } else if e.is_connection_refusal() {
+            BackendError::Unreachable { target, reason }
+        } else if e.is_connection_dropped() {
+            // Also how Redis turns clients away at `maxclients`: it closes
+            // the connection, and the client sees a reset or an EOF.
+            BackendError::Disconnected { target, reason }
+        } else if e.is_io_error() {
+            BackendError::Unreachable { target, reason }
+        } else if e.kind() == ErrorKind::InvalidClientConfig {
+            BackendError::Config(format!("{target}: {reason}"))
+        } else {
+            BackendError::Server { target, reason }
+        }
+    }
+}
+
+/// Whether a connection that produced this error should be dropped and
+/// a new one made: anything but a clean error reply from the server.
+pub(super) fn breaks_connection(e: &RedisError) -> bool {
+    !matches!(e.kind(), ErrorKind::Server(_)) || e.is_connection_dropped()
+}
+
+/// Locks a mutex whose holders never leave its data half-changed, so a
+/// panic elsewhere that poisoned it leaves nothing to distrust.
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn scrub(text: &str, secrets: &[String]) -> String {
+    secrets
+        .iter()
+        .fold(text.to_owned(), |acc, s| acc.replace(s.as_str(), "***"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::redis::RedisBackend;
+
+    #[test]
+    fn bad_urls_are_refused_with_advice_and_no_secret() {
+        for url in [
+            "http://user:s3cret-pw@host:6379",
+            "127.0.0.1:6379",
+            "redis://user:s3cret-pw@[bad",
+            "",
+        ] {
+            let err = RedisBackend::open(url).unwrap_err();
+            let text = err.to_string();
+            assert!(matches!(err, BackendError::Config(_)), "{url}: {err:?}");
+            assert!(!text.contains("s3cret"), "{text}");
+            assert!(!format!("{err:?}").contains("s3cret"), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn io_errors_advise_by_what_the_socket_did() {
+        use std::io::ErrorKind::{ConnectionRefused, ConnectionReset, UnexpectedEof};
+        let target =
+            Target::open("redis://:s3cret-pw@127.0.0.1:1", RedisConfig::default()).unwrap();
+        let error = |kind| target.error(&RedisError::from(std::io::Error::from(kind)));
+        let refused = error(ConnectionRefused);
+        assert!(
+            matches!(refused, BackendError::Unreachable { .. }),
+            "{refused:?}"
+        );
+        assert!(
+            refused.to_string().ends_with("is the server running?"),
+            "{refused}"
+        );
+        for kind in [ConnectionReset, UnexpectedEof] {
+            let dropped = error(kind);
+            assert!(
+                matches!(dropped, BackendError::Disconnected { .. }),
+                "{dropped:?}"
+            );
+            let text = dropped.to_string();
+            assert!(
+                text.starts_with("Redis at redis://:***@127.0.0.1:1 closed the connection: "),
+                "{text}"
+            );
+            assert!(text.ends_with("maxclients limit?"), "{text}");
+        }
+    }
+}
