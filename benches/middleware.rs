@@ -5,7 +5,13 @@
 //! - `bare`: a `service_fn` that answers at once (the baseline);
 //! - `memory_current`: the same service behind `SettingsReloadLayer`, on
 //!   the in-memory backend, with the settings current, so every request
-//!   pays one check that finds nothing to do.
+//!   pays one check that finds nothing to do;
+//! - `memory_current_exported` (with `--features metrics`): the same, with
+//!   the reloader's metrics going to a Prometheus recorder.
+//!
+//! `cargo bench --bench middleware` measures the crate as a library user
+//! gets it by default; `cargo bench --bench middleware --features metrics`
+//! adds what the `metrics` feature costs, without and with a recorder.
 //!
 //! Both run on a current-thread tokio runtime and drive the service the
 //! way a server does: `ready()`, then `call()`, then await the response.
@@ -39,11 +45,8 @@ where
     start.elapsed()
 }
 
-fn middleware(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
+/// A reloader on the in-memory backend whose settings are current.
+fn current_reloader(rt: &tokio::runtime::Runtime) -> Reloader<u64> {
     let key = Key::new(["bench", "middleware"]).expect("a valid key");
     let sync = Synchronizer::new(MemoryBackend::new(), key);
     let reloader = Reloader::builder(sync, || async { Ok::<_, Infallible>(7u64) })
@@ -53,6 +56,15 @@ fn middleware(c: &mut Criterion) {
         reloader.reload_now().await.expect("the first load");
         assert_eq!(*reloader.check().await, 7);
     });
+    reloader
+}
+
+fn middleware(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let reloader = current_reloader(&rt);
     let before = reloader.metrics();
 
     let mut group = c.benchmark_group("middleware");
@@ -65,6 +77,22 @@ fn middleware(c: &mut Criterion) {
         b.to_async(&rt)
             .iter_custom(|iters| drive(layer.layer(service_fn(answer)), iters))
     });
+    #[cfg(feature = "metrics")]
+    {
+        // Built under the recorder, so its handles record into it.
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let exported = metrics::with_local_recorder(&recorder, || current_reloader(&rt));
+        group.bench_function("memory_current_exported", |b| {
+            let layer = SettingsReloadLayer::new(exported.clone());
+            b.to_async(&rt)
+                .iter_custom(|iters| drive(layer.layer(service_fn(answer)), iters))
+        });
+        let text = recorder.handle().render();
+        assert!(
+            text.contains("gensync_check_duration_seconds"),
+            "the recorder saw the checks:\n{text}"
+        );
+    }
     group.finish();
 
     // Every request was a check that found the settings current.

@@ -7,7 +7,7 @@
 //! uses the in-memory backend, which only this one process sees.
 //!
 //! ```sh
-//! cargo run --example settings_server
+//! cargo run --example settings_server --features metrics
 //! curl -s localhost:8080/settings
 //! curl -s -X PUT localhost:8080/settings -d '{"site_name": "my site", "theme": "dark"}'
 //! ```
@@ -19,7 +19,7 @@
 //!
 //! ```sh
 //! redis-server --port 6379 --save '' &
-//! cargo build --example settings_server
+//! cargo build --example settings_server --features metrics
 //! for port in 8081 8082 8083; do
 //!     target/debug/examples/settings_server --listen 127.0.0.1:$port \
 //!         --redis redis://127.0.0.1:6379 --settings ./settings.json &

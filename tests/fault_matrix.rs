@@ -1,4 +1,4 @@
-//! The fault matrix (issue 4): each fault injected into a real
+//! The fault matrix: each fault injected into a real
 //! redis-server, the loader or a writer while a fleet of three "processes"
 //! serves at least 64 concurrent requests through the tower layer, with the
 //! promises of that fault asserted, not just the absence of a panic.
@@ -78,7 +78,7 @@ fn main() {
 
 type RowFuture = Pin<Box<dyn Future<Output = Result<Row, String>>>>;
 
-/// The rows, in the issue's order. Nothing runs until awaited.
+/// The rows, in FAULTS.md's order. Nothing runs until awaited.
 fn matrix() -> Vec<(&'static str, RowFuture)> {
     vec![
         (

@@ -41,7 +41,7 @@ fn binary() -> &'static Path {
             .join("examples")
             .join(format!("settings_server{}", std::env::consts::EXE_SUFFIX));
 
-        let mut features = vec!["testing"];
+        let mut features = vec!["testing", "metrics"];
         if cfg!(feature = "cli") {
             features.push("cli");
         }
@@ -479,7 +479,8 @@ async fn the_in_memory_default_serves_puts_health_and_metrics() {
         "gensync_reload_failures_total",
     ] {
         assert!(
-            text.lines().any(|l| l.starts_with(&format!("{name}{labels} "))),
+            text.lines()
+                .any(|l| l.starts_with(&format!("{name}{labels} "))),
             "no {name} in:\n{text}"
         );
     }

@@ -9,119 +9,37 @@ use std::task::{ready, Context, Poll};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::metrics::Stopwatch;
-use super::reloader::{BoxFuture, Reloader};
+use super::reloader::BoxFuture;
 use super::snapshot::Snapshot;
-use crate::synchronizer::Check;
 
 /// The future of [`Reloader::check`]: resolves to the settings a request
 /// should use.
 ///
-/// It reads the shared generation, and when the settings are current it
-/// answers at once with no further allocation; only an expired check goes
-/// on to join or start a reload.
+/// The check runs as one boxed future: the synchronizer is a trait object
+/// whose calls allocate anyway, and one box around the whole check costs
+/// no more than one around the read alone.
 #[must_use = "futures do nothing unless polled"]
 pub struct CheckFuture<S> {
-    step: Step<S>,
+    check: BoxFuture<Snapshot<S>>,
 }
 
-enum Step<S> {
-    Reading {
-        reloader: Reloader<S>,
-        began: u64,
-        stopwatch: Stopwatch,
-        read: BoxFuture<Check>,
-    },
-    CatchingUp {
-        reloader: Reloader<S>,
-        stopwatch: Stopwatch,
-        catch_up: BoxFuture<Snapshot<S>>,
-    },
-    Done,
-}
-
-impl<S: Send + Sync + 'static> CheckFuture<S> {
-    pub(super) fn new(reloader: Reloader<S>, began: u64, read: BoxFuture<Check>) -> Self {
-        CheckFuture {
-            step: Step::Reading {
-                reloader,
-                began,
-                stopwatch: Stopwatch::start(),
-                read,
-            },
-        }
+impl<S> CheckFuture<S> {
+    pub(super) fn new(check: BoxFuture<Snapshot<S>>) -> Self {
+        CheckFuture { check }
     }
 }
 
-impl<S: Send + Sync + 'static> Future for CheckFuture<S> {
+impl<S> Future for CheckFuture<S> {
     type Output = Snapshot<S>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Snapshot<S>> {
-        // Every field is Unpin (handles and boxed futures).
-        let step = &mut self.get_mut().step;
-        loop {
-            match step {
-                Step::Reading {
-                    reloader,
-                    began,
-                    read,
-                    ..
-                } => {
-                    let check = ready!(read.as_mut().poll(cx));
-                    let slow = match reloader.after_read(check, *began) {
-                        Ok(snapshot) => return Poll::Ready(finish(step, snapshot)),
-                        Err(slow) => slow,
-                    };
-                    let Step::Reading {
-                        reloader,
-                        stopwatch,
-                        ..
-                    } = std::mem::replace(step, Step::Done)
-                    else {
-                        unreachable!("matched as Reading above")
-                    };
-                    *step = Step::CatchingUp {
-                        reloader,
-                        stopwatch,
-                        catch_up: slow,
-                    };
-                }
-                Step::CatchingUp { catch_up, .. } => {
-                    let snapshot = ready!(catch_up.as_mut().poll(cx));
-                    return Poll::Ready(finish(step, snapshot));
-                }
-                Step::Done => panic!("CheckFuture polled after it completed"),
-            }
-        }
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Snapshot<S>> {
+        self.check.as_mut().poll(cx)
     }
-}
-
-/// Ends a check: counts it and hands out its snapshot.
-fn finish<S: Send + Sync + 'static>(step: &mut Step<S>, snapshot: Snapshot<S>) -> Snapshot<S> {
-    match std::mem::replace(step, Step::Done) {
-        Step::Reading {
-            reloader,
-            stopwatch,
-            ..
-        }
-        | Step::CatchingUp {
-            reloader,
-            stopwatch,
-            ..
-        } => reloader.served(stopwatch, &snapshot),
-        Step::Done => {}
-    }
-    snapshot
 }
 
 impl<S> fmt::Debug for CheckFuture<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let step = match self.step {
-            Step::Reading { .. } => "reading the shared generation",
-            Step::CatchingUp { .. } => "waiting for a reload",
-            Step::Done => "done",
-        };
-        f.debug_struct("CheckFuture").field("step", &step).finish()
+        f.debug_struct("CheckFuture").finish_non_exhaustive()
     }
 }
 
@@ -200,8 +118,8 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
-            State::Checking { check, .. } => format!("checking ({check:?})"),
-            State::Calling { .. } => "calling the inner service".to_owned(),
+            State::Checking { .. } => "checking the settings",
+            State::Calling { .. } => "calling the inner service",
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)

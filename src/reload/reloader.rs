@@ -17,7 +17,7 @@ use super::metrics::{Counters, ReloadMetrics, Stopwatch};
 use super::publish::Writers;
 use super::snapshot::{Inner as SnapshotInner, Snapshot};
 use super::source::SettingsLoader;
-use crate::synchronizer::{Check, GenerationSynchronizer, Observed};
+use crate::synchronizer::{GenerationSynchronizer, Observed};
 
 /// A boxed future, for the parts of a check that run on a trait object.
 pub(super) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -157,48 +157,34 @@ impl<S: Send + Sync + 'static> Reloader<S> {
     /// the reload outlasts the wait bound, it returns the last good
     /// settings and counts that in [`ReloadMetrics::stale_served`].
     pub fn check(&self) -> CheckFuture<S> {
-        let shared = &self.shared;
-        let began = shared.flight.began();
-        shared.counters.checks.add();
-        let sync = Arc::clone(&shared.sync);
-        CheckFuture::new(
-            self.clone(),
-            began,
-            Box::pin(async move { sync.check().await }),
-        )
+        let this = self.clone();
+        CheckFuture::new(Box::pin(async move { this.checked().await }))
     }
 
-    /// What a check does once it has read the shared generation: the
-    /// settings in service when they are current, else the way to bring
-    /// them up to date.
-    pub(super) fn after_read(
-        &self,
-        check: Check,
-        began: u64,
-    ) -> Result<Snapshot<S>, BoxFuture<Snapshot<S>>> {
-        let counters = &self.shared.counters;
-        if !check.is_expired() {
-            return Ok(self.current());
-        }
-        counters.expired.add();
-        if check.shared == Observed::Unavailable {
-            counters.backend_errors.add();
-        }
-        let this = self.clone();
-        Err(Box::pin(async move {
-            match this.catch_up(check, began, false).await {
+    async fn checked(self) -> Snapshot<S> {
+        let shared = &self.shared;
+        let stopwatch = Stopwatch::start();
+        let began = shared.flight.began();
+        let counters = &shared.counters;
+        counters.checks.add();
+        let check = shared.sync.check().await;
+        let snapshot = if !check.is_expired() {
+            self.current()
+        } else {
+            counters.expired.add();
+            if check.shared == Observed::Unavailable {
+                counters.backend_errors.add();
+            }
+            match self.catch_up(check, began, false).await {
                 Ok(snapshot) => snapshot,
                 Err(stale) => {
-                    this.shared.counters.stale_served.add();
+                    counters.stale_served.add();
                     stale
                 }
             }
-        }))
-    }
-
-    /// Counts a check that is about to hand out `snapshot`.
-    pub(super) fn served(&self, stopwatch: Stopwatch, snapshot: &Snapshot<S>) {
-        self.shared.counters.served(stopwatch, snapshot);
+        };
+        counters.served(stopwatch, &snapshot);
+        snapshot
     }
 
     /// Loads the settings now, whatever the generation says and whatever

@@ -35,7 +35,7 @@ pub struct BlockingSynchronizer<B> {
 }
 
 impl<B: BlockingBackend> BlockingSynchronizer<B> {
-    /// A blocking synchronizer for `key` with the [`DEFAULT_TTL`].
+    /// A blocking synchronizer for `key` with the [`DEFAULT_TTL`](super::DEFAULT_TTL).
     pub fn new(backend: B, key: Key) -> Self {
         BlockingSynchronizer {
             inner: Synchronizer::new(backend, key),

@@ -250,10 +250,10 @@ impl<B: Backend> GenerationSynchronizer for Synchronizer<B> {
 
     async fn check(&self) -> Check {
         let local = self.sync_gen();
-        let shared = self
-            .read()
-            .await
-            .map_or(Observed::Unavailable, Observed::from);
+        // The read written out rather than a call of `read`, whose future
+        // would be boxed again around this one.
+        let reply = self.reply("get", self.backend.get(&self.key).await);
+        let shared = reply.map_or(Observed::Unavailable, Observed::from);
         let check = Check { local, shared };
         tracing::debug!(
             key = %self.key,

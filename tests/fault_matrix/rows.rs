@@ -167,9 +167,9 @@ pub async fn key_corrupted() -> Result<Row, String> {
 }
 
 /// Damages the key, then saves the next version and bumps, round after
-/// round within a second or so (the window of the reference's ABA): every
-/// instance reads as expired and reloads, the bump's generation is one no
-/// instance held, and the key ends valid for a year.
+/// round within a second or so (where seconds as generations would repeat
+/// a value): every instance reads as expired and reloads, the bump's
+/// generation is one no instance held, and the key ends valid for a year.
 async fn damage_rounds(damages: &[Damage]) -> Result<Row, String> {
     let mut t = healthy_trial(Options::default()).await?;
     // The writer is a separate process, as an operator's `gensync bump`
