@@ -379,6 +379,59 @@ async fn subscribers_hear_of_each_reload_with_old_and_new() {
     assert_eq!(*heard.lock().unwrap(), vec![(0, 1), (1, 2)]);
 }
 
+#[test]
+fn listeners_may_register_remove_and_panic_without_stopping_reloads() {
+    // On a thread of its own, so a deadlock fails this test instead of
+    // hanging the runtime that would have to shut down around it.
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _ = done.send(rt.block_on(listeners_that_change_listeners()));
+    });
+    let heard = finished
+        .recv_timeout(Duration::from_secs(20))
+        .expect("two reloads finished: no listener blocked them");
+    // The self-removing listener heard the first reload only; the one
+    // registered during the first reload heard the second.
+    assert_eq!(heard, vec![(0, 1), (1, 2)]);
+}
+
+async fn listeners_that_change_listeners() -> Vec<(u64, u64)> {
+    let source = Source::at(1);
+    let reloader = builder(MemoryBackend::new(), &source).build(0).unwrap();
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    // Registers a new listener on each reload, from inside a listener.
+    let (r, h) = (reloader.clone(), Arc::clone(&heard));
+    reloader.on_reload(move |_, new| {
+        let (h, version) = (Arc::clone(&h), **new);
+        r.on_reload(move |_, new| h.lock().unwrap().push((version, **new)));
+    });
+    // Removes itself on its first call.
+    let once = Arc::new(Mutex::new(None));
+    let (r, o, h) = (reloader.clone(), Arc::clone(&once), Arc::clone(&heard));
+    let id = reloader.on_reload(move |_, new| {
+        h.lock().unwrap().push((0, **new));
+        let id = o
+            .lock()
+            .unwrap()
+            .expect("registered before the first reload");
+        assert!(r.remove_listener(id), "still registered at its first call");
+    });
+    *once.lock().unwrap() = Some(id);
+    reloader.on_reload(|_, _| panic!("a broken listener"));
+
+    assert_eq!(*reloader.reload_now().await.unwrap(), 1);
+    source.version.store(2, SeqCst);
+    assert_eq!(*reloader.reload_now().await.unwrap(), 2);
+    assert!(!reloader.remove_listener(id), "removed by itself");
+    assert_eq!(reloader.metrics().reloads, 2);
+    let heard = heard.lock().unwrap().clone();
+    heard
+}
+
 #[tokio::test]
 async fn publish_saves_then_bumps_and_every_process_reloads() {
     let source = Arc::new(Source::default());

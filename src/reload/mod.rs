@@ -76,6 +76,7 @@ pub use self::blocking::BlockingReloader;
 pub use self::builder::ReloaderBuilder;
 pub use self::future::{CheckFuture, ResponseFuture};
 pub use self::layer::{SettingsReload, SettingsReloadLayer};
+pub use self::listeners::ListenerId;
 pub use self::metrics::ReloadMetrics;
 pub use self::publish::PublishError;
 pub use self::reloader::Reloader;

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use super::builder::{Config, ReloaderBuilder};
 use super::flight::Flight;
 use super::future::CheckFuture;
-use super::listeners::Listeners;
+use super::listeners::{ListenerId, Listeners};
 use super::metrics::{Counters, ReloadMetrics, Stopwatch};
 use super::publish::Writers;
 use super::snapshot::{Inner as SnapshotInner, Snapshot};
@@ -136,9 +136,20 @@ impl<S> Reloader<S> {
     }
 
     /// Calls `listener(old, new)` after each reload, on the task that
-    /// loaded. A panicking listener is caught and logged.
-    pub fn on_reload(&self, listener: impl Fn(&Snapshot<S>, &Snapshot<S>) + Send + Sync + 'static) {
-        self.shared.listeners.add(Box::new(listener));
+    /// loaded. A panicking listener is caught and logged. A listener may
+    /// itself add or remove listeners; that takes effect from the next
+    /// reload.
+    pub fn on_reload(
+        &self,
+        listener: impl Fn(&Snapshot<S>, &Snapshot<S>) + Send + Sync + 'static,
+    ) -> ListenerId {
+        self.shared.listeners.add(Arc::new(listener))
+    }
+
+    /// Stops calling a listener given to [`on_reload`](Self::on_reload).
+    /// Returns whether it was still registered.
+    pub fn remove_listener(&self, id: ListenerId) -> bool {
+        self.shared.listeners.remove(id)
     }
 }
 
