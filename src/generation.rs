@@ -45,6 +45,18 @@ impl Generation {
         Generation(FRESH_MIN + mixed % (FRESH_MAX - FRESH_MIN + 1))
     }
 
+    /// This generation as a process reads it after its backend's server
+    /// changed `epoch` times: itself at epoch 0, else a value mixed with the
+    /// epoch, so an equal stored value read from another server never
+    /// matches one recorded before.
+    pub(crate) fn in_epoch(self, epoch: u64) -> Self {
+        if epoch == 0 {
+            return self;
+        }
+        let mixed = splitmix64(self.0 ^ splitmix64(epoch));
+        Generation(FRESH_MIN + mixed % (FRESH_MAX - FRESH_MIN + 1))
+    }
+
     /// Wraps a raw value. Returns `None` for 0, which is never a valid
     /// generation (it stands for "none recorded").
     pub fn new(value: u64) -> Option<Self> {

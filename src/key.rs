@@ -20,6 +20,8 @@ pub const DEFAULT_NAMESPACE: &str = "gensync";
 /// trimmed of surrounding whitespace, empty ones are dropped, and the
 /// separator `:` (and the escape character `%`) inside a component is
 /// percent-escaped, so `["a:b", "c"]` and `["a", "b:c"]` are different keys.
+/// Braces are escaped too, so a key never carries a Redis Cluster hash tag
+/// of its own and its [companions](Key::companion) share its slot.
 /// A key longer than [`MAX_KEY_LEN`] bytes, or holding bytes a backend or a
 /// log line should not carry (whitespace, control characters, non-ASCII),
 /// is replaced by `NAMESPACE:%sha256:<hex digest>`.
@@ -100,12 +102,20 @@ impl Key {
         Key::new(text.split(SEP))
     }
 
-    /// A companion key for bookkeeping beside this one (a writers' lock).
-    /// `%` never appears unescaped in a user's component, so no user key
-    /// can collide with it.
-    pub(crate) fn companion(&self, name: &str) -> Key {
+    /// A companion key for bookkeeping beside this one (the writers' lease,
+    /// its fencing token, pending intents): `{<key>}:%<name>`.
+    ///
+    /// The braces make this key's whole text the companion's Redis Cluster
+    /// hash tag, so both live on one slot and one script can touch both. No
+    /// user key can collide with it: a rendered key never starts with `{`.
+    ///
+    /// ```
+    /// let key = gensync::Key::parse("site:settings").unwrap();
+    /// assert_eq!(key.companion("lock").as_str(), "{gensync:site:settings}:%lock");
+    /// ```
+    pub fn companion(&self, name: &str) -> Key {
         Key {
-            rendered: format!("{}:%{name}", self.rendered),
+            rendered: format!("{{{}}}:%{name}", self.rendered),
         }
     }
 
@@ -126,6 +136,8 @@ fn escape(part: &str) -> String {
         match c {
             '%' => out.push_str("%25"),
             ':' => out.push_str("%3A"),
+            '{' => out.push_str("%7B"),
+            '}' => out.push_str("%7D"),
             c => out.push(c),
         }
     }
@@ -231,6 +243,13 @@ mod tests {
             Key::new(["caf\u{e9}"]).unwrap(),
             Key::new(["cafe"]).unwrap()
         );
+    }
+
+    #[test]
+    fn braces_are_escaped_so_companions_share_the_slot() {
+        let k = Key::with_namespace("n{s}", ["a{b}", "}c{"]).unwrap();
+        assert_eq!(k.as_str(), "n%7Bs%7D:a%7Bb%7D:%7Dc%7B");
+        assert_eq!(k.companion("lock").as_str(), format!("{{{k}}}:%lock"));
     }
 
     #[test]

@@ -72,6 +72,7 @@
 
 mod backend;
 mod error;
+mod fence;
 mod generation;
 mod key;
 pub mod reload;
@@ -84,6 +85,7 @@ pub use backend::{
     RedisConfig, Stored,
 };
 pub use error::{BackendError, Error};
+pub use fence::Fence;
 pub use generation::{Generation, ParseGenerationError};
 pub use key::{Key, KeyError, DEFAULT_NAMESPACE, MAX_KEY_LEN};
 pub use synchronizer::{

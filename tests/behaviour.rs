@@ -8,7 +8,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gensync::{GenerationSynchronizer, Key, Observed, Synchronizer, WriterLock};
+use gensync::{
+    Generation, GenerationSynchronizer, Key, Observed, Stored, Synchronizer, WriterLock,
+};
 use support::Store;
 
 fn key() -> Key {
@@ -149,32 +151,108 @@ async fn concurrent_bumps_are_all_counted(store: impl Store) {
     for t in tasks {
         values.insert(t.await.unwrap().get());
     }
-    let expected: HashSet<u64> = (1..=20).map(|n| first.get() + n).collect();
-    assert_eq!(values, expected, "each bump returned its own increment");
+    assert_eq!(values.len(), 20, "each bump returned its own value");
+    assert!(values.iter().all(|v| *v > first.get()), "bumps only add");
+    // Each added its step to the last: the value kept is the greatest.
+    let kept = Synchronizer::new(store.process(), key()).read().await;
+    assert_eq!(
+        kept,
+        Ok(Stored::Value(
+            Generation::new(*values.iter().max().unwrap()).unwrap()
+        ))
+    );
 }
 
-async fn the_writers_lock_is_owned_by_its_token(store: impl Store) {
+async fn the_writers_lease_is_owned_by_its_token_and_fences_grow(store: impl Store) {
     let a = Synchronizer::new(store.process(), key());
     let b = Synchronizer::new(store.process(), key());
-    let (mine, theirs) = (gensync::Generation::fresh(), gensync::Generation::fresh());
+    let (mine, theirs) = (Generation::fresh(), Generation::fresh());
     let ttl = Duration::from_secs(30);
-    assert!(a.try_lock(mine, ttl).await.unwrap());
-    assert!(!b.try_lock(theirs, ttl).await.unwrap(), "held");
+    let first = a.try_lock(mine, ttl).await.unwrap().expect("free");
+    assert_eq!(b.try_lock(theirs, ttl).await.unwrap(), None, "held");
+    assert!(!b.renew(theirs, ttl).await.unwrap(), "not theirs to renew");
     assert!(!b.unlock(theirs).await.unwrap(), "not theirs to release");
+    assert!(a.renew(mine, ttl).await.unwrap());
+    // Taking it again while holding it is no error: a retried call.
+    let again = a.try_lock(mine, ttl).await.unwrap().expect("still mine");
+    assert!(again > first, "{again} > {first}");
     assert!(a.unlock(mine).await.unwrap());
-    assert!(b.try_lock(theirs, ttl).await.unwrap(), "free again");
-    // The lock lives beside the key, not at it.
+    let next = b.try_lock(theirs, ttl).await.unwrap().expect("free again");
+    assert!(next > again, "{next} > {again}");
+    // The lease lives beside the key, not at it.
     assert_eq!(a.check().await.shared, Observed::Missing);
 }
 
-async fn an_intent_creates_a_missing_key_and_keeps_an_existing_one(store: impl Store) {
+async fn an_intent_alone_is_no_change(store: impl Store) {
     let reader = Synchronizer::new(store.process(), key());
     let writer = Synchronizer::new(store.process(), key());
-    writer.mark_intent(Duration::from_secs(30)).await.unwrap();
-    let created = reader.check().await.observed().expect("created");
-    reader.record(created);
-    writer.mark_intent(Duration::from_secs(30)).await.unwrap();
+    reader.refresh().await.unwrap();
+    writer
+        .mark_intent(Generation::fresh(), Duration::from_secs(30))
+        .await
+        .unwrap();
     assert!(!reader.is_expired().await, "an intent alone is no change");
+}
+
+/// How long the intents below last: long enough for the calls made while
+/// one is pending, short enough to wait out.
+const LEASE: Duration = Duration::from_millis(600);
+
+/// Waits until the key lapsed, for at most `bound`.
+async fn lapses_within(reader: &Synchronizer<impl gensync::Backend>, bound: Duration) -> bool {
+    let until = Instant::now() + bound;
+    while Instant::now() < until {
+        if reader.check().await.shared == Observed::Missing {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+async fn a_pending_intent_survives_other_bumps(store: impl Store) {
+    let reader = Synchronizer::new(store.process(), key());
+    let dead = Synchronizer::new(store.process(), key());
+    let other = Synchronizer::new(store.process(), key());
+    reader.refresh().await.unwrap();
+    // A writer records its intent, saves, and dies before its bump; then
+    // an operator bumps and another writer publishes.
+    dead.mark_intent(Generation::fresh(), LEASE).await.unwrap();
+    other.mark_updated().await.unwrap();
+    let token = Generation::fresh();
+    other.try_lock(token, LEASE * 10).await.unwrap().unwrap();
+    other.mark_intent(token, LEASE * 10).await.unwrap();
+    other.mark_updated_by(token).await.unwrap();
+    other.unlock(token).await.unwrap();
+    // The dead writer's intent still lapses the key, so every process
+    // reloads what it saved.
+    assert!(
+        lapses_within(&reader, LEASE * 5).await,
+        "the key outlived a dead writer's intent"
+    );
+}
+
+async fn a_key_created_while_an_intent_is_pending_lapses_with_it(store: impl Store) {
+    let reader = Synchronizer::new(store.process(), key());
+    let dead = Synchronizer::new(store.process(), key());
+    dead.mark_intent(Generation::fresh(), LEASE).await.unwrap();
+    // Missing until a reader creates it, after the writer's save.
+    reader.refresh().await.unwrap();
+    assert!(lapses_within(&reader, LEASE * 5).await);
+}
+
+async fn a_writers_own_bump_ends_its_intent(store: impl Store) {
+    let reader = Synchronizer::new(store.process(), key());
+    let writer = Synchronizer::new(store.process(), key());
+    reader.refresh().await.unwrap();
+    let token = Generation::fresh();
+    writer.mark_intent(token, LEASE).await.unwrap();
+    let bumped = writer.mark_updated_by(token).await.unwrap();
+    assert!(
+        !lapses_within(&reader, LEASE * 2).await,
+        "the key lapsed although its only writer bumped"
+    );
+    assert_eq!(reader.check().await.observed(), Some(bumped));
 }
 
 on_every_store!(
@@ -186,7 +264,10 @@ on_every_store!(
     garbage_reads_expired_and_mark_updated_repairs_it,
     a_refresh_replaces_garbage_too,
     concurrent_creators_agree_on_one_value,
-    the_writers_lock_is_owned_by_its_token,
-    an_intent_creates_a_missing_key_and_keeps_an_existing_one,
+    the_writers_lease_is_owned_by_its_token_and_fences_grow,
+    an_intent_alone_is_no_change,
     concurrent_bumps_are_all_counted,
+    a_pending_intent_survives_other_bumps,
+    a_key_created_while_an_intent_is_pending_lapses_with_it,
+    a_writers_own_bump_ends_its_intent,
 );

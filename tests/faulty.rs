@@ -41,17 +41,21 @@ enum Op {
     Add,
     Incr,
     Delete,
-    Expire,
-    DeleteIf,
+    Lock,
+    Renew,
+    Unlock,
+    Intend,
 }
 
-const OPS: [Op; 6] = [
+const OPS: [Op; 8] = [
     Op::Get,
     Op::Add,
     Op::Incr,
     Op::Delete,
-    Op::Expire,
-    Op::DeleteIf,
+    Op::Lock,
+    Op::Renew,
+    Op::Unlock,
+    Op::Intend,
 ];
 
 /// What a call answered.
@@ -62,20 +66,25 @@ enum Reply {
     Unit,
 }
 
-/// Makes one call on the test key; `g` is what `Add` stores and what
-/// `DeleteIf` expects.
+/// Makes one call on the test key; `g` is what `Add` stores and the
+/// writer's token of the lease calls.
 async fn call<B: Backend>(backend: &B, op: Op, g: Generation) -> Result<Reply, BackendError> {
     let key = key();
     Ok(match op {
         Op::Get => Reply::Stored(backend.get(&key).await?),
         Op::Add => Reply::Done(backend.add(&key, g, TTL).await?),
-        Op::Incr => Reply::Stored(backend.incr(&key, TTL).await?),
+        Op::Incr => Reply::Stored(backend.incr(&key, 1, TTL, None).await?),
         Op::Delete => {
             backend.delete(&key).await?;
             Reply::Unit
         }
-        Op::Expire => Reply::Done(backend.expire(&key, TTL).await?),
-        Op::DeleteIf => Reply::Done(backend.delete_if(&key, g).await?),
+        Op::Lock => Reply::Done(backend.lock(&key, g, TTL).await?.is_some()),
+        Op::Renew => Reply::Done(backend.renew(&key, g, TTL, TTL).await?),
+        Op::Unlock => Reply::Done(backend.unlock(&key, g).await?),
+        Op::Intend => {
+            backend.intend(&key, g, TTL, TTL).await?;
+            Reply::Unit
+        }
     })
 }
 
@@ -338,8 +347,11 @@ async fn evict_next_removes_the_key_from_the_inner_backend(store: impl Store) {
         (Op::Add, Reply::Done(true)),
         (Op::Incr, Reply::Stored(Stored::Missing)),
         (Op::Delete, Reply::Unit),
-        (Op::Expire, Reply::Done(false)),
-        (Op::DeleteIf, Reply::Done(false)),
+        // The lease lives beside the key: no eviction of the key stops it.
+        (Op::Lock, Reply::Done(true)),
+        (Op::Renew, Reply::Done(false)),
+        (Op::Unlock, Reply::Done(false)),
+        (Op::Intend, Reply::Unit),
     ];
     for (op, expected) in on_evicted {
         let (backend, faults) = faulty(&store);
@@ -466,9 +478,9 @@ async fn latency_adds_at_least_the_latency(store: impl Store) {
     assert_eq!(
         Tally::of(&faults),
         Tally {
-            calls: 18,
-            delayed: 12,
-            injected: 12,
+            calls: 3 * OPS.len() as u64,
+            delayed: 2 * OPS.len() as u64,
+            injected: 2 * OPS.len() as u64,
             ..Tally::default()
         }
     );
@@ -480,7 +492,10 @@ async fn latency_adds_at_least_the_latency(store: impl Store) {
     assert!(call(&backend, Op::Get, Generation::fresh()).await.is_err());
     assert!(start.elapsed() >= latency);
     let counts = faults.counts();
-    assert_eq!((counts.delayed, counts.failed), (13, 1));
+    assert_eq!(
+        (counts.delayed, counts.failed),
+        (2 * OPS.len() as u64 + 1, 1)
+    );
 }
 
 async fn hang_ends_in_a_timeout_after_t(store: impl Store) {
@@ -506,9 +521,9 @@ async fn hang_ends_in_a_timeout_after_t(store: impl Store) {
     assert_eq!(
         Tally::of(&faults),
         Tally {
-            calls: 8,
-            hung: 8,
-            injected: 8,
+            calls: OPS.len() as u64 + 2,
+            hung: OPS.len() as u64 + 2,
+            injected: OPS.len() as u64 + 2,
             ..Tally::default()
         }
     );
@@ -516,7 +531,7 @@ async fn hang_ends_in_a_timeout_after_t(store: impl Store) {
     faults.heal();
     sync.refresh().await.unwrap();
     assert!(!sync.is_expired().await);
-    assert_eq!(faults.counts().hung, 8);
+    assert_eq!(faults.counts().hung, OPS.len() as u64 + 2);
 }
 
 on_every_store!(
@@ -618,7 +633,7 @@ async fn counts_add_up() {
         step(|f| f.latency(MS), Op::Add, [0, 1, 0, 0, 0, 1]),
         // Two faults on one call: each counted, one call injected.
         step(|f| f.fail_next(1), Op::Get, [1, 1, 0, 0, 0, 1]),
-        step(|f| f.hang(MS), Op::Expire, [0, 1, 1, 0, 0, 1]),
+        step(|f| f.hang(MS), Op::Intend, [0, 1, 1, 0, 0, 1]),
         step(|f| f.latency(Duration::ZERO), Op::Get, [0, 0, 1, 0, 0, 1]),
         step(Faults::heal, Op::Get, [0, 0, 0, 0, 0, 0]),
         step(|f| f.corrupt(true), Op::Get, [0, 0, 0, 1, 0, 1]),
@@ -630,7 +645,7 @@ async fn counts_add_up() {
         step(|f| f.missing(true), Op::Get, [0, 0, 0, 0, 1, 1]),
         // A one-off eviction while every call evicts: one eviction.
         step(|f| f.evict_next(), Op::Incr, [0, 0, 0, 0, 1, 1]),
-        step(|f| f.missing(false), Op::DeleteIf, [0, 0, 0, 0, 0, 0]),
+        step(|f| f.missing(false), Op::Unlock, [0, 0, 0, 0, 0, 0]),
     ];
     let (backend, faults) = faulty(&support::Memory::new());
     let mut total = Tally::default();

@@ -53,7 +53,11 @@ async fn increments_keep_every_bit_of_a_63_bit_generation() {
     let store = Redis::new();
     store.write_raw(&key(), "9007199254740993");
     let writer = Synchronizer::new(store.process(), key());
-    assert_eq!(writer.mark_updated().await.unwrap().get(), 9007199254740994);
+    let bumped = writer.mark_updated().await.unwrap().get();
+    let step = bumped - 9007199254740993;
+    assert!((1..=1 << 40).contains(&step), "a step of {step}");
+    let stored: String = store.raw(redis::cmd("GET").arg(key().as_str()));
+    assert_eq!(stored, bumped.to_string(), "read back exactly");
 }
 
 #[tokio::test]
@@ -81,16 +85,22 @@ async fn the_key_lives_a_year_by_default_and_bumps_renew_a_custom_ttl() {
 }
 
 #[tokio::test]
-async fn an_intent_cuts_the_ttl_and_the_bump_restores_it() {
+async fn an_intent_cuts_the_ttl_and_its_writers_bump_restores_it() {
     let store = Redis::new();
     let sync = Synchronizer::new(store.process(), key());
     sync.refresh().await.unwrap();
-    sync.mark_intent(Duration::from_secs(5)).await.unwrap();
+    let token = gensync::Generation::fresh();
+    sync.mark_intent(token, Duration::from_secs(5))
+        .await
+        .unwrap();
     let pttl: i64 = store.raw(redis::cmd("PTTL").arg(key().as_str()));
     assert!(pttl > 0 && pttl <= 5_000, "cut to the lock's: {pttl}");
     sync.mark_updated().await.unwrap();
     let pttl: i64 = store.raw(redis::cmd("PTTL").arg(key().as_str()));
-    assert!(pttl > 5_000, "restored by the bump: {pttl}");
+    assert!(pttl > 0 && pttl <= 5_000, "kept by another bump: {pttl}");
+    sync.mark_updated_by(token).await.unwrap();
+    let pttl: i64 = store.raw(redis::cmd("PTTL").arg(key().as_str()));
+    assert!(pttl > 5_000, "restored by the writer's bump: {pttl}");
 }
 
 #[tokio::test]
@@ -165,7 +175,9 @@ fn a_late_reply_is_never_read_as_the_next_commands() {
     store.server.resume().unwrap();
     // On the one connection, the owed GET reply arrives before the bump's.
     let bumped = sync.mark_updated().unwrap();
-    assert_eq!(bumped.get(), g.get() + 1);
+    // The owed reply would read back as `g` itself.
+    let step = bumped.get().wrapping_sub(g.get());
+    assert!((1..=1 << 40).contains(&step), "{g} -> {bumped}");
     assert_eq!(sync.check().observed(), Some(bumped));
     let stored: u64 = store.raw(redis::cmd("GET").arg(key().as_str()));
     assert_eq!(stored, bumped.get());

@@ -483,7 +483,8 @@ async fn a_held_lock_is_a_clear_error_and_nothing_is_saved() {
     assert!(other
         .try_lock(Generation::fresh(), Duration::from_secs(30))
         .await
-        .unwrap());
+        .unwrap()
+        .is_some());
     let err = reloader.publish(1).await.unwrap_err();
     assert!(
         matches!(err, PublishError::Locked { tries: 5, .. }),
@@ -508,7 +509,8 @@ async fn a_dead_writers_lock_lapses_and_the_next_writer_goes_on() {
     assert!(dead
         .try_lock(Generation::fresh(), Duration::from_secs(2))
         .await
-        .unwrap());
+        .unwrap()
+        .is_some());
     reloader.publish(5).await.unwrap();
     assert_eq!(source.version.load(SeqCst), 5);
 }
@@ -523,11 +525,9 @@ async fn a_writer_that_dies_between_save_and_bump_still_reaches_everyone() {
     // The writer's steps, stopped after the save: lock, intent, save.
     let lock_ttl = Duration::from_secs(5);
     let writer = Synchronizer::new(backend, key());
-    assert!(writer
-        .try_lock(Generation::fresh(), lock_ttl)
-        .await
-        .unwrap());
-    writer.mark_intent(lock_ttl).await.unwrap();
+    let token = Generation::fresh();
+    assert!(writer.try_lock(token, lock_ttl).await.unwrap().is_some());
+    writer.mark_intent(token, lock_ttl).await.unwrap();
     source.version.store(2, SeqCst);
     // ...and it dies here, before mark_updated.
 

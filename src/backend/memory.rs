@@ -1,14 +1,16 @@
 //! A backend in process memory, for single-process services and tests.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use tokio::time::Instant;
 
 use super::{Backend, BlockingBackend, Stored};
 use crate::error::BackendError;
+use crate::fence::Fence;
 use crate::generation::Generation;
 use crate::key::Key;
 
@@ -34,8 +36,28 @@ use crate::key::Key;
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct MemoryBackend {
-    entries: Arc<Mutex<HashMap<String, Entry>>>,
+    store: Arc<Mutex<Store>>,
+    /// Restores so far: each is a restart of a server that went back in
+    /// time. Apart from the store, so a check reads it without the lock.
+    epoch: Arc<AtomicU64>,
 }
+
+/// Everything behind one lock, so each operation is atomic as a Redis
+/// script is.
+#[derive(Clone, Debug, Default)]
+struct Store {
+    /// Generations, leases and fencing tokens, by rendered key.
+    entries: HashMap<String, Entry>,
+    /// Pending writers' intents (token, lapse), by generation key.
+    intents: HashMap<String, Vec<(Generation, Instant)>>,
+}
+
+/// Everything a [`MemoryBackend`] stored at one moment, to go back to with
+/// [`MemoryBackend::restore`], as a Redis server restarted from an older
+/// snapshot does.
+#[cfg(any(test, feature = "testing"))]
+#[derive(Clone, Debug)]
+pub struct SavePoint(Store);
 
 #[derive(Clone, Debug)]
 struct Entry {
@@ -53,7 +75,7 @@ impl MemoryBackend {
     /// a corrupt value.
     #[cfg(any(test, feature = "testing"))]
     pub fn insert_raw(&self, key: &Key, value: impl Into<String>) {
-        self.lock().insert(
+        self.state().entries.insert(
             key.as_str().to_owned(),
             Entry {
                 value: value.into(),
@@ -66,33 +88,98 @@ impl MemoryBackend {
     #[cfg(any(test, feature = "testing"))]
     pub fn evict(&self, key: &Key) -> bool {
         let now = Instant::now();
-        self.lock()
+        self.state()
+            .entries
             .remove(key.as_str())
             .is_some_and(|e| e.is_live(now))
+    }
+
+    /// A copy of everything stored now.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn save_point(&self) -> SavePoint {
+        SavePoint(self.state().clone())
+    }
+
+    /// Goes back to `point`, as a server restarted from that snapshot: what
+    /// was stored since is gone, and the [epoch](Backend::epoch) moves, as
+    /// every client's connection would have been to a new server.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn restore(&self, point: &SavePoint) {
+        let mut store = self.state();
+        *store = point.0.clone();
+        self.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
     /// The time left before a key expires: `None` when the key is missing or
     /// has no time to live.
     pub fn ttl(&self, key: &Key) -> Option<Duration> {
         let now = Instant::now();
-        let entries = self.lock();
-        let entry = entries.get(key.as_str()).filter(|e| e.is_live(now))?;
+        let store = self.state();
+        let entry = store.entries.get(key.as_str()).filter(|e| e.is_live(now))?;
         entry.expires_at.map(|at| at - now)
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+    fn state(&self) -> MutexGuard<'_, Store> {
         // A panic elsewhere while holding the lock cannot leave a map entry
         // half-written, so the data is still good.
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Store {
+    /// The live entry at a key, dropping it if it has expired.
+    fn live(&mut self, key: &str, now: Instant) -> Option<&mut Entry> {
+        if self.entries.get(key).is_some_and(|e| !e.is_live(now)) {
+            self.entries.remove(key);
+        }
+        self.entries.get_mut(key)
     }
 
-    /// The live entry at a key, dropping it if it has expired.
-    fn live<'a>(entries: &'a mut HashMap<String, Entry>, key: &Key) -> Option<&'a mut Entry> {
-        let now = Instant::now();
-        if entries.get(key.as_str()).is_some_and(|e| !e.is_live(now)) {
-            entries.remove(key.as_str());
+    /// Gives the generation `ttl` to live, or less while an intent is
+    /// pending: until the earliest one lapses.
+    fn settle(&mut self, key: &Key, now: Instant, ttl: Duration) {
+        let mut lapse = now + ttl;
+        if let Some(pending) = self.intents.get_mut(key.as_str()) {
+            pending.retain(|(_, at)| *at > now);
+            if let Some(first) = pending.iter().map(|(_, at)| *at).min() {
+                lapse = lapse.min(first);
+            }
+            if pending.is_empty() {
+                self.intents.remove(key.as_str());
+            }
         }
-        entries.get_mut(key.as_str())
+        if let Some(entry) = self.live(key.as_str(), now) {
+            entry.expires_at = Some(lapse);
+        }
+    }
+
+    fn drop_intent(&mut self, key: &Key, token: Generation) {
+        if let Some(pending) = self.intents.get_mut(key.as_str()) {
+            pending.retain(|(t, _)| *t != token);
+        }
+    }
+
+    /// The next fencing token: past every earlier one, and past the clock in
+    /// microseconds, as the Redis script does.
+    fn next_fence(&mut self, key: &Key) -> Fence {
+        let fence_key = key.companion("fence");
+        let last = self
+            .entries
+            .get(fence_key.as_str())
+            .and_then(|e| e.value.parse::<u64>().ok())
+            .unwrap_or(0);
+        let micros = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        let next = last.saturating_add(1).max(micros);
+        self.entries.insert(
+            fence_key.as_str().to_owned(),
+            Entry {
+                value: next.to_string(),
+                expires_at: None,
+            },
+        );
+        Fence::new(next)
     }
 }
 
@@ -112,8 +199,8 @@ fn classify(value: &str) -> Stored {
 #[async_trait]
 impl Backend for MemoryBackend {
     async fn get(&self, key: &Key) -> Result<Stored, BackendError> {
-        let mut entries = self.lock();
-        Ok(match Self::live(&mut entries, key) {
+        let now = Instant::now();
+        Ok(match self.state().live(key.as_str(), now) {
             Some(entry) => classify(&entry.value),
             None => Stored::Missing,
         })
@@ -125,62 +212,145 @@ impl Backend for MemoryBackend {
         generation: Generation,
         ttl: Duration,
     ) -> Result<bool, BackendError> {
-        let mut entries = self.lock();
-        if Self::live(&mut entries, key).is_some() {
+        let now = Instant::now();
+        let mut store = self.state();
+        if store.live(key.as_str(), now).is_some() {
             return Ok(false);
         }
-        entries.insert(
+        store.entries.insert(
             key.as_str().to_owned(),
             Entry {
                 value: generation.to_string(),
-                expires_at: Some(Instant::now() + ttl),
+                expires_at: None,
             },
         );
+        store.settle(key, now, ttl);
         Ok(true)
     }
 
-    async fn incr(&self, key: &Key, ttl: Duration) -> Result<Stored, BackendError> {
-        let mut entries = self.lock();
-        let Some(entry) = Self::live(&mut entries, key) else {
+    async fn incr(
+        &self,
+        key: &Key,
+        step: u64,
+        ttl: Duration,
+        finished: Option<Generation>,
+    ) -> Result<Stored, BackendError> {
+        let now = Instant::now();
+        let mut store = self.state();
+        let Some(entry) = store.live(key.as_str(), now) else {
             return Ok(Stored::Missing);
         };
+        // Redis refuses to go past i64::MAX; so does this.
         let bumped = match classify(&entry.value) {
-            // Redis refuses to increment past i64::MAX; so does this.
-            Stored::Value(g) if g.get() < i64::MAX as u64 => Generation::new(g.get() + 1),
+            Stored::Value(g) => g
+                .get()
+                .checked_add(step)
+                .filter(|v| *v <= i64::MAX as u64)
+                .and_then(Generation::new),
             _ => None,
         };
         let Some(bumped) = bumped else {
             return Ok(Stored::Corrupt);
         };
         entry.value = bumped.to_string();
-        entry.expires_at = Some(Instant::now() + ttl);
+        if let Some(token) = finished {
+            store.drop_intent(key, token);
+        }
+        store.settle(key, now, ttl);
         Ok(Stored::Value(bumped))
     }
 
     async fn delete(&self, key: &Key) -> Result<(), BackendError> {
-        self.lock().remove(key.as_str());
+        self.state().entries.remove(key.as_str());
         Ok(())
     }
 
-    async fn expire(&self, key: &Key, ttl: Duration) -> Result<bool, BackendError> {
-        let mut entries = self.lock();
-        Ok(match Self::live(&mut entries, key) {
-            Some(entry) => {
-                entry.expires_at = Some(Instant::now() + ttl);
-                true
+    async fn lock(
+        &self,
+        key: &Key,
+        token: Generation,
+        ttl: Duration,
+    ) -> Result<Option<Fence>, BackendError> {
+        let now = Instant::now();
+        let lock_key = key.companion("lock");
+        let mut store = self.state();
+        match store.live(lock_key.as_str(), now) {
+            Some(holder) if holder.value != token.to_string() => return Ok(None),
+            Some(_) => {}
+            None => {
+                store.entries.insert(
+                    lock_key.as_str().to_owned(),
+                    Entry {
+                        value: token.to_string(),
+                        expires_at: Some(now + ttl),
+                    },
+                );
             }
-            None => false,
-        })
+        }
+        Ok(Some(store.next_fence(key)))
     }
 
-    async fn delete_if(&self, key: &Key, expected: Generation) -> Result<bool, BackendError> {
-        let mut entries = self.lock();
-        let holds = Self::live(&mut entries, key)
-            .is_some_and(|e| classify(&e.value) == Stored::Value(expected));
+    async fn renew(
+        &self,
+        key: &Key,
+        token: Generation,
+        ttl: Duration,
+        key_ttl: Duration,
+    ) -> Result<bool, BackendError> {
+        let now = Instant::now();
+        let lock_key = key.companion("lock");
+        let mut store = self.state();
+        match store.live(lock_key.as_str(), now) {
+            Some(holder) if holder.value == token.to_string() => {
+                holder.expires_at = Some(now + ttl);
+            }
+            _ => return Ok(false),
+        }
+        let intent = store
+            .intents
+            .get_mut(key.as_str())
+            .and_then(|pending| pending.iter_mut().find(|(t, _)| *t == token));
+        if let Some(intent) = intent {
+            intent.1 = now + ttl;
+            store.settle(key, now, key_ttl);
+        }
+        Ok(true)
+    }
+
+    async fn unlock(&self, key: &Key, token: Generation) -> Result<bool, BackendError> {
+        let now = Instant::now();
+        let lock_key = key.companion("lock");
+        let mut store = self.state();
+        let holds = store
+            .live(lock_key.as_str(), now)
+            .is_some_and(|e| e.value == token.to_string());
         if holds {
-            entries.remove(key.as_str());
+            store.entries.remove(lock_key.as_str());
         }
         Ok(holds)
+    }
+
+    async fn intend(
+        &self,
+        key: &Key,
+        token: Generation,
+        ttl: Duration,
+        key_ttl: Duration,
+    ) -> Result<(), BackendError> {
+        let now = Instant::now();
+        let mut store = self.state();
+        store.drop_intent(key, token);
+        store
+            .intents
+            .entry(key.as_str().to_owned())
+            .or_default()
+            .push((token, now + ttl));
+        store.settle(key, now, key_ttl);
+        Ok(())
+    }
+
+    fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
     }
 }
 
@@ -214,62 +384,71 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn incr_resets_the_time_to_live() {
+    async fn incr_adds_the_step_and_resets_the_time_to_live() {
         let backend = MemoryBackend::new();
         let g = Generation::fresh();
-        backend
-            .add(&key(), g, Duration::from_secs(10))
-            .await
-            .unwrap();
+        let ttl = Duration::from_secs(10);
+        backend.add(&key(), g, ttl).await.unwrap();
         tokio::time::advance(Duration::from_secs(8)).await;
-        let bumped = backend.incr(&key(), Duration::from_secs(10)).await.unwrap();
-        assert_eq!(bumped, Stored::Value(Generation::new(g.get() + 1).unwrap()));
-        assert_eq!(backend.ttl(&key()), Some(Duration::from_secs(10)));
+        let bumped = backend.incr(&key(), 7, ttl, None).await.unwrap();
+        assert_eq!(bumped, Stored::Value(Generation::new(g.get() + 7).unwrap()));
+        assert_eq!(backend.ttl(&key()), Some(ttl));
     }
 
     #[tokio::test]
-    async fn incr_leaves_missing_and_corrupt_keys_alone() {
+    async fn incr_leaves_missing_corrupt_and_overflowing_keys_alone() {
         let backend = MemoryBackend::new();
         let ttl = Duration::from_secs(10);
-        assert_eq!(backend.incr(&key(), ttl).await.unwrap(), Stored::Missing);
+        assert_eq!(
+            backend.incr(&key(), 1, ttl, None).await.unwrap(),
+            Stored::Missing
+        );
         assert_eq!(backend.get(&key()).await.unwrap(), Stored::Missing);
-        for raw in ["garbage", "9223372036854775807"] {
+        for (raw, step) in [
+            ("garbage", 1),
+            ("9223372036854775807", 1),
+            ("9223372036854775000", 1000),
+        ] {
             backend.insert_raw(&key(), raw);
             assert_eq!(
-                backend.incr(&key(), ttl).await.unwrap(),
+                backend.incr(&key(), step, ttl, None).await.unwrap(),
                 Stored::Corrupt,
-                "{raw}"
+                "{raw} + {step}"
             );
         }
     }
 
     #[tokio::test(start_paused = true)]
-    async fn expire_sets_the_time_to_live_of_existing_keys_only() {
+    async fn a_pending_intent_caps_the_time_to_live_until_its_bump() {
         let backend = MemoryBackend::new();
-        let ttl = Duration::from_secs(5);
-        assert!(!backend.expire(&key(), ttl).await.unwrap());
+        let (year, lease) = (Duration::from_secs(3600), Duration::from_secs(5));
+        let (writer, other) = (Generation::fresh(), Generation::fresh());
+        backend.intend(&key(), writer, lease, year).await.unwrap();
+        // Created after the intent: it lives no longer than the intent.
         backend
-            .add(&key(), Generation::fresh(), Duration::from_secs(60))
+            .add(&key(), Generation::fresh(), year)
             .await
             .unwrap();
-        assert!(backend.expire(&key(), ttl).await.unwrap());
-        tokio::time::advance(Duration::from_secs(6)).await;
-        assert_eq!(backend.get(&key()).await.unwrap(), Stored::Missing);
+        assert_eq!(backend.ttl(&key()), Some(lease));
+        // Another writer's bump keeps the pending lapse.
+        backend.incr(&key(), 1, year, Some(other)).await.unwrap();
+        assert_eq!(backend.ttl(&key()), Some(lease));
+        // The writer's own bump ends its intent.
+        backend.incr(&key(), 1, year, Some(writer)).await.unwrap();
+        assert_eq!(backend.ttl(&key()), Some(year));
     }
 
     #[tokio::test]
-    async fn delete_if_removes_only_the_expected_value() {
+    async fn the_lease_is_owned_by_its_token_and_its_fence_grows() {
         let backend = MemoryBackend::new();
-        let mine = Generation::fresh();
-        let theirs = Generation::fresh();
-        backend
-            .add(&key(), theirs, Duration::from_secs(60))
-            .await
-            .unwrap();
-        assert!(!backend.delete_if(&key(), mine).await.unwrap());
-        assert_eq!(backend.get(&key()).await.unwrap(), Stored::Value(theirs));
-        assert!(backend.delete_if(&key(), theirs).await.unwrap());
-        assert_eq!(backend.get(&key()).await.unwrap(), Stored::Missing);
+        let ttl = Duration::from_secs(60);
+        let (mine, theirs) = (Generation::fresh(), Generation::fresh());
+        let first = backend.lock(&key(), mine, ttl).await.unwrap().unwrap();
+        assert_eq!(backend.lock(&key(), theirs, ttl).await.unwrap(), None);
+        assert!(!backend.unlock(&key(), theirs).await.unwrap());
+        assert!(backend.unlock(&key(), mine).await.unwrap());
+        let second = backend.lock(&key(), theirs, ttl).await.unwrap().unwrap();
+        assert!(second > first, "{second} > {first}");
     }
 
     #[tokio::test]

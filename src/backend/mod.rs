@@ -5,6 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::error::BackendError;
+use crate::fence::Fence;
 use crate::generation::Generation;
 use crate::key::Key;
 
@@ -13,6 +14,8 @@ mod redact;
 mod redis;
 
 pub use self::memory::MemoryBackend;
+#[cfg(any(test, feature = "testing"))]
+pub use self::memory::SavePoint;
 pub use self::redact::RedactedUrl;
 pub use self::redis::{BlockingRedisBackend, RedisBackend, RedisConfig};
 
@@ -29,20 +32,31 @@ pub enum Stored {
 }
 
 /// The operations a synchronizer needs from a shared store: four for the
-/// generation itself, and two more for writers' lock and intent.
+/// generation itself, and four for writers (their lease and their intents).
 ///
 /// Every call must be bounded in time: an implementation returns an error
 /// rather than wait for an unresponsive server. Implementations only store
 /// and report; the rules (what counts as expired, how a corrupt key is
-/// repaired) live in [`Synchronizer`](crate::Synchronizer), once.
+/// repaired, how a writer renews its lease) live in
+/// [`Synchronizer`](crate::Synchronizer), once. Bookkeeping lives at the
+/// key's [companions](Key::companion): `lock` (the lease), `fence` (the
+/// last fencing token) and `intents` (pending writers' intents).
+///
+/// **Intents.** A writer records its intent before it saves, so that if it
+/// dies before its bump every process still reloads: while an intent is
+/// pending, the generation lives no longer than the intent's lapse, whatever
+/// else happens to it (other bumps, a re-creation). Every operation that
+/// sets the generation's time to live therefore gives it `ttl`, or less
+/// when a pending intent lapses sooner.
 #[cfg_attr(any(test, feature = "testing"), mockall::automock)]
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
     /// Reads the key.
     async fn get(&self, key: &Key) -> Result<Stored, BackendError>;
 
-    /// Stores `generation` with a time to live, only if the key is absent.
-    /// Returns whether it was stored.
+    /// Stores `generation` only if the key is absent, to live `ttl` (or
+    /// until the earliest pending intent lapses). Returns whether it was
+    /// stored.
     async fn add(
         &self,
         key: &Key,
@@ -50,22 +64,72 @@ pub trait Backend: Send + Sync + 'static {
         ttl: Duration,
     ) -> Result<bool, BackendError>;
 
-    /// Atomically adds one to a valid stored generation and resets its
-    /// time to live to `ttl`. A missing or corrupt key is left as it is and
-    /// reported as [`Stored::Missing`] or [`Stored::Corrupt`]: incrementing
-    /// it would create a small, guessable value.
-    async fn incr(&self, key: &Key, ttl: Duration) -> Result<Stored, BackendError>;
+    /// Atomically adds `step` to a valid stored generation. Then drops the
+    /// intent of `finished` (the writer whose bump this is), if any, and
+    /// gives the key `ttl` to live (or until the earliest intent still
+    /// pending lapses). A missing key is left alone and reported as
+    /// [`Stored::Missing`]; a corrupt one, or one the step would carry past
+    /// `i64::MAX`, as [`Stored::Corrupt`]: incrementing a missing key would
+    /// create a small, guessable value.
+    async fn incr(
+        &self,
+        key: &Key,
+        step: u64,
+        ttl: Duration,
+        finished: Option<Generation>,
+    ) -> Result<Stored, BackendError>;
 
-    /// Removes the key. Removing a missing key is not an error.
+    /// Removes the key (not its intents). Removing a missing key is not an
+    /// error.
     async fn delete(&self, key: &Key) -> Result<(), BackendError>;
 
-    /// Sets the time to live of an existing key. Returns whether the key
-    /// existed.
-    async fn expire(&self, key: &Key, ttl: Duration) -> Result<bool, BackendError>;
+    /// Takes the writers' lease beside the key for `ttl`, owned by `token`,
+    /// if it is free or already `token`'s. Returns the lease's fencing
+    /// token, greater than any handed out before on this key, or `None`
+    /// while another writer holds the lease.
+    async fn lock(
+        &self,
+        key: &Key,
+        token: Generation,
+        ttl: Duration,
+    ) -> Result<Option<Fence>, BackendError>;
 
-    /// Removes the key only if it holds `expected`, in one atomic step.
-    /// Returns whether it was removed.
-    async fn delete_if(&self, key: &Key, expected: Generation) -> Result<bool, BackendError>;
+    /// Extends `token`'s lease to `ttl` from now, and its intent, if one is
+    /// pending, to the same lapse (the key's time to live following, up to
+    /// `key_ttl`). Returns `false`, extending nothing, when the lease is no
+    /// longer `token`'s.
+    async fn renew(
+        &self,
+        key: &Key,
+        token: Generation,
+        ttl: Duration,
+        key_ttl: Duration,
+    ) -> Result<bool, BackendError>;
+
+    /// Releases the lease if `token` still holds it, in one atomic step.
+    /// Returns whether it did.
+    async fn unlock(&self, key: &Key, token: Generation) -> Result<bool, BackendError>;
+
+    /// Records `token`'s intent to bump within `ttl`, and cuts the key's
+    /// time to live to that lapse if it is sooner (up to `key_ttl`
+    /// otherwise). The intent ends with the bump that names it
+    /// ([`incr`](Self::incr)'s `finished`) or when it lapses.
+    async fn intend(
+        &self,
+        key: &Key,
+        token: Generation,
+        ttl: Duration,
+        key_ttl: Duration,
+    ) -> Result<(), BackendError>;
+
+    /// Which server answered: a number that changes when the backend has
+    /// reconnected to a different or restarted server, which may hold an
+    /// older copy of the data (a restart from a snapshot, a failover to a
+    /// replica that missed a write). Constant for a store that cannot go
+    /// back in time, as process memory.
+    fn epoch(&self) -> u64 {
+        0
+    }
 }
 
 /// A [`Backend`] whose futures finish without waiting on an async runtime,
@@ -86,17 +150,49 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     ) -> Result<bool, BackendError> {
         (**self).add(key, generation, ttl).await
     }
-    async fn incr(&self, key: &Key, ttl: Duration) -> Result<Stored, BackendError> {
-        (**self).incr(key, ttl).await
+    async fn incr(
+        &self,
+        key: &Key,
+        step: u64,
+        ttl: Duration,
+        finished: Option<Generation>,
+    ) -> Result<Stored, BackendError> {
+        (**self).incr(key, step, ttl, finished).await
     }
     async fn delete(&self, key: &Key) -> Result<(), BackendError> {
         (**self).delete(key).await
     }
-    async fn expire(&self, key: &Key, ttl: Duration) -> Result<bool, BackendError> {
-        (**self).expire(key, ttl).await
+    async fn lock(
+        &self,
+        key: &Key,
+        token: Generation,
+        ttl: Duration,
+    ) -> Result<Option<Fence>, BackendError> {
+        (**self).lock(key, token, ttl).await
     }
-    async fn delete_if(&self, key: &Key, expected: Generation) -> Result<bool, BackendError> {
-        (**self).delete_if(key, expected).await
+    async fn renew(
+        &self,
+        key: &Key,
+        token: Generation,
+        ttl: Duration,
+        key_ttl: Duration,
+    ) -> Result<bool, BackendError> {
+        (**self).renew(key, token, ttl, key_ttl).await
+    }
+    async fn unlock(&self, key: &Key, token: Generation) -> Result<bool, BackendError> {
+        (**self).unlock(key, token).await
+    }
+    async fn intend(
+        &self,
+        key: &Key,
+        token: Generation,
+        ttl: Duration,
+        key_ttl: Duration,
+    ) -> Result<(), BackendError> {
+        (**self).intend(key, token, ttl, key_ttl).await
+    }
+    fn epoch(&self) -> u64 {
+        (**self).epoch()
     }
 }
 

@@ -81,4 +81,6 @@ pub use self::metrics::ReloadMetrics;
 pub use self::publish::PublishError;
 pub use self::reloader::Reloader;
 pub use self::snapshot::Snapshot;
-pub use self::source::{blocking_loader, BoxError, SettingsLoader, SettingsSaver};
+pub use self::source::{
+    blocking_loader, fenced, BoxError, Fenced, SettingsLoader, SettingsSaver, StaleFence,
+};

@@ -3,12 +3,16 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::reloader::Reloader;
 use super::source::{BoxError, SettingsSaver};
 use crate::error::Error;
+use crate::fence::Fence;
 use crate::generation::Generation;
 use crate::synchronizer::WriterLock;
 
@@ -38,6 +42,20 @@ pub enum PublishError {
     /// The saver failed.
     #[error("saving the settings failed: {0}")]
     Save(#[source] BoxError),
+    /// The writers' lease lapsed before this write finished: the writer was
+    /// stalled (or cut off from the backend) for longer than the lease,
+    /// and another writer may have written meanwhile. Reported whatever
+    /// the saver did; a [fenced](super::fenced) store has refused the save.
+    #[error("the writers' lease on {key} lapsed before this write finished (it went {lease:?} without a renewal: a stalled process or Redis out of reach), so another writer may have written meanwhile; {}", lease_lost_outcome(*saved))]
+    LeaseLost {
+        /// The generation's key.
+        key: String,
+        /// How long a lease lasts without renewal.
+        lease: Duration,
+        /// Whether this write was saved and announced anyway: it may have
+        /// replaced a newer change.
+        saved: bool,
+    },
     /// The settings were saved, but the bump failed.
     #[error("the settings were saved but other processes were not told: {source}; they reload when the write intent lapses (within {lock_ttl:?}), or publish again")]
     Bump {
@@ -47,6 +65,14 @@ pub enum PublishError {
         /// When the intent recorded before saving lapses.
         lock_ttl: Duration,
     },
+}
+
+fn lease_lost_outcome(saved: bool) -> &'static str {
+    if saved {
+        "this write was saved and announced anyway and may have replaced a newer change: check the settings"
+    } else {
+        "nothing of this write was announced"
+    }
 }
 
 /// What a reloader writes with: the saver, and the lock writers take turns
@@ -76,18 +102,23 @@ fn lock_retry_delay(attempt: u32) -> Duration {
 
 impl<S: Send + Sync + 'static> Reloader<S> {
     /// Saves `settings` through the saver and tells every process, under the
-    /// writers' lock. Returns the new shared generation.
+    /// writers' lease. Returns the new shared generation.
     ///
-    /// Before saving it records its intent (the shared generation's time to
-    /// live is cut to the lock's), so if this process dies between saving and
-    /// bumping, the key lapses and every process still reloads.
+    /// The lease is renewed while the write runs, so a slow save keeps it;
+    /// the saver gets the lease's fencing token. Before saving, the writer
+    /// records its intent, so if this process dies between saving and
+    /// bumping, the key lapses within the lease and every process still
+    /// reloads, whatever other bumps happen meanwhile. A writer whose lease
+    /// lapsed anyway (it stalled longer than the lease) is told so with
+    /// [`PublishError::LeaseLost`].
     pub async fn publish(&self, settings: S) -> Result<Generation, PublishError> {
         self.write(|| async { Ok(settings) }).await
     }
 
     /// Loads the current settings from the source, applies `change`, saves
-    /// and tells every process, all under the writers' lock, so concurrent
-    /// updates from several processes are not lost.
+    /// and tells every process, all under the writers' lease (as
+    /// [`publish`](Self::publish)), so concurrent updates from several
+    /// processes are not lost.
     pub async fn update(
         &self,
         change: impl FnOnce(&S) -> S + Send,
@@ -107,44 +138,66 @@ impl<S: Send + Sync + 'static> Reloader<S> {
     {
         let shared = self.shared();
         let writers = shared.writers.as_ref().ok_or(PublishError::NoSaver)?;
-        let sync = &shared.sync;
+        let lock = &*writers.lock;
         let lock_ttl = shared.config.lock_ttl;
-        let token = self.lock_for_writing(&*writers.lock).await?;
-        let result = async {
-            writers
-                .lock
-                .mark_intent(lock_ttl)
+        let lease = self.take_lease(lock).await?;
+        let saved = lease
+            .keep_while(lock, lock_ttl, async {
+                lock.mark_intent(lease.token, lock_ttl)
+                    .await
+                    .map_err(PublishError::Start)?;
+                let settings = produce().await?;
+                if !lease.holds() {
+                    // Saving now could overwrite a newer writer's change.
+                    return Err(lease.lost(shared, false));
+                }
+                writers
+                    .saver
+                    .save(&settings, lease.fence)
+                    .await
+                    .map_err(PublishError::Save)
+            })
+            .await;
+        // Announced even when the lease lapsed meanwhile: the source holds
+        // this save now, and every process should load what it holds.
+        let result = match saved {
+            Ok(()) => lock
+                .mark_updated_by(lease.token)
                 .await
-                .map_err(PublishError::Start)?;
-            let settings = produce().await?;
-            writers
-                .saver
-                .save(&settings)
-                .await
-                .map_err(PublishError::Save)?;
-            sync.mark_updated()
-                .await
-                .map_err(|source| PublishError::Bump { source, lock_ttl })
+                .map_err(|source| PublishError::Bump { source, lock_ttl }),
+            Err(e) => Err(e),
+        };
+        let released = lock.unlock(lease.token).await;
+        if let Err(e) = &released {
+            // Harmless: the lease lapses on its own.
+            tracing::warn!(key = %shared.sync.key(), "gensync could not release the writers' lease: {e}");
         }
-        .await;
-        // A failed unlock is harmless: the lock lapses on its own.
-        if let Err(e) = writers.lock.unlock(token).await {
-            tracing::warn!(key = %sync.key(), "gensync could not release the writers' lock: {e}");
+        if matches!(released, Ok(false)) || !lease.holds() {
+            return Err(match result {
+                Err(e @ PublishError::LeaseLost { .. }) => e,
+                other => lease.lost(shared, other.is_ok()),
+            });
         }
         result
     }
 
-    async fn lock_for_writing(&self, lock: &dyn WriterLock) -> Result<Generation, PublishError> {
+    async fn take_lease(&self, lock: &dyn WriterLock) -> Result<Lease, PublishError> {
         let shared = self.shared();
         let config = &shared.config;
         let token = Generation::fresh();
         for attempt in 0..config.lock_tries {
-            if lock
+            let asked = Instant::now();
+            let taken = lock
                 .try_lock(token, config.lock_ttl)
                 .await
-                .map_err(PublishError::Start)?
-            {
-                return Ok(token);
+                .map_err(PublishError::Start)?;
+            if let Some(fence) = taken {
+                return Ok(Lease {
+                    token,
+                    fence,
+                    valid_until: Mutex::new(asked + config.lock_ttl),
+                    lost: AtomicBool::new(false),
+                });
             }
             if attempt + 1 < config.lock_tries {
                 tokio::time::sleep(lock_retry_delay(attempt)).await;
@@ -155,5 +208,69 @@ impl<S: Send + Sync + 'static> Reloader<S> {
             tries: config.lock_tries,
             lock_ttl: config.lock_ttl,
         })
+    }
+}
+
+/// A writers' lease this process holds, as far as it knows.
+struct Lease {
+    token: Generation,
+    fence: Fence,
+    /// When the lease lapses unless renewed: the time the last successful
+    /// take or renewal was *sent*, plus the lease.
+    valid_until: Mutex<Instant>,
+    /// A renewal found the lease gone.
+    lost: AtomicBool,
+}
+
+impl Lease {
+    /// Whether this process still holds the lease.
+    fn holds(&self) -> bool {
+        !self.lost.load(Ordering::SeqCst)
+            && Instant::now() < *self.valid_until.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lost<S>(&self, shared: &super::reloader::Shared<S>, saved: bool) -> PublishError {
+        PublishError::LeaseLost {
+            key: shared.sync.key().to_string(),
+            lease: shared.config.lock_ttl,
+            saved,
+        }
+    }
+
+    /// Runs `work`, renewing the lease every third of its length while the
+    /// work runs, so a slow save keeps it. The renewals run in this task
+    /// and stop with it: a writer that stalls or dies stops renewing, and
+    /// its lease lapses.
+    async fn keep_while<T>(
+        &self,
+        lock: &dyn WriterLock,
+        ttl: Duration,
+        work: impl Future<Output = T>,
+    ) -> T {
+        let renewals = async {
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                let sent = Instant::now();
+                match lock.renew(self.token, ttl).await {
+                    Ok(true) => {
+                        *self.valid_until.lock().unwrap_or_else(|e| e.into_inner()) = sent + ttl;
+                    }
+                    Ok(false) => self.lost.store(true, Ordering::SeqCst),
+                    // Logged by the synchronizer; the lease stands until its
+                    // known lapse, and the next renewal may get through.
+                    Err(_) => {}
+                }
+                if !self.holds() {
+                    return;
+                }
+            }
+        };
+        tokio::pin!(work);
+        tokio::select! {
+            done = &mut work => done,
+            // The lease is gone: finish the work without renewing; the
+            // writer is told at the end.
+            () = renewals => work.await,
+        }
     }
 }

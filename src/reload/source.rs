@@ -1,8 +1,11 @@
 //! Where settings come from and go to: the user's source of truth.
 
+use std::fmt;
 use std::future::Future;
 
 use async_trait::async_trait;
+
+use crate::fence::Fence;
 
 /// The error a loader or saver returns: anything that can be displayed.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -39,12 +42,19 @@ where
 /// Saves settings to their source of truth, for
 /// [`Reloader::publish`](super::Reloader::publish).
 ///
+/// Each save runs under the writers' lease and is handed the lease's
+/// [`Fence`] token. A store that keeps the greatest token it accepted beside
+/// the data and refuses smaller ones (answering [`StaleFence`]) cannot lose
+/// a newer change to a writer that stalled past its lease: write the saver
+/// with [`fenced`] then.
+///
 /// Implemented for closures taking `&S` and returning a future of
-/// `Result<(), E>`.
+/// `Result<(), E>`, which ignore the token.
 #[async_trait]
 pub trait SettingsSaver<S>: Send + Sync + 'static {
-    /// Writes `settings` so that the next load reads them.
-    async fn save(&self, settings: &S) -> Result<(), BoxError>;
+    /// Writes `settings` so that the next load reads them, unless the store
+    /// has accepted a greater `fence` already.
+    async fn save(&self, settings: &S, fence: Fence) -> Result<(), BoxError>;
 }
 
 #[async_trait]
@@ -55,9 +65,79 @@ where
     Fut: Future<Output = Result<(), E>> + Send,
     E: Into<BoxError> + 'static,
 {
-    async fn save(&self, settings: &S) -> Result<(), BoxError> {
+    async fn save(&self, settings: &S, _fence: Fence) -> Result<(), BoxError> {
         self(settings).await.map_err(Into::into)
     }
+}
+
+/// A saver written as a closure that takes the lease's fencing token too,
+/// to store it beside the settings and refuse older ones.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use gensync::reload::{fenced, SettingsSaver, StaleFence};
+/// use gensync::Fence;
+///
+/// // The store: the settings and the greatest token it accepted.
+/// let store = Arc::new(Mutex::new((String::new(), Fence::new(0))));
+/// let saver = fenced(move |settings: &String, fence: Fence| {
+///     let store = Arc::clone(&store);
+///     let settings = settings.clone();
+///     async move {
+///         let mut held = store.lock().unwrap();
+///         if fence < held.1 {
+///             return Err(StaleFence { offered: fence, accepted: held.1 });
+///         }
+///         *held = (settings, fence);
+///         Ok(())
+///     }
+/// });
+/// # fn takes_saver(_: impl SettingsSaver<String>) {}
+/// # takes_saver(saver);
+/// ```
+pub fn fenced<S, F, Fut, E>(save: F) -> Fenced<F>
+where
+    S: Send + Sync + 'static,
+    F: Fn(&S, Fence) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), E>> + Send,
+    E: Into<BoxError> + 'static,
+{
+    Fenced(save)
+}
+
+/// A saver that takes the fencing token; see [`fenced`].
+#[derive(Clone)]
+pub struct Fenced<F>(F);
+
+impl<F> fmt::Debug for Fenced<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fenced").finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl<S, F, Fut, E> SettingsSaver<S> for Fenced<F>
+where
+    S: Send + Sync + 'static,
+    F: Fn(&S, Fence) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), E>> + Send,
+    E: Into<BoxError> + 'static,
+{
+    async fn save(&self, settings: &S, fence: Fence) -> Result<(), BoxError> {
+        (self.0)(settings, fence).await.map_err(Into::into)
+    }
+}
+
+/// A store's refusal of a save whose fencing token is smaller than one it
+/// accepted: a newer writer saved first, and this writer's lease had
+/// lapsed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("refused a save with fencing token {offered}: the store already took token {accepted} from a newer writer")]
+pub struct StaleFence {
+    /// The token this save came with.
+    pub offered: Fence,
+    /// The greatest token the store accepted.
+    pub accepted: Fence,
 }
 
 /// Wraps a blocking function (reading a file, querying with a blocking

@@ -33,6 +33,10 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 /// keep deleting it in between.
 const TRIES: u32 = 3;
 
+/// The largest step of a bump: 2^40, as much room as a fresh generation
+/// leaves below `i64::MAX`.
+const STEP_MAX: u64 = 1 << 40;
+
 /// Keeps one process's view of a shared generation.
 ///
 /// Readers call [`check`](Self::check) (or [`is_expired`](Self::is_expired))
@@ -79,10 +83,12 @@ pub trait GenerationSynchronizer: Send + Sync {
     /// server agrees, and the error is returned.
     async fn refresh(&self) -> Result<Generation, Error>;
 
-    /// Tells every process the shared state changed: atomically increments
-    /// the shared generation, repairing a missing or corrupt key with a fresh
-    /// value. Returns the new shared generation. Does not record it locally:
-    /// this process reloads on its next check like every other one.
+    /// Tells every process the shared state changed: atomically adds a
+    /// random step to the shared generation (so a bump after the server
+    /// went back in time never hands out a value a process recorded
+    /// before), repairing a missing or corrupt key with a fresh value.
+    /// Returns the new shared generation. Does not record it locally: this
+    /// process reloads on its next check like every other one.
     async fn mark_updated(&self) -> Result<Generation, Error>;
 
     /// Deletes the shared generation, expiring every process.
@@ -108,8 +114,6 @@ pub trait GenerationSynchronizer: Send + Sync {
 pub struct Synchronizer<B> {
     backend: B,
     key: Key,
-    /// Where writers' lock lives, beside the key.
-    lock_key: Key,
     ttl: Duration,
     /// The recorded generation; 0 means none (0 is never a generation).
     local: AtomicU64,
@@ -123,7 +127,6 @@ impl<B: Backend> Synchronizer<B> {
     pub fn new(backend: B, key: Key) -> Self {
         Synchronizer {
             backend,
-            lock_key: key.companion("lock"),
             key,
             ttl: DEFAULT_TTL,
             local: AtomicU64::new(0),
@@ -188,6 +191,68 @@ impl<B: Backend> Synchronizer<B> {
         }
     }
 
+    /// Reads the key as readers see it: a stored generation is mixed with
+    /// the backend's [epoch](Backend::epoch), so that after the backend
+    /// moved to a different or restarted server (which may hold an older
+    /// copy) nothing recorded before reads as current, whatever the value.
+    /// Read again once if the epoch moved during the read, which may then
+    /// have been answered by either server.
+    async fn observe(&self) -> Result<Stored, Error> {
+        for _ in 0..2 {
+            let epoch = self.backend.epoch();
+            let stored = self.reply("get", self.backend.get(&self.key).await)?;
+            if self.backend.epoch() == epoch {
+                return Ok(match stored {
+                    Stored::Value(g) => Stored::Value(g.in_epoch(epoch)),
+                    other => other,
+                });
+            }
+        }
+        Err(Error::Backend(BackendError::Server {
+            target: self.key.to_string(),
+            reason: "the backend kept changing servers during the read".into(),
+        }))
+    }
+
+    /// A value this process stored, as [`observe`](Self::observe) would
+    /// read it back.
+    fn as_seen(&self, stored: Generation) -> Generation {
+        stored.in_epoch(self.backend.epoch())
+    }
+
+    /// A random step for a bump: a writer that bumps after the server went
+    /// back in time (to a snapshot, or a replica that missed a bump) cannot
+    /// hand out the value a process recorded before, except with odds of
+    /// one in 2^40.
+    fn step() -> u64 {
+        rand::random_range(1..=STEP_MAX)
+    }
+
+    /// Bumps the generation, ending `finished`'s intent if given; repairs
+    /// a missing or corrupt key with a fresh value.
+    pub(super) async fn bump(&self, finished: Option<Generation>) -> Result<Generation, Error> {
+        for _ in 0..TRIES {
+            let reply = self
+                .backend
+                .incr(&self.key, Self::step(), self.ttl, finished)
+                .await;
+            let repair = match self.reply("incr", reply)? {
+                Stored::Value(g) => return Ok(g),
+                Stored::Missing => false,
+                Stored::Corrupt => true,
+            };
+            if repair {
+                self.remove_corrupt().await?;
+            }
+            let fresh = Generation::fresh();
+            if self.reply("add", self.backend.add(&self.key, fresh, self.ttl).await)? {
+                return Ok(fresh);
+            }
+            // Another process created it meanwhile; bump that one.
+        }
+        Err(self.contended())
+    }
+
     /// Deletes a corrupt value so a fresh one can be added in its place.
     async fn remove_corrupt(&self) -> Result<(), Error> {
         tracing::warn!(key = %self.key, "gensync replacing a corrupt generation");
@@ -212,11 +277,11 @@ impl<B: Backend> Synchronizer<B> {
                 "add",
                 self.backend.add(&self.key, candidate, self.ttl).await,
             ) {
-                Ok(true) => return (candidate, None),
+                Ok(true) => return (self.as_seen(candidate), None),
                 Ok(false) => {}
                 Err(e) => return (candidate, Some(e)),
             }
-            match self.reply("get", self.backend.get(&self.key).await) {
+            match self.observe().await {
                 Ok(Stored::Value(g)) => return (g, None),
                 // Deleted between our add and get: try again.
                 Ok(Stored::Missing) => {}
@@ -250,10 +315,10 @@ impl<B: Backend> GenerationSynchronizer for Synchronizer<B> {
 
     async fn check(&self) -> Check {
         let local = self.sync_gen();
-        // The read written out rather than a call of `read`, whose future
-        // would be boxed again around this one.
-        let reply = self.reply("get", self.backend.get(&self.key).await);
-        let shared = reply.map_or(Observed::Unavailable, Observed::from);
+        let shared = self
+            .observe()
+            .await
+            .map_or(Observed::Unavailable, Observed::from);
         let check = Check { local, shared };
         tracing::debug!(
             key = %self.key,
@@ -286,22 +351,7 @@ impl<B: Backend> GenerationSynchronizer for Synchronizer<B> {
     }
 
     async fn mark_updated(&self) -> Result<Generation, Error> {
-        for _ in 0..TRIES {
-            let repair = match self.reply("incr", self.backend.incr(&self.key, self.ttl).await)? {
-                Stored::Value(g) => return Ok(g),
-                Stored::Missing => false,
-                Stored::Corrupt => true,
-            };
-            if repair {
-                self.remove_corrupt().await?;
-            }
-            let fresh = Generation::fresh();
-            if self.reply("add", self.backend.add(&self.key, fresh, self.ttl).await)? {
-                return Ok(fresh);
-            }
-            // Another process created it meanwhile; bump that one.
-        }
-        Err(self.contended())
+        self.bump(None).await
     }
 
     async fn clear(&self) -> Result<(), Error> {

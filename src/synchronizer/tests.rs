@@ -7,6 +7,7 @@ use mockall::Sequence;
 
 use super::*;
 use crate::backend::MockBackend;
+use crate::synchronizer::WriterLock;
 
 fn key() -> Key {
     Key::new(["unit", "settings"]).unwrap()
@@ -17,6 +18,13 @@ fn down() -> BackendError {
         target: "Redis at redis://127.0.0.1:1".into(),
         reason: "Connection refused (os error 111)".into(),
     }
+}
+
+/// A scripted backend on one server all along (its epoch never moves).
+fn mock() -> MockBackend {
+    let mut backend = MockBackend::new();
+    backend.expect_epoch().return_const(0u64);
+    backend
 }
 
 fn sync(backend: MockBackend) -> Synchronizer<MockBackend> {
@@ -31,7 +39,7 @@ fn g(value: u64) -> Generation {
 
 #[tokio::test]
 async fn equal_shared_generation_is_fresh() {
-    let mut backend = MockBackend::new();
+    let mut backend = mock();
     backend.expect_get().returning(|_| Ok(Stored::Value(g(77))));
     let sync = sync(backend);
     sync.record(g(77));
@@ -49,7 +57,7 @@ async fn anything_but_the_local_generation_is_expired() {
         (Ok(Stored::Corrupt), Observed::Corrupt),
         (Err(down()), Observed::Unavailable),
     ] {
-        let mut backend = MockBackend::new();
+        let mut backend = mock();
         backend.expect_get().return_once(move |_| stored);
         let sync = sync(backend);
         sync.record(g(77));
@@ -62,7 +70,7 @@ async fn anything_but_the_local_generation_is_expired() {
 
 #[tokio::test]
 async fn nothing_recorded_is_expired_even_when_the_key_exists() {
-    let mut backend = MockBackend::new();
+    let mut backend = mock();
     backend.expect_get().returning(|_| Ok(Stored::Value(g(77))));
     let sync = sync(backend);
     let check = sync.check().await;
@@ -75,7 +83,7 @@ async fn nothing_recorded_is_expired_even_when_the_key_exists() {
 #[tokio::test]
 async fn refresh_stores_the_value_it_created() {
     let created = Arc::new(Mutex::new(None));
-    let mut backend = MockBackend::new();
+    let mut backend = mock();
     let seen = Arc::clone(&created);
     backend
         .expect_add()
@@ -93,7 +101,7 @@ async fn refresh_stores_the_value_it_created() {
 
 #[tokio::test]
 async fn refresh_adopts_the_value_another_process_created() {
-    let mut backend = MockBackend::new();
+    let mut backend = mock();
     backend.expect_add().times(1).returning(|_, _, _| Ok(false));
     backend
         .expect_get()
@@ -107,7 +115,7 @@ async fn refresh_adopts_the_value_another_process_created() {
 #[tokio::test]
 async fn fetch_or_create_retries_when_the_key_vanishes_in_between() {
     let mut seq = Sequence::new();
-    let mut backend = MockBackend::new();
+    let mut backend = mock();
     backend
         .expect_add()
         .times(1)
@@ -131,7 +139,7 @@ async fn fetch_or_create_retries_when_the_key_vanishes_in_between() {
 
 #[tokio::test]
 async fn fetch_or_create_gives_up_after_bounded_tries() {
-    let mut backend = MockBackend::new();
+    let mut backend = mock();
     backend.expect_add().times(3).returning(|_, _, _| Ok(false));
     backend
         .expect_get()
@@ -149,7 +157,7 @@ async fn fetch_or_create_gives_up_after_bounded_tries() {
 #[tokio::test]
 async fn fetch_or_create_replaces_a_corrupt_value() {
     let mut seq = Sequence::new();
-    let mut backend = MockBackend::new();
+    let mut backend = mock();
     backend
         .expect_add()
         .times(1)
@@ -193,7 +201,7 @@ async fn refresh_records_a_fresh_candidate_on_every_backend_error() {
         }),
     ];
     for (failing, script) in scripts {
-        let mut backend = MockBackend::new();
+        let mut backend = mock();
         script(&mut backend);
         let sync = sync(backend);
         sync.record(g(5));
@@ -209,12 +217,12 @@ async fn refresh_records_a_fresh_candidate_on_every_backend_error() {
 
 #[tokio::test]
 async fn mark_updated_increments_and_leaves_the_local_value_alone() {
-    let mut backend = MockBackend::new();
+    let mut backend = mock();
     backend
         .expect_incr()
-        .withf(|_, ttl| *ttl == DEFAULT_TTL)
+        .withf(|_, step, ttl, finished| *step >= 1 && *ttl == DEFAULT_TTL && finished.is_none())
         .times(1)
-        .returning(|_, _| Ok(Stored::Value(g(78))));
+        .returning(|_, _, _, _| Ok(Stored::Value(g(78))));
     backend.expect_add().never();
     let sync = sync(backend);
     sync.record(g(77));
@@ -224,11 +232,11 @@ async fn mark_updated_increments_and_leaves_the_local_value_alone() {
 
 #[tokio::test]
 async fn mark_updated_repairs_a_missing_key_with_a_fresh_value() {
-    let mut backend = MockBackend::new();
+    let mut backend = mock();
     backend
         .expect_incr()
         .times(1)
-        .returning(|_, _| Ok(Stored::Missing));
+        .returning(|_, _, _, _| Ok(Stored::Missing));
     backend.expect_delete().never();
     backend
         .expect_add()
@@ -242,12 +250,12 @@ async fn mark_updated_repairs_a_missing_key_with_a_fresh_value() {
 #[tokio::test]
 async fn mark_updated_repairs_a_corrupt_value() {
     let mut seq = Sequence::new();
-    let mut backend = MockBackend::new();
+    let mut backend = mock();
     backend
         .expect_incr()
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_, _| Ok(Stored::Corrupt));
+        .returning(|_, _, _, _| Ok(Stored::Corrupt));
     backend
         .expect_delete()
         .times(1)
@@ -265,12 +273,12 @@ async fn mark_updated_repairs_a_corrupt_value() {
 #[tokio::test]
 async fn mark_updated_bumps_a_key_another_process_created_meanwhile() {
     let mut seq = Sequence::new();
-    let mut backend = MockBackend::new();
+    let mut backend = mock();
     backend
         .expect_incr()
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_, _| Ok(Stored::Missing));
+        .returning(|_, _, _, _| Ok(Stored::Missing));
     backend
         .expect_add()
         .times(1)
@@ -280,7 +288,7 @@ async fn mark_updated_bumps_a_key_another_process_created_meanwhile() {
         .expect_incr()
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_, _| Ok(Stored::Value(g(1 << 40))));
+        .returning(|_, _, _, _| Ok(Stored::Value(g(1 << 40))));
     assert_eq!(sync(backend).mark_updated().await.unwrap(), g(1 << 40));
 }
 
@@ -289,19 +297,19 @@ async fn mark_updated_reports_every_backend_error() {
     type Script = fn(&mut MockBackend);
     let scripts: [(&str, Script); 3] = [
         ("incr", |b| {
-            b.expect_incr().returning(|_, _| Err(down()));
+            b.expect_incr().returning(|_, _, _, _| Err(down()));
         }),
         ("delete", |b| {
-            b.expect_incr().returning(|_, _| Ok(Stored::Corrupt));
+            b.expect_incr().returning(|_, _, _, _| Ok(Stored::Corrupt));
             b.expect_delete().returning(|_| Err(down()));
         }),
         ("add", |b| {
-            b.expect_incr().returning(|_, _| Ok(Stored::Missing));
+            b.expect_incr().returning(|_, _, _, _| Ok(Stored::Missing));
             b.expect_add().returning(|_, _, _| Err(down()));
         }),
     ];
     for (failing, script) in scripts {
-        let mut backend = MockBackend::new();
+        let mut backend = mock();
         script(&mut backend);
         let err = sync(backend).mark_updated().await.unwrap_err();
         assert_eq!(err, Error::Backend(down()), "{failing}");
@@ -310,11 +318,11 @@ async fn mark_updated_reports_every_backend_error() {
 
 #[tokio::test]
 async fn mark_updated_gives_up_after_bounded_tries() {
-    let mut backend = MockBackend::new();
+    let mut backend = mock();
     backend
         .expect_incr()
         .times(3)
-        .returning(|_, _| Ok(Stored::Missing));
+        .returning(|_, _, _, _| Ok(Stored::Missing));
     backend.expect_add().times(3).returning(|_, _, _| Ok(false));
     let err = sync(backend).mark_updated().await.unwrap_err();
     assert!(matches!(err, Error::Contended { tries: 3, .. }), "{err}");
@@ -324,11 +332,11 @@ async fn mark_updated_gives_up_after_bounded_tries() {
 
 #[tokio::test]
 async fn clear_deletes_and_reports_errors() {
-    let mut backend = MockBackend::new();
+    let mut backend = mock();
     backend.expect_delete().times(1).returning(|_| Ok(()));
     sync(backend).clear().await.unwrap();
 
-    let mut backend = MockBackend::new();
+    let mut backend = mock();
     backend.expect_delete().times(1).returning(|_| Err(down()));
     assert_eq!(
         sync(backend).clear().await.unwrap_err(),
@@ -339,7 +347,7 @@ async fn clear_deletes_and_reports_errors() {
 #[tokio::test]
 async fn the_configured_ttl_reaches_every_write() {
     let ttl = Duration::from_secs(60);
-    let mut backend = MockBackend::new();
+    let mut backend = mock();
     backend
         .expect_add()
         .withf(move |_, _, t| *t == ttl)
@@ -347,17 +355,82 @@ async fn the_configured_ttl_reaches_every_write() {
         .returning(|_, _, _| Ok(true));
     backend
         .expect_incr()
-        .withf(move |_, t| *t == ttl)
+        .withf(move |_, _, t, _| *t == ttl)
+        .times(2)
+        .returning(|_, _, _, _| Ok(Stored::Value(g(9))));
+    // A writer's lease and intent are their own length; the key's time to
+    // live follows them up to the configured one.
+    let lease = Duration::from_secs(5);
+    backend
+        .expect_intend()
+        .withf(move |_, _, l, t| *l == lease && *t == ttl)
         .times(1)
-        .returning(|_, _| Ok(Stored::Value(g(9))));
+        .returning(|_, _, _, _| Ok(()));
+    backend
+        .expect_renew()
+        .withf(move |_, _, l, t| *l == lease && *t == ttl)
+        .times(1)
+        .returning(|_, _, _, _| Ok(true));
     let sync = sync(backend).with_ttl(ttl).unwrap();
     sync.refresh().await.unwrap();
     sync.mark_updated().await.unwrap();
+    let token = g(5);
+    sync.mark_intent(token, lease).await.unwrap();
+    assert!(sync.renew(token, lease).await.unwrap());
+    sync.mark_updated_by(token).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_bump_steps_by_a_random_amount_and_a_writers_bump_names_it() {
+    let steps = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&steps);
+    let mut backend = mock();
+    backend
+        .expect_incr()
+        .times(64)
+        .returning(move |_, step, _, finished| {
+            seen.lock().unwrap().push((step, finished));
+            Ok(Stored::Value(g(9)))
+        });
+    let sync = sync(backend);
+    for _ in 0..63 {
+        sync.mark_updated().await.unwrap();
+    }
+    sync.mark_updated_by(g(5)).await.unwrap();
+    let steps = steps.lock().unwrap();
+    assert!(steps.iter().all(|(s, _)| (1..=1 << 40).contains(s)));
+    let distinct: std::collections::HashSet<_> = steps.iter().map(|(s, _)| s).collect();
+    assert!(distinct.len() > 60, "steps are drawn at random: {steps:?}");
+    assert!(steps[..63].iter().all(|(_, f)| f.is_none()));
+    assert_eq!(steps[63].1, Some(g(5)));
+}
+
+#[tokio::test]
+async fn after_a_change_of_server_the_same_value_reads_as_a_change() {
+    let epoch = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut backend = MockBackend::new();
+    let e = Arc::clone(&epoch);
+    backend
+        .expect_epoch()
+        .returning(move || e.load(std::sync::atomic::Ordering::SeqCst));
+    backend.expect_get().returning(|_| Ok(Stored::Value(g(77))));
+    let sync = sync(backend);
+    let first = sync.check().await.observed().unwrap();
+    assert_eq!(first, g(77), "one server all along: values as stored");
+    sync.record(first);
+    assert!(!sync.is_expired().await);
+    epoch.store(1, std::sync::atomic::Ordering::SeqCst);
+    let check = sync.check().await;
+    assert!(check.is_expired(), "expired once after the server changed");
+    sync.record(check.observed().unwrap());
+    assert!(!sync.is_expired().await, "and current again once reloaded");
+    // What an operator reads is the stored value.
+    assert_eq!(sync.read().await, Ok(Stored::Value(g(77))));
 }
 
 #[test]
 fn a_ttl_under_a_millisecond_is_refused() {
-    let err = Synchronizer::new(MockBackend::new(), key())
+    let err = Synchronizer::new(mock(), key())
         .with_ttl(Duration::from_micros(10))
         .unwrap_err();
     assert!(err.to_string().contains("at least 1 ms"), "{err}");
@@ -365,7 +438,7 @@ fn a_ttl_under_a_millisecond_is_refused() {
 
 #[tokio::test]
 async fn the_key_is_passed_to_the_backend() {
-    let mut backend = MockBackend::new();
+    let mut backend = mock();
     backend
         .expect_get()
         .withf(|k| k.as_str() == "gensync:unit:settings")
@@ -376,7 +449,7 @@ async fn the_key_is_passed_to_the_backend() {
 
 #[tokio::test]
 async fn read_reports_what_is_stored_and_the_backends_error() {
-    let mut backend = MockBackend::new();
+    let mut backend = mock();
     let mut seq = Sequence::new();
     for reply in [Ok(Stored::Value(g(77))), Ok(Stored::Corrupt), Err(down())] {
         backend

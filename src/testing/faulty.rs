@@ -10,6 +10,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::backend::{Backend, BlockingBackend, Stored};
 use crate::error::BackendError;
+use crate::fence::Fence;
 use crate::generation::Generation;
 use crate::key::Key;
 
@@ -109,6 +110,8 @@ struct Shared {
     evicted: AtomicU64,
     /// Calls that met at least one fault.
     injected: AtomicU64,
+    /// Server changes announced by `new_server`.
+    servers: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -237,6 +240,14 @@ impl Faults {
     /// for the first call that does.
     pub fn evict_next(&self) {
         self.plan().evict_next = true;
+    }
+
+    /// Reports, from now on, that the backend reconnected to a different
+    /// or restarted server (its [epoch](crate::Backend::epoch) moves), as a
+    /// failover does; what is stored stays as it is, as on a replica that
+    /// held the same data. Not undone by [`heal`](Faults::heal).
+    pub fn new_server(&self) {
+        self.shared.servers.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Clears every fault; the error chosen with
@@ -384,13 +395,19 @@ impl<B: Backend> Backend for FaultyBackend<B> {
         self.inner.add(key, generation, ttl).await
     }
 
-    async fn incr(&self, key: &Key, ttl: Duration) -> Result<Stored, BackendError> {
+    async fn incr(
+        &self,
+        key: &Key,
+        step: u64,
+        ttl: Duration,
+        finished: Option<Generation>,
+    ) -> Result<Stored, BackendError> {
         let draw = self.before(key).await?;
         if draw.corrupt {
             // A corrupt key is never incremented.
             return Ok(self.read(&draw, Stored::Corrupt));
         }
-        self.inner.incr(key, ttl).await
+        self.inner.incr(key, step, ttl, finished).await
     }
 
     async fn delete(&self, key: &Key) -> Result<(), BackendError> {
@@ -398,14 +415,45 @@ impl<B: Backend> Backend for FaultyBackend<B> {
         self.inner.delete(key).await
     }
 
-    async fn expire(&self, key: &Key, ttl: Duration) -> Result<bool, BackendError> {
+    async fn lock(
+        &self,
+        key: &Key,
+        token: Generation,
+        ttl: Duration,
+    ) -> Result<Option<Fence>, BackendError> {
         self.before(key).await?;
-        self.inner.expire(key, ttl).await
+        self.inner.lock(key, token, ttl).await
     }
 
-    async fn delete_if(&self, key: &Key, expected: Generation) -> Result<bool, BackendError> {
+    async fn renew(
+        &self,
+        key: &Key,
+        token: Generation,
+        ttl: Duration,
+        key_ttl: Duration,
+    ) -> Result<bool, BackendError> {
         self.before(key).await?;
-        self.inner.delete_if(key, expected).await
+        self.inner.renew(key, token, ttl, key_ttl).await
+    }
+
+    async fn unlock(&self, key: &Key, token: Generation) -> Result<bool, BackendError> {
+        self.before(key).await?;
+        self.inner.unlock(key, token).await
+    }
+
+    async fn intend(
+        &self,
+        key: &Key,
+        token: Generation,
+        ttl: Duration,
+        key_ttl: Duration,
+    ) -> Result<(), BackendError> {
+        self.before(key).await?;
+        self.inner.intend(key, token, ttl, key_ttl).await
+    }
+
+    fn epoch(&self) -> u64 {
+        self.inner.epoch() + self.faults.shared.servers.load(Ordering::SeqCst)
     }
 }
 

@@ -16,5 +16,5 @@ mod redis_server;
 
 pub use self::faulty::{FaultCounts, Faults, FaultyBackend};
 pub use self::redis_server::RedisServer;
-pub use crate::backend::MockBackend;
+pub use crate::backend::{MockBackend, SavePoint};
 pub use crate::synchronizer::MockGenerationSynchronizer;

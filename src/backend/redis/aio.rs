@@ -14,6 +14,7 @@ use super::config::RedisConfig;
 use super::target::{breaks_connection, lock, Target};
 use crate::backend::{Backend, Stored};
 use crate::error::BackendError;
+use crate::fence::Fence;
 use crate::generation::Generation;
 use crate::key::Key;
 
@@ -186,19 +187,52 @@ impl Backend for RedisBackend {
         self.run(Op::add(key, generation, ttl)).await
     }
 
-    async fn incr(&self, key: &Key, ttl: Duration) -> Result<Stored, BackendError> {
-        self.run(Op::incr(key, ttl)).await
+    async fn incr(
+        &self,
+        key: &Key,
+        step: u64,
+        ttl: Duration,
+        finished: Option<Generation>,
+    ) -> Result<Stored, BackendError> {
+        self.run(Op::incr(key, step, ttl, finished)).await
     }
 
     async fn delete(&self, key: &Key) -> Result<(), BackendError> {
         self.run(Op::delete(key)).await
     }
 
-    async fn expire(&self, key: &Key, ttl: Duration) -> Result<bool, BackendError> {
-        self.run(Op::expire(key, ttl)).await
+    async fn lock(
+        &self,
+        key: &Key,
+        token: Generation,
+        ttl: Duration,
+    ) -> Result<Option<Fence>, BackendError> {
+        self.run(Op::lock(key, token, ttl)).await
     }
 
-    async fn delete_if(&self, key: &Key, expected: Generation) -> Result<bool, BackendError> {
-        self.run(Op::delete_if(key, expected)).await
+    async fn renew(
+        &self,
+        key: &Key,
+        token: Generation,
+        ttl: Duration,
+        key_ttl: Duration,
+    ) -> Result<bool, BackendError> {
+        self.run(Op::renew(key, token, ttl, key_ttl)).await
+    }
+
+    async fn unlock(&self, key: &Key, token: Generation) -> Result<bool, BackendError> {
+        self.run(Op::unlock(key, token)).await
+    }
+
+    async fn intend(
+        &self,
+        key: &Key,
+        token: Generation,
+        ttl: Duration,
+        key_ttl: Duration,
+    ) -> Result<(), BackendError> {
+        self.run(Op::intend(key, token, ttl, key_ttl))
+            .await
+            .map(drop)
     }
 }

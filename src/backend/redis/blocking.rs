@@ -12,6 +12,7 @@ use super::config::RedisConfig;
 use super::target::{lock, Target};
 use crate::backend::{Backend, BlockingBackend, Stored};
 use crate::error::BackendError;
+use crate::fence::Fence;
 use crate::generation::Generation;
 use crate::key::Key;
 
@@ -202,20 +203,51 @@ impl Backend for BlockingRedisBackend {
         self.run(Op::add(key, generation, ttl))
     }
 
-    async fn incr(&self, key: &Key, ttl: Duration) -> Result<Stored, BackendError> {
-        self.run(Op::incr(key, ttl))
+    async fn incr(
+        &self,
+        key: &Key,
+        step: u64,
+        ttl: Duration,
+        finished: Option<Generation>,
+    ) -> Result<Stored, BackendError> {
+        self.run(Op::incr(key, step, ttl, finished))
     }
 
     async fn delete(&self, key: &Key) -> Result<(), BackendError> {
         self.run(Op::delete(key))
     }
 
-    async fn expire(&self, key: &Key, ttl: Duration) -> Result<bool, BackendError> {
-        self.run(Op::expire(key, ttl))
+    async fn lock(
+        &self,
+        key: &Key,
+        token: Generation,
+        ttl: Duration,
+    ) -> Result<Option<Fence>, BackendError> {
+        self.run(Op::lock(key, token, ttl))
     }
 
-    async fn delete_if(&self, key: &Key, expected: Generation) -> Result<bool, BackendError> {
-        self.run(Op::delete_if(key, expected))
+    async fn renew(
+        &self,
+        key: &Key,
+        token: Generation,
+        ttl: Duration,
+        key_ttl: Duration,
+    ) -> Result<bool, BackendError> {
+        self.run(Op::renew(key, token, ttl, key_ttl))
+    }
+
+    async fn unlock(&self, key: &Key, token: Generation) -> Result<bool, BackendError> {
+        self.run(Op::unlock(key, token))
+    }
+
+    async fn intend(
+        &self,
+        key: &Key,
+        token: Generation,
+        ttl: Duration,
+        key_ttl: Duration,
+    ) -> Result<(), BackendError> {
+        self.run(Op::intend(key, token, ttl, key_ttl)).map(drop)
     }
 }
 

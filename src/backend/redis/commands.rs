@@ -7,23 +7,122 @@ use std::time::Duration;
 use redis::{Cmd, RedisError, Value};
 
 use crate::backend::Stored;
+use crate::fence::Fence;
 use crate::generation::Generation;
 use crate::key::Key;
 
-/// Bumps a valid generation and resets its time to live, in one atomic step.
-/// Replies -1 for a missing key and -2 for a corrupt one (wrong type, not a
-/// positive integer, or at the top of the range), leaving both alone. The
-/// new value is read back as a string: Lua numbers are doubles and would
-/// round a 63-bit generation.
-const INCR_SCRIPT: &str = r"
+/// What the scripts share: the server's clock, and `settle`, which gives
+/// the generation its full time to live or, while writers' intents are
+/// pending, no more than until the earliest one lapses (lapsed intents are
+/// dropped on the way). Scores and lapses are milliseconds of the server's
+/// clock, so every client agrees on them.
+macro_rules! prelude {
+    () => {
+        r"
+if redis.replicate_commands then redis.replicate_commands() end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function settle(gen, intents, now, full)
+  redis.call('ZREMRANGEBYSCORE', intents, '-inf', now)
+  local ttl = full
+  local first = redis.call('ZRANGE', intents, 0, 0, 'WITHSCORES')
+  if first[2] then
+    local left = tonumber(first[2]) - now
+    if left < ttl then ttl = left end
+    local last = redis.call('ZRANGE', intents, -1, -1, 'WITHSCORES')
+    redis.call('PEXPIREAT', intents, last[2])
+  end
+  if ttl < 1 then ttl = 1 end
+  redis.call('PEXPIRE', gen, string.format('%.0f', ttl))
+end
+"
+    };
+}
+
+/// Creates the generation if absent (KEYS: generation, intents; ARGV:
+/// value, ttl). Replies 1 when it did.
+const ADD_SCRIPT: &str = concat!(
+    prelude!(),
+    r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+settle(KEYS[1], KEYS[2], now_ms(), tonumber(ARGV[2]))
+return 1
+"
+);
+
+/// Adds a step to a valid generation, ends the finishing writer's intent
+/// and settles the time to live, in one atomic step (KEYS: generation,
+/// intents; ARGV: step, ttl, finishing token or ''). Replies -1 for a
+/// missing key and -2 for a corrupt one (wrong type, not a positive
+/// integer, or one the step would carry past `i64::MAX`), leaving both
+/// alone. The new value is read back as a string: Lua numbers are doubles
+/// and would round a 63-bit generation.
+const INCR_SCRIPT: &str = concat!(
+    prelude!(),
+    r"
 local v = redis.pcall('GET', KEYS[1])
 if v == false then return -1 end
 if type(v) ~= 'string' or not string.match(v, '^[1-9]%d*$') then return -2 end
-local n = redis.pcall('INCR', KEYS[1])
+local n = redis.pcall('INCRBY', KEYS[1], ARGV[1])
 if type(n) ~= 'number' then return -2 end
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
+if ARGV[3] ~= '' then redis.call('ZREM', KEYS[2], ARGV[3]) end
+settle(KEYS[1], KEYS[2], now_ms(), tonumber(ARGV[2]))
 return redis.call('GET', KEYS[1])
+"
+);
+
+/// Takes the writers' lease if it is free or already the caller's, and
+/// hands out the next fencing token (KEYS: lease, fence; ARGV: token, ttl).
+/// The token is one more than the last, or the server's clock in
+/// microseconds if that is more, so it keeps growing after the server went
+/// back to an older snapshot. Replies the token, or nil while another
+/// writer holds the lease. (Microseconds since 1970 fit a double exactly.)
+const LOCK_SCRIPT: &str = r"
+local holder = redis.call('GET', KEYS[1])
+if holder == false then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+elseif holder ~= ARGV[1] then
+  return false
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local last = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+local fence = string.format('%.0f', math.max(last + 1, now))
+redis.call('SET', KEYS[2], fence)
+return fence
 ";
+
+/// Extends the caller's lease, and its pending intent with the key's time
+/// to live (KEYS: lease, generation, intents; ARGV: token, ttl, key ttl).
+/// Replies 1, or 0 when the lease is not the caller's.
+const RENEW_SCRIPT: &str = concat!(
+    prelude!(),
+    r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if redis.call('ZSCORE', KEYS[3], ARGV[1]) then
+  local now = now_ms()
+  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), ARGV[1])
+  settle(KEYS[2], KEYS[3], now, tonumber(ARGV[3]))
+end
+return 1
+"
+);
+
+/// Records a writer's intent and cuts the generation's time to live to it
+/// (KEYS: generation, intents; ARGV: token, ttl, key ttl).
+const INTEND_SCRIPT: &str = concat!(
+    prelude!(),
+    r"
+local now = now_ms()
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+settle(KEYS[1], KEYS[2], now, tonumber(ARGV[3]))
+return 1
+"
+);
 
 /// Deletes a key only while it holds the caller's token.
 const DELETE_IF_SCRIPT: &str = r"
@@ -43,16 +142,23 @@ pub(super) struct Op<T> {
 impl Op<Stored> {
     /// [`Backend::get`](crate::backend::Backend::get).
     pub(super) fn get(key: &Key) -> Self {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(key.as_str());
         Op {
-            cmd: get_cmd(key),
+            cmd,
             read: read_get,
         }
     }
 
     /// [`Backend::incr`](crate::backend::Backend::incr).
-    pub(super) fn incr(key: &Key, ttl: Duration) -> Self {
+    pub(super) fn incr(key: &Key, step: u64, ttl: Duration, finished: Option<Generation>) -> Self {
+        let finished = finished.map_or(String::new(), |g| g.to_string());
         Op {
-            cmd: incr_cmd(key, ttl),
+            cmd: script(
+                INCR_SCRIPT,
+                &[key, &key.companion("intents")],
+                &[step.to_string(), millis(ttl), finished],
+            ),
             read: read_incr,
         }
     }
@@ -62,24 +168,62 @@ impl Op<bool> {
     /// [`Backend::add`](crate::backend::Backend::add).
     pub(super) fn add(key: &Key, generation: Generation, ttl: Duration) -> Self {
         Op {
-            cmd: add_cmd(key, generation, ttl),
-            read: read_add,
-        }
-    }
-
-    /// [`Backend::expire`](crate::backend::Backend::expire).
-    pub(super) fn expire(key: &Key, ttl: Duration) -> Self {
-        Op {
-            cmd: expire_cmd(key, ttl),
+            cmd: script(
+                ADD_SCRIPT,
+                &[key, &key.companion("intents")],
+                &[generation.to_string(), millis(ttl)],
+            ),
             read: read_flag,
         }
     }
 
-    /// [`Backend::delete_if`](crate::backend::Backend::delete_if).
-    pub(super) fn delete_if(key: &Key, expected: Generation) -> Self {
+    /// [`Backend::renew`](crate::backend::Backend::renew).
+    pub(super) fn renew(key: &Key, token: Generation, ttl: Duration, key_ttl: Duration) -> Self {
         Op {
-            cmd: delete_if_cmd(key, expected),
+            cmd: script(
+                RENEW_SCRIPT,
+                &[&key.companion("lock"), key, &key.companion("intents")],
+                &[token.to_string(), millis(ttl), millis(key_ttl)],
+            ),
             read: read_flag,
+        }
+    }
+
+    /// [`Backend::unlock`](crate::backend::Backend::unlock).
+    pub(super) fn unlock(key: &Key, token: Generation) -> Self {
+        Op {
+            cmd: script(
+                DELETE_IF_SCRIPT,
+                &[&key.companion("lock")],
+                &[token.to_string()],
+            ),
+            read: read_flag,
+        }
+    }
+
+    /// [`Backend::intend`](crate::backend::Backend::intend).
+    pub(super) fn intend(key: &Key, token: Generation, ttl: Duration, key_ttl: Duration) -> Self {
+        Op {
+            cmd: script(
+                INTEND_SCRIPT,
+                &[key, &key.companion("intents")],
+                &[token.to_string(), millis(ttl), millis(key_ttl)],
+            ),
+            read: read_flag,
+        }
+    }
+}
+
+impl Op<Option<Fence>> {
+    /// [`Backend::lock`](crate::backend::Backend::lock).
+    pub(super) fn lock(key: &Key, token: Generation, ttl: Duration) -> Self {
+        Op {
+            cmd: script(
+                LOCK_SCRIPT,
+                &[&key.companion("lock"), &key.companion("fence")],
+                &[token.to_string(), millis(ttl)],
+            ),
+            read: read_fence,
         }
     }
 }
@@ -87,9 +231,11 @@ impl Op<bool> {
 impl Op<()> {
     /// [`Backend::delete`](crate::backend::Backend::delete).
     pub(super) fn delete(key: &Key) -> Self {
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(key.as_str());
         Op {
-            cmd: delete_cmd(key),
-            read: read_delete,
+            cmd,
+            read: |reply| reply.map(drop),
         }
     }
 
@@ -102,54 +248,25 @@ impl Op<()> {
     }
 }
 
-// The six commands, built once for both paths.
-
-fn get_cmd(key: &Key) -> Cmd {
-    let mut cmd = redis::cmd("GET");
-    cmd.arg(key.as_str());
-    cmd
-}
-
-fn add_cmd(key: &Key, generation: Generation, ttl: Duration) -> Cmd {
-    let mut cmd = redis::cmd("SET");
-    cmd.arg(key.as_str())
-        .arg(generation.get())
-        .arg("NX")
-        .arg("PX")
-        .arg(ttl_millis(ttl));
-    cmd
-}
-
-fn incr_cmd(key: &Key, ttl: Duration) -> Cmd {
-    eval_cmd(INCR_SCRIPT, key, ttl_millis(ttl))
-}
-
-fn delete_cmd(key: &Key) -> Cmd {
-    let mut cmd = redis::cmd("DEL");
-    cmd.arg(key.as_str());
-    cmd
-}
-
-fn expire_cmd(key: &Key, ttl: Duration) -> Cmd {
-    let mut cmd = redis::cmd("PEXPIRE");
-    cmd.arg(key.as_str()).arg(ttl_millis(ttl));
-    cmd
-}
-
-fn delete_if_cmd(key: &Key, expected: Generation) -> Cmd {
-    eval_cmd(DELETE_IF_SCRIPT, key, expected.get())
-}
-
-/// `EVAL script 1 key arg`: one key, one numeric argument.
-fn eval_cmd(script: &str, key: &Key, arg: u64) -> Cmd {
+/// `EVAL script numkeys keys... args...`.
+fn script(source: &str, keys: &[&Key], args: &[String]) -> Cmd {
     let mut cmd = redis::cmd("EVAL");
-    cmd.arg(script).arg(1).arg(key.as_str()).arg(arg);
+    cmd.arg(source).arg(keys.len());
+    for key in keys {
+        cmd.arg(key.as_str());
+    }
+    for arg in args {
+        cmd.arg(arg.as_str());
+    }
     cmd
 }
 
-fn ttl_millis(ttl: Duration) -> u64 {
+fn millis(ttl: Duration) -> String {
     // PX 0 is an error in Redis; a sub-millisecond TTL rounds up.
-    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+    u64::try_from(ttl.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+        .to_string()
 }
 
 // Their replies, read once for both paths.
@@ -169,10 +286,6 @@ fn read_get(reply: Result<Value, RedisError>) -> Result<Stored, RedisError> {
     }
 }
 
-fn read_add(reply: Result<Value, RedisError>) -> Result<bool, RedisError> {
-    Ok(!matches!(reply?, Value::Nil))
-}
-
 fn read_incr(reply: Result<Value, RedisError>) -> Result<Stored, RedisError> {
     Ok(match reply? {
         Value::Int(-1) => Stored::Missing,
@@ -181,13 +294,25 @@ fn read_incr(reply: Result<Value, RedisError>) -> Result<Stored, RedisError> {
     })
 }
 
-fn read_delete(reply: Result<Value, RedisError>) -> Result<(), RedisError> {
-    reply.map(drop)
-}
-
-/// PEXPIRE and the delete-if script both reply 1 when they acted.
+/// The scripts reply 1 when they acted.
 fn read_flag(reply: Result<Value, RedisError>) -> Result<bool, RedisError> {
     Ok(matches!(reply?, Value::Int(1)))
+}
+
+fn read_fence(reply: Result<Value, RedisError>) -> Result<Option<Fence>, RedisError> {
+    match reply? {
+        Value::Nil => Ok(None),
+        Value::BulkString(raw) => std::str::from_utf8(&raw)
+            .ok()
+            .and_then(|text| text.parse::<u64>().ok())
+            .map(|n| Some(Fence::new(n)))
+            .ok_or_else(|| unexpected("a fencing token that is not a number")),
+        _ => Err(unexpected("an unexpected reply to the lease script")),
+    }
+}
+
+fn unexpected(what: &'static str) -> RedisError {
+    RedisError::from((redis::ErrorKind::UnexpectedReturnType, what))
 }
 
 #[cfg(test)]
@@ -207,7 +332,12 @@ mod tests {
         );
         assert_eq!(read_incr(Ok(Value::Int(-1))).unwrap(), Stored::Missing);
         assert_eq!(read_incr(Ok(Value::Int(-2))).unwrap(), Stored::Corrupt);
-        assert!(read_add(Ok(Value::Okay)).unwrap());
-        assert!(!read_add(Ok(Value::Nil)).unwrap());
+        assert!(read_flag(Ok(Value::Int(1))).unwrap());
+        assert!(!read_flag(Ok(Value::Int(0))).unwrap());
+        assert_eq!(read_fence(Ok(Value::Nil)).unwrap(), None);
+        assert_eq!(
+            read_fence(Ok(Value::BulkString(b"1733000000000001".to_vec()))).unwrap(),
+            Some(Fence::new(1733000000000001))
+        );
     }
 }
