@@ -13,7 +13,7 @@
 //! gets it by default; `cargo bench --bench middleware --features metrics`
 //! adds what the `metrics` feature costs, without and with a recorder.
 //!
-//! Both run on a current-thread tokio runtime and drive the service the
+//! All run on a current-thread tokio runtime and drive the service the
 //! way a server does: `ready()`, then `call()`, then await the response.
 //!
 //! `cargo test --all-targets` runs each routine once, as a smoke test.

@@ -24,10 +24,11 @@ const READY: &str = "settings_server listening on http://";
 
 /// The example's binary, built once per test run.
 ///
-/// `cargo test --test settings_server` does not build examples, and a
-/// binary left by an earlier build may be stale, so this runs `cargo build`
-/// (a no-op when it is up to date) with the features this test was built
-/// with, into the target directory this test runs from.
+/// `cargo test --features metrics --test settings_server` does not build
+/// examples, and a binary left by an earlier build may be stale, so this
+/// runs `cargo build` (a no-op when it is up to date) with the features
+/// this test was built with, into the target directory this test runs
+/// from.
 fn binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {

@@ -136,7 +136,8 @@ where
     /// The reloader, serving `initial` until the first load succeeds.
     ///
     /// Build it anywhere; use it inside a tokio runtime, which runs its
-    /// loads.
+    /// loads. With the `metrics` feature, install the metrics recorder
+    /// before this: the reloader registers its metrics here.
     pub fn build(self, initial: S) -> Result<Reloader<S>, Error> {
         self.config.validate()?;
         let first = Snapshot::new(initial, None);

@@ -15,13 +15,13 @@
 //!   leaves the process expired so a later check retries (after the
 //!   backoff).
 //! - **Load numbering.** `seq` orders checks and loads. A check reads it
-//!   when it begins (`began`); a load takes the next number right before the
-//!   loader reads the source. So a load numbered at or above a check's
-//!   `began` read the source after that check began, and serves it.
-//!   `loaded_seq` is the number of the load that produced the settings in
-//!   service: a check with `loaded_seq >= began` is already served, however
-//!   its own read came out. Checks only read `seq`; only loads write it, so
-//!   a request makes no shared write.
+//!   when it begins (`began`); a load takes a number when it is started and
+//!   takes the next one again right before the loader reads the source. So
+//!   a load numbered at or above a check's `began` read the source after
+//!   that check began, and serves it. `loaded_seq` is the number of the
+//!   load that produced the settings in service: a check with
+//!   `loaded_seq >= began` is already served, however its own read came
+//!   out. Checks never write `seq`; only loads do.
 //! - **A request never joins a load that started before it.** It joins the
 //!   load in flight only when that load is numbered at or above its
 //!   `began`, or was started for the very generation it observed; otherwise

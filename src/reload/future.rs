@@ -12,7 +12,7 @@ use tower_service::Service;
 use super::reloader::BoxFuture;
 use super::snapshot::Snapshot;
 
-/// The future of [`Reloader::check`]: resolves to the settings a request
+/// The future of [`Reloader::check`](super::Reloader::check): resolves to the settings a request
 /// should use.
 ///
 /// The check runs as one boxed future: the synchronizer is a trait object
@@ -52,7 +52,8 @@ pin_project! {
     {
         #[pin]
         state: State<S::Future, T, B>,
-        // The clone that was polled ready, kept until the check is done.
+        // The clone that was polled ready: it takes the request once the
+        // check is done.
         inner: S,
     }
 }

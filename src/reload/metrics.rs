@@ -1,24 +1,7 @@
 //! What the reloader did: counters kept in the reloader for
-//! [`ReloadMetrics`], and, with the `metrics` feature, the same counters
-//! and three histograms sent through the `metrics` facade.
-//!
-//! Exported names, each labelled with the generation's `key`:
-//!
-//! | name | kind | what |
-//! |---|---|---|
-//! | `gensync_checks_total` | counter | checks of the shared generation |
-//! | `gensync_expired_total` | counter | checks that found the settings expired |
-//! | `gensync_backend_errors_total` | counter | checks that could not read the generation |
-//! | `gensync_loader_runs_total` | counter | calls of the settings loader |
-//! | `gensync_reloads_total` | counter | loads that replaced the settings |
-//! | `gensync_reload_failures_total` | counter | loads that failed, panicked or timed out |
-//! | `gensync_stale_served_total` | counter | expired checks served the last good settings |
-//! | `gensync_check_duration_seconds` | histogram | how long a check took, reload included |
-//! | `gensync_reload_duration_seconds` | histogram | how long the loader took |
-//! | `gensync_settings_age_seconds` | histogram | per check, the age of the settings served, since their generation was observed |
-//!
-//! Handles are registered when the reloader is built: install the
-//! recorder (an exporter) before building it.
+//! [`ReloadMetrics`], and, with the `metrics` feature, the same counters and
+//! three histograms sent through the `metrics` facade (listed on
+//! [`ReloadMetrics`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -190,6 +173,27 @@ fn describe() {
 }
 
 /// What a reloader has done since it was made.
+///
+/// With the `metrics` feature, the same counts, and three histograms, also
+/// go to whatever recorder (exporter) is installed through the `metrics`
+/// facade, each labelled with the generation's `key`:
+///
+/// | name | kind | what |
+/// |---|---|---|
+/// | `gensync_checks_total` | counter | checks of the shared generation |
+/// | `gensync_expired_total` | counter | checks that found the settings expired |
+/// | `gensync_backend_errors_total` | counter | checks that could not read the generation |
+/// | `gensync_loader_runs_total` | counter | calls of the settings loader |
+/// | `gensync_reloads_total` | counter | loads that replaced the settings |
+/// | `gensync_reload_failures_total` | counter | loads that failed, panicked or timed out |
+/// | `gensync_stale_served_total` | counter | expired checks served the last good settings |
+/// | `gensync_check_duration_seconds` | histogram | how long a check took, a reload it waited for included |
+/// | `gensync_reload_duration_seconds` | histogram | how long a run of the loader took |
+/// | `gensync_settings_age_seconds` | histogram | per check, the age of the settings served, since their generation was observed |
+///
+/// The handles are registered when the reloader is built, so install the
+/// recorder first. Reloaders of one key in one process share the exported
+/// series (the label is the key); `ReloadMetrics` stays per reloader.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ReloadMetrics {

@@ -53,13 +53,12 @@
 //!
 //! The reloader needs a tokio runtime: each load runs on a task of its own,
 //! so a request that gives up waiting cancels nothing.
-//!
-//! Rooms: `reloader.rs` is the handle, `builder.rs` its configuration,
-//! `flight.rs` the single-flight load machine (with its invariants),
-//! `publish.rs` the writers' path, `listeners.rs` the reload fan-out,
-//! `layer.rs` and `future.rs` the tower middleware and the named futures,
-//! `metrics.rs` the counters and their export.
 
+// Rooms: `reloader.rs` is the handle, `builder.rs` its configuration,
+// `flight.rs` the single-flight load machine (with its invariants),
+// `publish.rs` the writers' path, `listeners.rs` the reload fan-out,
+// `layer.rs` and `future.rs` the tower middleware and the named futures,
+// `metrics.rs` the counters and their export.
 mod blocking;
 mod builder;
 mod flight;

@@ -235,7 +235,7 @@ impl Op<()> {
         cmd.arg(key.as_str());
         Op {
             cmd,
-            read: |reply| reply.map(drop),
+            read: read_done,
         }
     }
 
@@ -243,7 +243,7 @@ impl Op<()> {
     pub(super) fn ping() -> Self {
         Op {
             cmd: redis::cmd("PING"),
-            read: |reply| reply.map(drop),
+            read: read_done,
         }
     }
 }
@@ -292,6 +292,11 @@ fn read_incr(reply: Result<Value, RedisError>) -> Result<Stored, RedisError> {
         Value::BulkString(raw) => stored_from_bytes(&raw),
         _ => Stored::Corrupt,
     })
+}
+
+/// A command whose reply only says it was done.
+fn read_done(reply: Result<Value, RedisError>) -> Result<(), RedisError> {
+    reply.map(drop)
 }
 
 /// The scripts reply 1 when they acted.
