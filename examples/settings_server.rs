@@ -3,7 +3,10 @@
 //!
 //! The settings are a JSON object kept in a file. `PUT /settings` saves a new
 //! object to the file (atomically) and bumps the shared generation; every
-//! instance reloads the file on its next request. On its own (no Redis) it
+//! instance reloads the file on its next request. Beside the file,
+//! `<file>.fence` keeps the greatest writers' fencing token the saver
+//! accepted: an instance that stalled past its writers' lease has its save
+//! refused instead of overwriting a newer change. On its own (no Redis) it
 //! uses the in-memory backend, which only this one process sees.
 //!
 //! ```sh
@@ -50,7 +53,7 @@
 //! counters and histograms, labelled with the key, exported through
 //! `metrics-exporter-prometheus`).
 
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, IsTerminal, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -62,8 +65,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use clap::Parser;
-use gensync::reload::{blocking_loader, PublishError, Reloader, SettingsReloadLayer, Snapshot};
-use gensync::{Backend, Key, MemoryBackend, RedisBackend, Synchronizer};
+use gensync::reload::{
+    blocking_loader, fenced, BoxError, PublishError, Reloader, SettingsReloadLayer, Snapshot,
+    StaleFence,
+};
+use gensync::{Backend, Fence, Key, MemoryBackend, RedisBackend, Synchronizer};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::{json, Map, Value};
 use tracing_subscriber::EnvFilter;
@@ -240,18 +246,16 @@ fn build_reloader<B: Backend + 'static>(
     let loader = blocking_loader(move || read_settings(&read_from));
     let write_to = Arc::new(path.to_owned());
     Reloader::builder(sync, loader)
-        .saver(move |settings: &Settings| {
+        .saver(fenced(move |settings: &Settings, fence| {
             let path = Arc::clone(&write_to);
             let bytes = encode(settings);
             async move {
                 let bytes = bytes.map_err(|e| format!("could not serialise the settings: {e}"))?;
-                let target = Arc::clone(&path);
-                tokio::task::spawn_blocking(move || write_atomically(&target, &bytes))
+                tokio::task::spawn_blocking(move || save_fenced(&path, &bytes, fence))
                     .await
                     .map_err(|e| format!("the write task stopped: {e}"))?
-                    .map_err(|e| format!("could not write {}: {e}", path.display()))
             }
-        })
+        }))
         .build(default_settings())
         .map_err(|e| Fatal(e.to_string(), 1))
 }
@@ -298,6 +302,7 @@ async fn put_settings(State(reloader): State<Reloader<Settings>>, body: Bytes) -
             tracing::warn!("publishing the settings failed: {e}");
             let saved = match &e {
                 PublishError::Bump { .. } => Some(true),
+                PublishError::LeaseLost { saved, .. } => Some(*saved),
                 PublishError::NoSaver
                 | PublishError::Locked { .. }
                 | PublishError::Start(_)
@@ -379,6 +384,53 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// The saver: refuses a writer whose lease lapsed (a fencing token below
+/// the greatest accepted, kept in `<file>.fence`), then replaces the file
+/// atomically. Both under an exclusive lock on the fence file, so the
+/// instances on one host take turns and a stalled one cannot overwrite a
+/// newer change when it wakes.
+fn save_fenced(path: &Path, bytes: &[u8], fence: Fence) -> Result<(), BoxError> {
+    let fence_path = fence_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&fence_path)
+        .map_err(|e| format!("could not open {}: {e}", fence_path.display()))?;
+    // Released when the file is closed, on every return below.
+    file.lock()
+        .map_err(|e| format!("could not lock {}: {e}", fence_path.display()))?;
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .map_err(|e| format!("could not read {}: {e}", fence_path.display()))?;
+    let accepted = Fence::new(text.trim().parse().unwrap_or(0));
+    if fence < accepted {
+        return Err(StaleFence {
+            offered: fence,
+            accepted,
+        }
+        .into());
+    }
+    // The token first: a crash between the two leaves a newer token over
+    // older settings, which refuses no rightful writer.
+    let written = file
+        .set_len(0)
+        .and_then(|()| file.seek(SeekFrom::Start(0)))
+        .and_then(|_| writeln!(file, "{fence}"))
+        .and_then(|()| file.sync_all());
+    written.map_err(|e| format!("could not write {}: {e}", fence_path.display()))?;
+    write_atomically(path, bytes)
+        .map_err(|e| format!("could not write {}: {e}", path.display()).into())
+}
+
+/// Where the settings file's greatest accepted fencing token is kept.
+fn fence_file(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(".fence");
+    path.with_file_name(name)
+}
+
 /// The file's form: pretty JSON ending in a newline.
 fn encode(settings: &Settings) -> serde_json::Result<Vec<u8>> {
     let mut bytes = serde_json::to_vec_pretty(settings)?;
@@ -442,4 +494,22 @@ async fn shutdown_signal() {
         () = terminate => {}
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_saver_refuses_a_token_older_than_the_last_it_took() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("settings.json");
+        save_fenced(&path, b"{\"v\": 1}\n", Fence::new(10)).unwrap();
+        save_fenced(&path, b"{\"v\": 2}\n", Fence::new(10)).expect("the same writer again");
+        save_fenced(&path, b"{\"v\": 3}\n", Fence::new(12)).expect("a newer writer");
+        let err = save_fenced(&path, b"{\"v\": 4}\n", Fence::new(11)).unwrap_err();
+        assert!(err.to_string().contains("token 11"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"{\"v\": 3}\n", "kept");
+        assert_eq!(std::fs::read_to_string(fence_file(&path)).unwrap(), "12\n");
+    }
 }

@@ -388,8 +388,9 @@ async fn a_put_on_one_instance_is_seen_by_every_other_instance() {
             );
         }
     }
-    // The atomic writes left no temporary files behind.
-    assert_eq!(dir.names(), ["settings.json"]);
+    // The atomic writes left no temporary files behind; beside the
+    // settings, the greatest fencing token the saver accepted.
+    assert_eq!(dir.names(), ["settings.json", "settings.json.fence"]);
 }
 
 #[tokio::test]
@@ -426,6 +427,7 @@ async fn bad_input_is_a_400_with_a_json_error_and_leaves_the_file_alone() {
         body["settings"],
         json!({"theme": "dark", "site_name": "kept"})
     );
+    // Nothing was saved: no temporary file, not even a fencing token.
     assert_eq!(dir.names(), ["settings.json"]);
 }
 
