@@ -1,0 +1,201 @@
+//! Redis going back in time, for real: a restart from a snapshot older than
+//! the last bump, and a replica promoted after missing a bump. No process
+//! may stay on old settings, and no bump may hand out a value a process
+//! recorded before.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gensync::reload::{PublishError, Reloader};
+use gensync::testing::RedisServer;
+use gensync::{BackendError, Error, Key, RedisBackend, RedisConfig, Synchronizer};
+use support::patient_config;
+
+fn key() -> Key {
+    Key::new(["rollback", "settings"]).unwrap()
+}
+
+/// The source of truth every process reads: a version number.
+type Source = Arc<AtomicU64>;
+
+/// One process over `url`: a reloader whose loader reads `source` and
+/// whose saver writes it.
+fn process(url: &str, config: RedisConfig, source: &Source) -> Reloader<u64> {
+    let backend = RedisBackend::with_config(url, config).expect("a valid URL");
+    let (read, write) = (Arc::clone(source), Arc::clone(source));
+    Reloader::builder(Synchronizer::new(backend, key()), move || {
+        let version = read.load(SeqCst);
+        async move { Ok::<_, std::convert::Infallible>(version) }
+    })
+    .saver(move |v: &u64| {
+        write.store(*v, SeqCst);
+        async { Ok::<_, std::convert::Infallible>(()) }
+    })
+    .build(0)
+    .expect("a reloader")
+}
+
+/// The reader's first answered check after the server changed: it must
+/// read as expired, whatever the value. (An unanswered one reads as expired
+/// anyway and proves nothing.)
+async fn first_answered_check_is_expired(reader: &Reloader<u64>) {
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let check = reader.synchronizer().check().await;
+        if check.shared != gensync::Observed::Unavailable {
+            assert!(check.is_expired(), "read as current after the change: {check:?}");
+            return;
+        }
+        assert!(Instant::now() < until, "the server never answered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn admin(server: &RedisServer) -> redis::Connection {
+    server.connection().expect("an admin connection")
+}
+
+/// The restarted server loads the snapshot taken before the last bump; the
+/// reader, which loaded that bump's settings, reads as expired once and
+/// reloads what the source holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bump_lost_in_a_restart_still_reaches_every_reader() {
+    let mut server = RedisServer::start().unwrap();
+    let source = Source::default();
+    let writer = process(&server.url(), patient_config(), &source);
+    let reader = process(&server.url(), patient_config(), &source);
+    writer.publish(1).await.unwrap();
+    assert_eq!(*reader.check().await, 1);
+    // The snapshot holds the generation the reader recorded.
+    let _: () = redis::cmd("SAVE").query(&mut admin(&server)).unwrap();
+    // v2 is saved and bumped, but the reader does not check before the
+    // server dies, and the bump is not in the snapshot.
+    writer.publish(2).await.unwrap();
+    server.restart().unwrap();
+
+    first_answered_check_is_expired(&reader).await;
+    assert_eq!(*reader.check().await, 2, "reloaded after the restart");
+    assert!(!reader.synchronizer().is_expired().await, "and current");
+    assert_eq!(reader.metrics().stale_served, 0);
+}
+
+/// After the restart from an older snapshot, the next bump must not hand
+/// out the value the reader recorded before: it would read as current and
+/// keep the old settings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bump_after_a_restart_from_an_older_snapshot_repeats_no_value() {
+    let mut server = RedisServer::start().unwrap();
+    let source = Source::default();
+    let writer = process(&server.url(), patient_config(), &source);
+    let reader = process(&server.url(), patient_config(), &source);
+    writer.publish(1).await.unwrap();
+    assert_eq!(*reader.check().await, 1);
+    let _: () = redis::cmd("SAVE").query(&mut admin(&server)).unwrap();
+    let before = writer.publish(2).await.unwrap();
+    assert_eq!(*reader.check().await, 2, "recorded the bump");
+    server.restart().unwrap();
+
+    let after = writer.publish(3).await.unwrap();
+    assert_ne!(after, before, "a repeat of a recorded generation");
+    assert_eq!(*reader.check().await, 3);
+}
+
+/// A symbolic link the processes connect through, as a name a failover
+/// points elsewhere.
+struct Alias(PathBuf);
+
+impl Alias {
+    fn to(dir: &Path, target: &Path) -> Alias {
+        let alias = Alias(dir.join("primary.sock"));
+        alias.point_at(target);
+        alias
+    }
+
+    /// Re-points the alias in one rename, as a DNS or proxy switch would.
+    fn point_at(&self, target: &Path) {
+        let next = self.0.with_extension("next");
+        let _ = std::fs::remove_file(&next);
+        std::os::unix::fs::symlink(target, &next).unwrap();
+        std::fs::rename(&next, &self.0).unwrap();
+    }
+
+    fn url(&self) -> String {
+        format!("redis+unix://{}", self.0.display())
+    }
+}
+
+fn info(server: &RedisServer, section: &str) -> String {
+    redis::cmd("INFO")
+        .arg(section)
+        .query(&mut admin(server))
+        .unwrap()
+}
+
+/// Waits until `ready` holds, for at most `bound`.
+fn wait_until(bound: Duration, what: &str, mut ready: impl FnMut() -> bool) {
+    let until = Instant::now() + bound;
+    while !ready() {
+        assert!(Instant::now() < until, "{what} within {bound:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A replica that missed the last bump is promoted when the primary dies:
+/// the writer was told its bump was not replicated (it asked to wait for a
+/// replica), and the reader that never saw the bump reloads anyway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_promoted_after_missing_a_bump_leaves_no_reader_behind() {
+    let mut primary = RedisServer::start().unwrap();
+    let replica = RedisServer::start_with_args([
+        "--replicaof".to_owned(),
+        "127.0.0.1".to_owned(),
+        primary.port().to_string(),
+    ])
+    .unwrap();
+    wait_until(Duration::from_secs(10), "the replica in sync", || {
+        info(&replica, "replication").contains("master_link_status:up")
+    });
+    let links = tempfile::tempdir().unwrap();
+    let alias = Alias::to(links.path(), &primary.socket_path());
+    let source = Source::default();
+    let replicated = patient_config().wait_for_replicas(1, Duration::from_millis(300));
+    let writer = process(&alias.url(), replicated, &source);
+    let reader = process(&alias.url(), patient_config(), &source);
+
+    writer.publish(1).await.expect("replicated");
+    assert_eq!(*reader.check().await, 1);
+
+    // The replica stops taking the stream; v2's bump reaches the primary
+    // only, and the writer is told so.
+    replica.pause().unwrap();
+    let err = writer.publish(2).await.expect_err("not replicated");
+    assert!(
+        matches!(
+            &err,
+            PublishError::Bump {
+                source: Error::Backend(BackendError::NotReplicated { .. }),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // The primary dies; the replica takes over under the same name.
+    primary.kill();
+    replica.resume().unwrap();
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut admin(&replica))
+        .unwrap();
+    alias.point_at(&replica.socket_path());
+
+    // The promoted replica still holds the generation the reader recorded;
+    // the reader reloads anyway, and serves what the source holds.
+    first_answered_check_is_expired(&reader).await;
+    assert_eq!(*reader.check().await, 2);
+    assert!(!reader.synchronizer().is_expired().await);
+}
