@@ -431,3 +431,107 @@ async fn every_backend_failure_is_logged_once_per_episode_with_the_key() {
         logs.text()
     );
 }
+
+/// How the server gets rid of a client's connections behind its back.
+#[derive(Clone, Copy, Debug)]
+enum Cut {
+    /// `CLIENT KILL TYPE normal` from the test's own connection.
+    Kill,
+    /// `CONFIG SET timeout 1`, then idle until the server has closed them.
+    IdleTimeout,
+}
+
+/// Clients connected to the server, the test's own connection included.
+fn connected_clients(store: &Redis) -> u64 {
+    let info: String = store.raw(redis::cmd("INFO").arg("clients"));
+    info.lines()
+        .find_map(|l| l.strip_prefix("connected_clients:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("INFO clients has connected_clients")
+}
+
+/// Closes every connection but the test's own one, server side, and
+/// returns once the server says they are gone.
+fn cut_connections(store: &Redis, cut: Cut) {
+    assert!(connected_clients(store) > 1, "nothing to cut");
+    match cut {
+        Cut::Kill => {
+            // SKIPME is on by default: the test's connection survives.
+            store.raw::<()>(redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("normal"));
+        }
+        Cut::IdleTimeout => {
+            store.raw::<()>(redis::cmd("CONFIG").arg("SET").arg("timeout").arg(1));
+            // Polling keeps the test's own connection from idling out; the
+            // server checks idle clients a few times a second and closes
+            // those idle for more than a whole second.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while connected_clients(store) > 1 {
+                assert!(Instant::now() < deadline, "the server kept idle clients");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            store.raw::<()>(redis::cmd("CONFIG").arg("SET").arg("timeout").arg(0));
+        }
+    }
+    assert_eq!(connected_clients(store), 1, "{cut:?} left clients behind");
+}
+
+async fn async_path_survives(cut: Cut) {
+    let store = Redis::new();
+    let reader = Synchronizer::new(store.process(), key());
+    let writer = Synchronizer::new(store.process(), key());
+    let g = reader.refresh().await.unwrap();
+    assert_eq!(writer.refresh().await.unwrap(), g);
+    let logs = LogCapture::default();
+    let _guard = logs.install();
+
+    cut_connections(&store, cut);
+    let check = reader.check().await;
+    assert_eq!(check.observed(), Some(g), "{cut:?}: {:?}", check.shared);
+    let bumped = writer.mark_updated().await.unwrap();
+    assert_eq!(bumped.get(), g.get() + 1);
+    assert!(reader.is_expired().await);
+    let text = logs.text();
+    assert!(!text.contains("ERROR"), "{cut:?}: {text}");
+}
+
+fn blocking_path_survives(cut: Cut) {
+    let store = Redis::new();
+    let url = store.server.url();
+    let reader = blocking_with(&url, support::patient_config());
+    let writer = blocking_with(&url, support::patient_config());
+    let g = reader.refresh().unwrap();
+    assert_eq!(writer.refresh().unwrap(), g);
+    let logs = LogCapture::default();
+    let _guard = logs.install();
+
+    cut_connections(&store, cut);
+    let check = reader.check();
+    assert_eq!(check.observed(), Some(g), "{cut:?}: {:?}", check.shared);
+    let bumped = writer.mark_updated().unwrap();
+    assert_eq!(bumped.get(), g.get() + 1);
+    assert!(reader.is_expired());
+    let text = logs.text();
+    assert!(!text.contains("ERROR"), "{cut:?}: {text}");
+}
+
+/// A connection the server closed while it sat idle is found dead on its
+/// next use; that call is made again on a new connection, not failed.
+#[tokio::test]
+async fn a_killed_connection_is_replaced_within_the_call_on_the_async_path() {
+    async_path_survives(Cut::Kill).await;
+}
+
+#[tokio::test]
+async fn an_idle_timeout_is_replaced_within_the_call_on_the_async_path() {
+    async_path_survives(Cut::IdleTimeout).await;
+}
+
+#[test]
+fn a_killed_connection_is_replaced_within_the_call_on_the_blocking_path() {
+    blocking_path_survives(Cut::Kill);
+}
+
+#[test]
+fn an_idle_timeout_is_replaced_within_the_call_on_the_blocking_path() {
+    blocking_path_survives(Cut::IdleTimeout);
+}

@@ -8,10 +8,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisError, Value};
+use tokio::time::Instant;
 
 use super::commands::Op;
 use super::config::RedisConfig;
-use super::target::{breaks_connection, lock, Target};
+use super::target::{breaks_connection, found_dead, lock, Target};
 use crate::backend::{Backend, Stored};
 use crate::error::BackendError;
 use crate::generation::Generation;
@@ -22,9 +23,10 @@ use crate::key::Key;
 ///
 /// The connection is made on first use (so a service starts while Redis is
 /// down) and remade after it breaks (so a restarted server is picked up
-/// without restarting the client). Every call is bounded by
-/// [`RedisConfig::call_bound`]; a paused or unreachable server costs a
-/// caller at most that, then an error.
+/// without restarting the client). A call that finds the connection already
+/// dead (the server closed it while it sat idle) is made once more on a new
+/// one. Every call is bounded by [`RedisConfig::call_bound`]; a paused or
+/// unreachable server costs a caller at most that, then an error.
 ///
 /// ```no_run
 /// use gensync::{GenerationSynchronizer, Key, RedisBackend, Synchronizer};
@@ -46,24 +48,36 @@ pub struct RedisBackend {
 /// that one, not a newer one another caller already made.
 #[derive(Default)]
 struct Slot {
-    current: Mutex<Option<(u64, MultiplexedConnection)>>,
+    current: Mutex<Option<Current>>,
     next_id: AtomicU64,
     // One connect at a time; the others wait for it rather than pile on.
     connecting: tokio::sync::Mutex<()>,
     /// The last failed connect, answered again until the reconnect delay
     /// has passed.
-    failed: Mutex<Option<(tokio::time::Instant, RedisError)>>,
+    failed: Mutex<Option<(Instant, RedisError)>>,
+}
+
+/// The connection in the slot, with its tag and when it was made.
+#[derive(Clone)]
+struct Current {
+    id: u64,
+    conn: MultiplexedConnection,
+    made: Instant,
 }
 
 impl Slot {
-    fn get(&self) -> Option<(u64, MultiplexedConnection)> {
+    fn get(&self) -> Option<Current> {
         lock(&self.current).clone()
     }
 
-    fn set(&self, conn: MultiplexedConnection) -> u64 {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        *lock(&self.current) = Some((id, conn));
-        id
+    fn set(&self, conn: MultiplexedConnection) -> Current {
+        let current = Current {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            conn,
+            made: Instant::now(),
+        };
+        *lock(&self.current) = Some(current.clone());
+        current
     }
 
     /// The last connect error, if it is more recent than `delay`.
@@ -75,12 +89,12 @@ impl Slot {
     }
 
     fn record_failure(&self, error: Option<RedisError>) {
-        *lock(&self.failed) = error.map(|e| (tokio::time::Instant::now(), e));
+        *lock(&self.failed) = error.map(|e| (Instant::now(), e));
     }
 
     fn drop_if(&self, id: u64) {
         let mut current = lock(&self.current);
-        if current.as_ref().is_some_and(|(cur, _)| *cur == id) {
+        if current.as_ref().is_some_and(|cur| cur.id == id) {
             *current = None;
         }
     }
@@ -112,7 +126,7 @@ impl RedisBackend {
         &self.target.name
     }
 
-    async fn connection(&self) -> Result<(u64, MultiplexedConnection), RedisError> {
+    async fn connection(&self) -> Result<Current, RedisError> {
         let delay = self.target.config.reconnect_delay;
         if let Some(found) = self.conn.get() {
             return Ok(found);
@@ -133,22 +147,41 @@ impl RedisBackend {
             .get_multiplexed_async_connection_with_config(&config)
             .await;
         self.conn.record_failure(connected.as_ref().err().cloned());
-        let conn = connected?;
-        let id = self.conn.set(conn.clone());
-        Ok((id, conn))
+        Ok(self.conn.set(connected?))
     }
 
     async fn run<T>(&self, op: Op<T>) -> Result<T, BackendError> {
-        let bound = self.target.config.call_bound();
+        let config = &self.target.config;
+        let bound = config.call_bound();
         let call = async {
-            let (id, mut conn) = self.connection().await?;
-            let reply = op.cmd.query_async::<Value>(&mut conn).await;
-            if let Err(e) = &reply {
-                if breaks_connection(e) {
-                    self.conn.drop_if(id);
+            let began = Instant::now();
+            let current = self.connection().await?;
+            match self.attempt(&op, current.clone()).await {
+                // The connection was made before this call and was dead
+                // when it was used: after an idle `timeout`, a `CLIENT
+                // KILL` or a proxy's cut, redis-rs 1.8 answers "broken
+                // pipe" (its driver saw the close and the command never
+                // left), so the first call after it would fail on a healthy
+                // server. One more try, on a new connection. If the close
+                // raced the send, the command may have run before it; that
+                // is safe because a read changes nothing and every write is
+                // one that can be repeated. A connection made for this call
+                // is not retried: its failure is the server's answer.
+                Err(e)
+                    if found_dead(&e)
+                        && current.made < began
+                        && config.retry_fits(began.elapsed()) =>
+                {
+                    tracing::debug!(
+                        server = %self.target.name,
+                        error = %self.target.error(&e),
+                        "gensync connection found closed; trying once more on a new one"
+                    );
+                    let current = self.connection().await?;
+                    self.attempt(&op, current).await
                 }
+                done => done,
             }
-            (op.read)(reply)
         };
         match tokio::time::timeout(bound, call).await {
             Ok(result) => result.map_err(|e| self.target.error(&e)),
@@ -159,6 +192,20 @@ impl RedisBackend {
                 after: bound,
             }),
         }
+    }
+}
+
+impl RedisBackend {
+    /// Sends `op` on `current`, dropping the connection from the slot if
+    /// the failure says it is broken.
+    async fn attempt<T>(&self, op: &Op<T>, mut current: Current) -> Result<T, RedisError> {
+        let reply = op.cmd.query_async::<Value>(&mut current.conn).await;
+        if let Err(e) = &reply {
+            if breaks_connection(e) {
+                self.conn.drop_if(current.id);
+            }
+        }
+        (op.read)(reply)
     }
 }
 

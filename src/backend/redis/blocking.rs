@@ -9,7 +9,7 @@ use redis::{ConnectionLike, RedisError, Value};
 
 use super::commands::Op;
 use super::config::RedisConfig;
-use super::target::{lock, Target};
+use super::target::{found_dead, lock, Target};
 use crate::backend::{Backend, BlockingBackend, Stored};
 use crate::error::BackendError;
 use crate::generation::Generation;
@@ -22,7 +22,10 @@ use crate::key::Key;
 /// runtime's threads.
 ///
 /// Waiting for a pooled connection is bounded by the connect timeout and
-/// every reply by the response timeout.
+/// every reply by the response timeout. A call that finds its pooled
+/// connection already dead (the server closed it while it sat idle) is made
+/// once more on a new connection, which then takes the dead one's place in
+/// the pool.
 ///
 /// ```no_run
 /// use gensync::{BlockingRedisBackend, BlockingSynchronizer, Key};
@@ -39,7 +42,7 @@ use crate::key::Key;
 pub struct BlockingRedisBackend {
     target: Arc<Target>,
     pool: r2d2::Pool<Manager>,
-    connects: Arc<Mutex<Connects>>,
+    dialer: Arc<Dialer>,
 }
 
 /// What the pool's connect attempts did: r2d2 reports only text, and the
@@ -53,29 +56,25 @@ struct Connects {
     running: Vec<Instant>,
 }
 
-struct Manager {
+/// A pooled connection, with when it was made, so a call can tell one made
+/// for it from one that sat in the pool.
+struct Conn {
+    conn: redis::Connection,
+    made: Instant,
+    /// Set when a call found it dead, so the pool drops it: redis-rs marks
+    /// a connection closed on some failures only.
+    broken: bool,
+}
+
+/// Makes connections, for the pool and for a call's second try, and
+/// records what each attempt did.
+struct Dialer {
     target: Arc<Target>,
-    connects: Arc<Mutex<Connects>>,
+    connects: Mutex<Connects>,
 }
 
-impl Manager {
-    fn try_connect(&self) -> Result<redis::Connection, RedisError> {
-        let config = &self.target.config;
-        let conn = self
-            .target
-            .client
-            .get_connection_with_timeout(config.connect_timeout)?;
-        conn.set_read_timeout(Some(config.response_timeout))?;
-        conn.set_write_timeout(Some(config.response_timeout))?;
-        Ok(conn)
-    }
-}
-
-impl r2d2::ManageConnection for Manager {
-    type Connection = redis::Connection;
-    type Error = RedisError;
-
-    fn connect(&self) -> Result<redis::Connection, RedisError> {
+impl Dialer {
+    fn dial(&self) -> Result<Conn, RedisError> {
         let began = Instant::now();
         lock(&self.connects).running.push(began);
         let result = self.try_connect();
@@ -87,12 +86,38 @@ impl r2d2::ManageConnection for Manager {
         result
     }
 
-    fn is_valid(&self, conn: &mut redis::Connection) -> Result<(), RedisError> {
-        redis::cmd("PING").query::<()>(conn)
+    fn try_connect(&self) -> Result<Conn, RedisError> {
+        let config = &self.target.config;
+        let conn = self
+            .target
+            .client
+            .get_connection_with_timeout(config.connect_timeout)?;
+        conn.set_read_timeout(Some(config.response_timeout))?;
+        conn.set_write_timeout(Some(config.response_timeout))?;
+        Ok(Conn {
+            conn,
+            made: Instant::now(),
+            broken: false,
+        })
+    }
+}
+
+struct Manager(Arc<Dialer>);
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = Conn;
+    type Error = RedisError;
+
+    fn connect(&self) -> Result<Conn, RedisError> {
+        self.0.dial()
     }
 
-    fn has_broken(&self, conn: &mut redis::Connection) -> bool {
-        !conn.is_open()
+    fn is_valid(&self, conn: &mut Conn) -> Result<(), RedisError> {
+        redis::cmd("PING").query::<()>(&mut conn.conn)
+    }
+
+    fn has_broken(&self, conn: &mut Conn) -> bool {
+        conn.broken || !conn.conn.is_open()
     }
 }
 
@@ -106,7 +131,10 @@ impl BlockingRedisBackend {
     /// A blocking backend for `url` with the given timeouts and pool size.
     pub fn with_config(url: &str, config: RedisConfig) -> Result<Self, BackendError> {
         let target = Arc::new(Target::open(url, config)?);
-        let connects = Arc::new(Mutex::new(Connects::default()));
+        let dialer = Arc::new(Dialer {
+            target: Arc::clone(&target),
+            connects: Mutex::new(Connects::default()),
+        });
         let pool = r2d2::Pool::builder()
             .max_size(target.config.pool_size)
             .min_idle(Some(0))
@@ -116,14 +144,11 @@ impl BlockingRedisBackend {
             .test_on_check_out(false)
             // We report failures ourselves, redacted and with advice.
             .error_handler(Box::new(r2d2::NopErrorHandler))
-            .build_unchecked(Manager {
-                target: Arc::clone(&target),
-                connects: Arc::clone(&connects),
-            });
+            .build_unchecked(Manager(Arc::clone(&dialer)));
         Ok(BlockingRedisBackend {
             target,
             pool,
-            connects,
+            dialer,
         })
     }
 
@@ -140,7 +165,29 @@ impl BlockingRedisBackend {
     fn run<T>(&self, op: Op<T>) -> Result<T, BackendError> {
         let asked = Instant::now();
         let mut conn = self.pool.get().map_err(|_| self.pool_error(asked))?;
-        (op.read)(op.cmd.query::<Value>(&mut *conn)).map_err(|e| self.target.error(&e))
+        let result = match attempt(&op, &mut conn) {
+            // As on the async path (see `RedisBackend::run`): a connection
+            // that sat in the pool was dead when used; here redis-rs 1.8
+            // reports "unexpected end of file" (the server had closed it)
+            // or a reset. One more try on a new connection, which replaces
+            // the dead one in the pool. Safe to repeat: reads change
+            // nothing and every write can be repeated.
+            Err(e)
+                if found_dead(&e)
+                    && conn.made < asked
+                    && self.target.config.retry_fits(asked.elapsed()) =>
+            {
+                tracing::debug!(
+                    server = %self.target.name,
+                    error = %self.target.error(&e),
+                    "gensync connection found closed; trying once more on a new one"
+                );
+                *conn = self.dialer.dial().map_err(|e| self.target.error(&e))?;
+                attempt(&op, &mut conn)
+            }
+            done => done,
+        };
+        result.map_err(|e| self.target.error(&e))
     }
 
     /// Why no connection came for a checkout that began at `asked`.
@@ -154,7 +201,7 @@ impl BlockingRedisBackend {
             };
         }
         let (last, oldest_running) = {
-            let connects = lock(&self.connects);
+            let connects = lock(&self.dialer.connects);
             (
                 connects.last_error.clone(),
                 connects.running.iter().min().copied(),
@@ -174,6 +221,16 @@ impl BlockingRedisBackend {
             },
         }
     }
+}
+
+/// Sends `op` on `conn`, marking the connection for the pool to drop if
+/// the failure says it is dead.
+fn attempt<T>(op: &Op<T>, conn: &mut Conn) -> Result<T, RedisError> {
+    let reply = op.cmd.query::<Value>(&mut conn.conn);
+    if reply.as_ref().is_err_and(found_dead) {
+        conn.broken = true;
+    }
+    (op.read)(reply)
 }
 
 impl std::fmt::Debug for BlockingRedisBackend {

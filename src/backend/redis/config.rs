@@ -18,6 +18,16 @@ pub(super) const URL_FORMS: &str = "redis://[user:password@]host[:port][/db], \
 /// connect. A local Redis answers in well under a millisecond, so these only
 /// matter when something is wrong, and then they bound what a caller pays.
 ///
+/// # The call bound
+///
+/// A call on a connection made for it takes at most a connect and a reply.
+/// A call on a connection made earlier takes no connect, but that
+/// connection may turn out dead (closed by an idle `timeout`, a
+/// `CLIENT KILL` or a proxy): then the call is made once more on a new
+/// connection, which adds a connect and a second reply. So
+/// [`call_bound`](Self::call_bound) is one connect and two replies; a call
+/// that would not fit in it is not retried.
+///
 /// ```
 /// use std::time::Duration;
 /// use gensync::RedisConfig;
@@ -25,7 +35,7 @@ pub(super) const URL_FORMS: &str = "redis://[user:password@]host[:port][/db], \
 /// let config = RedisConfig::default()
 ///     .connect_timeout(Duration::from_millis(100))
 ///     .response_timeout(Duration::from_millis(50));
-/// assert_eq!(config.call_bound(), Duration::from_millis(150));
+/// assert_eq!(config.call_bound(), Duration::from_millis(200));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RedisConfig {
@@ -74,9 +84,17 @@ impl RedisConfig {
         self
     }
 
-    /// The most one backend call can take: a connection, then a reply.
+    /// The most one backend call can take: a connection and two replies,
+    /// the second on a new connection when the one the call found turned
+    /// out dead (see [the call bound](Self#the-call-bound)).
     pub fn call_bound(&self) -> Duration {
-        self.connect_timeout + self.response_timeout
+        self.connect_timeout + self.response_timeout * 2
+    }
+
+    /// Whether a call that began `elapsed` ago and found its connection
+    /// dead has time left for a new connection and a reply.
+    pub(super) fn retry_fits(&self, elapsed: Duration) -> bool {
+        elapsed + self.connect_timeout + self.response_timeout <= self.call_bound()
     }
 
     pub(super) fn validate(&self) -> Result<(), BackendError> {

@@ -75,6 +75,14 @@ pub(super) fn breaks_connection(e: &RedisError) -> bool {
     !matches!(e.kind(), ErrorKind::Server(_)) || e.is_connection_dropped()
 }
 
+/// Whether a call failed because the connection it was sent on was
+/// already dead: closed or reset, the kind of failure a new connection
+/// cures. Not a timeout (the server may be stuck: a new connection would
+/// wait as long again) and not an error reply (the server answered).
+pub(super) fn found_dead(e: &RedisError) -> bool {
+    e.is_io_error() && !e.is_timeout()
+}
+
 /// Locks a mutex whose holders never leave its data half-changed, so a
 /// panic elsewhere that poisoned it leaves nothing to distrust.
 pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
