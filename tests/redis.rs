@@ -535,3 +535,51 @@ fn a_killed_connection_is_replaced_within_the_call_on_the_blocking_path() {
 fn an_idle_timeout_is_replaced_within_the_call_on_the_blocking_path() {
     blocking_path_survives(Cut::IdleTimeout);
 }
+
+/// Waits, boundedly, until the server answers `PING` on a connection of
+/// its own.
+fn wait_for_ping(server: &RedisServer) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let pong = server
+            .connection()
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+        match pong {
+            Ok(_) => return,
+            Err(e) => assert!(Instant::now() < deadline, "no PONG: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Readers are answered the last connect error for the reconnect delay,
+/// which spares a refusing server; a writer must not be: its error has to
+/// be true when it is reported.
+#[tokio::test]
+async fn a_writer_is_not_failed_with_a_refusal_from_before_the_restart() {
+    let mut store = Redis::new();
+    // A delay far longer than the test: a cached refusal would be answered
+    // for all of it.
+    let config = support::patient_config().reconnect_delay(Duration::from_secs(60));
+    let backend = RedisBackend::with_config(&store.server.url(), config).unwrap();
+    let writer = Synchronizer::new(backend.clone(), key());
+    writer.refresh().await.unwrap();
+
+    store.server.kill();
+    // The dead connection, then a refused connect; then that refusal again,
+    // without a dial, as readers are answered.
+    assert!(backend.ping().await.is_err());
+    let err = backend.ping().await.unwrap_err();
+    assert!(matches!(err, BackendError::Unreachable { .. }), "{err:?}");
+
+    store.server.restart().unwrap();
+    wait_for_ping(&store.server);
+    let err = backend.ping().await.unwrap_err();
+    assert!(
+        matches!(err, BackendError::Unreachable { .. }),
+        "readers still wait out the delay: {err:?}"
+    );
+    let bumped = writer.mark_updated().await;
+    assert!(bumped.is_ok(), "{bumped:?}");
+    assert_eq!(writer.check().await.observed(), bumped.ok());
+}

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::commands::Op;
 use super::config::RedisConfig;
-use super::target::{breaks_connection, found_dead, lock, Target};
+use super::target::{breaks_connection, found_dead, lock, Caller, Target};
 use crate::backend::{Backend, Stored};
 use crate::error::BackendError;
 use crate::generation::Generation;
@@ -126,18 +126,28 @@ impl RedisBackend {
         &self.target.name
     }
 
-    async fn connection(&self) -> Result<Current, RedisError> {
+    /// The current connection, or a new one. A reader is answered the last
+    /// connect error instead while the reconnect delay runs; a writer
+    /// dials, after any connect under way (one at a time), whatever the
+    /// last one said.
+    async fn connection(&self, caller: Caller) -> Result<Current, RedisError> {
         let delay = self.target.config.reconnect_delay;
+        let reader = caller == Caller::Reader;
         if let Some(found) = self.conn.get() {
             return Ok(found);
         }
-        self.conn.recent_failure(delay)?;
+        if reader {
+            self.conn.recent_failure(delay)?;
+        }
         let _turn = self.conn.connecting.lock().await;
         if let Some(found) = self.conn.get() {
             return Ok(found);
         }
-        // The connect this caller waited for may just have failed.
-        self.conn.recent_failure(delay)?;
+        // The connect this caller waited for may just have failed: a
+        // reader takes its word, a writer asks the server itself.
+        if reader {
+            self.conn.recent_failure(delay)?;
+        }
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.target.config.connect_timeout))
             .set_response_timeout(Some(self.target.config.response_timeout));
@@ -150,12 +160,23 @@ impl RedisBackend {
         Ok(self.conn.set(connected?))
     }
 
-    async fn run<T>(&self, op: Op<T>) -> Result<T, BackendError> {
+    /// Sends a read: answered the last connect error while the reconnect
+    /// delay runs.
+    pub(super) async fn run<T>(&self, op: Op<T>) -> Result<T, BackendError> {
+        self.call(op, Caller::Reader).await
+    }
+
+    /// Sends a write: never answered a cached connect error.
+    pub(super) async fn write<T>(&self, op: Op<T>) -> Result<T, BackendError> {
+        self.call(op, Caller::Writer).await
+    }
+
+    async fn call<T>(&self, op: Op<T>, caller: Caller) -> Result<T, BackendError> {
         let config = &self.target.config;
         let bound = config.call_bound();
         let call = async {
             let began = Instant::now();
-            let current = self.connection().await?;
+            let current = self.connection(caller).await?;
             match self.attempt(&op, current.clone()).await {
                 // The connection was made before this call and was dead
                 // when it was used: after an idle `timeout`, a `CLIENT
@@ -177,7 +198,7 @@ impl RedisBackend {
                         error = %self.target.error(&e),
                         "gensync connection found closed; trying once more on a new one"
                     );
-                    let current = self.connection().await?;
+                    let current = self.connection(caller).await?;
                     self.attempt(&op, current).await
                 }
                 done => done,
@@ -230,22 +251,22 @@ impl Backend for RedisBackend {
         generation: Generation,
         ttl: Duration,
     ) -> Result<bool, BackendError> {
-        self.run(Op::add(key, generation, ttl)).await
+        self.write(Op::add(key, generation, ttl)).await
     }
 
     async fn incr(&self, key: &Key, ttl: Duration) -> Result<Stored, BackendError> {
-        self.run(Op::incr(key, ttl)).await
+        self.write(Op::incr(key, ttl)).await
     }
 
     async fn delete(&self, key: &Key) -> Result<(), BackendError> {
-        self.run(Op::delete(key)).await
+        self.write(Op::delete(key)).await
     }
 
     async fn expire(&self, key: &Key, ttl: Duration) -> Result<bool, BackendError> {
-        self.run(Op::expire(key, ttl)).await
+        self.write(Op::expire(key, ttl)).await
     }
 
     async fn delete_if(&self, key: &Key, expected: Generation) -> Result<bool, BackendError> {
-        self.run(Op::delete_if(key, expected)).await
+        self.write(Op::delete_if(key, expected)).await
     }
 }

@@ -9,7 +9,7 @@ use redis::{ConnectionLike, RedisError, Value};
 
 use super::commands::Op;
 use super::config::RedisConfig;
-use super::target::{found_dead, lock, Target};
+use super::target::{found_dead, lock, Caller, Target};
 use crate::backend::{Backend, BlockingBackend, Stored};
 use crate::error::BackendError;
 use crate::generation::Generation;
@@ -162,7 +162,17 @@ impl BlockingRedisBackend {
         &self.target.name
     }
 
-    fn run<T>(&self, op: Op<T>) -> Result<T, BackendError> {
+    /// Sends a read.
+    pub(super) fn run<T>(&self, op: Op<T>) -> Result<T, BackendError> {
+        self.call(op, Caller::Reader)
+    }
+
+    /// Sends a write.
+    pub(super) fn write<T>(&self, op: Op<T>) -> Result<T, BackendError> {
+        self.call(op, Caller::Writer)
+    }
+
+    fn call<T>(&self, op: Op<T>, _caller: Caller) -> Result<T, BackendError> {
         let asked = Instant::now();
         let mut conn = self.pool.get().map_err(|_| self.pool_error(asked))?;
         let result = match attempt(&op, &mut conn) {
@@ -256,23 +266,23 @@ impl Backend for BlockingRedisBackend {
         generation: Generation,
         ttl: Duration,
     ) -> Result<bool, BackendError> {
-        self.run(Op::add(key, generation, ttl))
+        self.write(Op::add(key, generation, ttl))
     }
 
     async fn incr(&self, key: &Key, ttl: Duration) -> Result<Stored, BackendError> {
-        self.run(Op::incr(key, ttl))
+        self.write(Op::incr(key, ttl))
     }
 
     async fn delete(&self, key: &Key) -> Result<(), BackendError> {
-        self.run(Op::delete(key))
+        self.write(Op::delete(key))
     }
 
     async fn expire(&self, key: &Key, ttl: Duration) -> Result<bool, BackendError> {
-        self.run(Op::expire(key, ttl))
+        self.write(Op::expire(key, ttl))
     }
 
     async fn delete_if(&self, key: &Key, expected: Generation) -> Result<bool, BackendError> {
-        self.run(Op::delete_if(key, expected))
+        self.write(Op::delete_if(key, expected))
     }
 }
 

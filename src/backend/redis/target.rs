@@ -75,6 +75,19 @@ pub(super) fn breaks_connection(e: &RedisError) -> bool {
     !matches!(e.kind(), ErrorKind::Server(_)) || e.is_connection_dropped()
 }
 
+/// Whom a call is for, which decides whether the last connect error may
+/// stand in for a dial.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Caller {
+    /// May be answered the last connect error until the reconnect delay
+    /// has passed: a reader's failure only reads as expired, and a server
+    /// refusing every connection is spared one per check.
+    Reader,
+    /// Never answered a cached error: a writer is told its write failed,
+    /// so the reason has to be true when it is reported.
+    Writer,
+}
+
 /// Whether a call failed because the connection it was sent on was
 /// already dead: closed or reset, the kind of failure a new connection
 /// cures. Not a timeout (the server may be stuck: a new connection would
