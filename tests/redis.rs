@@ -583,3 +583,61 @@ async fn a_writer_is_not_failed_with_a_refusal_from_before_the_restart() {
     assert!(bumped.is_ok(), "{bumped:?}");
     assert_eq!(writer.check().await.observed(), bumped.ok());
 }
+
+/// The blocking path's pool would otherwise dial a refusing server again
+/// and again inside every checkout, and keep dialling between them.
+#[test]
+fn a_refusing_server_is_dialled_once_per_reconnect_delay_on_the_blocking_path() {
+    let server = RedisServer::start_with_password("right-pw-1234").unwrap();
+    let mut admin = server.connection().unwrap();
+    let bad_url = format!("redis://:wrong-pw-5678@127.0.0.1:{}", server.port());
+    let delay = Duration::from_millis(500);
+    let sync = blocking_with(&bad_url, fast_config().reconnect_delay(delay));
+
+    let before = connections_received(&mut admin);
+    let started = Instant::now();
+    for _ in 0..50 {
+        assert!(sync.is_expired());
+    }
+    let dials = connections_received(&mut admin) - before;
+    let windows = u64::try_from(started.elapsed().as_millis() / delay.as_millis()).unwrap() + 1;
+    assert!(
+        (1..=windows).contains(&dials),
+        "{dials} connections for 50 checks in {windows} delay(s)"
+    );
+    // Answering the refusal again costs a reader nothing.
+    assert!(
+        started.elapsed() < delay,
+        "50 checks took {:?}",
+        started.elapsed()
+    );
+
+    // Once the delay has passed, the next check dials again, once.
+    std::thread::sleep(delay);
+    let before = connections_received(&mut admin);
+    let err = sync.read().unwrap_err();
+    assert!(
+        matches!(err, Error::Backend(BackendError::Auth { .. })),
+        "{err:?}"
+    );
+    assert_eq!(connections_received(&mut admin) - before, 1);
+
+    // A writer is not answered the refusal it did not see: it dials,
+    // within the delay, and is told what the server says now.
+    let before = connections_received(&mut admin);
+    let err = sync.mark_updated().unwrap_err();
+    assert!(
+        matches!(err, Error::Backend(BackendError::Auth { .. })),
+        "{err:?}"
+    );
+    let dials = connections_received(&mut admin) - before;
+    assert!(
+        (1..=2).contains(&dials),
+        "{dials} connections for one write"
+    );
+
+    // And between calls, nothing dials at all.
+    let before = connections_received(&mut admin);
+    std::thread::sleep(delay * 2);
+    assert_eq!(connections_received(&mut admin) - before, 0);
+}

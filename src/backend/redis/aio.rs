@@ -129,8 +129,11 @@ impl RedisBackend {
     /// The current connection, or a new one. A reader is answered the last
     /// connect error instead while the reconnect delay runs; a writer
     /// dials, after any connect under way (one at a time), whatever the
-    /// last one said.
-    async fn connection(&self, caller: Caller) -> Result<Current, RedisError> {
+    /// last one said. The failed dial of a call's second try (`retry`) is
+    /// reported but starts no delay: it comes once per connection found
+    /// dead, not once per call, so it needs no brake, and the server that
+    /// just closed the connection may be back for the next call.
+    async fn connection(&self, caller: Caller, retry: bool) -> Result<Current, RedisError> {
         let delay = self.target.config.reconnect_delay;
         let reader = caller == Caller::Reader;
         if let Some(found) = self.conn.get() {
@@ -156,7 +159,9 @@ impl RedisBackend {
             .client
             .get_multiplexed_async_connection_with_config(&config)
             .await;
-        self.conn.record_failure(connected.as_ref().err().cloned());
+        if !retry || connected.is_ok() {
+            self.conn.record_failure(connected.as_ref().err().cloned());
+        }
         Ok(self.conn.set(connected?))
     }
 
@@ -176,7 +181,7 @@ impl RedisBackend {
         let bound = config.call_bound();
         let call = async {
             let began = Instant::now();
-            let current = self.connection(caller).await?;
+            let current = self.connection(caller, false).await?;
             match self.attempt(&op, current.clone()).await {
                 // The connection was made before this call and was dead
                 // when it was used: after an idle `timeout`, a `CLIENT
@@ -198,7 +203,7 @@ impl RedisBackend {
                         error = %self.target.error(&e),
                         "gensync connection found closed; trying once more on a new one"
                     );
-                    let current = self.connection(caller).await?;
+                    let current = self.connection(caller, true).await?;
                     self.attempt(&op, current).await
                 }
                 done => done,

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use redis::{ConnectionLike, RedisError, Value};
+use redis::{ConnectionLike, ErrorKind, RedisError, Value};
 
 use super::commands::Op;
 use super::config::RedisConfig;
@@ -22,7 +22,9 @@ use crate::key::Key;
 /// runtime's threads.
 ///
 /// Waiting for a pooled connection is bounded by the connect timeout and
-/// every reply by the response timeout. A call that finds its pooled
+/// every reply by the response timeout. With no idle connection, a read is
+/// answered the last connect error until the reconnect delay has passed, as
+/// on the async path; a write dials. A call that finds its pooled
 /// connection already dead (the server closed it while it sat idle) is made
 /// once more on a new connection, which then takes the dead one's place in
 /// the pool.
@@ -45,8 +47,9 @@ pub struct BlockingRedisBackend {
     dialer: Arc<Dialer>,
 }
 
-/// What the pool's connect attempts did: r2d2 reports only text, and the
-/// kind of error decides the advice (wrong password versus server down).
+/// What the connect attempts did (r2d2 reports only text, and the kind of
+/// error decides the advice: wrong password versus server down), and who
+/// is waiting for one.
 #[derive(Default)]
 struct Connects {
     /// Why the last finished attempt failed, and when; `None` after a
@@ -54,6 +57,53 @@ struct Connects {
     last_error: Option<(RedisError, Instant)>,
     /// When each attempt still running began (r2d2 may run several).
     running: Vec<Instant>,
+    /// Readers waiting on the pool for a new connection.
+    readers: usize,
+    /// When each writer waiting on the pool for a new connection asked.
+    writers: Vec<Instant>,
+}
+
+impl Connects {
+    /// Whether a connect attempt of the pool should dial. r2d2 starts one
+    /// per checkout that finds no idle connection and retries a failed one
+    /// in the background every half connect timeout, for as long as it
+    /// fails, whether or not anyone still waits: against a refusing server
+    /// that was hundreds of dials for a few checks. So after a failure the
+    /// attempt decides itself: one dial at a time, for a reader waiting
+    /// once the reconnect delay has passed, or for a writer waiting that
+    /// has seen no failure since it asked (it is owed a fresh answer, but
+    /// one is enough). Until a connect fails, every attempt dials, as r2d2
+    /// means it to.
+    fn should_dial(&self, delay: Duration) -> bool {
+        match &self.last_error {
+            None => true,
+            Some((_, failed)) => {
+                self.running.is_empty()
+                    && ((self.readers > 0 && failed.elapsed() >= delay)
+                        || self.writers.iter().any(|asked| asked > failed))
+            }
+        }
+    }
+}
+
+/// Counts a caller as waiting on the pool until dropped.
+struct Waiting<'a> {
+    dialer: &'a Dialer,
+    writer: Option<Instant>,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut connects = lock(&self.dialer.connects);
+        match self.writer {
+            Some(asked) => {
+                if let Some(i) = connects.writers.iter().position(|t| *t == asked) {
+                    connects.writers.swap_remove(i);
+                }
+            }
+            None => connects.readers -= 1,
+        }
+    }
 }
 
 /// A pooled connection, with when it was made, so a call can tell one made
@@ -74,15 +124,81 @@ struct Dialer {
 }
 
 impl Dialer {
-    fn dial(&self) -> Result<Conn, RedisError> {
+    /// A connect attempt of the pool: a dial, or the refusal to make one
+    /// (see [`Connects::should_dial`]), which r2d2 retries later.
+    fn dial_for_pool(&self) -> Result<Conn, RedisError> {
+        let began = {
+            let mut connects = lock(&self.connects);
+            if !connects.should_dial(self.target.config.reconnect_delay) {
+                return Err(RedisError::from((
+                    ErrorKind::Client,
+                    "no dial: no caller is owed one now",
+                )));
+            }
+            let began = Instant::now();
+            connects.running.push(began);
+            began
+        };
+        self.dial(began, true)
+    }
+
+    /// A dial on the caller's thread, for a call's second try. A reader is
+    /// answered the last connect error instead while the delay runs. Its
+    /// own failure is reported but starts no delay: it comes once per
+    /// connection found dead, not once per call, so it needs no brake, and
+    /// the server that just closed the connection may be back for the next
+    /// call.
+    fn dial_for_retry(&self, caller: Caller) -> Result<Conn, RedisError> {
+        if caller == Caller::Reader {
+            if let Some(e) = self.recent_failure() {
+                return Err(e);
+            }
+        }
         let began = Instant::now();
         lock(&self.connects).running.push(began);
+        self.dial(began, false)
+    }
+
+    /// The last connect error, if the reconnect delay has not passed since.
+    fn recent_failure(&self) -> Option<RedisError> {
+        match &lock(&self.connects).last_error {
+            Some((e, at)) if at.elapsed() < self.target.config.reconnect_delay => Some(e.clone()),
+            _ => None,
+        }
+    }
+
+    /// Counts the caller as waiting on the pool, so its attempts dial.
+    fn wait(&self, caller: Caller, asked: Instant) -> Waiting<'_> {
+        let mut connects = lock(&self.connects);
+        let writer = match caller {
+            Caller::Reader => {
+                connects.readers += 1;
+                None
+            }
+            Caller::Writer => {
+                connects.writers.push(asked);
+                Some(asked)
+            }
+        };
+        Waiting {
+            dialer: self,
+            writer,
+        }
+    }
+
+    /// Dials, as the attempt registered running since `began`; a failure
+    /// is kept as the last connect error if `keep_failure`.
+    fn dial(&self, began: Instant, keep_failure: bool) -> Result<Conn, RedisError> {
         let result = self.try_connect();
         let mut connects = lock(&self.connects);
         if let Some(i) = connects.running.iter().position(|t| *t == began) {
             connects.running.swap_remove(i);
         }
-        connects.last_error = result.as_ref().err().map(|e| (e.clone(), Instant::now()));
+        match &result {
+            Ok(_) => connects.last_error = None,
+            Err(e) if keep_failure => connects.last_error = Some((e.clone(), Instant::now())),
+            Err(_) => {}
+        }
         result
     }
 
@@ -109,7 +225,7 @@ impl r2d2::ManageConnection for Manager {
     type Error = RedisError;
 
     fn connect(&self) -> Result<Conn, RedisError> {
-        self.0.dial()
+        self.0.dial_for_pool()
     }
 
     fn is_valid(&self, conn: &mut Conn) -> Result<(), RedisError> {
@@ -172,11 +288,11 @@ impl BlockingRedisBackend {
         self.call(op, Caller::Writer)
     }
 
-    fn call<T>(&self, op: Op<T>, _caller: Caller) -> Result<T, BackendError> {
+    fn call<T>(&self, op: Op<T>, caller: Caller) -> Result<T, BackendError> {
         let asked = Instant::now();
-        let mut conn = self.pool.get().map_err(|_| self.pool_error(asked))?;
+        let mut conn = self.checkout(caller, asked)?;
         let result = match attempt(&op, &mut conn) {
-            // As on the async path (see `RedisBackend::run`): a connection
+            // As on the async path (see `RedisBackend::call`): a connection
             // that sat in the pool was dead when used; here redis-rs 1.8
             // reports "unexpected end of file" (the server had closed it)
             // or a reset. One more try on a new connection, which replaces
@@ -192,12 +308,35 @@ impl BlockingRedisBackend {
                     error = %self.target.error(&e),
                     "gensync connection found closed; trying once more on a new one"
                 );
-                *conn = self.dialer.dial().map_err(|e| self.target.error(&e))?;
+                *conn = self
+                    .dialer
+                    .dial_for_retry(caller)
+                    .map_err(|e| self.target.error(&e))?;
                 attempt(&op, &mut conn)
             }
             done => done,
         };
         result.map_err(|e| self.target.error(&e))
+    }
+
+    /// An idle pooled connection, or a new one. With none idle, a reader is
+    /// answered the last connect error while the reconnect delay runs,
+    /// without a wait on the pool.
+    fn checkout(
+        &self,
+        caller: Caller,
+        asked: Instant,
+    ) -> Result<r2d2::PooledConnection<Manager>, BackendError> {
+        if let Some(conn) = self.pool.try_get() {
+            return Ok(conn);
+        }
+        if caller == Caller::Reader {
+            if let Some(e) = self.dialer.recent_failure() {
+                return Err(self.target.error(&e));
+            }
+        }
+        let _waiting = self.dialer.wait(caller, asked);
+        self.pool.get().map_err(|_| self.pool_error(asked))
     }
 
     /// Why no connection came for a checkout that began at `asked`.

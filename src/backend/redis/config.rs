@@ -14,8 +14,7 @@ pub(super) const URL_FORMS: &str = "redis://[user:password@]host[:port][/db], \
 ///
 /// Defaults: 250 ms to connect (TCP, TLS and the `AUTH`/`SELECT`
 /// handshake), 250 ms for a reply, 8 pooled connections for the blocking
-/// path, and 100 ms before the async path dials again after a failed
-/// connect. A local Redis answers in well under a millisecond, so these only
+/// path, and 100 ms before a read dials again after a failed connect. A local Redis answers in well under a millisecond, so these only
 /// matter when something is wrong, and then they bound what a caller pays.
 ///
 /// # The call bound
@@ -75,10 +74,15 @@ impl RedisConfig {
         self
     }
 
-    /// How long the async path answers with the last connect error before
-    /// it dials again. Without it, a server that refuses every connection
-    /// (a wrong password, `maxclients` reached) would be sent a new
-    /// connection per check, thousands a second. Zero dials every time.
+    /// How long a read is answered the last connect error before a new
+    /// connection is dialled, on both paths. Without it, a server that
+    /// refuses every connection (a wrong password, `maxclients` reached)
+    /// would be sent a new connection per check, thousands a second. A
+    /// write is never answered a cached error: it dials, so what it reports
+    /// is what the server says now. The one new connection a call tries
+    /// after finding its connection dead does not start the delay (it
+    /// comes once per dead connection, not once per call). Zero dials every
+    /// time.
     pub fn reconnect_delay(mut self, delay: Duration) -> Self {
         self.reconnect_delay = delay;
         self
