@@ -12,7 +12,9 @@ use tokio::time::Instant;
 
 use super::commands::Op;
 use super::config::RedisConfig;
-use super::target::{breaks_connection, found_dead, lock, Caller, Target};
+use super::target::{
+    breaks_connection, found_dead, identity_cmd, lock, read_run_id, Caller, Target,
+};
 use crate::backend::{Backend, Stored};
 use crate::error::BackendError;
 use crate::generation::Generation;
@@ -126,6 +128,13 @@ impl RedisBackend {
         &self.target.name
     }
 
+    /// How many times a new connection found a different server than the
+    /// one before (see `Target::epoch`).
+    #[allow(dead_code)] // Until the `Backend` trait asks for it.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.target.epoch()
+    }
+
     /// The current connection, or a new one. A reader is answered the last
     /// connect error instead while the reconnect delay runs; a writer
     /// dials, after any connect under way (one at a time), whatever the
@@ -151,14 +160,7 @@ impl RedisBackend {
         if reader {
             self.conn.recent_failure(delay)?;
         }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.target.config.connect_timeout))
-            .set_response_timeout(Some(self.target.config.response_timeout));
-        let connected = self
-            .target
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await;
+        let connected = self.connect().await;
         if !retry || connected.is_ok() {
             self.conn.record_failure(connected.as_ref().err().cloned());
         }
@@ -222,6 +224,34 @@ impl RedisBackend {
 }
 
 impl RedisBackend {
+    /// Makes a connection and learns which server it reached, all within
+    /// the connect timeout.
+    async fn connect(&self) -> Result<MultiplexedConnection, RedisError> {
+        let began = Instant::now();
+        let timeouts = &self.target.config;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeouts.connect_timeout))
+            .set_response_timeout(Some(timeouts.response_timeout));
+        let conn = self
+            .target
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        // The identity gets what is left of the connect timeout, so a new
+        // connection still costs at most that; failing to learn it leaves
+        // the identity unknown and the connection in use.
+        let left = timeouts.connect_timeout.saturating_sub(began.elapsed());
+        let run_id = if left.is_zero() {
+            None
+        } else {
+            let mut probe = conn.clone();
+            probe.set_response_timeout(left);
+            read_run_id(identity_cmd().query_async::<Value>(&mut probe).await)
+        };
+        self.target.met(run_id);
+        Ok(conn)
+    }
+
     /// Sends `op` on `current`, dropping the connection from the slot if
     /// the failure says it is broken.
     async fn attempt<T>(&self, op: &Op<T>, mut current: Current) -> Result<T, RedisError> {

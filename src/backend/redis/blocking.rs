@@ -9,7 +9,7 @@ use redis::{ConnectionLike, ErrorKind, RedisError, Value};
 
 use super::commands::Op;
 use super::config::RedisConfig;
-use super::target::{found_dead, lock, Caller, Target};
+use super::target::{found_dead, identity_cmd, lock, read_run_id, Caller, Target};
 use crate::backend::{Backend, BlockingBackend, Stored};
 use crate::error::BackendError;
 use crate::generation::Generation;
@@ -202,14 +202,30 @@ impl Dialer {
         result
     }
 
+    /// Makes a connection and learns which server it reached, all within
+    /// the connect timeout.
     fn try_connect(&self) -> Result<Conn, RedisError> {
+        let began = Instant::now();
         let config = &self.target.config;
-        let conn = self
+        let mut conn = self
             .target
             .client
             .get_connection_with_timeout(config.connect_timeout)?;
+        // As on the async path: the identity gets what is left of the
+        // connect timeout, and failing to learn it fails nothing. A reply
+        // that comes too late is skipped by redis-rs on the next read.
+        let left = config.connect_timeout.saturating_sub(began.elapsed());
+        let run_id = if !left.is_zero()
+            && conn.set_read_timeout(Some(left)).is_ok()
+            && conn.set_write_timeout(Some(left)).is_ok()
+        {
+            read_run_id(identity_cmd().query::<Value>(&mut conn))
+        } else {
+            None
+        };
         conn.set_read_timeout(Some(config.response_timeout))?;
         conn.set_write_timeout(Some(config.response_timeout))?;
+        self.target.met(run_id);
         Ok(Conn {
             conn,
             made: Instant::now(),
@@ -276,6 +292,13 @@ impl BlockingRedisBackend {
     /// The server's name for messages: `Redis at <url>`, password redacted.
     pub fn describe(&self) -> &str {
         &self.target.name
+    }
+
+    /// How many times a new connection found a different server than the
+    /// one before (see `Target::epoch`).
+    #[allow(dead_code)] // Until the `Backend` trait asks for it.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.target.epoch()
     }
 
     /// Sends a read.

@@ -56,7 +56,10 @@ impl Default for RedisConfig {
 }
 
 impl RedisConfig {
-    /// How long making a connection may take.
+    /// How long making a connection may take: TCP, TLS, the
+    /// `AUTH`/`SELECT` handshake, and reading the server's identity
+    /// (`INFO server`), which gets what is left and is skipped when
+    /// nothing is.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self

@@ -1,21 +1,36 @@
 //! What both paths share: the server they talk to, and how its errors
 //! become a [`BackendError`] that says what to check.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use redis::{ErrorKind, RedisError, ServerErrorKind};
+use redis::{Cmd, ErrorKind, RedisError, ServerErrorKind, Value};
 
 use super::config::{check_url, RedisConfig, URL_FORMS};
 use crate::backend::redact::{secrets, RedactedUrl};
 use crate::error::BackendError;
 
 /// What both paths share: the client, the redacted name of the server for
-/// messages, and the secrets to scrub out of the client library's text.
+/// messages, the secrets to scrub out of the client library's text, and
+/// which server the connections have reached.
 pub(super) struct Target {
     pub(super) client: redis::Client,
     pub(super) name: String,
     secrets: Vec<String>,
     pub(super) config: RedisConfig,
+    /// The server the last new connection reached.
+    server: Mutex<Identity>,
+    /// How many times a new connection reached a different server.
+    epoch: AtomicU64,
+}
+
+/// Which server the last new connection reached, as far as it could tell.
+#[derive(Default)]
+struct Identity {
+    /// Whether any connection has been made yet.
+    met: bool,
+    /// Its `run_id`, or `None` when `INFO` was refused or failed.
+    run_id: Option<String>,
 }
 
 impl Target {
@@ -35,7 +50,30 @@ impl Target {
             name: format!("Redis at {redacted}"),
             secrets,
             config,
+            server: Mutex::default(),
+            epoch: AtomicU64::new(0),
         })
+    }
+
+    /// Records the server a new connection reached: its `run_id`, or
+    /// `None` when it could not tell. Redis can go back in time (a restart
+    /// from an older snapshot, a promoted replica that missed a write), and
+    /// a restarted or different server has a new `run_id`, so a change
+    /// starts a new epoch. An unknown identity cannot vouch for sameness,
+    /// so after the first connection it starts a new epoch too.
+    pub(super) fn met(&self, run_id: Option<String>) {
+        let mut server = lock(&self.server);
+        if server.met && (run_id.is_none() || run_id != server.run_id) {
+            self.epoch.fetch_add(1, Ordering::Relaxed);
+        }
+        server.met = true;
+        server.run_id = run_id;
+    }
+
+    /// How many times a new connection reached a different server than the
+    /// one before it (or one that could not tell): 0 until the first change.
+    pub(super) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Relaxed)
     }
 
     /// Turns a client error into a message that says what to check.
@@ -67,6 +105,21 @@ impl Target {
             BackendError::Server { target, reason }
         }
     }
+}
+
+/// `INFO server`, sent on every new connection for the server's `run_id`.
+pub(super) fn identity_cmd() -> Cmd {
+    let mut cmd = redis::cmd("INFO");
+    cmd.arg("server");
+    cmd
+}
+
+/// The `run_id` in a reply to [`identity_cmd`]; `None` for an error (an
+/// ACL that denies `INFO`, a timeout) or a reply without one.
+pub(super) fn read_run_id(reply: Result<Value, RedisError>) -> Option<String> {
+    let text: String = redis::from_redis_value(reply.ok()?).ok()?;
+    let run_id = text.lines().find_map(|l| l.strip_prefix("run_id:"))?.trim();
+    (!run_id.is_empty()).then(|| run_id.to_owned())
 }
 
 /// Whether a connection that produced this error should be dropped and
@@ -127,6 +180,40 @@ mod tests {
             assert!(!text.contains("s3cret"), "{text}");
             assert!(!format!("{err:?}").contains("s3cret"), "{err:?}");
         }
+    }
+
+    #[test]
+    fn the_epoch_counts_changes_of_server_after_the_first() {
+        let target = Target::open("redis://127.0.0.1:1", RedisConfig::default()).unwrap();
+        let id = |s: &str| Some(s.to_owned());
+        target.met(id("a"));
+        target.met(id("a"));
+        assert_eq!(target.epoch(), 0);
+        target.met(id("b"));
+        target.met(id("b"));
+        assert_eq!(target.epoch(), 1);
+        target.met(None);
+        target.met(None);
+        assert_eq!(target.epoch(), 3);
+        target.met(id("b"));
+        assert_eq!(target.epoch(), 4);
+
+        let unknown = Target::open("redis://127.0.0.1:1", RedisConfig::default()).unwrap();
+        unknown.met(None);
+        assert_eq!(unknown.epoch(), 0, "the first connection is no change");
+    }
+
+    #[test]
+    fn the_run_id_is_read_from_info_server() {
+        let info = "# Server\r\nredis_version:7.0.15\r\nrun_id:4f1c\r\ntcp_port:6379\r\n";
+        let reply = Ok(Value::BulkString(info.as_bytes().to_vec()));
+        assert_eq!(read_run_id(reply).as_deref(), Some("4f1c"));
+        let denied = RedisError::from((ErrorKind::Server(ServerErrorKind::NoPerm), "denied"));
+        assert_eq!(read_run_id(Err(denied)), None);
+        assert_eq!(
+            read_run_id(Ok(Value::BulkString(b"# Server".to_vec()))),
+            None
+        );
     }
 
     #[test]
