@@ -11,9 +11,10 @@ use redis::{AsyncConnectionConfig, RedisError, Value};
 use tokio::time::Instant;
 
 use super::commands::Op;
-use super::config::RedisConfig;
+use super::config::{RedisConfig, Replicas};
 use super::target::{
-    breaks_connection, found_dead, identity_cmd, lock, read_run_id, Caller, Target,
+    breaks_connection, found_dead, identity_cmd, lock, read_replicated, read_run_id, wait_cmd,
+    Caller, Failure, Target,
 };
 use crate::backend::{Backend, Stored};
 use crate::error::BackendError;
@@ -21,7 +22,8 @@ use crate::generation::Generation;
 use crate::key::Key;
 
 /// A Redis backend for async code, on one multiplexed tokio connection
-/// shared by every clone.
+/// shared by every clone (and a second one for bumps, only while
+/// [`RedisConfig::wait_for_replicas`] is on).
 ///
 /// The connection is made on first use (so a service starts while Redis is
 /// down) and remade after it breaks (so a restarted server is picked up
@@ -44,6 +46,10 @@ use crate::key::Key;
 pub struct RedisBackend {
     target: Arc<Target>,
     conn: Arc<Slot>,
+    /// The connection of writes that wait for replicas: `WAIT` holds its
+    /// connection until they answer, and the shared one must not queue
+    /// every other caller behind it. Made only when such a write comes.
+    waiting: Arc<Slot>,
 }
 
 /// The current connection, tagged so a caller that saw it fail only drops
@@ -114,6 +120,7 @@ impl RedisBackend {
         Ok(RedisBackend {
             target: Arc::new(Target::open(url, config)?),
             conn: Arc::new(Slot::default()),
+            waiting: Arc::new(Slot::default()),
         })
     }
 
@@ -142,49 +149,71 @@ impl RedisBackend {
     /// reported but starts no delay: it comes once per connection found
     /// dead, not once per call, so it needs no brake, and the server that
     /// just closed the connection may be back for the next call.
-    async fn connection(&self, caller: Caller, retry: bool) -> Result<Current, RedisError> {
+    async fn connection(
+        &self,
+        slot: &Slot,
+        caller: Caller,
+        retry: bool,
+    ) -> Result<Current, RedisError> {
         let delay = self.target.config.reconnect_delay;
         let reader = caller == Caller::Reader;
-        if let Some(found) = self.conn.get() {
+        if let Some(found) = slot.get() {
             return Ok(found);
         }
         if reader {
-            self.conn.recent_failure(delay)?;
+            slot.recent_failure(delay)?;
         }
-        let _turn = self.conn.connecting.lock().await;
-        if let Some(found) = self.conn.get() {
+        let _turn = slot.connecting.lock().await;
+        if let Some(found) = slot.get() {
             return Ok(found);
         }
         // The connect this caller waited for may just have failed: a
         // reader takes its word, a writer asks the server itself.
         if reader {
-            self.conn.recent_failure(delay)?;
+            slot.recent_failure(delay)?;
         }
         let connected = self.connect().await;
         if !retry || connected.is_ok() {
-            self.conn.record_failure(connected.as_ref().err().cloned());
+            slot.record_failure(connected.as_ref().err().cloned());
         }
-        Ok(self.conn.set(connected?))
+        Ok(slot.set(connected?))
     }
 
     /// Sends a read: answered the last connect error while the reconnect
     /// delay runs.
     pub(super) async fn run<T>(&self, op: Op<T>) -> Result<T, BackendError> {
-        self.call(op, Caller::Reader).await
+        self.call(op, Caller::Reader, None).await
     }
 
     /// Sends a write: never answered a cached connect error.
     pub(super) async fn write<T>(&self, op: Op<T>) -> Result<T, BackendError> {
-        self.call(op, Caller::Writer).await
+        self.call(op, Caller::Writer, None).await
     }
 
-    async fn call<T>(&self, op: Op<T>, caller: Caller) -> Result<T, BackendError> {
+    /// Sends a write, then waits for the replicas
+    /// [`RedisConfig::wait_for_replicas`] asks for: an error if fewer
+    /// acknowledged it in time. Without that setting, [`write`](Self::write).
+    pub(super) async fn write_replicated<T>(&self, op: Op<T>) -> Result<T, BackendError> {
+        let replicas = self.target.config.replicas;
+        self.call(op, Caller::Writer, replicas).await
+    }
+
+    async fn call<T>(
+        &self,
+        op: Op<T>,
+        caller: Caller,
+        replicas: Option<Replicas>,
+    ) -> Result<T, BackendError> {
         let config = &self.target.config;
-        let bound = config.call_bound();
+        let bound = config.bound(replicas);
+        let slot = match replicas {
+            Some(_) => &*self.waiting,
+            None => &*self.conn,
+        };
         let call = async {
             let began = Instant::now();
-            let current = self.connection(caller, false).await?;
-            match self.attempt(&op, current.clone()).await {
+            let current = self.connection(slot, caller, false).await?;
+            match self.attempt(slot, &op, current.clone(), replicas).await {
                 // The connection was made before this call and was dead
                 // when it was used: after an idle `timeout`, a `CLIENT
                 // KILL` or a proxy's cut, redis-rs 1.8 answers "broken
@@ -195,24 +224,24 @@ impl RedisBackend {
                 // is safe because a read changes nothing and every write is
                 // one that can be repeated. A connection made for this call
                 // is not retried: its failure is the server's answer.
-                Err(e)
+                Err(Failure::Redis(e))
                     if found_dead(&e)
                         && current.made < began
-                        && config.retry_fits(began.elapsed()) =>
+                        && config.retry_fits(began.elapsed(), replicas) =>
                 {
                     tracing::debug!(
                         server = %self.target.name,
                         error = %self.target.error(&e),
                         "gensync connection found closed; trying once more on a new one"
                     );
-                    let current = self.connection(caller, true).await?;
-                    self.attempt(&op, current).await
+                    let current = self.connection(slot, caller, true).await?;
+                    self.attempt(slot, &op, current, replicas).await
                 }
                 done => done,
             }
         };
         match tokio::time::timeout(bound, call).await {
-            Ok(result) => result.map_err(|e| self.target.error(&e)),
+            Ok(result) => result.map_err(|f| self.target.failure(&f)),
             // The client's own timeouts should fire first; this is the
             // backstop that makes the bound hold whatever the client does.
             Err(_) => Err(BackendError::Timeout {
@@ -252,16 +281,46 @@ impl RedisBackend {
         Ok(conn)
     }
 
-    /// Sends `op` on `current`, dropping the connection from the slot if
-    /// the failure says it is broken.
-    async fn attempt<T>(&self, op: &Op<T>, mut current: Current) -> Result<T, RedisError> {
-        let reply = op.cmd.query_async::<Value>(&mut current.conn).await;
-        if let Err(e) = &reply {
-            if breaks_connection(e) {
-                self.conn.drop_if(current.id);
-            }
-        }
-        (op.read)(reply)
+    /// Sends `op` on `current`, followed by a `WAIT` for `replicas` if
+    /// any, dropping the connection from `slot` if a failure says it is
+    /// broken.
+    async fn attempt<T>(
+        &self,
+        slot: &Slot,
+        op: &Op<T>,
+        mut current: Current,
+        replicas: Option<Replicas>,
+    ) -> Result<T, Failure> {
+        let Some(wanted) = replicas else {
+            let reply = op.cmd.query_async::<Value>(&mut current.conn).await;
+            drop_if_broken(slot, &reply, current.id);
+            return (op.read)(reply).map_err(Failure::from);
+        };
+        // One pipeline, so the WAIT follows the write on its connection
+        // (it covers every earlier write there, whoever sent it), and the
+        // reply may take the wait too. Errors stay in their places, each
+        // read as its own.
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors()
+            .add_command(op.cmd.clone())
+            .add_command(wait_cmd(wanted));
+        let reply_timeout = self.target.config.reply_timeout(replicas);
+        current.conn.set_response_timeout(reply_timeout);
+        let replies = pipe.query_async::<Vec<Value>>(&mut current.conn).await;
+        drop_if_broken(slot, &replies, current.id);
+        let Ok([write, wait]) = <[Value; 2]>::try_from(replies?) else {
+            return Err(Failure::Redis(RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "a write and its WAIT did not get two replies",
+            ))));
+        };
+        read_replicated(op.read, write.extract_error(), wait.extract_error(), wanted)
+    }
+}
+
+fn drop_if_broken<R>(slot: &Slot, reply: &Result<R, RedisError>, id: u64) {
+    if reply.as_ref().is_err_and(breaks_connection) {
+        slot.drop_if(id);
     }
 }
 
@@ -290,7 +349,7 @@ impl Backend for RedisBackend {
     }
 
     async fn incr(&self, key: &Key, ttl: Duration) -> Result<Stored, BackendError> {
-        self.write(Op::incr(key, ttl)).await
+        self.write_replicated(Op::incr(key, ttl)).await
     }
 
     async fn delete(&self, key: &Key) -> Result<(), BackendError> {

@@ -8,8 +8,10 @@ use async_trait::async_trait;
 use redis::{ConnectionLike, ErrorKind, RedisError, Value};
 
 use super::commands::Op;
-use super::config::RedisConfig;
-use super::target::{found_dead, identity_cmd, lock, read_run_id, Caller, Target};
+use super::config::{RedisConfig, Replicas};
+use super::target::{
+    found_dead, identity_cmd, lock, read_replicated, read_run_id, wait_cmd, Caller, Failure, Target,
+};
 use crate::backend::{Backend, BlockingBackend, Stored};
 use crate::error::BackendError;
 use crate::generation::Generation;
@@ -301,30 +303,44 @@ impl BlockingRedisBackend {
         self.target.epoch()
     }
 
-    /// Sends a read.
+    /// Sends a read: with no idle connection, answered the last connect
+    /// error while the reconnect delay runs.
     pub(super) fn run<T>(&self, op: Op<T>) -> Result<T, BackendError> {
-        self.call(op, Caller::Reader)
+        self.call(op, Caller::Reader, None)
     }
 
-    /// Sends a write.
+    /// Sends a write: never answered a cached connect error.
     pub(super) fn write<T>(&self, op: Op<T>) -> Result<T, BackendError> {
-        self.call(op, Caller::Writer)
+        self.call(op, Caller::Writer, None)
     }
 
-    fn call<T>(&self, op: Op<T>, caller: Caller) -> Result<T, BackendError> {
+    /// Sends a write, then waits for the replicas
+    /// [`RedisConfig::wait_for_replicas`] asks for: an error if fewer
+    /// acknowledged it in time. Without that setting, [`write`](Self::write).
+    pub(super) fn write_replicated<T>(&self, op: Op<T>) -> Result<T, BackendError> {
+        self.call(op, Caller::Writer, self.target.config.replicas)
+    }
+
+    fn call<T>(
+        &self,
+        op: Op<T>,
+        caller: Caller,
+        replicas: Option<Replicas>,
+    ) -> Result<T, BackendError> {
         let asked = Instant::now();
+        let config = &self.target.config;
         let mut conn = self.checkout(caller, asked)?;
-        let result = match attempt(&op, &mut conn) {
+        let result = match attempt(&op, &mut conn, replicas, config) {
             // As on the async path (see `RedisBackend::call`): a connection
             // that sat in the pool was dead when used; here redis-rs 1.8
             // reports "unexpected end of file" (the server had closed it)
             // or a reset. One more try on a new connection, which replaces
             // the dead one in the pool. Safe to repeat: reads change
             // nothing and every write can be repeated.
-            Err(e)
+            Err(Failure::Redis(e))
                 if found_dead(&e)
                     && conn.made < asked
-                    && self.target.config.retry_fits(asked.elapsed()) =>
+                    && config.retry_fits(asked.elapsed(), replicas) =>
             {
                 tracing::debug!(
                     server = %self.target.name,
@@ -335,11 +351,11 @@ impl BlockingRedisBackend {
                     .dialer
                     .dial_for_retry(caller)
                     .map_err(|e| self.target.error(&e))?;
-                attempt(&op, &mut conn)
+                attempt(&op, &mut conn, replicas, config)
             }
             done => done,
         };
-        result.map_err(|e| self.target.error(&e))
+        result.map_err(|f| self.target.failure(&f))
     }
 
     /// An idle pooled connection, or a new one. With none idle, a reader is
@@ -397,12 +413,57 @@ impl BlockingRedisBackend {
 
 /// Sends `op` on `conn`, marking the connection for the pool to drop if
 /// the failure says it is dead.
-fn attempt<T>(op: &Op<T>, conn: &mut Conn) -> Result<T, RedisError> {
-    let reply = op.cmd.query::<Value>(&mut conn.conn);
-    if reply.as_ref().is_err_and(found_dead) {
+fn attempt<T>(
+    op: &Op<T>,
+    conn: &mut Conn,
+    replicas: Option<Replicas>,
+    config: &RedisConfig,
+) -> Result<T, Failure> {
+    let Some(wanted) = replicas else {
+        let reply = op.cmd.query::<Value>(&mut conn.conn);
+        if reply.as_ref().is_err_and(found_dead) {
+            conn.broken = true;
+        }
+        return (op.read)(reply).map_err(Failure::from);
+    };
+    // The write and its WAIT sent together, as on the async path, and
+    // their replies read by hand against one deadline: a pipeline query
+    // would wait the full read timeout for each reply.
+    let mut pipe = redis::pipe();
+    pipe.add_command(op.cmd.clone())
+        .add_command(wait_cmd(wanted));
+    let deadline = Instant::now() + config.reply_timeout(replicas);
+    let replies = conn
+        .conn
+        .send_packed_command(&pipe.get_packed_pipeline())
+        .and_then(|()| Ok((recv_by(conn, deadline)?, recv_by(conn, deadline)?)));
+    let (write, wait) = match replies {
+        Ok(replies) => replies,
+        Err(e) => {
+            // Up to two replies may still be owed, and redis-rs skips at
+            // most one late reply: the connection cannot be trusted.
+            conn.broken = true;
+            return Err(Failure::Redis(e));
+        }
+    };
+    if conn
+        .conn
+        .set_read_timeout(Some(config.response_timeout))
+        .is_err()
+    {
         conn.broken = true;
     }
-    (op.read)(reply)
+    read_replicated(op.read, write.extract_error(), wait.extract_error(), wanted)
+}
+
+/// The next reply on `conn`, waiting until `deadline` at most.
+fn recv_by(conn: &mut Conn, deadline: Instant) -> Result<Value, RedisError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into());
+    }
+    conn.conn.set_read_timeout(Some(left))?;
+    conn.conn.recv_response()
 }
 
 impl std::fmt::Debug for BlockingRedisBackend {
@@ -432,7 +493,7 @@ impl Backend for BlockingRedisBackend {
     }
 
     async fn incr(&self, key: &Key, ttl: Duration) -> Result<Stored, BackendError> {
-        self.write(Op::incr(key, ttl))
+        self.write_replicated(Op::incr(key, ttl))
     }
 
     async fn delete(&self, key: &Key) -> Result<(), BackendError> {

@@ -6,7 +6,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use redis::{Cmd, ErrorKind, RedisError, ServerErrorKind, Value};
 
-use super::config::{check_url, RedisConfig, URL_FORMS};
+use super::config::{check_url, RedisConfig, Replicas, URL_FORMS};
 use crate::backend::redact::{secrets, RedactedUrl};
 use crate::error::BackendError;
 
@@ -76,6 +76,19 @@ impl Target {
         self.epoch.load(Ordering::Relaxed)
     }
 
+    /// Turns a failed attempt into a message that says what to check.
+    pub(super) fn failure(&self, failure: &Failure) -> BackendError {
+        match failure {
+            Failure::Redis(e) => self.error(e),
+            Failure::NotReplicated { acked, wanted } => BackendError::NotReplicated {
+                target: self.name.clone(),
+                acked: *acked,
+                wanted: wanted.count,
+                after: wanted.timeout,
+            },
+        }
+    }
+
     /// Turns a client error into a message that says what to check.
     pub(super) fn error(&self, e: &RedisError) -> BackendError {
         let target = self.name.clone();
@@ -105,6 +118,59 @@ impl Target {
             BackendError::Server { target, reason }
         }
     }
+}
+
+/// Why one attempt of a call failed.
+#[derive(Debug)]
+pub(super) enum Failure {
+    /// The client library's error: the connection's, or the server's
+    /// error reply.
+    Redis(RedisError),
+    /// The write was made, but fewer replicas than wanted acknowledged it.
+    NotReplicated { acked: u32, wanted: Replicas },
+}
+
+impl From<RedisError> for Failure {
+    fn from(e: RedisError) -> Self {
+        Failure::Redis(e)
+    }
+}
+
+/// `WAIT count timeout`, sent right after a write on the same connection:
+/// it waits until `count` replicas have acknowledged every write that
+/// connection made before it, ours included, or the timeout passes.
+pub(super) fn wait_cmd(replicas: Replicas) -> Cmd {
+    let mut cmd = redis::cmd("WAIT");
+    // WAIT takes milliseconds, and 0 would wait forever.
+    let millis = u64::try_from(replicas.timeout.as_millis()).unwrap_or(u64::MAX);
+    cmd.arg(replicas.count).arg(millis.max(1));
+    cmd
+}
+
+/// Reads the replies to a write and the `WAIT` after it: the write's own
+/// result first (its error is the call's), then whether enough replicas
+/// acknowledged it.
+pub(super) fn read_replicated<T>(
+    read: fn(Result<Value, RedisError>) -> Result<T, RedisError>,
+    write: Result<Value, RedisError>,
+    wait: Result<Value, RedisError>,
+    wanted: Replicas,
+) -> Result<T, Failure> {
+    let written = read(write)?;
+    let acked = match wait? {
+        Value::Int(n) => u32::try_from(n.max(0)).unwrap_or(u32::MAX),
+        other => {
+            return Err(Failure::Redis(RedisError::from((
+                ErrorKind::UnexpectedReturnType,
+                "WAIT did not reply with a number",
+                format!("{other:?}"),
+            ))))
+        }
+    };
+    if acked < wanted.count {
+        return Err(Failure::NotReplicated { acked, wanted });
+    }
+    Ok(written)
 }
 
 /// `INFO server`, sent on every new connection for the server's `run_id`.
@@ -201,6 +267,43 @@ mod tests {
         let unknown = Target::open("redis://127.0.0.1:1", RedisConfig::default()).unwrap();
         unknown.met(None);
         assert_eq!(unknown.epoch(), 0, "the first connection is no change");
+    }
+
+    #[test]
+    fn a_write_is_answered_only_once_enough_replicas_acknowledged_it() {
+        let wanted = Replicas {
+            count: 2,
+            timeout: std::time::Duration::from_millis(300),
+        };
+        let read = |reply: Result<Value, RedisError>| reply.map(|_| "written");
+        let ok = || Ok(Value::Okay);
+        assert_eq!(
+            read_replicated(read, ok(), Ok(Value::Int(2)), wanted).unwrap(),
+            "written"
+        );
+        assert!(matches!(
+            read_replicated(read, ok(), Ok(Value::Int(1)), wanted),
+            Err(Failure::NotReplicated { acked: 1, .. })
+        ));
+        // The write's own error comes first; a WAIT that failed is an error.
+        let refused = || Err(RedisError::from((ErrorKind::Client, "refused")));
+        assert!(matches!(
+            read_replicated(read, refused(), Ok(Value::Int(0)), wanted),
+            Err(Failure::Redis(e)) if e.to_string().contains("refused")
+        ));
+        assert!(matches!(
+            read_replicated(read, ok(), refused(), wanted),
+            Err(Failure::Redis(_))
+        ));
+        let target =
+            Target::open("redis://:s3cret-pw@127.0.0.1:1", RedisConfig::default()).unwrap();
+        let text = target
+            .failure(&Failure::NotReplicated { acked: 1, wanted })
+            .to_string();
+        assert!(
+            text.starts_with("Redis at redis://:***@127.0.0.1:1 took the write, but only 1 of 2"),
+            "{text}"
+        );
     }
 
     #[test]
