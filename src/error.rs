@@ -58,6 +58,24 @@ pub enum BackendError {
         /// How long the call waited for a connection.
         after: Duration,
     },
+    /// A write reached the primary, but fewer replicas than
+    /// [`RedisConfig::wait_for_replicas`](crate::RedisConfig::wait_for_replicas)
+    /// asks for acknowledged it in time.
+    #[error(
+        "{target} took the write, but only {acked} of {wanted} replica(s) acknowledged it within \
+         {after:?}, so a failover now could lose it; check the replicas (running, connected, \
+         caught up?) and write again once they are back"
+    )]
+    NotReplicated {
+        /// The server, password redacted.
+        target: String,
+        /// How many replicas acknowledged the write.
+        acked: u32,
+        /// How many were asked for.
+        wanted: u32,
+        /// How long the primary waited for them.
+        after: Duration,
+    },
     /// The server answered with an error or something unexpected.
     #[error("{target} failed the command: {reason}")]
     Server {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use gensync::testing::RedisServer;
 use gensync::{
     BackendError, BlockingRedisBackend, BlockingSynchronizer, Error, GenerationSynchronizer, Key,
-    Observed, RedisBackend, RedisConfig, Synchronizer, WriterLock, DEFAULT_TTL,
+    Observed, RedisBackend, RedisConfig, Stored, Synchronizer, WriterLock, DEFAULT_TTL,
 };
 use support::{fast_config, LogCapture, Redis, Store, RECONNECT_DELAY};
 
@@ -442,4 +442,221 @@ async fn every_backend_failure_is_logged_once_per_episode_with_the_key() {
         "{}",
         logs.text()
     );
+}
+
+/// How the server gets rid of a client's connections behind its back.
+#[derive(Clone, Copy, Debug)]
+enum Cut {
+    /// `CLIENT KILL TYPE normal` from the test's own connection.
+    Kill,
+    /// `CONFIG SET timeout 1`, then idle until the server has closed them.
+    IdleTimeout,
+}
+
+/// Clients connected to the server, the test's own connection included.
+fn connected_clients(store: &Redis) -> u64 {
+    let info: String = store.raw(redis::cmd("INFO").arg("clients"));
+    info.lines()
+        .find_map(|l| l.strip_prefix("connected_clients:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("INFO clients has connected_clients")
+}
+
+/// Closes every connection but the test's own one, server side, and
+/// returns once the server says they are gone.
+fn cut_connections(store: &Redis, cut: Cut) {
+    assert!(connected_clients(store) > 1, "nothing to cut");
+    match cut {
+        Cut::Kill => {
+            // SKIPME is on by default: the test's connection survives.
+            store.raw::<()>(redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("normal"));
+        }
+        Cut::IdleTimeout => {
+            store.raw::<()>(redis::cmd("CONFIG").arg("SET").arg("timeout").arg(1));
+            // Polling keeps the test's own connection from idling out; the
+            // server checks idle clients a few times a second and closes
+            // those idle for more than a whole second.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while connected_clients(store) > 1 {
+                assert!(Instant::now() < deadline, "the server kept idle clients");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            store.raw::<()>(redis::cmd("CONFIG").arg("SET").arg("timeout").arg(0));
+        }
+    }
+    assert_eq!(connected_clients(store), 1, "{cut:?} left clients behind");
+}
+
+async fn async_path_survives(cut: Cut) {
+    let store = Redis::new();
+    let reader = Synchronizer::new(store.process(), key());
+    let writer = Synchronizer::new(store.process(), key());
+    let g = reader.refresh().await.unwrap();
+    assert_eq!(writer.refresh().await.unwrap(), g);
+    let logs = LogCapture::default();
+    let _guard = logs.install();
+
+    cut_connections(&store, cut);
+    let check = reader.check().await;
+    assert_eq!(check.observed(), Some(g), "{cut:?}: {:?}", check.shared);
+    let bumped = writer.mark_updated().await.unwrap();
+    assert!(
+        (1..=1 << 40).contains(&(bumped.get() - g.get())),
+        "{g} -> {bumped}"
+    );
+    assert!(reader.is_expired().await);
+    let text = logs.text();
+    assert!(!text.contains("ERROR"), "{cut:?}: {text}");
+}
+
+fn blocking_path_survives(cut: Cut) {
+    let store = Redis::new();
+    let url = store.server.url();
+    let reader = blocking_with(&url, support::patient_config());
+    let writer = blocking_with(&url, support::patient_config());
+    let g = reader.refresh().unwrap();
+    assert_eq!(writer.refresh().unwrap(), g);
+    let logs = LogCapture::default();
+    let _guard = logs.install();
+
+    cut_connections(&store, cut);
+    let check = reader.check();
+    assert_eq!(check.observed(), Some(g), "{cut:?}: {:?}", check.shared);
+    let bumped = writer.mark_updated().unwrap();
+    assert!(
+        (1..=1 << 40).contains(&(bumped.get() - g.get())),
+        "{g} -> {bumped}"
+    );
+    assert!(reader.is_expired());
+    let text = logs.text();
+    assert!(!text.contains("ERROR"), "{cut:?}: {text}");
+}
+
+/// A connection the server closed while it sat idle is found dead on its
+/// next use; that call is made again on a new connection, not failed.
+#[tokio::test]
+async fn a_killed_connection_is_replaced_within_the_call_on_the_async_path() {
+    async_path_survives(Cut::Kill).await;
+}
+
+#[tokio::test]
+async fn an_idle_timeout_is_replaced_within_the_call_on_the_async_path() {
+    async_path_survives(Cut::IdleTimeout).await;
+}
+
+#[test]
+fn a_killed_connection_is_replaced_within_the_call_on_the_blocking_path() {
+    blocking_path_survives(Cut::Kill);
+}
+
+#[test]
+fn an_idle_timeout_is_replaced_within_the_call_on_the_blocking_path() {
+    blocking_path_survives(Cut::IdleTimeout);
+}
+
+/// Waits, boundedly, until the server answers `PING` on a connection of
+/// its own.
+fn wait_for_ping(server: &RedisServer) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let pong = server
+            .connection()
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+        match pong {
+            Ok(_) => return,
+            Err(e) => assert!(Instant::now() < deadline, "no PONG: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Readers are answered the last connect error for the reconnect delay,
+/// which spares a refusing server; a writer must not be: its error has to
+/// be true when it is reported.
+#[tokio::test]
+async fn a_writer_is_not_failed_with_a_refusal_from_before_the_restart() {
+    let mut store = Redis::new();
+    // A delay far longer than the test: a cached refusal would be answered
+    // for all of it.
+    let config = support::patient_config().reconnect_delay(Duration::from_secs(60));
+    let backend = RedisBackend::with_config(&store.server.url(), config).unwrap();
+    let writer = Synchronizer::new(backend.clone(), key());
+    writer.refresh().await.unwrap();
+
+    store.server.kill();
+    // The dead connection, then a refused connect; then that refusal again,
+    // without a dial, as readers are answered.
+    assert!(backend.ping().await.is_err());
+    let err = backend.ping().await.unwrap_err();
+    assert!(matches!(err, BackendError::Unreachable { .. }), "{err:?}");
+
+    store.server.restart().unwrap();
+    wait_for_ping(&store.server);
+    let err = backend.ping().await.unwrap_err();
+    assert!(
+        matches!(err, BackendError::Unreachable { .. }),
+        "readers still wait out the delay: {err:?}"
+    );
+    let bumped = writer.mark_updated().await;
+    assert!(bumped.is_ok(), "{bumped:?}");
+    // As stored: a check would mix it with the restarted server's epoch.
+    assert_eq!(writer.read().await.ok(), bumped.ok().map(Stored::Value));
+}
+
+/// The blocking path's pool would otherwise dial a refusing server again
+/// and again inside every checkout, and keep dialling between them.
+#[test]
+fn a_refusing_server_is_dialled_once_per_reconnect_delay_on_the_blocking_path() {
+    let server = RedisServer::start_with_password("right-pw-1234").unwrap();
+    let mut admin = server.connection().unwrap();
+    let bad_url = format!("redis://:wrong-pw-5678@127.0.0.1:{}", server.port());
+    let delay = Duration::from_millis(500);
+    let sync = blocking_with(&bad_url, fast_config().reconnect_delay(delay));
+
+    let before = connections_received(&mut admin);
+    let started = Instant::now();
+    for _ in 0..50 {
+        assert!(sync.is_expired());
+    }
+    let dials = connections_received(&mut admin) - before;
+    let windows = u64::try_from(started.elapsed().as_millis() / delay.as_millis()).unwrap() + 1;
+    assert!(
+        (1..=windows).contains(&dials),
+        "{dials} connections for 50 checks in {windows} delay(s)"
+    );
+    // Answering the refusal again costs a reader nothing.
+    assert!(
+        started.elapsed() < delay,
+        "50 checks took {:?}",
+        started.elapsed()
+    );
+
+    // Once the delay has passed, the next check dials again, once.
+    std::thread::sleep(delay);
+    let before = connections_received(&mut admin);
+    let err = sync.read().unwrap_err();
+    assert!(
+        matches!(err, Error::Backend(BackendError::Auth { .. })),
+        "{err:?}"
+    );
+    assert_eq!(connections_received(&mut admin) - before, 1);
+
+    // A writer is not answered the refusal it did not see: it dials,
+    // within the delay, and is told what the server says now.
+    let before = connections_received(&mut admin);
+    let err = sync.mark_updated().unwrap_err();
+    assert!(
+        matches!(err, Error::Backend(BackendError::Auth { .. })),
+        "{err:?}"
+    );
+    let dials = connections_received(&mut admin) - before;
+    assert!(
+        (1..=2).contains(&dials),
+        "{dials} connections for one write"
+    );
+
+    // And between calls, nothing dials at all.
+    let before = connections_received(&mut admin);
+    std::thread::sleep(delay * 2);
+    assert_eq!(connections_received(&mut admin) - before, 0);
 }

@@ -8,10 +8,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisError, Value};
+use tokio::time::Instant;
 
 use super::commands::Op;
-use super::config::RedisConfig;
-use super::target::{breaks_connection, lock, Target};
+use super::config::{RedisConfig, Replicas};
+use super::target::{
+    breaks_connection, found_dead, identity_cmd, lock, read_replicated, read_run_id, wait_cmd,
+    Caller, Failure, Target,
+};
 use crate::backend::{Backend, Stored};
 use crate::error::BackendError;
 use crate::fence::Fence;
@@ -19,13 +23,15 @@ use crate::generation::Generation;
 use crate::key::Key;
 
 /// A Redis backend for async code, on one multiplexed tokio connection
-/// shared by every clone.
+/// shared by every clone (and a second one for bumps, only while
+/// [`RedisConfig::wait_for_replicas`] is on).
 ///
 /// The connection is made on first use (so a service starts while Redis is
 /// down) and remade after it breaks (so a restarted server is picked up
-/// without restarting the client). Every call is bounded by
-/// [`RedisConfig::call_bound`]; a paused or unreachable server costs a
-/// caller at most that, then an error.
+/// without restarting the client). A call that finds the connection already
+/// dead (the server closed it while it sat idle) is made once more on a new
+/// one. Every call is bounded by [`RedisConfig::call_bound`]; a paused or
+/// unreachable server costs a caller at most that, then an error.
 ///
 /// ```no_run
 /// use gensync::{GenerationSynchronizer, Key, RedisBackend, Synchronizer};
@@ -41,30 +47,46 @@ use crate::key::Key;
 pub struct RedisBackend {
     target: Arc<Target>,
     conn: Arc<Slot>,
+    /// The connection of writes that wait for replicas: `WAIT` holds its
+    /// connection until they answer, and the shared one must not queue
+    /// every other caller behind it. Made only when such a write comes.
+    waiting: Arc<Slot>,
 }
 
 /// The current connection, tagged so a caller that saw it fail only drops
 /// that one, not a newer one another caller already made.
 #[derive(Default)]
 struct Slot {
-    current: Mutex<Option<(u64, MultiplexedConnection)>>,
+    current: Mutex<Option<Current>>,
     next_id: AtomicU64,
     // One connect at a time; the others wait for it rather than pile on.
     connecting: tokio::sync::Mutex<()>,
     /// The last failed connect, answered again until the reconnect delay
     /// has passed.
-    failed: Mutex<Option<(tokio::time::Instant, RedisError)>>,
+    failed: Mutex<Option<(Instant, RedisError)>>,
+}
+
+/// The connection in the slot, with its tag and when it was made.
+#[derive(Clone)]
+struct Current {
+    id: u64,
+    conn: MultiplexedConnection,
+    made: Instant,
 }
 
 impl Slot {
-    fn get(&self) -> Option<(u64, MultiplexedConnection)> {
+    fn get(&self) -> Option<Current> {
         lock(&self.current).clone()
     }
 
-    fn set(&self, conn: MultiplexedConnection) -> u64 {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        *lock(&self.current) = Some((id, conn));
-        id
+    fn set(&self, conn: MultiplexedConnection) -> Current {
+        let current = Current {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            conn,
+            made: Instant::now(),
+        };
+        *lock(&self.current) = Some(current.clone());
+        current
     }
 
     /// The last connect error, if it is more recent than `delay`.
@@ -76,12 +98,12 @@ impl Slot {
     }
 
     fn record_failure(&self, error: Option<RedisError>) {
-        *lock(&self.failed) = error.map(|e| (tokio::time::Instant::now(), e));
+        *lock(&self.failed) = error.map(|e| (Instant::now(), e));
     }
 
     fn drop_if(&self, id: u64) {
         let mut current = lock(&self.current);
-        if current.as_ref().is_some_and(|(cur, _)| *cur == id) {
+        if current.as_ref().is_some_and(|cur| cur.id == id) {
             *current = None;
         }
     }
@@ -99,6 +121,7 @@ impl RedisBackend {
         Ok(RedisBackend {
             target: Arc::new(Target::open(url, config)?),
             conn: Arc::new(Slot::default()),
+            waiting: Arc::new(Slot::default()),
         })
     }
 
@@ -113,46 +136,106 @@ impl RedisBackend {
         &self.target.name
     }
 
-    async fn connection(&self) -> Result<(u64, MultiplexedConnection), RedisError> {
+    /// The current connection, or a new one. A reader is answered the last
+    /// connect error instead while the reconnect delay runs; a writer
+    /// dials, after any connect under way (one at a time), whatever the
+    /// last one said. The failed dial of a call's second try (`retry`) is
+    /// reported but starts no delay: it comes once per connection found
+    /// dead, not once per call, so it needs no brake, and the server that
+    /// just closed the connection may be back for the next call.
+    async fn connection(
+        &self,
+        slot: &Slot,
+        caller: Caller,
+        retry: bool,
+    ) -> Result<Current, RedisError> {
         let delay = self.target.config.reconnect_delay;
-        if let Some(found) = self.conn.get() {
+        let reader = caller == Caller::Reader;
+        if let Some(found) = slot.get() {
             return Ok(found);
         }
-        self.conn.recent_failure(delay)?;
-        let _turn = self.conn.connecting.lock().await;
-        if let Some(found) = self.conn.get() {
+        if reader {
+            slot.recent_failure(delay)?;
+        }
+        let _turn = slot.connecting.lock().await;
+        if let Some(found) = slot.get() {
             return Ok(found);
         }
-        // The connect this caller waited for may just have failed.
-        self.conn.recent_failure(delay)?;
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.target.config.connect_timeout))
-            .set_response_timeout(Some(self.target.config.response_timeout));
-        let connected = self
-            .target
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await;
-        self.conn.record_failure(connected.as_ref().err().cloned());
-        let conn = connected?;
-        let id = self.conn.set(conn.clone());
-        Ok((id, conn))
+        // The connect this caller waited for may just have failed: a
+        // reader takes its word, a writer asks the server itself.
+        if reader {
+            slot.recent_failure(delay)?;
+        }
+        let connected = self.connect().await;
+        if !retry || connected.is_ok() {
+            slot.record_failure(connected.as_ref().err().cloned());
+        }
+        Ok(slot.set(connected?))
     }
 
-    async fn run<T>(&self, op: Op<T>) -> Result<T, BackendError> {
-        let bound = self.target.config.call_bound();
+    /// Sends a read: answered the last connect error while the reconnect
+    /// delay runs.
+    pub(super) async fn run<T>(&self, op: Op<T>) -> Result<T, BackendError> {
+        self.call(op, Caller::Reader, None).await
+    }
+
+    /// Sends a write: never answered a cached connect error.
+    pub(super) async fn write<T>(&self, op: Op<T>) -> Result<T, BackendError> {
+        self.call(op, Caller::Writer, None).await
+    }
+
+    /// Sends a write, then waits for the replicas
+    /// [`RedisConfig::wait_for_replicas`] asks for: an error if fewer
+    /// acknowledged it in time. Without that setting, [`write`](Self::write).
+    pub(super) async fn write_replicated<T>(&self, op: Op<T>) -> Result<T, BackendError> {
+        let replicas = self.target.config.replicas;
+        self.call(op, Caller::Writer, replicas).await
+    }
+
+    async fn call<T>(
+        &self,
+        op: Op<T>,
+        caller: Caller,
+        replicas: Option<Replicas>,
+    ) -> Result<T, BackendError> {
+        let config = &self.target.config;
+        let bound = config.bound(replicas);
+        let slot = match replicas {
+            Some(_) => &*self.waiting,
+            None => &*self.conn,
+        };
         let call = async {
-            let (id, mut conn) = self.connection().await?;
-            let reply = op.cmd.query_async::<Value>(&mut conn).await;
-            if let Err(e) = &reply {
-                if breaks_connection(e) {
-                    self.conn.drop_if(id);
+            let began = Instant::now();
+            let current = self.connection(slot, caller, false).await?;
+            match self.attempt(slot, &op, current.clone(), replicas).await {
+                // The connection was made before this call and was dead
+                // when it was used: after an idle `timeout`, a `CLIENT
+                // KILL` or a proxy's cut, redis-rs 1.8 answers "broken
+                // pipe" (its driver saw the close and the command never
+                // left), so the first call after it would fail on a healthy
+                // server. One more try, on a new connection. If the close
+                // raced the send, the command may have run before it; that
+                // is safe because a read changes nothing and every write is
+                // one that can be repeated. A connection made for this call
+                // is not retried: its failure is the server's answer.
+                Err(Failure::Redis(e))
+                    if found_dead(&e)
+                        && current.made < began
+                        && config.retry_fits(began.elapsed(), replicas) =>
+                {
+                    tracing::debug!(
+                        server = %self.target.name,
+                        error = %self.target.error(&e),
+                        "gensync connection found closed; trying once more on a new one"
+                    );
+                    let current = self.connection(slot, caller, true).await?;
+                    self.attempt(slot, &op, current, replicas).await
                 }
+                done => done,
             }
-            (op.read)(reply)
         };
         match tokio::time::timeout(bound, call).await {
-            Ok(result) => result.map_err(|e| self.target.error(&e)),
+            Ok(result) => result.map_err(|f| self.target.failure(&f)),
             // The client's own timeouts should fire first; this is the
             // backstop that makes the bound hold whatever the client does.
             Err(_) => Err(BackendError::Timeout {
@@ -160,6 +243,78 @@ impl RedisBackend {
                 after: bound,
             }),
         }
+    }
+}
+
+impl RedisBackend {
+    /// Makes a connection and learns which server it reached, all within
+    /// the connect timeout.
+    async fn connect(&self) -> Result<MultiplexedConnection, RedisError> {
+        let began = Instant::now();
+        let timeouts = &self.target.config;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeouts.connect_timeout))
+            .set_response_timeout(Some(timeouts.response_timeout));
+        let conn = self
+            .target
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        // The identity gets what is left of the connect timeout, so a new
+        // connection still costs at most that; failing to learn it leaves
+        // the identity unknown and the connection in use.
+        let left = timeouts.connect_timeout.saturating_sub(began.elapsed());
+        let run_id = if left.is_zero() {
+            None
+        } else {
+            let mut probe = conn.clone();
+            probe.set_response_timeout(left);
+            read_run_id(identity_cmd().query_async::<Value>(&mut probe).await)
+        };
+        self.target.met(run_id);
+        Ok(conn)
+    }
+
+    /// Sends `op` on `current`, followed by a `WAIT` for `replicas` if
+    /// any, dropping the connection from `slot` if a failure says it is
+    /// broken.
+    async fn attempt<T>(
+        &self,
+        slot: &Slot,
+        op: &Op<T>,
+        mut current: Current,
+        replicas: Option<Replicas>,
+    ) -> Result<T, Failure> {
+        let Some(wanted) = replicas else {
+            let reply = op.cmd.query_async::<Value>(&mut current.conn).await;
+            drop_if_broken(slot, &reply, current.id);
+            return (op.read)(reply).map_err(Failure::from);
+        };
+        // One pipeline, so the WAIT follows the write on its connection
+        // (it covers every earlier write there, whoever sent it), and the
+        // reply may take the wait too. Errors stay in their places, each
+        // read as its own.
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors()
+            .add_command(op.cmd.clone())
+            .add_command(wait_cmd(wanted));
+        let reply_timeout = self.target.config.reply_timeout(replicas);
+        current.conn.set_response_timeout(reply_timeout);
+        let replies = pipe.query_async::<Vec<Value>>(&mut current.conn).await;
+        drop_if_broken(slot, &replies, current.id);
+        let Ok([write, wait]) = <[Value; 2]>::try_from(replies?) else {
+            return Err(Failure::Redis(RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "a write and its WAIT did not get two replies",
+            ))));
+        };
+        read_replicated(op.read, write.extract_error(), wait.extract_error(), wanted)
+    }
+}
+
+fn drop_if_broken<R>(slot: &Slot, reply: &Result<R, RedisError>, id: u64) {
+    if reply.as_ref().is_err_and(breaks_connection) {
+        slot.drop_if(id);
     }
 }
 
@@ -184,7 +339,7 @@ impl Backend for RedisBackend {
         generation: Generation,
         ttl: Duration,
     ) -> Result<bool, BackendError> {
-        self.run(Op::add(key, generation, ttl)).await
+        self.write(Op::add(key, generation, ttl)).await
     }
 
     async fn incr(
@@ -194,11 +349,12 @@ impl Backend for RedisBackend {
         ttl: Duration,
         finished: Option<Generation>,
     ) -> Result<Stored, BackendError> {
-        self.run(Op::incr(key, step, ttl, finished)).await
+        self.write_replicated(Op::incr(key, step, ttl, finished))
+            .await
     }
 
     async fn delete(&self, key: &Key) -> Result<(), BackendError> {
-        self.run(Op::delete(key)).await
+        self.write(Op::delete(key)).await
     }
 
     async fn lock(
@@ -207,7 +363,7 @@ impl Backend for RedisBackend {
         token: Generation,
         ttl: Duration,
     ) -> Result<Option<Fence>, BackendError> {
-        self.run(Op::lock(key, token, ttl)).await
+        self.write(Op::lock(key, token, ttl)).await
     }
 
     async fn renew(
@@ -217,11 +373,11 @@ impl Backend for RedisBackend {
         ttl: Duration,
         key_ttl: Duration,
     ) -> Result<bool, BackendError> {
-        self.run(Op::renew(key, token, ttl, key_ttl)).await
+        self.write(Op::renew(key, token, ttl, key_ttl)).await
     }
 
     async fn unlock(&self, key: &Key, token: Generation) -> Result<bool, BackendError> {
-        self.run(Op::unlock(key, token)).await
+        self.write(Op::unlock(key, token)).await
     }
 
     async fn intend(
@@ -231,8 +387,14 @@ impl Backend for RedisBackend {
         ttl: Duration,
         key_ttl: Duration,
     ) -> Result<(), BackendError> {
-        self.run(Op::intend(key, token, ttl, key_ttl))
+        self.write(Op::intend(key, token, ttl, key_ttl))
             .await
             .map(drop)
+    }
+
+    /// Moves when a new connection finds a different server than the one
+    /// before (its `run_id` changed: a restart, a failover).
+    fn epoch(&self) -> u64 {
+        self.target.epoch()
     }
 }

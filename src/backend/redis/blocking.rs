@@ -5,11 +5,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use redis::{ConnectionLike, RedisError, Value};
+use redis::{ConnectionLike, ErrorKind, RedisError, Value};
 
 use super::commands::Op;
-use super::config::RedisConfig;
-use super::target::{lock, Target};
+use super::config::{RedisConfig, Replicas};
+use super::target::{
+    found_dead, identity_cmd, lock, read_replicated, read_run_id, wait_cmd, Caller, Failure, Target,
+};
 use crate::backend::{Backend, BlockingBackend, Stored};
 use crate::error::BackendError;
 use crate::fence::Fence;
@@ -23,7 +25,12 @@ use crate::key::Key;
 /// runtime's threads.
 ///
 /// Waiting for a pooled connection is bounded by the connect timeout and
-/// every reply by the response timeout.
+/// every reply by the response timeout. With no idle connection, a read is
+/// answered the last connect error until the reconnect delay has passed, as
+/// on the async path; a write dials. A call that finds its pooled
+/// connection already dead (the server closed it while it sat idle) is made
+/// once more on a new connection, which then takes the dead one's place in
+/// the pool.
 ///
 /// ```no_run
 /// use gensync::{BlockingRedisBackend, BlockingSynchronizer, Key};
@@ -40,11 +47,12 @@ use crate::key::Key;
 pub struct BlockingRedisBackend {
     target: Arc<Target>,
     pool: r2d2::Pool<Manager>,
-    connects: Arc<Mutex<Connects>>,
+    dialer: Arc<Dialer>,
 }
 
-/// What the pool's connect attempts did: r2d2 reports only text, and the
-/// kind of error decides the advice (wrong password versus server down).
+/// What the connect attempts did (r2d2 reports only text, and the kind of
+/// error decides the advice: wrong password versus server down), and who
+/// is waiting for one.
 #[derive(Default)]
 struct Connects {
     /// Why the last finished attempt failed, and when; `None` after a
@@ -52,48 +60,199 @@ struct Connects {
     last_error: Option<(RedisError, Instant)>,
     /// When each attempt still running began (r2d2 may run several).
     running: Vec<Instant>,
+    /// Readers waiting on the pool for a new connection.
+    readers: usize,
+    /// When each writer waiting on the pool for a new connection asked.
+    writers: Vec<Instant>,
 }
 
-struct Manager {
-    target: Arc<Target>,
-    connects: Arc<Mutex<Connects>>,
-}
-
-impl Manager {
-    fn try_connect(&self) -> Result<redis::Connection, RedisError> {
-        let config = &self.target.config;
-        let conn = self
-            .target
-            .client
-            .get_connection_with_timeout(config.connect_timeout)?;
-        conn.set_read_timeout(Some(config.response_timeout))?;
-        conn.set_write_timeout(Some(config.response_timeout))?;
-        Ok(conn)
+impl Connects {
+    /// Whether a connect attempt of the pool should dial. r2d2 starts one
+    /// per checkout that finds no idle connection and retries a failed one
+    /// in the background every half connect timeout, for as long as it
+    /// fails, whether or not anyone still waits: against a refusing server
+    /// that was hundreds of dials for a few checks. So after a failure the
+    /// attempt decides itself: one dial at a time, for a reader waiting
+    /// once the reconnect delay has passed, or for a writer waiting that
+    /// has seen no failure since it asked (it is owed a fresh answer, but
+    /// one is enough). Until a connect fails, every attempt dials, as r2d2
+    /// means it to.
+    fn should_dial(&self, delay: Duration) -> bool {
+        match &self.last_error {
+            None => true,
+            Some((_, failed)) => {
+                self.running.is_empty()
+                    && ((self.readers > 0 && failed.elapsed() >= delay)
+                        || self.writers.iter().any(|asked| asked > failed))
+            }
+        }
     }
 }
 
-impl r2d2::ManageConnection for Manager {
-    type Connection = redis::Connection;
-    type Error = RedisError;
+/// Counts a caller as waiting on the pool until dropped.
+struct Waiting<'a> {
+    dialer: &'a Dialer,
+    writer: Option<Instant>,
+}
 
-    fn connect(&self) -> Result<redis::Connection, RedisError> {
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut connects = lock(&self.dialer.connects);
+        match self.writer {
+            Some(asked) => {
+                if let Some(i) = connects.writers.iter().position(|t| *t == asked) {
+                    connects.writers.swap_remove(i);
+                }
+            }
+            None => connects.readers -= 1,
+        }
+    }
+}
+
+/// A pooled connection, with when it was made, so a call can tell one made
+/// for it from one that sat in the pool.
+struct Conn {
+    conn: redis::Connection,
+    made: Instant,
+    /// Set when a call found it dead, so the pool drops it: redis-rs marks
+    /// a connection closed on some failures only.
+    broken: bool,
+}
+
+/// Makes connections, for the pool and for a call's second try, and
+/// records what each attempt did.
+struct Dialer {
+    target: Arc<Target>,
+    connects: Mutex<Connects>,
+}
+
+impl Dialer {
+    /// A connect attempt of the pool: a dial, or the refusal to make one
+    /// (see [`Connects::should_dial`]), which r2d2 retries later.
+    fn dial_for_pool(&self) -> Result<Conn, RedisError> {
+        let began = {
+            let mut connects = lock(&self.connects);
+            if !connects.should_dial(self.target.config.reconnect_delay) {
+                return Err(RedisError::from((
+                    ErrorKind::Client,
+                    "no dial: no caller is owed one now",
+                )));
+            }
+            let began = Instant::now();
+            connects.running.push(began);
+            began
+        };
+        self.dial(began, true)
+    }
+
+    /// A dial on the caller's thread, for a call's second try. A reader is
+    /// answered the last connect error instead while the delay runs. Its
+    /// own failure is reported but starts no delay: it comes once per
+    /// connection found dead, not once per call, so it needs no brake, and
+    /// the server that just closed the connection may be back for the next
+    /// call.
+    fn dial_for_retry(&self, caller: Caller) -> Result<Conn, RedisError> {
+        if caller == Caller::Reader {
+            if let Some(e) = self.recent_failure() {
+                return Err(e);
+            }
+        }
         let began = Instant::now();
         lock(&self.connects).running.push(began);
+        self.dial(began, false)
+    }
+
+    /// The last connect error, if the reconnect delay has not passed since.
+    fn recent_failure(&self) -> Option<RedisError> {
+        match &lock(&self.connects).last_error {
+            Some((e, at)) if at.elapsed() < self.target.config.reconnect_delay => Some(e.clone()),
+            _ => None,
+        }
+    }
+
+    /// Counts the caller as waiting on the pool, so its attempts dial.
+    fn wait(&self, caller: Caller, asked: Instant) -> Waiting<'_> {
+        let mut connects = lock(&self.connects);
+        let writer = match caller {
+            Caller::Reader => {
+                connects.readers += 1;
+                None
+            }
+            Caller::Writer => {
+                connects.writers.push(asked);
+                Some(asked)
+            }
+        };
+        Waiting {
+            dialer: self,
+            writer,
+        }
+    }
+
+    /// Dials, as the attempt registered running since `began`; a failure
+    /// is kept as the last connect error if `keep_failure`.
+    fn dial(&self, began: Instant, keep_failure: bool) -> Result<Conn, RedisError> {
         let result = self.try_connect();
         let mut connects = lock(&self.connects);
         if let Some(i) = connects.running.iter().position(|t| *t == began) {
             connects.running.swap_remove(i);
         }
-        connects.last_error = result.as_ref().err().map(|e| (e.clone(), Instant::now()));
+        match &result {
+            Ok(_) => connects.last_error = None,
+            Err(e) if keep_failure => connects.last_error = Some((e.clone(), Instant::now())),
+            Err(_) => {}
+        }
         result
     }
 
-    fn is_valid(&self, conn: &mut redis::Connection) -> Result<(), RedisError> {
-        redis::cmd("PING").query::<()>(conn)
+    /// Makes a connection and learns which server it reached, all within
+    /// the connect timeout.
+    fn try_connect(&self) -> Result<Conn, RedisError> {
+        let began = Instant::now();
+        let config = &self.target.config;
+        let mut conn = self
+            .target
+            .client
+            .get_connection_with_timeout(config.connect_timeout)?;
+        // As on the async path: the identity gets what is left of the
+        // connect timeout, and failing to learn it fails nothing. A reply
+        // that comes too late is skipped by redis-rs on the next read.
+        let left = config.connect_timeout.saturating_sub(began.elapsed());
+        let run_id = if !left.is_zero()
+            && conn.set_read_timeout(Some(left)).is_ok()
+            && conn.set_write_timeout(Some(left)).is_ok()
+        {
+            read_run_id(identity_cmd().query::<Value>(&mut conn))
+        } else {
+            None
+        };
+        conn.set_read_timeout(Some(config.response_timeout))?;
+        conn.set_write_timeout(Some(config.response_timeout))?;
+        self.target.met(run_id);
+        Ok(Conn {
+            conn,
+            made: Instant::now(),
+            broken: false,
+        })
+    }
+}
+
+struct Manager(Arc<Dialer>);
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = Conn;
+    type Error = RedisError;
+
+    fn connect(&self) -> Result<Conn, RedisError> {
+        self.0.dial_for_pool()
     }
 
-    fn has_broken(&self, conn: &mut redis::Connection) -> bool {
-        !conn.is_open()
+    fn is_valid(&self, conn: &mut Conn) -> Result<(), RedisError> {
+        redis::cmd("PING").query::<()>(&mut conn.conn)
+    }
+
+    fn has_broken(&self, conn: &mut Conn) -> bool {
+        conn.broken || !conn.conn.is_open()
     }
 }
 
@@ -107,7 +266,10 @@ impl BlockingRedisBackend {
     /// A blocking backend for `url` with the given timeouts and pool size.
     pub fn with_config(url: &str, config: RedisConfig) -> Result<Self, BackendError> {
         let target = Arc::new(Target::open(url, config)?);
-        let connects = Arc::new(Mutex::new(Connects::default()));
+        let dialer = Arc::new(Dialer {
+            target: Arc::clone(&target),
+            connects: Mutex::new(Connects::default()),
+        });
         let pool = r2d2::Pool::builder()
             .max_size(target.config.pool_size)
             .min_idle(Some(0))
@@ -117,14 +279,11 @@ impl BlockingRedisBackend {
             .test_on_check_out(false)
             // We report failures ourselves, redacted and with advice.
             .error_handler(Box::new(r2d2::NopErrorHandler))
-            .build_unchecked(Manager {
-                target: Arc::clone(&target),
-                connects: Arc::clone(&connects),
-            });
+            .build_unchecked(Manager(Arc::clone(&dialer)));
         Ok(BlockingRedisBackend {
             target,
             pool,
-            connects,
+            dialer,
         })
     }
 
@@ -138,10 +297,79 @@ impl BlockingRedisBackend {
         &self.target.name
     }
 
-    fn run<T>(&self, op: Op<T>) -> Result<T, BackendError> {
+    /// Sends a read: with no idle connection, answered the last connect
+    /// error while the reconnect delay runs.
+    pub(super) fn run<T>(&self, op: Op<T>) -> Result<T, BackendError> {
+        self.call(op, Caller::Reader, None)
+    }
+
+    /// Sends a write: never answered a cached connect error.
+    pub(super) fn write<T>(&self, op: Op<T>) -> Result<T, BackendError> {
+        self.call(op, Caller::Writer, None)
+    }
+
+    /// Sends a write, then waits for the replicas
+    /// [`RedisConfig::wait_for_replicas`] asks for: an error if fewer
+    /// acknowledged it in time. Without that setting, [`write`](Self::write).
+    pub(super) fn write_replicated<T>(&self, op: Op<T>) -> Result<T, BackendError> {
+        self.call(op, Caller::Writer, self.target.config.replicas)
+    }
+
+    fn call<T>(
+        &self,
+        op: Op<T>,
+        caller: Caller,
+        replicas: Option<Replicas>,
+    ) -> Result<T, BackendError> {
         let asked = Instant::now();
-        let mut conn = self.pool.get().map_err(|_| self.pool_error(asked))?;
-        (op.read)(op.cmd.query::<Value>(&mut *conn)).map_err(|e| self.target.error(&e))
+        let config = &self.target.config;
+        let mut conn = self.checkout(caller, asked)?;
+        let result = match attempt(&op, &mut conn, replicas, config) {
+            // As on the async path (see `RedisBackend::call`): a connection
+            // that sat in the pool was dead when used; here redis-rs 1.8
+            // reports "unexpected end of file" (the server had closed it)
+            // or a reset. One more try on a new connection, which replaces
+            // the dead one in the pool. Safe to repeat: reads change
+            // nothing and every write can be repeated.
+            Err(Failure::Redis(e))
+                if found_dead(&e)
+                    && conn.made < asked
+                    && config.retry_fits(asked.elapsed(), replicas) =>
+            {
+                tracing::debug!(
+                    server = %self.target.name,
+                    error = %self.target.error(&e),
+                    "gensync connection found closed; trying once more on a new one"
+                );
+                *conn = self
+                    .dialer
+                    .dial_for_retry(caller)
+                    .map_err(|e| self.target.error(&e))?;
+                attempt(&op, &mut conn, replicas, config)
+            }
+            done => done,
+        };
+        result.map_err(|f| self.target.failure(&f))
+    }
+
+    /// An idle pooled connection, or a new one. With none idle, a reader is
+    /// answered the last connect error while the reconnect delay runs,
+    /// without a wait on the pool.
+    fn checkout(
+        &self,
+        caller: Caller,
+        asked: Instant,
+    ) -> Result<r2d2::PooledConnection<Manager>, BackendError> {
+        if let Some(conn) = self.pool.try_get() {
+            return Ok(conn);
+        }
+        if caller == Caller::Reader {
+            if let Some(e) = self.dialer.recent_failure() {
+                return Err(self.target.error(&e));
+            }
+        }
+        let _waiting = self.dialer.wait(caller, asked);
+        self.pool.get().map_err(|_| self.pool_error(asked))
     }
 
     /// Why no connection came for a checkout that began at `asked`.
@@ -155,7 +383,7 @@ impl BlockingRedisBackend {
             };
         }
         let (last, oldest_running) = {
-            let connects = lock(&self.connects);
+            let connects = lock(&self.dialer.connects);
             (
                 connects.last_error.clone(),
                 connects.running.iter().min().copied(),
@@ -175,6 +403,61 @@ impl BlockingRedisBackend {
             },
         }
     }
+}
+
+/// Sends `op` on `conn`, marking the connection for the pool to drop if
+/// the failure says it is dead.
+fn attempt<T>(
+    op: &Op<T>,
+    conn: &mut Conn,
+    replicas: Option<Replicas>,
+    config: &RedisConfig,
+) -> Result<T, Failure> {
+    let Some(wanted) = replicas else {
+        let reply = op.cmd.query::<Value>(&mut conn.conn);
+        if reply.as_ref().is_err_and(found_dead) {
+            conn.broken = true;
+        }
+        return (op.read)(reply).map_err(Failure::from);
+    };
+    // The write and its WAIT sent together, as on the async path, and
+    // their replies read by hand against one deadline: a pipeline query
+    // would wait the full read timeout for each reply.
+    let mut pipe = redis::pipe();
+    pipe.add_command(op.cmd.clone())
+        .add_command(wait_cmd(wanted));
+    let deadline = Instant::now() + config.reply_timeout(replicas);
+    let replies = conn
+        .conn
+        .send_packed_command(&pipe.get_packed_pipeline())
+        .and_then(|()| Ok((recv_by(conn, deadline)?, recv_by(conn, deadline)?)));
+    let (write, wait) = match replies {
+        Ok(replies) => replies,
+        Err(e) => {
+            // Up to two replies may still be owed, and redis-rs skips at
+            // most one late reply: the connection cannot be trusted.
+            conn.broken = true;
+            return Err(Failure::Redis(e));
+        }
+    };
+    if conn
+        .conn
+        .set_read_timeout(Some(config.response_timeout))
+        .is_err()
+    {
+        conn.broken = true;
+    }
+    read_replicated(op.read, write.extract_error(), wait.extract_error(), wanted)
+}
+
+/// The next reply on `conn`, waiting until `deadline` at most.
+fn recv_by(conn: &mut Conn, deadline: Instant) -> Result<Value, RedisError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into());
+    }
+    conn.conn.set_read_timeout(Some(left))?;
+    conn.conn.recv_response()
 }
 
 impl std::fmt::Debug for BlockingRedisBackend {
@@ -200,7 +483,7 @@ impl Backend for BlockingRedisBackend {
         generation: Generation,
         ttl: Duration,
     ) -> Result<bool, BackendError> {
-        self.run(Op::add(key, generation, ttl))
+        self.write(Op::add(key, generation, ttl))
     }
 
     async fn incr(
@@ -210,11 +493,11 @@ impl Backend for BlockingRedisBackend {
         ttl: Duration,
         finished: Option<Generation>,
     ) -> Result<Stored, BackendError> {
-        self.run(Op::incr(key, step, ttl, finished))
+        self.write_replicated(Op::incr(key, step, ttl, finished))
     }
 
     async fn delete(&self, key: &Key) -> Result<(), BackendError> {
-        self.run(Op::delete(key))
+        self.write(Op::delete(key))
     }
 
     async fn lock(
@@ -223,7 +506,7 @@ impl Backend for BlockingRedisBackend {
         token: Generation,
         ttl: Duration,
     ) -> Result<Option<Fence>, BackendError> {
-        self.run(Op::lock(key, token, ttl))
+        self.write(Op::lock(key, token, ttl))
     }
 
     async fn renew(
@@ -233,11 +516,11 @@ impl Backend for BlockingRedisBackend {
         ttl: Duration,
         key_ttl: Duration,
     ) -> Result<bool, BackendError> {
-        self.run(Op::renew(key, token, ttl, key_ttl))
+        self.write(Op::renew(key, token, ttl, key_ttl))
     }
 
     async fn unlock(&self, key: &Key, token: Generation) -> Result<bool, BackendError> {
-        self.run(Op::unlock(key, token))
+        self.write(Op::unlock(key, token))
     }
 
     async fn intend(
@@ -247,7 +530,13 @@ impl Backend for BlockingRedisBackend {
         ttl: Duration,
         key_ttl: Duration,
     ) -> Result<(), BackendError> {
-        self.run(Op::intend(key, token, ttl, key_ttl)).map(drop)
+        self.write(Op::intend(key, token, ttl, key_ttl)).map(drop)
+    }
+
+    /// Moves when a new connection finds a different server than the one
+    /// before (its `run_id` changed: a restart, a failover).
+    fn epoch(&self) -> u64 {
+        self.target.epoch()
     }
 }
 

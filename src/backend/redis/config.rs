@@ -14,9 +14,22 @@ pub(super) const URL_FORMS: &str = "redis://[user:password@]host[:port][/db], \
 ///
 /// Defaults: 250 ms to connect (TCP, TLS and the `AUTH`/`SELECT`
 /// handshake), 250 ms for a reply, 8 pooled connections for the blocking
-/// path, and 100 ms before the async path dials again after a failed
-/// connect. A local Redis answers in well under a millisecond, so these only
-/// matter when something is wrong, and then they bound what a caller pays.
+/// path, 100 ms before a read dials again after a failed connect, and no
+/// wait for replicas. A local Redis answers in well under a millisecond, so
+/// these only matter when something is wrong, and then they bound what a
+/// caller pays.
+///
+/// # The call bound
+///
+/// A call on a connection made for it takes at most a connect and a reply.
+/// A call on a connection made earlier takes no connect, but that
+/// connection may turn out dead (closed by an idle `timeout`, a
+/// `CLIENT KILL` or a proxy): then the call is made once more on a new
+/// connection, which adds a connect and a second reply. So
+/// [`call_bound`](Self::call_bound) is one connect and two replies; a call
+/// that would not fit in it is not retried. While
+/// [`wait_for_replicas`](Self::wait_for_replicas) is on, a bump's reply
+/// also waits for the replicas, and the bound grows by that timeout.
 ///
 /// ```
 /// use std::time::Duration;
@@ -25,7 +38,7 @@ pub(super) const URL_FORMS: &str = "redis://[user:password@]host[:port][/db], \
 /// let config = RedisConfig::default()
 ///     .connect_timeout(Duration::from_millis(100))
 ///     .response_timeout(Duration::from_millis(50));
-/// assert_eq!(config.call_bound(), Duration::from_millis(150));
+/// assert_eq!(config.call_bound(), Duration::from_millis(200));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RedisConfig {
@@ -33,6 +46,14 @@ pub struct RedisConfig {
     pub(super) response_timeout: Duration,
     pub(super) pool_size: u32,
     pub(super) reconnect_delay: Duration,
+    pub(super) replicas: Option<Replicas>,
+}
+
+/// How many replicas a bump waits for, and for how long.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Replicas {
+    pub(super) count: u32,
+    pub(super) timeout: Duration,
 }
 
 impl Default for RedisConfig {
@@ -42,12 +63,16 @@ impl Default for RedisConfig {
             response_timeout: Duration::from_millis(250),
             pool_size: 8,
             reconnect_delay: Duration::from_millis(100),
+            replicas: None,
         }
     }
 }
 
 impl RedisConfig {
-    /// How long making a connection may take.
+    /// How long making a connection may take: TCP, TLS, the
+    /// `AUTH`/`SELECT` handshake, and reading the server's identity
+    /// (`INFO server`), which gets what is left and is skipped when
+    /// nothing is.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -65,24 +90,73 @@ impl RedisConfig {
         self
     }
 
-    /// How long the async path answers with the last connect error before
-    /// it dials again. Without it, a server that refuses every connection
-    /// (a wrong password, `maxclients` reached) would be sent a new
-    /// connection per check, thousands a second. Zero dials every time.
+    /// How long a read is answered the last connect error before a new
+    /// connection is dialled, on both paths. Without it, a server that
+    /// refuses every connection (a wrong password, `maxclients` reached)
+    /// would be sent a new connection per check, thousands a second. A
+    /// write is never answered a cached error: it dials, so what it reports
+    /// is what the server says now. The one new connection a call tries
+    /// after finding its connection dead does not start the delay (it
+    /// comes once per dead connection, not once per call). Zero dials every
+    /// time.
     pub fn reconnect_delay(mut self, delay: Duration) -> Self {
         self.reconnect_delay = delay;
         self
     }
 
-    /// The most one backend call can take: a connection, then a reply.
+    /// Makes each bump (the write that tells every process to reload) wait
+    /// until `count` replicas have acknowledged it, for at most `timeout`
+    /// (Redis `WAIT`). A bump fewer replicas acknowledge in time fails with
+    /// [`BackendError::NotReplicated`], although the primary has it: a
+    /// failover then could lose it, and its writer should know.
+    ///
+    /// Off by default: a bump is acknowledged by the primary alone. A
+    /// `count` of 0 turns it off. While it is on, the
+    /// [call bound](Self::call_bound) grows by `timeout`, and
+    /// [`RedisBackend`](crate::RedisBackend) sends bumps on a connection of
+    /// their own: `WAIT` holds its connection until the replicas answer,
+    /// and reads must not queue behind it.
+    pub fn wait_for_replicas(mut self, count: u32, timeout: Duration) -> Self {
+        self.replicas = (count > 0).then_some(Replicas { count, timeout });
+        self
+    }
+
+    /// The most one backend call can take: a connection and two replies,
+    /// the second on a new connection when the one the call found turned
+    /// out dead, plus the wait for replicas when it is on (see
+    /// [the call bound](Self#the-call-bound)).
     pub fn call_bound(&self) -> Duration {
-        self.connect_timeout + self.response_timeout
+        self.bound(self.replicas)
+    }
+
+    /// The bound of a call that waits for `replicas`, if any.
+    pub(super) fn bound(&self, replicas: Option<Replicas>) -> Duration {
+        self.connect_timeout + self.reply_timeout(replicas) + self.response_timeout
+    }
+
+    /// How long a reply may take: the response timeout, and for a write
+    /// that waits for `replicas`, their timeout too.
+    pub(super) fn reply_timeout(&self, replicas: Option<Replicas>) -> Duration {
+        self.response_timeout + replicas.map_or(Duration::ZERO, |r| r.timeout)
+    }
+
+    /// Whether a call that began `elapsed` ago and found its connection
+    /// dead has time left for a new connection and a reply: only when it
+    /// found so within a response timeout.
+    pub(super) fn retry_fits(&self, elapsed: Duration, replicas: Option<Replicas>) -> bool {
+        elapsed + self.connect_timeout + self.reply_timeout(replicas) <= self.bound(replicas)
     }
 
     pub(super) fn validate(&self) -> Result<(), BackendError> {
         if self.connect_timeout.is_zero() || self.response_timeout.is_zero() {
             return Err(BackendError::Config(
                 "Redis timeouts must be greater than zero".into(),
+            ));
+        }
+        if self.replicas.is_some_and(|r| r.timeout.is_zero()) {
+            // WAIT with a timeout of 0 waits forever.
+            return Err(BackendError::Config(
+                "the wait for replicas must be greater than zero".into(),
             ));
         }
         if self.pool_size == 0 {
@@ -118,6 +192,23 @@ mod tests {
     use super::*;
     use crate::backend::redis::BlockingRedisBackend;
 
+    #[test]
+    fn the_call_bound_holds_a_retry_and_the_wait_for_replicas() {
+        let ms = Duration::from_millis;
+        let config = RedisConfig::default()
+            .connect_timeout(ms(100))
+            .response_timeout(ms(50));
+        assert_eq!(config.call_bound(), ms(200));
+        assert!(config.retry_fits(ms(50), None));
+        assert!(!config.retry_fits(ms(51), None));
+
+        let waiting = config.clone().wait_for_replicas(2, ms(300));
+        assert_eq!(waiting.call_bound(), ms(500));
+        assert!(waiting.retry_fits(ms(50), waiting.replicas));
+        assert!(!waiting.retry_fits(ms(51), waiting.replicas));
+        assert_eq!(waiting.wait_for_replicas(0, ms(300)), config, "0 is off");
+    }
+
     #[cfg(not(feature = "tls"))]
     #[test]
     fn rediss_without_the_feature_says_so() {
@@ -134,6 +225,7 @@ mod tests {
             RedisConfig::default().connect_timeout(Duration::ZERO),
             RedisConfig::default().response_timeout(Duration::ZERO),
             RedisConfig::default().pool_size(0),
+            RedisConfig::default().wait_for_replicas(1, Duration::ZERO),
         ] {
             assert!(matches!(
                 BlockingRedisBackend::with_config(url, config),

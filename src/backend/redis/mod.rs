@@ -2,15 +2,17 @@
 //!
 //! - [`RedisBackend`] (`aio.rs`) is the async path: one multiplexed tokio
 //!   connection shared by every clone, made on first use and remade after
-//!   it breaks.
+//!   it breaks (and a second one for writes that wait for replicas).
 //! - [`BlockingRedisBackend`] (`blocking.rs`) is the blocking path: an
 //!   `r2d2` pool of plain connections, for code with no async runtime.
 //!
 //! Both send the commands built once in `commands.rs`, each paired there
 //! with the reader of its reply, so the two paths store and report the
 //! same things. What else they share is in `target.rs`: the client, the
-//! redacted server name, the [`RedisConfig`] (`config.rs`), and the mapping
-//! of client errors to errors that say what to check.
+//! redacted server name, the [`RedisConfig`] (`config.rs`), the mapping
+//! of client errors to errors that say what to check, and the identity of
+//! the server each new connection reached (its `run_id`), whose changes
+//! are counted as epochs so a server that went back in time can be told.
 
 mod aio;
 mod blocking;
@@ -36,5 +38,313 @@ mod tests {
             assert!(!text.contains("s3cret"), "{text}");
             assert!(text.contains("127.0.0.1:6379"), "{text}");
         }
+    }
+}
+
+/// Both paths against a real redis-server, for what only the crate can see.
+#[cfg(all(test, feature = "testing"))]
+mod live {
+    use std::time::{Duration, Instant};
+
+    use super::commands::Op;
+    use super::*;
+    use crate::backend::{Backend, Stored};
+    use crate::error::BackendError;
+    use crate::generation::Generation;
+    use crate::key::Key;
+    use crate::testing::RedisServer;
+
+    /// Timeouts a stalled test machine does not reach.
+    fn patient() -> RedisConfig {
+        RedisConfig::default()
+            .connect_timeout(Duration::from_secs(2))
+            .response_timeout(Duration::from_secs(2))
+    }
+
+    /// Connections the server has accepted so far.
+    fn connections_received(admin: &mut redis::Connection) -> u64 {
+        let info: String = redis::cmd("INFO").arg("stats").query(admin).unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_connections_received:"))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("INFO stats has total_connections_received")
+    }
+
+    /// Closes every client connection but `admin`'s, server side.
+    fn kill_clients(admin: &mut redis::Connection) {
+        let killed: u64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .query(admin)
+            .unwrap();
+        assert!(killed > 0, "no connection to kill");
+    }
+
+    #[tokio::test]
+    async fn the_async_epoch_moves_when_the_server_does_not_when_the_connection_does() {
+        let mut server = RedisServer::start().unwrap();
+        let backend = RedisBackend::with_config(&server.url(), patient()).unwrap();
+        for _ in 0..20 {
+            backend.ping().await.unwrap();
+        }
+        assert_eq!(backend.epoch(), 0);
+
+        let mut admin = server.connection().unwrap();
+        let before = connections_received(&mut admin);
+        kill_clients(&mut admin);
+        backend.ping().await.unwrap();
+        assert_eq!(
+            connections_received(&mut admin) - before,
+            1,
+            "a new connection"
+        );
+        assert_eq!(backend.epoch(), 0, "the same server");
+
+        server.restart().unwrap();
+        backend.ping().await.unwrap();
+        assert_eq!(backend.epoch(), 1, "a restarted server");
+        for _ in 0..5 {
+            backend.ping().await.unwrap();
+        }
+        assert_eq!(backend.epoch(), 1);
+    }
+
+    #[test]
+    fn the_blocking_epoch_moves_when_the_server_does_not_when_the_connection_does() {
+        let mut server = RedisServer::start().unwrap();
+        let backend = BlockingRedisBackend::with_config(&server.url(), patient()).unwrap();
+        for _ in 0..20 {
+            backend.ping().unwrap();
+        }
+        assert_eq!(backend.epoch(), 0);
+
+        let mut admin = server.connection().unwrap();
+        let before = connections_received(&mut admin);
+        kill_clients(&mut admin);
+        backend.ping().unwrap();
+        assert_eq!(
+            connections_received(&mut admin) - before,
+            1,
+            "a new connection"
+        );
+        assert_eq!(backend.epoch(), 0, "the same server");
+
+        server.restart().unwrap();
+        backend.ping().unwrap();
+        assert_eq!(backend.epoch(), 1, "a restarted server");
+        for _ in 0..5 {
+            backend.ping().unwrap();
+        }
+        assert_eq!(backend.epoch(), 1);
+    }
+
+    /// With `INFO` denied, no connection can tell which server it reached:
+    /// each new one after the first counts as a new epoch, and none fails.
+    #[tokio::test]
+    async fn an_unknown_identity_makes_every_new_connection_a_new_epoch() {
+        let server = RedisServer::start().unwrap();
+        let mut admin = server.connection().unwrap();
+        let () = redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("default")
+            .arg("-info")
+            .query(&mut admin)
+            .unwrap();
+        let backend = RedisBackend::with_config(&server.url(), patient()).unwrap();
+        let blocking = BlockingRedisBackend::with_config(&server.url(), patient()).unwrap();
+        backend.ping().await.unwrap();
+        blocking.ping().unwrap();
+        assert_eq!((backend.epoch(), blocking.epoch()), (0, 0));
+        for epoch in 1..=2 {
+            kill_clients(&mut admin);
+            backend.ping().await.unwrap();
+            blocking.ping().unwrap();
+            assert_eq!((backend.epoch(), blocking.epoch()), (epoch, epoch));
+        }
+    }
+
+    /// A primary and a replica of it, once the replica acknowledges writes.
+    fn replicated() -> (RedisServer, RedisServer) {
+        let primary = RedisServer::start().unwrap();
+        let port = primary.port().to_string();
+        let replica =
+            RedisServer::start_with_args(["--replicaof", "127.0.0.1", port.as_str()]).unwrap();
+        let mut admin = primary.connection().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query(&mut admin)
+                .unwrap();
+            // `state=online` comes before the replica has loaded what it
+            // was sent and acknowledged anything; only an acknowledged
+            // write says WAIT can be answered.
+            if info.contains("connected_slaves:1") {
+                let () = redis::cmd("SET")
+                    .arg("live:probe")
+                    .arg(1)
+                    .query(&mut admin)
+                    .unwrap();
+                let acked: u32 = redis::cmd("WAIT")
+                    .arg(1)
+                    .arg(100)
+                    .query(&mut admin)
+                    .unwrap();
+                if acked == 1 {
+                    return (primary, replica);
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the replica never acknowledged a write: {info}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Slack for scheduling on a busy machine.
+    const MARGIN: Duration = Duration::from_millis(750);
+    const WAIT: Duration = Duration::from_millis(500);
+    const TTL: Duration = Duration::from_secs(60);
+
+    fn stored(server: &RedisServer, key: &Key) -> Option<u64> {
+        let mut conn = server.connection().unwrap();
+        redis::cmd("GET")
+            .arg(key.as_str())
+            .query(&mut conn)
+            .unwrap()
+    }
+
+    /// What a write through `write_replicated` must come to while the
+    /// replica is paused, begun at `started`.
+    fn assert_not_replicated(err: BackendError, started: Instant) {
+        let took = started.elapsed();
+        assert!(
+            matches!(
+                err,
+                BackendError::NotReplicated {
+                    acked: 0,
+                    wanted: 1,
+                    after: WAIT,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(took >= WAIT && took <= WAIT + MARGIN, "took {took:?}");
+        let text = err.to_string();
+        assert!(text.contains("only 0 of 1 replica"), "{text}");
+        assert!(text.contains("failover"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn async_replicated_writes_wait_for_the_replicas_asked_for() {
+        let (primary, replica) = replicated();
+        let key = Key::parse("live:replicated").unwrap();
+        let g = Generation::new(41).unwrap();
+        let config = patient().wait_for_replicas(1, WAIT);
+        let backend = RedisBackend::with_config(&primary.url(), config).unwrap();
+        let unasked = RedisBackend::with_config(&primary.url(), patient()).unwrap();
+
+        assert!(backend
+            .write_replicated(Op::add(&key, g, TTL))
+            .await
+            .unwrap());
+        // Acknowledged means there already.
+        assert_eq!(stored(&replica, &key), Some(41));
+
+        replica.pause().unwrap();
+        let started = Instant::now();
+        let err = backend
+            .write_replicated(Op::incr(&key, 1, TTL, None))
+            .await
+            .unwrap_err();
+        let primary_has = stored(&primary, &key);
+        // Off by default: the same write does not wait.
+        let started_unasked = Instant::now();
+        let bumped = unasked.write_replicated(Op::incr(&key, 1, TTL, None)).await;
+        let took_unasked = started_unasked.elapsed();
+        replica.resume().unwrap();
+
+        assert_not_replicated(err, started);
+        assert_eq!(primary_has, Some(42), "the write reached the primary");
+        assert_eq!(bumped, Ok(Stored::Value(Generation::new(43).unwrap())));
+        assert!(took_unasked < WAIT, "took {took_unasked:?}");
+    }
+
+    #[test]
+    fn blocking_replicated_writes_wait_for_the_replicas_asked_for() {
+        let (primary, replica) = replicated();
+        let key = Key::parse("live:replicated").unwrap();
+        let g = Generation::new(41).unwrap();
+        let config = patient().wait_for_replicas(1, WAIT);
+        let backend = BlockingRedisBackend::with_config(&primary.url(), config).unwrap();
+        let unasked = BlockingRedisBackend::with_config(&primary.url(), patient()).unwrap();
+
+        assert!(backend.write_replicated(Op::add(&key, g, TTL)).unwrap());
+        assert_eq!(stored(&replica, &key), Some(41));
+
+        replica.pause().unwrap();
+        let started = Instant::now();
+        let err = backend
+            .write_replicated(Op::incr(&key, 1, TTL, None))
+            .unwrap_err();
+        let primary_has = stored(&primary, &key);
+        let started_unasked = Instant::now();
+        let bumped = unasked.write_replicated(Op::incr(&key, 1, TTL, None));
+        let took_unasked = started_unasked.elapsed();
+        replica.resume().unwrap();
+
+        assert_not_replicated(err, started);
+        assert_eq!(primary_has, Some(42), "the write reached the primary");
+        assert_eq!(bumped, Ok(Stored::Value(Generation::new(43).unwrap())));
+        assert!(took_unasked < WAIT, "took {took_unasked:?}");
+        // The connection the replicated write used is still good.
+        assert_eq!(
+            backend.run(Op::get(&key)),
+            Ok(Stored::Value(Generation::new(43).unwrap()))
+        );
+    }
+
+    /// `WAIT` holds its connection until the replicas answer; on the async
+    /// path, whose callers share a connection, reads must not queue behind
+    /// it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_wait_for_replicas_does_not_hold_up_reads_on_the_async_path() {
+        let (primary, replica) = replicated();
+        let key = Key::parse("live:replicated").unwrap();
+        let config = patient().wait_for_replicas(1, WAIT);
+        let backend = RedisBackend::with_config(&primary.url(), config).unwrap();
+        backend.ping().await.unwrap();
+
+        replica.pause().unwrap();
+        let writer = backend.clone();
+        let write = tokio::spawn(async move {
+            let key = Key::parse("live:replicated").unwrap();
+            let g = Generation::new(41).unwrap();
+            writer.write_replicated(Op::add(&key, g, TTL)).await
+        });
+        // Until the primary shows the write, the WAIT has not begun.
+        let deadline = Instant::now() + WAIT;
+        while stored(&primary, &key).is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the write never reached the primary"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let started = Instant::now();
+        let read = backend.run(Op::get(&key)).await;
+        let took = started.elapsed();
+        let written = write.await.unwrap();
+        replica.resume().unwrap();
+
+        assert_eq!(read, Ok(Stored::Value(Generation::new(41).unwrap())));
+        assert!(took < WAIT / 2, "the read waited {took:?} behind the WAIT");
+        assert!(
+            matches!(written, Err(BackendError::NotReplicated { .. })),
+            "{written:?}"
+        );
     }
 }

@@ -1,21 +1,36 @@
 //! What both paths share: the server they talk to, and how its errors
 //! become a [`BackendError`] that says what to check.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use redis::{ErrorKind, RedisError, ServerErrorKind};
+use redis::{Cmd, ErrorKind, RedisError, ServerErrorKind, Value};
 
-use super::config::{check_url, RedisConfig, URL_FORMS};
+use super::config::{check_url, RedisConfig, Replicas, URL_FORMS};
 use crate::backend::redact::{secrets, RedactedUrl};
 use crate::error::BackendError;
 
 /// What both paths share: the client, the redacted name of the server for
-/// messages, and the secrets to scrub out of the client library's text.
+/// messages, the secrets to scrub out of the client library's text, and
+/// which server the connections have reached.
 pub(super) struct Target {
     pub(super) client: redis::Client,
     pub(super) name: String,
     secrets: Vec<String>,
     pub(super) config: RedisConfig,
+    /// The server the last new connection reached.
+    server: Mutex<Identity>,
+    /// How many times a new connection reached a different server.
+    epoch: AtomicU64,
+}
+
+/// Which server the last new connection reached, as far as it could tell.
+#[derive(Default)]
+struct Identity {
+    /// Whether any connection has been made yet.
+    met: bool,
+    /// Its `run_id`, or `None` when `INFO` was refused or failed.
+    run_id: Option<String>,
 }
 
 impl Target {
@@ -35,7 +50,43 @@ impl Target {
             name: format!("Redis at {redacted}"),
             secrets,
             config,
+            server: Mutex::default(),
+            epoch: AtomicU64::new(0),
         })
+    }
+
+    /// Records the server a new connection reached: its `run_id`, or
+    /// `None` when it could not tell. Redis can go back in time (a restart
+    /// from an older snapshot, a promoted replica that missed a write), and
+    /// a restarted or different server has a new `run_id`, so a change
+    /// starts a new epoch. An unknown identity cannot vouch for sameness,
+    /// so after the first connection it starts a new epoch too.
+    pub(super) fn met(&self, run_id: Option<String>) {
+        let mut server = lock(&self.server);
+        if server.met && (run_id.is_none() || run_id != server.run_id) {
+            self.epoch.fetch_add(1, Ordering::Relaxed);
+        }
+        server.met = true;
+        server.run_id = run_id;
+    }
+
+    /// How many times a new connection reached a different server than the
+    /// one before it (or one that could not tell): 0 until the first change.
+    pub(super) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Relaxed)
+    }
+
+    /// Turns a failed attempt into a message that says what to check.
+    pub(super) fn failure(&self, failure: &Failure) -> BackendError {
+        match failure {
+            Failure::Redis(e) => self.error(e),
+            Failure::NotReplicated { acked, wanted } => BackendError::NotReplicated {
+                target: self.name.clone(),
+                acked: *acked,
+                wanted: wanted.count,
+                after: wanted.timeout,
+            },
+        }
     }
 
     /// Turns a client error into a message that says what to check.
@@ -69,10 +120,99 @@ impl Target {
     }
 }
 
+/// Why one attempt of a call failed.
+#[derive(Debug)]
+pub(super) enum Failure {
+    /// The client library's error: the connection's, or the server's
+    /// error reply.
+    Redis(RedisError),
+    /// The write was made, but fewer replicas than wanted acknowledged it.
+    NotReplicated { acked: u32, wanted: Replicas },
+}
+
+impl From<RedisError> for Failure {
+    fn from(e: RedisError) -> Self {
+        Failure::Redis(e)
+    }
+}
+
+/// `WAIT count timeout`, sent right after a write on the same connection:
+/// it waits until `count` replicas have acknowledged every write that
+/// connection made before it, ours included, or the timeout passes.
+pub(super) fn wait_cmd(replicas: Replicas) -> Cmd {
+    let mut cmd = redis::cmd("WAIT");
+    // WAIT takes milliseconds, and 0 would wait forever.
+    let millis = u64::try_from(replicas.timeout.as_millis()).unwrap_or(u64::MAX);
+    cmd.arg(replicas.count).arg(millis.max(1));
+    cmd
+}
+
+/// Reads the replies to a write and the `WAIT` after it: the write's own
+/// result first (its error is the call's), then whether enough replicas
+/// acknowledged it.
+pub(super) fn read_replicated<T>(
+    read: fn(Result<Value, RedisError>) -> Result<T, RedisError>,
+    write: Result<Value, RedisError>,
+    wait: Result<Value, RedisError>,
+    wanted: Replicas,
+) -> Result<T, Failure> {
+    let written = read(write)?;
+    let acked = match wait? {
+        Value::Int(n) => u32::try_from(n.max(0)).unwrap_or(u32::MAX),
+        other => {
+            return Err(Failure::Redis(RedisError::from((
+                ErrorKind::UnexpectedReturnType,
+                "WAIT did not reply with a number",
+                format!("{other:?}"),
+            ))))
+        }
+    };
+    if acked < wanted.count {
+        return Err(Failure::NotReplicated { acked, wanted });
+    }
+    Ok(written)
+}
+
+/// `INFO server`, sent on every new connection for the server's `run_id`.
+pub(super) fn identity_cmd() -> Cmd {
+    let mut cmd = redis::cmd("INFO");
+    cmd.arg("server");
+    cmd
+}
+
+/// The `run_id` in a reply to [`identity_cmd`]; `None` for an error (an
+/// ACL that denies `INFO`, a timeout) or a reply without one.
+pub(super) fn read_run_id(reply: Result<Value, RedisError>) -> Option<String> {
+    let text: String = redis::from_redis_value(reply.ok()?).ok()?;
+    let run_id = text.lines().find_map(|l| l.strip_prefix("run_id:"))?.trim();
+    (!run_id.is_empty()).then(|| run_id.to_owned())
+}
+
 /// Whether a connection that produced this error should be dropped and
 /// a new one made: anything but a clean error reply from the server.
 pub(super) fn breaks_connection(e: &RedisError) -> bool {
     !matches!(e.kind(), ErrorKind::Server(_)) || e.is_connection_dropped()
+}
+
+/// Whom a call is for, which decides whether the last connect error may
+/// stand in for a dial.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Caller {
+    /// May be answered the last connect error until the reconnect delay
+    /// has passed: a reader's failure only reads as expired, and a server
+    /// refusing every connection is spared one per check.
+    Reader,
+    /// Never answered a cached error: a writer is told its write failed,
+    /// so the reason has to be true when it is reported.
+    Writer,
+}
+
+/// Whether a call failed because the connection it was sent on was
+/// already dead: closed or reset, the kind of failure a new connection
+/// cures. Not a timeout (the server may be stuck: a new connection would
+/// wait as long again) and not an error reply (the server answered).
+pub(super) fn found_dead(e: &RedisError) -> bool {
+    e.is_io_error() && !e.is_timeout()
 }
 
 /// Locks a mutex whose holders never leave its data half-changed, so a
@@ -106,6 +246,77 @@ mod tests {
             assert!(!text.contains("s3cret"), "{text}");
             assert!(!format!("{err:?}").contains("s3cret"), "{err:?}");
         }
+    }
+
+    #[test]
+    fn the_epoch_counts_changes_of_server_after_the_first() {
+        let target = Target::open("redis://127.0.0.1:1", RedisConfig::default()).unwrap();
+        let id = |s: &str| Some(s.to_owned());
+        target.met(id("a"));
+        target.met(id("a"));
+        assert_eq!(target.epoch(), 0);
+        target.met(id("b"));
+        target.met(id("b"));
+        assert_eq!(target.epoch(), 1);
+        target.met(None);
+        target.met(None);
+        assert_eq!(target.epoch(), 3);
+        target.met(id("b"));
+        assert_eq!(target.epoch(), 4);
+
+        let unknown = Target::open("redis://127.0.0.1:1", RedisConfig::default()).unwrap();
+        unknown.met(None);
+        assert_eq!(unknown.epoch(), 0, "the first connection is no change");
+    }
+
+    #[test]
+    fn a_write_is_answered_only_once_enough_replicas_acknowledged_it() {
+        let wanted = Replicas {
+            count: 2,
+            timeout: std::time::Duration::from_millis(300),
+        };
+        let read = |reply: Result<Value, RedisError>| reply.map(|_| "written");
+        let ok = || Ok(Value::Okay);
+        assert_eq!(
+            read_replicated(read, ok(), Ok(Value::Int(2)), wanted).unwrap(),
+            "written"
+        );
+        assert!(matches!(
+            read_replicated(read, ok(), Ok(Value::Int(1)), wanted),
+            Err(Failure::NotReplicated { acked: 1, .. })
+        ));
+        // The write's own error comes first; a WAIT that failed is an error.
+        let refused = || Err(RedisError::from((ErrorKind::Client, "refused")));
+        assert!(matches!(
+            read_replicated(read, refused(), Ok(Value::Int(0)), wanted),
+            Err(Failure::Redis(e)) if e.to_string().contains("refused")
+        ));
+        assert!(matches!(
+            read_replicated(read, ok(), refused(), wanted),
+            Err(Failure::Redis(_))
+        ));
+        let target =
+            Target::open("redis://:s3cret-pw@127.0.0.1:1", RedisConfig::default()).unwrap();
+        let text = target
+            .failure(&Failure::NotReplicated { acked: 1, wanted })
+            .to_string();
+        assert!(
+            text.starts_with("Redis at redis://:***@127.0.0.1:1 took the write, but only 1 of 2"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_run_id_is_read_from_info_server() {
+        let info = "# Server\r\nredis_version:7.0.15\r\nrun_id:4f1c\r\ntcp_port:6379\r\n";
+        let reply = Ok(Value::BulkString(info.as_bytes().to_vec()));
+        assert_eq!(read_run_id(reply).as_deref(), Some("4f1c"));
+        let denied = RedisError::from((ErrorKind::Server(ServerErrorKind::NoPerm), "denied"));
+        assert_eq!(read_run_id(Err(denied)), None);
+        assert_eq!(
+            read_run_id(Ok(Value::BulkString(b"# Server".to_vec()))),
+            None
+        );
     }
 
     #[test]
