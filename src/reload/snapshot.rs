@@ -55,7 +55,9 @@ impl<S> Snapshot<S> {
         &self.inner.settings
     }
 
-    /// The shared generation these settings were loaded for.
+    /// The shared generation these settings were loaded for, as this
+    /// process's synchronizer observed it (see
+    /// [`GenerationSynchronizer::check`](crate::GenerationSynchronizer::check)).
     pub fn generation(&self) -> Option<Generation> {
         self.inner.generation
     }

@@ -61,6 +61,14 @@ pub trait GenerationSynchronizer: Send + Sync {
     fn record(&self, generation: Generation);
 
     /// Reads the shared generation and compares it with the local one.
+    ///
+    /// The generations a check observes (and
+    /// [`fetch_or_create`](Self::fetch_or_create) returns) are the stored
+    /// values as long as the backend stays on one server. After it reached
+    /// a different or restarted server (see [`Backend::epoch`]), they are
+    /// the stored values mixed with that change, so that nothing recorded
+    /// before reads as current, even an equal stored value. Record what a
+    /// check observed, and compare it with nothing else.
     async fn check(&self) -> Check;
 
     /// Reads the shared generation as it is stored, with the backend's
