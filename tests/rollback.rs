@@ -62,19 +62,25 @@ fn admin(server: &RedisServer) -> redis::Connection {
     server.connection().expect("an admin connection")
 }
 
-/// The restarted server loads the snapshot taken before the last bump; the
-/// reader, which loaded that bump's settings, reads as expired once and
-/// reloads what the source holds.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bump_lost_in_a_restart_still_reaches_every_reader() {
-    let mut server = RedisServer::start().unwrap();
+/// A server, a writer and a reader that loaded v1, and a snapshot on disk
+/// holding v1's generation, which a restart goes back to.
+async fn snapshot_after_v1() -> (RedisServer, Reloader<u64>, Reloader<u64>) {
+    let server = RedisServer::start().unwrap();
     let source = Source::default();
     let writer = process(&server.url(), patient_config(), &source);
     let reader = process(&server.url(), patient_config(), &source);
     writer.publish(1).await.unwrap();
     assert_eq!(*reader.check().await, 1);
-    // The snapshot holds the generation the reader recorded.
     let _: () = redis::cmd("SAVE").query(&mut admin(&server)).unwrap();
+    (server, writer, reader)
+}
+
+/// The restarted server loads the snapshot taken before the last bump; the
+/// reader, which loaded that bump's settings, reads as expired once and
+/// reloads what the source holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bump_lost_in_a_restart_still_reaches_every_reader() {
+    let (mut server, writer, reader) = snapshot_after_v1().await;
     // v2 is saved and bumped, but the reader does not check before the
     // server dies, and the bump is not in the snapshot.
     writer.publish(2).await.unwrap();
@@ -91,13 +97,7 @@ async fn a_bump_lost_in_a_restart_still_reaches_every_reader() {
 /// keep the old settings.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bump_after_a_restart_from_an_older_snapshot_repeats_no_value() {
-    let mut server = RedisServer::start().unwrap();
-    let source = Source::default();
-    let writer = process(&server.url(), patient_config(), &source);
-    let reader = process(&server.url(), patient_config(), &source);
-    writer.publish(1).await.unwrap();
-    assert_eq!(*reader.check().await, 1);
-    let _: () = redis::cmd("SAVE").query(&mut admin(&server)).unwrap();
+    let (mut server, writer, reader) = snapshot_after_v1().await;
     let before = writer.publish(2).await.unwrap();
     assert_eq!(*reader.check().await, 2, "recorded the bump");
     server.restart().unwrap();
