@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,15 +46,21 @@ pub enum PublishError {
     /// stalled (or cut off from the backend) for longer than the lease,
     /// and another writer may have written meanwhile. Reported whatever
     /// the saver did; a [fenced](super::fenced) store has refused the save.
-    #[error("the writers' lease on {key} lapsed before this write finished (it went {lease:?} without a renewal: a stalled process or Redis out of reach), so another writer may have written meanwhile; {}", lease_lost_outcome(*saved))]
+    #[error("the writers' lease on {key} lapsed before this write finished (it went {lease:?} without a renewal: a stalled process, Redis out of reach, or a Redis that restarted or failed over without it), so another writer may have written meanwhile; {}{}", lease_lost_outcome(*saved, *announced), save_error(.source))]
     LeaseLost {
         /// The generation's key.
         key: String,
         /// How long a lease lasts without renewal.
         lease: Duration,
-        /// Whether this write was saved and announced anyway: it may have
+        /// Whether the saver reported this write saved: it may have
         /// replaced a newer change.
         saved: bool,
+        /// Whether the saved write was also announced (bumped).
+        announced: bool,
+        /// What the saver said when it failed (a fenced store refusing a
+        /// stale token, say).
+        #[source]
+        source: Option<BoxError>,
     },
     /// The settings were saved, but the bump failed.
     #[error("the settings were saved but other processes were not told: {source}; they reload when the write intent lapses (within {lock_ttl:?}), or publish again")]
@@ -67,11 +73,21 @@ pub enum PublishError {
     },
 }
 
-fn lease_lost_outcome(saved: bool) -> &'static str {
-    if saved {
-        "this write was saved and announced anyway and may have replaced a newer change: check the settings"
-    } else {
-        "nothing of this write was announced"
+fn save_error(source: &Option<BoxError>) -> String {
+    source
+        .as_ref()
+        .map_or(String::new(), |e| format!(" (the saver said: {e})"))
+}
+
+fn lease_lost_outcome(saved: bool, announced: bool) -> &'static str {
+    match (saved, announced) {
+        (false, _) => "nothing of this write was saved",
+        (true, true) => {
+            "this write was saved and announced anyway and may have replaced a newer change: check the settings"
+        }
+        (true, false) => {
+            "this write was saved but not announced, and may have replaced a newer change: check the settings and publish again"
+        }
     }
 }
 
@@ -109,8 +125,12 @@ impl<S: Send + Sync + 'static> Reloader<S> {
     /// records its intent, so if this process dies between saving and
     /// bumping, the key lapses within the lease and every process still
     /// reloads, whatever other bumps happen meanwhile. A writer whose lease
-    /// lapsed anyway (it stalled longer than the lease) is told so with
-    /// [`PublishError::LeaseLost`].
+    /// lapsed anyway (it stalled longer than the lease, or Redis restarted
+    /// or failed over without it) is told so with
+    /// [`PublishError::LeaseLost`]. A write that fails after recording its
+    /// intent leaves the intent to lapse: every process then reloads once,
+    /// which costs little if nothing was saved and is what is needed if
+    /// part of it was.
     pub async fn publish(&self, settings: S) -> Result<Generation, PublishError> {
         self.write(|| async { Ok(settings) }).await
     }
@@ -147,9 +167,14 @@ impl<S: Send + Sync + 'static> Reloader<S> {
                     .await
                     .map_err(PublishError::Start)?;
                 let settings = produce().await?;
-                if !lease.holds() {
+                if lease.server_changed(lock) {
+                    // A restarted or failed-over server may not hold the
+                    // lease: make sure it does before saving.
+                    lease.renew(lock, lock_ttl).await;
+                }
+                if !lease.holds() || lease.server_changed(lock) {
                     // Saving now could overwrite a newer writer's change.
-                    return Err(lease.lost(shared, false));
+                    return Err(lease.lost(shared, false, false, None));
                 }
                 writers
                     .saver
@@ -158,6 +183,7 @@ impl<S: Send + Sync + 'static> Reloader<S> {
                     .map_err(PublishError::Save)
             })
             .await;
+        let saved_ok = saved.is_ok();
         // Announced even when the lease lapsed meanwhile: the source holds
         // this save now, and every process should load what it holds.
         let result = match saved {
@@ -172,10 +198,16 @@ impl<S: Send + Sync + 'static> Reloader<S> {
             // Harmless: the lease lapses on its own.
             tracing::warn!(key = %shared.sync.key(), "gensync could not release the writers' lease: {e}");
         }
-        if matches!(released, Ok(false)) || !lease.holds() {
+        // Held to the end: nothing said otherwise, and if the server changed
+        // meanwhile, the release found the lease there.
+        let held = lease.holds()
+            && !matches!(released, Ok(false))
+            && (!lease.server_changed(lock) || matches!(released, Ok(true)));
+        if !held {
             return Err(match result {
                 Err(e @ PublishError::LeaseLost { .. }) => e,
-                other => lease.lost(shared, other.is_ok()),
+                Err(PublishError::Save(e)) => lease.lost(shared, false, false, Some(e)),
+                other => lease.lost(shared, saved_ok, other.is_ok(), None),
             });
         }
         result
@@ -187,6 +219,7 @@ impl<S: Send + Sync + 'static> Reloader<S> {
         let token = Generation::fresh();
         for attempt in 0..config.lock_tries {
             let asked = Instant::now();
+            let epoch = lock.epoch();
             let taken = lock
                 .try_lock(token, config.lock_ttl)
                 .await
@@ -197,6 +230,7 @@ impl<S: Send + Sync + 'static> Reloader<S> {
                     fence,
                     valid_until: Mutex::new(asked + config.lock_ttl),
                     lost: AtomicBool::new(false),
+                    epoch: AtomicU64::new(epoch),
                 });
             }
             if attempt + 1 < config.lock_tries {
@@ -220,6 +254,9 @@ struct Lease {
     valid_until: Mutex<Instant>,
     /// A renewal found the lease gone.
     lost: AtomicBool,
+    /// The backend's server when the lease was last taken or renewed: a
+    /// different one may not hold it.
+    epoch: AtomicU64,
 }
 
 impl Lease {
@@ -229,11 +266,40 @@ impl Lease {
             && Instant::now() < *self.valid_until.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn lost<S>(&self, shared: &super::reloader::Shared<S>, saved: bool) -> PublishError {
+    /// Whether the backend reached another server since the lease was last
+    /// confirmed.
+    fn server_changed(&self, lock: &dyn WriterLock) -> bool {
+        lock.epoch() != self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// Renews the lease once, recording what the answer says.
+    async fn renew(&self, lock: &dyn WriterLock, ttl: Duration) {
+        let (sent, epoch) = (Instant::now(), lock.epoch());
+        match lock.renew(self.token, ttl).await {
+            Ok(true) => {
+                *self.valid_until.lock().unwrap_or_else(|e| e.into_inner()) = sent + ttl;
+                self.epoch.store(epoch, Ordering::SeqCst);
+            }
+            Ok(false) => self.lost.store(true, Ordering::SeqCst),
+            // Logged by the synchronizer; the lease stands until its known
+            // lapse, and the next renewal may get through.
+            Err(_) => {}
+        }
+    }
+
+    fn lost<S>(
+        &self,
+        shared: &super::reloader::Shared<S>,
+        saved: bool,
+        announced: bool,
+        source: Option<BoxError>,
+    ) -> PublishError {
         PublishError::LeaseLost {
             key: shared.sync.key().to_string(),
             lease: shared.config.lock_ttl,
             saved,
+            announced,
+            source,
         }
     }
 
@@ -250,16 +316,7 @@ impl Lease {
         let renewals = async {
             loop {
                 tokio::time::sleep(ttl / 3).await;
-                let sent = Instant::now();
-                match lock.renew(self.token, ttl).await {
-                    Ok(true) => {
-                        *self.valid_until.lock().unwrap_or_else(|e| e.into_inner()) = sent + ttl;
-                    }
-                    Ok(false) => self.lost.store(true, Ordering::SeqCst),
-                    // Logged by the synchronizer; the lease stands until its
-                    // known lapse, and the next renewal may get through.
-                    Err(_) => {}
-                }
+                self.renew(lock, ttl).await;
                 if !self.holds() {
                     return;
                 }

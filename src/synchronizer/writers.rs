@@ -66,6 +66,11 @@ pub trait WriterLock: Send + Sync {
     /// also ends its intent, giving the key its full time to live back
     /// unless other intents are pending.
     async fn mark_updated_by(&self, token: Generation) -> Result<Generation, Error>;
+
+    /// Which server the backend reaches (see
+    /// [`Backend::epoch`](crate::Backend::epoch)): a lease taken before it
+    /// moved may not be held on the new one.
+    fn epoch(&self) -> u64;
 }
 
 #[async_trait]
@@ -90,5 +95,9 @@ impl<B: Backend> WriterLock for Synchronizer<B> {
 
     async fn mark_updated_by(&self, token: Generation) -> Result<Generation, Error> {
         self.bump(Some(token)).await
+    }
+
+    fn epoch(&self) -> u64 {
+        self.backend.epoch()
     }
 }
