@@ -4,38 +4,63 @@
 
 use std::future::{ready, Ready};
 use std::sync::atomic::Ordering::SeqCst;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use gensync::reload::{
-    ReloadMetrics, Reloader, SettingsLoader, SettingsReload, SettingsReloadLayer, SettingsSaver,
-    Snapshot,
+    fenced, ReloadMetrics, Reloader, SettingsLoader, SettingsReload, SettingsReloadLayer,
+    SettingsSaver, Snapshot, StaleFence,
 };
 use gensync::testing::RedisServer;
-use gensync::{Generation, RedisBackend, Synchronizer};
+use gensync::{Fence, Generation, RedisBackend, Synchronizer};
 use tower::{Service, ServiceBuilder};
 
 use crate::harness::{ensure, key, InjectedPanic, INITIAL, INSTANCES, MARGIN};
 use crate::support::fast_config;
 
-/// The fleet's database: one versioned settings value every loader reads.
+/// The fleet's database: one versioned settings value every loader reads,
+/// fenced as a careful store is: it keeps the greatest fencing token it
+/// accepted beside the version, and refuses a save with a smaller one.
 pub struct Db {
-    version: AtomicU64,
+    /// The version and the greatest token accepted, checked and stored
+    /// together.
+    held: Mutex<(u64, Fence)>,
     /// While set, a save lands and then never returns: a writer that dies
     /// between its save and its bump.
     hang_saves: AtomicBool,
 }
 
 impl Db {
-    pub fn version(&self) -> u64 {
-        self.version.load(SeqCst)
+    fn new() -> Db {
+        Db {
+            held: Mutex::new((1, Fence::new(0))),
+            hang_saves: AtomicBool::new(false),
+        }
     }
 
-    /// Saves by hand, as a writer that bumps by hand does.
+    pub fn version(&self) -> u64 {
+        self.held.lock().unwrap().0
+    }
+
+    /// Saves by hand, as a writer that bumps by hand does: with no token,
+    /// so the greatest accepted one stays.
     pub fn save(&self, version: u64) {
-        self.version.store(version, SeqCst);
+        self.held.lock().unwrap().0 = version;
+    }
+
+    /// Stores `version` unless a greater token was accepted already.
+    pub fn store(&self, version: u64, fence: Fence) -> Result<(), StaleFence> {
+        let mut held = self.held.lock().unwrap();
+        if fence < held.1 {
+            return Err(StaleFence {
+                offered: fence,
+                accepted: held.1,
+            });
+        }
+        *held = (version, fence);
+        Ok(())
     }
 
     pub fn hang_saves(&self, on: bool) {
@@ -101,16 +126,16 @@ fn loader(db: Arc<Db>, faults: Arc<LoaderFaults>) -> impl SettingsLoader<u64> {
 }
 
 fn saver(db: Arc<Db>) -> impl SettingsSaver<u64> {
-    move |settings: &u64| {
+    fenced(move |settings: &u64, fence: Fence| {
         let (db, settings) = (Arc::clone(&db), *settings);
         async move {
-            db.version.store(settings, SeqCst);
+            db.store(settings, fence)?;
             if db.hang_saves.load(SeqCst) {
                 std::future::pending::<()>().await;
             }
-            Ok::<_, std::io::Error>(())
+            Ok::<_, StaleFence>(())
         }
-    }
+    })
 }
 
 /// The inner service: answers with the settings version the middleware
@@ -209,10 +234,7 @@ pub struct Fleet {
 
 impl Fleet {
     pub fn new(server: RedisServer, opts: &Options) -> Result<Fleet, String> {
-        let db = Arc::new(Db {
-            version: AtomicU64::new(1),
-            hang_saves: AtomicBool::new(false),
-        });
+        let db = Arc::new(Db::new());
         let url = (opts.url)(&server);
         let instances = (0..INSTANCES)
             .map(|_| {
