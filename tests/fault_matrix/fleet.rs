@@ -3,18 +3,19 @@
 //! sharing one in-memory versioned database that their loaders read.
 
 use std::future::{ready, Ready};
+use std::sync::atomic::AtomicU32;
 use std::sync::atomic::Ordering::SeqCst;
-use std::sync::atomic::{AtomicBool, AtomicU32};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use gensync::reload::{
-    fenced, ReloadMetrics, Reloader, SettingsLoader, SettingsReload, SettingsReloadLayer,
+    fenced, BoxError, ReloadMetrics, Reloader, SettingsLoader, SettingsReload, SettingsReloadLayer,
     SettingsSaver, Snapshot, StaleFence,
 };
 use gensync::testing::RedisServer;
 use gensync::{Fence, Generation, RedisBackend, Synchronizer};
+use tokio::sync::oneshot;
 use tower::{Service, ServiceBuilder};
 
 use crate::harness::{ensure, key, InjectedPanic, INITIAL, INSTANCES, MARGIN};
@@ -27,16 +28,24 @@ pub struct Db {
     /// The version and the greatest token accepted, checked and stored
     /// together.
     held: Mutex<(u64, Fence)>,
-    /// While set, a save lands and then never returns: a writer that dies
-    /// between its save and its bump.
-    hang_saves: AtomicBool,
+    /// What the next publish's save runs into, if anything.
+    next_save: Mutex<Option<SaveFault>>,
+}
+
+/// A fault for one save, taken by the first save after it is armed.
+enum SaveFault {
+    /// The save is handed to the row, which lands it when it likes, and
+    /// never returns: a writer that dies with its save in flight.
+    Hold {
+        handed: oneshot::Sender<(u64, Fence)>,
+    },
 }
 
 impl Db {
     fn new() -> Db {
         Db {
             held: Mutex::new((1, Fence::new(0))),
-            hang_saves: AtomicBool::new(false),
+            next_save: Mutex::new(None),
         }
     }
 
@@ -63,8 +72,15 @@ impl Db {
         Ok(())
     }
 
-    pub fn hang_saves(&self, on: bool) {
-        self.hang_saves.store(on, SeqCst);
+    /// The next save is handed over through the receiver, and never returns.
+    pub fn hold_next_save(&self) -> oneshot::Receiver<(u64, Fence)> {
+        let (handed, rx) = oneshot::channel();
+        *self.next_save.lock().unwrap() = Some(SaveFault::Hold { handed });
+        rx
+    }
+
+    fn take_fault(&self) -> Option<SaveFault> {
+        self.next_save.lock().unwrap().take()
     }
 }
 
@@ -129,11 +145,14 @@ fn saver(db: Arc<Db>) -> impl SettingsSaver<u64> {
     fenced(move |settings: &u64, fence: Fence| {
         let (db, settings) = (Arc::clone(&db), *settings);
         async move {
-            db.store(settings, fence)?;
-            if db.hang_saves.load(SeqCst) {
-                std::future::pending::<()>().await;
+            match db.take_fault() {
+                Some(SaveFault::Hold { handed }) => {
+                    let _ = handed.send((settings, fence));
+                    std::future::pending::<()>().await;
+                }
+                None => {}
             }
-            Ok::<_, StaleFence>(())
+            db.store(settings, fence).map_err(BoxError::from)
         }
     })
 }
@@ -331,10 +350,15 @@ impl Fleet {
             stored.is_some_and(|g| g.get() > u64::from(u32::MAX)),
             || format!("the key was not repaired: it holds {stored:?}"),
         )?;
-        let pttl: i64 = self.raw(redis::cmd("PTTL").arg(key().as_str()))?;
+        let pttl = self.pttl()?;
         ensure(pttl > 86_400_000, || {
             format!("the repaired key lives only {pttl} ms, not a year")
         })
+    }
+
+    /// The key's time to live in milliseconds (negative: none, or no key).
+    pub fn pttl(&self) -> Result<i64, String> {
+        self.raw(redis::cmd("PTTL").arg(key().as_str()))
     }
 }
 

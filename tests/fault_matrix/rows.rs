@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use gensync::testing::{FaultyBackend, RedisServer};
 use gensync::{
-    BackendError, BlockingRedisBackend, BlockingSynchronizer, Error, RedisBackend, Synchronizer,
+    BackendError, BlockingRedisBackend, BlockingSynchronizer, Error, GenerationSynchronizer,
+    RedisBackend, Synchronizer,
 };
 
 use crate::fleet::{admin, LoaderFaults, Options};
@@ -570,39 +571,67 @@ fn collect(threads: mpsc::Receiver<Hammered>) -> Result<Hammered, String> {
     Ok(all)
 }
 
-/// The writer saves, then hangs before its bump and is aborted: its intent
-/// (the generation's lifetime cut to the lock's before the save) makes the
-/// key lapse, and every instance reloads the saved change.
+/// The writer hands its save to the database, then hangs before its bump
+/// and is aborted. An operator bumps (as `gensync bump` would, from a
+/// process of its own), and only then does the dead writer's save land, so
+/// that bump cannot be what tells the fleet about it. The writer's intent,
+/// recorded before the save, outlives the operator's bump: the key still
+/// lapses within the lease, and every instance reloads the saved change.
+/// (A bump that gave the key its full lifetime back would leave the fleet
+/// on the old settings for a year.)
 pub async fn writer_dies() -> Result<Row, String> {
     let mut t = healthy_trial(Options::default()).await?;
     // No publish returns in this window, so freshness is still judged.
     t.fault(true);
-    let version = t.fleet.db.version() + 1;
-    t.fleet.db.hang_saves(true);
+    let old = t.fleet.db.version();
+    let handed = t.fleet.db.hold_next_save();
     let writer = t.fleet.instances[0].reloader.clone();
-    let publishing = tokio::spawn(async move { writer.publish(version).await });
-    let db = Arc::clone(&t.fleet.db);
-    until(
-        CONVERGE_WITHIN,
-        || db.version() == version,
-        || "the writer never saved".to_owned(),
-    )
-    .await?;
+    let publishing = tokio::spawn(async move { writer.publish(old + 1).await });
+    let (version, fence) = tokio::time::timeout(CONVERGE_WITHIN, handed)
+        .await
+        .map_err(|_| format!("the writer had not saved after {CONVERGE_WITHIN:?}"))?
+        .map_err(|_| "the writer's save was dropped before it was handed over".to_owned())?;
     publishing.abort();
     let died = Instant::now();
-    db.hang_saves(false);
     let outcome = publishing.await;
     ensure(outcome.as_ref().is_err_and(|e| e.is_cancelled()), || {
         format!("the writer did not die: {outcome:?}")
     })?;
-    let lock_ttl = t.opts().lock_ttl;
-    let pttl: i64 = t.fleet.raw(redis::cmd("PTTL").arg(key().as_str()))?;
-    ensure(0 < pttl && pttl <= lock_ttl.as_millis() as i64, || {
-        format!("the writer's intent did not cut the key's lifetime to {lock_ttl:?}: PTTL {pttl}")
-    })?;
-    let converge = t
-        .converge(version, died, lock_ttl + CONVERGE_WITHIN)
-        .await?;
+    let lease = t.opts().lock_ttl;
+    let lapses_within_lease = |when: &str| -> Result<(), String> {
+        let pttl = t.fleet.pttl()?;
+        ensure(0 < pttl && pttl <= lease.as_millis() as i64, || {
+            format!(
+                "{when}, the dead writer's intent no longer cut the key's lifetime to the \
+                 {lease:?} lease: PTTL {pttl} ms"
+            )
+        })
+    };
+    lapses_within_lease("once the writer died")?;
+
+    let backend = RedisBackend::with_config(&t.fleet.server.url(), fast_config())
+        .map_err(|e| format!("operator: {e}"))?;
+    Synchronizer::new(backend, key())
+        .mark_updated()
+        .await
+        .map_err(|e| format!("the operator's bump failed: {e}"))?;
+    lapses_within_lease("after an operator's bump")?;
+    // Every instance has loaded for the operator's bump, before the save
+    // landed: from here only the key's lapse can bring them the change.
+    t.settle().await?;
+    for (i, instance) in t.fleet.instances.iter().enumerate() {
+        let serving = *instance.reloader.current();
+        ensure(serving == old, || {
+            format!("instance {i} served {serving} before the dead writer's save landed, not {old}")
+        })?;
+    }
+    t.fleet
+        .db
+        .store(version, fence)
+        .map_err(|e| format!("the dead writer's save was refused: {e}"))?;
+    // The key lapses within the lease of the writer's death; the margin
+    // covers the requests that notice it and the reload.
+    let converge = t.converge(version, died, lease + MARGIN).await?;
     t.heal();
     t.finish(converge).await
 }

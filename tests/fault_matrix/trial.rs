@@ -280,7 +280,7 @@ impl Trial {
 
     /// Waits until every instance's recorded generation is the shared one,
     /// so no reload is left pending from an earlier phase.
-    async fn settle(&self) -> Result<(), String> {
+    pub async fn settle(&self) -> Result<(), String> {
         let deadline = Instant::now() + HEALTHY_WITHIN;
         for (i, instance) in self.fleet.instances.iter().enumerate() {
             loop {
