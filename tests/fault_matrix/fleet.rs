@@ -5,6 +5,7 @@
 use std::future::{ready, Ready};
 use std::sync::atomic::AtomicU32;
 use std::sync::atomic::Ordering::SeqCst;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -28,12 +29,20 @@ pub struct Db {
     /// The version and the greatest token accepted, checked and stored
     /// together.
     held: Mutex<(u64, Fence)>,
+    refused: Mutex<Vec<StaleFence>>,
     /// What the next publish's save runs into, if anything.
     next_save: Mutex<Option<SaveFault>>,
 }
 
 /// A fault for one save, taken by the first save after it is armed.
 enum SaveFault {
+    /// The save blocks its thread before it stores, until the row resumes
+    /// it: a writer paused by GC or SIGSTOP, renewals included, since they
+    /// run on the same task.
+    Stall {
+        started: oneshot::Sender<()>,
+        resume: mpsc::Receiver<()>,
+    },
     /// The save is handed to the row, which lands it when it likes, and
     /// never returns: a writer that dies with its save in flight.
     Hold {
@@ -41,10 +50,15 @@ enum SaveFault {
     },
 }
 
+/// The most a stalled save waits to be resumed: longer than any wait of the
+/// row's own, so the row's message is the one that reports a hang.
+const STALL_LIMIT: Duration = Duration::from_secs(30);
+
 impl Db {
     fn new() -> Db {
         Db {
             held: Mutex::new((1, Fence::new(0))),
+            refused: Mutex::new(Vec::new()),
             next_save: Mutex::new(None),
         }
     }
@@ -63,13 +77,29 @@ impl Db {
     pub fn store(&self, version: u64, fence: Fence) -> Result<(), StaleFence> {
         let mut held = self.held.lock().unwrap();
         if fence < held.1 {
-            return Err(StaleFence {
+            let refusal = StaleFence {
                 offered: fence,
                 accepted: held.1,
-            });
+            };
+            self.refused.lock().unwrap().push(refusal);
+            return Err(refusal);
         }
         *held = (version, fence);
         Ok(())
+    }
+
+    /// The saves refused for a stale token.
+    pub fn refused(&self) -> Vec<StaleFence> {
+        self.refused.lock().unwrap().clone()
+    }
+
+    /// The next save blocks its thread until `resume` sends (or is
+    /// dropped); the receiver hears when it started blocking.
+    pub fn stall_next_save(&self) -> (oneshot::Receiver<()>, mpsc::Sender<()>) {
+        let (started, started_rx) = oneshot::channel();
+        let (resume_tx, resume) = mpsc::channel();
+        *self.next_save.lock().unwrap() = Some(SaveFault::Stall { started, resume });
+        (started_rx, resume_tx)
     }
 
     /// The next save is handed over through the receiver, and never returns.
@@ -146,6 +176,17 @@ fn saver(db: Arc<Db>) -> impl SettingsSaver<u64> {
         let (db, settings) = (Arc::clone(&db), *settings);
         async move {
             match db.take_fault() {
+                Some(SaveFault::Stall { started, resume }) => {
+                    let _ = started.send(());
+                    // Blocks the worker thread, not just this task: nothing
+                    // of this writer runs until the row resumes it.
+                    if let Err(RecvTimeoutError::Timeout) = resume.recv_timeout(STALL_LIMIT) {
+                        return Err(format!(
+                            "the stalled save was not resumed within {STALL_LIMIT:?}"
+                        )
+                        .into());
+                    }
+                }
                 Some(SaveFault::Hold { handed }) => {
                     let _ = handed.send((settings, fence));
                     std::future::pending::<()>().await;

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use gensync::reload::PublishError;
 use gensync::testing::{FaultyBackend, RedisServer};
 use gensync::{
     BackendError, BlockingRedisBackend, BlockingSynchronizer, Error, GenerationSynchronizer,
@@ -633,5 +634,81 @@ pub async fn writer_dies() -> Result<Row, String> {
     // covers the requests that notice it and the reload.
     let converge = t.converge(version, died, lease + MARGIN).await?;
     t.heal();
+    t.finish(converge).await
+}
+
+/// Instance 0 publishes, and its save blocks its thread (a GC pause, a
+/// SIGSTOP) past its lease: no renewal runs, as they share its task.
+/// Instance 1 takes the lapsed lease and publishes a newer version. When
+/// instance 0 resumes, the fenced database refuses its save, instance 0 is
+/// told it lost its lease, and every instance serves instance 1's version.
+pub async fn writer_stalled() -> Result<Row, String> {
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    ensure(workers >= 2, || {
+        format!("the stall blocks a worker thread, and this runtime has {workers}: none would be left for the load")
+    })?;
+    let mut t = healthy_trial(Options::default()).await?;
+    let lease = t.opts().lock_ttl;
+    let stale = t.fleet.db.version() + 1;
+    let newer = stale + 1;
+    let (started, resume) = t.fleet.db.stall_next_save();
+    // Instance 0's publish returns nothing the fleet must serve, and
+    // instance 1's is a healthy one: freshness is judged throughout.
+    t.fault(true);
+    let writer = t.fleet.instances[0].reloader.clone();
+    let stalled = tokio::spawn(async move { writer.publish(stale).await });
+    tokio::time::timeout(CONVERGE_WITHIN, started)
+        .await
+        .map_err(|_| format!("instance 0's save had not started after {CONVERGE_WITHIN:?}"))?
+        .map_err(|_| "instance 0's save never stalled".to_owned())?;
+    let stalled_at = Instant::now();
+    // Bounded by instance 1's 40 tries for the lease, which outlast
+    // instance 0's lapsing.
+    t.publish_through(1, newer)
+        .await
+        .map_err(|e| format!("while instance 0 was stalled: {e}"))?;
+    let published = Instant::now();
+    let lasted = published - stalled_at;
+    resume
+        .send(())
+        .map_err(|_| "instance 0's save was no longer stalled when resumed".to_owned())?;
+    t.heal();
+    // Instance 1 got the lease once instance 0's lapsed, not before; the
+    // margin covers instance 0's last steps before its stall.
+    ensure(lasted + MARGIN >= lease, || {
+        format!(
+            "instance 1 published {lasted:?} into instance 0's stall, within its {lease:?} lease"
+        )
+    })?;
+    let outcome = tokio::time::timeout(CONVERGE_WITHIN, stalled)
+        .await
+        .map_err(|_| {
+            format!("instance 0's publish had not returned {CONVERGE_WITHIN:?} after it resumed")
+        })?
+        .map_err(|e| format!("instance 0's publish: {e}"))?;
+    ensure(
+        matches!(outcome, Err(PublishError::LeaseLost { saved: false, .. })),
+        || format!("instance 0, stalled past its lease, was told {outcome:?}"),
+    )?;
+    let refused = t.fleet.db.refused();
+    ensure(refused.len() == 1, || {
+        format!("the database refused {refused:?}, not instance 0's save alone")
+    })?;
+    let held = t.fleet.db.version();
+    ensure(held == newer, || {
+        format!("the database held version {held}, not instance 1's {newer}")
+    })?;
+    // Instance 0's intent lapsed with its lease, and left nothing behind.
+    let pttl = t.fleet.pttl()?;
+    ensure(pttl > 86_400_000, || {
+        format!("after the stall the key lives only {pttl} ms, not a year")
+    })?;
+    let converge = t.converge(newer, published, CONVERGE_WITHIN).await?;
+    t.note(format!(
+        "instance 0's thread was blocked for {lasted:.1?} (lease {lease:?}); it was told: {}; \
+         the database said: {}",
+        outcome.err().map(|e| e.to_string()).unwrap_or_default(),
+        refused[0]
+    ));
     t.finish(converge).await
 }
