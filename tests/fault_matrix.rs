@@ -42,7 +42,11 @@ fn main() {
         eprintln!("fault matrix: still running after {RUN_LIMIT:?}; something is stuck");
         std::process::exit(2);
     });
+    // At least two workers (the default is one per core): the stalled
+    // writer's row blocks one, and the load must go on through it.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .build()
         .expect("a tokio runtime");
@@ -111,6 +115,10 @@ fn matrix() -> Vec<(&'static str, RowFuture)> {
         (
             "writer dies between save and bump",
             Box::pin(rows::writer_dies()),
+        ),
+        (
+            "writer stalled past its lease",
+            Box::pin(rows::writer_stalled()),
         ),
     ]
 }

@@ -3,43 +3,114 @@
 //! sharing one in-memory versioned database that their loaders read.
 
 use std::future::{ready, Ready};
+use std::sync::atomic::AtomicU32;
 use std::sync::atomic::Ordering::SeqCst;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use gensync::reload::{
-    ReloadMetrics, Reloader, SettingsLoader, SettingsReload, SettingsReloadLayer, SettingsSaver,
-    Snapshot,
+    fenced, BoxError, ReloadMetrics, Reloader, SettingsLoader, SettingsReload, SettingsReloadLayer,
+    SettingsSaver, Snapshot, StaleFence,
 };
 use gensync::testing::RedisServer;
-use gensync::{Generation, RedisBackend, Synchronizer};
+use gensync::{Fence, Generation, RedisBackend, Synchronizer};
+use tokio::sync::oneshot;
 use tower::{Service, ServiceBuilder};
 
 use crate::harness::{ensure, key, InjectedPanic, INITIAL, INSTANCES, MARGIN};
 use crate::support::fast_config;
 
-/// The fleet's database: one versioned settings value every loader reads.
+/// The fleet's database: one versioned settings value every loader reads,
+/// fenced as a careful store is: it keeps the greatest fencing token it
+/// accepted beside the version, and refuses a save with a smaller one.
 pub struct Db {
-    version: AtomicU64,
-    /// While set, a save lands and then never returns: a writer that dies
-    /// between its save and its bump.
-    hang_saves: AtomicBool,
+    /// The version and the greatest token accepted, checked and stored
+    /// together.
+    held: Mutex<(u64, Fence)>,
+    refused: Mutex<Vec<StaleFence>>,
+    /// What the next publish's save runs into, if anything.
+    next_save: Mutex<Option<SaveFault>>,
 }
 
+/// A fault for one save, taken by the first save after it is armed.
+enum SaveFault {
+    /// The save blocks its thread before it stores, until the row resumes
+    /// it: a writer paused by GC or SIGSTOP, renewals included, since they
+    /// run on the same task.
+    Stall {
+        started: oneshot::Sender<()>,
+        resume: mpsc::Receiver<()>,
+    },
+    /// The save is handed to the row, which lands it when it likes, and
+    /// never returns: a writer that dies with its save in flight.
+    Hold {
+        handed: oneshot::Sender<(u64, Fence)>,
+    },
+}
+
+/// The most a stalled save waits to be resumed: longer than any wait of the
+/// row's own, so the row's message is the one that reports a hang.
+const STALL_LIMIT: Duration = Duration::from_secs(30);
+
 impl Db {
+    fn new() -> Db {
+        Db {
+            held: Mutex::new((1, Fence::new(0))),
+            refused: Mutex::new(Vec::new()),
+            next_save: Mutex::new(None),
+        }
+    }
+
     pub fn version(&self) -> u64 {
-        self.version.load(SeqCst)
+        self.held.lock().unwrap().0
     }
 
-    /// Saves by hand, as a writer that bumps by hand does.
+    /// Saves by hand, as a writer that bumps by hand does: with no token,
+    /// so the greatest accepted one stays.
     pub fn save(&self, version: u64) {
-        self.version.store(version, SeqCst);
+        self.held.lock().unwrap().0 = version;
     }
 
-    pub fn hang_saves(&self, on: bool) {
-        self.hang_saves.store(on, SeqCst);
+    /// Stores `version` unless a greater token was accepted already.
+    pub fn store(&self, version: u64, fence: Fence) -> Result<(), StaleFence> {
+        let mut held = self.held.lock().unwrap();
+        if fence < held.1 {
+            let refusal = StaleFence {
+                offered: fence,
+                accepted: held.1,
+            };
+            self.refused.lock().unwrap().push(refusal);
+            return Err(refusal);
+        }
+        *held = (version, fence);
+        Ok(())
+    }
+
+    /// The saves refused for a stale token.
+    pub fn refused(&self) -> Vec<StaleFence> {
+        self.refused.lock().unwrap().clone()
+    }
+
+    /// The next save blocks its thread until `resume` sends (or is
+    /// dropped); the receiver hears when it started blocking.
+    pub fn stall_next_save(&self) -> (oneshot::Receiver<()>, mpsc::Sender<()>) {
+        let (started, started_rx) = oneshot::channel();
+        let (resume_tx, resume) = mpsc::channel();
+        *self.next_save.lock().unwrap() = Some(SaveFault::Stall { started, resume });
+        (started_rx, resume_tx)
+    }
+
+    /// The next save is handed over through the receiver, and never returns.
+    pub fn hold_next_save(&self) -> oneshot::Receiver<(u64, Fence)> {
+        let (handed, rx) = oneshot::channel();
+        *self.next_save.lock().unwrap() = Some(SaveFault::Hold { handed });
+        rx
+    }
+
+    fn take_fault(&self) -> Option<SaveFault> {
+        self.next_save.lock().unwrap().take()
     }
 }
 
@@ -101,16 +172,30 @@ fn loader(db: Arc<Db>, faults: Arc<LoaderFaults>) -> impl SettingsLoader<u64> {
 }
 
 fn saver(db: Arc<Db>) -> impl SettingsSaver<u64> {
-    move |settings: &u64| {
+    fenced(move |settings: &u64, fence: Fence| {
         let (db, settings) = (Arc::clone(&db), *settings);
         async move {
-            db.version.store(settings, SeqCst);
-            if db.hang_saves.load(SeqCst) {
-                std::future::pending::<()>().await;
+            match db.take_fault() {
+                Some(SaveFault::Stall { started, resume }) => {
+                    let _ = started.send(());
+                    // Blocks the worker thread, not just this task: nothing
+                    // of this writer runs until the row resumes it.
+                    if let Err(RecvTimeoutError::Timeout) = resume.recv_timeout(STALL_LIMIT) {
+                        return Err(format!(
+                            "the stalled save was not resumed within {STALL_LIMIT:?}"
+                        )
+                        .into());
+                    }
+                }
+                Some(SaveFault::Hold { handed }) => {
+                    let _ = handed.send((settings, fence));
+                    std::future::pending::<()>().await;
+                }
+                None => {}
             }
-            Ok::<_, std::io::Error>(())
+            db.store(settings, fence).map_err(BoxError::from)
         }
-    }
+    })
 }
 
 /// The inner service: answers with the settings version the middleware
@@ -209,10 +294,7 @@ pub struct Fleet {
 
 impl Fleet {
     pub fn new(server: RedisServer, opts: &Options) -> Result<Fleet, String> {
-        let db = Arc::new(Db {
-            version: AtomicU64::new(1),
-            hang_saves: AtomicBool::new(false),
-        });
+        let db = Arc::new(Db::new());
         let url = (opts.url)(&server);
         let instances = (0..INSTANCES)
             .map(|_| {
@@ -309,10 +391,15 @@ impl Fleet {
             stored.is_some_and(|g| g.get() > u64::from(u32::MAX)),
             || format!("the key was not repaired: it holds {stored:?}"),
         )?;
-        let pttl: i64 = self.raw(redis::cmd("PTTL").arg(key().as_str()))?;
+        let pttl = self.pttl()?;
         ensure(pttl > 86_400_000, || {
             format!("the repaired key lives only {pttl} ms, not a year")
         })
+    }
+
+    /// The key's time to live in milliseconds (negative: none, or no key).
+    pub fn pttl(&self) -> Result<i64, String> {
+        self.raw(redis::cmd("PTTL").arg(key().as_str()))
     }
 }
 

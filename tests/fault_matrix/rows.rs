@@ -6,9 +6,11 @@ use std::collections::HashSet;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use gensync::reload::PublishError;
 use gensync::testing::{FaultyBackend, RedisServer};
 use gensync::{
-    BackendError, BlockingRedisBackend, BlockingSynchronizer, Error, RedisBackend, Synchronizer,
+    BackendError, BlockingRedisBackend, BlockingSynchronizer, Error, GenerationSynchronizer,
+    RedisBackend, Synchronizer,
 };
 
 use crate::fleet::{admin, LoaderFaults, Options};
@@ -570,39 +572,143 @@ fn collect(threads: mpsc::Receiver<Hammered>) -> Result<Hammered, String> {
     Ok(all)
 }
 
-/// The writer saves, then hangs before its bump and is aborted: its intent
-/// (the generation's lifetime cut to the lock's before the save) makes the
-/// key lapse, and every instance reloads the saved change.
+/// The writer hands its save to the database, then hangs before its bump
+/// and is aborted. An operator bumps (as `gensync bump` would, from a
+/// process of its own), and only then does the dead writer's save land, so
+/// that bump cannot be what tells the fleet about it. The writer's intent,
+/// recorded before the save, outlives the operator's bump: the key still
+/// lapses within the lease, and every instance reloads the saved change.
+/// (A bump that gave the key its full lifetime back would leave the fleet
+/// on the old settings for a year.)
 pub async fn writer_dies() -> Result<Row, String> {
     let mut t = healthy_trial(Options::default()).await?;
     // No publish returns in this window, so freshness is still judged.
     t.fault(true);
-    let version = t.fleet.db.version() + 1;
-    t.fleet.db.hang_saves(true);
+    let old = t.fleet.db.version();
+    let handed = t.fleet.db.hold_next_save();
     let writer = t.fleet.instances[0].reloader.clone();
-    let publishing = tokio::spawn(async move { writer.publish(version).await });
-    let db = Arc::clone(&t.fleet.db);
-    until(
-        CONVERGE_WITHIN,
-        || db.version() == version,
-        || "the writer never saved".to_owned(),
-    )
-    .await?;
+    let publishing = tokio::spawn(async move { writer.publish(old + 1).await });
+    let (version, fence) = tokio::time::timeout(CONVERGE_WITHIN, handed)
+        .await
+        .map_err(|_| format!("the writer had not saved after {CONVERGE_WITHIN:?}"))?
+        .map_err(|_| "the writer's save was dropped before it was handed over".to_owned())?;
     publishing.abort();
     let died = Instant::now();
-    db.hang_saves(false);
     let outcome = publishing.await;
     ensure(outcome.as_ref().is_err_and(|e| e.is_cancelled()), || {
         format!("the writer did not die: {outcome:?}")
     })?;
-    let lock_ttl = t.opts().lock_ttl;
-    let pttl: i64 = t.fleet.raw(redis::cmd("PTTL").arg(key().as_str()))?;
-    ensure(0 < pttl && pttl <= lock_ttl.as_millis() as i64, || {
-        format!("the writer's intent did not cut the key's lifetime to {lock_ttl:?}: PTTL {pttl}")
-    })?;
-    let converge = t
-        .converge(version, died, lock_ttl + CONVERGE_WITHIN)
-        .await?;
+    let lease = t.opts().lock_ttl;
+    let lapses_within_lease = |when: &str| -> Result<(), String> {
+        let pttl = t.fleet.pttl()?;
+        ensure(0 < pttl && pttl <= lease.as_millis() as i64, || {
+            format!(
+                "{when}, the dead writer's intent no longer cut the key's lifetime to the \
+                 {lease:?} lease: PTTL {pttl} ms"
+            )
+        })
+    };
+    lapses_within_lease("once the writer died")?;
+
+    let backend = RedisBackend::with_config(&t.fleet.server.url(), fast_config())
+        .map_err(|e| format!("operator: {e}"))?;
+    Synchronizer::new(backend, key())
+        .mark_updated()
+        .await
+        .map_err(|e| format!("the operator's bump failed: {e}"))?;
+    lapses_within_lease("after an operator's bump")?;
+    // Every instance has loaded for the operator's bump, before the save
+    // landed: from here only the key's lapse can bring them the change.
+    t.settle().await?;
+    for (i, instance) in t.fleet.instances.iter().enumerate() {
+        let serving = *instance.reloader.current();
+        ensure(serving == old, || {
+            format!("instance {i} served {serving} before the dead writer's save landed, not {old}")
+        })?;
+    }
+    t.fleet
+        .db
+        .store(version, fence)
+        .map_err(|e| format!("the dead writer's save was refused: {e}"))?;
+    // The key lapses within the lease of the writer's death; the margin
+    // covers the requests that notice it and the reload.
+    let converge = t.converge(version, died, lease + MARGIN).await?;
     t.heal();
+    t.finish(converge).await
+}
+
+/// Instance 0 publishes, and its save blocks its thread (a GC pause, a
+/// SIGSTOP) past its lease: no renewal runs, as they share its task.
+/// Instance 1 takes the lapsed lease and publishes a newer version. When
+/// instance 0 resumes, the fenced database refuses its save, instance 0 is
+/// told it lost its lease, and every instance serves instance 1's version.
+pub async fn writer_stalled() -> Result<Row, String> {
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    ensure(workers >= 2, || {
+        format!("the stall blocks a worker thread, and this runtime has {workers}: none would be left for the load")
+    })?;
+    let mut t = healthy_trial(Options::default()).await?;
+    let lease = t.opts().lock_ttl;
+    let stale = t.fleet.db.version() + 1;
+    let newer = stale + 1;
+    let (started, resume) = t.fleet.db.stall_next_save();
+    // Instance 0's publish returns nothing the fleet must serve, and
+    // instance 1's is a healthy one: freshness is judged throughout.
+    t.fault(true);
+    let writer = t.fleet.instances[0].reloader.clone();
+    let stalled = tokio::spawn(async move { writer.publish(stale).await });
+    tokio::time::timeout(CONVERGE_WITHIN, started)
+        .await
+        .map_err(|_| format!("instance 0's save had not started after {CONVERGE_WITHIN:?}"))?
+        .map_err(|_| "instance 0's save never stalled".to_owned())?;
+    let stalled_at = Instant::now();
+    // Bounded by instance 1's 40 tries for the lease, which outlast
+    // instance 0's lapsing.
+    t.publish_through(1, newer)
+        .await
+        .map_err(|e| format!("while instance 0 was stalled: {e}"))?;
+    let published = Instant::now();
+    let lasted = published - stalled_at;
+    resume
+        .send(())
+        .map_err(|_| "instance 0's save was no longer stalled when resumed".to_owned())?;
+    t.heal();
+    // Instance 1 got the lease once instance 0's lapsed, not before; the
+    // margin covers instance 0's last steps before its stall.
+    ensure(lasted + MARGIN >= lease, || {
+        format!(
+            "instance 1 published {lasted:?} into instance 0's stall, within its {lease:?} lease"
+        )
+    })?;
+    let outcome = tokio::time::timeout(CONVERGE_WITHIN, stalled)
+        .await
+        .map_err(|_| {
+            format!("instance 0's publish had not returned {CONVERGE_WITHIN:?} after it resumed")
+        })?
+        .map_err(|e| format!("instance 0's publish: {e}"))?;
+    ensure(
+        matches!(outcome, Err(PublishError::LeaseLost { saved: false, .. })),
+        || format!("instance 0, stalled past its lease, was told {outcome:?}"),
+    )?;
+    let refused = t.fleet.db.refused();
+    ensure(refused.len() == 1, || {
+        format!("the database refused {refused:?}, not instance 0's save alone")
+    })?;
+    let held = t.fleet.db.version();
+    ensure(held == newer, || {
+        format!("the database held version {held}, not instance 1's {newer}")
+    })?;
+    // Instance 0's intent lapsed with its lease, and left nothing behind.
+    let pttl = t.fleet.pttl()?;
+    ensure(pttl > 86_400_000, || {
+        format!("after the stall the key lives only {pttl} ms, not a year")
+    })?;
+    let converge = t.converge(newer, published, CONVERGE_WITHIN).await?;
+    t.note(format!(
+        "instance 0's thread was blocked for {lasted:.1?} (lease {lease:?}); it was told: {}; \
+         the database said: {}",
+        outcome.err().map(|e| e.to_string()).unwrap_or_default(),
+        refused[0]
+    ));
     t.finish(converge).await
 }

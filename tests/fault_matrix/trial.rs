@@ -280,7 +280,7 @@ impl Trial {
 
     /// Waits until every instance's recorded generation is the shared one,
     /// so no reload is left pending from an earlier phase.
-    async fn settle(&self) -> Result<(), String> {
+    pub async fn settle(&self) -> Result<(), String> {
         let deadline = Instant::now() + HEALTHY_WITHIN;
         for (i, instance) in self.fleet.instances.iter().enumerate() {
             loop {
@@ -340,14 +340,23 @@ impl Trial {
     /// (lock, intent, save, bump), rotating the writer.
     pub async fn publish(&self) -> Result<u64, String> {
         let version = self.fleet.db.version() + 1;
-        let writer = &self.fleet.instances[version as usize % INSTANCES];
-        writer
+        self.publish_through(version as usize % INSTANCES, version)
+            .await?;
+        Ok(version)
+    }
+
+    /// Publishes `version` through instance `writer`; requests that start
+    /// once it returned are judged by it.
+    pub async fn publish_through(&self, writer: usize, version: u64) -> Result<(), String> {
+        self.fleet.instances[writer]
             .reloader
             .publish(version)
             .await
-            .map_err(|e| format!("publishing version {version} failed: {e}"))?;
+            .map_err(|e| {
+                format!("publishing version {version} through instance {writer} failed: {e}")
+            })?;
         self.traffic.completed.fetch_max(version, SeqCst);
-        Ok(version)
+        Ok(())
     }
 
     /// Saves the next version by hand and bumps through `writer`.
