@@ -158,6 +158,10 @@
 //! 5. **No generation handed out twice.** No two bumps return the same
 //!    stored value, even across restores (bumps add a random step).
 //!
+//! [`promises_the_library_breaks_today`] runs the minimal sequences on
+//! which the library breaks property 3 or 4 today; it, and the property
+//! test, fail until the library is fixed.
+//!
 //! # Running
 //!
 //! `cargo test --test model` runs 64 cases; `PROPTEST_CASES` overrides that
@@ -262,4 +266,18 @@ fn known_interleavings() {
             Err(e) => panic!("case {n} {ops:?}: {e}"),
         }
     }
+}
+
+/// Promises the library breaks today (see [`pinned::LIBRARY_BUGS`]): this
+/// fails until it is fixed.
+#[test]
+fn promises_the_library_breaks_today() {
+    let mut broken = Vec::new();
+    for (n, (ops, path)) in pinned::LIBRARY_BUGS.iter().enumerate() {
+        match run(ops) {
+            Ok(tally) => path(&tally),
+            Err(e) => broken.push(format!("case {n} {ops:?}: {e}")),
+        }
+    }
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
 }

@@ -237,3 +237,62 @@ pub const KNOWN: &[Pinned] = &[
         |tally| assert_eq!(outcome(tally, 1), &Outcome::Ok, "{tally:?}"),
     ),
 ];
+
+/// Sequences on which the library breaks a promise today, found by this
+/// model; each should pass once the library is fixed.
+pub const LIBRARY_BUGS: &[Pinned] = &[
+    // `LeaseLost { saved: false }` for a write the store took, saved under
+    // its lease: writer 0's update saves at 500 ms, then its backend hangs,
+    // so its bump fails (at 2.5 s) and its release too (at 4.5 s), by when
+    // the lease has lapsed. The writer is told "nothing of this write was
+    // announced" with `saved: false`; the store holds the change (and its
+    // pending intent makes every reader load it within the lease).
+    (
+        &[
+            write(0, Update, SlowMs(500)),
+            AdvanceTimeMs(100),
+            FaultOn(Target::Writer(0), Fault::HangMs(2_000)),
+            AdvanceTimeMs(5_000),
+        ],
+        any,
+    ),
+    // The same, with the lease lapsed before the save: writer 0 is cut off
+    // from the backend, its renewals fail, its lease lapses at 2 s, nobody
+    // takes it, and its save lands at 2.5 s; the fenced store takes it (no
+    // newer token exists), the bump fails. Told `saved: false`, but the
+    // store holds the change, which no intent covers any more: readers
+    // keep the old settings until something else bumps.
+    (
+        &[
+            write(0, Update, SlowMs(LEASE_MS + 500)),
+            AdvanceTimeMs(100),
+            FaultOn(Target::Writer(0), Fault::FailAll),
+            AdvanceTimeMs(LEASE_MS + 1_000),
+        ],
+        any,
+    ),
+    // A restore wipes writer 0's lease while its update saves slowly;
+    // writer 1 takes the lease, loads, and saves after writer 0. Writer 0's
+    // bump gets through, its release does not (seed 0 draws pass, then
+    // fail), and its lease has not lapsed by its own clock: it returns `Ok`
+    // although writer 1 held the lease when it saved, and writer 1's
+    // update, also `Ok`, replaced its change.
+    (
+        &[
+            SavePoint,
+            write(0, Update, SlowMs(500)),
+            AdvanceTimeMs(100),
+            Restore,
+            write(1, Update, SlowMs(1_000)),
+            FaultOn(
+                Target::Writer(0),
+                Fault::FailFraction {
+                    percent: 50,
+                    seed: 0,
+                },
+            ),
+            AdvanceTimeMs(3_000),
+        ],
+        any,
+    ),
+];
