@@ -170,7 +170,20 @@
 //! tree clean: proptest prints the minimal failing sequence, which can be
 //! pinned as a case in [`known_interleavings`].
 //!
+//! [`FaultyBackend`]: gensync::testing::FaultyBackend
+//! [`GenerationSynchronizer::is_expired`]: gensync::GenerationSynchronizer::is_expired
+//! [`GenerationSynchronizer::mark_updated`]: gensync::GenerationSynchronizer::mark_updated
+//! [`MemoryBackend`]: gensync::MemoryBackend
+//! [`MemoryBackend::save_point`]: gensync::MemoryBackend::save_point
+//! [`Op`]: ops::Op
 //! [`ReloadMetrics::stale_served`]: gensync::reload::ReloadMetrics::stale_served
+//! [`Reloader`]: gensync::reload::Reloader
+//! [`Reloader::check`]: gensync::reload::Reloader::check
+//! [`Reloader::publish`]: gensync::reload::Reloader::publish
+//! [`Reloader::update`]: gensync::reload::Reloader::update
+//! [`Synchronizer`]: gensync::Synchronizer
+//! [`WriterLock::mark_intent`]: gensync::WriterLock::mark_intent
+//! [`WriterLock::try_lock`]: gensync::WriterLock::try_lock
 
 #[path = "model/ops.rs"]
 mod ops;
@@ -190,11 +203,6 @@ mod writers;
 use std::time::Duration;
 
 use gensync::Key;
-#[allow(unused_imports)] // for the module docs' links
-use gensync::{
-    reload::Reloader, testing::FaultyBackend, GenerationSynchronizer, MemoryBackend, Synchronizer,
-    WriterLock,
-};
 use proptest::prelude::*;
 
 use ops::op;
