@@ -238,9 +238,11 @@ pub const KNOWN: &[Pinned] = &[
     ),
 ];
 
-/// Sequences on which the library breaks a promise today, found by this
-/// model; each should pass once the library is fixed.
-pub const LIBRARY_BUGS: &[Pinned] = &[
+/// Sequences on which this model caught the library breaking a promise,
+/// now fixed: a lost lease reported from the bump's result rather than the
+/// save's, and a writer whose lease a restore wiped reporting `Ok` when its
+/// release failed.
+pub const ONCE_BROKEN: &[Pinned] = &[
     // `LeaseLost { saved: false }` for a write the store took, saved under
     // its lease: writer 0's update saves at 500 ms, then its backend hangs,
     // so its bump fails (at 2.5 s) and its release too (at 4.5 s), by when
