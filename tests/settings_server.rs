@@ -50,6 +50,25 @@ fn binary() -> &'static Path {
             features.push("tls");
         }
         let mut build = Command::new(env!("CARGO"));
+        // What cargo sets for this test binary: inherited, it reads to the
+        // build scripts that watch it (ring's) as a change, and the whole
+        // TLS stack and this crate would be rebuilt on every run.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            let set_for_tests = name.starts_with("CARGO_PKG_")
+                || name.starts_with("CARGO_BIN_")
+                || name.starts_with("CARGO_MANIFEST_")
+                || matches!(
+                    &*name,
+                    "CARGO_CRATE_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "CARGO_TARGET_TMPDIR"
+                        | "OUT_DIR"
+                );
+            if set_for_tests {
+                build.env_remove(&*name);
+            }
+        }
         build
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .args(["build", "--example", "settings_server"])
