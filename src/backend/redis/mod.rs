@@ -4,7 +4,8 @@
 //!   connection shared by every clone, made on first use and remade after
 //!   it breaks (and a second one for writes that wait for replicas).
 //! - [`BlockingRedisBackend`] (`blocking.rs`) is the blocking path: an
-//!   `r2d2` pool of plain connections, for code with no async runtime.
+//!   `r2d2` pool of plain connections, for code with no async runtime,
+//!   which makes them through `dialer.rs`.
 //!
 //! Both send the commands built once in `commands.rs`, each paired there
 //! with the reader of its reply, so the two paths store and report the
@@ -18,6 +19,7 @@ mod aio;
 mod blocking;
 mod commands;
 mod config;
+mod dialer;
 mod target;
 
 pub use self::aio::RedisBackend;
