@@ -11,10 +11,12 @@
 //! - [`MockBackend`] and [`MockGenerationSynchronizer`]: `mockall` mocks,
 //!   to script exact call sequences.
 
+mod faults;
 mod faulty;
 mod redis_server;
 
-pub use self::faulty::{FaultCounts, Faults, FaultyBackend};
+pub use self::faults::{FaultCounts, Faults};
+pub use self::faulty::FaultyBackend;
 pub use self::redis_server::RedisServer;
 pub use crate::backend::{MockBackend, SavePoint};
 pub use crate::synchronizer::MockGenerationSynchronizer;
