@@ -5,8 +5,9 @@
 //! object to the file (atomically) and bumps the shared generation; every
 //! instance reloads the file on its next request. Beside the file,
 //! `<file>.fence` keeps the greatest writers' fencing token the saver
-//! accepted: an instance that stalled past its writers' lease has its save
-//! refused instead of overwriting a newer change. On its own (no Redis) it
+//! accepted (and `<file>.lock` is what instances on one host lock while
+//! they save): an instance that stalled past its writers' lease has its
+//! save refused instead of overwriting a newer change. On its own (no Redis) it
 //! uses the in-memory backend, which only this one process sees.
 //!
 //! ```sh
@@ -53,7 +54,7 @@
 //! counters and histograms, labelled with the key, exported through
 //! `metrics-exporter-prometheus`).
 
-use std::io::{self, IsTerminal, Read, Seek, SeekFrom, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -300,15 +301,11 @@ async fn put_settings(State(reloader): State<Reloader<Settings>>, body: Bytes) -
         }
         Err(e) => {
             tracing::warn!("publishing the settings failed: {e}");
+            // This saver replaces the file in one rename: when it fails,
+            // the file was not replaced.
             let saved = match &e {
-                PublishError::Bump { .. } => Some(true),
-                PublishError::LeaseLost { saved, .. } => Some(*saved),
-                PublishError::NoSaver
-                | PublishError::Locked { .. }
-                | PublishError::Start(_)
-                | PublishError::Load(_)
-                | PublishError::Save(_) => Some(false),
-                _ => None,
+                PublishError::Save(_) => Some(false),
+                other => other.saved(),
             };
             let body = json!({ "error": e.to_string(), "saved": saved });
             (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
@@ -385,26 +382,35 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 /// The saver: refuses a writer whose lease lapsed (a fencing token below
-/// the greatest accepted, kept in `<file>.fence`), then replaces the file
-/// atomically. Both under an exclusive lock on the fence file, so the
-/// instances on one host take turns and a stalled one cannot overwrite a
-/// newer change when it wakes.
+/// the greatest accepted, kept in `<file>.fence`), then replaces the file.
+/// Both under an exclusive lock on `<file>.lock`, so the instances on one
+/// host take turns and a stalled one cannot overwrite a newer change when
+/// it wakes. Each file is replaced atomically, the token first: a crash
+/// between the two leaves a newer token over older settings, which
+/// refuses no rightful writer.
 fn save_fenced(path: &Path, bytes: &[u8], fence: Fence) -> Result<(), BoxError> {
-    let fence_path = fence_file(path);
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
+    let lock_path = beside(path, ".lock");
+    let lock = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(false)
-        .open(&fence_path)
-        .map_err(|e| format!("could not open {}: {e}", fence_path.display()))?;
+        .open(&lock_path)
+        .map_err(|e| format!("could not open {}: {e}", lock_path.display()))?;
     // Released when the file is closed, on every return below.
-    file.lock()
-        .map_err(|e| format!("could not lock {}: {e}", fence_path.display()))?;
-    let mut text = String::new();
-    file.read_to_string(&mut text)
-        .map_err(|e| format!("could not read {}: {e}", fence_path.display()))?;
-    let accepted = Fence::new(text.trim().parse().unwrap_or(0));
+    lock.lock()
+        .map_err(|e| format!("could not lock {}: {e}", lock_path.display()))?;
+    let fence_path = beside(path, ".fence");
+    let accepted = match std::fs::read_to_string(&fence_path) {
+        Ok(text) => text.trim().parse().map(Fence::new).map_err(|_| {
+            format!(
+                "{} holds {text:?}, not a fencing token; fix it, or delete it while no \
+                 instance is writing",
+                fence_path.display()
+            )
+        })?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Fence::new(0),
+        Err(e) => return Err(format!("could not read {}: {e}", fence_path.display()).into()),
+    };
     if fence < accepted {
         return Err(StaleFence {
             offered: fence,
@@ -412,22 +418,16 @@ fn save_fenced(path: &Path, bytes: &[u8], fence: Fence) -> Result<(), BoxError> 
         }
         .into());
     }
-    // The token first: a crash between the two leaves a newer token over
-    // older settings, which refuses no rightful writer.
-    let written = file
-        .set_len(0)
-        .and_then(|()| file.seek(SeekFrom::Start(0)))
-        .and_then(|_| writeln!(file, "{fence}"))
-        .and_then(|()| file.sync_all());
-    written.map_err(|e| format!("could not write {}: {e}", fence_path.display()))?;
+    write_atomically(&fence_path, format!("{fence}\n").as_bytes())
+        .map_err(|e| format!("could not write {}: {e}", fence_path.display()))?;
     write_atomically(path, bytes)
         .map_err(|e| format!("could not write {}: {e}", path.display()).into())
 }
 
-/// Where the settings file's greatest accepted fencing token is kept.
-fn fence_file(path: &Path) -> PathBuf {
+/// A file beside `path`: its name with `suffix` added.
+fn beside(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_owned();
-    name.push(".fence");
+    name.push(suffix);
     path.with_file_name(name)
 }
 
@@ -510,6 +510,19 @@ mod tests {
         let err = save_fenced(&path, b"{\"v\": 4}\n", Fence::new(11)).unwrap_err();
         assert!(err.to_string().contains("token 11"), "{err}");
         assert_eq!(std::fs::read(&path).unwrap(), b"{\"v\": 3}\n", "kept");
-        assert_eq!(std::fs::read_to_string(fence_file(&path)).unwrap(), "12\n");
+        assert_eq!(
+            std::fs::read_to_string(beside(&path, ".fence")).unwrap(),
+            "12\n"
+        );
+    }
+
+    #[test]
+    fn a_damaged_token_file_refuses_every_save_and_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("settings.json");
+        std::fs::write(beside(&path, ".fence"), "").unwrap();
+        let err = save_fenced(&path, b"{}\n", Fence::new(u64::MAX)).unwrap_err();
+        assert!(err.to_string().contains("not a fencing token"), "{err}");
+        assert!(!path.exists(), "nothing saved");
     }
 }

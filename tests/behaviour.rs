@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use gensync::{
     Generation, GenerationSynchronizer, Key, Observed, Stored, Synchronizer, WriterLock,
+    DEFAULT_TTL,
 };
 use support::Store;
 
@@ -247,12 +248,30 @@ async fn a_writers_own_bump_ends_its_intent(store: impl Store) {
     reader.refresh().await.unwrap();
     let token = Generation::fresh();
     writer.mark_intent(token, LEASE).await.unwrap();
-    let bumped = writer.mark_updated_by(token).await.unwrap();
     assert!(
-        !lapses_within(&reader, LEASE * 2).await,
-        "the key lapsed although its only writer bumped"
+        store.ttl(&key()).is_some_and(|t| t <= LEASE),
+        "cut to the lease"
+    );
+    let bumped = writer.mark_updated_by(token).await.unwrap();
+    let left = store.ttl(&key());
+    assert!(
+        left.is_some_and(|t| t > DEFAULT_TTL / 2),
+        "the key lives a year again once its only writer bumped: {left:?}"
     );
     assert_eq!(reader.check().await.observed(), Some(bumped));
+}
+
+async fn a_writers_bump_onto_a_missing_key_ends_its_intent_too(store: impl Store) {
+    let writer = Synchronizer::new(store.process(), key());
+    let token = Generation::fresh();
+    writer.mark_intent(token, LEASE).await.unwrap();
+    // The key is gone when the writer bumps: its bump creates it.
+    writer.mark_updated_by(token).await.unwrap();
+    let left = store.ttl(&key());
+    assert!(
+        left.is_some_and(|t| t > DEFAULT_TTL / 2),
+        "created for a year, not capped by the writer's own intent: {left:?}"
+    );
 }
 
 on_every_store!(
@@ -270,4 +289,5 @@ on_every_store!(
     a_pending_intent_survives_other_bumps,
     a_key_created_while_an_intent_is_pending_lapses_with_it,
     a_writers_own_bump_ends_its_intent,
+    a_writers_bump_onto_a_missing_key_ends_its_intent_too,
 );

@@ -111,8 +111,12 @@ fn runs(dir: &Path) -> usize {
         .unwrap_or(0)
 }
 
+/// The generation the state file records, as its own line (the file also
+/// names the server it was read from).
 fn state(dir: &Path) -> Option<String> {
-    std::fs::read_to_string(dir.join("state")).ok()
+    let text = std::fs::read_to_string(dir.join("state")).ok()?;
+    let generation = text.split_whitespace().next().unwrap_or_default();
+    Some(format!("{generation}\n"))
 }
 
 fn tempdir() -> tempfile::TempDir {
@@ -334,9 +338,15 @@ fn sync_runs_the_command_first_and_records_the_generation() {
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert_eq!(out.stderr, "");
     assert_eq!(runs(dir.path()), 1);
-    // The missing key was created, and the file holds its value.
+    // The missing key was created, and the file holds its value and the
+    // server's run_id.
     let shared = get(&server.url());
     assert_eq!(state(dir.path()), Some(format!("{shared}\n")));
+    let run_id = server_run_id(&server);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("state")).unwrap(),
+        format!("{shared} {run_id}\n")
+    );
     // The atomic write leaves no temporary file behind.
     let mut names: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -526,4 +536,42 @@ fn the_command_inherits_stdin_and_stdout() {
     let out = read(child.wait_with_output().unwrap());
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert_eq!(out.stdout, "hello from stdin\n");
+}
+
+fn server_run_id(server: &RedisServer) -> String {
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query(&mut server.connection().unwrap())
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .expect("a run_id")
+        .trim()
+        .to_owned()
+}
+
+/// Redis restarts from a snapshot that holds the recorded generation, after
+/// a bump it took and lost: the value matches, but it comes from another
+/// server, so the command runs.
+#[test]
+fn sync_runs_again_after_a_restart_from_an_older_snapshot() {
+    let mut server = RedisServer::start().unwrap();
+    let dir = tempdir();
+    assert_eq!(sync(&server.url(), dir.path(), MARK).code, Some(0));
+    assert_eq!(runs(dir.path()), 1);
+    let _: () = redis::cmd("SAVE")
+        .query(&mut server.connection().unwrap())
+        .unwrap();
+    bump(&server.url());
+    server.restart().unwrap();
+
+    let out = sync(&server.url(), dir.path(), MARK);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(
+        runs(dir.path()),
+        2,
+        "the command ran for the restarted server"
+    );
+    assert_eq!(sync(&server.url(), dir.path(), MARK).code, Some(0));
+    assert_eq!(runs(dir.path()), 2, "and then not again");
 }

@@ -195,6 +195,8 @@ mod promises;
 mod readers;
 #[path = "model/run.rs"]
 mod run;
+#[path = "model/watch.rs"]
+mod watch;
 #[path = "model/world.rs"]
 mod world;
 #[path = "model/writers.rs"]

@@ -409,7 +409,10 @@ async fn a_put_on_one_instance_is_seen_by_every_other_instance() {
     }
     // The atomic writes left no temporary files behind; beside the
     // settings, the greatest fencing token the saver accepted.
-    assert_eq!(dir.names(), ["settings.json", "settings.json.fence"]);
+    assert_eq!(
+        dir.names(),
+        ["settings.json", "settings.json.fence", "settings.json.lock"]
+    );
 }
 
 #[tokio::test]

@@ -39,8 +39,9 @@ pub enum Stored {
 /// and report; the rules (what counts as expired, how a corrupt key is
 /// repaired, how a writer renews its lease) live in
 /// [`Synchronizer`](crate::Synchronizer), once. Bookkeeping lives at the
-/// key's [companions](Key::companion): `lock` (the lease), `fence` (the
-/// last fencing token) and `intents` (pending writers' intents).
+/// key's [companions](Key::companion): `lock` (the lease), `released` (the
+/// last release, for a release sent twice), `fence` (the last fencing
+/// token) and `intents` (pending writers' intents).
 ///
 /// **Intents.** A writer records its intent before it saves, so that if it
 /// dies before its bump every process still reloads: while an intent is
@@ -83,8 +84,8 @@ pub trait Backend: Send + Sync + 'static {
     /// error.
     async fn delete(&self, key: &Key) -> Result<(), BackendError>;
 
-    /// Takes the writers' lease beside the key for `ttl`, owned by `token`,
-    /// if it is free or already `token`'s. Returns the lease's fencing
+    /// Takes the writers' lease beside the key for `ttl` from now, owned by
+    /// `token`, if it is free or already `token`'s. Returns the lease's fencing
     /// token, greater than any handed out before on this key, or `None`
     /// while another writer holds the lease.
     async fn lock(
@@ -107,7 +108,8 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<bool, BackendError>;
 
     /// Releases the lease if `token` still holds it, in one atomic step.
-    /// Returns whether it did.
+    /// Returns whether it did; a release repeated within a minute (a call
+    /// sent twice) answers `true` again.
     async fn unlock(&self, key: &Key, token: Generation) -> Result<bool, BackendError>;
 
     /// Records `token`'s intent to bump within `ttl`, and cuts the key's

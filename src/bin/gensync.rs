@@ -12,9 +12,12 @@
 //! KEY is `site:settings` style text, as [`Key::parse`] reads it.
 //!
 //! `sync` is a reader for scripts and cron jobs: FILE holds the generation
-//! the last successful run of CMD saw. CMD runs when the shared generation
-//! differs from it, when FILE or the key is missing, or when Redis fails
-//! (a broken cache server must not freeze a host on stale state). After CMD
+//! the last successful run of CMD saw, and the `run_id` of the server it was
+//! read from. CMD runs when the shared generation differs from it, when it
+//! comes from another server (a restart from an older snapshot or a
+//! failover may have lost a bump), when FILE or the key is missing, or when
+//! Redis fails (a broken cache server must not freeze a host on stale
+//! state). After CMD
 //! succeeds, FILE gets the generation read *before* CMD ran (the reload
 //! fence): a bump that lands while CMD runs causes one more run instead of
 //! being lost. When Redis failed, nothing is recorded.
@@ -97,7 +100,8 @@ enum Cmd {
     },
     /// Run CMD if the shared generation moved since FILE was written.
     ///
-    /// CMD runs when the generation differs from the one in FILE, when FILE
+    /// CMD runs when the generation differs from the one in FILE or comes
+    /// from another server than it did (a restart or a failover), when FILE
     /// or the key is missing (the key is then created), or when Redis fails.
     /// If CMD succeeds, FILE gets the generation seen before CMD ran, written
     /// atomically; if Redis failed, FILE is left as it was. If CMD fails,
@@ -173,7 +177,7 @@ fn run_sync(sync: &Sync, state: &Path, command: &[OsString]) -> ExitCode {
     let Some((program, args)) = command.split_first() else {
         return fail(TROUBLE, "no command to run: give one after `--`");
     };
-    let recorded = match read_state(state) {
+    let (recorded, recorded_server) = match read_state(state) {
         Ok(recorded) => recorded,
         Err(e) => {
             let message = format!("cannot read the state file {}: {e}", state.display());
@@ -181,6 +185,7 @@ fn run_sync(sync: &Sync, state: &Path, command: &[OsString]) -> ExitCode {
         }
     };
     let reply = observe(sync);
+    let server = sync.get_ref().backend().server_id();
     // The library's rule decides: anything but an exact match is expired.
     let check = Check {
         local: recorded,
@@ -188,7 +193,10 @@ fn run_sync(sync: &Sync, state: &Path, command: &[OsString]) -> ExitCode {
             .as_ref()
             .map_or(Observed::Unavailable, |s| Observed::from(*s)),
     };
-    if !check.is_expired() {
+    // A value from another server (a restart from an older snapshot, a
+    // failover) says nothing of a bump the old one took and lost: run.
+    let other_server = recorded_server.is_some() && server.is_some() && recorded_server != server;
+    if !check.is_expired() && !other_server {
         return ExitCode::SUCCESS;
     }
     // The reload fence: what to record is fixed now, before CMD runs.
@@ -217,7 +225,7 @@ fn run_sync(sync: &Sync, state: &Path, command: &[OsString]) -> ExitCode {
         return ExitCode::from(failure_code(status));
     }
     if let Ok(generation) = fence {
-        if let Err(e) = write_state(state, generation) {
+        if let Err(e) = write_state(state, generation, server.as_deref()) {
             let message = format!(
                 "the command succeeded but {} could not be written: {e}; it will run again next time",
                 state.display()
@@ -234,21 +242,28 @@ fn observe(sync: &Sync) -> Result<Stored, Error> {
     sync.read()
 }
 
-/// The generation recorded in `path`. A missing, empty or unparsable file
-/// records nothing, so CMD runs and the file is rewritten; other read
+/// The generation recorded in `path`, and the server it was read from
+/// when known (`<generation> <run_id>`). A missing, empty or unparsable
+/// file records nothing, so CMD runs and the file is rewritten; other read
 /// errors (a directory, no permission) would also defeat the write, so
 /// they are reported instead.
-fn read_state(path: &Path) -> io::Result<Option<Generation>> {
-    match fs::read(path) {
-        Ok(bytes) => Ok(Generation::parse_stored(bytes.trim_ascii())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
+fn read_state(path: &Path) -> io::Result<(Option<Generation>, Option<String>)> {
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((None, None)),
+        Err(e) => return Err(e),
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let mut words = text.split_ascii_whitespace();
+    let generation = words
+        .next()
+        .and_then(|w| Generation::parse_stored(w.as_bytes()));
+    Ok((generation, words.next().map(str::to_owned)))
 }
 
 /// Replaces `path` atomically: a reader (or a crash) sees the old content or
 /// the new one, never a torn file.
-fn write_state(path: &Path, generation: Generation) -> io::Result<()> {
+fn write_state(path: &Path, generation: Generation, server: Option<&str>) -> io::Result<()> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
@@ -259,7 +274,10 @@ fn write_state(path: &Path, generation: Generation) -> io::Result<()> {
     #[cfg(unix)]
     builder.permissions(fs::Permissions::from_mode(0o666));
     let mut file = builder.tempfile_in(dir)?;
-    writeln!(file, "{generation}")?;
+    match server {
+        Some(server) => writeln!(file, "{generation} {server}")?,
+        None => writeln!(file, "{generation}")?,
+    }
     file.as_file().sync_all()?;
     file.persist(path).map_err(|e| e.error)?;
     // Makes the rename itself durable; some filesystems refuse to sync a

@@ -16,7 +16,8 @@ use crate::synchronizer::GenerationSynchronizer;
 /// It runs the same reloader on a private one-thread tokio runtime, so
 /// loads, single flight, backoff and the reload fence behave exactly as in
 /// async code. Pair it with [`blocking_loader`](super::blocking_loader) for
-/// a loader written as plain blocking code. Do not create or drop it inside
+/// a loader written as plain blocking code, and
+/// [`blocking_saver`](super::blocking_saver) for such a saver. Do not create or drop it inside
 /// an async runtime.
 ///
 /// ```
@@ -82,7 +83,10 @@ impl<S: Send + Sync + 'static> BlockingReloader<S> {
     }
 
     /// See [`Reloader::update`].
-    pub fn update(&self, change: impl FnOnce(&S) -> S + Send) -> Result<Generation, PublishError> {
+    pub fn update(
+        &self,
+        change: impl FnOnce(&S) -> S + Send + 'static,
+    ) -> Result<Generation, PublishError> {
         self.runtime.block_on(self.reloader.update(change))
     }
 

@@ -23,6 +23,7 @@ pub(super) struct Config {
     pub(super) backoff_initial: Duration,
     pub(super) backoff_max: Duration,
     pub(super) lock_ttl: Duration,
+    pub(super) write_timeout: Duration,
     pub(super) lock_tries: u32,
 }
 
@@ -34,6 +35,7 @@ impl Default for Config {
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(30),
             lock_ttl: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(30),
             lock_tries: 40,
         }
     }
@@ -46,6 +48,7 @@ impl Config {
             ("load_timeout", self.load_timeout),
             ("backoff initial", self.backoff_initial),
             ("write_lock ttl", self.lock_ttl),
+            ("write_timeout", self.write_timeout),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, d)| d.is_zero()) {
             return Err(Error::Config(format!("{name} must be greater than zero")));
@@ -130,6 +133,15 @@ where
     pub fn write_lock(mut self, ttl: Duration, tries: u32) -> Self {
         self.config.lock_ttl = ttl;
         self.config.lock_tries = tries;
+        self
+    }
+
+    /// How long a write ([`Reloader::publish`], [`Reloader::update`]) may
+    /// hold the writers' lease, which it renews while it works. Past this
+    /// the write is abandoned and the lease lapses, so a saver that hangs
+    /// cannot keep every other writer out. Default 30 s.
+    pub fn write_timeout(mut self, bound: Duration) -> Self {
+        self.config.write_timeout = bound;
         self
     }
 

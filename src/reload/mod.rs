@@ -81,5 +81,6 @@ pub use self::publish::PublishError;
 pub use self::reloader::Reloader;
 pub use self::snapshot::Snapshot;
 pub use self::source::{
-    blocking_loader, fenced, BoxError, Fenced, SettingsLoader, SettingsSaver, StaleFence,
+    blocking_loader, blocking_saver, fenced, BoxError, Fenced, SettingsLoader, SettingsSaver,
+    StaleFence,
 };

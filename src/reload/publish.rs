@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::reloader::Reloader;
-use super::source::{BoxError, SettingsSaver};
+use super::source::{BoxError, SettingsSaver, StaleFence};
 use crate::error::Error;
 use crate::fence::Fence;
 use crate::generation::Generation;
@@ -23,15 +23,17 @@ pub enum PublishError {
     /// The reloader was built without a saver.
     #[error("this reloader has no saver: build it with ReloaderBuilder::saver to publish")]
     NoSaver,
-    /// Other writers held the lock for every try.
-    #[error("another writer held the lock on {key} through {tries} tries; retry later, or look for a stuck writer (the lock lapses after {lock_ttl:?})")]
+    /// Other writers held the lease for every try.
+    #[error("another writer held the writers' lease on {key} through {tries} tries; retry later, or look for a stuck writer (a lease lapses {lock_ttl:?} after its writer stops renewing it, and a write is abandoned after {write_timeout:?})")]
     Locked {
         /// The generation's key.
         key: String,
-        /// How many times the lock was tried.
+        /// How many times the lease was tried.
         tries: u32,
-        /// How long a holder keeps the lock at most.
+        /// How long a lease lasts without renewal.
         lock_ttl: Duration,
+        /// How long a writer may hold it at most.
+        write_timeout: Duration,
     },
     /// The backend failed before anything was saved.
     #[error("could not start the write, nothing was saved: {0}")]
@@ -45,8 +47,9 @@ pub enum PublishError {
     /// The writers' lease lapsed before this write finished: the writer was
     /// stalled (or cut off from the backend) for longer than the lease,
     /// and another writer may have written meanwhile. Reported whatever
-    /// the saver did; a [fenced](super::fenced) store has refused the save.
-    #[error("the writers' lease on {key} lapsed before this write finished (it went {lease:?} without a renewal: a stalled process, Redis out of reach, or a Redis that restarted or failed over without it), so another writer may have written meanwhile; {}{}", lease_lost_outcome(*saved, *announced), save_error(.source))]
+    /// the saver did; a [fenced](super::fenced) store refuses the save.
+    /// [`PublishError::saved`] says what became of it.
+    #[error("the writers' lease on {key} lapsed before this write finished (it went {lease:?} without a renewal: a stalled process, Redis out of reach, or a Redis that restarted or failed over without it), so another writer may have written meanwhile; {}", lease_lost_outcome(*saved, *announced, .source))]
     LeaseLost {
         /// The generation's key.
         key: String,
@@ -73,20 +76,52 @@ pub enum PublishError {
     },
 }
 
-fn save_error(source: &Option<BoxError>) -> String {
-    source
-        .as_ref()
-        .map_or(String::new(), |e| format!(" (the saver said: {e})"))
+fn lease_lost_outcome(saved: bool, announced: bool, source: &Option<BoxError>) -> String {
+    match (saved, announced, source) {
+        (true, true, _) => "this write was saved and announced anyway, and may have replaced a newer change: check the settings".to_owned(),
+        (true, false, _) => "this write was saved but not announced, and may have replaced a newer change: check the settings and publish again".to_owned(),
+        (false, _, None) => "nothing of this write was saved".to_owned(),
+        (false, _, Some(e)) if refused(e) => format!("the store refused it ({e}): nothing of it was saved"),
+        (false, _, Some(e)) => format!("the saver failed ({e}) and may have saved part of it: check the settings"),
+    }
 }
 
-fn lease_lost_outcome(saved: bool, announced: bool) -> &'static str {
-    match (saved, announced) {
-        (false, _) => "nothing of this write was saved",
-        (true, true) => {
-            "this write was saved and announced anyway and may have replaced a newer change: check the settings"
+/// Whether a saver's error is a fenced store's refusal, which saved
+/// nothing: a [`StaleFence`], or one that carries it (as its source, or
+/// inside an `io::Error`).
+fn refused(e: &BoxError) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(&**e);
+    while let Some(e) = next {
+        let inner = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        if e.is::<StaleFence>() || inner.is_some_and(|i| i.is::<StaleFence>()) {
+            return true;
         }
-        (true, false) => {
-            "this write was saved but not announced, and may have replaced a newer change: check the settings and publish again"
+        next = e.source();
+    }
+    false
+}
+
+impl PublishError {
+    /// Whether this write's settings reached the source of truth:
+    /// `Some(false)` when surely not (the write never got to save, or the
+    /// store refused it), `Some(true)` when the saver reported them saved
+    /// (but the write failed after), `None` when the saver failed and may
+    /// have saved part of them.
+    pub fn saved(&self) -> Option<bool> {
+        match self {
+            PublishError::NoSaver
+            | PublishError::Locked { .. }
+            | PublishError::Start(_)
+            | PublishError::Load(_) => Some(false),
+            PublishError::Save(e) => refused(e).then_some(false),
+            PublishError::LeaseLost { saved: true, .. } | PublishError::Bump { .. } => Some(true),
+            PublishError::LeaseLost { source: None, .. } => Some(false),
+            PublishError::LeaseLost {
+                source: Some(e), ..
+            } => refused(e).then_some(false),
         }
     }
 }
@@ -132,7 +167,7 @@ impl<S: Send + Sync + 'static> Reloader<S> {
     /// which costs little if nothing was saved and is what is needed if
     /// part of it was.
     pub async fn publish(&self, settings: S) -> Result<Generation, PublishError> {
-        self.write(|| async { Ok(settings) }).await
+        self.spawn_write(|| async { Ok(settings) }).await
     }
 
     /// Loads the current settings from the source, applies `change`, saves
@@ -141,14 +176,41 @@ impl<S: Send + Sync + 'static> Reloader<S> {
     /// processes are not lost.
     pub async fn update(
         &self,
-        change: impl FnOnce(&S) -> S + Send,
+        change: impl FnOnce(&S) -> S + Send + 'static,
     ) -> Result<Generation, PublishError> {
         let loader = Arc::clone(&self.shared().loader);
-        self.write(|| async move {
-            let current = loader.load().await.map_err(PublishError::Load)?;
+        let timeout = self.shared().config.load_timeout;
+        self.spawn_write(move || async move {
+            let current = tokio::time::timeout(timeout, loader.load())
+                .await
+                .map_err(|_| {
+                    PublishError::Load(
+                        format!("the loader did not finish within {timeout:?}").into(),
+                    )
+                })?
+                .map_err(PublishError::Load)?;
             Ok(change(&current))
         })
         .await
+    }
+
+    /// Runs a write on a task of its own, so a caller that stops waiting (a
+    /// request dropped mid-write) does not cut it off halfway: between a
+    /// save and its bump, or before the lease is released.
+    async fn spawn_write<F, Fut>(&self, produce: F) -> Result<Generation, PublishError>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<S, PublishError>> + Send + 'static,
+    {
+        let this = self.clone();
+        match tokio::spawn(async move { this.write(produce).await }).await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => Err(PublishError::Save(
+                "the write panicked (in the loader or the saver); its lease lapses on its own"
+                    .into(),
+            )),
+            Err(_) => Err(PublishError::Save("the write's task was cancelled".into())),
+        }
     }
 
     async fn write<F, Fut>(&self, produce: F) -> Result<Generation, PublishError>
@@ -160,29 +222,46 @@ impl<S: Send + Sync + 'static> Reloader<S> {
         let writers = shared.writers.as_ref().ok_or(PublishError::NoSaver)?;
         let lock = &*writers.lock;
         let lock_ttl = shared.config.lock_ttl;
+        let write_timeout = shared.config.write_timeout;
         let lease = self.take_lease(lock).await?;
-        let saved = lease
-            .keep_while(lock, lock_ttl, async {
-                lock.mark_intent(lease.token, lock_ttl)
-                    .await
-                    .map_err(PublishError::Start)?;
-                let settings = produce().await?;
-                if lease.server_changed(lock) {
-                    // A restarted or failed-over server may not hold the
-                    // lease: make sure it does before saving.
-                    lease.renew(lock, lock_ttl).await;
+        let work = lease.keep_while(lock, lock_ttl, async {
+            lock.mark_intent(lease.token, lock_ttl)
+                .await
+                .map_err(PublishError::Start)?;
+            let settings = produce().await?;
+            if lease.server_changed(lock) {
+                // A restarted or failed-over server may not hold the
+                // lease, nor the intent (another script wrote it): make
+                // sure of the one and record the other again.
+                lease.renew(lock, lock_ttl).await;
+                if lease.holds() && !lease.server_changed(lock) {
+                    lock.mark_intent(lease.token, lock_ttl)
+                        .await
+                        .map_err(PublishError::Start)?;
                 }
-                if !lease.holds() || lease.server_changed(lock) {
-                    // Saving now could overwrite a newer writer's change.
-                    return Err(lease.lost(shared, false, false, None));
-                }
-                writers
-                    .saver
-                    .save(&settings, lease.fence)
-                    .await
-                    .map_err(PublishError::Save)
-            })
-            .await;
+            }
+            if !lease.holds() || lease.server_changed(lock) {
+                // Saving now could overwrite a newer writer's change.
+                return Err(lease.lost(shared, false, false, None));
+            }
+            writers
+                .saver
+                .save(&settings, lease.fence)
+                .await
+                .map_err(PublishError::Save)
+        });
+        let saved = match tokio::time::timeout(write_timeout, work).await {
+            Ok(saved) => saved,
+            // Abandoned, so a hung saver cannot hold the lease for ever.
+            Err(_) => Err(PublishError::Save(
+                format!(
+                    "the write did not finish within {write_timeout:?} and was abandoned; \
+                     a save still running elsewhere may land later, which a fenced store \
+                     refuses once a newer writer saved"
+                )
+                .into(),
+            )),
+        };
         let saved_ok = saved.is_ok();
         // Announced even when the lease lapsed meanwhile: the source holds
         // this save now, and every process should load what it holds.
@@ -241,6 +320,7 @@ impl<S: Send + Sync + 'static> Reloader<S> {
             key: shared.sync.key().to_string(),
             tries: config.lock_tries,
             lock_ttl: config.lock_ttl,
+            write_timeout: config.write_timeout,
         })
     }
 }

@@ -167,3 +167,37 @@ where
         }
     }
 }
+
+/// Wraps a blocking function (writing a file, a blocking database client) as
+/// a saver that runs it on tokio's blocking thread pool. Needed with
+/// [`BlockingReloader`](super::BlockingReloader) too: a saver that blocks
+/// the runtime's thread would also stop the renewals of the writers' lease,
+/// which run beside it.
+///
+/// ```
+/// use gensync::reload::{blocking_saver, SettingsSaver};
+///
+/// fn takes_saver(_: impl SettingsSaver<String>) {}
+/// takes_saver(blocking_saver(|settings: &String, _fence| {
+///     std::fs::write("settings.txt", settings)
+/// }));
+/// ```
+pub fn blocking_saver<S, F, E>(save: F) -> impl SettingsSaver<S>
+where
+    S: Clone + Send + Sync + 'static,
+    F: Fn(&S, Fence) -> Result<(), E> + Send + Sync + 'static,
+    E: Into<BoxError> + 'static,
+{
+    let save = std::sync::Arc::new(save);
+    fenced(move |settings: &S, fence| {
+        let (save, settings) = (std::sync::Arc::clone(&save), settings.clone());
+        async move {
+            match tokio::task::spawn_blocking(move || save(&settings, fence).map_err(Into::into))
+                .await
+            {
+                Ok(result) => result,
+                Err(e) => Err(BoxError::from(format!("the blocking saver stopped: {e}"))),
+            }
+        }
+    })
+}

@@ -14,7 +14,7 @@ use gensync::reload::{
     fenced, BoxError, ReloadMetrics, Reloader, SettingsLoader, SettingsReload, SettingsReloadLayer,
     SettingsSaver, Snapshot, StaleFence,
 };
-use gensync::testing::RedisServer;
+use gensync::testing::{Faults, FaultyBackend, RedisServer};
 use gensync::{Fence, Generation, RedisBackend, Synchronizer};
 use tokio::sync::oneshot;
 use tower::{Service, ServiceBuilder};
@@ -327,6 +327,33 @@ impl Fleet {
             db,
             instances,
         })
+    }
+
+    /// A writer process of its own beside the instances, over a backend the
+    /// row can cut off, as it would be by the process dying: its renewals
+    /// then stop reaching Redis, and its lease and intent lapse. (Aborting
+    /// a publish does not kill its write, which runs on a task of its own.)
+    /// A write it cannot finish is abandoned after `write_timeout`.
+    pub fn writer(
+        &self,
+        opts: &Options,
+        write_timeout: Duration,
+    ) -> Result<(Reloader<u64>, Faults), String> {
+        let url = (opts.url)(&self.server);
+        let backend = FaultyBackend::new(
+            RedisBackend::with_config(&url, fast_config()).map_err(|e| format!("backend: {e}"))?,
+        );
+        let faults = backend.faults();
+        let reloader = Reloader::builder(
+            Synchronizer::new(backend, key()),
+            loader(Arc::clone(&self.db), Arc::new(LoaderFaults::default())),
+        )
+        .saver(saver(Arc::clone(&self.db)))
+        .write_lock(opts.lock_ttl, 40)
+        .write_timeout(write_timeout)
+        .build(INITIAL)
+        .map_err(|e| format!("writer: {e}"))?;
+        Ok((reloader, faults))
     }
 
     /// A new admin connection. Admin calls block, but only the row's own

@@ -585,20 +585,19 @@ pub async fn writer_dies() -> Result<Row, String> {
     // No publish returns in this window, so freshness is still judged.
     t.fault(true);
     let old = t.fleet.db.version();
+    let lease = t.opts().lock_ttl;
+    // A writer process of its own; its write is abandoned once the key
+    // lapsed and every instance converged.
+    let (writer, cut_off) = t.fleet.writer(t.opts(), lease * 3)?;
     let handed = t.fleet.db.hold_next_save();
-    let writer = t.fleet.instances[0].reloader.clone();
     let publishing = tokio::spawn(async move { writer.publish(old + 1).await });
     let (version, fence) = tokio::time::timeout(CONVERGE_WITHIN, handed)
         .await
         .map_err(|_| format!("the writer had not saved after {CONVERGE_WITHIN:?}"))?
         .map_err(|_| "the writer's save was dropped before it was handed over".to_owned())?;
-    publishing.abort();
+    // The writer dies: from here nothing it sends reaches Redis.
+    cut_off.fail_all();
     let died = Instant::now();
-    let outcome = publishing.await;
-    ensure(outcome.as_ref().is_err_and(|e| e.is_cancelled()), || {
-        format!("the writer did not die: {outcome:?}")
-    })?;
-    let lease = t.opts().lock_ttl;
     let lapses_within_lease = |when: &str| -> Result<(), String> {
         let pttl = t.fleet.pttl()?;
         ensure(0 < pttl && pttl <= lease.as_millis() as i64, || {
@@ -633,6 +632,12 @@ pub async fn writer_dies() -> Result<Row, String> {
     // The key lapses within the lease of the writer's death; the margin
     // covers the requests that notice it and the reload.
     let converge = t.converge(version, died, lease + MARGIN).await?;
+    let outcome = publishing
+        .await
+        .map_err(|e| format!("the writer's task: {e}"))?;
+    ensure(outcome.is_err(), || {
+        format!("the dead writer's publish returned {outcome:?}")
+    })?;
     t.heal();
     t.finish(converge).await
 }

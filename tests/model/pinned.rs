@@ -183,7 +183,7 @@ pub const KNOWN: &[Pinned] = &[
             Check(1),
         ],
         |tally| {
-            let lost = Outcome::LeaseLost { saved: false };
+            let lost = Outcome::LeaseLost { saved: Some(false) };
             assert_eq!(outcome(tally, 1), &lost, "{tally:?}");
             assert_eq!(outcome(tally, 2), &Outcome::Ok, "{tally:?}");
             assert_eq!(tally.refused, 1, "{tally:?}");

@@ -5,6 +5,8 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use gensync::reload::StaleFence;
+
+use super::watch::Releases;
 use gensync::testing::FaultyBackend;
 use gensync::{
     Backend, Fence, Generation, GenerationSynchronizer, MemoryBackend, Stored, Synchronizer,
@@ -98,6 +100,8 @@ pub struct World {
     direct_view: Synchronizer<MemoryBackend>,
     /// The raw writer: saves, then `mark_updated`, with no lease.
     pub writer: Synchronizer<FaultyBackend<MemoryBackend>>,
+    /// When the writer processes let their leases go.
+    pub releases: Releases,
     source: Mutex<Source>,
 }
 
@@ -118,6 +122,7 @@ impl World {
             memory,
             fleet,
             writer,
+            releases: Releases::default(),
             // Version 1 is in the source from the start; readers begin on 0.
             source: Mutex::new(Source {
                 version: 1,

@@ -12,6 +12,7 @@ use gensync::testing::FaultyBackend;
 use gensync::{Fence, Generation, MemoryBackend, Synchronizer, WriterLock};
 use tokio::task::JoinHandle;
 
+use super::watch::Watched;
 use super::world::{Doc, Leased, SaveKind, World};
 use super::{key, KEY_TTL, LEASE};
 
@@ -46,7 +47,11 @@ pub enum Outcome {
     Load,
     Save,
     Bump,
-    LeaseLost { saved: bool },
+    /// `saved`: what [`PublishError::saved`] says: `Some(false)` nothing
+    /// saved, `Some(true)` saved, `None` a failed saver may have saved.
+    LeaseLost {
+        saved: Option<bool>,
+    },
     Other(String),
 }
 
@@ -58,7 +63,7 @@ impl From<&PublishError> for Outcome {
             PublishError::Load(_) => Outcome::Load,
             PublishError::Save(_) => Outcome::Save,
             PublishError::Bump { .. } => Outcome::Bump,
-            PublishError::LeaseLost { saved, .. } => Outcome::LeaseLost { saved: *saved },
+            PublishError::LeaseLost { .. } => Outcome::LeaseLost { saved: e.saved() },
             other => Outcome::Other(other.to_string()),
         }
     }
@@ -102,16 +107,23 @@ impl WriterProcess {
             let doc = read.doc();
             async move { Ok::<_, std::io::Error>(doc) }
         };
+        let watched = Watched {
+            inner: own.clone(),
+            world: Arc::clone(world),
+        };
         let (world, log) = (Arc::clone(world), Arc::clone(log));
         let saver = fenced(move |doc: &Doc, fence: Fence| {
             let (world, log, doc) = (Arc::clone(&world), Arc::clone(&log), doc.clone());
             async move { log.save(&world, doc, fence).await }
         });
-        let reloader = Reloader::builder(sync(), loader)
-            .saver(saver)
-            .write_lock(LEASE, LOCK_TRIES)
-            .build(Doc::default())
-            .unwrap();
+        let reloader = Reloader::builder(
+            Synchronizer::new(watched, key()).with_ttl(KEY_TTL).unwrap(),
+            loader,
+        )
+        .saver(saver)
+        .write_lock(LEASE, LOCK_TRIES)
+        .build(Doc::default())
+        .unwrap();
         WriterProcess {
             reloader,
             lock: Arc::new(sync()),

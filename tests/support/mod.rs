@@ -45,6 +45,8 @@ pub trait Store {
     fn write_raw(&self, key: &Key, raw: &str);
     /// Removes the key, as an eviction would.
     fn evict(&self, key: &Key);
+    /// How long the key has left to live, if it exists with a lifetime.
+    fn ttl(&self, key: &Key) -> Option<std::time::Duration>;
 }
 
 pub struct Memory(pub MemoryBackend);
@@ -66,6 +68,9 @@ impl Store for Memory {
     }
     fn evict(&self, key: &Key) {
         self.0.evict(key);
+    }
+    fn ttl(&self, key: &Key) -> Option<std::time::Duration> {
+        self.0.ttl(key)
     }
 }
 
@@ -135,6 +140,12 @@ impl Store for Redis {
     }
     fn evict(&self, key: &Key) {
         self.raw::<()>(redis::cmd("DEL").arg(key.as_str()));
+    }
+    fn ttl(&self, key: &Key) -> Option<std::time::Duration> {
+        let pttl: i64 = self.raw(redis::cmd("PTTL").arg(key.as_str()));
+        u64::try_from(pttl)
+            .ok()
+            .map(std::time::Duration::from_millis)
     }
 }
 

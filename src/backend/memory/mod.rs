@@ -237,6 +237,10 @@ impl Backend for MemoryBackend {
     ) -> Result<Stored, BackendError> {
         let now = Instant::now();
         let mut store = self.state();
+        // Ended whatever follows: a repair of the key is the writer's bump.
+        if let Some(token) = finished {
+            store.drop_intent(key, token);
+        }
         let Some(entry) = store.live(key.as_str(), now) else {
             return Ok(Stored::Missing);
         };
@@ -253,9 +257,6 @@ impl Backend for MemoryBackend {
             return Ok(Stored::Corrupt);
         };
         entry.value = bumped.to_string();
-        if let Some(token) = finished {
-            store.drop_intent(key, token);
-        }
         store.settle(key, now, ttl);
         Ok(Stored::Value(bumped))
     }
@@ -274,19 +275,20 @@ impl Backend for MemoryBackend {
         let now = Instant::now();
         let lock_key = key.companion("lock");
         let mut store = self.state();
-        match store.live(lock_key.as_str(), now) {
-            Some(holder) if holder.value != token.to_string() => return Ok(None),
-            Some(_) => {}
-            None => {
-                store.entries.insert(
-                    lock_key.as_str().to_owned(),
-                    Entry {
-                        value: token.to_string(),
-                        expires_at: Some(now + ttl),
-                    },
-                );
-            }
+        if store
+            .live(lock_key.as_str(), now)
+            .is_some_and(|holder| holder.value != token.to_string())
+        {
+            return Ok(None);
         }
+        // Free, or already this writer's (a call sent twice): taken anew.
+        store.entries.insert(
+            lock_key.as_str().to_owned(),
+            Entry {
+                value: token.to_string(),
+                expires_at: Some(now + ttl),
+            },
+        );
         Ok(Some(store.next_fence(key)))
     }
 
@@ -321,13 +323,25 @@ impl Backend for MemoryBackend {
         let now = Instant::now();
         let lock_key = key.companion("lock");
         let mut store = self.state();
+        let released = key.companion("released");
         let holds = store
             .live(lock_key.as_str(), now)
             .is_some_and(|e| e.value == token.to_string());
         if holds {
             store.entries.remove(lock_key.as_str());
+            // As the Redis script: a release sent twice answers the same.
+            store.entries.insert(
+                released.as_str().to_owned(),
+                Entry {
+                    value: token.to_string(),
+                    expires_at: Some(now + Duration::from_secs(60)),
+                },
+            );
+            return Ok(true);
         }
-        Ok(holds)
+        Ok(store
+            .live(released.as_str(), now)
+            .is_some_and(|e| e.value == token.to_string()))
     }
 
     async fn intend(

@@ -66,12 +66,14 @@ struct Slot {
     failed: Mutex<Option<(Instant, RedisError)>>,
 }
 
-/// The connection in the slot, with its tag and when it was made.
+/// The connection in the slot, with its tag, when it was made, and the
+/// epoch of the server it reached.
 #[derive(Clone)]
 struct Current {
     id: u64,
     conn: MultiplexedConnection,
     made: Instant,
+    epoch: u64,
 }
 
 impl Slot {
@@ -79,11 +81,12 @@ impl Slot {
         lock(&self.current).clone()
     }
 
-    fn set(&self, conn: MultiplexedConnection) -> Current {
+    fn set(&self, (conn, epoch): (MultiplexedConnection, u64)) -> Current {
         let current = Current {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             conn,
             made: Instant::now(),
+            epoch,
         };
         *lock(&self.current) = Some(current.clone());
         current
@@ -136,6 +139,15 @@ impl RedisBackend {
         &self.target.name
     }
 
+    /// Which server the latest new connection reached: its `run_id`, which
+    /// a restart or a failover changes. `None` before the first connection,
+    /// or when the server would not say (`INFO` denied by an ACL). For
+    /// tools that keep a generation across runs, as `gensync sync` does:
+    /// a value read from another server says nothing about the old one.
+    pub fn server_id(&self) -> Option<String> {
+        self.target.run_id()
+    }
+
     /// The current connection, or a new one. A reader is answered the last
     /// connect error instead while the reconnect delay runs; a writer
     /// dials, after any connect under way (one at a time), whatever the
@@ -152,7 +164,12 @@ impl RedisBackend {
         let delay = self.target.config.reconnect_delay;
         let reader = caller == Caller::Reader;
         if let Some(found) = slot.get() {
-            return Ok(found);
+            if found.epoch == self.target.epoch() {
+                return Ok(found);
+            }
+            // Made before another connection found a different server: it
+            // may still reach the old one (a switch that did not close it).
+            slot.drop_if(found.id);
         }
         if reader {
             slot.recent_failure(delay)?;
@@ -249,7 +266,7 @@ impl RedisBackend {
 impl RedisBackend {
     /// Makes a connection and learns which server it reached, all within
     /// the connect timeout.
-    async fn connect(&self) -> Result<MultiplexedConnection, RedisError> {
+    async fn connect(&self) -> Result<(MultiplexedConnection, u64), RedisError> {
         let began = Instant::now();
         let timeouts = &self.target.config;
         let config = AsyncConnectionConfig::new()
@@ -271,8 +288,7 @@ impl RedisBackend {
             probe.set_response_timeout(left);
             read_run_id(identity_cmd().query_async::<Value>(&mut probe).await)
         };
-        self.target.met(run_id);
-        Ok(conn)
+        Ok((conn, self.target.met(run_id)))
     }
 
     /// Sends `op` on `current`, followed by a `WAIT` for `replicas` if

@@ -88,6 +88,15 @@ impl BlockingRedisBackend {
         &self.target.name
     }
 
+    /// Which server the latest new connection reached: its `run_id`, which
+    /// a restart or a failover changes. `None` before the first connection,
+    /// or when the server would not say (`INFO` denied by an ACL). For
+    /// tools that keep a generation across runs, as `gensync sync` does:
+    /// a value read from another server says nothing about the old one.
+    pub fn server_id(&self) -> Option<String> {
+        self.target.run_id()
+    }
+
     /// Sends a read: with no idle connection, answered the last connect
     /// error while the reconnect delay runs.
     pub(super) fn run<T>(&self, op: Op<T>) -> Result<T, BackendError> {
@@ -147,6 +156,24 @@ impl BlockingRedisBackend {
     /// answered the last connect error while the reconnect delay runs,
     /// without a wait on the pool.
     fn checkout(
+        &self,
+        caller: Caller,
+        asked: Instant,
+    ) -> Result<r2d2::PooledConnection<Manager>, BackendError> {
+        // A pooled connection made before another one found a different
+        // server may still reach the old one (a switch that did not close
+        // it): retire it, and take the next, at most once per pool slot.
+        for _ in 0..self.target.config.pool_size {
+            let mut conn = self.checkout_any(caller, asked)?;
+            if conn.epoch == self.target.epoch() {
+                return Ok(conn);
+            }
+            conn.broken = true;
+        }
+        self.checkout_any(caller, asked)
+    }
+
+    fn checkout_any(
         &self,
         caller: Caller,
         asked: Instant,

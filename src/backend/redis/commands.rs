@@ -53,38 +53,42 @@ return 1
 "
 );
 
-/// Adds a step to a valid generation, ends the finishing writer's intent
+/// Ends the finishing writer's intent, adds a step to a valid generation
 /// and settles the time to live, in one atomic step (KEYS: generation,
 /// intents; ARGV: step, ttl, finishing token or ''). Replies -1 for a
 /// missing key and -2 for a corrupt one (wrong type, not a positive
 /// integer, or one the step would carry past `i64::MAX`), leaving both
-/// alone. The new value is read back as a string: Lua numbers are doubles
-/// and would round a 63-bit generation.
+/// alone for the caller to repair (its intent ended all the same: the
+/// repair is its bump). The new value is read back as a string: Lua
+/// numbers are doubles and would round a 63-bit generation.
 const INCR_SCRIPT: &str = concat!(
     prelude!(),
     r"
+if ARGV[3] ~= '' then redis.call('ZREM', KEYS[2], ARGV[3]) end
 local v = redis.pcall('GET', KEYS[1])
 if v == false then return -1 end
 if type(v) ~= 'string' or not string.match(v, '^[1-9]%d*$') then return -2 end
 local n = redis.pcall('INCRBY', KEYS[1], ARGV[1])
 if type(n) ~= 'number' then return -2 end
-if ARGV[3] ~= '' then redis.call('ZREM', KEYS[2], ARGV[3]) end
 settle(KEYS[1], KEYS[2], now_ms(), tonumber(ARGV[2]))
 return redis.call('GET', KEYS[1])
 "
 );
 
-/// Takes the writers' lease if it is free or already the caller's, and
-/// hands out the next fencing token (KEYS: lease, fence; ARGV: token, ttl).
-/// The token is one more than the last, or the server's clock in
-/// microseconds if that is more, so it keeps growing after the server went
-/// back to an older snapshot. Replies the token, or nil while another
-/// writer holds the lease. (Microseconds since 1970 fit a double exactly.)
+/// Takes the writers' lease for `ttl` if it is free or already the
+/// caller's, and hands out the next fencing token (KEYS: lease, fence;
+/// ARGV: token, ttl). The token is one more than the last, or the server's
+/// clock in microseconds if that is more, so it keeps growing after the
+/// server went back to an older snapshot (unless that server's clock is
+/// behind: then fenced stores refuse writers until it catches up, which
+/// is safe). Replies the token, or nil while another writer holds the
+/// lease. (Microseconds since 1970 fit a double exactly until 2255.)
 const LOCK_SCRIPT: &str = r"
+if redis.replicate_commands then redis.replicate_commands() end
 local holder = redis.call('GET', KEYS[1])
-if holder == false then
+if holder == false or holder == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-elseif holder ~= ARGV[1] then
+else
   return false
 end
 local t = redis.call('TIME')
@@ -124,11 +128,17 @@ return 1
 "
 );
 
-/// Deletes a key only while it holds the caller's token.
-const DELETE_IF_SCRIPT: &str = r"
+/// Releases the lease while it is the caller's (KEYS: lease, released
+/// mark; ARGV: token). It leaves a mark for a minute, so a release sent
+/// twice (a retry on a connection that died after the first got through)
+/// answers 1 again rather than "not yours".
+const UNLOCK_SCRIPT: &str = r"
 if redis.pcall('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
+  redis.call('DEL', KEYS[1])
+  redis.call('SET', KEYS[2], ARGV[1], 'PX', 60000)
+  return 1
 end
+if redis.pcall('GET', KEYS[2]) == ARGV[1] then return 1 end
 return 0
 ";
 
@@ -193,8 +203,8 @@ impl Op<bool> {
     pub(super) fn unlock(key: &Key, token: Generation) -> Self {
         Op {
             cmd: script(
-                DELETE_IF_SCRIPT,
-                &[&key.companion("lock")],
+                UNLOCK_SCRIPT,
+                &[&key.companion("lock"), &key.companion("released")],
                 &[token.to_string()],
             ),
             read: read_flag,

@@ -79,6 +79,8 @@ impl Drop for Waiting<'_> {
 pub(super) struct Conn {
     pub(super) conn: redis::Connection,
     pub(super) made: Instant,
+    /// The epoch of the server it reached.
+    pub(super) epoch: u64,
     /// Set when a call found it dead, so the pool drops it: redis-rs marks
     /// a connection closed on some failures only.
     pub(super) broken: bool,
@@ -214,10 +216,11 @@ impl Dialer {
         };
         conn.set_read_timeout(Some(config.response_timeout))?;
         conn.set_write_timeout(Some(config.response_timeout))?;
-        self.target.met(run_id);
+        let epoch = self.target.met(run_id);
         Ok(Conn {
             conn,
             made: Instant::now(),
+            epoch,
             broken: false,
         })
     }

@@ -61,13 +61,20 @@ impl Target {
     /// a restarted or different server has a new `run_id`, so a change
     /// starts a new epoch. An unknown identity cannot vouch for sameness,
     /// so after the first connection it starts a new epoch too.
-    pub(super) fn met(&self, run_id: Option<String>) {
+    pub(super) fn met(&self, run_id: Option<String>) -> u64 {
         let mut server = lock(&self.server);
         if server.met && (run_id.is_none() || run_id != server.run_id) {
             self.epoch.fetch_add(1, Ordering::Relaxed);
         }
         server.met = true;
         server.run_id = run_id;
+        self.epoch()
+    }
+
+    /// The `run_id` of the server the latest new connection reached, if it
+    /// told.
+    pub(super) fn run_id(&self) -> Option<String> {
+        lock(&self.server).run_id.clone()
     }
 
     /// How many times a new connection reached a different server than the
