@@ -178,6 +178,8 @@ async fn the_writers_lease_is_owned_by_its_token_and_fences_grow(store: impl Sto
     let again = a.try_lock(mine, ttl).await.unwrap().expect("still mine");
     assert!(again > first, "{again} > {first}");
     assert!(a.unlock(mine).await.unwrap());
+    // A release sent twice (a retry after a lost reply) answers the same.
+    assert!(a.unlock(mine).await.unwrap(), "released by its own token");
     let next = b.try_lock(theirs, ttl).await.unwrap().expect("free again");
     assert!(next > again, "{next} > {again}");
     // The lease lives beside the key, not at it.

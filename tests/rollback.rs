@@ -201,3 +201,75 @@ async fn a_replica_promoted_after_missing_a_bump_leaves_no_reader_behind() {
     assert_eq!(*reader.check().await, 2);
     assert!(!reader.synchronizer().is_expired().await);
 }
+
+/// After a failover the new primary may hold the writer's lease but not its
+/// intent (two scripts, replicated in order, and the failover fell between
+/// them). A writer that learns the server changed records its intent
+/// again before it saves, so if it then dies the key still lapses and every
+/// reader loads its save.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_that_lost_the_intent_still_lets_a_dead_writers_save_through() {
+    let server = RedisServer::start().unwrap();
+    let source = Source::default();
+    let reader = process(&server.url(), patient_config(), &source);
+    assert_eq!(*reader.check().await, 0);
+
+    let lease = Duration::from_secs(1);
+    let backend = gensync::testing::FaultyBackend::new(
+        RedisBackend::with_config(&server.url(), patient_config()).unwrap(),
+    );
+    let faults = backend.faults();
+    let (loading, release) = (
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    let (saved, write) = (Arc::new(tokio::sync::Notify::new()), Arc::clone(&source));
+    let writer = {
+        let (read, loading, release) = (Arc::clone(&source), loading.clone(), release.clone());
+        let saved = saved.clone();
+        Reloader::builder(Synchronizer::new(backend, key()), move || {
+            let (read, loading, release) = (read.clone(), loading.clone(), release.clone());
+            async move {
+                loading.notify_one();
+                release.notified().await;
+                Ok::<_, std::convert::Infallible>(read.load(SeqCst))
+            }
+        })
+        .saver(move |v: &u64| {
+            write.store(*v, SeqCst);
+            saved.notify_one();
+            // Then the writer dies before its bump.
+            std::future::pending::<Result<(), std::convert::Infallible>>()
+        })
+        .write_lock(lease, 40)
+        .write_timeout(Duration::from_secs(30))
+        .build(0)
+        .unwrap()
+    };
+    let writing = tokio::spawn(async move { writer.update(|v| v + 1).await });
+    loading.notified().await;
+    // The failover: the writer's backend reaches "another" server, which
+    // has the lease but lost the intent; the load outlasts the first lapse.
+    let _: i64 = redis::cmd("DEL")
+        .arg(key().companion("intents").as_str())
+        .query(&mut admin(&server))
+        .unwrap();
+    faults.new_server();
+    tokio::time::sleep(lease + lease / 2).await;
+    // The key lapsed with the first intent: the reader reloads (v0, the
+    // save has not landed) and re-creates it, for a year.
+    assert_eq!(*reader.check().await, 0);
+    release.notify_one();
+    saved.notified().await;
+    faults.fail_all();
+
+    let until = Instant::now() + lease * 4;
+    while *reader.check().await != 1 {
+        assert!(
+            Instant::now() < until,
+            "the dead writer's save never reached the reader"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    writing.abort();
+}

@@ -247,3 +247,66 @@ async fn a_rollback_reissues_no_recorded_generation() {
     assert_eq!(*reader.check().await, ["v2"], "the reader reloaded");
     assert_eq!(reader.metrics().stale_served, 0);
 }
+
+/// A saver that hangs while its process lives cannot hold the lease for
+/// ever: the write is abandoned after `write_timeout`, and the next writer
+/// gets the lease.
+#[tokio::test(start_paused = true)]
+async fn a_hung_saver_is_abandoned_and_the_lease_freed() {
+    let backend = MemoryBackend::new();
+    let hung = Reloader::builder(Synchronizer::new(backend.clone(), key()), || async {
+        Ok::<_, std::convert::Infallible>(0u64)
+    })
+    .saver(|_: &u64| std::future::pending::<Result<(), std::convert::Infallible>>())
+    .write_lock(LEASE, 40)
+    .write_timeout(Duration::from_secs(20))
+    .build(0)
+    .unwrap();
+    let store = Arc::new(Store::default());
+    let next = process(backend, &store, &Arc::new(Pace::default()))
+        .build(Vec::new())
+        .unwrap();
+
+    let stuck = tokio::spawn(async move { hung.publish(1).await });
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let err = next.publish(vec!["next".into()]).await.unwrap_err();
+    assert!(
+        matches!(err, PublishError::Locked { .. }),
+        "held while working: {err}"
+    );
+    let err = stuck.await.unwrap().unwrap_err();
+    assert!(err.to_string().contains("abandoned"), "{err}");
+    next.publish(vec!["next".into()])
+        .await
+        .expect("the lease was freed");
+    assert_eq!(store.features(), ["next"]);
+}
+
+/// A caller that stops waiting (a request dropped mid-write) does not cut
+/// the write off between its save and its bump: the write finishes, and
+/// every process hears of it.
+#[tokio::test(start_paused = true)]
+async fn a_dropped_publish_still_finishes_its_write() {
+    let store = Arc::new(Store::default());
+    let backend = MemoryBackend::new();
+    let slow = Arc::new(Pace::default());
+    *slow.slow.lock().unwrap() = Duration::from_secs(2);
+    let writer = process(backend.clone(), &store, &slow)
+        .build(Vec::new())
+        .unwrap();
+    let reader = process(backend, &store, &Arc::new(Pace::default()))
+        .build(Vec::new())
+        .unwrap();
+    assert!(reader.check().await.is_empty());
+
+    let caller = tokio::spawn(async move { writer.publish(vec!["kept".into()]).await });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    caller.abort();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(store.features(), ["kept"]);
+    assert_eq!(
+        *reader.check().await,
+        ["kept"],
+        "announced, not left to lapse"
+    );
+}

@@ -228,17 +228,13 @@ impl<S: Send + Sync + 'static> Reloader<S> {
             lock.mark_intent(lease.token, lock_ttl)
                 .await
                 .map_err(PublishError::Start)?;
+            lease.intended.store(true, Ordering::SeqCst);
             let settings = produce().await?;
             if lease.server_changed(lock) {
                 // A restarted or failed-over server may not hold the
-                // lease, nor the intent (another script wrote it): make
-                // sure of the one and record the other again.
+                // lease: make sure it does (which records the intent
+                // there again) before saving.
                 lease.renew(lock, lock_ttl).await;
-                if lease.holds() && !lease.server_changed(lock) {
-                    lock.mark_intent(lease.token, lock_ttl)
-                        .await
-                        .map_err(PublishError::Start)?;
-                }
             }
             if !lease.holds() || lease.server_changed(lock) {
                 // Saving now could overwrite a newer writer's change.
@@ -310,6 +306,7 @@ impl<S: Send + Sync + 'static> Reloader<S> {
                     valid_until: Mutex::new(asked + config.lock_ttl),
                     lost: AtomicBool::new(false),
                     epoch: AtomicU64::new(epoch),
+                    intended: AtomicBool::new(false),
                 });
             }
             if attempt + 1 < config.lock_tries {
@@ -337,6 +334,8 @@ struct Lease {
     /// The backend's server when the lease was last taken or renewed: a
     /// different one may not hold it.
     epoch: AtomicU64,
+    /// The writer's intent is recorded (and must be again on a new server).
+    intended: AtomicBool,
 }
 
 impl Lease {
@@ -357,6 +356,17 @@ impl Lease {
         let (sent, epoch) = (Instant::now(), lock.epoch());
         match lock.renew(self.token, ttl).await {
             Ok(true) => {
+                // A server the lease moved to (a failover) may hold the
+                // lease but not the intent, written by another script: the
+                // intent is recorded again there before the move counts as
+                // seen, else the next renewal tries again.
+                let moved = epoch != self.epoch.load(Ordering::SeqCst);
+                if moved
+                    && self.intended.load(Ordering::SeqCst)
+                    && lock.mark_intent(self.token, ttl).await.is_err()
+                {
+                    return;
+                }
                 *self.valid_until.lock().unwrap_or_else(|e| e.into_inner()) = sent + ttl;
                 self.epoch.store(epoch, Ordering::SeqCst);
             }
