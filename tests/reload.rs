@@ -491,7 +491,8 @@ async fn a_held_lock_is_a_clear_error_and_nothing_is_saved() {
         "{err}"
     );
     assert!(
-        err.to_string().contains("another writer held the writers' lease"),
+        err.to_string()
+            .contains("another writer held the writers' lease"),
         "{err}"
     );
     assert_eq!(source.version.load(SeqCst), 0, "nothing saved");

@@ -34,7 +34,7 @@
 //!   failed. So no waiter waits past its own bound, and the slot is never
 //!   left taken.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -55,6 +55,8 @@ pub(super) struct Flight {
     seq: AtomicU64,
     /// The number of the load that produced the current settings.
     loaded_seq: AtomicU64,
+    /// Loads go unrecorded because the cache server does not answer.
+    outage: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -66,9 +68,20 @@ struct State {
     /// then does the backoff hold back a check that reads a generation.
     loader_failed: bool,
     backoff: Duration,
-    /// Failed loads since the last good one: the first is logged as an
-    /// error, the rest quietly, so an outage is one log line, not thousands.
-    failures: u32,
+    /// What has gone wrong since the last recorded load, and how many
+    /// loads it touched: the first of an episode is logged loudly, the
+    /// rest quietly, so an outage is one log line, not thousands. An
+    /// episode of another cause starts loud again.
+    episode: Option<(Trouble, u32)>,
+}
+
+/// Why loads are not what they should be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Trouble {
+    /// The cache server does not answer: loads run, but cannot be recorded.
+    Unreachable,
+    /// The loader fails, panics or hangs.
+    Loader,
 }
 
 #[derive(Debug)]
@@ -82,12 +95,22 @@ struct InFlight {
 }
 
 /// What one load did.
-struct Outcome {
-    /// The settings were replaced.
-    loaded: bool,
-    /// Why the failure episode goes on; `None` when the generation was
-    /// recorded, which ends it.
-    problem: Option<String>,
+enum Outcome {
+    /// The settings were replaced and their generation recorded.
+    Recorded,
+    /// The settings were replaced from their source, but the shared
+    /// generation could not be read, so nothing was recorded: the process
+    /// stays expired and loads again once the cache server answers.
+    Unrecorded,
+    /// The loader failed; the settings in service stay.
+    Failed(String),
+}
+
+impl Outcome {
+    /// Whether the settings were replaced.
+    fn loaded(&self) -> bool {
+        !matches!(self, Outcome::Failed(_))
+    }
 }
 
 impl Flight {
@@ -98,10 +121,24 @@ impl Flight {
                 retry_at: None,
                 loader_failed: false,
                 backoff: backoff_initial,
-                failures: 0,
+                episode: None,
             }),
             seq: AtomicU64::new(1),
             loaded_seq: AtomicU64::new(0),
+            outage: AtomicBool::new(false),
+        }
+    }
+
+    /// A check read the shared generation: if loads went unrecorded for an
+    /// outage, that outage is over, and the next trouble is news. A plain
+    /// load first: the hot path stays read-only.
+    pub(super) fn answered(&self) {
+        if self.outage.load(Ordering::Relaxed) {
+            let mut state = self.state();
+            if matches!(state.episode, Some((Trouble::Unreachable, _))) {
+                state.episode = None;
+            }
+            self.outage.store(false, Ordering::Relaxed);
         }
     }
 
@@ -233,61 +270,85 @@ impl<S: Send + Sync + 'static> Reloader<S> {
             Ok(settings) => settings,
             Err(problem) => {
                 shared.counters.reload_failures.add();
-                return Outcome {
-                    loaded: false,
-                    problem: Some(problem),
-                };
+                return Outcome::Failed(problem);
             }
         };
         let old = self.current();
-        let new = Snapshot::observed(settings, target.or(old.generation()), observed_at);
+        // Without a generation read, none is known to match: `None`, not
+        // the one the old settings had.
+        let new = Snapshot::observed(settings, target, observed_at);
         shared.current.store(Arc::clone(new.as_arc()));
         shared.flight.loaded_seq.fetch_max(seq, Ordering::SeqCst);
         // Recorded after the settings are in place, so a check that finds
-        // itself fresh also finds the new settings.
-        if let Some(g) = target {
-            sync.record(g);
+        // itself fresh also finds the new settings. Settings loaded without
+        // a generation match none: once the backend answers, they are
+        // loaded again and recorded.
+        match target {
+            Some(g) => sync.record(g),
+            None => sync.forget(),
         }
         shared.counters.reloads.add();
         shared.listeners.tell(sync.key(), &old, &new);
-        Outcome {
-            loaded: true,
-            problem: target.is_none().then(|| {
-                "the shared generation could not be read, so the reload was not recorded".to_owned()
-            }),
+        match target {
+            Some(_) => Outcome::Recorded,
+            None => Outcome::Unrecorded,
         }
     }
 
-    /// Ends a load: frees the slot and sets the backoff. Runs even if the
-    /// load's task panicked, so the reloader never stays stuck.
+    /// Ends a load: frees the slot, sets the backoff and logs what it
+    /// means. Runs even if the load's task panicked, so the reloader never
+    /// stays stuck.
     fn finish(&self, outcome: &Outcome) {
         let shared = self.shared();
         let mut state = shared.flight.state();
         state.inflight = None;
         let key = shared.sync.key();
         let config = &shared.config;
-        let Some(problem) = outcome.problem.as_deref() else {
-            if state.failures > 0 {
-                tracing::info!(key = %key, failures = state.failures, "gensync settings reload recovered");
+        let trouble = match outcome {
+            Outcome::Recorded => {
+                if let Some((trouble, loads)) = state.episode.take() {
+                    tracing::info!(key = %key, ?trouble, loads, "gensync settings reload recovered");
+                }
+                shared.flight.outage.store(false, Ordering::Relaxed);
+                state.retry_at = None;
+                state.backoff = config.backoff_initial;
+                return;
             }
-            state.failures = 0;
-            state.retry_at = None;
-            state.backoff = config.backoff_initial;
-            return;
+            Outcome::Unrecorded => Trouble::Unreachable,
+            Outcome::Failed(_) => Trouble::Loader,
         };
-        if state.failures == 0 {
-            tracing::error!(
+        let loads = match state.episode {
+            Some((same, loads)) if same == trouble => loads + 1,
+            _ => 1,
+        };
+        match (outcome, loads) {
+            (Outcome::Failed(problem), 1) => tracing::error!(
                 key = %key,
                 serving = ?self.current().generation(),
                 "gensync settings reload failed: {problem}; serving the last good settings \
-                 and retrying with backoff (up to {:?}); fix the loader or the cache server",
+                 and retrying with backoff (up to {:?}); fix the loader or its source",
                 config.backoff_max
-            );
-        } else {
-            tracing::debug!(key = %key, failures = state.failures + 1, "gensync settings reload failed again: {problem}");
+            ),
+            (Outcome::Failed(problem), _) => {
+                tracing::debug!(key = %key, loads, "gensync settings reload failed again: {problem}")
+            }
+            (_, 1) => tracing::warn!(
+                key = %key,
+                "gensync reloaded the settings from their source without the shared \
+                 generation (the cache server did not answer): serving them, loading again \
+                 at most every {:?} until it answers, and once more then",
+                state.backoff
+            ),
+            (_, _) => {
+                tracing::debug!(key = %key, loads, "gensync reloaded again without the shared generation")
+            }
         }
-        state.failures += 1;
-        state.loader_failed = !outcome.loaded;
+        state.episode = Some((trouble, loads));
+        shared
+            .flight
+            .outage
+            .store(trouble == Trouble::Unreachable, Ordering::Relaxed);
+        state.loader_failed = trouble == Trouble::Loader;
         state.retry_at = Some(Instant::now() + state.backoff);
         state.backoff = (state.backoff * 2).min(config.backoff_max);
     }
@@ -318,11 +379,10 @@ struct FinishGuard<'a, S: Send + Sync + 'static> {
 
 impl<S: Send + Sync + 'static> Drop for FinishGuard<'_, S> {
     fn drop(&mut self) {
-        let outcome = self.outcome.take().unwrap_or(Outcome {
-            loaded: false,
-            problem: Some("the reload task stopped before finishing".to_owned()),
+        let outcome = self.outcome.take().unwrap_or_else(|| {
+            Outcome::Failed("the reload task stopped before finishing".to_owned())
         });
         self.reloader.finish(&outcome);
-        self.tx.send_replace(Some(outcome.loaded));
+        self.tx.send_replace(Some(outcome.loaded()));
     }
 }

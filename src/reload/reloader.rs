@@ -179,6 +179,9 @@ impl<S: Send + Sync + 'static> Reloader<S> {
         let counters = &shared.counters;
         counters.checks.add();
         let check = shared.sync.check().await;
+        if check.shared != Observed::Unavailable {
+            shared.flight.answered();
+        }
         let snapshot = if !check.is_expired() {
             self.current()
         } else {

@@ -58,6 +58,10 @@ impl<S> Snapshot<S> {
     /// The shared generation these settings were loaded for, as this
     /// process's synchronizer observed it (see
     /// [`GenerationSynchronizer::check`](crate::GenerationSynchronizer::check)).
+    /// `None` for the initial settings, and for settings loaded while the
+    /// cache server did not answer: they come from the source of truth,
+    /// but no generation is known to match them, and the process loads
+    /// again once the cache server answers.
     pub fn generation(&self) -> Option<Generation> {
         self.inner.generation
     }
