@@ -70,7 +70,7 @@ use gensync::reload::{
     blocking_loader, fenced, BoxError, PublishError, Reloader, SettingsReloadLayer, Snapshot,
     StaleFence,
 };
-use gensync::{Backend, Fence, Key, MemoryBackend, RedisBackend, Synchronizer};
+use gensync::{Backend, BackendError, Fence, Key, MemoryBackend, RedisBackend, Synchronizer};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::{json, Map, Value};
 use tracing_subscriber::EnvFilter;
@@ -188,12 +188,22 @@ async fn run(args: Args) -> Result<(), Fatal> {
 
     let (reloader, backend) = match redis {
         Some(redis) => {
-            if let Err(e) = redis.ping().await {
-                tracing::warn!(
+            match redis.ping().await {
+                Ok(()) => {}
+                // It answered, and said no: nothing changes until the
+                // configuration does, so say what to fix.
+                Err(e @ BackendError::Auth { .. }) => tracing::error!(
+                    error = %e,
+                    "Redis refused this instance's credentials at start-up; fix the user \
+                     and password in --redis (or REDIS_URL) and restart it. Until then it \
+                     serves the settings file alone: it neither hears of other instances' \
+                     changes nor can tell them of its own"
+                ),
+                Err(e) => tracing::warn!(
                     error = %e,
                     "Redis did not answer at start-up; starting anyway on the settings \
                      file, and picking up other instances' changes once it answers"
-                );
+                ),
             }
             let name = redis.describe().to_owned();
             (build_reloader(redis, key, &path)?, name)
@@ -206,7 +216,7 @@ async fn run(args: Args) -> Result<(), Fatal> {
     reloader.on_reload(|_, new| match new.generation() {
         Some(generation) => tracing::info!(generation = generation.get(), "settings reloaded"),
         None => {
-            tracing::info!("settings reloaded (generation unknown: the backend is unreachable)")
+            tracing::info!("settings reloaded (generation unknown: Redis could not be read)")
         }
     });
     if reloader.reload_now().await.is_err() {

@@ -654,3 +654,31 @@ async fn a_missing_settings_file_is_created_with_the_defaults() {
     assert!(body["generation"].is_u64(), "{body}");
     assert_eq!(dir.names(), ["settings.json"]);
 }
+
+/// Redis answered, and refused the password: the start-up line says that,
+/// and what to fix, not that Redis did not answer.
+#[tokio::test]
+async fn a_wrong_password_at_start_up_says_what_to_fix() {
+    let dir = TempDir::new();
+    let file = dir.settings();
+    let server = gensync::testing::RedisServer::start_with_password("right-pw").unwrap();
+    let url = format!("redis://:wrong-pw@127.0.0.1:{}", server.port());
+    let instance = Instance::start(&["--redis", &url, "--settings", path_str(&file)], &[]);
+    let (status, _) = get(&client(), instance.url("/settings")).await;
+    assert_eq!(status, StatusCode::OK, "still serves the file's settings");
+    let stopped = instance.stop();
+    assert!(
+        stopped
+            .stderr
+            .contains("refused this instance's credentials")
+            && stopped.stderr.contains("fix the user and password"),
+        "{}",
+        stopped.stderr
+    );
+    assert!(
+        !stopped.stderr.contains("did not answer"),
+        "{}",
+        stopped.stderr
+    );
+    assert!(!stopped.stderr.contains("wrong-pw"), "{}", stopped.stderr);
+}

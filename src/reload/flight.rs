@@ -78,7 +78,8 @@ struct State {
 /// Why loads are not what they should be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Trouble {
-    /// The cache server does not answer: loads run, but cannot be recorded.
+    /// The shared generation cannot be read: loads run, but cannot be
+    /// recorded.
     Unreachable,
     /// The loader fails, panics or hangs.
     Loader,
@@ -335,8 +336,9 @@ impl<S: Send + Sync + 'static> Reloader<S> {
             (_, 1) => tracing::warn!(
                 key = %key,
                 "gensync reloaded the settings from their source without the shared \
-                 generation (the cache server did not answer): serving them, loading again \
-                 at most every {:?} until it answers, and once more then",
+                 generation, which could not be read (the backend's error says why): serving \
+                 them, loading again at most every {:?} until it can be read, and once more \
+                 then",
                 state.backoff
             ),
             (_, _) => {
