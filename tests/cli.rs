@@ -154,15 +154,23 @@ fn clear_deletes_the_key_and_get_then_exits_1() {
 
     let out = with_url(&url, &["clear", KEY]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
-    assert_eq!(out.stdout, "");
+    assert_eq!(
+        out.stdout,
+        format!("cleared {STORED_KEY}: every process reloads on its next check\n")
+    );
     assert_eq!(raw_get(&server), None);
 
     let out = with_url(&url, &["get", KEY]);
     assert_eq!(out.code, Some(1));
     one_error_line(&out, &[&format!("no generation at {STORED_KEY}")]);
 
-    // Clearing a missing key is not an error.
-    assert_eq!(with_url(&url, &["clear", KEY]).code, Some(0));
+    // Clearing a missing key is not an error, and says so.
+    let out = with_url(&url, &["clear", KEY]);
+    assert_eq!(out.code, Some(0));
+    assert_eq!(
+        out.stdout,
+        format!("nothing to clear: there was no generation at {STORED_KEY}\n")
+    );
 }
 
 #[test]
@@ -347,13 +355,14 @@ fn sync_runs_the_command_first_and_records_the_generation() {
         std::fs::read_to_string(dir.path().join("state")).unwrap(),
         format!("{shared} {run_id}\n")
     );
-    // The atomic write leaves no temporary file behind.
+    // The atomic write leaves no temporary file behind; beside the state,
+    // the lock runs on it take turns with.
     let mut names: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     names.sort();
-    assert_eq!(names, ["marker", "state"]);
+    assert_eq!(names, ["marker", "state", "state.lock"]);
 }
 
 #[test]
@@ -574,4 +583,127 @@ fn sync_runs_again_after_a_restart_from_an_older_snapshot() {
     );
     assert_eq!(sync(&server.url(), dir.path(), MARK).code, Some(0));
     assert_eq!(runs(dir.path()), 2, "and then not again");
+}
+
+#[test]
+fn a_url_with_surrounding_whitespace_works_from_the_flag_and_the_environment() {
+    let server = RedisServer::start().unwrap();
+    let padded = format!("  {}  ", server.url());
+    let out = with_url(&padded, &["bump", KEY]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let out = run(gensync().env("REDIS_URL", &padded).args(["get", KEY]));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+}
+
+#[test]
+fn a_key_given_with_the_namespace_is_pointed_out() {
+    let server = RedisServer::start().unwrap();
+    let out = with_url(&server.url(), &["get", STORED_KEY]);
+    assert_eq!(out.code, Some(1));
+    assert!(
+        out.stderr.contains("already starts with the namespace")
+            && out.stderr.contains(&format!("give {KEY}")),
+        "{}",
+        out.stderr
+    );
+    let help = run(gensync().arg("--help"));
+    assert!(
+        help.stdout.contains("stored as gensync:site:settings"),
+        "{}",
+        help.stdout
+    );
+}
+
+#[test]
+fn a_key_stored_hashed_says_so() {
+    let server = RedisServer::start().unwrap();
+    let out = with_url(&server.url(), &["bump", "my site:settings"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("stored hashed, as gensync:%sha256:"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// A cron job with a broken URL must be able to fail instead of looking
+/// healthy forever.
+#[test]
+fn sync_strict_exits_2_and_runs_nothing_when_redis_cannot_be_read() {
+    let dir = tempdir();
+    let out = sync_with(&closed_url(), dir.path(), &["--strict"]);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert_eq!(runs(dir.path()), 0);
+    assert!(
+        out.stderr.contains("not running the command (--strict)"),
+        "{}",
+        out.stderr
+    );
+    // Without it, the command runs (a broken cache server must not freeze
+    // the host), and says --strict would not.
+    let out = sync_with(&closed_url(), dir.path(), &[]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(runs(dir.path()), 1);
+    assert!(out.stderr.contains("--strict would not"), "{}", out.stderr);
+}
+
+/// A state that cannot be written is found before the command runs, and
+/// named as the user gave it.
+#[test]
+fn a_state_folder_that_does_not_exist_is_refused_before_running_anything() {
+    let server = RedisServer::start().unwrap();
+    let dir = tempdir();
+    let state = dir.path().join("nodir").join("state");
+    let out = run(gensync()
+        .current_dir(dir.path())
+        .args(["--url", &server.url(), "sync", "--state"])
+        .arg(&state)
+        .args([KEY, "--", "sh", "-c", MARK]));
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert_eq!(runs(dir.path()), 0, "nothing ran");
+    let given = state.display().to_string();
+    assert!(out.stderr.contains(&given), "{}", out.stderr);
+    assert!(!out.stderr.contains(".tmp"), "{}", out.stderr);
+}
+
+/// Two runs on one state (a slow run and the next cron tick): the second
+/// waits for the first and then has nothing to do, or, with --no-wait,
+/// leaves at once with 75.
+#[test]
+fn overlapping_syncs_on_one_state_take_turns() {
+    let server = RedisServer::start().unwrap();
+    let dir = tempdir();
+    let slow = "echo x >> marker; sleep 1";
+    let first = sync_cmd(&server.url(), dir.path(), &["sh", "-c", slow])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first run holds the lock once its command has started.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while runs(dir.path()) == 0 {
+        assert!(Instant::now() < deadline, "the first run never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let busy = sync_with(&server.url(), dir.path(), &["--no-wait"]);
+    assert_eq!(busy.code, Some(75), "{}", busy.stderr);
+    assert!(
+        busy.stderr.contains("another sync holds"),
+        "{}",
+        busy.stderr
+    );
+    let second = sync(&server.url(), dir.path(), slow);
+    assert_eq!(second.code, Some(0), "{}", second.stderr);
+    assert_eq!(read(first.wait_with_output().unwrap()).code, Some(0));
+    assert_eq!(runs(dir.path()), 1, "one generation, one run");
+}
+
+fn sync_with(url: &str, dir: &Path, flags: &[&str]) -> Run {
+    let mut cmd = gensync();
+    cmd.current_dir(dir)
+        .args(["--url", url, "sync", "--state"])
+        .arg(dir.join("state"))
+        .args(flags)
+        .args([KEY, "--", "sh", "-c", MARK]);
+    run(&mut cmd)
 }

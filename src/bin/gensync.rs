@@ -5,7 +5,7 @@
 //! gensync [--url URL] get KEY      print the shared generation
 //! gensync [--url URL] bump KEY     tell every process the state changed
 //! gensync [--url URL] clear KEY    delete the generation (everyone reloads)
-//! gensync [--url URL] sync --state FILE KEY -- CMD [ARGS...]
+//! gensync [--url URL] sync --state FILE [--strict] [--no-wait] KEY -- CMD [ARGS...]
 //! ```
 //!
 //! The URL comes from `--url`, else `$GENSYNC_URL`, else `$REDIS_URL`.
@@ -17,15 +17,19 @@
 //! comes from another server (a restart from an older snapshot or a
 //! failover may have lost a bump), when FILE or the key is missing, or when
 //! Redis fails (a broken cache server must not freeze a host on stale
-//! state). After CMD
+//! state; with `--strict` it exits 2 and runs nothing instead). Runs on one
+//! FILE take turns (a lock on `FILE.lock`; `--no-wait` exits 75 when
+//! another holds it). After CMD
 //! succeeds, FILE gets the generation read *before* CMD ran (the reload
 //! fence): a bump that lands while CMD runs causes one more run instead of
 //! being lost. When Redis failed, nothing is recorded.
 //!
 //! Exit codes: 0 done; 1 `get` found no valid generation; 2 bad usage,
-//! a bad URL or Redis trouble (and for `sync`, a state file it cannot
-//! read or write); for `sync`, CMD's own code when it fails (128+N when
-//! killed by signal N) and 127 when CMD cannot be started.
+//! a bad URL or Redis trouble (for `sync` only with `--strict`, and a
+//! state file it cannot read or write, found before CMD runs); for `sync`,
+//! CMD's own code when it fails (128+N when killed by signal N), 75 when
+//! `--no-wait` found another run holding FILE, and 127 when CMD cannot be
+//! started.
 //!
 //! Every Redis call is bounded by the library's default timeouts, and a
 //! password in the URL never appears in any output.
@@ -51,6 +55,9 @@ const NO_GENERATION: u8 = 1;
 const TROUBLE: u8 = 2;
 /// CMD could not be started, as in shells.
 const CANNOT_RUN: u8 = 127;
+/// `sync --no-wait` found another run holding the state file (sysexits'
+/// EX_TEMPFAIL: try again later).
+const BUSY: u8 = 75;
 
 type Sync = BlockingSynchronizer<BlockingRedisBackend>;
 
@@ -61,14 +68,23 @@ type Sync = BlockingSynchronizer<BlockingRedisBackend>;
     name = "gensync",
     version,
     after_help = "\
-KEY is `site:settings` style text, stored as gensync:site:settings.
+KEY is `site:settings` style text. gensync adds the namespace itself: KEY
+site:settings is stored as gensync:site:settings (the name `redis-cli keys`
+shows), so give it without the gensync: prefix. A key holding spaces,
+control characters or non-ASCII letters, or longer than 250 bytes, is stored
+hashed, as gensync:%sha256:<hex>; gensync says so when it does that.
+
+The URL can hold a password. On the command line every local user can read
+it (ps); prefer GENSYNC_URL or REDIS_URL in the environment.
 
 Exit codes:
   0    done (for sync: CMD ran and succeeded, or had no need to run)
   1    get: no generation at KEY, or a value that is not one
   2    bad usage, no or bad URL, Redis unreachable, timed out or refusing
-       access (get, bump, clear), or a state file sync cannot read or write
+       access (get, bump, clear; sync with --strict), or a state file sync
+       cannot read or write (checked before CMD runs)
   N    sync: CMD failed with exit code N (128+S when killed by signal S)
+  75   sync --no-wait: another sync holds the state file
   127  sync: CMD could not be started"
 )]
 struct Cli {
@@ -93,7 +109,8 @@ enum Cmd {
         /// The key, such as site:settings.
         key: Key,
     },
-    /// Delete the shared generation: every reader reloads once.
+    /// Delete the shared generation: every reader reloads once. Says whether
+    /// there was one to delete.
     Clear {
         /// The key, such as site:settings.
         key: Key,
@@ -102,15 +119,26 @@ enum Cmd {
     ///
     /// CMD runs when the generation differs from the one in FILE or comes
     /// from another server than it did (a restart or a failover), when FILE
-    /// or the key is missing (the key is then created), or when Redis fails.
-    /// If CMD succeeds, FILE gets the generation seen before CMD ran, written
+    /// or the key is missing (the key is then created), or when Redis
+    /// cannot be read (unless --strict: then gensync exits 2 and runs
+    /// nothing, so a cron job with a broken URL does not look healthy). If
+    /// CMD succeeds, FILE gets the generation seen before CMD ran, written
     /// atomically; if Redis failed, FILE is left as it was. If CMD fails,
     /// gensync exits with its code and leaves FILE alone. CMD inherits
     /// stdin, stdout and stderr.
+    ///
+    /// Runs on one FILE take turns: each holds FILE.lock for its whole run,
+    /// and a second waits for it (or, with --no-wait, exits 75 at once).
     Sync {
         /// Where the generation of the last successful run is kept.
         #[arg(long, value_name = "FILE")]
         state: PathBuf,
+        /// Exit 2 without running CMD when Redis cannot be read.
+        #[arg(long)]
+        strict: bool,
+        /// Exit 75 at once if another sync holds FILE, instead of waiting.
+        #[arg(long)]
+        no_wait: bool,
         /// The key, such as site:settings.
         key: Key,
         /// The command to run, after `--`.
@@ -121,12 +149,21 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // An empty variable counts as unset; an explicit `--url ""` is an error.
-    let from_env = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+    // Surrounding whitespace is no part of a URL, wherever it came from. An
+    // empty variable counts as unset; an empty `--url` is an error.
+    let trimmed = |v: String| v.trim().to_owned();
+    let from_env = |name| {
+        std::env::var(name)
+            .ok()
+            .map(trimmed)
+            .filter(|v: &String| !v.is_empty())
+    };
     let Some(url) = cli
         .url
+        .map(trimmed)
         .or_else(|| from_env("GENSYNC_URL"))
         .or_else(|| from_env("REDIS_URL"))
+        .filter(|url| !url.is_empty())
     else {
         return fail(
             TROUBLE,
@@ -138,23 +175,92 @@ fn main() -> ExitCode {
         Ok(backend) => backend,
         Err(e) => return fail(TROUBLE, e),
     };
-    let sync = |key| BlockingSynchronizer::new(backend, key);
+    let sync = |key: Key| {
+        note_how_it_is_stored(&key);
+        BlockingSynchronizer::new(backend, key)
+    };
     match cli.command {
         Cmd::Get { key } => get(&sync(key)),
         Cmd::Bump { key } => match sync(key).mark_updated() {
             Ok(generation) => print(generation),
             Err(e) => fail(TROUBLE, e),
         },
-        Cmd::Clear { key } => match sync(key).clear() {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(TROUBLE, e),
-        },
+        Cmd::Clear { key } => clear(&sync(key)),
         Cmd::Sync {
             state,
+            strict,
+            no_wait,
             key,
             command,
-        } => run_sync(&sync(key), &state, &command),
+        } => {
+            let options = SyncOptions {
+                state: &state,
+                strict,
+                no_wait,
+            };
+            run_sync(&sync(key), options, &command)
+        }
     }
+}
+
+/// Tells the operator when the stored name is not what they may expect:
+/// the namespace given twice, or a key stored hashed.
+fn note_how_it_is_stored(key: &Key) {
+    let stored = key.as_str();
+    let prefix = format!("{}:", gensync::DEFAULT_NAMESPACE);
+    if let Some(rest) = stored.strip_prefix(&prefix) {
+        if let Some(inner) = rest.strip_prefix(&prefix) {
+            note(&format!(
+                "KEY already starts with the namespace {prefix:?}, which gensync adds itself: \
+                 this is {stored}; for the key {rest} give {inner}"
+            ));
+        }
+    }
+    if stored.contains(":%sha256:") {
+        note(&format!(
+            "KEY holds characters a key cannot carry as they are (spaces, control \
+             characters, non-ASCII) or is longer than {} bytes, so it is stored hashed, \
+             as {stored}",
+            gensync::MAX_KEY_LEN
+        ));
+    }
+}
+
+fn note(text: &str) {
+    let _ = writeln!(io::stderr(), "gensync: note: {text}");
+}
+
+/// `clear`: says whether there was a generation to delete.
+fn clear(sync: &Sync) -> ExitCode {
+    let there = match observe(sync) {
+        Ok(stored) => stored != Stored::Missing,
+        Err(e) => return fail(TROUBLE, e),
+    };
+    if let Err(e) = sync.clear() {
+        return fail(TROUBLE, e);
+    }
+    let said = if there {
+        format!(
+            "cleared {}: every process reloads on its next check",
+            sync.key()
+        )
+    } else {
+        format!(
+            "nothing to clear: there was no generation at {}",
+            sync.key()
+        )
+    };
+    match writeln!(io::stdout(), "{said}") {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(TROUBLE, format!("cannot write to stdout: {e}")),
+    }
+}
+
+/// How `sync` runs.
+struct SyncOptions<'a> {
+    state: &'a Path,
+    strict: bool,
+    no_wait: bool,
 }
 
 fn get(sync: &Sync) -> ExitCode {
@@ -172,11 +278,39 @@ fn get(sync: &Sync) -> ExitCode {
     }
 }
 
-fn run_sync(sync: &Sync, state: &Path, command: &[OsString]) -> ExitCode {
+fn run_sync(sync: &Sync, options: SyncOptions<'_>, command: &[OsString]) -> ExitCode {
+    let state = options.state;
     // clap already requires CMD; this only keeps an empty one from panicking.
     let Some((program, args)) = command.split_first() else {
         return fail(TROUBLE, "no command to run: give one after `--`");
     };
+    // Held until this run returns: runs on one FILE take turns, so two
+    // never run CMD for one generation, nor does an older run's state
+    // overwrite a newer one's.
+    let _turn = match take_turn(state, options.no_wait) {
+        Ok(Some(lock)) => lock,
+        Ok(None) => {
+            return fail(
+                BUSY,
+                format!("another sync holds {}; try again later", state.display()),
+            )
+        }
+        Err(e) => {
+            return fail(
+                TROUBLE,
+                format!("cannot use the state file {}: {e}", state.display()),
+            )
+        }
+    };
+    // Before anything runs: a state that cannot be written would make CMD
+    // run again and again.
+    if let Err(e) = writable(state) {
+        let message = format!(
+            "cannot write the state file {}: {e}; check that its folder exists and is writable",
+            state.display()
+        );
+        return fail(TROUBLE, message);
+    }
     let (recorded, recorded_server) = match read_state(state) {
         Ok(recorded) => recorded,
         Err(e) => {
@@ -207,9 +341,12 @@ fn run_sync(sync: &Sync, state: &Path, command: &[OsString]) -> ExitCode {
         Err(e) => Err(e.to_string()),
     };
     if let Err(e) = &fence {
+        if options.strict {
+            return fail(TROUBLE, format!("{e}; not running the command (--strict)"));
+        }
         let _ = writeln!(
             io::stderr(),
-            "gensync: {e}; running the command anyway and leaving {} as it was",
+            "gensync: {e}; running the command anyway (--strict would not) and leaving {} as it was",
             state.display()
         );
     }
@@ -242,6 +379,43 @@ fn observe(sync: &Sync) -> Result<Stored, Error> {
     sync.read()
 }
 
+/// Takes the lock of the state file `path` (`path.lock`), waiting for it
+/// unless `no_wait`; `None` when another run holds it and this one would
+/// not wait.
+fn take_turn(path: &Path, no_wait: bool) -> io::Result<Option<File>> {
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(".lock");
+    let lock = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path.with_file_name(name))?;
+    if !no_wait {
+        lock.lock()?;
+        return Ok(Some(lock));
+    }
+    match lock.try_lock() {
+        Ok(()) => Ok(Some(lock)),
+        Err(fs::TryLockError::WouldBlock) => Ok(None),
+        Err(fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+/// Whether a file can be made where `path` is, as writing the state will.
+fn writable(path: &Path) -> io::Result<()> {
+    tempfile::Builder::new()
+        .tempfile_in(directory(path))
+        .map(drop)
+}
+
+/// The directory `path` is in.
+fn directory(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
 /// The generation recorded in `path`, and the server it was read from
 /// when known (`<generation> <run_id>`). A missing, empty or unparsable
 /// file records nothing, so CMD runs and the file is rewritten; other read
@@ -264,10 +438,7 @@ fn read_state(path: &Path) -> io::Result<(Option<Generation>, Option<String>)> {
 /// Replaces `path` atomically: a reader (or a crash) sees the old content or
 /// the new one, never a torn file.
 fn write_state(path: &Path, generation: Generation, server: Option<&str>) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
+    let dir = directory(path);
     // In the same directory, so the rename cannot cross filesystems; the
     // mode File::create would give (before the umask).
     let mut builder = tempfile::Builder::new();
