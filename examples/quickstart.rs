@@ -1,5 +1,7 @@
-//! Two "processes" sharing settings through the in-memory backend: one
-//! reloads when the other publishes a change.
+//! The synchronizer underneath the reloader, by hand: two "processes"
+//! sharing settings through the in-memory backend check, reload and record
+//! the generation they saw, and one reloads when the other marks a change.
+//! (`Reloader` does all of this for you; see the README's quick start.)
 //!
 //! `cargo run --example quickstart` (or `-- redis://127.0.0.1:6379` to run
 //! it against a Redis server).
@@ -23,9 +25,10 @@ impl<B: Backend> Process<B> {
     async fn ensure_current(&mut self, source: &Source) -> Result<(), gensync::Error> {
         let check = self.sync.check().await;
         if !check.is_expired() {
+            let local = check.local.map_or("none".to_owned(), |g| g.to_string());
             println!(
-                "{}: current ({:?}), settings {:?}",
-                self.name, check.local, self.settings
+                "{}: current (generation {local}), settings {:?}",
+                self.name, self.settings
             );
             return Ok(());
         }

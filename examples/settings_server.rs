@@ -92,7 +92,13 @@ const USAGE: u8 = 2;
 /// A settings service whose instances reload their settings whenever any
 /// one of them changes them.
 #[derive(Parser, Debug)]
-#[command(name = "settings_server", version, about)]
+#[command(
+    name = "settings_server",
+    version,
+    about = "The gensync example service: settings kept in a JSON file, reloaded by every \
+             instance the moment any instance changes them (PUT /settings).",
+    long_about = None
+)]
 struct Args {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]

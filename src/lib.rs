@@ -60,6 +60,19 @@
 //!
 //! URLs: `redis://[user:password@]host[:port][/db]`, `redis+unix:///path`,
 //! and `rediss://` with the `tls` feature.
+//!
+//! # Logs
+//!
+//! gensync logs through [`tracing`]: one line per outage, failed reload or
+//! lost writers' lease. A program sees them only with a subscriber
+//! installed, such as `tracing_subscriber::fmt::init()`.
+//!
+//! # Without an async runtime
+//!
+//! [`BlockingReloader`](reload::BlockingReloader) keeps settings current
+//! from plain threads (it runs its own small runtime, over the same
+//! [`RedisBackend`]); [`BlockingSynchronizer`] over [`BlockingRedisBackend`]
+//! reads, bumps and clears a generation with no runtime at all.
 
 #![forbid(unsafe_code)]
 #![warn(

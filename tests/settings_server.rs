@@ -23,78 +23,9 @@ const DEADLINE: Duration = Duration::from_secs(30);
 const READY: &str = "settings_server listening on http://";
 
 /// The example's binary, built once per test run.
-///
-/// `cargo test --features metrics --test settings_server` does not build
-/// examples, and a binary left by an earlier build may be stale, so this
-/// runs `cargo build` (a no-op when it is up to date) with the features
-/// this test was built with, into the target directory this test runs
-/// from.
 fn binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        // <target dir>/<profile dir>/deps/settings_server-<hash>
-        let exe = std::env::current_exe().expect("the test binary's path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("the test binary lives in <target>/<profile>/deps");
-        let path = profile_dir
-            .join("examples")
-            .join(format!("settings_server{}", std::env::consts::EXE_SUFFIX));
-
-        let mut features = vec!["testing", "metrics"];
-        if cfg!(feature = "cli") {
-            features.push("cli");
-        }
-        if cfg!(feature = "tls") {
-            features.push("tls");
-        }
-        let mut build = Command::new(env!("CARGO"));
-        // What cargo sets for this test binary: inherited, it reads to the
-        // build scripts that watch it (ring's) as a change, and the whole
-        // TLS stack and this crate would be rebuilt on every run.
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy();
-            let set_for_tests = name.starts_with("CARGO_PKG_")
-                || name.starts_with("CARGO_BIN_")
-                || name.starts_with("CARGO_MANIFEST_")
-                || matches!(
-                    &*name,
-                    "CARGO_CRATE_NAME"
-                        | "CARGO_PRIMARY_PACKAGE"
-                        | "CARGO_TARGET_TMPDIR"
-                        | "OUT_DIR"
-                );
-            if set_for_tests {
-                build.env_remove(&*name);
-            }
-        }
-        build
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args(["build", "--example", "settings_server"])
-            .args(["--no-default-features", "--features", &features.join(",")]);
-        match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => {}
-            Some(profile) => {
-                build.args(["--profile", profile]);
-            }
-        }
-        // Cargo marks the root of a target directory with CACHEDIR.TAG.
-        if let Some(target_dir) = profile_dir.parent() {
-            if target_dir.join("CACHEDIR.TAG").exists() {
-                build.arg("--target-dir").arg(target_dir);
-            }
-        }
-        let status = build
-            .status()
-            .expect("run cargo build --example settings_server");
-        assert!(
-            status.success(),
-            "cargo build --example settings_server failed: {status}"
-        );
-        assert!(path.exists(), "no example binary at {}", path.display());
-        path
-    })
+    BINARY.get_or_init(|| support::example::binary("settings_server"))
 }
 
 /// A fresh directory, removed when dropped.

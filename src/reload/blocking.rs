@@ -15,10 +15,13 @@ use crate::synchronizer::GenerationSynchronizer;
 ///
 /// It runs the same reloader on a private one-thread tokio runtime, so
 /// loads, single flight, backoff and the reload fence behave exactly as in
-/// async code. Pair it with [`blocking_loader`](super::blocking_loader) for
-/// a loader written as plain blocking code, and
-/// [`blocking_saver`](super::blocking_saver) for such a saver. Do not create or drop it inside
-/// an async runtime.
+/// async code; that runtime drives the synchronizer, so give it the async
+/// [`RedisBackend`](crate::RedisBackend), as async code would. Pair it with
+/// [`blocking_loader`](super::blocking_loader) for a loader written as
+/// plain blocking code, and [`blocking_saver`](super::blocking_saver) for
+/// such a saver. Do not create or drop it inside an async runtime. (Code
+/// that only reads or bumps a generation, with no settings to hold, uses
+/// [`BlockingSynchronizer`](crate::BlockingSynchronizer) instead.)
 ///
 /// ```
 /// use gensync::reload::{blocking_loader, BlockingReloader, Reloader};

@@ -8,8 +8,11 @@ use crate::error::Error;
 use crate::generation::Generation;
 use crate::key::Key;
 
-/// A [`Synchronizer`] for code with no async runtime: scripts, CLIs, plain
-/// threads. Each call runs to completion on the calling thread, bounded by
+/// A [`Synchronizer`] for code with no async runtime that only reads,
+/// bumps or clears a generation: scripts, CLIs. (To keep settings current
+/// from plain threads, use
+/// [`BlockingReloader`](crate::reload::BlockingReloader).) Each call runs to
+/// completion on the calling thread, bounded by
 /// the backend's timeouts.
 ///
 /// It runs the same logic as the async synchronizer, so the two agree on

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unused_macros)] // each test binary uses a different part
 
+pub mod example;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
