@@ -74,3 +74,13 @@ fn the_services_help_describes_the_service() {
         "the crate's description, not the service's: {stdout}"
     );
 }
+
+/// A library user reads the README first: it must say that gensync logs
+/// through tracing and how to see those lines (its Rust blocks compile as
+/// doctests, so the line shown is one that builds).
+#[test]
+fn the_readme_says_how_to_see_the_logs() {
+    let readme = include_str!("../README.md");
+    assert!(readme.contains("logs through [`tracing`]"));
+    assert!(readme.contains("tracing_subscriber::fmt::init();"));
+}
