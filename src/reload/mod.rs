@@ -64,6 +64,7 @@ mod builder;
 mod flight;
 mod future;
 mod layer;
+mod lease;
 mod listeners;
 mod metrics;
 mod publish;

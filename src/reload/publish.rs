@@ -3,16 +3,16 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::lease::Lease;
 use super::reloader::Reloader;
 use super::source::{BoxError, SettingsSaver, StaleFence};
 use crate::error::Error;
-use crate::fence::Fence;
 use crate::generation::Generation;
 use crate::synchronizer::WriterLock;
 
@@ -238,7 +238,7 @@ impl<S: Send + Sync + 'static> Reloader<S> {
             }
             if !lease.holds() || lease.server_changed(lock) {
                 // Saving now could overwrite a newer writer's change.
-                return Err(lease.lost(shared, false, false, None));
+                return Err(lease_lost(shared, false, false, None));
             }
             writers
                 .saver
@@ -281,8 +281,8 @@ impl<S: Send + Sync + 'static> Reloader<S> {
         if !held {
             return Err(match result {
                 Err(e @ PublishError::LeaseLost { .. }) => e,
-                Err(PublishError::Save(e)) => lease.lost(shared, false, false, Some(e)),
-                other => lease.lost(shared, saved_ok, other.is_ok(), None),
+                Err(PublishError::Save(e)) => lease_lost(shared, false, false, Some(e)),
+                other => lease_lost(shared, saved_ok, other.is_ok(), None),
             });
         }
         result
@@ -300,14 +300,7 @@ impl<S: Send + Sync + 'static> Reloader<S> {
                 .await
                 .map_err(PublishError::Start)?;
             if let Some(fence) = taken {
-                return Ok(Lease {
-                    token,
-                    fence,
-                    valid_until: Mutex::new(asked + config.lock_ttl),
-                    lost: AtomicBool::new(false),
-                    epoch: AtomicU64::new(epoch),
-                    intended: AtomicBool::new(false),
-                });
+                return Ok(Lease::new(token, fence, asked + config.lock_ttl, epoch));
             }
             if attempt + 1 < config.lock_tries {
                 tokio::time::sleep(lock_retry_delay(attempt)).await;
@@ -322,102 +315,18 @@ impl<S: Send + Sync + 'static> Reloader<S> {
     }
 }
 
-/// A writers' lease this process holds, as far as it knows.
-struct Lease {
-    token: Generation,
-    fence: Fence,
-    /// When the lease lapses unless renewed: the time the last successful
-    /// take or renewal was *sent*, plus the lease.
-    valid_until: Mutex<Instant>,
-    /// A renewal found the lease gone.
-    lost: AtomicBool,
-    /// The backend's server when the lease was last taken or renewed: a
-    /// different one may not hold it.
-    epoch: AtomicU64,
-    /// The writer's intent is recorded (and must be again on a new server).
-    intended: AtomicBool,
-}
-
-impl Lease {
-    /// Whether this process still holds the lease.
-    fn holds(&self) -> bool {
-        !self.lost.load(Ordering::SeqCst)
-            && Instant::now() < *self.valid_until.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Whether the backend reached another server since the lease was last
-    /// confirmed.
-    fn server_changed(&self, lock: &dyn WriterLock) -> bool {
-        lock.epoch() != self.epoch.load(Ordering::SeqCst)
-    }
-
-    /// Renews the lease once, recording what the answer says.
-    async fn renew(&self, lock: &dyn WriterLock, ttl: Duration) {
-        let (sent, epoch) = (Instant::now(), lock.epoch());
-        match lock.renew(self.token, ttl).await {
-            Ok(true) => {
-                // A server the lease moved to (a failover) may hold the
-                // lease but not the intent, written by another script: the
-                // intent is recorded again there before the move counts as
-                // seen, else the next renewal tries again.
-                let moved = epoch != self.epoch.load(Ordering::SeqCst);
-                if moved
-                    && self.intended.load(Ordering::SeqCst)
-                    && lock.mark_intent(self.token, ttl).await.is_err()
-                {
-                    return;
-                }
-                *self.valid_until.lock().unwrap_or_else(|e| e.into_inner()) = sent + ttl;
-                self.epoch.store(epoch, Ordering::SeqCst);
-            }
-            Ok(false) => self.lost.store(true, Ordering::SeqCst),
-            // Logged by the synchronizer; the lease stands until its known
-            // lapse, and the next renewal may get through.
-            Err(_) => {}
-        }
-    }
-
-    fn lost<S>(
-        &self,
-        shared: &super::reloader::Shared<S>,
-        saved: bool,
-        announced: bool,
-        source: Option<BoxError>,
-    ) -> PublishError {
-        PublishError::LeaseLost {
-            key: shared.sync.key().to_string(),
-            lease: shared.config.lock_ttl,
-            saved,
-            announced,
-            source,
-        }
-    }
-
-    /// Runs `work`, renewing the lease every third of its length while the
-    /// work runs, so a slow save keeps it. The renewals run in this task
-    /// and stop with it: a writer that stalls or dies stops renewing, and
-    /// its lease lapses.
-    async fn keep_while<T>(
-        &self,
-        lock: &dyn WriterLock,
-        ttl: Duration,
-        work: impl Future<Output = T>,
-    ) -> T {
-        let renewals = async {
-            loop {
-                tokio::time::sleep(ttl / 3).await;
-                self.renew(lock, ttl).await;
-                if !self.holds() {
-                    return;
-                }
-            }
-        };
-        tokio::pin!(work);
-        tokio::select! {
-            done = &mut work => done,
-            // The lease is gone: finish the work without renewing; the
-            // writer is told at the end.
-            () = renewals => work.await,
-        }
+/// The error of a write whose lease lapsed.
+fn lease_lost<S>(
+    shared: &super::reloader::Shared<S>,
+    saved: bool,
+    announced: bool,
+    source: Option<BoxError>,
+) -> PublishError {
+    PublishError::LeaseLost {
+        key: shared.sync.key().to_string(),
+        lease: shared.config.lock_ttl,
+        saved,
+        announced,
+        source,
     }
 }

@@ -1,8 +1,7 @@
 //! The async path: one multiplexed tokio connection, shared by every clone
 //! of a [`RedisBackend`].
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,9 +11,10 @@ use tokio::time::Instant;
 
 use super::commands::Op;
 use super::config::{RedisConfig, Replicas};
+use super::slot::{Current, Slot};
 use super::target::{
-    breaks_connection, found_dead, identity_cmd, lock, read_replicated, read_run_id, wait_cmd,
-    Caller, Failure, Target,
+    breaks_connection, found_dead, identity_cmd, read_replicated, read_run_id, wait_cmd, Caller,
+    Failure, Target,
 };
 use crate::backend::{Backend, Stored};
 use crate::error::BackendError;
@@ -51,65 +51,6 @@ pub struct RedisBackend {
     /// connection until they answer, and the shared one must not queue
     /// every other caller behind it. Made only when such a write comes.
     waiting: Arc<Slot>,
-}
-
-/// The current connection, tagged so a caller that saw it fail only drops
-/// that one, not a newer one another caller already made.
-#[derive(Default)]
-struct Slot {
-    current: Mutex<Option<Current>>,
-    next_id: AtomicU64,
-    // One connect at a time; the others wait for it rather than pile on.
-    connecting: tokio::sync::Mutex<()>,
-    /// The last failed connect, answered again until the reconnect delay
-    /// has passed.
-    failed: Mutex<Option<(Instant, RedisError)>>,
-}
-
-/// The connection in the slot, with its tag, when it was made, and the
-/// epoch of the server it reached.
-#[derive(Clone)]
-struct Current {
-    id: u64,
-    conn: MultiplexedConnection,
-    made: Instant,
-    epoch: u64,
-}
-
-impl Slot {
-    fn get(&self) -> Option<Current> {
-        lock(&self.current).clone()
-    }
-
-    fn set(&self, (conn, epoch): (MultiplexedConnection, u64)) -> Current {
-        let current = Current {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            conn,
-            made: Instant::now(),
-            epoch,
-        };
-        *lock(&self.current) = Some(current.clone());
-        current
-    }
-
-    /// The last connect error, if it is more recent than `delay`.
-    fn recent_failure(&self, delay: Duration) -> Result<(), RedisError> {
-        match &*lock(&self.failed) {
-            Some((at, e)) if at.elapsed() < delay => Err(e.clone()),
-            _ => Ok(()),
-        }
-    }
-
-    fn record_failure(&self, error: Option<RedisError>) {
-        *lock(&self.failed) = error.map(|e| (Instant::now(), e));
-    }
-
-    fn drop_if(&self, id: u64) {
-        let mut current = lock(&self.current);
-        if current.as_ref().is_some_and(|cur| cur.id == id) {
-            *current = None;
-        }
-    }
 }
 
 impl RedisBackend {

@@ -20,6 +20,7 @@ mod blocking;
 mod commands;
 mod config;
 mod dialer;
+mod slot;
 mod target;
 
 pub use self::aio::RedisBackend;

@@ -1,0 +1,72 @@
+//! The async path's connection slot: the one multiplexed connection in
+//! use, made one at a time, and the last failed connect a reader is
+//! answered with while the reconnect delay runs.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::RedisError;
+use tokio::time::Instant;
+
+use super::target::lock;
+
+/// The current connection, tagged so a caller that saw it fail only drops
+/// that one, not a newer one another caller already made.
+#[derive(Default)]
+pub(super) struct Slot {
+    current: Mutex<Option<Current>>,
+    next_id: AtomicU64,
+    // One connect at a time; the others wait for it rather than pile on.
+    pub(super) connecting: tokio::sync::Mutex<()>,
+    /// The last failed connect, answered again until the reconnect delay
+    /// has passed.
+    failed: Mutex<Option<(Instant, RedisError)>>,
+}
+
+/// The connection in the slot, with its tag, when it was made, and the
+/// epoch of the server it reached.
+#[derive(Clone)]
+pub(super) struct Current {
+    pub(super) id: u64,
+    pub(super) conn: MultiplexedConnection,
+    pub(super) made: Instant,
+    pub(super) epoch: u64,
+}
+
+impl Slot {
+    pub(super) fn get(&self) -> Option<Current> {
+        lock(&self.current).clone()
+    }
+
+    pub(super) fn set(&self, (conn, epoch): (MultiplexedConnection, u64)) -> Current {
+        let current = Current {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            conn,
+            made: Instant::now(),
+            epoch,
+        };
+        *lock(&self.current) = Some(current.clone());
+        current
+    }
+
+    /// The last connect error, if it is more recent than `delay`.
+    pub(super) fn recent_failure(&self, delay: Duration) -> Result<(), RedisError> {
+        match &*lock(&self.failed) {
+            Some((at, e)) if at.elapsed() < delay => Err(e.clone()),
+            _ => Ok(()),
+        }
+    }
+
+    pub(super) fn record_failure(&self, error: Option<RedisError>) {
+        *lock(&self.failed) = error.map(|e| (Instant::now(), e));
+    }
+
+    pub(super) fn drop_if(&self, id: u64) {
+        let mut current = lock(&self.current);
+        if current.as_ref().is_some_and(|cur| cur.id == id) {
+            *current = None;
+        }
+    }
+}
