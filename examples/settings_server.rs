@@ -200,10 +200,11 @@ async fn run(args: Args) -> Result<(), Fatal> {
                 // configuration does, so say what to fix.
                 Err(e @ BackendError::Auth { .. }) => tracing::error!(
                     error = %e,
-                    "Redis refused this instance's credentials at start-up; fix the user \
-                     and password in --redis (or REDIS_URL) and restart it. Until then it \
-                     serves the settings file alone: it neither hears of other instances' \
-                     changes nor can tell them of its own"
+                    "Redis refused this instance's credentials (or its ACL denied a \
+                     command) at start-up; fix the user and password in --redis (or \
+                     REDIS_URL), or the user's ACL, and restart it. Until then it serves \
+                     the settings file, reading it again now and then, but cannot tell \
+                     other instances of its own changes"
                 ),
                 Err(e) => tracing::warn!(
                     error = %e,
@@ -221,8 +222,9 @@ async fn run(args: Args) -> Result<(), Fatal> {
     };
     reloader.on_reload(|_, new| match new.generation() {
         Some(generation) => tracing::info!(generation = generation.get(), "settings reloaded"),
+        // Every backoff window while Redis cannot be read: not news.
         None => {
-            tracing::info!("settings reloaded (generation unknown: Redis could not be read)")
+            tracing::debug!("settings reloaded (generation unknown: Redis could not be read)")
         }
     });
     if reloader.reload_now().await.is_err() {

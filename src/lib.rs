@@ -63,9 +63,10 @@
 //!
 //! # Logs
 //!
-//! gensync logs through [`tracing`]: one line per outage, failed reload or
-//! lost writers' lease. A program sees them only with a subscriber
-//! installed, such as `tracing_subscriber::fmt::init()`.
+//! gensync logs through [`tracing`]: a line or two when an outage starts
+//! and one when it ends, a line per failed reload or lost writers' lease.
+//! A program sees them only with a subscriber installed, such as
+//! `tracing_subscriber::fmt().with_env_filter(EnvFilter::new("info")).init()`.
 //!
 //! # Without an async runtime
 //!

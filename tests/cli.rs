@@ -593,6 +593,10 @@ fn a_url_with_surrounding_whitespace_works_from_the_flag_and_the_environment() {
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let out = run(gensync().env("REDIS_URL", &padded).args(["get", KEY]));
     assert_eq!(out.code, Some(0), "{}", out.stderr);
+    // Whitespace alone is no URL, and the message says which was empty.
+    let out = with_url("   ", &["get", KEY]);
+    assert_eq!(out.code, Some(2));
+    one_error_line(&out, &["--url is empty"]);
 }
 
 #[test]
@@ -673,18 +677,22 @@ fn a_state_folder_that_does_not_exist_is_refused_before_running_anything() {
 fn overlapping_syncs_on_one_state_take_turns() {
     let server = RedisServer::start().unwrap();
     let dir = tempdir();
-    let slow = "echo x >> marker; sleep 1";
-    let first = sync_cmd(&server.url(), dir.path(), &["sh", "-c", slow])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The first run holds the lock once its command has started.
+    // The command marks that it started, then holds until the test says.
+    let held = "echo x >> marker; while [ ! -e go ]; do sleep 0.01; done";
+    let spawn = |script: &str| {
+        sync_cmd(&server.url(), dir.path(), &["sh", "-c", script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let first = spawn(held);
     let deadline = Instant::now() + Duration::from_secs(10);
     while runs(dir.path()) == 0 {
         assert!(Instant::now() < deadline, "the first run never started");
         std::thread::sleep(Duration::from_millis(10));
     }
+    // The first run holds the lock while its command runs.
     let busy = sync_with(&server.url(), dir.path(), &["--no-wait"]);
     assert_eq!(busy.code, Some(75), "{}", busy.stderr);
     assert!(
@@ -692,10 +700,16 @@ fn overlapping_syncs_on_one_state_take_turns() {
         "{}",
         busy.stderr
     );
-    let second = sync(&server.url(), dir.path(), slow);
-    assert_eq!(second.code, Some(0), "{}", second.stderr);
+    let second = spawn(held);
+    std::fs::write(dir.path().join("go"), "").unwrap();
     assert_eq!(read(first.wait_with_output().unwrap()).code, Some(0));
-    assert_eq!(runs(dir.path()), 1, "one generation, one run");
+    let second = read(second.wait_with_output().unwrap());
+    assert_eq!(second.code, Some(0), "{}", second.stderr);
+    assert_eq!(
+        runs(dir.path()),
+        1,
+        "the second waited, then had nothing to do"
+    );
 }
 
 fn sync_with(url: &str, dir: &Path, flags: &[&str]) -> Run {

@@ -82,5 +82,5 @@ fn the_services_help_describes_the_service() {
 fn the_readme_says_how_to_see_the_logs() {
     let readme = include_str!("../README.md");
     assert!(readme.contains("logs through [`tracing`]"));
-    assert!(readme.contains("tracing_subscriber::fmt::init();"));
+    assert!(readme.contains("tracing_subscriber::fmt().with_env_filter(filter).init();"));
 }

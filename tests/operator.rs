@@ -47,7 +47,7 @@ async fn a_broken_source_after_a_redis_blip_is_logged_as_an_error() {
     assert_eq!(
         *service.check().await,
         1,
-        "Redis answers, nothing to reload"
+        "Redis answers with the generation recorded: nothing to reload"
     );
 
     *source.lock().unwrap() = Err("settings.json: expected value at line 1 column 2".into());
@@ -93,8 +93,8 @@ async fn a_load_during_an_outage_is_told_as_what_it_is() {
     assert_eq!((m.reloads, m.reload_failures), (2, 0));
     assert_eq!(
         service.synchronizer().sync_gen(),
-        None,
-        "nothing recorded: the next answered check loads again"
+        first.generation(),
+        "nothing new recorded"
     );
     let text = logs.text();
     assert!(!text.contains("reload failed"), "{text}");
@@ -102,13 +102,69 @@ async fn a_load_during_an_outage_is_told_as_what_it_is() {
     assert!(
         warned
             .iter()
-            .any(|l| l.contains("without the shared generation")),
+            .any(|l| l.contains("without a shared generation")),
         "{text}"
     );
 
-    // Once Redis answers, the process loads again and records.
+    // Redis answers with the generation recorded before: no bump came
+    // since, so the settings read during the outage are current, and get
+    // that generation, without another load.
     faults.heal();
     let served = service.check().await;
     assert_eq!(*served, 2);
-    assert!(served.generation().is_some());
+    assert_eq!(served.generation(), first.generation());
+    assert_eq!(service.metrics().loader_runs, 2);
+}
+
+/// While Redis stays down the outage is one warning, however many loads
+/// it takes; a broken source meanwhile is an error of its own.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn an_outage_is_one_warning_and_a_broken_source_in_it_an_error() {
+    let logs = LogCapture::default();
+    let _guard = logs.install();
+    let backend = FaultyBackend::new(MemoryBackend::new());
+    let faults = backend.faults();
+    let source: Source = Arc::new(Mutex::new(Ok(1)));
+    let service = reloader(backend, &source);
+    service.check().await;
+
+    faults.fail_all();
+    for _ in 0..5 {
+        service.check().await;
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    assert!(service.metrics().loader_runs >= 4, "loads went on");
+    let warned = logs.lines_with("without a shared generation");
+    assert_eq!(warned.len(), 1, "{}", logs.text());
+
+    *source.lock().unwrap() = Err("settings.json: expected value at line 3".into());
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    service.check().await;
+    let errors = logs.lines_with("ERROR");
+    assert!(
+        errors.iter().any(|l| l.contains("line 3")),
+        "{}",
+        logs.text()
+    );
+}
+
+/// A Redis that answers one call in two: no reload per flap. Loads stay
+/// within the backoff, and the generation recorded keeps the answered
+/// checks fresh.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_flapping_redis_does_not_reload_on_every_flap() {
+    let backend = FaultyBackend::new(MemoryBackend::new());
+    let faults = backend.faults();
+    let source: Source = Arc::new(Mutex::new(Ok(1)));
+    let service = reloader(backend, &source);
+    service.check().await;
+    let before = service.metrics().loader_runs;
+    for _ in 0..100 {
+        faults.fail_next(1);
+        service.check().await;
+        service.check().await;
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let loads = service.metrics().loader_runs - before;
+    assert!(loads <= 5, "{loads} loads in one second of flapping");
 }

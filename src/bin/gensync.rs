@@ -26,7 +26,8 @@
 //!
 //! Exit codes: 0 done; 1 `get` found no valid generation; 2 bad usage,
 //! a bad URL or Redis trouble (for `sync` only with `--strict`, and a
-//! state file it cannot read or write, found before CMD runs); for `sync`,
+//! state file it cannot read or write, checked before CMD runs, and 2 also
+//! when writing it fails after CMD succeeded); for `sync`,
 //! CMD's own code when it fails (128+N when killed by signal N), 75 when
 //! `--no-wait` found another run holding FILE, and 127 when CMD cannot be
 //! started.
@@ -72,7 +73,9 @@ KEY is `site:settings` style text. gensync adds the namespace itself: KEY
 site:settings is stored as gensync:site:settings (the name `redis-cli keys`
 shows), so give it without the gensync: prefix. A key holding spaces,
 control characters or non-ASCII letters, or longer than 250 bytes, is stored
-hashed, as gensync:%sha256:<hex>; gensync says so when it does that.
+hashed, as gensync:%sha256:<hex>; gensync says so when it does that. (The
+250 bytes count the stored name, namespace and escapes included; spaces
+around the `:` separators are trimmed, not hashed.)
 
 The URL can hold a password. On the command line every local user can read
 it (ps); prefer GENSYNC_URL or REDIS_URL in the environment.
@@ -82,7 +85,8 @@ Exit codes:
   1    get: no generation at KEY, or a value that is not one
   2    bad usage, no or bad URL, Redis unreachable, timed out or refusing
        access (get, bump, clear; sync with --strict), or a state file sync
-       cannot read or write (checked before CMD runs)
+       cannot read or write (checked before CMD runs; also when writing it
+       fails after CMD succeeded)
   N    sync: CMD failed with exit code N (128+S when killed by signal S)
   75   sync --no-wait: another sync holds the state file
   127  sync: CMD could not be started"
@@ -158,6 +162,7 @@ fn main() -> ExitCode {
             .map(trimmed)
             .filter(|v: &String| !v.is_empty())
     };
+    let given = cli.url.is_some();
     let Some(url) = cli
         .url
         .map(trimmed)
@@ -165,10 +170,12 @@ fn main() -> ExitCode {
         .or_else(|| from_env("REDIS_URL"))
         .filter(|url| !url.is_empty())
     else {
-        return fail(
-            TROUBLE,
-            "no Redis URL: pass --url or set GENSYNC_URL or REDIS_URL",
-        );
+        let message = if given {
+            "--url is empty: give a Redis URL such as redis://127.0.0.1:6379"
+        } else {
+            "no Redis URL: pass --url or set GENSYNC_URL or REDIS_URL"
+        };
+        return fail(TROUBLE, message);
     };
     // The backend's errors already redact the password.
     let backend = match BlockingRedisBackend::open(&url) {
@@ -284,24 +291,10 @@ fn run_sync(sync: &Sync, options: SyncOptions<'_>, command: &[OsString]) -> Exit
     let Some((program, args)) = command.split_first() else {
         return fail(TROUBLE, "no command to run: give one after `--`");
     };
-    // Held until this run returns: runs on one FILE take turns, so two
-    // never run CMD for one generation, nor does an older run's state
-    // overwrite a newer one's.
-    let _turn = match take_turn(state, options.no_wait) {
-        Ok(Some(lock)) => lock,
-        Ok(None) => {
-            return fail(
-                BUSY,
-                format!("another sync holds {}; try again later", state.display()),
-            )
-        }
-        Err(e) => {
-            return fail(
-                TROUBLE,
-                format!("cannot use the state file {}: {e}", state.display()),
-            )
-        }
-    };
+    if state.file_name().is_none() {
+        let message = format!("--state {} names no file", state.display());
+        return fail(TROUBLE, message);
+    }
     // Before anything runs: a state that cannot be written would make CMD
     // run again and again.
     if let Err(e) = writable(state) {
@@ -311,6 +304,18 @@ fn run_sync(sync: &Sync, options: SyncOptions<'_>, command: &[OsString]) -> Exit
         );
         return fail(TROUBLE, message);
     }
+    // Held until this run returns: runs on one FILE take turns, so two
+    // never run CMD for one generation, nor does an older run's state
+    // overwrite a newer one's.
+    let lock = lock_path(state);
+    let _turn = match take_turn(&lock, options.no_wait) {
+        Ok(Some(turn)) => turn,
+        Ok(None) => {
+            let message = format!("another sync holds {}; try again later", lock.display());
+            return fail(BUSY, message);
+        }
+        Err(e) => return fail(TROUBLE, format!("cannot lock {}: {e}", lock.display())),
+    };
     let (recorded, recorded_server) = match read_state(state) {
         Ok(recorded) => recorded,
         Err(e) => {
@@ -379,17 +384,27 @@ fn observe(sync: &Sync) -> Result<Stored, Error> {
     sync.read()
 }
 
-/// Takes the lock of the state file `path` (`path.lock`), waiting for it
-/// unless `no_wait`; `None` when another run holds it and this one would
-/// not wait.
-fn take_turn(path: &Path, no_wait: bool) -> io::Result<Option<File>> {
+/// The lock file of the state file `path`: `path.lock`.
+fn lock_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_owned();
     name.push(".lock");
-    let lock = fs::OpenOptions::new()
+    path.with_file_name(name)
+}
+
+/// Takes the lock file `lock`, waiting for it unless `no_wait`; `None` when
+/// another run holds it and this one would not wait.
+fn take_turn(lock: &Path, no_wait: bool) -> io::Result<Option<File>> {
+    let opened = fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(false)
-        .open(path.with_file_name(name))?;
+        .open(lock);
+    let lock = match opened {
+        Ok(file) => file,
+        // One another user left (root's cron, say): a lock needs no write.
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => File::open(lock)?,
+        Err(e) => return Err(e),
+    };
     if !no_wait {
         lock.lock()?;
         return Ok(Some(lock));
@@ -402,10 +417,19 @@ fn take_turn(path: &Path, no_wait: bool) -> io::Result<Option<File>> {
 }
 
 /// Whether a file can be made where `path` is, as writing the state will.
+/// The errors name no temporary file: the caller names `path`.
 fn writable(path: &Path) -> io::Result<()> {
+    let dir = directory(path);
+    if !fs::metadata(dir)?.is_dir() {
+        return Err(io::Error::other(format!(
+            "{} is not a folder",
+            dir.display()
+        )));
+    }
     tempfile::Builder::new()
-        .tempfile_in(directory(path))
+        .tempfile_in(dir)
         .map(drop)
+        .map_err(|e| io::Error::from(e.kind()))
 }
 
 /// The directory `path` is in.

@@ -13,7 +13,11 @@
 //!   new settings are in place, and only when the load succeeded: a check
 //!   that finds itself fresh also finds the new settings, and a failed load
 //!   leaves the process expired so a later check retries (after the
-//!   backoff).
+//!   backoff). A load while no shared generation can be read or created
+//!   still reads the source and replaces the settings, but records nothing
+//!   new: the generation recorded before stays, as those settings were read
+//!   after it was seen; while the backend still holds it they are current,
+//!   and a bump makes the process load again.
 //! - **Load numbering.** `seq` orders checks and loads. A check reads it
 //!   when it begins (`began`); a load takes a number when it is started and
 //!   takes the next one again right before the loader reads the source. So
@@ -73,13 +77,16 @@ struct State {
     /// rest quietly, so an outage is one log line, not thousands. An
     /// episode of another cause starts loud again.
     episode: Option<(Trouble, u32)>,
+    /// The load number when the current episode began: an answer to a
+    /// check that began before it says nothing of this episode.
+    episode_began: u64,
 }
 
 /// Why loads are not what they should be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Trouble {
-    /// The shared generation cannot be read: loads run, but cannot be
-    /// recorded.
+    /// No shared generation can be read or created: loads run, but cannot
+    /// be recorded.
     Unreachable,
     /// The loader fails, panics or hangs.
     Loader,
@@ -99,9 +106,10 @@ struct InFlight {
 enum Outcome {
     /// The settings were replaced and their generation recorded.
     Recorded,
-    /// The settings were replaced from their source, but the shared
-    /// generation could not be read, so nothing was recorded: the process
-    /// stays expired and loads again once the cache server answers.
+    /// The settings were replaced from their source, but no shared
+    /// generation could be read or created, so nothing new was recorded:
+    /// the generation recorded before stays, and the snapshot gets it back
+    /// once a check finds it unchanged.
     Unrecorded,
     /// The loader failed; the settings in service stay.
     Failed(String),
@@ -123,6 +131,7 @@ impl Flight {
                 loader_failed: false,
                 backoff: backoff_initial,
                 episode: None,
+                episode_began: 0,
             }),
             seq: AtomicU64::new(1),
             loaded_seq: AtomicU64::new(0),
@@ -130,16 +139,19 @@ impl Flight {
         }
     }
 
-    /// A check read the shared generation: if loads went unrecorded for an
-    /// outage, that outage is over, and the next trouble is news. A plain
-    /// load first: the hot path stays read-only.
-    pub(super) fn answered(&self) {
+    /// A check that began at `began` read the shared generation: if loads
+    /// went unrecorded for an outage that began before it, that outage is
+    /// over, and the next trouble is news. A plain load first: the hot path
+    /// stays read-only.
+    pub(super) fn answered(&self, began: u64) {
         if self.outage.load(Ordering::Relaxed) {
             let mut state = self.state();
-            if matches!(state.episode, Some((Trouble::Unreachable, _))) {
+            if matches!(state.episode, Some((Trouble::Unreachable, _)))
+                && state.episode_began < began
+            {
                 state.episode = None;
+                self.outage.store(false, Ordering::Relaxed);
             }
-            self.outage.store(false, Ordering::Relaxed);
         }
     }
 
@@ -281,12 +293,12 @@ impl<S: Send + Sync + 'static> Reloader<S> {
         shared.current.store(Arc::clone(new.as_arc()));
         shared.flight.loaded_seq.fetch_max(seq, Ordering::SeqCst);
         // Recorded after the settings are in place, so a check that finds
-        // itself fresh also finds the new settings. Settings loaded without
-        // a generation match none: once the backend answers, they are
-        // loaded again and recorded.
-        match target {
-            Some(g) => sync.record(g),
-            None => sync.forget(),
+        // itself fresh also finds the new settings. Without a generation,
+        // the one recorded before stays: these settings were read after it
+        // was seen, so while the backend still holds it (no bump since),
+        // they are current, and a bump makes the process load again.
+        if let Some(g) = target {
+            sync.record(g);
         }
         shared.counters.reloads.add();
         shared.listeners.tell(sync.key(), &old, &new);
@@ -320,7 +332,10 @@ impl<S: Send + Sync + 'static> Reloader<S> {
         };
         let loads = match state.episode {
             Some((same, loads)) if same == trouble => loads + 1,
-            _ => 1,
+            _ => {
+                state.episode_began = shared.flight.seq.load(Ordering::SeqCst);
+                1
+            }
         };
         match (outcome, loads) {
             (Outcome::Failed(problem), 1) => tracing::error!(
@@ -335,11 +350,11 @@ impl<S: Send + Sync + 'static> Reloader<S> {
             }
             (_, 1) => tracing::warn!(
                 key = %key,
-                "gensync reloaded the settings from their source without the shared \
-                 generation, which could not be read (the backend's error says why): serving \
-                 them, loading again at most every {:?} until it can be read, and once more \
-                 then",
-                state.backoff
+                "gensync reloaded the settings from their source without a shared generation \
+                 to record (the backend's error says why): serving them, and loading again at \
+                 most every {:?} (doubling up to {:?}) until the backend answers",
+                state.backoff,
+                config.backoff_max
             ),
             (_, _) => {
                 tracing::debug!(key = %key, loads, "gensync reloaded again without the shared generation")

@@ -31,7 +31,10 @@ pub(super) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>
 /// up to a bound. The generation recorded after a load is the one the check
 /// observed before loading (the reload fence), and only after the load
 /// succeeded. A failed load keeps the last good settings, is logged once per
-/// failure episode and is retried with capped exponential backoff.
+/// failure episode and is retried with capped exponential backoff. While
+/// the shared generation cannot be read, loads still read the source (at
+/// most once per backoff window), serving what it holds with no generation
+/// known to match ([`Snapshot::generation`] `None`).
 ///
 /// Checks, reloads and writes must run inside a tokio runtime: a load runs
 /// on a task of its own, so a request that stops waiting for it cancels
@@ -179,8 +182,18 @@ impl<S: Send + Sync + 'static> Reloader<S> {
         let counters = &shared.counters;
         counters.checks.add();
         let check = shared.sync.check().await;
-        if check.shared != Observed::Unavailable {
-            shared.flight.answered();
+        if let Some(g) = check.observed() {
+            shared.flight.answered(began);
+            if !check.is_expired() {
+                let current = self.current();
+                if current.generation().is_none() {
+                    // Loaded while the generation could not be read, and
+                    // that generation is still the one recorded.
+                    current.stamp(g);
+                }
+                counters.served(stopwatch, &current);
+                return current;
+            }
         }
         let snapshot = if !check.is_expired() {
             self.current()

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::ops::Deref;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,7 +28,9 @@ pub struct Snapshot<S> {
 
 pub(crate) struct Inner<S> {
     settings: S,
-    generation: Option<Generation>,
+    /// 0 while unknown: settings loaded while the shared generation could
+    /// not be read get it once a check finds it unchanged.
+    generation: AtomicU64,
     /// When the generation these settings were loaded for was observed.
     observed_at: Instant,
 }
@@ -44,7 +47,7 @@ impl<S> Snapshot<S> {
         Snapshot {
             inner: Arc::new(Inner {
                 settings,
-                generation,
+                generation: AtomicU64::new(generation.map_or(0, Generation::get)),
                 observed_at: at,
             }),
         }
@@ -59,11 +62,24 @@ impl<S> Snapshot<S> {
     /// process's synchronizer observed it (see
     /// [`GenerationSynchronizer::check`](crate::GenerationSynchronizer::check)).
     /// `None` for the initial settings, and for settings loaded while the
-    /// cache server did not answer: they come from the source of truth,
-    /// but no generation is known to match them, and the process loads
-    /// again once the cache server answers.
+    /// shared generation could not be read: they come from the source of
+    /// truth, but no generation is known to match them yet. Once a check
+    /// finds the generation this process recorded before still there (no
+    /// bump since), they get that one; a bump makes the process load again.
     pub fn generation(&self) -> Option<Generation> {
-        self.inner.generation
+        Generation::new(self.inner.generation.load(Ordering::Relaxed))
+    }
+
+    /// Gives settings loaded without a generation the one a later check
+    /// found still recorded and unchanged: they were read after it was
+    /// seen, and no bump came since, so they are what it stands for.
+    pub(crate) fn stamp(&self, generation: Generation) {
+        let _ = self.inner.generation.compare_exchange(
+            0,
+            generation.get(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
     }
 
     /// When the generation these settings were loaded for was observed.
@@ -105,7 +121,7 @@ impl<S> Deref for Snapshot<S> {
 impl<S: fmt::Debug> fmt::Debug for Snapshot<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Snapshot")
-            .field("generation", &self.inner.generation)
+            .field("generation", &self.generation())
             .field("settings", &self.inner.settings)
             .finish()
     }

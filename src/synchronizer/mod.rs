@@ -60,11 +60,6 @@ pub trait GenerationSynchronizer: Send + Sync {
     /// the reload observed.
     fn record(&self, generation: Generation);
 
-    /// Forgets the recorded generation, so the next check reads as expired:
-    /// for a process that replaced its state without knowing which
-    /// generation it matches (it loaded while the backend did not answer).
-    fn forget(&self);
-
     /// Reads the shared generation and compares it with the local one.
     ///
     /// The generations a check observes (and
@@ -324,10 +319,6 @@ impl<B: Backend> GenerationSynchronizer for Synchronizer<B> {
 
     fn record(&self, generation: Generation) {
         self.local.store(generation.get(), Ordering::Release);
-    }
-
-    fn forget(&self) {
-        self.local.store(0, Ordering::Release);
     }
 
     async fn check(&self) -> Check {
