@@ -67,8 +67,8 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use clap::Parser;
 use gensync::reload::{
-    blocking_loader, fenced, BoxError, PublishError, Reloader, SettingsReloadLayer, Snapshot,
-    StaleFence,
+    blocking_loader, fenced, BoxError, CheckMode, PublishError, Reloader, SettingsReloadLayer,
+    Snapshot, StaleFence,
 };
 use gensync::{Backend, BackendError, Fence, Key, MemoryBackend, RedisBackend, Synchronizer};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -119,6 +119,13 @@ struct Args {
     /// namespace).
     #[arg(long, value_name = "KEY", default_value = "example:settings")]
     key: String,
+
+    /// How requests learn the settings changed: strict (read the
+    /// generation for every request, coalesced), push (Redis pushes each
+    /// change; no round trip between changes) or interval=DURATION (read
+    /// at most once per DURATION, as 250ms or 2s).
+    #[arg(long, value_name = "MODE", default_value = "strict")]
+    mode: CheckMode,
 }
 
 /// A start-up failure: the message and the exit status.
@@ -213,10 +220,10 @@ async fn run(args: Args) -> Result<(), Fatal> {
                 ),
             }
             let name = redis.describe().to_owned();
-            (build_reloader(redis, key, &path)?, name)
+            (build_reloader(redis, key, &path, args.mode)?, name)
         }
         None => (
-            build_reloader(MemoryBackend::new(), key, &path)?,
+            build_reloader(MemoryBackend::new(), key, &path, args.mode)?,
             "in-memory, this process only".to_owned(),
         ),
     };
@@ -244,7 +251,10 @@ async fn run(args: Args) -> Result<(), Fatal> {
         .route("/metrics", get(move || render_metrics(metrics.clone())))
         .with_state(reloader);
 
-    println!("settings_server listening on http://{address} (backend: {backend})");
+    println!(
+        "settings_server listening on http://{address} (backend: {backend}; mode: {})",
+        args.mode
+    );
     let _ = io::stdout().flush();
 
     axum::serve(listener, app)
@@ -259,12 +269,14 @@ fn build_reloader<B: Backend + 'static>(
     backend: B,
     key: Key,
     path: &Path,
+    mode: CheckMode,
 ) -> Result<Reloader<Settings>, Fatal> {
     let sync = Synchronizer::new(backend, key);
     let read_from = path.to_owned();
     let loader = blocking_loader(move || read_settings(&read_from));
     let write_to = Arc::new(path.to_owned());
     Reloader::builder(sync, loader)
+        .mode(mode)
         .saver(fenced(move |settings: &Settings, fence| {
             let path = Arc::clone(&write_to);
             let bytes = encode(settings);

@@ -96,7 +96,7 @@ pub mod testing;
 
 pub use backend::{
     Backend, BlockingBackend, BlockingRedisBackend, MemoryBackend, RedactedUrl, RedisBackend,
-    RedisConfig, Stored,
+    RedisConfig, Stored, Ticket, Tracker,
 };
 pub use error::{BackendError, Error};
 pub use fence::Fence;

@@ -474,7 +474,7 @@ async fn an_unreachable_redis_still_serves_the_file_settings() {
     std::fs::write(&file, settings.to_string()).unwrap();
     let url = format!("redis://127.0.0.1:{}", support::closed_port());
     let instance = Instance::start(&["--redis", &url, "--settings", path_str(&file)], &[]);
-    instance.assert_printed(&format!("(backend: Redis at {url})"));
+    instance.assert_printed(&format!("(backend: Redis at {url}; mode: strict)"));
     let client = client();
 
     for _ in 0..2 {

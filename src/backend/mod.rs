@@ -12,12 +12,14 @@ use crate::key::Key;
 mod memory;
 mod redact;
 mod redis;
+mod track;
 
 pub use self::memory::MemoryBackend;
 #[cfg(any(test, feature = "testing"))]
 pub use self::memory::SavePoint;
 pub use self::redact::RedactedUrl;
 pub use self::redis::{BlockingRedisBackend, RedisBackend, RedisConfig};
+pub use self::track::{Ticket, Tracker};
 
 /// What a key holds, as a backend reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,6 +134,15 @@ pub trait Backend: Send + Sync + 'static {
     fn epoch(&self) -> u64 {
         0
     }
+
+    /// Starts pushing the changes of `key` into `tracker`, if this backend
+    /// can, on a task of the current tokio runtime that ends once the
+    /// tracker is dropped. Returns whether it started. The default cannot:
+    /// readers then read the key for every check their mode asks for.
+    fn track(&self, key: &Key, tracker: &std::sync::Arc<Tracker>) -> bool {
+        let _ = (key, tracker);
+        false
+    }
 }
 
 /// A [`Backend`] whose futures finish without waiting on an async runtime,
@@ -195,6 +206,9 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     }
     fn epoch(&self) -> u64 {
         (**self).epoch()
+    }
+    fn track(&self, key: &Key, tracker: &std::sync::Arc<Tracker>) -> bool {
+        (**self).track(key, tracker)
     }
 }
 

@@ -8,7 +8,9 @@ use std::time::Duration;
 use super::flight::Flight;
 use super::listeners::Listeners;
 use super::metrics::Counters;
+use super::mode::CheckMode;
 use super::publish::Writers;
+use super::reads::Reads;
 use super::reloader::{Reloader, Shared};
 use super::snapshot::Snapshot;
 use super::source::{SettingsLoader, SettingsSaver};
@@ -25,6 +27,7 @@ pub(super) struct Config {
     pub(super) lock_ttl: Duration,
     pub(super) write_timeout: Duration,
     pub(super) lock_tries: u32,
+    pub(super) mode: CheckMode,
 }
 
 impl Default for Config {
@@ -37,6 +40,7 @@ impl Default for Config {
             lock_ttl: Duration::from_secs(5),
             write_timeout: Duration::from_secs(30),
             lock_tries: 40,
+            mode: CheckMode::Strict,
         }
     }
 }
@@ -52,6 +56,11 @@ impl Config {
         ];
         if let Some((name, _)) = positive.iter().find(|(_, d)| d.is_zero()) {
             return Err(Error::Config(format!("{name} must be greater than zero")));
+        }
+        if self.mode == CheckMode::Interval(Duration::ZERO) {
+            return Err(Error::Config(
+                "the check interval must be greater than zero".into(),
+            ));
         }
         if self.backoff_max < self.backoff_initial {
             return Err(Error::Config(format!(
@@ -113,6 +122,14 @@ where
         self
     }
 
+    /// How checks learn that the shared generation moved, and so how fresh
+    /// their answer is and what they cost the backend. Default
+    /// [`CheckMode::Strict`].
+    pub fn mode(mut self, mode: CheckMode) -> Self {
+        self.config.mode = mode;
+        self
+    }
+
     /// How long one load may take before it counts as failed. Default 10 s.
     pub fn load_timeout(mut self, bound: Duration) -> Self {
         self.config.load_timeout = bound;
@@ -163,6 +180,8 @@ where
             writers: self.writers,
             config: self.config,
             current: arc_swap::ArcSwap::new(Arc::clone(first.as_arc())),
+            reads: Arc::new(Reads::new()),
+            tracking: std::sync::OnceLock::new(),
         }))
     }
 }

@@ -18,22 +18,46 @@ use super::snapshot::Snapshot;
 /// The check runs as one boxed future: the synchronizer is a trait object
 /// whose calls allocate anyway, and one box around the whole check costs
 /// no more than one around the read alone.
+/// A check answered without a read (push or interval mode, settings
+/// current) is ready at once and allocates nothing.
 #[must_use = "futures do nothing unless polled"]
 pub struct CheckFuture<S> {
-    check: BoxFuture<Snapshot<S>>,
+    check: Checking<S>,
+}
+
+enum Checking<S> {
+    Ready(Option<Snapshot<S>>),
+    Running(BoxFuture<Snapshot<S>>),
 }
 
 impl<S> CheckFuture<S> {
     pub(super) fn new(check: BoxFuture<Snapshot<S>>) -> Self {
-        CheckFuture { check }
+        CheckFuture {
+            check: Checking::Running(check),
+        }
+    }
+
+    pub(super) fn ready(snapshot: Snapshot<S>) -> Self {
+        CheckFuture {
+            check: Checking::Ready(Some(snapshot)),
+        }
     }
 }
+
+impl<S> Unpin for CheckFuture<S> {}
 
 impl<S> Future for CheckFuture<S> {
     type Output = Snapshot<S>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Snapshot<S>> {
-        self.check.as_mut().poll(cx)
+        match &mut self.check {
+            Checking::Ready(snapshot) => Poll::Ready(
+                snapshot
+                    .take()
+                    .expect("a CheckFuture is not polled after it completed"),
+            ),
+            Checking::Running(check) => check.as_mut().poll(cx),
+        }
     }
 }
 

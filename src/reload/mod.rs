@@ -58,7 +58,8 @@
 // `flight.rs` the single-flight load machine (with its invariants),
 // `publish.rs` the writers' path, `listeners.rs` the reload fan-out,
 // `layer.rs` and `future.rs` the tower middleware and the named futures,
-// `metrics.rs` the counters and their export.
+// `metrics.rs` the counters and their export, `mode.rs` the check modes
+// and their promises, `reads.rs` the coalesced reads of the generation.
 mod blocking;
 mod builder;
 mod flight;
@@ -67,7 +68,9 @@ mod layer;
 mod lease;
 mod listeners;
 mod metrics;
+mod mode;
 mod publish;
+mod reads;
 mod reloader;
 mod snapshot;
 mod source;
@@ -78,6 +81,7 @@ pub use self::future::{CheckFuture, ResponseFuture};
 pub use self::layer::{SettingsReload, SettingsReloadLayer};
 pub use self::listeners::ListenerId;
 pub use self::metrics::ReloadMetrics;
+pub use self::mode::{CheckMode, ParseCheckModeError};
 pub use self::publish::PublishError;
 pub use self::reloader::Reloader;
 pub use self::snapshot::Snapshot;

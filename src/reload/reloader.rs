@@ -4,7 +4,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
@@ -14,10 +14,13 @@ use super::flight::Flight;
 use super::future::CheckFuture;
 use super::listeners::{ListenerId, Listeners};
 use super::metrics::{Counters, ReloadMetrics, Stopwatch};
+use super::mode::CheckMode;
 use super::publish::Writers;
+use super::reads::Reads;
 use super::snapshot::{Inner as SnapshotInner, Snapshot};
 use super::source::SettingsLoader;
-use crate::synchronizer::{GenerationSynchronizer, Observed};
+use crate::generation::Generation;
+use crate::synchronizer::{Check, GenerationSynchronizer, Observed};
 
 /// A boxed future, for the parts of a check that run on a trait object.
 pub(super) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -83,6 +86,9 @@ pub(super) struct Shared<S> {
     pub(super) listeners: Listeners<S>,
     pub(super) flight: Flight,
     pub(super) counters: Counters,
+    pub(super) reads: Arc<Reads>,
+    /// Set once push mode has started tracking (and its reload task).
+    pub(super) tracking: OnceLock<()>,
 }
 
 impl<S> Clone for Reloader<S> {
@@ -165,14 +171,91 @@ impl<S: Send + Sync + 'static> Reloader<S> {
         ReloaderBuilder::new(sync, loader)
     }
 
-    /// Checks the shared generation and returns settings at least as new as
-    /// every update whose bump completed before this call, reloading if
+    /// Checks the shared generation and returns settings as fresh as the
+    /// reloader's [`CheckMode`] promises (by default, at least as new as
+    /// every update whose bump completed before this call), reloading if
     /// needed. Never fails: when the backend or the loader misbehaves, or
     /// the reload outlasts the wait bound, it returns the last good
     /// settings and counts that in [`ReloadMetrics::stale_served`].
     pub fn check(&self) -> CheckFuture<S> {
+        if let Some(current) = self.vouched_current() {
+            return CheckFuture::ready(current);
+        }
         let this = self.clone();
         CheckFuture::new(Box::pin(async move { this.checked().await }))
+    }
+
+    /// The settings in service, when the mode vouches for the generation
+    /// they were loaded at without a read: the path of a check that costs
+    /// no round trip.
+    fn vouched_current(&self) -> Option<Snapshot<S>> {
+        let shared = &self.shared;
+        let g = self.vouched()?;
+        if shared.sync.sync_gen() != Some(g) {
+            return None;
+        }
+        let stopwatch = Stopwatch::start();
+        shared.counters.checks.add();
+        shared.flight.answered(shared.flight.began());
+        let current = self.current();
+        if current.generation().is_none() {
+            current.stamp(g);
+        }
+        shared.counters.served(stopwatch, &current);
+        Some(current)
+    }
+
+    /// The shared generation as the mode vouches for it now, without a
+    /// read: pushed (and heard from within the heartbeat bound), or read
+    /// within the interval.
+    fn vouched(&self) -> Option<Generation> {
+        let shared = &self.shared;
+        match shared.config.mode {
+            CheckMode::Strict => None,
+            CheckMode::Push => {
+                if shared.tracking.get().is_none() {
+                    self.start_tracking();
+                }
+                shared.sync.vouched()
+            }
+            CheckMode::Interval(every) => {
+                let read = shared.reads.last()?;
+                match read.observed {
+                    Observed::Value(g) if read.began.elapsed() < every => Some(g),
+                    _ => None,
+                }
+            }
+        }
+    }
+
+    /// Starts push tracking, once, and a task that checks at every change
+    /// it pushes, so the settings follow without waiting for a request.
+    fn start_tracking(&self) {
+        let shared = &self.shared;
+        shared.tracking.get_or_init(|| {
+            let Some(tracker) = shared.sync.track() else {
+                tracing::info!(key = %shared.sync.key(), "gensync push mode: this backend cannot push changes; checking the key on every request (strict)");
+                return;
+            };
+            let changes = tracker.notifier();
+            let weak = Arc::downgrade(&self.shared);
+            tokio::spawn(async move {
+                loop {
+                    // Armed before the reloader is let go, so the wake-up
+                    // its tracker's drop sends is not missed.
+                    let changed = changes.notified();
+                    tokio::pin!(changed);
+                    changed.as_mut().enable();
+                    match weak.upgrade() {
+                        Some(shared) => {
+                            let _ = Reloader { shared }.check().await;
+                        }
+                        None => return,
+                    }
+                    changed.await;
+                }
+            });
+        });
     }
 
     async fn checked(self) -> Snapshot<S> {
@@ -181,7 +264,16 @@ impl<S: Send + Sync + 'static> Reloader<S> {
         let began = shared.flight.began();
         let counters = &shared.counters;
         counters.checks.add();
-        let check = shared.sync.check().await;
+        let observed = match self.vouched() {
+            Some(g) => Observed::Value(g),
+            None => shared.reads.next(&shared.sync).await,
+        };
+        // The local generation now, not when the read was sent: a load may
+        // have recorded the observed one meanwhile.
+        let check = Check {
+            local: shared.sync.sync_gen(),
+            shared: observed,
+        };
         if let Some(g) = check.observed() {
             shared.flight.answered(began);
             if !check.is_expired() {

@@ -7,11 +7,12 @@
 //! - `blocking.rs`: [`BlockingSynchronizer`], for code with no runtime.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::backend::{Backend, Stored};
+use crate::backend::{Backend, Stored, Tracker};
 use crate::error::{BackendError, Error};
 use crate::generation::Generation;
 use crate::key::Key;
@@ -101,6 +102,22 @@ pub trait GenerationSynchronizer: Send + Sync {
 
     /// Deletes the shared generation, expiring every process.
     async fn clear(&self) -> Result<(), Error>;
+
+    /// Starts push tracking of the key (once; later calls return the same
+    /// tracker), if the backend can push its changes
+    /// ([`Backend::track`]). Call it inside a tokio runtime, which runs the
+    /// tracking. `None` when the backend cannot: readers then read.
+    fn track(&self) -> Option<Arc<Tracker>> {
+        None
+    }
+
+    /// The shared generation as push tracking vouches for it now, mixed
+    /// with the epoch as [`check`](Self::check) would observe it: `None`
+    /// unless tracking is armed, nothing changed since its last read, its
+    /// heartbeat is current, and the key held a valid generation.
+    fn vouched(&self) -> Option<Generation> {
+        None
+    }
 }
 
 /// The [`GenerationSynchronizer`], generic over its [`Backend`].
@@ -127,6 +144,8 @@ pub struct Synchronizer<B> {
     local: AtomicU64,
     /// Backend failures since the last answer, for episode logging.
     failures: AtomicU64,
+    /// Push tracking, once started: `None` inside when the backend cannot.
+    tracker: OnceLock<Option<Arc<Tracker>>>,
 }
 
 impl<B: Backend> Synchronizer<B> {
@@ -139,6 +158,7 @@ impl<B: Backend> Synchronizer<B> {
             ttl: DEFAULT_TTL,
             local: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            tracker: OnceLock::new(),
         }
     }
 
@@ -364,6 +384,24 @@ impl<B: Backend> GenerationSynchronizer for Synchronizer<B> {
 
     async fn clear(&self) -> Result<(), Error> {
         self.reply("delete", self.backend.delete(&self.key).await)
+    }
+
+    fn track(&self) -> Option<Arc<Tracker>> {
+        self.tracker
+            .get_or_init(|| {
+                let tracker = Tracker::new();
+                self.backend.track(&self.key, &tracker).then_some(tracker)
+            })
+            .clone()
+    }
+
+    fn vouched(&self) -> Option<Generation> {
+        let (stored, epoch) = self.tracker.get()?.as_ref()?.vouched()?;
+        // Read on a server the backend has since left: it vouches nothing.
+        match stored {
+            Stored::Value(g) if epoch == self.backend.epoch() => Some(g.in_epoch(epoch)),
+            _ => None,
+        }
     }
 }
 

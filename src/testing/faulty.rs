@@ -203,6 +203,13 @@ impl<B: Backend> Backend for FaultyBackend<B> {
     fn epoch(&self) -> u64 {
         self.inner.epoch() + self.faults.servers()
     }
+
+    /// The inner backend's: faults hit calls, not what a server pushes
+    /// (a failover still moves the epoch, so nothing vouched before it
+    /// counts after).
+    fn track(&self, key: &Key, tracker: &std::sync::Arc<crate::backend::Tracker>) -> bool {
+        self.inner.track(key, tracker)
+    }
 }
 
 /// Latency and hangs block the calling thread when no tokio runtime is

@@ -16,7 +16,7 @@ use super::target::{
     breaks_connection, found_dead, identity_cmd, read_replicated, read_run_id, wait_cmd, Caller,
     Failure, Target,
 };
-use crate::backend::{Backend, Stored};
+use crate::backend::{Backend, Stored, Tracker};
 use crate::error::BackendError;
 use crate::fence::Fence;
 use crate::generation::Generation;
@@ -353,5 +353,10 @@ impl Backend for RedisBackend {
     /// before (its `run_id` changed: a restart, a failover).
     fn epoch(&self) -> u64 {
         self.target.epoch()
+    }
+
+    /// On a RESP3 connection of its own (see [`RedisConfig::heartbeat`]).
+    fn track(&self, key: &Key, tracker: &Arc<Tracker>) -> bool {
+        super::track::spawn(Arc::clone(&self.target), key.clone(), tracker)
     }
 }

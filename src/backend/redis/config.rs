@@ -15,7 +15,7 @@ pub(super) const URL_FORMS: &str = "redis://[user:password@]host[:port][/db], \
 /// Defaults: 250 ms to connect (TCP, TLS and the `AUTH`/`SELECT`
 /// handshake), 250 ms for a reply, 8 pooled connections for the blocking
 /// path, 100 ms before a read dials again after a failed connect, and no
-/// wait for replicas. A local Redis answers in well under a millisecond, so
+/// wait for replicas; in push mode, a heartbeat every 200 ms. A local Redis answers in well under a millisecond, so
 /// these only matter when something is wrong, and then they bound what a
 /// caller pays.
 ///
@@ -47,6 +47,7 @@ pub struct RedisConfig {
     pub(super) pool_size: u32,
     pub(super) reconnect_delay: Duration,
     pub(super) replicas: Option<Replicas>,
+    pub(super) heartbeat: Duration,
 }
 
 /// How many replicas a bump waits for, and for how long.
@@ -64,6 +65,7 @@ impl Default for RedisConfig {
             pool_size: 8,
             reconnect_delay: Duration::from_millis(100),
             replicas: None,
+            heartbeat: Duration::from_millis(200),
         }
     }
 }
@@ -121,6 +123,25 @@ impl RedisConfig {
         self
     }
 
+    /// Push mode's heartbeat: the tracking connection sends `PING` this
+    /// often, and each must be answered within the same time, or the
+    /// connection is dropped and readers read the key themselves until it
+    /// is armed again. An answered `PING` proves every invalidation the
+    /// server queued before it has arrived, so push mode vouches for
+    /// nothing older than the last answered heartbeat: at most twice this
+    /// (400 ms by default) before a request, and in practice the server's
+    /// round trip. Each heartbeat is one command.
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        self.heartbeat = every;
+        self
+    }
+
+    /// How long push mode vouches for a read after the heartbeat sent at
+    /// the same time: the next heartbeat's pause and its answer.
+    pub(super) fn heartbeat_bound(&self) -> Duration {
+        self.heartbeat * 2
+    }
+
     /// The most one backend call can take: a connection and two replies,
     /// the second on a new connection when the one the call found turned
     /// out dead, plus the wait for replicas when it is on (see
@@ -148,9 +169,12 @@ impl RedisConfig {
     }
 
     pub(super) fn validate(&self) -> Result<(), BackendError> {
-        if self.connect_timeout.is_zero() || self.response_timeout.is_zero() {
+        if self.connect_timeout.is_zero()
+            || self.response_timeout.is_zero()
+            || self.heartbeat.is_zero()
+        {
             return Err(BackendError::Config(
-                "Redis timeouts must be greater than zero".into(),
+                "Redis timeouts and the heartbeat must be greater than zero".into(),
             ));
         }
         if self.replicas.is_some_and(|r| r.timeout.is_zero()) {
@@ -225,6 +249,7 @@ mod tests {
             RedisConfig::default().connect_timeout(Duration::ZERO),
             RedisConfig::default().response_timeout(Duration::ZERO),
             RedisConfig::default().pool_size(0),
+            RedisConfig::default().heartbeat(Duration::ZERO),
             RedisConfig::default().wait_for_replicas(1, Duration::ZERO),
         ] {
             assert!(matches!(

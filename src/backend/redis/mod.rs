@@ -22,6 +22,7 @@ mod config;
 mod dialer;
 mod slot;
 mod target;
+mod track;
 
 pub use self::aio::RedisBackend;
 pub use self::blocking::BlockingRedisBackend;

@@ -1,0 +1,222 @@
+//! Push mode's connection: a RESP3 connection of its own on which the
+//! server sends every change of the key (`CLIENT TRACKING ON BCAST PREFIX
+//! <key>`), feeding a [`Tracker`].
+//!
+//! Pushes are handed to the tracker by the connection's own reader, in the
+//! order they arrived and before any later reply resolves, so an answered
+//! `PING` or `GET` proves every invalidation the server queued before it has
+//! already invalidated. The server queues a broadcast invalidation before it
+//! writes the reply to the command that caused it, so a bump whose writer
+//! has its reply is never missed by a heartbeat sent after that.
+//!
+//! The crate's experimental client-side cache is not used: there, an
+//! invalidation can race the insert of a fresh reply, and a dead connection
+//! keeps serving hits.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+
+use redis::aio::MultiplexedConnection;
+use redis::{
+    AsyncConnectionConfig, ErrorKind, ProtocolVersion, PushInfo, PushKind, RedisError, Value,
+};
+use tokio::sync::Notify;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::commands::Op;
+use super::target::{identity_cmd, read_run_id, Target};
+use crate::backend::Tracker;
+use crate::error::BackendError;
+use crate::key::Key;
+
+/// Starts tracking `key` for `tracker` on the current runtime. `false`
+/// outside one.
+pub(super) fn spawn(target: Arc<Target>, key: Key, tracker: &Arc<Tracker>) -> bool {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return false;
+    };
+    let notify = tracker.notifier();
+    runtime.spawn(run(target, key, Arc::downgrade(tracker), notify));
+    true
+}
+
+/// How a tracking session ended.
+enum Ended {
+    /// Nobody reads through the tracker any more.
+    Unwanted,
+    /// The server will not track (no RESP3, `CLIENT TRACKING` unknown or
+    /// denied): readers read for themselves from now on.
+    Refused(BackendError),
+    /// The connection broke or missed a heartbeat; `armed` says whether it
+    /// got as far as tracking.
+    Lost { error: BackendError, armed: bool },
+}
+
+/// Sessions, one after the other, until the tracker is dropped or the
+/// server refuses.
+async fn run(target: Arc<Target>, key: Key, tracker: Weak<Tracker>, notify: Arc<Notify>) {
+    let mut troubled = false;
+    loop {
+        let ended = session(&target, &key, &tracker, &notify).await;
+        let Some(t) = tracker.upgrade() else { return };
+        t.lost();
+        drop(t);
+        match ended {
+            Ended::Unwanted => return,
+            Ended::Refused(error) => {
+                tracing::warn!(key = %key, %error, "gensync push mode: the server will not track the key; checking it on every request (strict) instead");
+                return;
+            }
+            Ended::Lost { error, armed } => {
+                if armed || !troubled {
+                    tracing::warn!(key = %key, %error, "gensync push mode: tracking connection lost; checking the key on every request (strict) until it is armed again");
+                } else {
+                    tracing::debug!(key = %key, %error, "gensync push mode: tracking still down");
+                }
+                troubled = true;
+            }
+        }
+        // A server that is down is not dialled in a tight loop.
+        let pause = target.config.reconnect_delay.max(target.config.heartbeat);
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Clears `live` when the session ends, so pushes a dropped connection
+/// still delivers (its `Disconnection`) touch no later session.
+struct Live(Arc<AtomicBool>);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+async fn session(target: &Target, key: &Key, tracker: &Weak<Tracker>, notify: &Notify) -> Ended {
+    let live = Live(Arc::new(AtomicBool::new(true)));
+    let mut conn = match connect(target, tracker, &live.0).await {
+        Ok(conn) => conn,
+        Err(e) => return ended(target, e, false),
+    };
+    let run_id = read_run_id(identity_cmd().query_async::<Value>(&mut conn).await);
+    let epoch = target.met(run_id);
+    let mut tracking = redis::cmd("CLIENT");
+    tracking
+        .arg("TRACKING")
+        .arg("ON")
+        .arg("BCAST")
+        .arg("PREFIX")
+        .arg(key.as_str());
+    if let Err(e) = tracking.query_async::<()>(&mut conn).await {
+        return ended(target, e, false);
+    }
+    match tracker.upgrade() {
+        Some(t) => t.arm(),
+        None => return Ended::Unwanted,
+    }
+    tracing::debug!(key = %key, "gensync push mode: tracking armed");
+    let config = &target.config;
+    let mut beat = tokio::time::interval(config.heartbeat);
+    beat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let get = Op::get(key);
+    loop {
+        // Read the key: its reply also proves the pushes before it arrived.
+        let Some(ticket) = tracker.upgrade().map(|t| t.ticket()) else {
+            return Ended::Unwanted;
+        };
+        let sent = Instant::now();
+        let reply = get.cmd.query_async::<Value>(&mut conn).await;
+        let stored = match (get.read)(reply) {
+            Ok(stored) => stored,
+            Err(e) => return ended(target, e, true),
+        };
+        match tracker.upgrade() {
+            Some(t) => {
+                t.saw(ticket, stored, epoch);
+                t.vouch_until(sent, config.heartbeat_bound());
+            }
+            None => return Ended::Unwanted,
+        }
+        // Heartbeats until something changes.
+        loop {
+            let changed = notify.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            match tracker.upgrade() {
+                Some(t) if t.moved_since(ticket) => break,
+                Some(_) => {}
+                None => return Ended::Unwanted,
+            }
+            if target.epoch() != epoch {
+                return Ended::Lost {
+                    error: BackendError::Server {
+                        target: target.name.clone(),
+                        reason: "another connection reached a different server".into(),
+                    },
+                    armed: true,
+                };
+            }
+            tokio::select! {
+                _ = &mut changed => continue,
+                _ = beat.tick() => {}
+            }
+            let sent = Instant::now();
+            if let Err(e) = redis::cmd("PING").query_async::<()>(&mut conn).await {
+                return ended(target, e, true);
+            }
+            match tracker.upgrade() {
+                Some(t) => t.vouch_until(sent, config.heartbeat_bound()),
+                None => return Ended::Unwanted,
+            }
+        }
+    }
+}
+
+/// A RESP3 connection whose pushes go to the tracker while `live`.
+async fn connect(
+    target: &Target,
+    tracker: &Weak<Tracker>,
+    live: &Arc<AtomicBool>,
+) -> Result<MultiplexedConnection, RedisError> {
+    let info = target.client.get_connection_info().clone();
+    let resp3 = info
+        .redis_settings()
+        .clone()
+        .set_protocol(ProtocolVersion::RESP3);
+    let client = redis::Client::open(info.set_redis_settings(resp3))?;
+    let (tracker, live) = (tracker.clone(), Arc::clone(live));
+    let pushes = move |push: PushInfo| {
+        if !live.load(Ordering::SeqCst) {
+            return Ok::<(), redis::aio::SendError>(());
+        }
+        if let Some(t) = tracker.upgrade() {
+            match push.kind {
+                // Any change under the prefix, or a flush (a null one).
+                PushKind::Invalidate => t.invalidate(),
+                PushKind::Disconnection => t.lost(),
+                _ => {}
+            }
+        }
+        Ok(())
+    };
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(target.config.connect_timeout))
+        .set_response_timeout(Some(target.config.heartbeat))
+        .set_push_sender(pushes);
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+}
+
+/// What a failure means: a server that answered with an error other than
+/// about credentials will not track; anything else may pass.
+fn ended(target: &Target, e: RedisError, armed: bool) -> Ended {
+    let credentials = e.kind() == ErrorKind::AuthenticationFailed
+        || matches!(e.code(), Some("NOAUTH" | "WRONGPASS"));
+    let error = target.error(&e);
+    if e.code().is_some() && !credentials && !e.is_timeout() {
+        Ended::Refused(error)
+    } else {
+        Ended::Lost { error, armed }
+    }
+}

@@ -1,0 +1,235 @@
+//! What push invalidation tells readers: the generation a backend's
+//! tracking connection read last, vouched for while nothing invalidated it
+//! and its heartbeats are answered in time.
+//!
+//! A backend that can push ([`Backend::track`](super::Backend::track))
+//! feeds a [`Tracker`] from one connection: it arms the tracker once the
+//! server sends it every change of the key, reads the key with a ticket
+//! taken before the read, calls [`Tracker::invalidate`] for every change the
+//! server pushes (before it hands on any later reply of that connection),
+//! and [`Tracker::vouch_until`] after each answered heartbeat. Readers ask
+//! [`Tracker::vouched`] and read the key themselves when it says nothing.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::Stored;
+
+/// The shared state between a backend's tracking connection and the
+/// readers of one key.
+///
+/// Tokens order what the connection has said: every arming and every
+/// invalidation takes a new one, losing the connection sets none (0), and
+/// a read vouches only while the token it was begun under is still the
+/// current one. Tokens are never reused, so a read begun before an
+/// invalidation can never vouch after it.
+pub struct Tracker {
+    /// The current token; 0 while not armed.
+    token: AtomicU64,
+    /// Where tokens come from.
+    tokens: AtomicU64,
+    /// The last read, with the token it was begun under.
+    seen: ArcSwapOption<Seen>,
+    /// Nanoseconds after `base` past which nothing is vouched for: the
+    /// heartbeat bound of the last answered heartbeat.
+    until: AtomicU64,
+    base: Instant,
+    /// Woken on every invalidation and every loss of the connection.
+    changed: Arc<Notify>,
+}
+
+/// One read of the key by the tracking connection.
+#[derive(Debug)]
+struct Seen {
+    token: u64,
+    stored: Stored,
+    epoch: u64,
+}
+
+/// A read's place among the tracker's events: taken before the read is
+/// sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ticket(u64);
+
+impl Default for Tracker {
+    fn default() -> Self {
+        Tracker {
+            token: AtomicU64::new(0),
+            tokens: AtomicU64::new(0),
+            seen: ArcSwapOption::empty(),
+            until: AtomicU64::new(0),
+            base: Instant::now(),
+            changed: Arc::new(Notify::new()),
+        }
+    }
+}
+
+impl std::fmt::Debug for Tracker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracker")
+            .field("armed", &self.is_armed())
+            .field("seen", &self.seen.load().as_deref())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tracker {
+    /// A tracker that vouches for nothing yet.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Tracker::default())
+    }
+
+    /// The server now sends every change of the key on this tracker's
+    /// connection: reads begun from here on can vouch.
+    pub fn arm(&self) {
+        self.token.store(self.fresh_token(), Ordering::SeqCst);
+    }
+
+    /// Whether the tracker is armed (its connection may still have missed
+    /// its heartbeat).
+    pub fn is_armed(&self) -> bool {
+        self.token.load(Ordering::SeqCst) != 0
+    }
+
+    /// The key changed, or may have (a flush): no read begun before now
+    /// vouches any more.
+    pub fn invalidate(&self) {
+        // Only an armed tracker moves on: a lost one stays lost until armed.
+        let _ = self
+            .token
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| {
+                (t != 0).then(|| self.fresh_token())
+            });
+        self.changed.notify_waiters();
+    }
+
+    /// The connection is gone, or can no longer vouch: nothing is vouched
+    /// for until it is armed again.
+    pub fn lost(&self) {
+        self.token.store(0, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    /// Takes a ticket for a read about to be sent.
+    pub fn ticket(&self) -> Ticket {
+        Ticket(self.token.load(Ordering::SeqCst))
+    }
+
+    /// Whether an event (an invalidation, a loss) came after `ticket`.
+    pub fn moved_since(&self, ticket: Ticket) -> bool {
+        self.ticket() != ticket
+    }
+
+    /// Stores what a read begun at `ticket` saw, from the server of
+    /// `epoch` (see [`Backend::epoch`](super::Backend::epoch)). Kept only
+    /// if nothing happened since the ticket was taken, and the tracker was
+    /// armed then; returns whether it was kept.
+    pub fn saw(&self, ticket: Ticket, stored: Stored, epoch: u64) -> bool {
+        if ticket.0 == 0 || self.moved_since(ticket) {
+            return false;
+        }
+        self.seen.store(Some(Arc::new(Seen {
+            token: ticket.0,
+            stored,
+            epoch,
+        })));
+        // An invalidation between the check and the store took a new token,
+        // so this read vouches for nothing: the token check in `vouched`
+        // sees to that.
+        true
+    }
+
+    /// A heartbeat sent at `sent` was answered, so every change the server
+    /// pushed before it has been handed to [`invalidate`](Self::invalidate):
+    /// vouch until `sent + bound`, where `bound` is how long until the next
+    /// heartbeat must have been answered.
+    pub fn vouch_until(&self, sent: Instant, bound: Duration) {
+        let until = (sent + bound).saturating_duration_since(self.base);
+        let nanos = u64::try_from(until.as_nanos()).unwrap_or(u64::MAX);
+        self.until.fetch_max(nanos, Ordering::SeqCst);
+    }
+
+    /// What the last read saw and the epoch of the server that answered
+    /// it, if the tracker still vouches for it: armed, nothing invalidated
+    /// since the read began, and the heartbeat bound not passed.
+    pub fn vouched(&self) -> Option<(Stored, u64)> {
+        let token = self.token.load(Ordering::SeqCst);
+        if token == 0 {
+            return None;
+        }
+        let seen = self.seen.load();
+        let seen = seen.as_deref().filter(|s| s.token == token)?;
+        let now = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        (now < self.until.load(Ordering::SeqCst)).then_some((seen.stored, seen.epoch))
+    }
+
+    /// Resolves at the next invalidation or loss after it is first polled.
+    pub async fn changed(&self) {
+        self.changed.notified().await
+    }
+
+    /// What [`changed`](Self::changed) waits on, for a task that must not
+    /// keep the tracker alive.
+    pub(crate) fn notifier(&self) -> Arc<Notify> {
+        Arc::clone(&self.changed)
+    }
+
+    fn fresh_token(&self) -> u64 {
+        self.tokens.fetch_add(1, Ordering::SeqCst) + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generation::Generation;
+
+    fn value(n: u64) -> Stored {
+        Stored::Value(Generation::new(n).unwrap())
+    }
+
+    const BOUND: Duration = Duration::from_secs(3600);
+
+    #[tokio::test]
+    async fn a_read_vouches_only_while_armed_unchanged_and_heard_from() {
+        let t = Tracker::new();
+        let before = t.ticket();
+        assert!(!t.saw(before, value(1), 0), "not armed when the read began");
+        t.arm();
+        let ticket = t.ticket();
+        assert!(t.saw(ticket, value(1), 7));
+        assert_eq!(t.vouched(), None, "no heartbeat answered yet");
+        t.vouch_until(Instant::now(), BOUND);
+        assert_eq!(t.vouched(), Some((value(1), 7)));
+        t.invalidate();
+        assert_eq!(t.vouched(), None, "a change ends what the read vouched");
+        assert!(
+            !t.saw(ticket, value(1), 7),
+            "a read begun before it cannot vouch"
+        );
+        let again = t.ticket();
+        assert!(t.saw(again, value(2), 7));
+        assert_eq!(t.vouched(), Some((value(2), 7)));
+        t.lost();
+        assert_eq!(t.vouched(), None);
+        t.invalidate();
+        assert!(!t.is_armed(), "an invalidation does not arm a lost tracker");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_missed_heartbeat_ends_the_vouching_whatever_the_connection_does() {
+        let t = Tracker::new();
+        t.arm();
+        assert!(t.saw(t.ticket(), value(1), 0));
+        t.vouch_until(Instant::now(), Duration::from_millis(400));
+        tokio::time::advance(Duration::from_millis(399)).await;
+        assert!(t.vouched().is_some());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(t.vouched(), None);
+    }
+}
