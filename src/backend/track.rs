@@ -147,11 +147,13 @@ impl Tracker {
     /// A heartbeat sent at `sent` was answered, so every change the server
     /// pushed before it has been handed to [`invalidate`](Self::invalidate):
     /// vouch until `sent + bound`, where `bound` is how long until the next
-    /// heartbeat must have been answered.
+    /// heartbeat must have been answered. Replaces the bound given before
+    /// (heartbeats are answered in order; a backend whose key lapses at a
+    /// known time may also shorten it to that).
     pub fn vouch_until(&self, sent: Instant, bound: Duration) {
         let until = (sent + bound).saturating_duration_since(self.base);
         let nanos = u64::try_from(until.as_nanos()).unwrap_or(u64::MAX);
-        self.until.fetch_max(nanos, Ordering::SeqCst);
+        self.until.store(nanos, Ordering::SeqCst);
     }
 
     /// What the last read saw and the epoch of the server that answered
