@@ -3,9 +3,12 @@
 //! serves at least 64 concurrent requests through the tower layer, with the
 //! promises of that fault asserted, not just the absence of a panic.
 //!
-//! Rows run one after another (latency means nothing otherwise), each with
-//! its own server. The table goes to stdout as markdown; a broken promise
-//! names its row and makes the binary exit non-zero.
+//! Every row runs twice, with the instances' reloaders in strict mode and
+//! in push mode (`CheckMode::Push`, heartbeat `fleet::HEARTBEAT`), judged
+//! by each mode's promise. Rows run one after another (latency means
+//! nothing otherwise), each with its own server. The table goes to stdout
+//! as markdown; a broken promise names its row and mode and makes the
+//! binary exit non-zero.
 //!
 //! `cargo test --all-features --test fault_matrix` (add `--release` for the
 //! numbers in FAULTS.md).
@@ -27,12 +30,15 @@ use std::pin::Pin;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use trial::Row;
+use gensync::reload::CheckMode;
+use trial::{Cost, Row};
 
 /// The most one row may take before it counts as stuck.
 const ROW_LIMIT: Duration = Duration::from_secs(60);
 /// The most the whole binary may take, whatever hangs.
-const RUN_LIMIT: Duration = Duration::from_secs(400);
+const RUN_LIMIT: Duration = Duration::from_secs(600);
+/// The modes every row runs in, in this order.
+const MODES: [CheckMode; 2] = [CheckMode::Strict, CheckMode::Push];
 
 fn main() {
     harness::install_log_capture();
@@ -53,7 +59,8 @@ fn main() {
     let filters = filters();
     let selected: Vec<_> = matrix()
         .into_iter()
-        .filter(|(fault, _)| wanted(fault, &filters))
+        .flat_map(|(fault, row)| MODES.map(|mode| (fault, mode, row)))
+        .filter(|(fault, mode, _)| wanted(&format!("{fault} [{mode}]"), &filters))
         .collect();
     if selected.is_empty() {
         eprintln!("fault matrix: no row matches {filters:?}; nothing run");
@@ -62,15 +69,20 @@ fn main() {
     let started = Instant::now();
     let outcomes = runtime.block_on(async {
         let mut outcomes = Vec::new();
-        for (fault, row) in selected {
-            outcomes.push(run(fault, row).await);
+        for (fault, mode, row) in selected {
+            outcomes.push(run(fault, mode, row(mode)).await);
         }
         outcomes
     });
     print_table(&outcomes, started.elapsed());
     let broken: Vec<String> = outcomes
         .iter()
-        .filter_map(|(fault, outcome)| outcome.as_ref().err().map(|e| format!("{fault}: {e}")))
+        .filter_map(|(fault, mode, outcome)| {
+            outcome
+                .as_ref()
+                .err()
+                .map(|e| format!("{fault} [{mode}]: {e}"))
+        })
         .collect();
     for promise in &broken {
         eprintln!("fault matrix: BROKEN PROMISE in row `{promise}`");
@@ -81,45 +93,42 @@ fn main() {
 }
 
 type RowFuture = Pin<Box<dyn Future<Output = Result<Row, String>>>>;
+type RowFn = fn(CheckMode) -> RowFuture;
 
-/// The rows, in FAULTS.md's order. Nothing runs until awaited.
-fn matrix() -> Vec<(&'static str, RowFuture)> {
+/// The rows, in FAULTS.md's order. Nothing runs until called and awaited.
+fn matrix() -> Vec<(&'static str, RowFn)> {
     vec![
-        (
-            "server killed, restarted empty",
-            Box::pin(rows::server_killed()),
-        ),
-        (
-            "server paused (SIGSTOP) 3 s",
-            Box::pin(rows::server_paused()),
-        ),
-        ("FLUSHALL / key evicted", Box::pin(rows::key_evicted())),
-        (
-            "garbage value, wrong type at the key",
-            Box::pin(rows::key_corrupted()),
-        ),
-        (
-            "wrong password / ACL denied",
-            Box::pin(rows::access_refused()),
-        ),
-        (
-            "connection refused at start-up",
-            Box::pin(rows::refused_at_start()),
-        ),
-        ("loader fails N times", Box::pin(rows::loader_fails())),
-        ("loader panics", Box::pin(rows::loader_panics())),
-        (
-            "pool exhausted / maxclients reached",
-            Box::pin(rows::clients_exhausted()),
-        ),
-        (
-            "writer dies between save and bump",
-            Box::pin(rows::writer_dies()),
-        ),
-        (
-            "writer stalled past its lease",
-            Box::pin(rows::writer_stalled()),
-        ),
+        ("server killed, restarted empty", |mode| {
+            Box::pin(rows::server_killed(mode))
+        }),
+        ("server paused (SIGSTOP) 3 s", |mode| {
+            Box::pin(rows::server_paused(mode))
+        }),
+        ("FLUSHALL / key evicted", |mode| {
+            Box::pin(rows::key_evicted(mode))
+        }),
+        ("garbage value, wrong type at the key", |mode| {
+            Box::pin(rows::key_corrupted(mode))
+        }),
+        ("wrong password / ACL denied", |mode| {
+            Box::pin(rows::access_refused(mode))
+        }),
+        ("connection refused at start-up", |mode| {
+            Box::pin(rows::refused_at_start(mode))
+        }),
+        ("loader fails N times", |mode| {
+            Box::pin(rows::loader_fails(mode))
+        }),
+        ("loader panics", |mode| Box::pin(rows::loader_panics(mode))),
+        ("pool exhausted / maxclients reached", |mode| {
+            Box::pin(rows::clients_exhausted(mode))
+        }),
+        ("writer dies between save and bump", |mode| {
+            Box::pin(rows::writer_dies(mode))
+        }),
+        ("writer stalled past its lease", |mode| {
+            Box::pin(rows::writer_stalled(mode))
+        }),
     ]
 }
 
@@ -146,7 +155,8 @@ fn filters() -> Vec<String> {
     filters
 }
 
-/// A row runs when its name (or "fault_matrix") contains a filter.
+/// A row runs when its name with its mode, as `loader panics [push]`, (or
+/// "fault_matrix") contains a filter.
 fn wanted(fault: &str, filters: &[String]) -> bool {
     let matches = |filter: &String| {
         fault.contains(filter.as_str()) || "fault_matrix".contains(filter.as_str())
@@ -154,8 +164,10 @@ fn wanted(fault: &str, filters: &[String]) -> bool {
     filters.is_empty() || filters.iter().any(matches)
 }
 
-async fn run(fault: &'static str, row: RowFuture) -> (&'static str, Result<Row, String>) {
-    eprintln!("fault matrix: {fault}");
+type Outcome = (&'static str, CheckMode, Result<Row, String>);
+
+async fn run(fault: &'static str, mode: CheckMode, row: RowFuture) -> Outcome {
+    eprintln!("fault matrix: {fault} [{mode}]");
     let mark = harness::log_mark();
     let outcome = match tokio::time::timeout(ROW_LIMIT, row).await {
         Ok(outcome) => outcome,
@@ -171,12 +183,23 @@ async fn run(fault: &'static str, row: RowFuture) -> (&'static str, Result<Row, 
         for line in &lines[lines.len().saturating_sub(20)..] {
             eprintln!("  {line}");
         }
+        // What push tracking did, which the last lines may not show.
+        let push: Vec<&&str> = lines
+            .iter()
+            .filter(|l| l.contains("push mode") && !l.contains(" DEBUG "))
+            .collect();
+        if !push.is_empty() {
+            eprintln!("fault matrix: the row's push-mode warnings (last 10):");
+            for line in &push[push.len().saturating_sub(10)..] {
+                eprintln!("  {line}");
+            }
+        }
     }
     let outcome = outcome.map(|row| Row { fault, ..row });
-    (fault, outcome)
+    (fault, mode, outcome)
 }
 
-fn print_table(outcomes: &[(&'static str, Result<Row, String>)], took: Duration) {
+fn print_table(outcomes: &[Outcome], took: Duration) {
     let profile = if cfg!(debug_assertions) {
         "debug"
     } else {
@@ -193,28 +216,49 @@ fn print_table(outcomes: &[(&'static str, Result<Row, String>)], took: Duration)
         took.as_secs()
     );
     println!(
-        "| fault | requests served | failed (synchronizer) | worst latency | loader runs \
-         | converge after recovery | stale answers (counted) | min in flight |"
+        "| fault | mode | requests served | failed (synchronizer) | worst latency | loader runs \
+         | converge after recovery | stale answers (counted) | min in flight \
+         | backend calls per 1k requests: before / fault / after \
+         | Redis commands per 1k requests: before / after \
+         | push: vouched after cut-off / re-armed after |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut notes = Vec::new();
-    for (fault, outcome) in outcomes {
+    for (fault, mode, outcome) in outcomes {
         match outcome {
             Ok(r) => {
+                let push = match (r.vouch_stopped, r.rearmed) {
+                    (None, None) => "–".to_owned(),
+                    (stopped, rearmed) => format!(
+                        "{} / {}",
+                        stopped.map_or("–".to_owned(), millis),
+                        rearmed.map_or("–".to_owned(), millis)
+                    ),
+                };
                 println!(
-                    "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} / {} | {} |",
                     r.fault,
+                    r.mode,
                     r.served,
                     r.failed,
                     millis(r.worst),
                     r.loader_runs,
                     millis(r.converge),
                     r.stale,
-                    r.min_in_flight
+                    r.min_in_flight,
+                    per_1k(r.before.map(|c| c.calls)),
+                    per_1k(r.during),
+                    per_1k(r.after.map(|c| c.calls)),
+                    per_1k(r.before.and_then(|c: Cost| c.commands)),
+                    per_1k(r.after.and_then(|c| c.commands)),
+                    push
                 );
-                notes.extend(r.notes.iter().map(|n| format!("{fault}: {n}")));
+                notes.extend(r.notes.iter().map(|n| format!("{fault} [{mode}]: {n}")));
             }
-            Err(e) => println!("| {fault} | BROKEN: {} | | | | | | |", e.replace('|', "/")),
+            Err(e) => println!(
+                "| {fault} | {mode} | BROKEN: {} | | | | | | | | | |",
+                e.replace('|', "/")
+            ),
         }
     }
     if !notes.is_empty() {
@@ -223,6 +267,11 @@ fn print_table(outcomes: &[(&'static str, Result<Row, String>)], took: Duration)
             println!("- {note}");
         }
     }
+}
+
+/// A rate per request, per thousand requests; "–" where not measured.
+fn per_1k(rate: Option<f64>) -> String {
+    rate.map_or("–".to_owned(), |r| format!("{:.1}", r * 1000.0))
 }
 
 fn millis(d: Duration) -> String {

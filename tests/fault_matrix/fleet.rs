@@ -11,16 +11,28 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use gensync::reload::{
-    fenced, BoxError, ReloadMetrics, Reloader, SettingsLoader, SettingsReload, SettingsReloadLayer,
-    SettingsSaver, Snapshot, StaleFence,
+    fenced, BoxError, CheckMode, ReloadMetrics, Reloader, SettingsLoader, SettingsReload,
+    SettingsReloadLayer, SettingsSaver, Snapshot, StaleFence,
 };
 use gensync::testing::{Faults, FaultyBackend, RedisServer};
-use gensync::{Fence, Generation, RedisBackend, Synchronizer};
+use gensync::{Fence, Generation, RedisBackend, RedisConfig, Synchronizer};
 use tokio::sync::oneshot;
 use tower::{Service, ServiceBuilder};
 
 use crate::harness::{ensure, key, InjectedPanic, INITIAL, INSTANCES, MARGIN};
 use crate::support::fast_config;
+
+/// Push mode's heartbeat in every fleet: short, so a push row's promise
+/// (settings at least as new as every bump that completed before the last
+/// answered heartbeat was sent, so at most two heartbeats before a request)
+/// is judged with a tight window, and a lost connection shows quickly.
+pub const HEARTBEAT: Duration = Duration::from_millis(50);
+
+/// The instances' Redis configuration: the tests' fast timeouts, and the
+/// fleet's heartbeat (only push mode sends heartbeats).
+pub fn config() -> RedisConfig {
+    fast_config().heartbeat(HEARTBEAT)
+}
 
 /// The fleet's database: one versioned settings value every loader reads,
 /// fenced as a careful store is: it keeps the greatest fencing token it
@@ -229,8 +241,20 @@ pub type Svc = SettingsReload<Echo, u64>;
 pub struct Instance {
     pub reloader: Reloader<u64>,
     pub backend: RedisBackend,
+    /// Counts the synchronizer's backend calls (it injects nothing): what
+    /// the instance's checks and writes cost the backend, outside the
+    /// tracking connection, which is push mode's own.
+    pub calls: Faults,
     pub loader: Arc<LoaderFaults>,
     pub service: Svc,
+}
+
+/// Whether a check by `reloader` now would be answered without a read:
+/// push tracking vouches for the shared generation, and it is the one the
+/// reloader loaded at.
+pub fn vouching(reloader: &Reloader<u64>) -> bool {
+    let sync = reloader.synchronizer();
+    sync.vouched().is_some_and(|g| sync.sync_gen() == Some(g))
 }
 
 /// How a row's fleet is built and judged.
@@ -248,6 +272,8 @@ pub struct Options {
     /// Strings that must never appear in the logs.
     pub secrets: &'static [&'static str],
     pub debug_logs: bool,
+    /// How the instances' reloaders check the shared generation.
+    pub mode: CheckMode,
 }
 
 impl Default for Options {
@@ -260,11 +286,31 @@ impl Default for Options {
             latency_bound: None,
             secrets: &[],
             debug_logs: false,
+            mode: CheckMode::Strict,
         }
     }
 }
 
 impl Options {
+    /// The defaults, with the instances checking in `mode`.
+    pub fn in_mode(mode: CheckMode) -> Options {
+        Options {
+            mode,
+            ..Options::default()
+        }
+    }
+
+    /// How long after an update's publish (or bump) returned a request may
+    /// still be served older settings, uncounted: none in strict mode; in
+    /// push mode, the heartbeat bound (the last answered heartbeat may have
+    /// been sent up to two heartbeats before the request).
+    pub fn freshness_grace(&self) -> Duration {
+        match self.mode {
+            CheckMode::Push => HEARTBEAT * 2,
+            _ => Duration::ZERO,
+        }
+    }
+
     pub fn latency_bound(&self) -> Duration {
         self.latency_bound
             .unwrap_or(fast_config().call_bound() + self.max_wait + MARGIN)
@@ -298,10 +344,12 @@ impl Fleet {
         let url = (opts.url)(&server);
         let instances = (0..INSTANCES)
             .map(|_| {
-                let backend = RedisBackend::with_config(&url, fast_config())
+                let backend = RedisBackend::with_config(&url, config())
                     .map_err(|e| format!("backend: {e}"))?;
                 let faults = Arc::new(LoaderFaults::default());
-                let sync = Synchronizer::new(backend.clone(), key());
+                let counted = FaultyBackend::new(backend.clone());
+                let calls = counted.faults();
+                let sync = Synchronizer::new(counted, key());
                 let reloader =
                     Reloader::builder(sync, loader(Arc::clone(&db), Arc::clone(&faults)))
                         .saver(saver(Arc::clone(&db)))
@@ -309,6 +357,7 @@ impl Fleet {
                         .load_timeout(Duration::from_secs(2))
                         .backoff(opts.backoff.0, opts.backoff.1)
                         .write_lock(opts.lock_ttl, 40)
+                        .mode(opts.mode)
                         .build(INITIAL)
                         .map_err(|e| format!("reloader: {e}"))?;
                 let service = ServiceBuilder::new()
@@ -317,6 +366,7 @@ impl Fleet {
                 Ok(Instance {
                     reloader,
                     backend,
+                    calls,
                     loader: faults,
                     service,
                 })
@@ -383,6 +433,40 @@ impl Fleet {
             stat("total_connections_received"),
             stat("rejected_connections"),
         ))
+    }
+
+    /// A handle on each instance's reloader.
+    pub fn reloaders(&self) -> Vec<Reloader<u64>> {
+        self.instances.iter().map(|i| i.reloader.clone()).collect()
+    }
+
+    /// The instances' backend calls so far, summed.
+    pub fn backend_calls(&self) -> u64 {
+        self.instances.iter().map(|i| i.calls.counts().calls).sum()
+    }
+
+    /// Commands the server ran so far (`INFO commandstats`), but the `INFO`
+    /// that asks: over a window where the row sends nothing else, what the
+    /// fleet sent.
+    pub fn commands(&self) -> Result<u64, String> {
+        let info: String = self.raw(redis::cmd("INFO").arg("commandstats"))?;
+        let mut total = 0;
+        for line in info.lines() {
+            let Some((name, stats)) = line
+                .strip_prefix("cmdstat_")
+                .and_then(|l| l.split_once(':'))
+            else {
+                continue;
+            };
+            if name == "info" {
+                continue;
+            }
+            let calls = stats
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("calls=")?.parse::<u64>().ok());
+            total += calls.ok_or_else(|| format!("INFO commandstats: no calls in {line:?}"))?;
+        }
+        Ok(total)
     }
 
     pub fn metrics(&self) -> Vec<ReloadMetrics> {

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use gensync::reload::PublishError;
+use gensync::reload::{CheckMode, PublishError};
 use gensync::testing::{FaultyBackend, RedisServer};
 use gensync::{
     BackendError, BlockingRedisBackend, BlockingSynchronizer, Error, GenerationSynchronizer,
@@ -67,16 +67,18 @@ async fn next_update_converges(t: &mut Trial) -> Result<Duration, String> {
     t.converge(version, healed, CONVERGE_WITHIN).await
 }
 
-pub async fn server_killed() -> Result<Row, String> {
-    let mut t = healthy_trial(Options::default()).await?;
+pub async fn server_killed(mode: CheckMode) -> Result<Row, String> {
+    let mut t = healthy_trial(Options::in_mode(mode)).await?;
     let began = t.fault(false);
     let before = t.metrics();
     t.fleet.server.kill();
+    t.tracking_lost();
     t.all_read_unavailable("once the server was killed").await?;
     writer_is_told(&t, "while the server was down").await?;
     t.hold(OUTAGE).await;
     t.all_read_unavailable("at the end of the outage").await?;
     t.outage_checks(&before, began)?;
+    t.tracking_back();
     t.fleet
         .server
         .restart()
@@ -85,18 +87,19 @@ pub async fn server_killed() -> Result<Row, String> {
     t.finish(converge).await
 }
 
-pub async fn server_paused() -> Result<Row, String> {
+pub async fn server_paused(mode: CheckMode) -> Result<Row, String> {
     // A stopped server answers nothing, and a load during an outage does
     // not call it: a request pays at most one backend call's bound.
     let bound = fast_config().call_bound() + MARGIN;
     let mut t = healthy_trial(Options {
         latency_bound: Some(bound),
-        ..Options::default()
+        ..Options::in_mode(mode)
     })
     .await?;
     let began = t.fault(false);
     let (before, served_before) = (t.metrics(), t.served());
     t.fleet.server.pause().map_err(|e| format!("pause: {e}"))?;
+    t.tracking_lost();
     t.hold(PAUSE - fast_config().call_bound()).await;
     t.all_read_unavailable("while the server was paused")
         .await?;
@@ -107,6 +110,7 @@ pub async fn server_paused() -> Result<Row, String> {
     ensure(served >= IN_FLIGHT as u64 * rounds, || {
         format!("only {served} requests were answered during the {PAUSE:?} pause")
     })?;
+    t.tracking_back();
     t.fleet
         .server
         .resume()
@@ -149,22 +153,25 @@ impl Damage {
     }
 }
 
-pub async fn key_evicted() -> Result<Row, String> {
+pub async fn key_evicted(mode: CheckMode) -> Result<Row, String> {
     use Damage::*;
-    damage_rounds(&[FlushAll, Evict, FlushAll, Evict, FlushAll, Evict]).await
+    damage_rounds(mode, &[FlushAll, Evict, FlushAll, Evict, FlushAll, Evict]).await
 }
 
-pub async fn key_corrupted() -> Result<Row, String> {
+pub async fn key_corrupted(mode: CheckMode) -> Result<Row, String> {
     use Damage::*;
-    damage_rounds(&[
-        Text("garbage"),
-        Text("0"),
-        Text("-42"),
-        Text("18446744073709551616"),
-        Text("0042"),
-        List,
-        Hash,
-    ])
+    damage_rounds(
+        mode,
+        &[
+            Text("garbage"),
+            Text("0"),
+            Text("-42"),
+            Text("18446744073709551616"),
+            Text("0042"),
+            List,
+            Hash,
+        ],
+    )
     .await
 }
 
@@ -172,8 +179,8 @@ pub async fn key_corrupted() -> Result<Row, String> {
 /// round within a second or so (where seconds as generations would repeat
 /// a value): every instance reads as expired and reloads, the bump's
 /// generation is one no instance held, and the key ends valid for a year.
-async fn damage_rounds(damages: &[Damage]) -> Result<Row, String> {
-    let mut t = healthy_trial(Options::default()).await?;
+async fn damage_rounds(mode: CheckMode, damages: &[Damage]) -> Result<Row, String> {
+    let mut t = healthy_trial(Options::in_mode(mode)).await?;
     // The writer is a separate process, as an operator's `gensync bump`
     // would be. Its wrapper injects nothing and counts calls: one means its
     // bump found a valid key, more that it re-created or repaired it.
@@ -240,7 +247,7 @@ fn acl_setuser(rules: &[&str]) -> redis::Cmd {
 /// The instances log in as `app` with a password the server does not take,
 /// then with one it takes for a user the ACL denies every command, then
 /// the operator grants the commands.
-pub async fn access_refused() -> Result<Row, String> {
+pub async fn access_refused(mode: CheckMode) -> Result<Row, String> {
     let redis = server(RedisServer::start_with_password(ADMIN_PASSWORD))?;
     acl_setuser(&["on", &format!(">{APP_PASSWORD}"), "~*", "&*", "+@all"])
         .query::<()>(&mut admin(&redis)?)
@@ -249,11 +256,14 @@ pub async fn access_refused() -> Result<Row, String> {
         url: |server| format!("redis://app:{WRONG_PASSWORD}@127.0.0.1:{}", server.port()),
         secrets: PASSWORDS,
         debug_logs: true,
-        ..Options::default()
+        ..Options::in_mode(mode)
     };
     let mut admin = admin(&redis)?;
     let mut t = Trial::start(redis, opts).await?;
     let began = t.fault(false);
+    // Never armed: no password the server takes, then no command but the
+    // handshake's.
+    t.tracking_lost();
     for (i, instance) in t.fleet.instances.iter().enumerate() {
         let ping = instance.backend.ping().await.err().map(Error::from);
         refused_clearly(ping, &format!("instance {i}'s start-up ping"))?;
@@ -287,6 +297,7 @@ pub async fn access_refused() -> Result<Row, String> {
     t.all_read_unavailable("with the ACL denying").await?;
     t.outage_checks(&before, began)?;
 
+    t.tracking_back();
     t.fleet.raw::<()>(&acl_setuser(&["+@all"]))?;
     let converge = next_update_converges(&mut t).await?;
     let logs = t.logs();
@@ -314,12 +325,13 @@ fn refused_clearly(error: Option<Error>, what: &str) -> Result<(), String> {
     })
 }
 
-pub async fn refused_at_start() -> Result<Row, String> {
+pub async fn refused_at_start(mode: CheckMode) -> Result<Row, String> {
     let mut redis = server(RedisServer::start())?;
     // Nothing listens on its port until the restart below.
     redis.kill();
-    let mut t = Trial::start(redis, Options::default()).await?;
+    let mut t = Trial::start(redis, Options::in_mode(mode)).await?;
     let began = t.fault(false);
+    t.tracking_lost();
     for (i, instance) in t.fleet.instances.iter().enumerate() {
         let ping = instance.backend.ping().await.err();
         let text = ping.map(|e| e.to_string()).unwrap_or_default();
@@ -344,6 +356,7 @@ pub async fn refused_at_start() -> Result<Row, String> {
             || format!("instance {i} served {serving:?} before Redis appeared"),
         )?;
     }
+    t.tracking_back();
     t.fleet
         .server
         .restart()
@@ -352,12 +365,12 @@ pub async fn refused_at_start() -> Result<Row, String> {
     t.finish(converge).await
 }
 
-pub async fn loader_fails() -> Result<Row, String> {
-    loader_faults(LoaderFaults::fail_next, 5).await
+pub async fn loader_fails(mode: CheckMode) -> Result<Row, String> {
+    loader_faults(mode, LoaderFaults::fail_next, 5).await
 }
 
-pub async fn loader_panics() -> Result<Row, String> {
-    loader_faults(LoaderFaults::panic_next, 2).await
+pub async fn loader_panics(mode: CheckMode) -> Result<Row, String> {
+    loader_faults(mode, LoaderFaults::panic_next, 2).await
 }
 
 /// How much later than its backoff a loader retry may come.
@@ -366,8 +379,12 @@ const RETRY_SLACK: Duration = Duration::from_secs(1);
 /// Each instance's loader fails (or panics) its next `times` loads after a
 /// publish: the old settings are served and counted, retries wait out a
 /// doubling backoff, and the instance recovers by itself.
-async fn loader_faults(inject: fn(&LoaderFaults, u32), times: u32) -> Result<Row, String> {
-    let mut t = healthy_trial(Options::default()).await?;
+async fn loader_faults(
+    mode: CheckMode,
+    inject: fn(&LoaderFaults, u32),
+    times: u32,
+) -> Result<Row, String> {
+    let mut t = healthy_trial(Options::in_mode(mode)).await?;
     t.fault(false);
     let before = t.metrics();
     for instance in &t.fleet.instances {
@@ -437,8 +454,8 @@ type BlockingSync = Arc<BlockingSynchronizer<BlockingRedisBackend>>;
 /// instances and the blocking pool alike can only try to reconnect and be
 /// refused. On the blocking path, more threads than the pool holds wait
 /// for a connection; each wait is bounded by the connect timeout.
-pub async fn clients_exhausted() -> Result<Row, String> {
-    let mut t = healthy_trial(Options::default()).await?;
+pub async fn clients_exhausted(mode: CheckMode) -> Result<Row, String> {
+    let mut t = healthy_trial(Options::in_mode(mode)).await?;
     let config = fast_config().pool_size(POOL_SIZE);
     let backend = BlockingRedisBackend::with_config(&t.fleet.server.url(), config.clone())
         .map_err(|e| format!("blocking backend: {e}"))?;
@@ -468,6 +485,7 @@ pub async fn clients_exhausted() -> Result<Row, String> {
     ensure(killed > INSTANCES as u64, || {
         format!("only {killed} clients were cut off")
     })?;
+    t.tracking_lost();
     let threads = hammer(&blocking, OUTAGE);
     t.hold(OUTAGE).await;
     t.all_read_unavailable("with no client slot free").await?;
@@ -495,6 +513,7 @@ pub async fn clients_exhausted() -> Result<Row, String> {
         .err()
         .ok_or("a blocking bump succeeded with no connection to be had")?;
 
+    t.tracking_back();
     redis::cmd("CONFIG")
         .arg("SET")
         .arg("maxclients")
@@ -580,8 +599,8 @@ fn collect(threads: mpsc::Receiver<Hammered>) -> Result<Hammered, String> {
 /// lapses within the lease, and every instance reloads the saved change.
 /// (A bump that gave the key its full lifetime back would leave the fleet
 /// on the old settings for a year.)
-pub async fn writer_dies() -> Result<Row, String> {
-    let mut t = healthy_trial(Options::default()).await?;
+pub async fn writer_dies(mode: CheckMode) -> Result<Row, String> {
+    let mut t = healthy_trial(Options::in_mode(mode)).await?;
     // No publish returns in this window, so freshness is still judged.
     t.fault(true);
     let old = t.fleet.db.version();
@@ -647,12 +666,12 @@ pub async fn writer_dies() -> Result<Row, String> {
 /// Instance 1 takes the lapsed lease and publishes a newer version. When
 /// instance 0 resumes, the fenced database refuses its save, instance 0 is
 /// told it lost its lease, and every instance serves instance 1's version.
-pub async fn writer_stalled() -> Result<Row, String> {
+pub async fn writer_stalled(mode: CheckMode) -> Result<Row, String> {
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
     ensure(workers >= 2, || {
         format!("the stall blocks a worker thread, and this runtime has {workers}: none would be left for the load")
     })?;
-    let mut t = healthy_trial(Options::default()).await?;
+    let mut t = healthy_trial(Options::in_mode(mode)).await?;
     let lease = t.opts().lock_ttl;
     let stale = t.fleet.db.version() + 1;
     let newer = stale + 1;

@@ -8,14 +8,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gensync::reload::ReloadMetrics;
+use gensync::reload::{CheckMode, ReloadMetrics, Reloader};
 use gensync::testing::RedisServer;
 use gensync::{Generation, GenerationSynchronizer, Observed};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
 
-use crate::fleet::{Fleet, Options, Svc};
+use crate::fleet::{vouching, Fleet, Options, Svc, HEARTBEAT};
 use crate::harness::{ensure, log_mark, logs_since, DEBUG_LOGS, INSTANCES, IN_FLIGHT, POLL};
 
 /// Publishes in each healthy phase.
@@ -24,18 +24,30 @@ const HEALTHY_PUBLISHES: usize = 2;
 const HEALTHY_WITHIN: Duration = Duration::from_secs(5);
 /// How long the requests in flight may take to finish once the load stops.
 const STOP_WITHIN: Duration = Duration::from_secs(10);
+/// How long a quiet window (load, no publish, no fault) lasts, to measure
+/// what a request costs the backend and the server.
+const QUIET: Duration = Duration::from_millis(250);
+/// How long push tracking may take to vouch again on every instance once a
+/// fault is removed (reconnect pauses, a dial, `CLIENT TRACKING`, a read).
+const REARM_WITHIN: Duration = Duration::from_secs(5);
+/// Slack on the heartbeat bound once tracking must be lost, for a SIGSTOP
+/// to take effect after `kill -STOP` returns.
+const SIGNAL_SLACK: Duration = Duration::from_millis(5);
 
 struct Violation {
     epoch: u64,
     instance: usize,
+    /// The newest version the request had to be served.
     floor: u64,
     served: u64,
+    /// How long after that version's publish (or bump) returned the
+    /// request started.
+    late: Duration,
 }
 
-/// A request counted in flight: the newest completed version and the phase
-/// when it started.
+/// A request counted in flight: when it started and the phase then.
 struct Entered {
-    floor: u64,
+    at: Instant,
     phase: u64,
 }
 
@@ -43,6 +55,11 @@ struct Entered {
 struct Traffic {
     /// The newest version whose publish (or bump) returned.
     completed: AtomicU64,
+    /// Each version whose publish (or bump) returned, with when.
+    completions: Mutex<Vec<(u64, Instant)>>,
+    /// How long after a publish returned a request may still be served
+    /// older settings: the mode's promise (see `Options::freshness_grace`).
+    grace: Duration,
     /// `epoch << 1 | strict`: a request is judged for freshness only if it
     /// started and ended in the same strict phase, so a fault that begins
     /// or ends while it runs does not count against it.
@@ -62,6 +79,7 @@ struct Traffic {
     started: Semaphore,
     failures: Mutex<Vec<String>>,
     violations: Mutex<Vec<Violation>>,
+    vouching: Mutex<Vouching>,
 }
 
 impl Traffic {
@@ -74,15 +92,36 @@ impl Traffic {
     /// Counts a request in flight, and notes what it will be judged by.
     fn enter(&self) -> Entered {
         let entered = Entered {
-            floor: self.completed.load(SeqCst),
             phase: self.phase.load(SeqCst),
+            at: Instant::now(),
         };
         self.in_flight.fetch_add(1, SeqCst);
         entered
     }
 
+    /// A publish (or bump) of `version` returned.
+    fn completed(&self, version: u64) {
+        self.completions
+            .lock()
+            .unwrap()
+            .push((version, Instant::now()));
+        self.completed.fetch_max(version, SeqCst);
+    }
+
+    /// The newest version a request that started at `at` must be served,
+    /// and when its publish returned: the newest completed at least the
+    /// grace before.
+    fn floor(&self, at: Instant) -> Option<(u64, Instant)> {
+        let completions = self.completions.lock().unwrap();
+        completions
+            .iter()
+            .filter(|(_, done)| *done + self.grace <= at)
+            .max_by_key(|(version, _)| *version)
+            .copied()
+    }
+
     async fn serve(&self, entered: Entered, instance: usize, service: &Svc) -> Option<u64> {
-        let Entered { floor, phase } = entered;
+        let Entered { at, phase } = entered;
         let started = Instant::now();
         // Its own task, so a panic anywhere in the request is caught and
         // counted as that request's failure.
@@ -99,13 +138,20 @@ impl Traffic {
         };
         self.served.fetch_add(1, SeqCst);
         self.served_permits.add_permits(1);
-        if phase & 1 == 1 && served < floor && self.phase.load(SeqCst) == phase {
-            self.violations.lock().unwrap().push(Violation {
-                epoch: phase >> 1,
-                instance,
-                floor,
-                served,
-            });
+        // Settings as new as every completed publish are fresh whenever
+        // the request started; only older ones need the floor looked up.
+        if phase & 1 == 1 && served < self.completed.load(SeqCst) {
+            if let Some((floor, done)) = self.floor(at).filter(|(floor, _)| served < *floor) {
+                if self.phase.load(SeqCst) == phase {
+                    self.violations.lock().unwrap().push(Violation {
+                        epoch: phase >> 1,
+                        instance,
+                        floor,
+                        served,
+                        late: at.saturating_duration_since(done),
+                    });
+                }
+            }
         }
         Some(served)
     }
@@ -118,6 +164,28 @@ impl Traffic {
         }
         None
     }
+}
+
+/// Push tracking as the in-flight sampler sees it, every millisecond.
+#[derive(Default)]
+struct Vouching {
+    /// Tracking must be lost from here (the fault is in place) until the
+    /// row begins to remove the fault.
+    lost_from: Option<Instant>,
+    /// The last sample in that window at which an instance still vouched.
+    last_while_lost: Option<(Instant, usize)>,
+    /// From here, each instance's first vouching sample is kept.
+    rearm_from: Option<Instant>,
+    rearmed: [Option<Instant>; INSTANCES],
+}
+
+/// What requests cost the backend over a window: the synchronizers'
+/// backend calls per request served, and the commands the server ran per
+/// request (not measured where the row's own commands would mix in).
+#[derive(Clone, Copy, Debug)]
+pub struct Cost {
+    pub calls: f64,
+    pub commands: Option<f64>,
 }
 
 /// A strict phase's stale answers per instance, counted before and after.
@@ -142,6 +210,16 @@ pub struct Trial {
     min_in_flight: usize,
     log_from: usize,
     notes: Vec<String>,
+    /// Whether a fault window has opened yet.
+    faulted: bool,
+    /// Backend calls and requests served when the fault window opened.
+    fault_began: Option<(u64, u64)>,
+    before: Option<Cost>,
+    during: Option<f64>,
+    after: Option<Cost>,
+    /// Push: how long after tracking had to be lost an instance still
+    /// vouched (zero if none did), and which.
+    vouch_stopped: Option<(Duration, Option<usize>)>,
 }
 
 impl Trial {
@@ -155,6 +233,8 @@ impl Trial {
         let services: Vec<Svc> = fleet.instances.iter().map(|i| i.service.clone()).collect();
         let traffic = Arc::new(Traffic {
             completed: AtomicU64::new(0),
+            completions: Mutex::new(Vec::new()),
+            grace: opts.freshness_grace(),
             phase: AtomicU64::new(0),
             done: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
@@ -167,6 +247,7 @@ impl Trial {
             started: Semaphore::new(0),
             failures: Mutex::new(Vec::new()),
             violations: Mutex::new(Vec::new()),
+            vouching: Mutex::new(Vouching::default()),
         });
         let threads = tokio::runtime::Handle::current().metrics().num_workers();
         let requesters = IN_FLIGHT + threads;
@@ -186,7 +267,8 @@ impl Trial {
                 })
             })
             .collect();
-        workers.push(tokio::spawn(sample_in_flight(Arc::clone(&traffic))));
+        let push = (opts.mode == CheckMode::Push).then(|| fleet.reloaders());
+        workers.push(tokio::spawn(sample_in_flight(Arc::clone(&traffic), push)));
         let trial = Trial {
             fleet,
             opts,
@@ -199,6 +281,12 @@ impl Trial {
             min_in_flight: usize::MAX,
             log_from,
             notes: Vec::new(),
+            faulted: false,
+            fault_began: None,
+            before: None,
+            during: None,
+            after: None,
+            vouch_stopped: None,
         };
         // Until every task has entered its first request, fewer than
         // `IN_FLIGHT` may be in flight for a reason that is the harness's.
@@ -216,6 +304,10 @@ impl Trial {
 
     pub fn opts(&self) -> &Options {
         &self.opts
+    }
+
+    fn push(&self) -> bool {
+        self.opts.mode == CheckMode::Push
     }
 
     pub fn note(&mut self, note: String) {
@@ -275,7 +367,57 @@ impl Trial {
         self.converge(version, Instant::now(), HEALTHY_WITHIN)
             .await
             .map_err(|e| format!("while healthy: {e}"))?;
-        self.settle().await
+        self.settle().await?;
+        if self.push() {
+            self.all_vouching().await?;
+        }
+        let cost = self.quiet().await?;
+        if self.faulted {
+            self.after = Some(cost);
+        } else {
+            self.before = Some(cost);
+        }
+        Ok(())
+    }
+
+    /// Push: waits until every instance would answer a check without a
+    /// read at once (tracking armed, heartbeats answered, its generation
+    /// the loaded one).
+    async fn all_vouching(&self) -> Result<(), String> {
+        let deadline = Instant::now() + REARM_WITHIN;
+        loop {
+            let vouching: Vec<bool> = self
+                .fleet
+                .instances
+                .iter()
+                .map(|i| vouching(&i.reloader))
+                .collect();
+            if vouching.iter().all(|v| *v) {
+                return Ok(());
+            }
+            ensure(Instant::now() < deadline, || {
+                format!(
+                    "push tracking did not vouch on every instance at once within {REARM_WITHIN:?} \
+                     at the end of a healthy phase (vouching per instance: {vouching:?}); checks stay strict"
+                )
+            })?;
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// A window of load with no publish and no fault: what a request costs
+    /// the backend (calls) and the server (commands).
+    async fn quiet(&self) -> Result<Cost, String> {
+        let commands = self.fleet.commands()?;
+        let (calls, served) = (self.fleet.backend_calls(), self.served());
+        self.hold(QUIET).await;
+        let requests = (self.served() - served).max(1) as f64;
+        let calls = (self.fleet.backend_calls() - calls) as f64 / requests;
+        let commands = (self.fleet.commands()? - commands) as f64 / requests;
+        Ok(Cost {
+            calls,
+            commands: Some(commands),
+        })
     }
 
     /// Waits until every instance's recorded generation is the shared one,
@@ -318,6 +460,8 @@ impl Trial {
         if !freshness_holds {
             self.set_phase(false);
         }
+        self.faulted = true;
+        self.fault_began = Some((self.fleet.backend_calls(), self.served()));
         self.traffic.min_in_flight.store(usize::MAX, SeqCst);
         self.traffic.sampling.store(true, SeqCst);
         Instant::now()
@@ -328,7 +472,38 @@ impl Trial {
         self.traffic.sampling.store(false, SeqCst);
         let sampled = self.traffic.min_in_flight.load(SeqCst);
         self.min_in_flight = self.min_in_flight.min(sampled);
-        Instant::now()
+        if let Some((calls, served)) = self.fault_began.take() {
+            let requests = (self.served() - served).max(1) as f64;
+            self.during = Some((self.fleet.backend_calls() - calls) as f64 / requests);
+        }
+        let healed = Instant::now();
+        let mut watch = self.traffic.vouching.lock().unwrap();
+        if watch.rearm_from.is_none() {
+            watch.rearm_from = Some(healed);
+        }
+        healed
+    }
+
+    /// The fault is in place and cuts push tracking off (or it was never
+    /// armed): from now on, past the heartbeat bound, no instance may vouch
+    /// until [`tracking_back`](Self::tracking_back).
+    pub fn tracking_lost(&mut self) {
+        self.traffic.vouching.lock().unwrap().lost_from = Some(Instant::now());
+    }
+
+    /// The row starts removing the fault that cut tracking off: records how
+    /// long an instance still vouched after it was cut off, and times the
+    /// re-arming from here.
+    pub fn tracking_back(&mut self) {
+        let mut watch = self.traffic.vouching.lock().unwrap();
+        if let Some(from) = watch.lost_from.take() {
+            self.vouch_stopped = Some(match watch.last_while_lost.take() {
+                Some((at, instance)) => (at - from, Some(instance)),
+                None => (Duration::ZERO, None),
+            });
+        }
+        watch.rearm_from = Some(Instant::now());
+        watch.rearmed = [None; INSTANCES];
     }
 
     /// Keeps the load (and the fault) going.
@@ -355,7 +530,7 @@ impl Trial {
             .map_err(|e| {
                 format!("publishing version {version} through instance {writer} failed: {e}")
             })?;
-        self.traffic.completed.fetch_max(version, SeqCst);
+        self.traffic.completed(version);
         Ok(())
     }
 
@@ -370,7 +545,7 @@ impl Trial {
             .mark_updated()
             .await
             .map_err(|e| format!("mark_updated after saving version {version} failed: {e}"))?;
-        self.traffic.completed.fetch_max(version, SeqCst);
+        self.traffic.completed(version);
         Ok((version, generation))
     }
 
@@ -502,9 +677,34 @@ impl Trial {
         if let Some(secret) = self.opts.secrets.iter().find(|s| logs.contains(**s)) {
             return Err(format!("the password {secret:?} appeared in the logs"));
         }
+        let bound = HEARTBEAT * 2 + SIGNAL_SLACK;
+        if let Some((stopped, Some(instance))) = self.vouch_stopped {
+            ensure(stopped <= bound, || {
+                format!(
+                    "push: instance {instance} still vouched (served without a read) {stopped:?} \
+                     after its tracking connection was cut off, past the heartbeat bound of {bound:?}"
+                )
+            })?;
+        }
+        let rearmed = if self.push() {
+            let watch = self.traffic.vouching.lock().unwrap();
+            let from = watch.rearm_from.ok_or("push: no fault window was closed")?;
+            let firsts: Option<Vec<Instant>> = watch.rearmed.iter().copied().collect();
+            // `healthy` saw every instance vouch, so each has a first sample.
+            let firsts = firsts.ok_or("push: an instance vouched unseen by the sampler")?;
+            firsts.into_iter().map(|at| at - from).max()
+        } else {
+            None
+        };
         let metrics = self.metrics();
         Ok(Row {
             fault: "",
+            mode: self.opts.mode,
+            before: self.before,
+            during: self.during,
+            after: self.after,
+            vouch_stopped: self.vouch_stopped.map(|(d, _)| d),
+            rearmed,
             served: t.served.load(SeqCst),
             failed,
             worst,
@@ -531,13 +731,21 @@ impl Trial {
                     .filter(|v| v.epoch == phase.epoch && v.instance == i)
                     .collect();
                 if let Some(v) = bad.first().filter(|_| bad.len() as u64 > counted) {
+                    let latest = bad.iter().max_by_key(|v| v.late).unwrap_or(v);
                     return Err(format!(
-                        "freshness: instance {i} served version {} to a request that started after \
-                         version {} was published, while healthy ({} such requests, {counted} counted \
-                         as stale)",
+                        "freshness ({} mode, grace {:?}): instance {i} served version {} to a request \
+                         that started {:?} after version {} was published, while healthy ({} such \
+                         requests, {counted} counted as stale; the latest started {:?} after the \
+                         publish of {} and was served {})",
+                        self.opts.mode,
+                        self.traffic.grace,
                         v.served,
+                        v.late,
                         v.floor,
-                        bad.len()
+                        bad.len(),
+                        latest.late,
+                        latest.floor,
+                        latest.served,
                     ));
                 }
                 if counted > 0 {
@@ -563,7 +771,9 @@ impl Drop for Trial {
     }
 }
 
-async fn sample_in_flight(traffic: Arc<Traffic>) {
+/// Samples the requests in flight during fault windows and, in push mode,
+/// which instances vouch.
+async fn sample_in_flight(traffic: Arc<Traffic>, push: Option<Vec<Reloader<u64>>>) {
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     while !traffic.done.load(SeqCst) {
         tick.tick().await;
@@ -572,12 +782,37 @@ async fn sample_in_flight(traffic: Arc<Traffic>) {
                 .min_in_flight
                 .fetch_min(traffic.in_flight.load(SeqCst), SeqCst);
         }
+        for (i, reloader) in push.iter().flatten().enumerate() {
+            // Taken before asking: a vouch seen now held at least until now.
+            let now = Instant::now();
+            if !vouching(reloader) {
+                continue;
+            }
+            let mut watch = traffic.vouching.lock().unwrap();
+            if watch.lost_from.is_some_and(|from| from <= now) {
+                watch.last_while_lost = Some((now, i));
+            }
+            if watch.rearm_from.is_some_and(|from| from <= now) {
+                watch.rearmed[i].get_or_insert(now);
+            }
+        }
     }
 }
 
 /// One line of the table.
 pub struct Row {
     pub fault: &'static str,
+    pub mode: CheckMode,
+    /// Quiet windows before the fault (when the row starts healthy) and
+    /// after recovery.
+    pub before: Option<Cost>,
+    /// Backend calls per request through the fault window.
+    pub during: Option<f64>,
+    pub after: Option<Cost>,
+    /// Push: how long an instance still vouched after tracking was cut off.
+    pub vouch_stopped: Option<Duration>,
+    /// Push: how long after the fault's removal every instance had vouched.
+    pub rearmed: Option<Duration>,
     pub served: u64,
     pub failed: u64,
     pub worst: Duration,
