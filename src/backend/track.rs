@@ -39,7 +39,7 @@ pub struct Tracker {
     /// heartbeat bound of the last answered heartbeat.
     until: AtomicU64,
     base: Instant,
-    /// Woken on every invalidation and every loss of the connection.
+    /// Woken whenever what the tracker vouches for may have changed.
     changed: Arc<Notify>,
 }
 
@@ -88,6 +88,7 @@ impl Tracker {
     /// connection: reads begun from here on can vouch.
     pub fn arm(&self) {
         self.token.store(self.fresh_token(), Ordering::SeqCst);
+        self.changed.notify_waiters();
     }
 
     /// Whether the tracker is armed (its connection may still have missed
@@ -141,6 +142,7 @@ impl Tracker {
         // An invalidation between the check and the store took a new token,
         // so this read vouches for nothing: the token check in `vouched`
         // sees to that.
+        self.changed.notify_waiters();
         true
     }
 
@@ -153,7 +155,17 @@ impl Tracker {
     pub fn vouch_until(&self, sent: Instant, bound: Duration) {
         let until = (sent + bound).saturating_duration_since(self.base);
         let nanos = u64::try_from(until.as_nanos()).unwrap_or(u64::MAX);
-        self.until.store(nanos, Ordering::SeqCst);
+        let before = self.until.swap(nanos, Ordering::SeqCst);
+        // A vouch that had lapsed and holds again is a change; one that
+        // only goes on is not.
+        if before <= self.now() && nanos > before {
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// Nanoseconds since `base`.
+    fn now(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// What the last read saw and the epoch of the server that answered
@@ -166,13 +178,18 @@ impl Tracker {
         }
         let seen = self.seen.load();
         let seen = seen.as_deref().filter(|s| s.token == token)?;
-        let now = u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        (now < self.until.load(Ordering::SeqCst)).then_some((seen.stored, seen.epoch))
+        (self.now() < self.until.load(Ordering::SeqCst)).then_some((seen.stored, seen.epoch))
     }
 
-    /// Resolves at the next invalidation or loss after it is first polled.
-    pub async fn changed(&self) {
-        self.changed.notified().await
+    /// Resolves at the next change of what the tracker vouches for (an
+    /// arming, a read kept, an invalidation, a loss, a lapsed vouch
+    /// renewed) after it is first
+    /// polled, or [enabled](tokio::sync::futures::Notified::enable) (enable
+    /// it, then look, then await, to miss nothing). A heartbeat that
+    /// renews a lapsed vouch is a change; one that extends a vouch still
+    /// holding is not.
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
     }
 
     /// What [`changed`](Self::changed) waits on, for a task that must not

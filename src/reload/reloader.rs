@@ -228,8 +228,9 @@ impl<S: Send + Sync + 'static> Reloader<S> {
         }
     }
 
-    /// Starts push tracking, once, and a task that checks at every change
-    /// it pushes, so the settings follow without waiting for a request.
+    /// Starts push tracking, once, and a task that checks whenever what it
+    /// vouches for changes (a pushed change among them), so the settings
+    /// follow without waiting for a request.
     fn start_tracking(&self) {
         let shared = &self.shared;
         shared.tracking.get_or_init(|| {
@@ -247,9 +248,20 @@ impl<S: Send + Sync + 'static> Reloader<S> {
                     tokio::pin!(changed);
                     changed.as_mut().enable();
                     match weak.upgrade() {
-                        Some(shared) => {
+                        // Only once tracking has read what the key holds
+                        // now: the check then loads if it moved (reading
+                        // again only when the key is missing or corrupt).
+                        // Before that, requests read for themselves, and
+                        // the tracker's read wakes this task again.
+                        Some(shared)
+                            if shared
+                                .sync
+                                .track()
+                                .is_some_and(|t| t.vouched().is_some()) =>
+                        {
                             let _ = Reloader { shared }.check().await;
                         }
+                        Some(_) => {}
                         None => return,
                     }
                     changed.await;

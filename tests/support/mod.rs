@@ -83,7 +83,11 @@ pub struct Redis {
 
 impl Redis {
     pub fn new() -> Self {
-        let server = RedisServer::start().expect("start redis-server");
+        Self::from_server(RedisServer::start().expect("start redis-server"))
+    }
+
+    /// A store on a server started with arguments of the test's own.
+    pub fn from_server(server: RedisServer) -> Self {
         let admin = Mutex::new(server.connection().expect("connect to redis-server"));
         Redis { server, admin }
     }

@@ -132,8 +132,10 @@ async fn session(target: &Target, key: &Key, tracker: &Weak<Tracker>, notify: &N
         };
         match tracker.upgrade() {
             Some(t) => {
-                t.saw(ticket, stored, epoch);
+                // The bound first, so a waiter woken by the kept read finds
+                // it vouched for.
                 t.vouch_until(sent, config.heartbeat_bound());
+                t.saw(ticket, stored, epoch);
             }
             None => return Ended::Unwanted,
         }
