@@ -721,3 +721,56 @@ fn sync_with(url: &str, dir: &Path, flags: &[&str]) -> Run {
         .args([KEY, "--", "sh", "-c", MARK]);
     run(&mut cmd)
 }
+
+/// A bump by the operator command reaches a reloader in push mode, with no
+/// request made: it reloads on the push alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bump_by_the_cli_reaches_a_push_reloader() {
+    use gensync::reload::{CheckMode, Reloader};
+    use gensync::{Key, RedisBackend, Synchronizer};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let server = RedisServer::start().unwrap();
+    let url = server.url();
+    let db = Arc::new(AtomicU64::new(1));
+    let source = Arc::clone(&db);
+    let backend = RedisBackend::open(&url).unwrap();
+    let reloader = Reloader::builder(
+        Synchronizer::new(backend, Key::parse(KEY).unwrap()),
+        move || {
+            let v = source.load(Ordering::SeqCst);
+            async move { Ok::<_, std::io::Error>(v) }
+        },
+    )
+    .mode(CheckMode::Push)
+    .build(0)
+    .unwrap();
+    assert_eq!(*reloader.check().await, 1);
+    let tracker = reloader.synchronizer().track().unwrap();
+    let patience = std::time::Duration::from_secs(10);
+    // Armed and vouching: tracking has read the generation just recorded.
+    tokio::time::timeout(patience, async {
+        loop {
+            let changed = tracker.changed();
+            let mut changed = std::pin::pin!(changed);
+            changed.as_mut().enable();
+            if reloader.synchronizer().vouched().is_some() {
+                return;
+            }
+            changed.await;
+        }
+    })
+    .await
+    .expect("tracking armed");
+    db.store(2, Ordering::SeqCst);
+    let mut settings = reloader.subscribe();
+    let url2 = url.clone();
+    tokio::task::spawn_blocking(move || bump(&url2))
+        .await
+        .unwrap();
+    tokio::time::timeout(patience, settings.wait_for(|s| **s == 2))
+        .await
+        .expect("the CLI's bump was pushed")
+        .unwrap();
+}

@@ -496,3 +496,57 @@ async fn interval_mode_reads_at_most_once_per_interval_and_catches_up_after_it()
     tokio::time::sleep_until(done + every).await;
     assert_eq!(*reloader.check().await, 9, "fresh once an interval passed");
 }
+
+/// Runs `f` on a thread of its own, failing if it takes past the
+/// patience: blocking code has no timeout of its own to wait with.
+fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(f()));
+    rx.recv_timeout(PATIENCE)
+        .unwrap_or_else(|_| panic!("{what} within the patience"))
+}
+
+#[test]
+fn a_blocking_reloader_in_push_mode_follows_pushed_changes() {
+    use gensync::reload::BlockingReloader;
+    use gensync::{BlockingRedisBackend, BlockingSynchronizer};
+
+    let redis = Redis::new();
+    let db = Db::default();
+    db.set(1);
+    let source = db.clone();
+    let backend = BlockingRedisBackend::with_config(&redis.server.url(), config()).unwrap();
+    let builder = Reloader::builder(Synchronizer::new(backend, key()), move || {
+        let v = source.0.load(Ordering::SeqCst);
+        async move { Ok::<_, std::io::Error>(v) }
+    })
+    .mode(CheckMode::Push);
+    let reloader = Arc::new(BlockingReloader::new(builder, 0).unwrap());
+    assert_eq!(*reloader.check(), 1);
+    let tracker = reloader
+        .reloader()
+        .synchronizer()
+        .track()
+        .expect("started by the check, on the reloader's runtime");
+    let watching = Arc::clone(&reloader);
+    within("tracking armed", move || loop {
+        let changed = tracker.changed();
+        let mut changed = pin!(changed);
+        changed.as_mut().enable();
+        if watching.reloader().synchronizer().vouched().is_some() {
+            return;
+        }
+        futures_executor::block_on(changed);
+    });
+    db.set(2);
+    let writer = BlockingRedisBackend::with_config(&redis.server.url(), config()).unwrap();
+    BlockingSynchronizer::new(writer, key())
+        .mark_updated()
+        .unwrap();
+    let mut settings = reloader.reloader().subscribe();
+    within("the bump pushed", move || {
+        futures_executor::block_on(settings.wait_for(|s| **s == 2)).map(drop)
+    })
+    .unwrap();
+    assert_eq!(*reloader.check(), 2);
+}

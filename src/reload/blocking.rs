@@ -67,7 +67,8 @@ impl<S: Send + Sync + 'static> BlockingReloader<S> {
 
     /// See [`Reloader::check`].
     pub fn check(&self) -> Snapshot<S> {
-        self.runtime.block_on(self.reloader.check())
+        // Called inside the runtime: push mode starts its tracking there.
+        self.runtime.block_on(async { self.reloader.check().await })
     }
 
     /// See [`Reloader::current`].

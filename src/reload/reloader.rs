@@ -232,6 +232,10 @@ impl<S: Send + Sync + 'static> Reloader<S> {
     /// vouches for changes (a pushed change among them), so the settings
     /// follow without waiting for a request.
     fn start_tracking(&self) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            // Nothing could run the tracking here; a check in a runtime will.
+            return;
+        }
         let shared = &self.shared;
         shared.tracking.get_or_init(|| {
             let Some(tracker) = shared.sync.track() else {

@@ -106,7 +106,9 @@ pub trait GenerationSynchronizer: Send + Sync {
     /// Starts push tracking of the key (once; later calls return the same
     /// tracker), if the backend can push its changes
     /// ([`Backend::track`]). Call it inside a tokio runtime, which runs the
-    /// tracking. `None` when the backend cannot: readers then read.
+    /// tracking; outside one it starts nothing and returns the tracker
+    /// only if one was started before. `None` when the backend cannot:
+    /// readers then read.
     fn track(&self) -> Option<Arc<Tracker>> {
         None
     }
@@ -387,6 +389,10 @@ impl<B: Backend> GenerationSynchronizer for Synchronizer<B> {
     }
 
     fn track(&self) -> Option<Arc<Tracker>> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            // Nothing could run the tracking here: not an answer to keep.
+            return self.tracker.get().cloned().flatten();
+        }
         self.tracker
             .get_or_init(|| {
                 let tracker = Tracker::new();

@@ -350,6 +350,13 @@ impl Backend for BlockingRedisBackend {
     fn epoch(&self) -> u64 {
         self.target.epoch()
     }
+
+    /// On an async RESP3 connection of its own, run by the current tokio
+    /// runtime (a [`BlockingReloader`](crate::reload::BlockingReloader)'s
+    /// own): nothing to track with on plain threads.
+    fn track(&self, key: &Key, tracker: &Arc<crate::backend::Tracker>) -> bool {
+        super::track::spawn(Arc::clone(&self.target), key.clone(), tracker)
+    }
 }
 
 impl BlockingBackend for BlockingRedisBackend {}
