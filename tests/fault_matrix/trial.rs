@@ -495,6 +495,9 @@ impl Trial {
     /// long an instance still vouched after it was cut off, and times the
     /// re-arming from here.
     pub fn tracking_back(&mut self) {
+        if !self.push() {
+            return;
+        }
         let mut watch = self.traffic.vouching.lock().unwrap();
         if let Some(from) = watch.lost_from.take() {
             self.vouch_stopped = Some(match watch.last_while_lost.take() {
