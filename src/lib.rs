@@ -61,6 +61,14 @@
 //! URLs: `redis://[user:password@]host[:port][/db]`, `redis+unix:///path`,
 //! and `rediss://` with the `tls` feature.
 //!
+//! # How fresh, at what cost
+//!
+//! A [`Reloader`](reload::Reloader) checks in one of three
+//! [modes](reload::CheckMode): strict (the default; reads coalesced, a
+//! request sees every bump completed before it began), push (Redis pushes
+//! each change, a check costs no round trip between changes, freshness
+//! bounded by the heartbeat), or interval (at most one read per interval).
+//!
 //! # Logs
 //!
 //! gensync logs through [`tracing`]: a line or two when an outage starts
