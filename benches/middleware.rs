@@ -7,7 +7,15 @@
 //!   the in-memory backend, with the settings current, so every request
 //!   pays one check that finds nothing to do;
 //! - `memory_current_exported` (with `--features metrics`): the same, with
-//!   the reloader's metrics going to a Prometheus recorder.
+//!   the reloader's metrics going to a Prometheus recorder;
+//! - `bare_multi_thread`, `push_armed`, `strict_redis`: on a real
+//!   redis-server the bench starts, on a multi-thread runtime (one worker)
+//!   so that the connections' tasks and push mode's heartbeats run beside
+//!   the requests, as in a server: the bare service again, then the
+//!   middleware in push mode with tracking armed (every check answered
+//!   without a read; the bench waits until a check is ready at once before
+//!   measuring, and prints the Redis commands per request it saw), and in
+//!   strict mode (one coalesced read per request, one request at a time).
 //!
 //! `cargo bench --bench middleware` measures the crate as a library user
 //! gets it by default; `cargo bench --bench middleware --features metrics`
@@ -19,12 +27,14 @@
 //! `cargo test --all-targets` runs each routine once, as a smoke test.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use gensync::reload::{Reloader, SettingsReloadLayer};
-use gensync::{Key, MemoryBackend, Synchronizer};
+use gensync::reload::{CheckMode, Reloader, SettingsReloadLayer};
+use gensync::testing::RedisServer;
+use gensync::{Key, MemoryBackend, RedisBackend, Synchronizer};
 use tower::{service_fn, Layer, Service, ServiceExt};
 
 async fn answer(request: http::Request<()>) -> Result<usize, Infallible> {
@@ -104,11 +114,107 @@ fn middleware(c: &mut Criterion) {
     );
 }
 
+/// A reloader over `server` in `mode`, its settings loaded, in its steady
+/// state: in push mode, tracking armed (a check is ready at once).
+fn redis_reloader(rt: &tokio::runtime::Runtime, url: &str, mode: CheckMode) -> Reloader<u64> {
+    let key = Key::new(["bench", "middleware"]).expect("a valid key");
+    let backend = RedisBackend::open(url).expect("a Redis backend");
+    let reloader = Reloader::builder(Synchronizer::new(backend, key), || async {
+        Ok::<_, Infallible>(7u64)
+    })
+    .mode(mode)
+    .build(0)
+    .expect("a reloader");
+    rt.block_on(async {
+        reloader.reload_now().await.expect("the first load");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            // Each awaited check paces the loop with its own read.
+            let mut check = reloader.check();
+            let polled = std::pin::Pin::new(&mut check)
+                .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+            if polled.is_ready() || mode == CheckMode::Strict {
+                break;
+            }
+            assert_eq!(*check.await, 7);
+            assert!(Instant::now() < deadline, "push tracking never armed");
+        }
+    });
+    reloader
+}
+
+/// The sum of `calls` over every command in `INFO commandstats`.
+fn command_calls(conn: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(conn)
+        .expect("INFO commandstats");
+    info.lines()
+        .filter(|l| l.starts_with("cmdstat_"))
+        .filter_map(|l| {
+            l.split_once("calls=")?
+                .1
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+fn on_redis(c: &mut Criterion) {
+    let server = RedisServer::start().expect("redis-server on PATH");
+    let url = server.url();
+    let mut stats = server.connection().expect("a connection for INFO");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let push = redis_reloader(&rt, &url, CheckMode::Push);
+    let strict = redis_reloader(&rt, &url, CheckMode::Strict);
+
+    let mut group = c.benchmark_group("middleware");
+    group.bench_function("bare_multi_thread", |b| {
+        b.to_async(&rt)
+            .iter_custom(|iters| drive(service_fn(answer), iters))
+    });
+    let (checks, commands) = (push.metrics().checks, command_calls(&mut stats));
+    group.bench_function("push_armed", |b| {
+        let layer = SettingsReloadLayer::new(push.clone());
+        b.to_async(&rt)
+            .iter_custom(|iters| drive(layer.layer(service_fn(answer)), iters))
+    });
+    // Less the INFO that took the first count.
+    let commands = command_calls(&mut stats) - commands - 1;
+    let checks = push.metrics().checks - checks;
+    eprintln!(
+        "push_armed: {commands} Redis commands over {checks} requests ({:.2e} per request)",
+        commands as f64 / checks as f64
+    );
+    group.bench_function("strict_redis", |b| {
+        let layer = SettingsReloadLayer::new(strict.clone());
+        b.to_async(&rt)
+            .iter_custom(|iters| drive(layer.layer(service_fn(answer)), iters))
+    });
+    group.finish();
+    assert_eq!(
+        push.metrics().expired,
+        0,
+        "no push check may read as expired"
+    );
+    assert_eq!(
+        strict.metrics().expired,
+        0,
+        "no strict check may read as expired"
+    );
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = middleware
+    targets = middleware, on_redis
 }
 criterion_main!(benches);
