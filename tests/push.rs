@@ -89,19 +89,19 @@ fn answered_at_once(reloader: &Reloader<u64>) -> Option<u64> {
 }
 
 /// Waits until push tracking vouches for `reloader`'s settings, on the
-/// tracker's own signal, within [`PATIENCE`].
+/// tracker's own signal, within [`PATIENCE`]. Decided without starting a
+/// check that could leave a read in flight behind it.
 async fn armed(reloader: &Reloader<u64>) {
-    let tracker = reloader
-        .synchronizer()
-        .track()
-        .expect("the Redis backend can track");
+    let sync = reloader.synchronizer();
+    let tracker = sync.track().expect("the Redis backend can track");
     timeout(PATIENCE, async {
         loop {
             let changed = tracker.changed();
             let mut changed = pin!(changed);
             changed.as_mut().enable();
+            // Loads what tracking read, if it moved; waits for its read.
             reloader.check().await;
-            if answered_at_once(reloader).is_some() {
+            if sync.vouched().is_some_and(|g| sync.sync_gen() == Some(g)) {
                 return;
             }
             changed.await;

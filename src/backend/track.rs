@@ -172,13 +172,18 @@ impl Tracker {
     /// it, if the tracker still vouches for it: armed, nothing invalidated
     /// since the read began, and the heartbeat bound not passed.
     pub fn vouched(&self) -> Option<(Stored, u64)> {
+        // The bound first: a bound renewed after an invalidation is then
+        // seen with that invalidation's token, never with the one before.
+        if self.now() >= self.until.load(Ordering::SeqCst) {
+            return None;
+        }
         let token = self.token.load(Ordering::SeqCst);
         if token == 0 {
             return None;
         }
         let seen = self.seen.load();
         let seen = seen.as_deref().filter(|s| s.token == token)?;
-        (self.now() < self.until.load(Ordering::SeqCst)).then_some((seen.stored, seen.epoch))
+        Some((seen.stored, seen.epoch))
     }
 
     /// Resolves at the next change of what the tracker vouches for (an

@@ -15,6 +15,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::{
@@ -40,45 +41,75 @@ pub(super) fn spawn(target: Arc<Target>, key: Key, tracker: &Arc<Tracker>) -> bo
     true
 }
 
+/// How long after a refusal tracking is asked for again: an operator may
+/// grant it (an ACL change) without restarting every process.
+const ASK_AGAIN: Duration = Duration::from_secs(30);
+
+/// The longest pause between tracking connections that keep failing.
+const REDIAL_MAX: Duration = Duration::from_secs(2);
+
 /// How a tracking session ended.
 enum Ended {
     /// Nobody reads through the tracker any more.
     Unwanted,
     /// The server will not track (no RESP3, `CLIENT TRACKING` unknown or
-    /// denied): readers read for themselves from now on.
+    /// denied): readers read for themselves, and tracking is asked for
+    /// again only after [`ASK_AGAIN`].
     Refused(BackendError),
-    /// The connection broke or missed a heartbeat; `armed` says whether it
-    /// got as far as tracking.
+    /// The connection broke, missed a heartbeat, or a command on it failed
+    /// once tracking was armed; `armed` says whether it got that far.
     Lost { error: BackendError, armed: bool },
 }
 
-/// Sessions, one after the other, until the tracker is dropped or the
-/// server refuses.
+/// What the last session's end has been told in the logs, so an episode
+/// is one warning, not one per attempt.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Told {
+    Nothing,
+    Lost,
+    Refused,
+}
+
+/// Sessions, one after the other, until the tracker is dropped.
 async fn run(target: Arc<Target>, key: Key, tracker: Weak<Tracker>, notify: Arc<Notify>) {
-    let mut troubled = false;
+    let mut told = Told::Nothing;
+    let mut pause = Duration::ZERO;
     loop {
-        let ended = session(&target, &key, &tracker, &notify).await;
+        let ended = session(&target, &key, &tracker, &notify, told).await;
         let Some(t) = tracker.upgrade() else { return };
         t.lost();
         drop(t);
-        match ended {
+        let wait = match ended {
             Ended::Unwanted => return,
             Ended::Refused(error) => {
-                tracing::warn!(key = %key, %error, "gensync push mode: the server will not track the key; checking it on every request (strict) instead");
-                return;
+                if told == Told::Refused {
+                    tracing::debug!(key = %key, %error, "gensync push mode: tracking still refused");
+                } else {
+                    tracing::warn!(key = %key, %error, "gensync push mode: the server will not track the key; checking it on every request (strict) instead, and asking again every {ASK_AGAIN:?}");
+                }
+                told = Told::Refused;
+                ASK_AGAIN
             }
             Ended::Lost { error, armed } => {
-                if armed || !troubled {
+                if armed || told == Told::Nothing {
                     tracing::warn!(key = %key, %error, "gensync push mode: tracking connection lost; checking the key on every request (strict) until it is armed again");
                 } else {
                     tracing::debug!(key = %key, %error, "gensync push mode: tracking still down");
                 }
-                troubled = true;
+                told = Told::Lost;
+                // A server that is down, or refuses the credentials, is
+                // not dialled in a tight loop: the pause doubles while
+                // sessions fail before arming.
+                let first = target.config.reconnect_delay.max(target.config.heartbeat);
+                pause = if armed {
+                    first
+                } else {
+                    (pause * 2).clamp(first, REDIAL_MAX)
+                };
+                pause
             }
-        }
-        // A server that is down is not dialled in a tight loop.
-        let pause = target.config.reconnect_delay.max(target.config.heartbeat);
-        tokio::time::sleep(pause).await;
+        };
+        tokio::time::sleep(wait).await;
     }
 }
 
@@ -92,7 +123,13 @@ impl Drop for Live {
     }
 }
 
-async fn session(target: &Target, key: &Key, tracker: &Weak<Tracker>, notify: &Notify) -> Ended {
+async fn session(
+    target: &Target,
+    key: &Key,
+    tracker: &Weak<Tracker>,
+    notify: &Notify,
+    told: Told,
+) -> Ended {
     let live = Live(Arc::new(AtomicBool::new(true)));
     let mut conn = match connect(target, tracker, &live.0).await {
         Ok(conn) => conn,
@@ -114,7 +151,11 @@ async fn session(target: &Target, key: &Key, tracker: &Weak<Tracker>, notify: &N
         Some(t) => t.arm(),
         None => return Ended::Unwanted,
     }
-    tracing::debug!(key = %key, "gensync push mode: tracking armed");
+    if told == Told::Nothing {
+        tracing::debug!(key = %key, "gensync push mode: tracking armed");
+    } else {
+        tracing::info!(key = %key, "gensync push mode: tracking armed again; checks cost no round trip between changes");
+    }
     let config = &target.config;
     let mut beat = tokio::time::interval(config.heartbeat);
     beat.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -210,13 +251,20 @@ async fn connect(
         .await
 }
 
-/// What a failure means: a server that answered with an error other than
-/// about credentials will not track; anything else may pass.
+/// What a failure means. Before tracking is armed, an error reply to the
+/// handshake or to `CLIENT TRACKING` that is not about credentials and not
+/// transient is a refusal; anything else, and any failure once armed (a
+/// `NOPERM` on the read, a `LOADING` after a restart), is a loss, tried
+/// again soon.
 fn ended(target: &Target, e: RedisError, armed: bool) -> Ended {
-    let credentials = e.kind() == ErrorKind::AuthenticationFailed
-        || matches!(e.code(), Some("NOAUTH" | "WRONGPASS"));
+    let passing = e.kind() == ErrorKind::AuthenticationFailed
+        || e.is_timeout()
+        || matches!(
+            e.code(),
+            Some("NOAUTH" | "WRONGPASS" | "LOADING" | "BUSY" | "MASTERDOWN" | "TRYAGAIN")
+        );
     let error = target.error(&e);
-    if e.code().is_some() && !credentials && !e.is_timeout() {
+    if !armed && e.code().is_some() && !passing {
         Ended::Refused(error)
     } else {
         Ended::Lost { error, armed }
