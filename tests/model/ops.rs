@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use gensync::reload::CheckMode;
 use gensync::testing::Faults;
 use proptest::prelude::*;
 
@@ -38,7 +39,10 @@ pub enum Target {
 pub enum Op {
     Check(usize),
     /// A stream of requests: `count` checks of one reader, `every_ms` apart,
-    /// as traffic during an outage keeps coming and retries after backoff.
+    /// each on a task of its own, so checks overlap whenever one takes
+    /// longer than the spacing (latency, hangs, slow loads) and are
+    /// coalesced; as traffic during an outage keeps coming and retries
+    /// after backoff.
     Requests {
         reader: usize,
         count: u32,
@@ -141,6 +145,18 @@ fn write() -> impl Strategy<Value = Op> {
         kind,
         saver,
     })
+}
+
+/// How each reader checks: mostly strict or push, sometimes interval (up to
+/// about a backoff window, well under the drain, so convergence's checks
+/// read afresh).
+pub fn modes() -> impl Strategy<Value = [CheckMode; READERS]> {
+    let mode = prop_oneof![
+        2 => Just(CheckMode::Strict),
+        2 => Just(CheckMode::Push),
+        1 => (50u64..=1_500).prop_map(|ms| CheckMode::Interval(Duration::from_millis(ms))),
+    ];
+    [mode.clone(), mode.clone(), mode]
 }
 
 pub fn op() -> impl Strategy<Value = Op> {

@@ -1,8 +1,11 @@
 //! Interleavings worth running every time, whatever proptest draws, each
 //! with a check that it took the path it is about.
 
+use gensync::reload::CheckMode;
+
 use super::ops::{Fault, Op, Target};
-use super::run::Tally;
+use super::readers::READERS;
+use super::run::{Stream, Tally};
 use super::writers::{Outcome, Saver, WriteKind};
 use super::LEASE;
 
@@ -36,7 +39,36 @@ const fn write(writer: usize, kind: WriteKind, saver: Saver) -> Op {
     }
 }
 
+/// The stream of a case that has one.
+fn stream(tally: &Tally) -> &Stream {
+    tally
+        .streams
+        .first()
+        .unwrap_or_else(|| panic!("no request stream ran: {tally:?}"))
+}
+
 pub const KNOWN: &[Pinned] = &[
+    // Coalescing: a stream of requests arrives while the first load is
+    // slow and every read is slowed too, so checks overlap, join the load,
+    // and share reads: the reader's backend sees fewer calls than checks.
+    (
+        &[
+            LoaderDelayNextMs(1, 400),
+            FaultOn(Target::Reader(1), Fault::LatencyMs(100)),
+            Requests {
+                reader: 1,
+                count: 8,
+                every_ms: 30,
+            },
+        ],
+        |tally| {
+            let s = stream(tally);
+            assert_eq!((s.reader, s.checks), (1, 8), "{tally:?}");
+            assert!(s.peak >= 2, "the checks did not overlap: {tally:?}");
+            let calls = s.calls.expect("reader 1 has a wrapper");
+            assert!(calls < 8, "the reads were not coalesced: {tally:?}");
+        },
+    ),
     // The reload fence: a save and bump land while the load runs.
     (
         &[
@@ -296,5 +328,33 @@ pub const ONCE_BROKEN: &[Pinned] = &[
             AdvanceTimeMs(3_000),
         ],
         any,
+    ),
+];
+
+/// A case for readers in given modes, and a check of the path it took.
+pub type PinnedIn = ([CheckMode; READERS], &'static [Op], fn(&Tally));
+
+/// Sequences on which this model catches the library breaking a promise
+/// today, not yet fixed: run by the ignored
+/// `promises_the_library_breaks_now` (`cargo test --test model --
+/// --ignored`), which passes once they are.
+pub const BROKEN: &[PinnedIn] = &[
+    // A push reader reloads in a loop at one instant. Its reads go through
+    // the fleet, which answers every read corrupt and failed over (so the
+    // tracker, fed by the store itself in the old epoch, vouches nothing),
+    // while its pushes are real. Each load repairs the key (`incr` finds it
+    // corrupt: `delete`, then `add` a fresh value); the repair is pushed;
+    // the push mode's reload task checks at every push, reads corrupt
+    // again, and loads and repairs again: no timer between, so the clock
+    // never moves and the loader runs without end.
+    (
+        [CheckMode::Strict, CheckMode::Strict, CheckMode::Push],
+        &[
+            FaultOn(Target::Fleet, Fault::Corrupt),
+            NewServer,
+            Check(2),
+            AdvanceTimeMs(1),
+        ],
+        |tally| assert_eq!(tally.spins, 0, "a reader reloaded in a loop: {tally:?}"),
     ),
 ];

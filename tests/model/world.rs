@@ -78,12 +78,22 @@ struct Source {
     /// Every leased save, accepted or refused, in order.
     saves: Vec<SaveRecord>,
     published: u64,
+    /// When each version was published, for a promise about what was
+    /// published some time ago (interval mode).
+    history: Vec<(Instant, u64)>,
     /// Versions that become published at an instant: saved under a pending
     /// intent, which caps the key's life by then.
     covered: Vec<(Instant, u64)>,
     /// Every raw generation a bump returned.
     bumped: Vec<Generation>,
     restores: u64,
+}
+
+impl Source {
+    fn publish(&mut self, at: Instant, version: u64) {
+        self.published = self.published.max(version);
+        self.history.push((at, version));
+    }
 }
 
 /// What every process shares.
@@ -130,6 +140,7 @@ impl World {
                 fence: Fence::new(0),
                 saves: Vec::new(),
                 published: 0,
+                history: Vec::new(),
                 covered: Vec::new(),
                 bumped: Vec::new(),
                 restores: 0,
@@ -156,20 +167,33 @@ impl World {
     pub fn published(&self) -> u64 {
         let now = Instant::now();
         let mut source = self.source();
-        let lapsed = source
-            .covered
-            .iter()
-            .filter(|(at, _)| *at <= now)
-            .map(|(_, v)| *v)
-            .max();
-        source.covered.retain(|(at, _)| *at > now);
-        source.published = source.published.max(lapsed.unwrap_or(0));
+        // Published when their intent lapsed, not when noticed here.
+        let (lapsed, pending) = std::mem::take(&mut source.covered)
+            .into_iter()
+            .partition(|(at, _)| *at <= now);
+        source.covered = pending;
+        for (at, version) in lapsed {
+            source.publish(at, version);
+        }
         source.published
     }
 
+    /// The newest version published at or before `at` (which is not in
+    /// the future).
+    pub fn published_at(&self, at: Instant) -> u64 {
+        self.published();
+        let source = self.source();
+        source
+            .history
+            .iter()
+            .filter(|(when, _)| *when <= at)
+            .map(|(_, v)| *v)
+            .max()
+            .unwrap_or(0)
+    }
+
     pub fn publish_up_to(&self, version: u64) {
-        let mut source = self.source();
-        source.published = source.published.max(version);
+        self.source().publish(Instant::now(), version);
     }
 
     /// The raw writer's save: a new row version, the changes kept.
@@ -285,7 +309,8 @@ impl World {
         self.memory.restore(point);
         let mut source = self.source();
         source.restores += 1;
-        source.published = source.version;
+        let version = source.version;
+        source.publish(Instant::now(), version);
     }
 
     /// The fleet failed over to a server with the same data.
