@@ -11,10 +11,12 @@
 //! - **At most one read in flight per reloader**, so under any concurrency
 //!   the backend sees at most one read per round trip, and a check waits
 //!   at most two: the read in flight and the next.
-//! - **Every waiter is released.** A read runs on its own task, so a check
-//!   that is dropped cancels nothing; the task's guard publishes a result
-//!   (unavailable, if the task was cancelled or panicked) and starts the
-//!   next read if one was asked for, so the chain never stops.
+//! - **Every waiter is released.** A read that others wait for runs on a
+//!   task of its own, so a check that is dropped cancels nothing they need.
+//!   Only the first read after an idle spell runs inside the check that
+//!   asked for it (nobody else waits for that one); every read's guard
+//!   publishes a result (unavailable, if it was cancelled or panicked) and
+//!   starts the next read if one was asked for, so the chain never stops.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -68,19 +70,26 @@ impl Reads {
         self.last.load().as_deref().copied()
     }
 
-    /// What the next read to begin after this call observes.
+    /// What the next read to begin after this call observes. With no read
+    /// in flight, this check makes the read itself, on its own task: one
+    /// check at a time costs no spawn and no wake-up. Checks that arrive
+    /// meanwhile wait for the next read, which a task of its own makes.
     pub(super) async fn next(self: &Arc<Self>, sync: &Arc<dyn GenerationSynchronizer>) -> Observed {
-        let (wanted, mut results) = {
+        let joined = {
             let mut state = self.state();
-            // Subscribed under the lock, so the result cannot slip past.
-            let results = self.results.subscribe();
-            let wanted = if state.running {
+            if state.running {
                 state.again = true;
-                state.started + 1
+                // Subscribed under the lock, so the result cannot slip past.
+                Ok((state.started + 1, self.results.subscribe()))
             } else {
-                self.start(&mut state, sync)
-            };
-            (wanted, results)
+                Err(self.begin(&mut state, sync))
+            }
+        };
+        let (wanted, mut results) = match joined {
+            Ok(joined) => joined,
+            // Dropped mid-read (its request gone), the guard still starts
+            // the read others asked for.
+            Err(guard) => return guard.read().await,
         };
         let answer = results
             .wait_for(|r| r.is_some_and(|r| r.no >= wanted))
@@ -90,26 +99,24 @@ impl Reads {
         answer.unwrap_or(Observed::Unavailable)
     }
 
-    fn start(self: &Arc<Self>, state: &mut State, sync: &Arc<dyn GenerationSynchronizer>) -> u64 {
+    /// Numbers the next read and marks it in flight; the guard publishes it.
+    fn begin(
+        self: &Arc<Self>,
+        state: &mut State,
+        sync: &Arc<dyn GenerationSynchronizer>,
+    ) -> Publish {
         state.started += 1;
         state.running = true;
         state.again = false;
-        let no = state.started;
-        let mut guard = Publish {
+        Publish {
             reads: Arc::clone(self),
             sync: Arc::clone(sync),
             read: Read {
-                no,
+                no: state.started,
                 began: Instant::now(),
                 observed: Observed::Unavailable,
             },
-        };
-        tokio::spawn(async move {
-            guard.read.began = Instant::now();
-            let observed = guard.sync.check().await.shared;
-            guard.finish(observed);
-        });
-        no
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -129,8 +136,11 @@ struct Publish {
 }
 
 impl Publish {
-    fn finish(mut self, observed: Observed) {
-        self.read.observed = observed;
+    /// Makes the read, publishes it (on drop) and returns what it saw.
+    async fn read(mut self) -> Observed {
+        self.read.began = Instant::now();
+        self.read.observed = self.sync.check().await.shared;
+        self.read.observed
     }
 }
 
@@ -146,7 +156,8 @@ impl Drop for Publish {
             // Inside a runtime whenever a check asked for it; a runtime
             // shutting down cancels the new task too, which publishes.
             if tokio::runtime::Handle::try_current().is_ok() {
-                reads.start(&mut state, &self.sync);
+                let next = reads.begin(&mut state, &self.sync);
+                tokio::spawn(next.read());
                 return;
             }
         }
