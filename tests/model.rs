@@ -174,13 +174,14 @@
 //! paused clock move. A reader whose loader runs a thousand times at one
 //! instant is cut off (its loader fails until the clock moves, so it backs
 //! off and the case goes on) and counted in [`run::Tally::spins`]; that
-//! fails the case only with `GENSYNC_MODEL_SPIN_FAILS=1`, as the library
-//! does it today (see [`pinned::BROKEN`]).
+//! fails the case (the library once did it: see
+//! [`pinned::ONCE_BROKEN_IN`]).
 //!
 //! [`promises_the_library_once_broke`] runs the minimal sequences on which
 //! this model caught the library breaking property 3 or 4 (both fixed), so
-//! they stay fixed; [`promises_the_library_breaks_now`] (ignored) those it
-//! breaks today. Pinned cases run with strict, push and mixed readers.
+//! they stay fixed, and [`promises_the_library_once_broke_in_given_modes`]
+//! those for readers in given modes. Pinned cases run with strict, push
+//! and mixed readers.
 //!
 //! # Running
 //!
@@ -333,13 +334,12 @@ fn promises_the_library_once_broke() {
     assert!(broken.is_empty(), "{}", broken.join("\n"));
 }
 
-/// Promises the library breaks today (see [`pinned::BROKEN`]): ignored
-/// until they are fixed, then to be run with the others.
+/// Promises the library once broke for readers in given modes (see
+/// [`pinned::ONCE_BROKEN_IN`]), kept as cases so they stay kept.
 #[test]
-#[ignore = "library bug: push mode's reload task reloads in a loop (pinned::BROKEN)"]
-fn promises_the_library_breaks_now() {
+fn promises_the_library_once_broke_in_given_modes() {
     let mut broken = Vec::new();
-    for (n, (modes, ops, path)) in pinned::BROKEN.iter().enumerate() {
+    for (n, (modes, ops, path)) in pinned::ONCE_BROKEN_IN.iter().enumerate() {
         let outcome = run(modes, ops).map(|tally| {
             std::panic::catch_unwind(|| path(&tally)).map_err(|_| "took the broken path")
         });

@@ -101,7 +101,7 @@ async fn armed(reloader: &Reloader<u64>) {
             changed.as_mut().enable();
             // Loads what tracking read, if it moved; waits for its read.
             reloader.check().await;
-            if sync.vouched().is_some_and(|g| sync.sync_gen() == Some(g)) {
+            if matches!(sync.vouched(), Some(Stored::Value(g)) if sync.sync_gen() == Some(g)) {
                 return;
             }
             changed.await;

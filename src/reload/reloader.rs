@@ -19,6 +19,7 @@ use super::publish::Writers;
 use super::reads::Reads;
 use super::snapshot::{Inner as SnapshotInner, Snapshot};
 use super::source::SettingsLoader;
+use crate::backend::Stored;
 use crate::generation::Generation;
 use crate::synchronizer::{Check, GenerationSynchronizer, Observed};
 
@@ -216,7 +217,10 @@ impl<S: Send + Sync + 'static> Reloader<S> {
                 if shared.tracking.get().is_none() {
                     self.start_tracking();
                 }
-                shared.sync.vouched()
+                match shared.sync.vouched() {
+                    Some(Stored::Value(g)) => Some(g),
+                    _ => None,
+                }
             }
             CheckMode::Interval(every) => {
                 let read = shared.reads.last()?;
@@ -253,16 +257,14 @@ impl<S: Send + Sync + 'static> Reloader<S> {
                     changed.as_mut().enable();
                     match weak.upgrade() {
                         // Only once tracking has read what the key holds
-                        // now: the check then loads if it moved (reading
-                        // again only when the key is missing or corrupt).
-                        // Before that, requests read for themselves, and
-                        // the tracker's read wakes this task again.
-                        Some(shared)
-                            if shared
-                                .sync
-                                .track()
-                                .is_some_and(|t| t.vouched().is_some()) =>
-                        {
+                        // now, on the server the backend talks to: the
+                        // check then loads if it moved (reading again only
+                        // when the key is missing or corrupt, and the load
+                        // repairs it). Otherwise requests read for
+                        // themselves (and a load that writes the key cannot
+                        // wake this task into a loop), and the tracker's
+                        // next read wakes it again.
+                        Some(shared) if shared.sync.vouched().is_some() => {
                             let _ = Reloader { shared }.check().await;
                         }
                         Some(_) => {}

@@ -113,11 +113,12 @@ pub trait GenerationSynchronizer: Send + Sync {
         None
     }
 
-    /// The shared generation as push tracking vouches for it now, mixed
-    /// with the epoch as [`check`](Self::check) would observe it: `None`
-    /// unless tracking is armed, nothing changed since its last read, its
-    /// heartbeat is current, and the key held a valid generation.
-    fn vouched(&self) -> Option<Generation> {
+    /// What the key holds as push tracking vouches for it now, a
+    /// generation mixed with the epoch as [`check`](Self::check) would
+    /// observe it: `None` unless tracking is armed, nothing changed since
+    /// its last read, its heartbeat is current, and that read came from
+    /// the server the backend talks to now.
+    fn vouched(&self) -> Option<Stored> {
         None
     }
 }
@@ -401,13 +402,13 @@ impl<B: Backend> GenerationSynchronizer for Synchronizer<B> {
             .clone()
     }
 
-    fn vouched(&self) -> Option<Generation> {
+    fn vouched(&self) -> Option<Stored> {
         let (stored, epoch) = self.tracker.get()?.as_ref()?.vouched()?;
         // Read on a server the backend has since left: it vouches nothing.
-        match stored {
-            Stored::Value(g) if epoch == self.backend.epoch() => Some(g.in_epoch(epoch)),
-            _ => None,
-        }
+        (epoch == self.backend.epoch()).then_some(match stored {
+            Stored::Value(g) => Stored::Value(g.in_epoch(epoch)),
+            other => other,
+        })
     }
 }
 

@@ -254,7 +254,7 @@ pub struct Instance {
 /// reloader loaded at.
 pub fn vouching(reloader: &Reloader<u64>) -> bool {
     let sync = reloader.synchronizer();
-    sync.vouched().is_some_and(|g| sync.sync_gen() == Some(g))
+    matches!(sync.vouched(), Some(gensync::Stored::Value(g)) if sync.sync_gen() == Some(g))
 }
 
 /// How a row's fleet is built and judged.

@@ -334,12 +334,12 @@ pub const ONCE_BROKEN: &[Pinned] = &[
 /// A case for readers in given modes, and a check of the path it took.
 pub type PinnedIn = ([CheckMode; READERS], &'static [Op], fn(&Tally));
 
-/// Sequences on which this model catches the library breaking a promise
-/// today, not yet fixed: run by the ignored
-/// `promises_the_library_breaks_now` (`cargo test --test model --
-/// --ignored`), which passes once they are.
-pub const BROKEN: &[PinnedIn] = &[
-    // A push reader reloads in a loop at one instant. Its reads go through
+/// Sequences for readers in given modes on which this model caught the
+/// library breaking a promise, now fixed: push mode's reload task checked
+/// whenever tracking had read the key, even on a server the backend had
+/// left, so a load that writes the key woke it into a loop.
+pub const ONCE_BROKEN_IN: &[PinnedIn] = &[
+    // A push reader reloaded in a loop at one instant. Its reads go through
     // the fleet, which answers every read corrupt and failed over (so the
     // tracker, fed by the store itself in the old epoch, vouches nothing),
     // while its pushes are real. Each load repairs the key (`incr` finds it

@@ -38,13 +38,6 @@ pub struct Tally {
     pub spins: u32,
 }
 
-/// Whether a reader reloading in a loop fails the case: set
-/// `GENSYNC_MODEL_SPIN_FAILS=1` to look for the cases (or once the library
-/// is fixed).
-pub fn spin_fails() -> bool {
-    std::env::var_os("GENSYNC_MODEL_SPIN_FAILS").is_some_and(|v| v == "1")
-}
-
 /// What one request stream did.
 #[derive(Debug)]
 pub struct Stream {
@@ -285,10 +278,9 @@ impl Model {
         for (i, reader) in self.readers.iter().enumerate() {
             if reader.plan.spun.swap(false, SeqCst) {
                 self.tally.spins += 1;
-                // A known library bug (see `pinned::BROKEN`): tolerated
-                // unless asked for, so the rest of the model still runs.
+                // Once a library bug (see `pinned::ONCE_BROKEN_IN`).
                 prop_assert!(
-                    !spin_fails(),
+                    false,
                     "reader {i} ({}) ran its loader {SPIN} times without the clock moving",
                     reader.mode
                 );
