@@ -97,9 +97,14 @@ impl DerefMut for Held<'_> {
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
+        let Locked { store, watches } = &mut *self.guard;
+        // Untracked, as every store is outside push mode: no clock read
+        // added to each operation.
+        if watches.is_empty() {
+            return;
+        }
         let now = Instant::now();
         let epoch = self.epoch.load(Ordering::SeqCst);
-        let Locked { store, watches } = &mut *self.guard;
         watches.retain(|key, watch| {
             watch.trackers.retain(|t| t.strong_count() > 0);
             if watch.trackers.is_empty() {
