@@ -198,12 +198,20 @@ impl<S: Send + Sync + 'static> Reloader<S> {
         let stopwatch = Stopwatch::start();
         shared.counters.checks.add();
         shared.flight.answered(shared.flight.began());
+        Some(self.serve_current(g, stopwatch))
+    }
+
+    /// The settings in service, as a check that found `g`, the generation
+    /// recorded, still current answers.
+    fn serve_current(&self, g: Generation, stopwatch: Stopwatch) -> Snapshot<S> {
         let current = self.current();
         if current.generation().is_none() {
+            // Loaded while the generation could not be read, and that
+            // generation is still the one recorded.
             current.stamp(g);
         }
-        shared.counters.served(stopwatch, &current);
-        Some(current)
+        self.shared.counters.served(stopwatch, &current);
+        current
     }
 
     /// The shared generation as the mode vouches for it now, without a
@@ -295,14 +303,7 @@ impl<S: Send + Sync + 'static> Reloader<S> {
         if let Some(g) = check.observed() {
             shared.flight.answered(began);
             if !check.is_expired() {
-                let current = self.current();
-                if current.generation().is_none() {
-                    // Loaded while the generation could not be read, and
-                    // that generation is still the one recorded.
-                    current.stamp(g);
-                }
-                counters.served(stopwatch, &current);
-                return current;
+                return self.serve_current(g, stopwatch);
             }
         }
         let snapshot = if !check.is_expired() {
