@@ -9,6 +9,7 @@ use crate::fence::Fence;
 use crate::generation::Generation;
 use crate::key::Key;
 
+mod clock;
 mod memory;
 mod redact;
 mod redis;

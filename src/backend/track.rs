@@ -10,15 +10,16 @@
 //! and [`Tracker::vouch_until`] after each answered heartbeat. Readers ask
 //! [`Tracker::vouched`] and read the key themselves when it says nothing.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::clock::Clock;
 use super::Stored;
+use crate::generation::Generation;
 
 /// The shared state between a backend's tracking connection and the
 /// readers of one key.
@@ -34,21 +35,82 @@ pub struct Tracker {
     /// Where tokens come from.
     tokens: AtomicU64,
     /// The last read, with the token it was begun under.
-    seen: ArcSwapOption<Seen>,
-    /// Nanoseconds after `base` past which nothing is vouched for: the
+    seen: SeenCell,
+    /// The time on `clock` past which nothing is vouched for: the
     /// heartbeat bound of the last answered heartbeat.
     until: AtomicU64,
-    base: Instant,
+    clock: Clock,
     /// Woken whenever what the tracker vouches for may have changed.
     changed: Arc<Notify>,
 }
 
 /// One read of the key by the tracking connection.
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Seen {
     token: u64,
     stored: Stored,
     epoch: u64,
+}
+
+/// The last [`Seen`], read on every check in push mode: a sequence lock
+/// over atomics, so a reader pays a few loads instead of an `ArcSwap`'s
+/// debt bookkeeping (this is most of a push check's cost). Writers are
+/// rare and take a lock; a reader that races one sees nothing, which only
+/// sends that check to a read of its own.
+#[derive(Default)]
+struct SeenCell {
+    writers: std::sync::Mutex<()>,
+    /// Even while stable, odd while a write is under way.
+    seq: AtomicU64,
+    token: AtomicU64,
+    stored: AtomicU64,
+    epoch: AtomicU64,
+}
+
+/// `Stored` as one word: a stored generation is never 0 and at most
+/// `i64::MAX`.
+const MISSING: u64 = 0;
+const CORRUPT: u64 = u64::MAX;
+
+impl SeenCell {
+    fn write(&self, seen: Seen) {
+        let _one_writer = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+        let seq = self.seq.load(Ordering::Relaxed);
+        self.seq.store(seq + 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        self.token.store(seen.token, Ordering::Relaxed);
+        self.stored.store(
+            match seen.stored {
+                Stored::Value(g) => g.get(),
+                Stored::Missing => MISSING,
+                Stored::Corrupt => CORRUPT,
+            },
+            Ordering::Relaxed,
+        );
+        self.epoch.store(seen.epoch, Ordering::Relaxed);
+        self.seq.store(seq + 2, Ordering::Release);
+    }
+
+    fn read(&self) -> Option<Seen> {
+        let before = self.seq.load(Ordering::Acquire);
+        let token = self.token.load(Ordering::Relaxed);
+        let stored = self.stored.load(Ordering::Relaxed);
+        let epoch = self.epoch.load(Ordering::Relaxed);
+        fence(Ordering::Acquire);
+        if before % 2 == 1 || self.seq.load(Ordering::Relaxed) != before || token == 0 {
+            return None;
+        }
+        let stored = match stored {
+            MISSING => Stored::Missing,
+            CORRUPT => Stored::Corrupt,
+            g => Stored::Value(Generation::new(g)?),
+        };
+        Some(Seen {
+            token,
+            stored,
+            epoch,
+        })
+    }
 }
 
 /// A read's place among the tracker's events: taken before the read is
@@ -61,9 +123,9 @@ impl Default for Tracker {
         Tracker {
             token: AtomicU64::new(0),
             tokens: AtomicU64::new(0),
-            seen: ArcSwapOption::empty(),
+            seen: SeenCell::default(),
             until: AtomicU64::new(0),
-            base: Instant::now(),
+            clock: Clock::new(),
             changed: Arc::new(Notify::new()),
         }
     }
@@ -73,7 +135,7 @@ impl std::fmt::Debug for Tracker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tracker")
             .field("armed", &self.is_armed())
-            .field("seen", &self.seen.load().as_deref())
+            .field("seen", &self.seen.read())
             .finish_non_exhaustive()
     }
 }
@@ -134,11 +196,11 @@ impl Tracker {
         if ticket.0 == 0 || self.moved_since(ticket) {
             return false;
         }
-        self.seen.store(Some(Arc::new(Seen {
+        self.seen.write(Seen {
             token: ticket.0,
             stored,
             epoch,
-        })));
+        });
         // An invalidation between the check and the store took a new token,
         // so this read vouches for nothing: the token check in `vouched`
         // sees to that.
@@ -153,19 +215,20 @@ impl Tracker {
     /// (heartbeats are answered in order; a backend whose key lapses at a
     /// known time may also shorten it to that).
     pub fn vouch_until(&self, sent: Instant, bound: Duration) {
-        let until = (sent + bound).saturating_duration_since(self.base);
-        let nanos = u64::try_from(until.as_nanos()).unwrap_or(u64::MAX);
-        let before = self.until.swap(nanos, Ordering::SeqCst);
+        let until = self.clock.at(sent + bound);
+        let before = self.until.swap(until, Ordering::SeqCst);
         // A vouch that had lapsed and holds again is a change; one that
         // only goes on is not.
-        if before <= self.now() && nanos > before {
+        if before <= self.clock.now() && until > before {
             self.changed.notify_waiters();
         }
     }
 
-    /// Nanoseconds since `base`.
-    fn now(&self) -> u64 {
-        u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    /// Bounds given from now on follow tokio's clock precisely, not the
+    /// cheaper coarse one: for a backend whose bounds are instants on a
+    /// clock a test may pause and advance.
+    pub(crate) fn follow_tokio_time(&self) {
+        self.clock.follow_tokio();
     }
 
     /// What the last read saw and the epoch of the server that answered
@@ -174,15 +237,14 @@ impl Tracker {
     pub fn vouched(&self) -> Option<(Stored, u64)> {
         // The bound first: a bound renewed after an invalidation is then
         // seen with that invalidation's token, never with the one before.
-        if self.now() >= self.until.load(Ordering::SeqCst) {
+        if self.clock.now() >= self.until.load(Ordering::SeqCst) {
             return None;
         }
         let token = self.token.load(Ordering::SeqCst);
         if token == 0 {
             return None;
         }
-        let seen = self.seen.load();
-        let seen = seen.as_deref().filter(|s| s.token == token)?;
+        let seen = self.seen.read().filter(|s| s.token == token)?;
         Some((seen.stored, seen.epoch))
     }
 
@@ -248,6 +310,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_missed_heartbeat_ends_the_vouching_whatever_the_connection_does() {
         let t = Tracker::new();
+        t.follow_tokio_time();
         t.arm();
         assert!(t.saw(t.ticket(), value(1), 0));
         t.vouch_until(Instant::now(), Duration::from_millis(400));
@@ -255,5 +318,47 @@ mod tests {
         assert!(t.vouched().is_some());
         tokio::time::advance(Duration::from_millis(1)).await;
         assert_eq!(t.vouched(), None);
+    }
+
+    #[tokio::test]
+    async fn on_the_counter_clock_a_bound_holds_until_it_has_passed() {
+        let t = Tracker::new();
+        t.arm();
+        assert!(t.saw(t.ticket(), value(1), 0));
+        t.vouch_until(Instant::now(), Duration::from_secs(3600));
+        assert_eq!(t.vouched(), Some((value(1), 0)));
+        let sent = Instant::now() - Duration::from_millis(500);
+        t.vouch_until(sent, Duration::from_millis(400));
+        assert_eq!(t.vouched(), None, "a bound 100 ms gone");
+    }
+
+    #[test]
+    fn a_read_of_the_last_seen_is_never_torn_by_a_write() {
+        let cell = Arc::new(SeenCell::default());
+        let writer = {
+            let cell = Arc::clone(&cell);
+            std::thread::spawn(move || {
+                for n in 1..=200_000u64 {
+                    cell.write(Seen {
+                        token: n,
+                        stored: value(n),
+                        epoch: n,
+                    });
+                }
+            })
+        };
+        let mut whole = 0u64;
+        while !writer.is_finished() {
+            if let Some(seen) = cell.read() {
+                // Every write keeps the three equal: a mix of two writes
+                // would not be.
+                assert_eq!(seen.stored, value(seen.token));
+                assert_eq!(seen.epoch, seen.token);
+                whole += 1;
+            }
+        }
+        writer.join().unwrap();
+        assert!(whole > 0, "some reads saw a write whole");
+        assert_eq!(cell.read().map(|s| s.token), Some(200_000));
     }
 }

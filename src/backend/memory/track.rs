@@ -70,6 +70,8 @@ impl<'a> Held<'a> {
             .watches
             .entry(key.as_str().to_owned())
             .or_default();
+        // Lapses are instants on tokio's clock, which tests may pause.
+        tracker.follow_tokio_time();
         // Armed and read under the lock: no change can fall in between.
         tracker.arm();
         tell(tracker, now, told);
