@@ -11,7 +11,9 @@
 //! - `bare_multi_thread`, `push_armed`, `strict_redis`: on a real
 //!   redis-server the bench starts, on a multi-thread runtime (one worker)
 //!   so that the connections' tasks and push mode's heartbeats run beside
-//!   the requests, as in a server: the bare service again, then the
+//!   the requests, as in a server: the bare service again, the bare
+//!   service with a value put in each request's extensions (what any
+//!   middleware that hands the handler a value pays), then the
 //!   middleware in push mode with tracking armed (every check answered
 //!   without a read; the bench waits until a check is ready at once before
 //!   measuring, and prints the Redis commands per request it saw), and in
@@ -178,6 +180,22 @@ fn on_redis(c: &mut Criterion) {
     group.bench_function("bare_multi_thread", |b| {
         b.to_async(&rt)
             .iter_custom(|iters| drive(service_fn(answer), iters))
+    });
+    // What handing any value to the handler through the request's
+    // extensions costs (three allocations in `http`'s map), whatever the
+    // middleware: the floor under `push_armed`.
+    group.bench_function("extension_multi_thread", |b| {
+        let value = std::sync::Arc::new(7u64);
+        b.to_async(&rt).iter_custom(|iters| {
+            let value = value.clone();
+            drive(
+                service_fn(move |mut request: http::Request<()>| {
+                    request.extensions_mut().insert(value.clone());
+                    answer(request)
+                }),
+                iters,
+            )
+        })
     });
     let (checks, commands) = (push.metrics().checks, command_calls(&mut stats));
     group.bench_function("push_armed", |b| {

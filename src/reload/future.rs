@@ -42,6 +42,14 @@ impl<S> CheckFuture<S> {
             check: Checking::Ready(Some(snapshot)),
         }
     }
+
+    /// The answer, when the check had it at once (no read to wait for).
+    pub(super) fn now_or_later(self) -> Result<Snapshot<S>, Self> {
+        match self.check {
+            Checking::Ready(Some(snapshot)) => Ok(snapshot),
+            check => Err(CheckFuture { check }),
+        }
+    }
 }
 
 impl<S> Unpin for CheckFuture<S> {}
@@ -77,8 +85,8 @@ pin_project! {
         #[pin]
         state: State<S::Future, T, B>,
         // The clone that was polled ready: it takes the request once the
-        // check is done.
-        inner: S,
+        // check is done. `None` when the request was handed over at once.
+        inner: Option<S>,
     }
 }
 
@@ -100,13 +108,23 @@ impl<S, T, B> ResponseFuture<S, T, B>
 where
     S: Service<http::Request<B>>,
 {
-    pub(super) fn new(check: CheckFuture<T>, request: http::Request<B>, inner: S) -> Self {
+    /// Waits for `check`, then hands `request` to `inner`.
+    pub(super) fn checking(check: CheckFuture<T>, request: http::Request<B>, inner: S) -> Self {
         ResponseFuture {
             state: State::Checking {
                 check,
                 request: Some(request),
             },
-            inner,
+            inner: Some(inner),
+        }
+    }
+
+    /// The inner service's future for a request that had its settings at
+    /// once.
+    pub(super) fn called(future: S::Future) -> Self {
+        ResponseFuture {
+            state: State::Calling { future },
+            inner: None,
         }
     }
 }
@@ -128,7 +146,11 @@ where
                         .take()
                         .expect("the request is taken once, when the check completes");
                     request.extensions_mut().insert(snapshot);
-                    let future = this.inner.call(request);
+                    let future = this
+                        .inner
+                        .as_mut()
+                        .expect("the inner service waits in every future that checks")
+                        .call(request);
                     this.state.set(State::Calling { future });
                 }
                 StateProj::Calling { future } => return future.poll(cx),

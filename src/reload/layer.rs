@@ -136,11 +136,21 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let check = match self.reloader.check().now_or_later() {
+            // Answered without a read (push or interval mode): the service
+            // that was polled ready takes the request now, and neither it
+            // nor the request moves into the future.
+            Ok(snapshot) => {
+                request.extensions_mut().insert(snapshot);
+                return ResponseFuture::called(self.inner.call(request));
+            }
+            Err(check) => check,
+        };
         // The clone is not ready; the service that was polled ready is the
-        // one that must take this request.
+        // one that must take this request once the check is done.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::new(self.reloader.check(), request, inner)
+        ResponseFuture::checking(check, request, inner)
     }
 }
