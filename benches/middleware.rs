@@ -107,9 +107,9 @@ fn middleware(c: &mut Criterion) {
     }
     group.finish();
 
-    // Every request was a check that found the settings current.
+    // Every request (if a filter left any) was a check that found the
+    // settings current.
     let after = reloader.metrics();
-    assert!(after.checks > before.checks);
     assert_eq!(
         after.expired, before.expired,
         "no check may read as expired"

@@ -16,7 +16,13 @@
 //! - `strict`, `push`, `interval` (`--interval`, 100ms by default): a
 //!   `Reloader` over `RedisBackend` in that `CheckMode`;
 //! - `memory`: a `Reloader` over `MemoryBackend` (default mode), the cost
-//!   of the middleware with no network at all.
+//!   of the middleware with no network at all;
+//! - `floor`: no gensync and no Redis: reads that take no time, made back
+//!   to back by a task of their own, each releasing every request that
+//!   arrived before it began (a `Notify`). A strict check must wait for a
+//!   read that begins after it arrives: this is the most requests per
+//!   second a strict check could reach here with a perfect coalescer and
+//!   an instant Redis.
 //!
 //! Each cell (variant × in flight) runs in a child process (this program
 //! run again with `--cell`), so its `VmHWM` is its own: peak RSS is the
@@ -68,6 +74,7 @@ enum Variant {
     Push,
     Interval,
     Memory,
+    Floor,
 }
 
 #[derive(Parser, Debug)]
@@ -86,7 +93,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "naive,strict,push,interval,memory"
+        default_value = "naive,strict,push,interval,memory,floor"
     )]
     variants: Vec<Variant>,
 
@@ -240,6 +247,7 @@ fn variant_name(v: Variant) -> &'static str {
         Variant::Push => "push",
         Variant::Interval => "interval",
         Variant::Memory => "memory",
+        Variant::Floor => "floor",
     }
 }
 
@@ -250,6 +258,7 @@ fn label(v: Variant, interval_ms: u64) -> String {
         Variant::Push => "push".into(),
         Variant::Interval => format!("interval={interval_ms}ms"),
         Variant::Memory => "memory backend (strict)".into(),
+        Variant::Floor => "floor: instant reads, perfectly coalesced, no gensync".into(),
     }
 }
 
@@ -265,7 +274,7 @@ async fn cell(
     // The harness's own connection, opened before the window so its
     // handshake is not counted.
     let mut stats = match url {
-        Some(url) if variant != Variant::Memory => Some(
+        Some(url) if !matches!(variant, Variant::Memory | Variant::Floor) => Some(
             redis::Client::open(url)?
                 .get_multiplexed_async_connection()
                 .await?,
@@ -336,6 +345,29 @@ async fn cell(
                     Ok::<u64, redis::RedisError>(value.map_or(0, |v| v.len() as u64))
                 }
             }))
+        }
+        Variant::Floor => {
+            // Reads that take no time, back to back, each answering every
+            // request that arrived before it began.
+            let tick = Arc::new(tokio::sync::Notify::new());
+            let ticker = {
+                let tick = Arc::clone(&tick);
+                tokio::spawn(async move {
+                    loop {
+                        tick.notify_waiters();
+                        tokio::task::yield_now().await;
+                    }
+                })
+            };
+            let result = measure!(service_fn(move |_request: http::Request<()>| {
+                let tick = Arc::clone(&tick);
+                async move {
+                    tick.notified().await;
+                    Ok::<u64, Infallible>(7)
+                }
+            }));
+            ticker.abort();
+            result
         }
         Variant::Memory => {
             let sync = Synchronizer::new(MemoryBackend::new(), key);

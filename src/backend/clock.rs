@@ -3,12 +3,12 @@
 //!
 //! `Instant::now` (about 30 ns here) was half of what such a check cost.
 //! This reads the CPU's time-stamp counter through `quanta` instead (about
-//! 10 ns), calibrated against the monotonic clock, and errs on the safe
-//! side: each bound is placed on the counter's timeline from a fresh pair
-//! of readings, counter first, so a bound can only come early, and by no
-//! more than the counter's drift over the bound's length (microseconds over
-//! a heartbeat bound). Where the CPU has no steady counter, `quanta` reads
-//! the monotonic clock.
+//! 10 ns), calibrated against the monotonic clock. Each bound is placed on
+//! the counter's timeline from a fresh pair of readings, counter first, so
+//! the pair can only put it early; the calibration's error over the
+//! bound's length moves it by microseconds at most over a heartbeat bound
+//! (hundreds of milliseconds). Where the CPU has no steady counter,
+//! `quanta` reads the monotonic clock.
 //!
 //! Bounds that follow tokio's clock (the in-memory backend's key lapses,
 //! which tests pause and advance) read tokio's clock instead.
