@@ -45,7 +45,9 @@ rows = [
     ("bare", None),
     ("memory_current", "bare"),
     ("bare_multi_thread", None),
+    ("extension_multi_thread", "bare_multi_thread"),
     ("push_armed", "bare_multi_thread"),
+    ("push_armed", "extension_multi_thread"),
     ("strict_redis", "bare_multi_thread"),
 ]
 print("| benchmark | median | cost over bare |")
