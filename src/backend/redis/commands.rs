@@ -41,6 +41,21 @@ end
     };
 }
 
+/// The longest value a read of the generation accepts: `i64::MAX` has 19
+/// digits, so anything longer is no generation, and a value of megabytes
+/// planted at the key is never sent to the client.
+pub(super) const LONGEST_GENERATION: usize = 19;
+
+/// Reads the generation, bounded (KEYS: generation; ARGV: the longest value
+/// accepted). Replies the value, nil when missing, or -2 for a value too
+/// long or of another type than a string, which read as corrupt. One round
+/// trip, and atomic: the length checked is the length of what is read.
+const GET_SCRIPT: &str = r"
+local n = redis.pcall('STRLEN', KEYS[1])
+if type(n) ~= 'number' or n > tonumber(ARGV[1]) then return -2 end
+return redis.call('GET', KEYS[1])
+";
+
 /// Creates the generation if absent (KEYS: generation, intents; ARGV:
 /// value, ttl). Replies 1 when it did.
 const ADD_SCRIPT: &str = concat!(
@@ -56,7 +71,8 @@ return 1
 /// Ends the finishing writer's intent, adds a step to a valid generation
 /// and settles the time to live, in one atomic step (KEYS: generation,
 /// intents; ARGV: step, ttl, finishing token or ''). Replies -1 for a
-/// missing key and -2 for a corrupt one (wrong type, not a positive
+/// missing key and -2 for a corrupt one (wrong type, longer than
+/// [`LONGEST_GENERATION`] so never copied whole into Lua, not a positive
 /// integer, or one the step would carry past `i64::MAX`), leaving both
 /// alone for the caller to repair (its intent ended all the same: the
 /// repair is its bump). The new value is read back as a string: Lua
@@ -65,6 +81,8 @@ const INCR_SCRIPT: &str = concat!(
     prelude!(),
     r"
 if ARGV[3] ~= '' then redis.call('ZREM', KEYS[2], ARGV[3]) end
+local len = redis.pcall('STRLEN', KEYS[1])
+if type(len) == 'number' and len > 19 then return -2 end
 local v = redis.pcall('GET', KEYS[1])
 if v == false then return -1 end
 if type(v) ~= 'string' or not string.match(v, '^[1-9]%d*$') then return -2 end
@@ -81,11 +99,24 @@ return redis.call('GET', KEYS[1])
 /// clock in microseconds if that is more, so it keeps growing after the
 /// server went back to an older snapshot (unless that server's clock is
 /// behind: then fenced stores refuse writers until it catches up, which
-/// is safe). Replies the token, or nil while another writer holds the
-/// lease. (Microseconds since 1970 fit a double exactly until 2255.)
+/// is safe). Replies `{token, repaired}`, or nil while another writer holds
+/// the lease. (Microseconds since 1970 fit a double exactly until 2255.)
+///
+/// A lease with no time to live, or not a string, is no writer's: every
+/// lease a writer takes lapses. Another client wrote it (a stray `SET`),
+/// and left alone it would stop every write for good, so it is taken over
+/// (`repaired` is 1). A fence that is not a number restarts at the clock.
 const LOCK_SCRIPT: &str = r"
 if redis.replicate_commands then redis.replicate_commands() end
-local holder = redis.call('GET', KEYS[1])
+local holder = redis.pcall('GET', KEYS[1])
+local repaired = 0
+if type(holder) == 'table' then
+  holder = false
+  repaired = 1
+elseif holder ~= false and holder ~= ARGV[1] and redis.call('PTTL', KEYS[1]) == -1 then
+  holder = false
+  repaired = 1
+end
 if holder == false or holder == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 else
@@ -93,10 +124,11 @@ else
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local last = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+local last = redis.pcall('GET', KEYS[2])
+last = type(last) == 'string' and tonumber(last) or 0
 local fence = string.format('%.0f', math.max(last + 1, now))
 redis.call('SET', KEYS[2], fence)
-return fence
+return {fence, repaired}
 ";
 
 /// Extends the caller's lease, and its pending intent with the key's time
@@ -105,7 +137,7 @@ return fence
 const RENEW_SCRIPT: &str = concat!(
     prelude!(),
     r"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.pcall('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 if redis.call('ZSCORE', KEYS[3], ARGV[1]) then
   local now = now_ms()
@@ -152,10 +184,8 @@ pub(super) struct Op<T> {
 impl Op<Stored> {
     /// [`Backend::get`](crate::backend::Backend::get).
     pub(super) fn get(key: &Key) -> Self {
-        let mut cmd = redis::cmd("GET");
-        cmd.arg(key.as_str());
         Op {
-            cmd,
+            cmd: script(GET_SCRIPT, &[key], &[LONGEST_GENERATION.to_string()]),
             read: read_get,
         }
     }
@@ -224,7 +254,7 @@ impl Op<bool> {
     }
 }
 
-impl Op<Option<Fence>> {
+impl Op<Taken> {
     /// [`Backend::lock`](crate::backend::Backend::lock).
     pub(super) fn lock(key: &Key, token: Generation, ttl: Duration) -> Self {
         Op {
@@ -233,7 +263,44 @@ impl Op<Option<Fence>> {
                 &[&key.companion("lock"), &key.companion("fence")],
                 &[token.to_string(), millis(ttl)],
             ),
-            read: read_fence,
+            read: read_taken,
+        }
+    }
+}
+
+/// The reply to [`Op::lock`].
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Taken {
+    /// The lease's fencing token, or `None` while another writer holds it.
+    fence: Option<Fence>,
+    /// Whether a lease no writer could have left was taken over.
+    repaired: bool,
+}
+
+impl Taken {
+    /// The fence, saying so when a stray lease at `key`'s lock was
+    /// replaced: someone should find the client that wrote it.
+    pub(super) fn fence(self, key: &Key) -> Option<Fence> {
+        if self.repaired {
+            tracing::warn!(
+                key = %key,
+                lock = %key.companion("lock"),
+                "gensync took over a writers' lease that had no time to live or was not a \
+                 string: no gensync writer leaves one, so another client wrote it"
+            );
+        }
+        self.fence
+    }
+}
+
+impl Op<bool> {
+    /// Deletes the writers' lease beside `key`, whoever holds it.
+    pub(super) fn break_lock(key: &Key) -> Self {
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(key.companion("lock").as_str());
+        Op {
+            cmd,
+            read: read_flag,
         }
     }
 }
@@ -290,6 +357,7 @@ fn read_get(reply: Result<Value, RedisError>) -> Result<Stored, RedisError> {
         Ok(Value::Nil) => Ok(Stored::Missing),
         Ok(Value::BulkString(raw)) => Ok(stored_from_bytes(&raw)),
         Ok(Value::SimpleString(s)) => Ok(stored_from_bytes(s.as_bytes())),
+        // The script's -2: too long, or not a string.
         Ok(_) => Ok(Stored::Corrupt),
         Err(e) if e.code() == Some("WRONGTYPE") => Ok(Stored::Corrupt),
         Err(e) => Err(e),
@@ -314,16 +382,28 @@ fn read_flag(reply: Result<Value, RedisError>) -> Result<bool, RedisError> {
     Ok(matches!(reply?, Value::Int(1)))
 }
 
-fn read_fence(reply: Result<Value, RedisError>) -> Result<Option<Fence>, RedisError> {
-    match reply? {
-        Value::Nil => Ok(None),
-        Value::BulkString(raw) => std::str::from_utf8(&raw)
-            .ok()
-            .and_then(|text| text.parse::<u64>().ok())
-            .map(|n| Some(Fence::new(n)))
-            .ok_or_else(|| unexpected("a fencing token that is not a number")),
-        _ => Err(unexpected("an unexpected reply to the lease script")),
-    }
+fn read_taken(reply: Result<Value, RedisError>) -> Result<Taken, RedisError> {
+    let (raw, repaired) = match reply? {
+        Value::Nil => {
+            return Ok(Taken {
+                fence: None,
+                repaired: false,
+            })
+        }
+        Value::Array(parts) => match parts.as_slice() {
+            [Value::BulkString(raw), Value::Int(repaired)] => (raw.clone(), *repaired == 1),
+            _ => return Err(unexpected("an unexpected reply to the lease script")),
+        },
+        _ => return Err(unexpected("an unexpected reply to the lease script")),
+    };
+    let fence = std::str::from_utf8(&raw)
+        .ok()
+        .and_then(|text| text.parse::<u64>().ok())
+        .ok_or_else(|| unexpected("a fencing token that is not a number"))?;
+    Ok(Taken {
+        fence: Some(Fence::new(fence)),
+        repaired,
+    })
 }
 
 fn unexpected(what: &'static str) -> RedisError {
@@ -345,14 +425,31 @@ mod tests {
             read_get(Ok(Value::BulkString(b"x".to_vec()))).unwrap(),
             Stored::Corrupt
         );
+        assert_eq!(read_get(Ok(Value::Int(-2))).unwrap(), Stored::Corrupt);
+        assert_eq!(
+            i64::MAX.to_string().len(),
+            LONGEST_GENERATION,
+            "the bound admits every generation and nothing longer"
+        );
         assert_eq!(read_incr(Ok(Value::Int(-1))).unwrap(), Stored::Missing);
         assert_eq!(read_incr(Ok(Value::Int(-2))).unwrap(), Stored::Corrupt);
         assert!(read_flag(Ok(Value::Int(1))).unwrap());
         assert!(!read_flag(Ok(Value::Int(0))).unwrap());
-        assert_eq!(read_fence(Ok(Value::Nil)).unwrap(), None);
+        assert_eq!(read_taken(Ok(Value::Nil)).unwrap().fence, None);
+        let taken = |repaired| {
+            read_taken(Ok(Value::Array(vec![
+                Value::BulkString(b"1733000000000001".to_vec()),
+                Value::Int(repaired),
+            ])))
+            .unwrap()
+        };
         assert_eq!(
-            read_fence(Ok(Value::BulkString(b"1733000000000001".to_vec()))).unwrap(),
-            Some(Fence::new(1733000000000001))
+            taken(0),
+            Taken {
+                fence: Some(Fence::new(1733000000000001)),
+                repaired: false
+            }
         );
+        assert!(taken(1).repaired);
     }
 }
