@@ -178,3 +178,25 @@ fn help_says_where_to_put_the_password_instead_of_the_command_line() {
         assert!(help.contains(needle), "{needle}: {help}");
     }
 }
+
+#[test]
+fn a_password_percent_encoded_as_advised_works_and_is_never_shown() {
+    let server = RedisServer::start_with_password("8#k/LeakPW?9").unwrap();
+    let port = server.port();
+    let right = format!("redis://:8%23k%2FLeakPW%3F9@127.0.0.1:{port}");
+    let out = run(gensync().args(["bump", "a:b"]).env("GENSYNC_URL", &right));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let wrong = format!("redis://:8%23k%2FWrongLeakPW%3F9@127.0.0.1:{port}");
+    for command in ["get", "bump", "break-lock"] {
+        let out = run(gensync().args([command, "a:b"]).env("GENSYNC_URL", &wrong));
+        assert_eq!(out.code, Some(2), "{}", out.stderr);
+        assert!(out.stderr.contains("refused access"), "{}", out.stderr);
+        assert!(
+            out.stderr.contains("redis://:***@127.0.0.1"),
+            "{}",
+            out.stderr
+        );
+        assert_secret_kept(&out, command);
+        assert!(!out.all().contains("%23k"), "{}", out.all());
+    }
+}
