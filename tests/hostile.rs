@@ -130,14 +130,15 @@ async fn a_lease_of_another_type_is_taken_over_and_no_call_fails_on_it() {
         assert!(sync.renew(token, LEASE).await.unwrap(), "{planted}");
         assert!(sync.unlock(token).await.unwrap(), "{planted}");
     }
-    // A fence that is no number restarts at the server's clock.
-    store.raw::<()>(
-        redis::cmd("SET")
-            .arg(key().companion("fence").as_str())
-            .arg("x"),
-    );
-    let fence = sync.try_lock(Generation::fresh(), LEASE).await.unwrap();
-    assert!(fence.is_some());
+    // A fence no lease could have been given restarts at the server's clock.
+    let fence_key = key().companion("fence");
+    for planted in ["x", "-5", "99999999999999999999", "inf", "nan"] {
+        store.raw::<()>(redis::cmd("SET").arg(fence_key.as_str()).arg(planted));
+        let token = Generation::fresh();
+        let fence = sync.try_lock(token, LEASE).await;
+        assert!(matches!(fence, Ok(Some(_))), "{planted}: {fence:?}");
+        assert!(sync.unlock(token).await.unwrap());
+    }
 }
 
 #[test]

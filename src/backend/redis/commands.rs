@@ -105,7 +105,9 @@ return redis.call('GET', KEYS[1])
 /// A lease with no time to live, or not a string, is no writer's: every
 /// lease a writer takes lapses. Another client wrote it (a stray `SET`),
 /// and left alone it would stop every write for good, so it is taken over
-/// (`repaired` is 1). A fence that is not a number restarts at the clock.
+/// (`repaired` is 1). A fence that is not a number, or not one a lease
+/// could have been given (negative, or past 2^53, where doubles stop
+/// counting exactly), restarts at the clock.
 const LOCK_SCRIPT: &str = r"
 if redis.replicate_commands then redis.replicate_commands() end
 local holder = redis.pcall('GET', KEYS[1])
@@ -126,6 +128,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local last = redis.pcall('GET', KEYS[2])
 last = type(last) == 'string' and tonumber(last) or 0
+if last ~= last or last < 0 or last >= 9007199254740992 then last = 0 end
 local fence = string.format('%.0f', math.max(last + 1, now))
 redis.call('SET', KEYS[2], fence)
 return {fence, repaired}
