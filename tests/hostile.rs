@@ -161,3 +161,26 @@ fn break_lock_deletes_whatever_lease_is_there() {
         "nothing left to break"
     );
 }
+
+#[tokio::test]
+async fn an_intents_key_of_another_type_is_replaced_and_no_write_fails_on_it() {
+    let store = Redis::new();
+    let sync = Synchronizer::new(support::Store::process(&store), key());
+    let intents = key().companion("intents");
+    let plant = || {
+        store.raw::<()>(redis::cmd("DEL").arg(intents.as_str()));
+        store.raw::<()>(redis::cmd("SET").arg(intents.as_str()).arg("x"));
+    };
+    plant();
+    sync.mark_updated().await.unwrap();
+    plant();
+    let token = Generation::fresh();
+    assert!(sync.try_lock(token, LEASE).await.unwrap().is_some());
+    sync.mark_intent(token, LEASE).await.unwrap();
+    plant();
+    assert!(sync.renew(token, LEASE).await.unwrap());
+    plant();
+    sync.mark_updated_by(token).await.unwrap();
+    let kind: String = store.raw(redis::cmd("TYPE").arg(intents.as_str()));
+    assert!(matches!(kind.as_str(), "zset" | "none"), "{kind}");
+}

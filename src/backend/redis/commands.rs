@@ -11,10 +11,12 @@ use crate::fence::Fence;
 use crate::generation::Generation;
 use crate::key::Key;
 
-/// What the scripts share: the server's clock, and `settle`, which gives
-/// the generation its full time to live or, while writers' intents are
-/// pending, no more than until the earliest one lapses (lapsed intents are
-/// dropped on the way). Scores and lapses are milliseconds of the server's
+/// What the scripts share: the server's clock, `zset_or_none`, which
+/// deletes an intents key of another type than a sorted set (another
+/// client wrote it; left alone it would fail every write), and `settle`,
+/// which gives the generation its full time to live or, while writers'
+/// intents are pending, no more than until the earliest one lapses (lapsed
+/// intents are dropped on the way). Scores and lapses are milliseconds of the server's
 /// clock, so every client agrees on them.
 macro_rules! prelude {
     () => {
@@ -24,7 +26,12 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+local function zset_or_none(k)
+  local t = redis.call('TYPE', k)['ok']
+  if t ~= 'zset' and t ~= 'none' then redis.call('DEL', k) end
+end
 local function settle(gen, intents, now, full)
+  zset_or_none(intents)
   redis.call('ZREMRANGEBYSCORE', intents, '-inf', now)
   local ttl = full
   local first = redis.call('ZRANGE', intents, 0, 0, 'WITHSCORES')
@@ -80,6 +87,7 @@ return 1
 const INCR_SCRIPT: &str = concat!(
     prelude!(),
     r"
+zset_or_none(KEYS[2])
 if ARGV[3] ~= '' then redis.call('ZREM', KEYS[2], ARGV[3]) end
 local len = redis.pcall('STRLEN', KEYS[1])
 if type(len) == 'number' and len > 19 then return -2 end
@@ -142,6 +150,7 @@ const RENEW_SCRIPT: &str = concat!(
     r"
 if redis.pcall('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
+zset_or_none(KEYS[3])
 if redis.call('ZSCORE', KEYS[3], ARGV[1]) then
   local now = now_ms()
   redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), ARGV[1])
@@ -157,6 +166,7 @@ const INTEND_SCRIPT: &str = concat!(
     prelude!(),
     r"
 local now = now_ms()
+zset_or_none(KEYS[2])
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
 settle(KEYS[1], KEYS[2], now, tonumber(ARGV[3]))
 return 1
