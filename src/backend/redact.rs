@@ -155,13 +155,18 @@ pub(crate) fn secrets(raw: &str) -> Vec<String> {
 }
 
 /// The password part of `raw` read the naive way: after the scheme (and
-/// any slashes), up to the last `@`, after the first `:`; the whole of it
-/// when there is no `:`, since a typo'd URL may hold a bare password.
+/// any slashes), up to the last `@`, after the first `:`. In a URL that
+/// does not parse cleanly, the whole of it when there is no `:`, since a
+/// typo'd URL may hold a bare password (in a clean one it is a user name,
+/// and scrubbing it would garble messages).
 fn userinfo_secret(raw: &str) -> Option<&str> {
     let (_, rest) = raw.split_once(':')?;
     let rest = rest.trim_start_matches('/');
     let (userinfo, _) = rest.rsplit_once('@')?;
-    Some(userinfo.split_once(':').map_or(userinfo, |(_, pw)| pw))
+    match userinfo.split_once(':') {
+        Some((_, password)) => Some(password),
+        None => inspect(raw).is_err().then_some(userinfo),
+    }
 }
 
 fn is_secret(param: &str) -> bool {
@@ -252,6 +257,8 @@ mod tests {
         }
         let found = secrets("redis://:a%23LeakPW@127.0.0.1");
         assert!(found.contains(&"a#LeakPW".to_owned()), "{found:?}");
+        // A user name alone is no secret in a clean URL.
+        assert_eq!(secrets("redis://app@127.0.0.1"), Vec::<String>::new());
     }
 
     #[test]
