@@ -80,6 +80,15 @@ impl RedisBackend {
         &self.target.name
     }
 
+    /// Deletes the writers' lease beside `key`, whoever holds it, and says
+    /// whether there was one: for an operator breaking a lease a stuck or
+    /// foreign client holds (`gensync break-lock`). A writer still holding
+    /// it finds out at its next renewal, and its write fails as one whose
+    /// lease lapsed.
+    pub async fn break_lock(&self, key: &Key) -> Result<bool, BackendError> {
+        self.write(Op::break_lock(key)).await
+    }
+
     /// Which server the latest new connection reached: its `run_id`, which
     /// a restart or a failover changes. `None` before the first connection,
     /// or when the server would not say (`INFO` denied by an ACL). For
@@ -320,7 +329,7 @@ impl Backend for RedisBackend {
         token: Generation,
         ttl: Duration,
     ) -> Result<Option<Fence>, BackendError> {
-        self.write(Op::lock(key, token, ttl)).await
+        Ok(self.write(Op::lock(key, token, ttl)).await?.fence(key))
     }
 
     async fn renew(

@@ -88,6 +88,15 @@ impl BlockingRedisBackend {
         &self.target.name
     }
 
+    /// Deletes the writers' lease beside `key`, whoever holds it, and says
+    /// whether there was one: for an operator breaking a lease a stuck or
+    /// foreign client holds (`gensync break-lock`). A writer still holding
+    /// it finds out at its next renewal, and its write fails as one whose
+    /// lease lapsed.
+    pub fn break_lock(&self, key: &Key) -> Result<bool, BackendError> {
+        self.write(Op::break_lock(key))
+    }
+
     /// Which server the latest new connection reached: its `run_id`, which
     /// a restart or a failover changes. `None` before the first connection,
     /// or when the server would not say (`INFO` denied by an ACL). For
@@ -318,7 +327,7 @@ impl Backend for BlockingRedisBackend {
         token: Generation,
         ttl: Duration,
     ) -> Result<Option<Fence>, BackendError> {
-        self.write(Op::lock(key, token, ttl))
+        Ok(self.write(Op::lock(key, token, ttl))?.fence(key))
     }
 
     async fn renew(

@@ -20,6 +20,7 @@ mod blocking;
 mod commands;
 mod config;
 mod dialer;
+mod scripts;
 mod slot;
 mod target;
 mod track;

@@ -1,0 +1,180 @@
+//! The Lua scripts the operations send: each reads and writes the keys
+//! beside a generation in one atomic step, and repairs what no gensync
+//! client leaves there (a value too long, a lease that never lapses, a key
+//! of the wrong type) instead of failing on it.
+
+/// What the scripts share: the server's clock, `zset_or_none`, which
+/// deletes an intents key of another type than a sorted set (another
+/// client wrote it; left alone it would fail every write), and `settle`,
+/// which gives the generation its full time to live or, while writers'
+/// intents are pending, no more than until the earliest one lapses (lapsed
+/// intents are dropped on the way). Scores and lapses are milliseconds of
+/// the server's clock, so every client agrees on them.
+macro_rules! prelude {
+    () => {
+        r"
+if redis.replicate_commands then redis.replicate_commands() end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function zset_or_none(k)
+  local t = redis.call('TYPE', k)['ok']
+  if t ~= 'zset' and t ~= 'none' then redis.call('DEL', k) end
+end
+local function settle(gen, intents, now, full)
+  zset_or_none(intents)
+  redis.call('ZREMRANGEBYSCORE', intents, '-inf', now)
+  local ttl = full
+  local first = redis.call('ZRANGE', intents, 0, 0, 'WITHSCORES')
+  if first[2] then
+    local left = tonumber(first[2]) - now
+    if left < ttl then ttl = left end
+    local last = redis.call('ZRANGE', intents, -1, -1, 'WITHSCORES')
+    redis.call('PEXPIREAT', intents, last[2])
+  end
+  if ttl < 1 then ttl = 1 end
+  redis.call('PEXPIRE', gen, string.format('%.0f', ttl))
+end
+"
+    };
+}
+
+/// The longest value a read of the generation accepts: `i64::MAX` has 19
+/// digits, so anything longer is no generation, and a value of megabytes
+/// planted at the key is never sent to the client.
+pub(super) const LONGEST_GENERATION: usize = 19;
+
+/// Reads the generation, bounded (KEYS: generation; ARGV: the longest value
+/// accepted). Replies the value, nil when missing, or -2 for a value too
+/// long or of another type than a string, which read as corrupt. One round
+/// trip, and atomic: the length checked is the length of what is read.
+pub(super) const GET_SCRIPT: &str = r"
+local n = redis.pcall('STRLEN', KEYS[1])
+if type(n) ~= 'number' or n > tonumber(ARGV[1]) then return -2 end
+return redis.call('GET', KEYS[1])
+";
+
+/// Creates the generation if absent (KEYS: generation, intents; ARGV:
+/// value, ttl). Replies 1 when it did.
+pub(super) const ADD_SCRIPT: &str = concat!(
+    prelude!(),
+    r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+settle(KEYS[1], KEYS[2], now_ms(), tonumber(ARGV[2]))
+return 1
+"
+);
+
+/// Ends the finishing writer's intent, adds a step to a valid generation
+/// and settles the time to live, in one atomic step (KEYS: generation,
+/// intents; ARGV: step, ttl, finishing token or ''). Replies -1 for a
+/// missing key and -2 for a corrupt one (wrong type, longer than
+/// [`LONGEST_GENERATION`] so never copied whole into Lua, not a positive
+/// integer, or one the step would carry past `i64::MAX`), leaving both
+/// alone for the caller to repair (its intent ended all the same: the
+/// repair is its bump). The new value is read back as a string: Lua
+/// numbers are doubles and would round a 63-bit generation.
+pub(super) const INCR_SCRIPT: &str = concat!(
+    prelude!(),
+    r"
+zset_or_none(KEYS[2])
+if ARGV[3] ~= '' then redis.call('ZREM', KEYS[2], ARGV[3]) end
+local len = redis.pcall('STRLEN', KEYS[1])
+if type(len) == 'number' and len > 19 then return -2 end
+local v = redis.pcall('GET', KEYS[1])
+if v == false then return -1 end
+if type(v) ~= 'string' or not string.match(v, '^[1-9]%d*$') then return -2 end
+local n = redis.pcall('INCRBY', KEYS[1], ARGV[1])
+if type(n) ~= 'number' then return -2 end
+settle(KEYS[1], KEYS[2], now_ms(), tonumber(ARGV[2]))
+return redis.call('GET', KEYS[1])
+"
+);
+
+/// Takes the writers' lease for `ttl` if it is free or already the
+/// caller's, and hands out the next fencing token (KEYS: lease, fence;
+/// ARGV: token, ttl). The token is one more than the last, or the server's
+/// clock in microseconds if that is more, so it keeps growing after the
+/// server went back to an older snapshot (unless that server's clock is
+/// behind: then fenced stores refuse writers until it catches up, which
+/// is safe). Replies `{token, repaired}`, or nil while another writer holds
+/// the lease. (Microseconds since 1970 fit a double exactly until 2255.)
+///
+/// A lease with no time to live, or not a string, is no writer's: every
+/// lease a writer takes lapses. Another client wrote it (a stray `SET`),
+/// and left alone it would stop every write for good, so it is taken over
+/// (`repaired` is 1). A fence that is not a number, or not one a lease
+/// could have been given (negative, or past 2^53, where doubles stop
+/// counting exactly), restarts at the clock.
+pub(super) const LOCK_SCRIPT: &str = r"
+if redis.replicate_commands then redis.replicate_commands() end
+local holder = redis.pcall('GET', KEYS[1])
+local repaired = 0
+if type(holder) == 'table' then
+  holder = false
+  repaired = 1
+elseif holder ~= false and holder ~= ARGV[1] and redis.call('PTTL', KEYS[1]) == -1 then
+  holder = false
+  repaired = 1
+end
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+else
+  return false
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local last = redis.pcall('GET', KEYS[2])
+last = type(last) == 'string' and tonumber(last) or 0
+if last ~= last or last < 0 or last >= 9007199254740992 then last = 0 end
+local fence = string.format('%.0f', math.max(last + 1, now))
+redis.call('SET', KEYS[2], fence)
+return {fence, repaired}
+";
+
+/// Extends the caller's lease, and its pending intent with the key's time
+/// to live (KEYS: lease, generation, intents; ARGV: token, ttl, key ttl).
+/// Replies 1, or 0 when the lease is not the caller's.
+pub(super) const RENEW_SCRIPT: &str = concat!(
+    prelude!(),
+    r"
+if redis.pcall('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+zset_or_none(KEYS[3])
+if redis.call('ZSCORE', KEYS[3], ARGV[1]) then
+  local now = now_ms()
+  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), ARGV[1])
+  settle(KEYS[2], KEYS[3], now, tonumber(ARGV[3]))
+end
+return 1
+"
+);
+
+/// Records a writer's intent and cuts the generation's time to live to it
+/// (KEYS: generation, intents; ARGV: token, ttl, key ttl).
+pub(super) const INTEND_SCRIPT: &str = concat!(
+    prelude!(),
+    r"
+local now = now_ms()
+zset_or_none(KEYS[2])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+settle(KEYS[1], KEYS[2], now, tonumber(ARGV[3]))
+return 1
+"
+);
+
+/// Releases the lease while it is the caller's (KEYS: lease, released
+/// mark; ARGV: token). It leaves a mark for a minute, so a release sent
+/// twice (a retry on a connection that died after the first got through)
+/// answers 1 again rather than "not yours".
+pub(super) const UNLOCK_SCRIPT: &str = r"
+if redis.pcall('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('SET', KEYS[2], ARGV[1], 'PX', 60000)
+  return 1
+end
+if redis.pcall('GET', KEYS[2]) == ARGV[1] then return 1 end
+return 0
+";

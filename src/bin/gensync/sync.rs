@@ -1,0 +1,160 @@
+//! `gensync sync`: run CMD when the shared generation moved since the state
+//! file was written, one run per state file at a time.
+
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, ExitStatus};
+
+use gensync::{Check, Observed, Stored};
+
+use crate::{fail, observe, state, Sync, BUSY, CANNOT_RUN, TROUBLE};
+
+/// How `sync` runs.
+pub(crate) struct SyncOptions<'a> {
+    pub(crate) state: &'a Path,
+    pub(crate) strict: bool,
+    pub(crate) no_wait: bool,
+}
+
+pub(crate) fn run_sync(sync: &Sync, options: SyncOptions<'_>, command: &[OsString]) -> ExitCode {
+    let state = options.state;
+    // clap already requires CMD; this only keeps an empty one from panicking.
+    let Some((program, args)) = command.split_first() else {
+        return fail(TROUBLE, "no command to run: give one after `--`");
+    };
+    if state.file_name().is_none() {
+        let message = format!("--state {} names no file", state.display());
+        return fail(TROUBLE, message);
+    }
+    // Before anything runs: a state that cannot be written would make CMD
+    // run again and again.
+    if let Err(message) = state::check(state) {
+        return fail(TROUBLE, message);
+    }
+    // Held until this run returns: runs on one FILE take turns, so two
+    // never run CMD for one generation, nor does an older run's state
+    // overwrite a newer one's.
+    let lock = lock_path(state);
+    let _turn = match take_turn(&lock, options.no_wait) {
+        Ok(Some(turn)) => turn,
+        Ok(None) => {
+            let message = format!("another sync holds {}; try again later", lock.display());
+            return fail(BUSY, message);
+        }
+        Err(e) => return fail(TROUBLE, format!("cannot lock {}: {e}", lock.display())),
+    };
+    let (recorded, recorded_server) = match state::read(state) {
+        Ok(recorded) => recorded,
+        Err(message) => return fail(TROUBLE, message),
+    };
+    let reply = observe(sync);
+    let server = sync.get_ref().backend().server_id();
+    // The library's rule decides: anything but an exact match is expired.
+    let check = Check {
+        local: recorded,
+        shared: reply
+            .as_ref()
+            .map_or(Observed::Unavailable, |s| Observed::from(*s)),
+    };
+    // A value from another server (a restart from an older snapshot, a
+    // failover) says nothing of a bump the old one took and lost: run.
+    let other_server = recorded_server.is_some() && server.is_some() && recorded_server != server;
+    if !check.is_expired() && !other_server {
+        return ExitCode::SUCCESS;
+    }
+    // The reload fence: what to record is fixed now, before CMD runs.
+    let fence = match reply {
+        Ok(Stored::Value(generation)) => Ok(generation),
+        // Create (or repair) the key, so the next run has a value to match.
+        Ok(Stored::Missing | Stored::Corrupt) => sync.fetch_or_create().map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = &fence {
+        if options.strict {
+            return fail(TROUBLE, format!("{e}; not running the command (--strict)"));
+        }
+        let _ = writeln!(
+            io::stderr(),
+            "gensync: {e}; running the command anyway (--strict would not) and leaving {} as it was",
+            state.display()
+        );
+    }
+
+    // Run as it is, never through a shell: nothing in CMD is expanded.
+    let status = match Command::new(program).args(args).status() {
+        Ok(status) => status,
+        Err(e) => {
+            let message = format!("cannot run {}: {e}", program.to_string_lossy());
+            return fail(CANNOT_RUN, message);
+        }
+    };
+    if !status.success() {
+        return ExitCode::from(failure_code(status));
+    }
+    if let Ok(generation) = fence {
+        if let Err(e) = state::write(state, generation, server.as_deref()) {
+            let message = format!(
+                "the command succeeded but {} could not be written: {e}; it will run again next time",
+                state.display()
+            );
+            return fail(TROUBLE, message);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// The lock file of the state file `path`: `path.lock`.
+fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(".lock");
+    path.with_file_name(name)
+}
+
+/// Takes the lock file `lock`, waiting for it unless `no_wait`; `None` when
+/// another run holds it and this one would not wait.
+fn take_turn(lock: &Path, no_wait: bool) -> io::Result<Option<File>> {
+    // Opening a FIFO would wait for its other end, for good.
+    if fs::metadata(lock).is_ok_and(|m| !m.is_file()) {
+        return Err(io::Error::other(
+            "it is not a regular file; remove it, gensync makes it itself",
+        ));
+    }
+    let opened = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(lock);
+    let lock = match opened {
+        Ok(file) => file,
+        // One another user left (root's cron, say): a lock needs no write.
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => File::open(lock)?,
+        Err(e) => return Err(e),
+    };
+    if !no_wait {
+        lock.lock()?;
+        return Ok(Some(lock));
+    }
+    match lock.try_lock() {
+        Ok(()) => Ok(Some(lock)),
+        Err(fs::TryLockError::WouldBlock) => Ok(None),
+        Err(fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+/// The exit code to pass on for a failed CMD, as a shell would report it.
+fn failure_code(status: ExitStatus) -> u8 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(signal) = status.signal() {
+            return u8::try_from(128 + signal).unwrap_or(u8::MAX);
+        }
+    }
+    // A failure must never turn into 0, whatever the platform reports.
+    match status.code().map(u8::try_from) {
+        Some(Ok(code)) if code != 0 => code,
+        _ => 1,
+    }
+}
