@@ -108,15 +108,63 @@ impl Key {
     /// The braces make this key's whole text the companion's Redis Cluster
     /// hash tag, so both live on one slot and one script can touch both. No
     /// user key can collide with it: a rendered key never starts with `{`.
+    /// A [member](Key::member) key already carries its set's hash tag; its
+    /// companions keep it: `<member>:%<name>`.
     ///
     /// ```
     /// let key = gensync::Key::parse("site:settings").unwrap();
     /// assert_eq!(key.companion("lock").as_str(), "{gensync:site:settings}:%lock");
     /// ```
     pub fn companion(&self, name: &str) -> Key {
-        Key {
-            rendered: format!("{{{}}}:%{name}", self.rendered),
+        let rendered = if self.rendered.starts_with('{') {
+            format!("{}:%{name}", self.rendered)
+        } else {
+            format!("{{{}}}:%{name}", self.rendered)
+        };
+        Key { rendered }
+    }
+
+    /// The key of one member of the set this key names (a tenant's
+    /// settings under `tenants`): `{<key>}:@<id>`, with `id` escaped like a
+    /// component, and hashed (`{<key>}:@%sha256:<hex>`) when too long or not
+    /// plain printable ASCII.
+    ///
+    /// Every member carries this key's text as its Redis Cluster hash tag,
+    /// so a member and this key (the set's parent generation) are read
+    /// together in one command, and one tracking prefix
+    /// ([`member_prefix`](Key::member_prefix)) covers every member. No
+    /// member collides with this key's companions (`%`) or with another
+    /// member's (an escaped id holds no `:`).
+    ///
+    /// ```
+    /// let tenants = gensync::Key::parse("tenants").unwrap();
+    /// let acme = tenants.member("acme").unwrap();
+    /// assert_eq!(acme.as_str(), "{gensync:tenants}:@acme");
+    /// assert!(acme.as_str().starts_with(&tenants.member_prefix()));
+    /// assert!(tenants.member(" ").is_err());
+    /// ```
+    pub fn member(&self, id: &str) -> Result<Key, KeyError> {
+        let id = id.trim();
+        if id.is_empty() {
+            return Err(KeyError::Empty);
         }
+        let prefix = self.member_prefix();
+        let escaped = escape(id);
+        let rendered =
+            if prefix.len() + escaped.len() > MAX_KEY_LEN || !escaped.bytes().all(is_plain) {
+                let digest = Sha256::digest(id.as_bytes());
+                let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+                format!("{prefix}%sha256:{hex}")
+            } else {
+                format!("{prefix}{escaped}")
+            };
+        Ok(Key { rendered })
+    }
+
+    /// What every [member](Key::member) key of this set starts with, and
+    /// nothing else: `{<key>}:@`.
+    pub fn member_prefix(&self) -> String {
+        format!("{{{}}}:@", self.rendered)
     }
 
     /// The rendered key, as sent to the backend.
@@ -258,5 +306,60 @@ mod tests {
         let b = Key::with_namespace("app2", ["settings"]).unwrap();
         assert_ne!(a, b);
         assert_eq!(a.as_str(), "app1:settings");
+    }
+
+    #[test]
+    fn members_share_their_sets_slot_and_collide_with_nothing() {
+        let set = Key::parse("tenants").unwrap();
+        let a = set.member("acme").unwrap();
+        assert_eq!(a.as_str(), "{gensync:tenants}:@acme");
+        // The hash tag of a member, and of its companions, is the set's key.
+        let tag = |k: &Key| {
+            let s = k.as_str();
+            let open = s.find('{').unwrap();
+            let close = open + s[open..].find('}').unwrap();
+            s[open + 1..close].to_owned()
+        };
+        assert_eq!(tag(&a), set.as_str());
+        assert_eq!(tag(&a.companion("lock")), set.as_str());
+        assert_eq!(
+            a.companion("lock").as_str(),
+            "{gensync:tenants}:@acme:%lock"
+        );
+        // Ids that look like separators, companions or other members.
+        let tricky = ["a:b", "%lock", "a:%lock", "{x}", "@acme", "acme:%lock"];
+        let mut all: Vec<String> = tricky
+            .iter()
+            .map(|id| set.member(id).unwrap().as_str().to_owned())
+            .collect();
+        all.push(a.as_str().to_owned());
+        all.push(a.companion("lock").as_str().to_owned());
+        all.push(set.companion("lock").as_str().to_owned());
+        let mut unique = all.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), all.len(), "{all:?}");
+        for id in tricky {
+            let m = set.member(id).unwrap();
+            assert!(m.as_str().starts_with(&set.member_prefix()));
+            assert_eq!(m.as_str().matches('}').count(), 1, "{m}");
+        }
+    }
+
+    #[test]
+    fn long_or_unprintable_member_ids_are_hashed_under_the_prefix() {
+        let set = Key::parse("tenants").unwrap();
+        for id in [
+            "x".repeat(400),
+            "caf\u{e9}".into(),
+            "a b".into(),
+            "a\u{7}b".into(),
+        ] {
+            let m = set.member(&id).unwrap();
+            assert!(m.as_str().starts_with("{gensync:tenants}:@%sha256:"), "{m}");
+            assert!(m.as_str().len() <= MAX_KEY_LEN);
+            assert!(m.as_str().bytes().all(is_plain));
+        }
+        assert_ne!(set.member("a b").unwrap(), set.member("a  b").unwrap());
     }
 }
