@@ -57,6 +57,15 @@ impl Generation {
         Generation(FRESH_MIN + mixed % (FRESH_MAX - FRESH_MIN + 1))
     }
 
+    /// This generation combined with its set's parent generation `parent`:
+    /// a change of either is a change of the result. Mixed apart from
+    /// [`in_epoch`](Self::in_epoch), so neither can undo the other.
+    pub(crate) fn with_parent(self, parent: Generation) -> Self {
+        // "PARENT", so a parent mix never equals an epoch mix of equal value.
+        let mixed = splitmix64(self.0 ^ splitmix64(parent.0 ^ 0x5041_5245_4e54));
+        Generation(FRESH_MIN + mixed % (FRESH_MAX - FRESH_MIN + 1))
+    }
+
     /// Wraps a raw value. Returns `None` for 0, which is never a valid
     /// generation (it stands for "none recorded").
     pub fn new(value: u64) -> Option<Self> {

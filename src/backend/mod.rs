@@ -14,6 +14,7 @@ mod memory;
 mod redact;
 mod redis;
 mod track;
+mod track_set;
 
 pub use self::memory::MemoryBackend;
 #[cfg(any(test, feature = "testing"))]
@@ -21,6 +22,7 @@ pub use self::memory::SavePoint;
 pub use self::redact::RedactedUrl;
 pub use self::redis::{BlockingRedisBackend, RedisBackend, RedisConfig};
 pub use self::track::{Ticket, Tracker};
+pub use self::track_set::TrackerSet;
 
 /// What a key holds, as a backend reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,12 +138,31 @@ pub trait Backend: Send + Sync + 'static {
         0
     }
 
+    /// Reads `key` and `parent` (its set's parent generation, on the same
+    /// Redis Cluster slot) in one round trip. The default sends both reads
+    /// at once; a backend with a command for both overrides it.
+    async fn get_with_parent(
+        &self,
+        key: &Key,
+        parent: &Key,
+    ) -> Result<(Stored, Stored), BackendError> {
+        let (own, parent) = tokio::join!(self.get(key), self.get(parent));
+        Ok((own?, parent?))
+    }
+
     /// Starts pushing the changes of `key` into `tracker`, if this backend
     /// can, on a task of the current tokio runtime that ends once the
     /// tracker is dropped. Returns whether it started. The default cannot:
     /// readers then read the key for every check their mode asks for.
     fn track(&self, key: &Key, tracker: &std::sync::Arc<Tracker>) -> bool {
         let _ = (key, tracker);
+        false
+    }
+
+    /// Starts pushing the changes of every key of `set` into its members.
+    /// The default cannot.
+    fn track_set(&self, set: &std::sync::Arc<TrackerSet>) -> bool {
+        let _ = set;
         false
     }
 }
@@ -208,8 +229,18 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     fn epoch(&self) -> u64 {
         (**self).epoch()
     }
+    async fn get_with_parent(
+        &self,
+        key: &Key,
+        parent: &Key,
+    ) -> Result<(Stored, Stored), BackendError> {
+        (**self).get_with_parent(key, parent).await
+    }
     fn track(&self, key: &Key, tracker: &std::sync::Arc<Tracker>) -> bool {
         (**self).track(key, tracker)
+    }
+    fn track_set(&self, set: &std::sync::Arc<TrackerSet>) -> bool {
+        (**self).track_set(set)
     }
 }
 

@@ -149,6 +149,11 @@ pub struct Synchronizer<B> {
     failures: AtomicU64,
     /// Push tracking, once started: `None` inside when the backend cannot.
     tracker: OnceLock<Option<Arc<Tracker>>>,
+    /// The parent generation read with the key, if any.
+    parent: Option<Key>,
+    /// Whether this synchronizer's own reads feed its tracker (a member of
+    /// a tracked set, whose session reads no key itself).
+    feeds_tracker: bool,
 }
 
 impl<B: Backend> Synchronizer<B> {
@@ -162,7 +167,36 @@ impl<B: Backend> Synchronizer<B> {
             local: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             tracker: OnceLock::new(),
+            parent: None,
+            feeds_tracker: false,
         }
+    }
+
+    /// Reads `parent` with the key, in one round trip, and folds it into
+    /// every generation this synchronizer observes: a bump of the parent
+    /// (a change to every tenant at once) expires this key's state too,
+    /// without touching the key. A missing parent is no bump yet. Writes
+    /// (creating and bumping the key) leave the parent alone.
+    ///
+    /// With a parent, a plain push-mode tracker cannot see the parent's
+    /// changes, so [`track`](GenerationSynchronizer::track) offers none
+    /// (checks read, as in strict mode); a keyed reloader tracks both.
+    pub fn with_parent(mut self, parent: Key) -> Self {
+        self.parent = Some(parent);
+        self
+    }
+
+    /// The parent generation read with the key, if any.
+    pub fn parent(&self) -> Option<&Key> {
+        self.parent.as_ref()
+    }
+
+    /// Tracks through `tracker`, a member of a set a backend session
+    /// tracks: this synchronizer's own reads tell it what the key holds.
+    pub(crate) fn fed_tracker(mut self, tracker: Arc<Tracker>) -> Self {
+        self.tracker = OnceLock::from(Some(tracker));
+        self.feeds_tracker = true;
+        self
     }
 
     /// Sets how long the key lives without a bump. At least a millisecond.
@@ -231,8 +265,19 @@ impl<B: Backend> Synchronizer<B> {
     async fn observe(&self) -> Result<Stored, Error> {
         for _ in 0..2 {
             let epoch = self.backend.epoch();
-            let stored = self.reply("get", self.backend.get(&self.key).await)?;
+            // Taken before the read: a change after it ends what the read
+            // vouches for.
+            let fed = self
+                .tracker
+                .get()
+                .and_then(Option::as_ref)
+                .filter(|_| self.feeds_tracker)
+                .map(|t| (t, t.ticket()));
+            let stored = self.read_with_parent().await?;
             if self.backend.epoch() == epoch {
+                if let Some((tracker, ticket)) = fed {
+                    tracker.saw(ticket, stored, epoch);
+                }
                 return Ok(match stored {
                     Stored::Value(g) => Stored::Value(g.in_epoch(epoch)),
                     other => other,
@@ -243,6 +288,21 @@ impl<B: Backend> Synchronizer<B> {
             target: self.key.to_string(),
             reason: "the backend kept changing servers during the read".into(),
         }))
+    }
+
+    /// The key as stored, with the parent generation folded in.
+    async fn read_with_parent(&self) -> Result<Stored, Error> {
+        let Some(parent) = &self.parent else {
+            return self.reply("get", self.backend.get(&self.key).await);
+        };
+        let (own, parent) =
+            self.reply("get", self.backend.get_with_parent(&self.key, parent).await)?;
+        Ok(match (own, parent) {
+            (Stored::Value(g), Stored::Value(p)) => Stored::Value(g.with_parent(p)),
+            // A parent never bumped, or unreadable (`mark_updated` on it
+            // repairs it): no change to fold in.
+            (own, _) => own,
+        })
     }
 
     /// A value this process stored, as [`observe`](Self::observe) would
@@ -308,7 +368,10 @@ impl<B: Backend> Synchronizer<B> {
                 "add",
                 self.backend.add(&self.key, candidate, self.ttl).await,
             ) {
-                Ok(true) => return (self.as_seen(candidate), None),
+                // With a parent, what a reader sees needs the parent too:
+                // read both back below.
+                Ok(true) if self.parent.is_none() => return (self.as_seen(candidate), None),
+                Ok(true) => {}
                 Ok(false) => {}
                 Err(e) => return (candidate, Some(e)),
             }
@@ -390,6 +453,10 @@ impl<B: Backend> GenerationSynchronizer for Synchronizer<B> {
     }
 
     fn track(&self) -> Option<Arc<Tracker>> {
+        if self.parent.is_some() && !self.feeds_tracker {
+            // A tracker of the key alone would miss the parent's changes.
+            return None;
+        }
         if tokio::runtime::Handle::try_current().is_err() {
             // Nothing could run the tracking here: not an answer to keep.
             return self.tracker.get().cloned().flatten();

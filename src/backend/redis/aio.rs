@@ -299,6 +299,14 @@ impl Backend for RedisBackend {
         self.run(Op::get(key)).await
     }
 
+    async fn get_with_parent(
+        &self,
+        key: &Key,
+        parent: &Key,
+    ) -> Result<(Stored, Stored), BackendError> {
+        self.run(Op::get_with_parent(key, parent)).await
+    }
+
     async fn add(
         &self,
         key: &Key,

@@ -298,6 +298,14 @@ impl Backend for BlockingRedisBackend {
         self.run(Op::get(key))
     }
 
+    async fn get_with_parent(
+        &self,
+        key: &Key,
+        parent: &Key,
+    ) -> Result<(Stored, Stored), BackendError> {
+        self.run(Op::get_with_parent(key, parent))
+    }
+
     async fn add(
         &self,
         key: &Key,

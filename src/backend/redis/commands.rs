@@ -12,8 +12,8 @@ use crate::generation::Generation;
 use crate::key::Key;
 
 use super::scripts::{
-    ADD_SCRIPT, GET_SCRIPT, INCR_SCRIPT, INTEND_SCRIPT, LOCK_SCRIPT, LONGEST_GENERATION,
-    RENEW_SCRIPT, UNLOCK_SCRIPT,
+    ADD_SCRIPT, GET_SCRIPT, GET_WITH_PARENT_SCRIPT, INCR_SCRIPT, INTEND_SCRIPT, LOCK_SCRIPT,
+    LONGEST_GENERATION, RENEW_SCRIPT, UNLOCK_SCRIPT,
 };
 
 /// One backend operation: the command to send and the reader of its reply.
@@ -42,6 +42,20 @@ impl Op<Stored> {
                 &[step.to_string(), millis(ttl), finished],
             ),
             read: read_incr,
+        }
+    }
+}
+
+impl Op<(Stored, Stored)> {
+    /// [`Backend::get_with_parent`](crate::backend::Backend::get_with_parent).
+    pub(super) fn get_with_parent(key: &Key, parent: &Key) -> Self {
+        Op {
+            cmd: script(
+                GET_WITH_PARENT_SCRIPT,
+                &[key, parent],
+                &[LONGEST_GENERATION.to_string()],
+            ),
+            read: read_get_pair,
         }
     }
 }
@@ -203,6 +217,16 @@ fn read_get(reply: Result<Value, RedisError>) -> Result<Stored, RedisError> {
         Ok(_) => Ok(Stored::Corrupt),
         Err(e) if e.code() == Some("WRONGTYPE") => Ok(Stored::Corrupt),
         Err(e) => Err(e),
+    }
+}
+
+fn read_get_pair(reply: Result<Value, RedisError>) -> Result<(Stored, Stored), RedisError> {
+    match reply? {
+        Value::Array(pair) => match <[Value; 2]>::try_from(pair) {
+            Ok([own, parent]) => Ok((read_get(Ok(own))?, read_get(Ok(parent))?)),
+            Err(_) => Err(unexpected("an unexpected reply to the read of a pair")),
+        },
+        _ => Err(unexpected("an unexpected reply to the read of a pair")),
     }
 }
 

@@ -55,6 +55,19 @@ if type(n) ~= 'number' or n > tonumber(ARGV[1]) then return -2 end
 return redis.call('GET', KEYS[1])
 ";
 
+/// Reads a generation and its set's parent generation, each bounded as
+/// [`GET_SCRIPT`] reads one (KEYS: generation, parent; ARGV: the longest
+/// value accepted). Replies a pair of what `GET_SCRIPT` would reply (nil
+/// as false). One round trip, atomic: the two keys share a Cluster slot.
+pub(super) const GET_WITH_PARENT_SCRIPT: &str = r"
+local function bounded(k)
+  local n = redis.pcall('STRLEN', k)
+  if type(n) ~= 'number' or n > tonumber(ARGV[1]) then return -2 end
+  return redis.call('GET', k)
+end
+return {bounded(KEYS[1]), bounded(KEYS[2])}
+";
+
 /// Creates the generation if absent (KEYS: generation, intents; ARGV:
 /// value, ttl). Replies 1 when it did.
 pub(super) const ADD_SCRIPT: &str = concat!(
