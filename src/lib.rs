@@ -97,6 +97,7 @@ mod error;
 mod fence;
 mod generation;
 mod key;
+pub mod keyed;
 pub mod reload;
 mod synchronizer;
 #[cfg(feature = "testing")]
@@ -104,7 +105,7 @@ pub mod testing;
 
 pub use backend::{
     Backend, BlockingBackend, BlockingRedisBackend, MemoryBackend, RedactedUrl, RedisBackend,
-    RedisConfig, Stored, Ticket, Tracker,
+    RedisConfig, Stored, Ticket, Tracker, TrackerSet,
 };
 pub use error::{BackendError, Error};
 pub use fence::Fence;

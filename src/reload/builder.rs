@@ -19,15 +19,15 @@ use crate::synchronizer::{GenerationSynchronizer, WriterLock};
 
 /// Bounds and pacing of a [`Reloader`], set through [`ReloaderBuilder`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct Config {
-    pub(super) max_wait: Duration,
-    pub(super) load_timeout: Duration,
-    pub(super) backoff_initial: Duration,
-    pub(super) backoff_max: Duration,
-    pub(super) lock_ttl: Duration,
-    pub(super) write_timeout: Duration,
-    pub(super) lock_tries: u32,
-    pub(super) mode: CheckMode,
+pub(crate) struct Config {
+    pub(crate) max_wait: Duration,
+    pub(crate) load_timeout: Duration,
+    pub(crate) backoff_initial: Duration,
+    pub(crate) backoff_max: Duration,
+    pub(crate) lock_ttl: Duration,
+    pub(crate) write_timeout: Duration,
+    pub(crate) lock_tries: u32,
+    pub(crate) mode: CheckMode,
 }
 
 impl Default for Config {
@@ -46,7 +46,7 @@ impl Default for Config {
 }
 
 impl Config {
-    fn validate(&self) -> Result<(), Error> {
+    pub(crate) fn validate(&self) -> Result<(), Error> {
         let positive = [
             ("max_wait", self.max_wait),
             ("load_timeout", self.load_timeout),
@@ -89,6 +89,9 @@ pub struct ReloaderBuilder<S, G> {
     loader: Arc<dyn SettingsLoader<S>>,
     writers: Option<Writers<S>>,
     config: Config,
+    /// Counters shared with other reloaders (a keyed reloader's keys), or
+    /// this reloader's own.
+    counters: Option<Arc<Counters>>,
 }
 
 impl<S, G: GenerationSynchronizer> fmt::Debug for ReloaderBuilder<S, G> {
@@ -112,7 +115,16 @@ where
             loader: Arc::new(loader),
             writers: None,
             config: Config::default(),
+            counters: None,
         }
+    }
+
+    /// Takes every bound and the mode from `config`, and counts into
+    /// `counters`: for the reloaders of a keyed reloader's keys.
+    pub(crate) fn shared(mut self, config: Config, counters: Arc<Counters>) -> Self {
+        self.config = config;
+        self.counters = Some(counters);
+        self
     }
 
     /// How long a request waits for a reload before it is served the last
@@ -172,7 +184,9 @@ where
         let first = Snapshot::new(initial, None);
         let sync: Arc<dyn GenerationSynchronizer> = self.sync;
         Ok(Reloader::from_shared(Shared {
-            counters: Counters::new(sync.key()),
+            counters: self
+                .counters
+                .unwrap_or_else(|| Arc::new(Counters::new(sync.key()))),
             flight: Flight::new(self.config.backoff_initial),
             listeners: Listeners::new(first.clone()),
             sync,

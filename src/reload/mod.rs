@@ -76,10 +76,12 @@ mod snapshot;
 mod source;
 
 pub use self::blocking::BlockingReloader;
+pub(crate) use self::builder::Config;
 pub use self::builder::ReloaderBuilder;
 pub use self::future::{CheckFuture, ResponseFuture};
 pub use self::layer::{SettingsReload, SettingsReloadLayer};
 pub use self::listeners::ListenerId;
+pub(crate) use self::metrics::Counters;
 pub use self::metrics::ReloadMetrics;
 pub use self::mode::{CheckMode, ParseCheckModeError};
 pub use self::publish::PublishError;

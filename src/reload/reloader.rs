@@ -86,7 +86,7 @@ pub(super) struct Shared<S> {
     pub(super) current: ArcSwap<SnapshotInner<S>>,
     pub(super) listeners: Listeners<S>,
     pub(super) flight: Flight,
-    pub(super) counters: Counters,
+    pub(super) counters: Arc<Counters>,
     pub(super) reads: Arc<Reads>,
     /// Set once push mode has started tracking (and its reload task).
     pub(super) tracking: OnceLock<()>,

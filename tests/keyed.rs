@@ -1,0 +1,412 @@
+//! Keyed reloads against real redis-servers (one per test): two instances
+//! and many tenants; what a bump of one tenant, and of the parent, reloads;
+//! one load for concurrent first requests; eviction; a failing tenant next
+//! to healthy ones; the middleware's answers.
+
+#![cfg(feature = "testing")]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gensync::keyed::{KeyRejection, KeyedError, KeyedReloadLayer, KeyedReloader};
+use gensync::reload::{CheckMode, Snapshot};
+use gensync::testing::RedisServer;
+use gensync::{Fence, GenerationSynchronizer, Key, MemoryBackend, RedisBackend, Synchronizer};
+use tokio::sync::Notify;
+use tokio::time::timeout;
+use tower::{service_fn, Layer, ServiceExt};
+
+/// Every tenant's settings, and how many times each was loaded.
+#[derive(Clone, Default)]
+struct Source {
+    settings: Arc<Mutex<HashMap<String, u64>>>,
+    loads: Arc<Mutex<HashMap<String, u64>>>,
+}
+
+impl Source {
+    fn with_tenants(n: usize) -> Self {
+        let source = Source::default();
+        for i in 0..n {
+            source.set(&tenant(i), 1);
+        }
+        source
+    }
+
+    fn set(&self, tenant: &str, value: u64) {
+        self.settings
+            .lock()
+            .unwrap()
+            .insert(tenant.to_owned(), value);
+    }
+
+    fn loads(&self, tenant: &str) -> u64 {
+        self.loads.lock().unwrap().get(tenant).copied().unwrap_or(0)
+    }
+
+    /// An instance: a keyed reloader over its own connection to `url`.
+    fn instance(&self, url: &str, mode: CheckMode) -> KeyedReloader<String, u64> {
+        let (read, write) = (self.clone(), self.clone());
+        KeyedReloader::builder(
+            RedisBackend::open(url).expect("a Redis backend"),
+            Key::new(["tenants"]).unwrap(),
+            |tenant: &String| tenant.clone(),
+            move |tenant: String| {
+                let source = read.clone();
+                async move {
+                    *source
+                        .loads
+                        .lock()
+                        .unwrap()
+                        .entry(tenant.clone())
+                        .or_default() += 1;
+                    let value = source.settings.lock().unwrap().get(&tenant).copied();
+                    value.ok_or("no such tenant")
+                }
+            },
+        )
+        .saver(move |tenant: String, value: &u64, _fence: Fence| {
+            write.set(&tenant, *value);
+            async { Ok::<_, Infallible>(()) }
+        })
+        .mode(mode)
+        .build()
+        .expect("a keyed reloader")
+    }
+}
+
+fn tenant(i: usize) -> String {
+    format!("tenant-{i}")
+}
+
+async fn value(reloader: &KeyedReloader<String, u64>, tenant: &str) -> u64 {
+    *timeout(Duration::from_secs(10), reloader.check(&tenant.to_owned()))
+        .await
+        .expect("a check ends")
+        .expect("the tenant's settings")
+}
+
+#[tokio::test]
+async fn a_bump_of_one_tenant_reloads_that_tenant_only_in_every_instance() {
+    let server = RedisServer::start().expect("redis-server");
+    let source = Source::with_tenants(20);
+    let (a, b) = (
+        source.instance(&server.url(), CheckMode::Strict),
+        source.instance(&server.url(), CheckMode::Strict),
+    );
+    for i in 0..20 {
+        assert_eq!(value(&a, &tenant(i)).await, 1);
+        assert_eq!(value(&b, &tenant(i)).await, 1);
+    }
+    let before: Vec<u64> = (0..20).map(|i| source.loads(&tenant(i))).collect();
+    assert!(
+        before.iter().all(|&n| n == 2),
+        "one first load per instance: {before:?}"
+    );
+
+    a.publish(&tenant(7), 2).await.expect("the publish");
+    for i in 0..20 {
+        let want = if i == 7 { 2 } else { 1 };
+        assert_eq!(value(&b, &tenant(i)).await, want, "tenant {i} in B");
+        assert_eq!(value(&a, &tenant(i)).await, want, "tenant {i} in A");
+    }
+    for (i, before) in before.iter().enumerate() {
+        let reloaded = source.loads(&tenant(i)) - before;
+        if i == 7 {
+            // Once in B; in A once more at most (its own publish and check).
+            assert!(
+                (1..=2).contains(&reloaded),
+                "tenant 7 reloaded {reloaded} times"
+            );
+        } else {
+            assert_eq!(reloaded, 0, "tenant {i} was not changed");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_parent_bump_reloads_each_tenant_once_on_its_next_use() {
+    let server = RedisServer::start().expect("redis-server");
+    let source = Source::with_tenants(10);
+    let (a, b) = (
+        source.instance(&server.url(), CheckMode::Strict),
+        source.instance(&server.url(), CheckMode::Strict),
+    );
+    for i in 0..10 {
+        value(&b, &tenant(i)).await;
+    }
+    let before: Vec<u64> = (0..10).map(|i| source.loads(&tenant(i))).collect();
+    for i in 0..10 {
+        source.set(&tenant(i), 5);
+    }
+    // A site-wide change from another process: the parent alone is bumped.
+    let parent = Synchronizer::new(
+        RedisBackend::open(&server.url()).unwrap(),
+        a.parent().clone(),
+    );
+    parent.mark_updated().await.expect("the parent bump");
+    for round in 0..3 {
+        for i in 0..10 {
+            assert_eq!(value(&b, &tenant(i)).await, 5, "tenant {i}, round {round}");
+        }
+    }
+    for (i, before) in before.iter().enumerate() {
+        assert_eq!(source.loads(&tenant(i)) - before, 1, "tenant {i}");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_first_requests_for_one_key_run_one_load() {
+    let server = RedisServer::start().expect("redis-server");
+    let loads = Arc::new(AtomicU64::new(0));
+    let gate = Arc::new(Notify::new());
+    let (counted, held) = (Arc::clone(&loads), Arc::clone(&gate));
+    let reloader = KeyedReloader::builder(
+        RedisBackend::open(&server.url()).unwrap(),
+        Key::new(["tenants"]).unwrap(),
+        |tenant: &String| tenant.clone(),
+        move |_tenant: String| {
+            let (counted, held) = (Arc::clone(&counted), Arc::clone(&held));
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                held.notified().await;
+                Ok::<_, Infallible>(9u64)
+            }
+        },
+    )
+    .build()
+    .unwrap();
+    let checks: Vec<_> = (0..100)
+        .map(|_| {
+            let reloader = reloader.clone();
+            tokio::spawn(async move { reloader.check(&"acme".to_owned()).await })
+        })
+        .collect();
+    // Every check is waiting on the one load once it has begun.
+    while loads.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    gate.notify_waiters();
+    for check in checks {
+        let snapshot = timeout(Duration::from_secs(10), check)
+            .await
+            .expect("every check ends")
+            .unwrap()
+            .expect("settings");
+        assert_eq!(*snapshot, 9);
+    }
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn an_evicted_key_is_loaded_again_with_what_changed_meanwhile() {
+    let server = RedisServer::start().expect("redis-server");
+    let source = Source::with_tenants(50);
+    let small = {
+        let read = source.clone();
+        KeyedReloader::builder(
+            RedisBackend::open(&server.url()).unwrap(),
+            Key::new(["tenants"]).unwrap(),
+            |tenant: &String| tenant.clone(),
+            move |tenant: String| {
+                let source = read.clone();
+                async move {
+                    *source
+                        .loads
+                        .lock()
+                        .unwrap()
+                        .entry(tenant.clone())
+                        .or_default() += 1;
+                    let value = source.settings.lock().unwrap().get(&tenant).copied();
+                    value.ok_or("no such tenant")
+                }
+            },
+        )
+        .capacity(4)
+        .build()
+        .unwrap()
+    };
+    let writer = source.instance(&server.url(), CheckMode::Strict);
+    assert_eq!(value(&small, &tenant(0)).await, 1);
+    // Many other tenants push tenant 0 out of a cache of four.
+    for i in 1..50 {
+        value(&small, &tenant(i)).await;
+    }
+    writer.publish(&tenant(0), 3).await.unwrap();
+    assert_eq!(value(&small, &tenant(0)).await, 3);
+    assert!(source.loads(&tenant(0)) >= 2);
+    // moka settles its bound asynchronously; it holds it once asked to.
+    assert!(small.cached_keys() <= 50);
+}
+
+#[tokio::test]
+async fn a_failing_tenant_slows_and_fails_no_other() {
+    let server = RedisServer::start().expect("redis-server");
+    let hung = Arc::new(Notify::new());
+    let held = Arc::clone(&hung);
+    let reloader = KeyedReloader::builder(
+        RedisBackend::open(&server.url()).unwrap(),
+        Key::new(["tenants"]).unwrap(),
+        |tenant: &String| tenant.clone(),
+        move |tenant: String| {
+            let held = Arc::clone(&held);
+            async move {
+                match tenant.as_str() {
+                    "hangs" => {
+                        held.notified().await;
+                        Err("released".into())
+                    }
+                    "fails" => Err::<u64, Box<dyn std::error::Error + Send + Sync>>(
+                        "the tenant's database is down".into(),
+                    ),
+                    _ => Ok(1),
+                }
+            }
+        },
+    )
+    .backoff(Duration::from_secs(60), Duration::from_secs(60))
+    .build()
+    .unwrap();
+    let hanging = {
+        let reloader = reloader.clone();
+        tokio::spawn(async move { reloader.check(&"hangs".to_owned()).await })
+    };
+    // The others are served while one tenant's load hangs.
+    for i in 0..20 {
+        assert_eq!(value(&reloader, &tenant(i)).await, 1);
+    }
+    let failed = reloader.check(&"fails".to_owned()).await;
+    let Err(KeyedError::Unavailable {
+        reason, retry_in, ..
+    }) = failed
+    else {
+        panic!("a failed first load is an error: {failed:?}");
+    };
+    assert!(reason.contains("database is down"), "{reason}");
+    assert_eq!(retry_in, Duration::from_secs(60));
+    // Within the backoff the loader is not run again: told at once.
+    let again = reloader.check(&"fails".to_owned()).await;
+    assert!(matches!(again, Err(KeyedError::Unavailable { .. })));
+    assert_eq!(reloader.metrics().reload_failures, 1);
+    assert!(!hanging.is_finished());
+    hung.notify_waiters();
+    let hung_result = timeout(Duration::from_secs(10), hanging)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(hung_result, Err(KeyedError::Unavailable { .. })));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_first_load_is_tried_again_after_its_backoff() {
+    let loads = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&loads);
+    let reloader = KeyedReloader::builder(
+        MemoryBackend::new(),
+        Key::new(["tenants"]).unwrap(),
+        |tenant: &String| tenant.clone(),
+        move |_tenant: String| {
+            let n = counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n == 0 {
+                    Err("not yet")
+                } else {
+                    Ok(4u64)
+                }
+            }
+        },
+    )
+    .backoff(Duration::from_secs(1), Duration::from_secs(8))
+    .build()
+    .unwrap();
+    let key = "acme".to_owned();
+    assert!(reloader.check(&key).await.is_err());
+    tokio::time::advance(Duration::from_millis(999)).await;
+    assert!(reloader.check(&key).await.is_err(), "still in the backoff");
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(*reloader.check(&key).await.unwrap(), 4);
+    assert_eq!(loads.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_read_of_a_key_and_its_parent_is_one_command() {
+    let server = RedisServer::start().expect("redis-server");
+    let source = Source::with_tenants(1);
+    let reloader = source.instance(&server.url(), CheckMode::Strict);
+    value(&reloader, &tenant(0)).await;
+    let mut stats = server.connection().unwrap();
+    // Scripts: the commands a script runs inside count too, so count the
+    // scripts sent.
+    let calls = |stats: &mut redis::Connection| -> u64 {
+        let info: String = redis::cmd("INFO").arg("commandstats").query(stats).unwrap();
+        info.lines()
+            .filter(|l| l.starts_with("cmdstat_eval") || l.starts_with("cmdstat_mget"))
+            .filter_map(|l| {
+                l.split_once("calls=")?
+                    .1
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    };
+    let before = calls(&mut stats);
+    for _ in 0..10 {
+        value(&reloader, &tenant(0)).await;
+    }
+    assert_eq!(calls(&mut stats) - before, 10, "one script per check");
+}
+
+#[tokio::test]
+async fn the_middleware_answers_a_request_without_a_key_or_settings_itself() {
+    let server = RedisServer::start().expect("redis-server");
+    let source = Source::with_tenants(2);
+    let reloader = source.instance(&server.url(), CheckMode::Strict);
+    let layer = KeyedReloadLayer::new(reloader, |request: &http::Request<()>| {
+        let path = request.uri().path();
+        path.strip_prefix("/tenants/")
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| KeyRejection::not_found("no tenant in the path"))
+    });
+    let reached = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&reached);
+    let service = layer.layer(service_fn(move |request: http::Request<()>| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        let settings = request.extensions().get::<Snapshot<u64>>().map(|s| **s);
+        async move { Ok::<_, Infallible>(http::Response::new(format!("{settings:?}"))) }
+    }));
+    let get = |path: &str| http::Request::get(path).body(()).unwrap();
+
+    let ok = service
+        .clone()
+        .oneshot(get("/tenants/tenant-1"))
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.body(), "Some(1)");
+    let nokey = service.clone().oneshot(get("/elsewhere")).await.unwrap();
+    assert_eq!(nokey.status(), 404);
+    assert_eq!(nokey.body(), "no tenant in the path");
+    let missing = service
+        .clone()
+        .oneshot(get("/tenants/nobody"))
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 503);
+    assert!(missing.headers().contains_key("retry-after"));
+    assert!(
+        !missing.body().contains("no such tenant"),
+        "no internals: {}",
+        missing.body()
+    );
+    assert_eq!(
+        reached.load(Ordering::SeqCst),
+        1,
+        "only the good request got through"
+    );
+}
