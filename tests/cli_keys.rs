@@ -67,3 +67,60 @@ fn keys_with_control_characters_are_hashed_and_non_utf8_ones_refused() {
         assert!(out.stderr.contains("invalid UTF-8"), "{}", out.stderr);
     }
 }
+
+#[test]
+fn a_members_key_is_got_bumped_and_cleared_and_its_set_key_is_the_parent() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let server = RedisServer::start().unwrap();
+    let url = server.url();
+    let cli = |args: &[&str]| {
+        let out = run(gensync().args(["--url", &url]).args(args));
+        (out.code, out.stdout.trim().to_owned(), out.stderr)
+    };
+    let (code, bumped, err) = cli(&["bump", "tenants", "--member", "acme"]);
+    assert_eq!(code, Some(0), "{err}");
+    let stored: String = raw(&server, redis::cmd("GET").arg("{gensync:tenants}:@acme"));
+    assert_eq!(stored, bumped);
+    assert_eq!(cli(&["get", "tenants", "--member", "acme"]).1, bumped);
+
+    // A keyed reloader of the set `tenants` follows both bumps.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let loads = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&loads);
+        let tenants = gensync::keyed::KeyedReloader::builder(
+            gensync::RedisBackend::open(&url).unwrap(),
+            gensync::Key::parse("tenants").unwrap(),
+            |id: &String| id.clone(),
+            move |_id: String| {
+                let n = counted.fetch_add(1, Ordering::SeqCst);
+                async move { Ok::<_, std::convert::Infallible>(n) }
+            },
+        )
+        .build()
+        .unwrap();
+        let acme = "acme".to_owned();
+        assert_eq!(*tenants.check(&acme).await.unwrap(), 0);
+        assert_eq!(cli(&["bump", "tenants", "--member", "acme"]).0, Some(0));
+        assert_eq!(*tenants.check(&acme).await.unwrap(), 1, "the member bump");
+        assert_eq!(cli(&["bump", "tenants"]).0, Some(0));
+        assert_eq!(*tenants.check(&acme).await.unwrap(), 2, "the parent bump");
+        assert_eq!(*tenants.check(&acme).await.unwrap(), 2, "once");
+    });
+
+    let (code, said, err) = cli(&["clear", "tenants", "--member", "acme"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(said.contains("{gensync:tenants}:@acme"), "{said}");
+    assert_eq!(
+        raw::<i64>(&server, redis::cmd("EXISTS").arg("{gensync:tenants}:@acme")),
+        0
+    );
+    let (code, _, err) = cli(&["get", "tenants", "--member", " "]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--member"), "{err}");
+}

@@ -114,6 +114,12 @@ struct Cli {
     #[arg(long, global = true, value_name = "FILE", conflicts_with = "url")]
     url_file: Option<PathBuf>,
 
+    /// Act on one member of the set KEY (a tenant of a keyed reloader
+    /// whose set is KEY) instead of KEY itself. Without it, a set's KEY is
+    /// its parent generation: `bump` on it reloads every member.
+    #[arg(long, global = true, value_name = "ID")]
+    member: Option<String>,
+
     #[command(subcommand)]
     command: Cmd,
 }
@@ -193,31 +199,50 @@ fn main() -> ExitCode {
         Ok(backend) => backend,
         Err(e) => return fail(TROUBLE, e),
     };
-    let sync = |key: Key| {
+    let member = cli.member;
+    let sync = |key: Key| -> Result<Sync, ExitCode> {
+        let key = match &member {
+            Some(id) => key
+                .member(id)
+                .map_err(|e| fail(TROUBLE, format!("--member {id:?}: {e}")))?,
+            None => key,
+        };
         note_how_it_is_stored(&key);
-        BlockingSynchronizer::new(backend, key)
+        Ok(BlockingSynchronizer::new(backend, key))
     };
-    match cli.command {
-        Cmd::Get { key } => get(&sync(key)),
-        Cmd::Bump { key } => match sync(key).mark_updated() {
+    let command = cli.command;
+    let key = match &command {
+        Cmd::Get { key }
+        | Cmd::Bump { key }
+        | Cmd::Clear { key }
+        | Cmd::BreakLock { key }
+        | Cmd::Sync { key, .. } => key.clone(),
+    };
+    let sync = match sync(key) {
+        Ok(sync) => sync,
+        Err(code) => return code,
+    };
+    match command {
+        Cmd::Get { .. } => get(&sync),
+        Cmd::Bump { .. } => match sync.mark_updated() {
             Ok(generation) => print(generation),
             Err(e) => fail(TROUBLE, e),
         },
-        Cmd::Clear { key } => clear(&sync(key)),
-        Cmd::BreakLock { key } => break_lock(sync(key)),
+        Cmd::Clear { .. } => clear(&sync),
+        Cmd::BreakLock { .. } => break_lock(sync),
         Cmd::Sync {
             state,
             strict,
             no_wait,
-            key,
             command,
+            ..
         } => {
             let options = SyncOptions {
                 state: &state,
                 strict,
                 no_wait,
             };
-            run_sync(&sync(key), options, &command)
+            run_sync(&sync, options, &command)
         }
     }
 }
