@@ -53,13 +53,14 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
+use gensync::keyed::{KeyRejection, KeyedReloadLayer, KeyedReloader};
 use gensync::reload::{CheckMode, Reloader, SettingsReloadLayer, Snapshot};
 use gensync::testing::RedisServer;
 use gensync::{Key, MemoryBackend, RedisBackend, Synchronizer};
 use hdrhistogram::Histogram;
 use redis::aio::MultiplexedConnection;
 use serde::{Deserialize, Serialize};
-use tower::{service_fn, Layer, Service, ServiceExt};
+use tower::{service_fn, Layer, Service, ServiceBuilder, ServiceExt};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -75,6 +76,9 @@ enum Variant {
     Interval,
     Memory,
     Floor,
+    KeyedStrict,
+    KeyedPush,
+    KeyedInterval,
 }
 
 #[derive(Parser, Debug)]
@@ -100,6 +104,16 @@ struct Args {
     /// Interval mode's interval, in milliseconds.
     #[arg(long, default_value_t = 100)]
     interval_ms: u64,
+
+    /// Keyed variants: how many distinct keys (tenants) requests are spread
+    /// over, the hot ones far more often than the cold (Zipf-like, each
+    /// key's share falling as one over its rank).
+    #[arg(long, default_value_t = 100_000)]
+    keys: u64,
+
+    /// Keyed variants: how many keys keep a reloader.
+    #[arg(long, default_value_t = 10_000)]
+    capacity: u64,
 
     /// Bumps per mode in the propagation measurement (0 skips it).
     #[arg(long, default_value_t = 200)]
@@ -135,13 +149,7 @@ fn main() -> Result<(), BoxError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
-        let result = rt.block_on(cell(
-            variant,
-            inflight,
-            args.requests,
-            args.redis.as_deref(),
-            Duration::from_millis(args.interval_ms),
-        ))?;
+        let result = rt.block_on(cell(variant, inflight, &args))?;
         println!("{}", serde_json::to_string(&result)?);
         return Ok(());
     }
@@ -179,6 +187,10 @@ fn parent(args: &Args) -> Result<(), BoxError> {
                 .arg(&url)
                 .arg("--interval-ms")
                 .arg(args.interval_ms.to_string())
+                .arg("--keys")
+                .arg(args.keys.to_string())
+                .arg("--capacity")
+                .arg(args.capacity.to_string())
                 .stderr(Stdio::inherit())
                 .output()?;
             if !output.status.success() {
@@ -248,6 +260,9 @@ fn variant_name(v: Variant) -> &'static str {
         Variant::Interval => "interval",
         Variant::Memory => "memory",
         Variant::Floor => "floor",
+        Variant::KeyedStrict => "keyed-strict",
+        Variant::KeyedPush => "keyed-push",
+        Variant::KeyedInterval => "keyed-interval",
     }
 }
 
@@ -259,6 +274,9 @@ fn label(v: Variant, interval_ms: u64) -> String {
         Variant::Interval => format!("interval={interval_ms}ms"),
         Variant::Memory => "memory backend (strict)".into(),
         Variant::Floor => "floor: instant reads, perfectly coalesced, no gensync".into(),
+        Variant::KeyedStrict => "keyed, strict".into(),
+        Variant::KeyedPush => "keyed, push".into(),
+        Variant::KeyedInterval => format!("keyed, interval={interval_ms}ms"),
     }
 }
 
@@ -266,10 +284,12 @@ fn label(v: Variant, interval_ms: u64) -> String {
 async fn cell(
     variant: Variant,
     inflight: usize,
-    requests: u64,
-    url: Option<&str>,
-    interval: Duration,
+    args: &Args,
 ) -> Result<CellResult, BoxError> {
+    let requests = args.requests;
+    let interval = Duration::from_millis(args.interval_ms);
+    let url = args.redis.as_deref();
+    let keys = keyed(variant).then_some(args.keys);
     let warmup = (requests / 10).min(20_000);
     // The harness's own connection, opened before the window so its
     // handshake is not counted.
@@ -289,19 +309,22 @@ async fn cell(
     macro_rules! measure {
         ($service:expr) => {{
             let service = $service;
-            drive(&service, inflight, warmup).await;
+            drive(&service, inflight, warmup, keys).await;
             let rss_start_kb = proc_status("VmRSS:");
+            let scripts_only = variant != Variant::Naive;
             let before = match stats.as_mut() {
-                Some(conn) => Some(command_calls(conn).await?),
+                Some(conn) => Some(command_calls(conn, scripts_only).await?),
                 None => None,
             };
             let began = Instant::now();
-            let histogram = drive(&service, inflight, requests).await;
+            let histogram = drive(&service, inflight, requests, keys).await;
             let seconds = began.elapsed().as_secs_f64();
             let commands = match (stats.as_mut(), before) {
                 // Less the `INFO` that took `before`: the reply to an
                 // `INFO` does not count itself.
-                (Some(conn), Some(before)) => Some(command_calls(conn).await? - before - 1),
+                (Some(conn), Some(before)) => {
+                    Some(command_calls(conn, scripts_only).await? - before - 1)
+                }
                 _ => None,
             };
             CellResult {
@@ -345,6 +368,38 @@ async fn cell(
                     Ok::<u64, redis::RedisError>(value.map_or(0, |v| v.len() as u64))
                 }
             }))
+        }
+        Variant::KeyedStrict | Variant::KeyedPush | Variant::KeyedInterval => {
+            let mode = match variant {
+                Variant::KeyedStrict => CheckMode::Strict,
+                Variant::KeyedPush => CheckMode::Push,
+                _ => CheckMode::Interval(interval),
+            };
+            let tenants = KeyedReloader::builder(
+                RedisBackend::open(url)?,
+                Key::new(["bench", "tenants"])?,
+                |tenant: &u64| tenant.to_string(),
+                |tenant: u64| async move { Ok::<_, Infallible>(tenant) },
+            )
+            .mode(mode)
+            .capacity(args.capacity)
+            .build()?;
+            let layer = KeyedReloadLayer::new(tenants, |request: &http::Request<()>| {
+                request.uri().path()[1..]
+                    .parse::<u64>()
+                    .map_err(|_| KeyRejection::bad_request("no tenant"))
+            });
+            let answer = |request: http::Request<()>| async move {
+                let settings = request
+                    .extensions()
+                    .get::<Snapshot<u64>>()
+                    .expect("the middleware inserts the snapshot");
+                Ok::<_, Infallible>(http::Response::new(settings.to_string()))
+            };
+            measure!(ServiceBuilder::new()
+                .map_response(|r: http::Response<String>| u64::from(r.status().as_u16()))
+                .layer(layer)
+                .service(service_fn(answer)))
         }
         Variant::Floor => {
             // Reads that take no time, back to back, each answering every
@@ -434,7 +489,7 @@ fn poll_once<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
 /// histogram every [`FLUSH`] requests: a histogram per task would be tens
 /// of kilobytes each, which at 1024 tasks would be the harness's memory,
 /// not the service's.
-async fn drive<S>(service: &S, inflight: usize, requests: u64) -> Histogram<u64>
+async fn drive<S>(service: &S, inflight: usize, requests: u64, keys: Option<u64>) -> Histogram<u64>
 where
     S: Service<http::Request<()>, Response = u64> + Clone + Send + 'static,
     S::Future: Send,
@@ -462,7 +517,7 @@ where
                     .ready()
                     .await
                     .expect("ready")
-                    .call(http::Request::new(()))
+                    .call(request(keys))
                     .await
                     .expect("an answer");
                 buffer.push(began.elapsed().as_nanos() as u64);
@@ -482,19 +537,58 @@ where
     all
 }
 
+/// A request; for keyed variants, for a key drawn Zipf-like from `keys`:
+/// key `k` (from 0) with a chance proportional to `1 / (k + 1)`.
+fn request(keys: Option<u64>) -> http::Request<()> {
+    let Some(keys) = keys else {
+        return http::Request::new(());
+    };
+    let u: f64 = rand::random();
+    let k = ((keys as f64 + 1.0).powf(u) - 1.0).floor() as u64;
+    let mut request = http::Request::new(());
+    *request.uri_mut() = format!("/{}", k.min(keys - 1))
+        .parse()
+        .expect("a path is a URI");
+    request
+}
+
+fn keyed(variant: Variant) -> bool {
+    matches!(
+        variant,
+        Variant::KeyedStrict | Variant::KeyedPush | Variant::KeyedInterval
+    )
+}
+
 fn new_histogram() -> Histogram<u64> {
     // 1 ns to 60 s, two significant digits.
     Histogram::new_with_bounds(1, 60_000_000_000, 2).expect("valid bounds")
 }
 
-/// The sum of `calls` over every command in `INFO commandstats`.
-async fn command_calls(conn: &mut MultiplexedConnection) -> Result<u64, BoxError> {
+/// The sum of `calls` over every command in `INFO commandstats`. gensync
+/// sends scripts, and the commands a script runs count there too: with
+/// `scripts_only`, only what a gensync client sends itself is summed
+/// (`EVAL`, `EVALSHA`, and the connection's `PING`, `CLIENT`, `HELLO`,
+/// `SELECT`, `AUTH`, `INFO`), so the sum is the commands clients sent.
+async fn command_calls(
+    conn: &mut MultiplexedConnection,
+    scripts_only: bool,
+) -> Result<u64, BoxError> {
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .query_async(conn)
         .await?;
     let mut total = 0;
-    for line in info.lines().filter(|l| l.starts_with("cmdstat_")) {
+    const SENT: &[&str] = &[
+        "eval", "evalsha", "ping", "client", "hello", "select", "auth", "info",
+    ];
+    let sent = |l: &str| {
+        let name = l["cmdstat_".len()..].split([':', '|']).next().unwrap_or("");
+        SENT.contains(&name)
+    };
+    for line in info
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_") && (!scripts_only || sent(l)))
+    {
         let calls = line
             .split_once("calls=")
             .and_then(|(_, rest)| rest.split(',').next())

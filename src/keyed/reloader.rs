@@ -112,16 +112,27 @@ where
     /// key that loaded once keeps its last good settings through any later
     /// failure, as a [`Reloader`] does.
     pub async fn check(&self, key: &K) -> Result<Snapshot<S>, KeyedError> {
-        let reloader = self.reloader(key).await?;
+        let (reloader, loaded_here) = self.entry(key).await?;
+        if loaded_here {
+            // Read the generation and loaded after this call began: as
+            // fresh as any check could make them.
+            self.inner.counters.checks.add();
+            return Ok(reloader.current());
+        }
         Ok(reloader.check().await)
     }
 
     /// The reloader of `key`, loading its settings first if no reloader is
     /// cached for it.
     pub async fn reloader(&self, key: &K) -> Result<Reloader<S>, KeyedError> {
+        self.entry(key).await.map(|(reloader, _)| reloader)
+    }
+
+    /// The reloader of `key`, and whether this call made its first load.
+    async fn entry(&self, key: &K) -> Result<(Reloader<S>, bool), KeyedError> {
         let inner = &self.inner;
         if let Some(reloader) = inner.entries.get(key).await {
-            return Ok(reloader);
+            return Ok((reloader, false));
         }
         if let Some(failure) = inner.failures.get(key) {
             let now = Instant::now();
@@ -131,11 +142,14 @@ where
         }
         let this = self.clone();
         let first = key.clone();
-        inner
+        let entry = inner
             .entries
-            .try_get_with(key.clone(), async move { this.first_load(first).await })
+            .entry(key.clone())
+            .or_try_insert_with(async move { this.first_load(first).await })
             .await
-            .map_err(|e| (*e).clone())
+            .map_err(|e| (*e).clone())?;
+        let fresh = entry.is_fresh();
+        Ok((entry.into_value(), fresh))
     }
 
     /// Saves `settings` as `key`'s and tells every process, under that
@@ -214,9 +228,14 @@ where
         let sync = self.synchronizer(&key)?;
         let name = sync.key().to_string();
         inner.counters.loader_runs.add();
-        // With no generation to read, load all the same: the settings then
-        // carry none until a check finds the key unchanged.
-        let observed = sync.fetch_or_create().await.ok();
+        // Read first: the key usually exists (another instance made it, or
+        // this one before the key was evicted here). With no generation to
+        // read, load all the same: the settings then carry none until a
+        // check finds the key unchanged.
+        let observed = match sync.check().await.observed() {
+            Some(g) => Some(g),
+            None => sync.fetch_or_create().await.ok(),
+        };
         // On a task of its own: a panicking loader fails this load only,
         // and a request that stops waiting cancels nothing.
         let loader = Arc::clone(&inner.loader);
@@ -240,7 +259,7 @@ where
         }
         inner.counters.reloads.add();
         inner.failures.invalidate(&key);
-        self.build_with(key, sync, settings)
+        self.build_with(key, sync, settings, observed)
     }
 
     /// Remembers a failed first load, so requests wait out a backoff that
@@ -278,7 +297,7 @@ where
     /// A reloader for `key` serving `settings`, nothing recorded.
     fn build(&self, key: &K, settings: S) -> Result<Reloader<S>, KeyedError> {
         let sync = self.synchronizer(key)?;
-        self.build_with(key.clone(), sync, settings)
+        self.build_with(key.clone(), sync, settings, None)
     }
 
     fn build_with(
@@ -286,6 +305,7 @@ where
         key: K,
         sync: Synchronizer<Arc<dyn Backend>>,
         settings: S,
+        loaded_at: Option<Generation>,
     ) -> Result<Reloader<S>, KeyedError> {
         let inner = &self.inner;
         let mut config = inner.config.clone();
@@ -307,7 +327,7 @@ where
         };
         // The configuration was checked when the keyed reloader was built.
         builder
-            .build(settings)
+            .build_at(settings, loaded_at)
             .map_err(|e| KeyedError::Unavailable {
                 key: inner.set.to_string(),
                 reason: e.to_string(),

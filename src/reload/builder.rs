@@ -15,6 +15,7 @@ use super::reloader::{Reloader, Shared};
 use super::snapshot::Snapshot;
 use super::source::{SettingsLoader, SettingsSaver};
 use crate::error::Error;
+use crate::generation::Generation;
 use crate::synchronizer::{GenerationSynchronizer, WriterLock};
 
 /// Bounds and pacing of a [`Reloader`], set through [`ReloaderBuilder`].
@@ -180,8 +181,18 @@ where
     /// loads. With the `metrics` feature, install the metrics recorder
     /// before this: the reloader registers its metrics here.
     pub fn build(self, initial: S) -> Result<Reloader<S>, Error> {
+        self.build_at(initial, None)
+    }
+
+    /// The reloader, serving `initial`, loaded at `generation` (which the
+    /// caller recorded in the synchronizer).
+    pub(crate) fn build_at(
+        self,
+        initial: S,
+        generation: Option<Generation>,
+    ) -> Result<Reloader<S>, Error> {
         self.config.validate()?;
-        let first = Snapshot::new(initial, None);
+        let first = Snapshot::new(initial, generation);
         let sync: Arc<dyn GenerationSynchronizer> = self.sync;
         Ok(Reloader::from_shared(Shared {
             counters: self
