@@ -1,0 +1,425 @@
+//! A small web service whose settings reload in every running copy the
+//! moment any copy changes them.
+//!
+//! The settings are a JSON object kept in a file. `PUT /settings` saves a new
+//! object to the file (atomically) and bumps the shared generation; every
+//! instance reloads the file on its next request. Beside the file,
+//! `<file>.fence` keeps the greatest writers' fencing token the saver
+//! accepted (and `<file>.lock` is what instances on one host lock while
+//! they save): an instance that stalled past its writers' lease has its
+//! save refused instead of overwriting a newer change. On its own (no Redis) it
+//! uses the in-memory backend, which only this one process sees.
+//!
+//! ```sh
+//! cargo run --example settings_server --features metrics
+//! curl -s localhost:8080/settings
+//! curl -s -X PUT localhost:8080/settings -d '{"site_name": "my site", "theme": "dark"}'
+//! ```
+//!
+//! # Several instances, one Redis
+//!
+//! Start a Redis server, build the example once, and run three instances
+//! that share the settings file and the Redis server:
+//!
+//! ```sh
+//! redis-server --port 6379 --save '' &
+//! cargo build --example settings_server --features metrics
+//! for port in 8081 8082 8083; do
+//!     target/debug/examples/settings_server --listen 127.0.0.1:$port \
+//!         --redis redis://127.0.0.1:6379 --settings ./settings.json &
+//! done
+//!
+//! curl -s localhost:8081/settings    # {"generation":...,"settings":{...}}
+//! curl -s -X PUT localhost:8082/settings \
+//!     -H 'content-type: application/json' \
+//!     -d '{"site_name": "gensync demo", "theme": "dark"}'
+//! curl -s localhost:8083/settings    # the dark theme, same generation
+//! curl -s localhost:8081/metrics     # gensync_reloads_total and friends
+//! ```
+//!
+//! Each instance logs `settings reloaded` when it picks up a change. Stop
+//! Redis and the instances keep serving their last settings (a `PUT` then
+//! answers 503: it could not tell the others); start it again and they
+//! converge.
+//!
+//! Options (see `--help`): `--listen ADDR` (default `127.0.0.1:8080`, port
+//! 0 picks a free one), `--settings FILE` (default `./settings.json`,
+//! created with default settings at first start-up), `--redis URL` (or
+//! `REDIS_URL`), `--key KEY` (default `example:settings`, stored as
+//! `gensync:example:settings`), `--write-token-file FILE` (or
+//! `SETTINGS_WRITE_TOKEN`; a `PUT` must then send `Authorization: Bearer
+//! <token>`), and the limits `--header-timeout` (10s), `--body-timeout`
+//! (10s), `--request-timeout` (60s), `--max-connections` (1024). Logs go
+//! to stderr (`RUST_LOG`, default `info`); stdout gets one line once the
+//! service listens.
+//!
+//! Endpoints: `GET /settings`, `PUT /settings` (a JSON object, kept
+//! exactly as sent, numbers included), `GET /healthz`, `GET /metrics`
+//! (Prometheus text: the `gensync_*` counters and histograms, labelled
+//! with the key, exported through `metrics-exporter-prometheus`).
+
+mod files;
+mod http;
+mod serve;
+mod token;
+
+use std::io::{self, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser};
+use gensync::reload::{blocking_loader, fenced, CheckMode, Reloader};
+use gensync::{Backend, BackendError, Key, MemoryBackend, RedisBackend, Synchronizer};
+use metrics_exporter_prometheus::PrometheusBuilder;
+use serde_json::{Map, Value};
+use tracing_subscriber::EnvFilter;
+
+use files::{create_if_missing, encode, read_settings, save_fenced, Settings};
+use token::{WriteToken, TOKEN_ENV};
+
+/// Written to the settings file when it is missing at first start-up.
+fn default_settings() -> Settings {
+    let mut settings = Map::new();
+    settings.insert("site_name".into(), Value::from("gensync demo"));
+    settings.insert("theme".into(), Value::from("light"));
+    settings
+}
+
+/// Exit status for bad arguments (as clap uses).
+const USAGE: u8 = 2;
+
+/// A settings service whose instances reload their settings whenever any
+/// one of them changes them.
+#[derive(Parser, Debug)]
+#[command(
+    name = "settings_server",
+    version,
+    about = "The gensync example service: settings kept in a JSON file, reloaded by every \
+             instance the moment any instance changes them (PUT /settings).",
+    long_about = None
+)]
+struct Args {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    listen: String,
+
+    /// The settings file (a JSON object), created with default settings
+    /// when missing at start-up. A symlink is written through.
+    #[arg(long, value_name = "FILE", default_value = "./settings.json")]
+    settings: PathBuf,
+
+    /// Redis server shared by all instances:
+    /// redis://[user:password@]host[:port][/db]. Without it, an in-memory
+    /// backend that only this process sees.
+    #[arg(long, value_name = "URL", env = "REDIS_URL", hide_env_values = true)]
+    redis: Option<String>,
+
+    /// The generation's key, as `part:part` (stored under the `gensync:`
+    /// namespace).
+    #[arg(long, value_name = "KEY", default_value = "example:settings")]
+    key: String,
+
+    /// How requests learn the settings changed: strict (read the
+    /// generation for every request, coalesced), push (Redis pushes each
+    /// change; no round trip between changes) or interval=DURATION (read
+    /// at most once per DURATION, as 250ms or 2s).
+    #[arg(long, value_name = "MODE", default_value = "strict")]
+    mode: CheckMode,
+
+    /// The token a PUT must send as `Authorization: Bearer <token>`.
+    /// Prefer the environment variable or --write-token-file: a command
+    /// line is visible to every user of the host (`ps`).
+    #[arg(long, value_name = "TOKEN", env = TOKEN_ENV, hide_env_values = true)]
+    write_token: Option<String>,
+
+    /// A file holding the write token (surrounding whitespace ignored).
+    #[arg(long, value_name = "FILE", conflicts_with = "write_token")]
+    write_token_file: Option<PathBuf>,
+
+    /// How long a client may take to send a request's header, and how
+    /// long an idle keep-alive connection stays open.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    header_timeout: Duration,
+
+    /// How long a PUT's whole body may take to arrive.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    body_timeout: Duration,
+
+    /// How long any request may take before it is answered 503.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration)]
+    request_timeout: Duration,
+
+    /// How many connections may be open at once (lowered to fit the file
+    /// limit). At the cap, the oldest connection with no request in
+    /// progress is closed for a new one.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+}
+
+/// A duration as `250ms`, `10s` or `2m`.
+fn duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 250ms, 10s or 2m"))?;
+    let duration = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        _ => {
+            return Err(format!(
+                "{text:?} is not a duration such as 250ms, 10s or 2m"
+            ))
+        }
+    };
+    if duration.is_zero() {
+        return Err("a timeout of zero would refuse every request".to_owned());
+    }
+    Ok(duration)
+}
+
+/// A start-up failure: the message and the exit status.
+struct Fatal(String, u8);
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
+        .init();
+    let matches = Args::command().get_matches();
+    let token_on_command_line =
+        matches.value_source("write_token") == Some(ValueSource::CommandLine);
+    let args = match Args::from_arg_matches(&matches) {
+        Ok(args) => args,
+        Err(e) => e.exit(),
+    };
+    match run(args, token_on_command_line).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Fatal(message, status)) => {
+            // Ignored: with stderr gone there is no one left to tell.
+            let _ = writeln!(io::stderr(), "settings_server: error: {message}");
+            ExitCode::from(status)
+        }
+    }
+}
+
+async fn run(args: Args, token_on_command_line: bool) -> Result<(), Fatal> {
+    // Everything that can be wrong with the arguments, before touching
+    // anything.
+    let key = Key::parse(&args.key)
+        .map_err(|e| Fatal(format!("invalid --key {:?}: {e}", args.key), USAGE))?;
+    let redis = match args.redis.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(url) => Some(RedisBackend::open(url).map_err(|e| Fatal(e.to_string(), USAGE))?),
+    };
+    let token = write_token(&args, token_on_command_line)?;
+
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| {
+            let status = if e.kind() == io::ErrorKind::InvalidInput {
+                USAGE
+            } else {
+                1
+            };
+            Fatal(format!("could not listen on {}: {e}", args.listen), status)
+        })?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| Fatal(format!("could not read the bound address: {e}"), 1))?;
+    if token.is_none() && !address.ip().is_loopback() {
+        tracing::warn!(
+            %address,
+            "NO WRITE TOKEN: listening beyond loopback, and any client that reaches this port \
+             can change every instance's settings; give a token in {TOKEN_ENV} or \
+             --write-token-file, or listen on 127.0.0.1"
+        );
+    }
+
+    let path = args.settings;
+    match create_if_missing(&path, &default_settings()) {
+        Ok(true) => {
+            tracing::info!(file = %path.display(), "created the settings file with default settings")
+        }
+        Ok(false) => {}
+        Err(e) => {
+            return Err(Fatal(
+                format!("could not create the settings file {}: {e}", path.display()),
+                1,
+            ))
+        }
+    }
+
+    // Before the reloader is built: it registers its metrics then.
+    // Buckets, so each histogram is exported as one (summaries cannot be
+    // added up across instances). From 100 µs to a day: checks and loads
+    // are quick, the age of the settings served grows until the next bump.
+    let metrics = PrometheusBuilder::new()
+        .set_buckets(&[
+            0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 300.0, 3600.0,
+            86400.0,
+        ])
+        .and_then(PrometheusBuilder::install_recorder)
+        .map_err(|e| Fatal(format!("could not install the metrics recorder: {e}"), 1))?;
+
+    let (reloader, backend) = match redis {
+        Some(redis) => {
+            match redis.ping().await {
+                Ok(()) => {}
+                // It answered, and said no: nothing changes until the
+                // configuration does, so say what to fix.
+                Err(e @ BackendError::Auth { .. }) => tracing::error!(
+                    error = %e,
+                    "Redis refused this instance's credentials (or its ACL denied a \
+                     command) at start-up; fix the user and password in --redis (or \
+                     REDIS_URL), or the user's ACL, and restart it. Until then it serves \
+                     the settings file, reading it again now and then, but cannot tell \
+                     other instances of its own changes"
+                ),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "Redis did not answer at start-up; starting anyway on the settings \
+                     file, and picking up other instances' changes once it answers"
+                ),
+            }
+            let name = redis.describe().to_owned();
+            (build_reloader(redis, key, &path, args.mode)?, name)
+        }
+        None => (
+            build_reloader(MemoryBackend::new(), key, &path, args.mode)?,
+            "in-memory, this process only".to_owned(),
+        ),
+    };
+    reloader.on_reload(|_, new| match new.generation() {
+        Some(generation) => tracing::info!(generation = generation.get(), "settings reloaded"),
+        // Every backoff window while Redis cannot be read: not news.
+        None => {
+            tracing::debug!("settings reloaded (generation unknown: Redis could not be read)")
+        }
+    });
+    if reloader.reload_now().await.is_err() {
+        tracing::warn!(
+            file = %path.display(),
+            "could not load the settings at start-up; serving the default settings until a \
+             reload succeeds"
+        );
+    }
+
+    let limits = serve::Limits {
+        header_timeout: args.header_timeout,
+        max_connections: serve::connection_cap(args.max_connections as usize),
+    };
+    let app = http::router(
+        http::App {
+            reloader,
+            token,
+            body_timeout: args.body_timeout,
+            incidents: Arc::default(),
+        },
+        metrics,
+        args.request_timeout,
+    );
+
+    announce(&format!(
+        "settings_server listening on http://{address} (backend: {backend}; mode: {})",
+        args.mode
+    ));
+    tracing::info!(
+        max_connections = limits.max_connections,
+        header_timeout = ?limits.header_timeout,
+        body_timeout = ?args.body_timeout,
+        request_timeout = ?args.request_timeout,
+        "serving"
+    );
+    serve::serve(listener, app, limits, shutdown_signal()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Prints the start-up line on stdout. A closed stdout (`| head -0`, a
+/// supervisor that stopped reading) is no reason to stop serving.
+fn announce(line: &str) {
+    let mut stdout = io::stdout().lock();
+    if let Err(e) = writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+        tracing::warn!(error = %e, "could not print the start-up line on stdout; serving anyway");
+    }
+}
+
+/// The write token, from `--write-token-file`, or `--write-token` (or its
+/// environment variable). Given on the command line, it is said to be
+/// visible to others.
+fn write_token(args: &Args, on_command_line: bool) -> Result<Option<WriteToken>, Fatal> {
+    let token = match (&args.write_token_file, &args.write_token) {
+        (Some(file), _) => WriteToken::from_file(file),
+        (None, Some(text)) if on_command_line => {
+            tracing::warn!(
+                "the write token was given on the command line, where every user of this \
+                 host can read it (ps); give it in {TOKEN_ENV} or --write-token-file instead"
+            );
+            WriteToken::new(text, "--write-token")
+        }
+        (None, Some(text)) => WriteToken::new(text, TOKEN_ENV),
+        (None, None) => return Ok(None),
+    };
+    token.map(Some).map_err(|message| Fatal(message, USAGE))
+}
+
+fn build_reloader<B: Backend + 'static>(
+    backend: B,
+    key: Key,
+    path: &Path,
+    mode: CheckMode,
+) -> Result<Reloader<Settings>, Fatal> {
+    let sync = Synchronizer::new(backend, key);
+    let read_from = path.to_owned();
+    let loader = blocking_loader(move || read_settings(&read_from));
+    let write_to = Arc::new(path.to_owned());
+    Reloader::builder(sync, loader)
+        .mode(mode)
+        .saver(fenced(move |settings: &Settings, fence| {
+            let path = Arc::clone(&write_to);
+            let bytes = encode(settings);
+            async move {
+                let bytes = bytes.map_err(|e| format!("could not serialise the settings: {e}"))?;
+                tokio::task::spawn_blocking(move || save_fenced(&path, &bytes, fence))
+                    .await
+                    .map_err(|e| format!("the write task stopped: {e}"))?
+            }
+        }))
+        .build(default_settings())
+        .map_err(|e| Fatal(e.to_string(), 1))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
+}
