@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::backend::redact::RedactedUrl;
+use crate::backend::redact::{inspect, Flaw, RedactedUrl};
 use crate::error::BackendError;
 
 /// The URL forms accepted, for error messages.
@@ -193,13 +193,23 @@ impl RedisConfig {
 }
 
 /// Refuses a URL the backend cannot use before the client library sees it,
-/// with the forms it accepts, or with the feature this build lacks for
-/// `rediss://`, so the message says what to change.
+/// with the forms it accepts, with the feature this build lacks for
+/// `rediss://`, or with how to write a password that split the URL in the
+/// wrong place, so the message says what to change.
 pub(super) fn check_url(url: &str, redacted: &RedactedUrl) -> Result<(), BackendError> {
     let scheme = url.split("://").next().unwrap_or_default();
     if !matches!(scheme, "redis" | "rediss" | "redis+unix" | "unix") || !url.contains("://") {
         return Err(BackendError::Config(format!(
             "unsupported Redis URL {redacted}: expected {URL_FORMS}"
+        )));
+    }
+    if inspect(url) == Err(Flaw::SplitUserinfo) {
+        // Dialling it would look up a host made of the user name, and the
+        // client library's errors would carry the password.
+        return Err(BackendError::Config(format!(
+            "the Redis URL {redacted} has an `@` after the host part ends, as a user name or \
+             password holding `/`, `?` or `#` written as it is would cause; percent-encode \
+             them in the URL (`/` as %2F, `?` as %3F, `#` as %23, `@` as %40)"
         )));
     }
     if scheme == "rediss" && !cfg!(feature = "tls") {
@@ -231,6 +241,29 @@ mod tests {
         assert!(waiting.retry_fits(ms(50), waiting.replicas));
         assert!(!waiting.retry_fits(ms(51), waiting.replicas));
         assert_eq!(waiting.wait_for_replicas(0, ms(300)), config, "0 is off");
+    }
+
+    #[test]
+    fn a_password_that_split_the_url_is_refused_with_advice_and_never_shown() {
+        use crate::backend::redis::RedisBackend;
+
+        for url in [
+            "redis://default:8#kLeakPW9@127.0.0.1:6379",
+            "redis://:a?LeakPW@127.0.0.1:6379/0",
+            "redis://:a/LeakPW@127.0.0.1:6379",
+        ] {
+            let errors = [
+                RedisBackend::open(url).unwrap_err(),
+                BlockingRedisBackend::open(url).unwrap_err(),
+            ];
+            for err in errors {
+                let text = err.to_string();
+                assert!(text.contains("percent-encode"), "{text}");
+                assert!(text.contains("%23"), "{text}");
+                assert!(!text.contains("LeakPW"), "{text}");
+                assert!(!format!("{err:?}").contains("LeakPW"), "{err:?}");
+            }
+        }
     }
 
     #[cfg(not(feature = "tls"))]
