@@ -189,9 +189,10 @@ fn assert_not_in_ps(instance: &Instance) {
 async fn a_put_needs_the_write_token_from_the_environment() {
     let dir = TempDir::new();
     let file = dir.settings();
+    // Every log level: no line shows an Authorization header either.
     let instance = Instance::start(
         &["--settings", path_str(&file)],
-        &[("SETTINGS_WRITE_TOKEN", TOKEN)],
+        &[("SETTINGS_WRITE_TOKEN", TOKEN), ("RUST_LOG", "trace")],
     );
     assert_not_in_ps(&instance);
     let client = client();
