@@ -24,6 +24,8 @@
 //! ```sh
 //! redis-server --port 6379 --save '' &
 //! cargo build --example settings_server --features metrics
+//! # Writes need this token; from the environment, `ps` never shows it.
+//! export SETTINGS_WRITE_TOKEN=$(openssl rand -hex 32)
 //! for port in 8081 8082 8083; do
 //!     target/debug/examples/settings_server --listen 127.0.0.1:$port \
 //!         --redis redis://127.0.0.1:6379 --settings ./settings.json &
@@ -31,6 +33,7 @@
 //!
 //! curl -s localhost:8081/settings    # {"generation":...,"settings":{...}}
 //! curl -s -X PUT localhost:8082/settings \
+//!     -H "authorization: Bearer $SETTINGS_WRITE_TOKEN" \
 //!     -H 'content-type: application/json' \
 //!     -d '{"site_name": "gensync demo", "theme": "dark"}'
 //! curl -s localhost:8083/settings    # the dark theme, same generation
