@@ -61,10 +61,17 @@
 //! (Prometheus text: the `gensync_*` counters and histograms, labelled
 //! with the key, exported through `metrics-exporter-prometheus`).
 
+// One concern a module, in `examples/settings_server/` (a directory with no
+// `main.rs`, so the example keeps its single-file path).
+#[path = "settings_server/args.rs"]
 mod args;
+#[path = "settings_server/files.rs"]
 mod files;
+#[path = "settings_server/http.rs"]
 mod http;
+#[path = "settings_server/serve.rs"]
 mod serve;
+#[path = "settings_server/token.rs"]
 mod token;
 
 use std::io::{self, IsTerminal, Write};
