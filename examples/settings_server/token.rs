@@ -11,10 +11,9 @@ use subtle::ConstantTimeEq;
 /// The environment variable the write token may be given in.
 pub const TOKEN_ENV: &str = "SETTINGS_WRITE_TOKEN";
 
-/// The token a `PUT` must present, kept only as its SHA-256 digest: the
-/// comparison then takes the same time whatever the length or content of
-/// what a client sends, and the token itself is not kept in memory longer
-/// than start-up.
+/// The token a `PUT` must present, kept as its SHA-256 digest: comparing
+/// digests in constant time takes the same time whatever the length or
+/// content of what a client sends.
 #[derive(Clone)]
 pub struct WriteToken([u8; 32]);
 
