@@ -248,6 +248,7 @@ async fn run(args: Args, token_on_command_line: bool) -> Result<(), Fatal> {
         args.request_timeout,
     );
 
+    let shutdown = shutdown_signal();
     announce(&format!(
         "settings_server listening on http://{address} (backend: {backend}; mode: {})",
         args.mode
@@ -257,9 +258,10 @@ async fn run(args: Args, token_on_command_line: bool) -> Result<(), Fatal> {
         header_timeout = ?limits.header_timeout,
         body_timeout = ?args.body_timeout,
         request_timeout = ?args.request_timeout,
+        %address,
         "serving"
     );
-    serve::serve(listener, app, limits, shutdown_signal()).await;
+    serve::serve(listener, app, limits, shutdown).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -318,26 +320,38 @@ fn build_reloader<B: Backend + 'static>(
         .map_err(|e| Fatal(e.to_string(), 1))
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
+/// Completes on SIGINT or SIGTERM. The handlers are installed here, before
+/// the start-up line, so a supervisor that stops the service as soon as it
+/// reads that line is heard (a handler installed on first poll is not yet
+/// there, and the signal would kill the process outright).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (interrupt, terminate) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
+    async move {
+        #[cfg(unix)]
+        {
+            // A handler that could not be installed waits for ever.
+            async fn recv(signal: Option<tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(mut signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                () = recv(interrupt) => {}
+                () = recv(terminate) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
 }

@@ -239,19 +239,29 @@ async fn running_out_of_file_descriptors_is_survived_without_a_spin_of_logs() {
 async fn a_closed_stdout_does_not_stop_the_service() {
     let dir = TempDir::new();
     let file = dir.settings();
-    let address = format!("127.0.0.1:{}", support::closed_port());
-    let mut child = command(&["--settings", path_str(&file), "--listen", &address], &[])
-        .spawn()
-        .unwrap();
+    let mut child = command(
+        &["--settings", path_str(&file), "--listen", "127.0.0.1:0"],
+        &[],
+    )
+    .spawn()
+    .unwrap();
     // The reading end, closed before the service prints anything.
     drop(child.stdout.take());
     let watchdog = Watchdog::arm(child.id());
     let (stderr, reader) = capture(child.stderr.take().unwrap(), None);
-    let said = stderr.wait_for("could not print the start-up line", DEADLINE);
-    let served = if said {
-        get(&client(), format!("http://{address}/settings")).await.0
-    } else {
-        StatusCode::IM_A_TEAPOT
+    let said = stderr.wait_for("could not print the start-up line", DEADLINE)
+        && stderr.wait_for("settings_server: serving ", DEADLINE);
+    // Its address, from the log line that says it serves.
+    let address = stderr
+        .text()
+        .lines()
+        .find(|l| l.contains("settings_server: serving "))
+        .and_then(|l| l.split("address=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(str::to_owned);
+    let served = match &address {
+        Some(address) if said => get(&client(), format!("http://{address}/settings")).await.0,
+        _ => StatusCode::IM_A_TEAPOT,
     };
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
