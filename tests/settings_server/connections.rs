@@ -239,12 +239,14 @@ async fn running_out_of_file_descriptors_is_survived_without_a_spin_of_logs() {
 async fn a_closed_stdout_does_not_stop_the_service() {
     let dir = TempDir::new();
     let file = dir.settings();
-    let mut child = command(
-        &["--settings", path_str(&file), "--listen", "127.0.0.1:0"],
-        &[],
-    )
-    .spawn()
-    .unwrap();
+    let mut child = Reaped(
+        command(
+            &["--settings", path_str(&file), "--listen", "127.0.0.1:0"],
+            &[],
+        )
+        .spawn()
+        .unwrap(),
+    );
     // The reading end, closed before the service prints anything.
     drop(child.stdout.take());
     let watchdog = Watchdog::arm(child.id());

@@ -283,6 +283,30 @@ impl Watchdog {
     }
 }
 
+/// A child process killed and reaped when dropped, so a failing test
+/// leaves no service running.
+struct Reaped(Child);
+
+impl std::ops::Deref for Reaped {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Runs the example to completion (for arguments it must reject).
 fn run_to_exit(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
     let child = command(args, envs).spawn().expect("start settings_server");

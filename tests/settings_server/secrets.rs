@@ -81,7 +81,7 @@ async fn no_part_of_a_redis_password_is_shown_whatever_the_url_looks_like() {
         // deployment would give it.
         let envs = [("REDIS_URL", url.as_str()), ("RUST_LOG", "trace")];
         let args = ["--settings", path_str(&file), "--listen", "127.0.0.1:0"];
-        let mut child = command(&args, &envs).spawn().unwrap();
+        let mut child = Reaped(command(&args, &envs).spawn().unwrap());
         let (ready_tx, ready_rx) = mpsc::channel();
         let (stdout, out_reader) = capture(child.stdout.take().unwrap(), Some(ready_tx));
         let (stderr, err_reader) = capture(child.stderr.take().unwrap(), None);
