@@ -1,0 +1,102 @@
+//! The command line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use gensync::reload::CheckMode;
+
+use crate::token::TOKEN_ENV;
+
+/// A settings service whose instances reload their settings whenever any
+/// one of them changes them.
+#[derive(Parser, Debug)]
+#[command(
+    name = "settings_server",
+    version,
+    about = "The gensync example service: settings kept in a JSON file, reloaded by every \
+             instance the moment any instance changes them (PUT /settings).",
+    long_about = None
+)]
+pub struct Args {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+
+    /// The settings file (a JSON object), created with default settings
+    /// when missing at start-up. A symlink is written through.
+    #[arg(long, value_name = "FILE", default_value = "./settings.json")]
+    pub settings: PathBuf,
+
+    /// Redis server shared by all instances:
+    /// redis://[user:password@]host[:port][/db]. Without it, an in-memory
+    /// backend that only this process sees.
+    #[arg(long, value_name = "URL", env = "REDIS_URL", hide_env_values = true)]
+    pub redis: Option<String>,
+
+    /// The generation's key, as `part:part` (stored under the `gensync:`
+    /// namespace).
+    #[arg(long, value_name = "KEY", default_value = "example:settings")]
+    pub key: String,
+
+    /// How requests learn the settings changed: strict (read the
+    /// generation for every request, coalesced), push (Redis pushes each
+    /// change; no round trip between changes) or interval=DURATION (read
+    /// at most once per DURATION, as 250ms or 2s).
+    #[arg(long, value_name = "MODE", default_value = "strict")]
+    pub mode: CheckMode,
+
+    /// The token a PUT must send as `Authorization: Bearer <token>`.
+    /// Prefer the environment variable or --write-token-file: a command
+    /// line is visible to every user of the host (`ps`).
+    #[arg(long, value_name = "TOKEN", env = TOKEN_ENV, hide_env_values = true)]
+    pub write_token: Option<String>,
+
+    /// A file holding the write token (surrounding whitespace ignored).
+    #[arg(long, value_name = "FILE", conflicts_with = "write_token")]
+    pub write_token_file: Option<PathBuf>,
+
+    /// How long a client may take to send a request's header, and how
+    /// long an idle keep-alive connection stays open.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    pub header_timeout: Duration,
+
+    /// How long a PUT's whole body may take to arrive.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    pub body_timeout: Duration,
+
+    /// How long any request may take before it is answered 503.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration)]
+    pub request_timeout: Duration,
+
+    /// How many connections may be open at once (lowered to fit the file
+    /// limit). At the cap, the oldest connection with no request in
+    /// progress is closed for a new one.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+}
+
+/// A duration as `250ms`, `10s` or `2m`.
+fn duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 250ms, 10s or 2m"))?;
+    let duration = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        _ => {
+            return Err(format!(
+                "{text:?} is not a duration such as 250ms, 10s or 2m"
+            ))
+        }
+    };
+    if duration.is_zero() {
+        return Err("a timeout of zero would refuse every request".to_owned());
+    }
+    Ok(duration)
+}

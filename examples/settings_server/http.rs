@@ -1,0 +1,217 @@
+//! The HTTP side: routes, the write token's check, and answers that tell
+//! a client what went wrong in words it can use, while the details
+//! (hosts, users, paths, the store's own error text) go to the log.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use gensync::reload::{PublishError, Reloader, SettingsReloadLayer, Snapshot};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::{json, Value};
+use tower_http::timeout::TimeoutLayer;
+
+use crate::files::{kind, Settings};
+use crate::token::WriteToken;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct App {
+    pub reloader: Reloader<Settings>,
+    /// `None`: anyone may write (warned about at start-up beyond loopback).
+    pub token: Option<WriteToken>,
+    /// How long a `PUT` body may take to arrive, all of it.
+    pub body_timeout: Duration,
+    /// Numbers the log and a failed `PUT`'s answer share, so an operator
+    /// can find the details of what a client was told.
+    pub incidents: Arc<AtomicU64>,
+}
+
+/// The service's routes. Every request is bounded by `request_timeout`
+/// (answered 503), a backstop above the body's and the publish's own
+/// bounds.
+pub fn router(app: App, metrics: PrometheusHandle, request_timeout: Duration) -> Router {
+    Router::new()
+        .route("/settings", get(get_settings).put(put_settings))
+        .layer(SettingsReloadLayer::new(app.reloader.clone()))
+        // Outside the layer: a health probe or a metrics scrape neither
+        // waits on Redis nor counts as a settings check.
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(move || render_metrics(metrics.clone())))
+        .with_state(app)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            request_timeout,
+        ))
+}
+
+/// `GET /settings`: the settings this request was served, and their
+/// generation.
+async fn get_settings(Extension(snapshot): Extension<Snapshot<Settings>>) -> Json<Value> {
+    Json(json!({
+        "generation": snapshot.generation().map(|g| g.get()),
+        "settings": snapshot.settings(),
+    }))
+}
+
+/// `PUT /settings`: saves a new settings object and tells every instance.
+async fn put_settings(State(app): State<App>, headers: HeaderMap, request: Request) -> Response {
+    // Before the body is read: a client without the token costs no more.
+    if let Some(token) = &app.token {
+        if !token.admits(&headers) {
+            tracing::warn!("refused a PUT without the right write token");
+            let mut response = error(
+                StatusCode::UNAUTHORIZED,
+                "this service needs a write token to change its settings: send \
+                 `Authorization: Bearer <token>`; nothing was saved"
+                    .to_owned(),
+            );
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"settings\""),
+            );
+            return response;
+        }
+    }
+    // The whole body within its bound: a client trickling a byte now and
+    // then would otherwise hold the request open for ever.
+    let body = match tokio::time::timeout(app.body_timeout, Bytes::from_request(request, &())).await
+    {
+        Ok(Ok(body)) => body,
+        // 413 for a body over the limit, 400 for one cut off.
+        Ok(Err(rejection)) => {
+            return error(
+                rejection.status(),
+                format!("{}; nothing was saved", rejection.body_text()),
+            )
+        }
+        Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {:?}; nothing was saved",
+                    app.body_timeout
+                ),
+            )
+        }
+    };
+    let settings = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(settings)) => settings,
+        Ok(other) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "the settings must be a JSON object such as {{\"theme\": \"dark\"}}, \
+                     not {}; nothing was saved",
+                    kind(&other)
+                ),
+            )
+        }
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "the body is not valid JSON ({e}); send a JSON object such as \
+                     {{\"theme\": \"dark\"}}; nothing was saved"
+                ),
+            )
+        }
+    };
+    match app.reloader.publish(settings).await {
+        Ok(generation) => {
+            tracing::info!(generation = generation.get(), "settings published");
+            // Loaded now, so what this instance saved is its last good
+            // settings, kept should the file go missing before the next
+            // request reloads it.
+            let _ = app.reloader.reload_now().await;
+            Json(json!({ "generation": generation.get() })).into_response()
+        }
+        Err(e) => {
+            let incident = app.incidents.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::warn!(incident, "publishing the settings failed: {e}");
+            let (status, message, saved) = publish_failure(&e);
+            let body = json!({
+                "error": format!("{message} (incident {incident} in the service's log)"),
+                "saved": saved,
+            });
+            (status, Json(body)).into_response()
+        }
+    }
+}
+
+/// What a client is told of a failed publish: the status, a message
+/// without the service's internals, and whether the settings were saved.
+fn publish_failure(e: &PublishError) -> (StatusCode, &'static str, Option<bool>) {
+    use StatusCode as S;
+    match e {
+        PublishError::Locked { .. } => (
+            S::SERVICE_UNAVAILABLE,
+            "another instance is saving settings right now; nothing was saved; retry shortly",
+            Some(false),
+        ),
+        PublishError::Start(_) | PublishError::Load(_) => (
+            S::SERVICE_UNAVAILABLE,
+            "the service cannot reach the store it tells other instances through; nothing \
+             was saved; retry later",
+            Some(false),
+        ),
+        // The fence refused a writer whose lease lapsed.
+        PublishError::Save(_) if e.saved() == Some(false) => (
+            S::CONFLICT,
+            "a newer change was saved while this one waited; nothing was saved; read the \
+             settings and try again",
+            Some(false),
+        ),
+        // This saver replaces the file in one rename: when it fails, the
+        // file was not replaced.
+        PublishError::Save(_) => (
+            S::INTERNAL_SERVER_ERROR,
+            "the service could not save its settings file; nothing was saved",
+            Some(false),
+        ),
+        PublishError::LeaseLost { saved: true, .. } => (
+            S::SERVICE_UNAVAILABLE,
+            "the service stalled while saving: the settings were saved but may have replaced \
+             a newer change; check the settings",
+            Some(true),
+        ),
+        PublishError::Bump { .. } => (
+            S::SERVICE_UNAVAILABLE,
+            "the settings were saved, but other instances could not be told yet; they pick \
+             them up shortly, or send them again",
+            Some(true),
+        ),
+        PublishError::LeaseLost { .. } => (
+            S::SERVICE_UNAVAILABLE,
+            "the service stalled while saving and gave up; check the settings and try again",
+            e.saved(),
+        ),
+        _ => (
+            S::INTERNAL_SERVER_ERROR,
+            "the settings could not be published",
+            e.saved(),
+        ),
+    }
+}
+
+/// `GET /metrics`: the reloader's counters and histograms for Prometheus.
+async fn render_metrics(handle: PrometheusHandle) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        handle.render(),
+    )
+}
+
+/// A JSON error answer.
+fn error(status: StatusCode, message: String) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
