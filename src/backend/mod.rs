@@ -14,6 +14,7 @@ mod memory;
 mod redact;
 mod redis;
 mod track;
+mod track_set;
 
 pub use self::memory::MemoryBackend;
 #[cfg(any(test, feature = "testing"))]
@@ -21,6 +22,7 @@ pub use self::memory::SavePoint;
 pub use self::redact::RedactedUrl;
 pub use self::redis::{BlockingRedisBackend, RedisBackend, RedisConfig};
 pub use self::track::{Ticket, Tracker};
+pub use self::track_set::TrackerSet;
 
 /// What a key holds, as a backend reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,6 +146,18 @@ pub trait Backend: Send + Sync + 'static {
         let _ = (key, tracker);
         false
     }
+
+    /// Starts pushing the changes of every member of `set` into it, over
+    /// one tracking session for the whole set, if this backend can, on a
+    /// task of the current tokio runtime that ends once the set is
+    /// dropped. Returns whether it started. The session does not read the
+    /// members: their readers do, and feed what they read to the member's
+    /// tracker with this backend's [`epoch`](Self::epoch). The default
+    /// cannot: readers then read every key for every check.
+    fn track_set(&self, set: &std::sync::Arc<TrackerSet>) -> bool {
+        let _ = set;
+        false
+    }
 }
 
 /// A [`Backend`] whose futures finish without waiting on an async runtime,
@@ -210,6 +224,9 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     }
     fn track(&self, key: &Key, tracker: &std::sync::Arc<Tracker>) -> bool {
         (**self).track(key, tracker)
+    }
+    fn track_set(&self, set: &std::sync::Arc<TrackerSet>) -> bool {
+        (**self).track_set(set)
     }
 }
 
