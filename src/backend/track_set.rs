@@ -194,6 +194,9 @@ impl TrackerSet {
 
 impl Drop for TrackerSet {
     fn drop(&mut self) {
+        // Nothing invalidates the members any more: a member that outlives
+        // its set vouches for nothing.
+        self.state().each(Tracker::lost);
         self.dropped.notify_waiters();
     }
 }
@@ -320,5 +323,17 @@ mod tests {
         set.lost();
         assert_eq!(set.state().members.len(), 1);
         assert!(Arc::ptr_eq(&kept, &set.member(&key("kept"))));
+    }
+
+    #[tokio::test]
+    async fn a_member_outliving_its_set_vouches_for_nothing() {
+        let set = TrackerSet::new(vec!["p:".into()], vec![]);
+        let a = set.member(&key("a"));
+        set.arm(0);
+        set.vouch_until(Instant::now(), BOUND);
+        assert!(a.saw(a.ticket(), value(1), 0));
+        drop(set);
+        assert_eq!(a.vouched(), None);
+        assert!(!a.is_armed());
     }
 }
