@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use gensync::{Backend, Key, RedisBackend, RedisConfig, Stored, Ticket, Tracker, TrackerSet};
 use support::{LogCapture, Redis};
-use tokio::time::timeout;
+use tokio::time::{timeout, Instant};
 
 /// Heartbeats a loaded machine answers in time: a late one only makes a
 /// member read again, but a test waiting on a vouch would wait longer.
@@ -208,6 +208,28 @@ async fn a_killed_tracking_connection_loses_every_member_then_arms_again() {
     let tracking_again = tracking_clients(&redis);
     assert_eq!(tracking_again.len(), 1);
     assert_ne!(tracking_again, tracking, "a new connection");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_server_is_never_vouched_for_past_the_heartbeat_bound() {
+    let redis = Redis::new();
+    let backend = backend(&redis);
+    let set = tracked(&backend);
+    let (a, b) = (set.member(&tenant("a")), set.member(&tenant("b")));
+    vouched(&backend, &a, &tenant("a")).await;
+    vouched(&backend, &b, &tenant("b")).await;
+    redis.server.pause().unwrap();
+    let paused = Instant::now();
+    // What is asserted is the bound itself: no event marks it.
+    tokio::time::sleep_until(paused + 2 * HEARTBEAT).await;
+    assert_eq!(
+        (a.vouched(), b.vouched()),
+        (None, None),
+        "no member vouched for past the bound of the last answered heartbeat"
+    );
+    redis.server.resume().unwrap();
+    // The missed heartbeat lost the session; it arms again.
+    vouched(&backend, &a, &tenant("a")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
