@@ -16,6 +16,7 @@
 //! [`Tracker::vouched`] costs what a single key's does.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -46,6 +47,8 @@ pub struct TrackerSet {
     bound: Arc<Bound>,
     /// Woken when the set is dropped, so its session ends at once.
     dropped: Arc<Notify>,
+    /// Whether a key under no prefix was asked for (told once).
+    strays_told: AtomicBool,
 }
 
 struct State {
@@ -90,14 +93,29 @@ impl TrackerSet {
             }),
             bound: Arc::new(Bound::new()),
             dropped: Arc::new(Notify::new()),
+            strays_told: AtomicBool::new(false),
         })
     }
 
     /// The tracker of one member key (by its rendered name,
     /// [`Key::as_str`]): created on first ask, armed at once if the set is
     /// armed, held weakly by the set. Its heartbeat bound is the set's.
+    ///
+    /// A key under none of the set's prefixes gets a tracker that is never
+    /// armed, so its readers read it every time: the server would push no
+    /// change of it.
     pub fn member(&self, key: &Key) -> Arc<Tracker> {
         let name = key.as_str();
+        if !self
+            .subscriptions
+            .iter()
+            .any(|p| name.starts_with(p.as_str()))
+        {
+            if !self.strays_told.swap(true, Ordering::Relaxed) {
+                tracing::warn!(key = %key, prefixes = ?self.prefixes, "gensync push mode: a key under none of the set's prefixes is never vouched for; checking it on every request (strict)");
+            }
+            return Tracker::new();
+        }
         let mut state = self.state();
         if let Some(t) = state.members.get(name).and_then(Weak::upgrade) {
             return t;
@@ -298,7 +316,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_lapsed_bound_renewed_wakes_the_members() {
-        let set = TrackerSet::new(vec!["p:".into()], vec![]);
+        let set = TrackerSet::new(vec!["gensync:tenant:".into()], vec![]);
         let a = set.member(&key("a"));
         set.arm(0);
         assert!(a.saw(a.ticket(), value(1), 0));
@@ -314,7 +332,7 @@ mod tests {
 
     #[test]
     fn dropped_members_are_pruned() {
-        let set = TrackerSet::new(vec!["p:".into()], vec![]);
+        let set = TrackerSet::new(vec!["gensync:tenant:".into()], vec![]);
         let kept = set.member(&key("kept"));
         for n in 0..10_000 {
             drop(set.member(&key(&n.to_string())));
@@ -326,8 +344,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_key_under_no_prefix_is_never_armed() {
+        let set = TrackerSet::new(vec!["gensync:tenant:".into()], vec![]);
+        set.arm(0);
+        let stray = set.member(&Key::new(["elsewhere"]).unwrap());
+        assert!(!stray.is_armed());
+        set.arm(0);
+        assert!(!stray.is_armed(), "nor armed later");
+        assert!(!stray.saw(stray.ticket(), value(1), 0));
+    }
+
+    #[tokio::test]
     async fn a_member_outliving_its_set_vouches_for_nothing() {
-        let set = TrackerSet::new(vec!["p:".into()], vec![]);
+        let set = TrackerSet::new(vec!["gensync:tenant:".into()], vec![]);
         let a = set.member(&key("a"));
         set.arm(0);
         set.vouch_until(Instant::now(), BOUND);
