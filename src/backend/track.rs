@@ -9,6 +9,8 @@
 //! server pushes (before it hands on any later reply of that connection),
 //! and [`Tracker::vouch_until`] after each answered heartbeat. Readers ask
 //! [`Tracker::vouched`] and read the key themselves when it says nothing.
+//! A member of a [`TrackerSet`](super::TrackerSet) is armed on one server
+//! ([`Tracker::arm_on`]) and fed by its readers instead.
 
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -127,14 +129,7 @@ pub struct Ticket(u64);
 
 impl Default for Tracker {
     fn default() -> Self {
-        Tracker {
-            token: AtomicU64::new(0),
-            tokens: AtomicU64::new(0),
-            seen: SeenCell::default(),
-            armed_epoch: AtomicU64::new(ANY_EPOCH),
-            bound: Arc::new(Bound::new()),
-            changed: Arc::new(Notify::new()),
-        }
+        Tracker::sharing(Arc::new(Bound::new()))
     }
 }
 
@@ -156,8 +151,12 @@ impl Tracker {
     /// A member of a set: its heartbeat bound is the set's.
     pub(crate) fn sharing(bound: Arc<Bound>) -> Self {
         Tracker {
+            token: AtomicU64::new(0),
+            tokens: AtomicU64::new(0),
+            seen: SeenCell::default(),
+            armed_epoch: AtomicU64::new(ANY_EPOCH),
             bound,
-            ..Tracker::default()
+            changed: Arc::new(Notify::new()),
         }
     }
 
