@@ -159,8 +159,13 @@ pub trait Backend: Send + Sync + 'static {
         false
     }
 
-    /// Starts pushing the changes of every key of `set` into its members.
-    /// The default cannot.
+    /// Starts pushing the changes of every member of `set` into it, over
+    /// one tracking session for the whole set, if this backend can, on a
+    /// task of the current tokio runtime that ends once the set is
+    /// dropped. Returns whether it started. The session does not read the
+    /// members: their readers do, and feed what they read to the member's
+    /// tracker with this backend's [`epoch`](Self::epoch). The default
+    /// cannot: readers then read every key for every check.
     fn track_set(&self, set: &std::sync::Arc<TrackerSet>) -> bool {
         let _ = set;
         false

@@ -9,6 +9,8 @@
 //! server pushes (before it hands on any later reply of that connection),
 //! and [`Tracker::vouch_until`] after each answered heartbeat. Readers ask
 //! [`Tracker::vouched`] and read the key themselves when it says nothing.
+//! A member of a [`TrackerSet`](super::TrackerSet) is armed on one server
+//! ([`Tracker::arm_on`]) and fed by its readers instead.
 
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -36,10 +38,13 @@ pub struct Tracker {
     tokens: AtomicU64,
     /// The last read, with the token it was begun under.
     seen: SeenCell,
-    /// The time on `clock` past which nothing is vouched for: the
-    /// heartbeat bound of the last answered heartbeat.
-    until: AtomicU64,
-    clock: Clock,
+    /// The epoch of the server the tracking connection was armed on, or
+    /// [`ANY_EPOCH`]: reads from another server are not kept.
+    armed_epoch: AtomicU64,
+    /// The heartbeat bound: shared by the members of a
+    /// [`TrackerSet`](super::TrackerSet), whose one connection answers for
+    /// them all.
+    bound: Arc<Bound>,
     /// Woken whenever what the tracker vouches for may have changed.
     changed: Arc<Notify>,
 }
@@ -113,6 +118,10 @@ impl SeenCell {
     }
 }
 
+/// A plain [`Tracker::arm`]: the tracker's reads come from its own
+/// connection, so any epoch they carry is the one it tracks.
+const ANY_EPOCH: u64 = u64::MAX;
+
 /// A read's place among the tracker's events: taken before the read is
 /// sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,14 +129,7 @@ pub struct Ticket(u64);
 
 impl Default for Tracker {
     fn default() -> Self {
-        Tracker {
-            token: AtomicU64::new(0),
-            tokens: AtomicU64::new(0),
-            seen: SeenCell::default(),
-            until: AtomicU64::new(0),
-            clock: Clock::new(),
-            changed: Arc::new(Notify::new()),
-        }
+        Tracker::sharing(Arc::new(Bound::new()))
     }
 }
 
@@ -146,9 +148,34 @@ impl Tracker {
         Arc::new(Tracker::default())
     }
 
+    /// A member of a set: its heartbeat bound is the set's.
+    pub(crate) fn sharing(bound: Arc<Bound>) -> Self {
+        Tracker {
+            token: AtomicU64::new(0),
+            tokens: AtomicU64::new(0),
+            seen: SeenCell::default(),
+            armed_epoch: AtomicU64::new(ANY_EPOCH),
+            bound,
+            changed: Arc::new(Notify::new()),
+        }
+    }
+
     /// The server now sends every change of the key on this tracker's
-    /// connection: reads begun from here on can vouch.
+    /// connection: reads begun from here on can vouch, whatever server
+    /// they were read from (the connection reads the key itself).
     pub fn arm(&self) {
+        self.arm_on(ANY_EPOCH);
+    }
+
+    /// Like [`arm`](Self::arm), for a connection on the server of `epoch`
+    /// (see [`Backend::epoch`](super::Backend::epoch)) whose key is read
+    /// by others, on connections of their own: only reads from that same
+    /// server are kept ([`saw`](Self::saw)), since a change on another
+    /// server would never be pushed here.
+    pub fn arm_on(&self, epoch: u64) {
+        // The epoch before the token: a ticket of this arming always finds
+        // this epoch, or a later arming's along with a token of its own.
+        self.armed_epoch.store(epoch, Ordering::SeqCst);
         self.token.store(self.fresh_token(), Ordering::SeqCst);
         self.changed.notify_waiters();
     }
@@ -190,9 +217,16 @@ impl Tracker {
 
     /// Stores what a read begun at `ticket` saw, from the server of
     /// `epoch` (see [`Backend::epoch`](super::Backend::epoch)). Kept only
-    /// if nothing happened since the ticket was taken, and the tracker was
-    /// armed then; returns whether it was kept.
+    /// if nothing happened since the ticket was taken, the tracker was
+    /// armed then, and (after [`arm_on`](Self::arm_on)) on the server of
+    /// `epoch`; returns whether it was kept.
     pub fn saw(&self, ticket: Ticket, stored: Stored, epoch: u64) -> bool {
+        // The epoch before the token (the reverse of `arm_on`): an arming
+        // in between has moved the token.
+        let armed_on = self.armed_epoch.load(Ordering::SeqCst);
+        if armed_on != ANY_EPOCH && armed_on != epoch {
+            return false;
+        }
         if ticket.0 == 0 || self.moved_since(ticket) {
             return false;
         }
@@ -213,22 +247,26 @@ impl Tracker {
     /// vouch until `sent + bound`, where `bound` is how long until the next
     /// heartbeat must have been answered. Replaces the bound given before
     /// (heartbeats are answered in order; a backend whose key lapses at a
-    /// known time may also shorten it to that).
+    /// known time may also shorten it to that). A member of a
+    /// [`TrackerSet`](super::TrackerSet) shares the set's bound: this sets
+    /// it for every member.
     pub fn vouch_until(&self, sent: Instant, bound: Duration) {
-        let until = self.clock.at(sent + bound);
-        let before = self.until.swap(until, Ordering::SeqCst);
-        // A vouch that had lapsed and holds again is a change; one that
-        // only goes on is not.
-        if before <= self.clock.now() && until > before {
+        if self.bound.renew(sent + bound) {
             self.changed.notify_waiters();
         }
+    }
+
+    /// Wakes [`changed`](Self::changed)'s waiters: for a set whose shared
+    /// bound holds again.
+    pub(crate) fn wake(&self) {
+        self.changed.notify_waiters();
     }
 
     /// Bounds given from now on follow tokio's clock precisely, not the
     /// cheaper coarse one: for a backend whose bounds are instants on a
     /// clock a test may pause and advance.
     pub(crate) fn follow_tokio_time(&self) {
-        self.clock.follow_tokio();
+        self.bound.clock.follow_tokio();
     }
 
     /// What the last read saw and the epoch of the server that answered
@@ -237,7 +275,8 @@ impl Tracker {
     pub fn vouched(&self) -> Option<(Stored, u64)> {
         // The bound first: a bound renewed after an invalidation is then
         // seen with that invalidation's token, never with the one before.
-        if self.clock.now() >= self.until.load(Ordering::SeqCst) {
+        let bound = &*self.bound;
+        if bound.clock.now() >= bound.until.load(Ordering::SeqCst) {
             return None;
         }
         let token = self.token.load(Ordering::SeqCst);
@@ -267,6 +306,33 @@ impl Tracker {
 
     fn fresh_token(&self) -> u64 {
         self.tokens.fetch_add(1, Ordering::SeqCst) + 1
+    }
+}
+
+/// The time past which nothing is vouched for (the heartbeat bound of the
+/// last answered heartbeat), on its clock's timeline: a tracker's own, or
+/// one for every member of a set.
+#[derive(Debug)]
+pub(crate) struct Bound {
+    until: AtomicU64,
+    clock: Clock,
+}
+
+impl Bound {
+    pub(crate) fn new() -> Self {
+        Bound {
+            until: AtomicU64::new(0),
+            clock: Clock::new(),
+        }
+    }
+
+    /// Moves the bound to `at`, returning whether that is a change: a
+    /// vouch that had lapsed and holds again is one, one that only goes on
+    /// is not.
+    pub(crate) fn renew(&self, at: Instant) -> bool {
+        let at = self.clock.at(at);
+        let before = self.until.swap(at, Ordering::SeqCst);
+        before <= self.clock.now() && at > before
     }
 }
 
@@ -305,6 +371,33 @@ mod tests {
         assert_eq!(t.vouched(), None);
         t.invalidate();
         assert!(!t.is_armed(), "an invalidation does not arm a lost tracker");
+    }
+
+    #[tokio::test]
+    async fn armed_on_a_server_it_keeps_only_reads_from_that_server() {
+        let t = Tracker::new();
+        t.arm_on(3);
+        t.vouch_until(Instant::now(), BOUND);
+        assert!(
+            !t.saw(t.ticket(), value(1), 2),
+            "a read from the server before"
+        );
+        assert!(
+            !t.saw(t.ticket(), value(1), 4),
+            "a read from the server after"
+        );
+        assert_eq!(t.vouched(), None);
+        assert!(t.saw(t.ticket(), value(1), 3));
+        assert_eq!(t.vouched(), Some((value(1), 3)));
+        // Armed again on the next server: its reads only.
+        t.lost();
+        t.arm_on(4);
+        assert!(!t.saw(t.ticket(), value(2), 3));
+        assert!(t.saw(t.ticket(), value(2), 4));
+        // A plain arming takes reads from anywhere, as before.
+        t.arm();
+        assert!(t.saw(t.ticket(), value(3), 9));
+        assert_eq!(t.vouched(), Some((value(3), 9)));
     }
 
     #[tokio::test(start_paused = true)]

@@ -210,6 +210,13 @@ impl<B: Backend> Backend for FaultyBackend<B> {
     fn track(&self, key: &Key, tracker: &std::sync::Arc<crate::backend::Tracker>) -> bool {
         self.inner.track(key, tracker)
     }
+
+    /// The inner backend's, as [`track`](Backend::track): a member then
+    /// keeps only reads whose epoch (this backend's, moved by a failover)
+    /// is the one the set was armed on.
+    fn track_set(&self, set: &std::sync::Arc<crate::backend::TrackerSet>) -> bool {
+        self.inner.track_set(set)
+    }
 }
 
 /// Latency and hangs block the calling thread when no tokio runtime is

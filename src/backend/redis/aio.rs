@@ -16,7 +16,7 @@ use super::target::{
     breaks_connection, found_dead, identity_cmd, read_replicated, read_run_id, wait_cmd, Caller,
     Failure, Target,
 };
-use crate::backend::{Backend, Stored, Tracker};
+use crate::backend::{Backend, Stored, Tracker, TrackerSet};
 use crate::error::BackendError;
 use crate::fence::Fence;
 use crate::generation::Generation;
@@ -375,5 +375,10 @@ impl Backend for RedisBackend {
     /// On a RESP3 connection of its own (see [`RedisConfig::heartbeat`]).
     fn track(&self, key: &Key, tracker: &Arc<Tracker>) -> bool {
         super::track::spawn(Arc::clone(&self.target), key.clone(), tracker)
+    }
+
+    /// One RESP3 connection for the whole set, subscribed by prefix.
+    fn track_set(&self, set: &Arc<TrackerSet>) -> bool {
+        super::track::spawn_set(Arc::clone(&self.target), set)
     }
 }

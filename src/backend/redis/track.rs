@@ -1,6 +1,7 @@
 //! Push mode's connection: a RESP3 connection of its own on which the
 //! server sends every change of the key (`CLIENT TRACKING ON BCAST PREFIX
-//! <key>`), feeding a [`Tracker`].
+//! <key>`), feeding a [`Tracker`]; or of every key under a set's prefixes,
+//! feeding a [`TrackerSet`], whose members are read by others.
 //!
 //! Pushes are handed to the tracker by the connection's own reader, in the
 //! order they arrived and before any later reply resolves, so an answered
@@ -14,30 +15,48 @@
 //! keeps serving hits.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{
-    AsyncConnectionConfig, ErrorKind, ProtocolVersion, PushInfo, PushKind, RedisError, Value,
-};
+use redis::{AsyncConnectionConfig, ErrorKind, ProtocolVersion, PushInfo, RedisError, Value};
 use tokio::sync::Notify;
 use tokio::time::{Instant, MissedTickBehavior};
 
+use self::fed::Fed;
 use super::commands::Op;
 use super::target::{identity_cmd, read_run_id, Target};
-use crate::backend::Tracker;
+use crate::backend::{Tracker, TrackerSet};
 use crate::error::BackendError;
 use crate::key::Key;
+
+mod fed;
 
 /// Starts tracking `key` for `tracker` on the current runtime. `false`
 /// outside one.
 pub(super) fn spawn(target: Arc<Target>, key: Key, tracker: &Arc<Tracker>) -> bool {
+    let fed = Fed::Key {
+        key,
+        tracker: Arc::downgrade(tracker),
+    };
+    start(target, fed, tracker.notifier())
+}
+
+/// Starts tracking every member of `set` on the current runtime, on one
+/// connection. `false` outside one.
+pub(super) fn spawn_set(target: Arc<Target>, set: &Arc<TrackerSet>) -> bool {
+    let fed = Fed::Set {
+        prefixes: set.subscriptions().to_vec(),
+        set: Arc::downgrade(set),
+    };
+    start(target, fed, set.notifier())
+}
+
+fn start(target: Arc<Target>, fed: Fed, notify: Arc<Notify>) -> bool {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return false;
     };
-    let notify = tracker.notifier();
-    runtime.spawn(run(target, key, Arc::downgrade(tracker), notify));
+    runtime.spawn(run(target, fed, notify));
     true
 }
 
@@ -70,15 +89,16 @@ enum Told {
     Refused,
 }
 
-/// Sessions, one after the other, until the tracker is dropped.
-async fn run(target: Arc<Target>, key: Key, tracker: Weak<Tracker>, notify: Arc<Notify>) {
+/// Sessions, one after the other, until what they feed is dropped.
+async fn run(target: Arc<Target>, fed: Fed, notify: Arc<Notify>) {
+    let key = &fed;
     let mut told = Told::Nothing;
     let mut pause = Duration::ZERO;
     loop {
-        let ended = session(&target, &key, &tracker, &notify, told).await;
-        let Some(t) = tracker.upgrade() else { return };
-        t.lost();
-        drop(t);
+        let ended = session(&target, &fed, &notify, told).await;
+        if !fed.lost() {
+            return;
+        }
         let wait = match ended {
             Ended::Unwanted => return,
             Ended::Refused(error) => {
@@ -123,33 +143,25 @@ impl Drop for Live {
     }
 }
 
-async fn session(
-    target: &Target,
-    key: &Key,
-    tracker: &Weak<Tracker>,
-    notify: &Notify,
-    told: Told,
-) -> Ended {
+async fn session(target: &Target, fed: &Fed, notify: &Notify, told: Told) -> Ended {
+    let key = fed;
     let live = Live(Arc::new(AtomicBool::new(true)));
-    let mut conn = match connect(target, tracker, &live.0).await {
+    let mut conn = match connect(target, fed, &live.0).await {
         Ok(conn) => conn,
         Err(e) => return ended(target, e, false),
     };
     let run_id = read_run_id(identity_cmd().query_async::<Value>(&mut conn).await);
     let epoch = target.met(run_id);
     let mut tracking = redis::cmd("CLIENT");
-    tracking
-        .arg("TRACKING")
-        .arg("ON")
-        .arg("BCAST")
-        .arg("PREFIX")
-        .arg(key.as_str());
+    tracking.arg("TRACKING").arg("ON").arg("BCAST");
+    for prefix in fed.prefixes() {
+        tracking.arg("PREFIX").arg(prefix);
+    }
     if let Err(e) = tracking.query_async::<()>(&mut conn).await {
         return ended(target, e, false);
     }
-    match tracker.upgrade() {
-        Some(t) => t.arm(),
-        None => return Ended::Unwanted,
+    if !fed.arm(epoch) {
+        return Ended::Unwanted;
     }
     if told == Told::Nothing {
         tracing::debug!(key = %key, "gensync push mode: tracking armed");
@@ -159,35 +171,41 @@ async fn session(
     let config = &target.config;
     let mut beat = tokio::time::interval(config.heartbeat);
     beat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let get = Op::get(key);
     loop {
-        // Read the key: its reply also proves the pushes before it arrived.
-        let Some(ticket) = tracker.upgrade().map(|t| t.ticket()) else {
-            return Ended::Unwanted;
-        };
-        let sent = Instant::now();
-        let reply = get.cmd.query_async::<Value>(&mut conn).await;
-        let stored = match (get.read)(reply) {
-            Ok(stored) => stored,
-            Err(e) => return ended(target, e, true),
-        };
-        match tracker.upgrade() {
-            Some(t) => {
-                // The bound first, so a waiter woken by the kept read finds
-                // it vouched for.
-                t.vouch_until(sent, config.heartbeat_bound());
-                t.saw(ticket, stored, epoch);
+        let mut ticket = None;
+        if let Fed::Key { key, tracker } = fed {
+            // Read the key: its reply also proves the pushes before it
+            // arrived.
+            let Some(t) = tracker.upgrade().map(|t| t.ticket()) else {
+                return Ended::Unwanted;
+            };
+            let get = Op::get(key);
+            let sent = Instant::now();
+            let reply = get.cmd.query_async::<Value>(&mut conn).await;
+            let stored = match (get.read)(reply) {
+                Ok(stored) => stored,
+                Err(e) => return ended(target, e, true),
+            };
+            match tracker.upgrade() {
+                Some(tracker) => {
+                    // The bound first, so a waiter woken by the kept read
+                    // finds it vouched for.
+                    tracker.vouch_until(sent, config.heartbeat_bound());
+                    tracker.saw(t, stored, epoch);
+                }
+                None => return Ended::Unwanted,
             }
-            None => return Ended::Unwanted,
+            ticket = Some(t);
         }
-        // Heartbeats until something changes.
+        // Heartbeats until something changes (for a set, until it is
+        // dropped: its members are read by others).
         loop {
             let changed = notify.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            match tracker.upgrade() {
-                Some(t) if t.moved_since(ticket) => break,
-                Some(_) => {}
+            match fed.moved_since(ticket) {
+                Some(true) => break,
+                Some(false) => {}
                 None => return Ended::Unwanted,
             }
             if target.epoch() != epoch {
@@ -207,18 +225,17 @@ async fn session(
             if let Err(e) = redis::cmd("PING").query_async::<()>(&mut conn).await {
                 return ended(target, e, true);
             }
-            match tracker.upgrade() {
-                Some(t) => t.vouch_until(sent, config.heartbeat_bound()),
-                None => return Ended::Unwanted,
+            if !fed.vouch_until(sent, config.heartbeat_bound()) {
+                return Ended::Unwanted;
             }
         }
     }
 }
 
-/// A RESP3 connection whose pushes go to the tracker while `live`.
+/// A RESP3 connection whose pushes go to what it feeds while `live`.
 async fn connect(
     target: &Target,
-    tracker: &Weak<Tracker>,
+    fed: &Fed,
     live: &Arc<AtomicBool>,
 ) -> Result<MultiplexedConnection, RedisError> {
     let info = target.client.get_connection_info().clone();
@@ -227,20 +244,12 @@ async fn connect(
         .clone()
         .set_protocol(ProtocolVersion::RESP3);
     let client = redis::Client::open(info.set_redis_settings(resp3))?;
-    let (tracker, live) = (tracker.clone(), Arc::clone(live));
+    let (fed, live) = (fed.clone(), Arc::clone(live));
     let pushes = move |push: PushInfo| {
-        if !live.load(Ordering::SeqCst) {
-            return Ok::<(), redis::aio::SendError>(());
+        if live.load(Ordering::SeqCst) {
+            fed.pushed(&push);
         }
-        if let Some(t) = tracker.upgrade() {
-            match push.kind {
-                // Any change under the prefix, or a flush (a null one).
-                PushKind::Invalidate => t.invalidate(),
-                PushKind::Disconnection => t.lost(),
-                _ => {}
-            }
-        }
-        Ok(())
+        Ok::<(), redis::aio::SendError>(())
     };
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(target.config.connect_timeout))

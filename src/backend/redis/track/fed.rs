@@ -1,0 +1,126 @@
+//! What a tracking session feeds: one key's tracker, or a set's members.
+
+use std::sync::Weak;
+use std::time::Duration;
+
+use redis::{PushInfo, PushKind, Value};
+use tokio::time::Instant;
+
+use crate::backend::{Ticket, Tracker, TrackerSet};
+use crate::key::Key;
+
+/// What a session's pushes feed, held weakly: the session ends once it is
+/// dropped.
+#[derive(Clone)]
+pub(super) enum Fed {
+    /// One key, which the session reads itself.
+    Key { key: Key, tracker: Weak<Tracker> },
+    /// A set's members, which their readers read; the session only arms
+    /// the set, invalidates and heartbeats.
+    Set {
+        prefixes: Vec<String>,
+        set: Weak<TrackerSet>,
+    },
+}
+
+impl Fed {
+    /// What the session subscribes to, by prefix.
+    pub(super) fn prefixes(&self) -> Vec<&str> {
+        match self {
+            Fed::Key { key, .. } => vec![key.as_str()],
+            Fed::Set { prefixes, .. } => prefixes.iter().map(String::as_str).collect(),
+        }
+    }
+
+    /// Arms on the server of `epoch`; `false` once dropped.
+    pub(super) fn arm(&self, epoch: u64) -> bool {
+        match self {
+            Fed::Key { tracker, .. } => tracker.upgrade().map(|t| t.arm()).is_some(),
+            Fed::Set { set, .. } => set.upgrade().map(|s| s.arm(epoch)).is_some(),
+        }
+    }
+
+    /// `false` once dropped.
+    pub(super) fn lost(&self) -> bool {
+        match self {
+            Fed::Key { tracker, .. } => tracker.upgrade().map(|t| t.lost()).is_some(),
+            Fed::Set { set, .. } => set.upgrade().map(|s| s.lost()).is_some(),
+        }
+    }
+
+    /// `false` once dropped.
+    pub(super) fn vouch_until(&self, sent: Instant, bound: Duration) -> bool {
+        match self {
+            Fed::Key { tracker, .. } => tracker.upgrade().map(|t| t.vouch_until(sent, bound)),
+            Fed::Set { set, .. } => set.upgrade().map(|s| s.vouch_until(sent, bound)),
+        }
+        .is_some()
+    }
+
+    /// Whether the session must read the key again: an event came after
+    /// the `ticket` of its last read (a set has no reads of its own).
+    /// `None` once dropped.
+    pub(super) fn moved_since(&self, ticket: Option<Ticket>) -> Option<bool> {
+        match self {
+            Fed::Key { tracker, .. } => tracker
+                .upgrade()
+                .map(|t| ticket.is_none_or(|ticket| t.moved_since(ticket))),
+            Fed::Set { set, .. } => set.upgrade().map(|_| false),
+        }
+    }
+
+    /// Hands on a push, in the order the connection received it.
+    pub(super) fn pushed(&self, push: &PushInfo) {
+        match self {
+            Fed::Key { tracker, .. } => {
+                if let Some(t) = tracker.upgrade() {
+                    match push.kind {
+                        // Any change under the prefix, or a flush (a null one).
+                        PushKind::Invalidate => t.invalidate(),
+                        PushKind::Disconnection => t.lost(),
+                        _ => {}
+                    }
+                }
+            }
+            Fed::Set { set, .. } => {
+                if let Some(s) = set.upgrade() {
+                    match push.kind {
+                        PushKind::Invalidate => invalidate_set(&s, &push.data),
+                        PushKind::Disconnection => s.lost(),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Fed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fed::Key { key, .. } => key.fmt(f),
+            Fed::Set { prefixes, .. } => write!(f, "{}*", prefixes.join("*, ")),
+        }
+    }
+}
+
+/// An invalidation push's data: an array of key names, or null for a
+/// flush. Anything else invalidates every member, to be safe.
+fn invalidate_set(set: &TrackerSet, data: &[Value]) {
+    let [Value::Array(names)] = data else {
+        set.invalidate_all();
+        return;
+    };
+    for name in names {
+        match name {
+            Value::BulkString(b) => {
+                // A name that is not UTF-8 is no member's rendered key.
+                if let Ok(name) = std::str::from_utf8(b) {
+                    set.invalidate(name);
+                }
+            }
+            Value::SimpleString(name) => set.invalidate(name),
+            _ => set.invalidate_all(),
+        }
+    }
+}
