@@ -410,3 +410,106 @@ async fn the_middleware_answers_a_request_without_a_key_or_settings_itself() {
         "only the good request got through"
     );
 }
+
+/// Checks `tenant` until its reloader answers at once, without a read:
+/// push tracking armed and the key's last read vouched for.
+async fn until_vouched(reloader: &KeyedReloader<String, u64>, tenant: &str) {
+    use std::future::Future;
+
+    let one = reloader.reloader(&tenant.to_owned()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut check = one.check();
+        let polled = std::pin::Pin::new(&mut check)
+            .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+        if polled.is_ready() {
+            return;
+        }
+        check.await;
+        assert!(tokio::time::Instant::now() < deadline, "never vouched for");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn scripts_run(server: &RedisServer) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut server.connection().unwrap())
+        .unwrap();
+    info.lines()
+        .filter(|l| l.starts_with("cmdstat_eval"))
+        .filter_map(|l| {
+            l.split_once("calls=")?
+                .1
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn in_push_mode_many_tenants_are_served_without_reads_and_every_change_arrives() {
+    let server = RedisServer::start().expect("redis-server");
+    let source = Source::with_tenants(20);
+    let (a, b) = (
+        source.instance(&server.url(), CheckMode::Strict),
+        source.instance(&server.url(), CheckMode::Push),
+    );
+    for i in 0..20 {
+        assert_eq!(value(&b, &tenant(i)).await, 1);
+        until_vouched(&b, &tenant(i)).await;
+    }
+    let before = scripts_run(&server);
+    for _ in 0..50 {
+        for i in 0..20 {
+            assert_eq!(value(&b, &tenant(i)).await, 1);
+        }
+    }
+    assert_eq!(scripts_run(&server), before, "1,000 checks and no read");
+
+    // A tenant's change, from another instance. Push mode promises it
+    // once a heartbeat sent after it is answered, not at once.
+    a.publish(&tenant(3), 2).await.unwrap();
+    arrives(&b, &tenant(3), 2).await;
+    assert_eq!(value(&b, &tenant(4)).await, 1);
+
+    // The parent, bumped by another process: every tenant follows.
+    for i in 0..20 {
+        source.set(&tenant(i), 6);
+    }
+    let parent = Synchronizer::new(
+        RedisBackend::open(&server.url()).unwrap(),
+        b.parent().clone(),
+    );
+    parent.mark_updated().await.unwrap();
+    for i in 0..20 {
+        arrives(&b, &tenant(i), 6).await;
+    }
+
+    // A flush: nothing is left to vouch for; every tenant reads again.
+    for i in 0..20 {
+        until_vouched(&b, &tenant(i)).await;
+        source.set(&tenant(i), 7);
+    }
+    redis::cmd("FLUSHALL")
+        .query::<()>(&mut server.connection().unwrap())
+        .unwrap();
+    for i in 0..20 {
+        arrives(&b, &tenant(i), 7).await;
+    }
+}
+
+/// Checks `tenant` until it is served `want`, within far more than the
+/// heartbeat bound.
+async fn arrives(reloader: &KeyedReloader<String, u64>, tenant: &str, want: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while value(reloader, tenant).await != want {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{tenant} never got {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}

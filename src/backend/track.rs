@@ -427,21 +427,33 @@ mod tests {
 
     #[test]
     fn a_read_of_the_last_seen_is_never_torn_by_a_write() {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::Barrier;
+
         let cell = Arc::new(SeenCell::default());
+        let done = Arc::new(AtomicBool::new(false));
+        let started = Arc::new(Barrier::new(2));
         let writer = {
-            let cell = Arc::clone(&cell);
+            let (cell, done, started) =
+                (Arc::clone(&cell), Arc::clone(&done), Arc::clone(&started));
             std::thread::spawn(move || {
-                for n in 1..=200_000u64 {
+                started.wait();
+                let mut n = 0u64;
+                // Writes for as long as the reader reads.
+                while !done.load(Ordering::Relaxed) {
+                    n += 1;
                     cell.write(Seen {
                         token: n,
                         stored: value(n),
                         epoch: n,
                     });
                 }
+                n
             })
         };
+        started.wait();
         let mut whole = 0u64;
-        while !writer.is_finished() {
+        for _ in 0..1_000_000 {
             if let Some(seen) = cell.read() {
                 // Every write keeps the three equal: a mix of two writes
                 // would not be.
@@ -450,8 +462,9 @@ mod tests {
                 whole += 1;
             }
         }
-        writer.join().unwrap();
+        done.store(true, Ordering::Relaxed);
+        let last = writer.join().unwrap();
         assert!(whole > 0, "some reads saw a write whole");
-        assert_eq!(cell.read().map(|s| s.token), Some(200_000));
+        assert_eq!(cell.read().map(|s| s.token), Some(last));
     }
 }
