@@ -490,11 +490,14 @@ async fn a_held_lock_is_a_clear_error_and_nothing_is_saved() {
         matches!(err, PublishError::Locked { tries: 5, .. }),
         "{err}"
     );
+    let said = err.to_string();
     assert!(
-        err.to_string()
-            .contains("another writer held the writers' lease"),
+        said.contains("another writer held the writers' lease"),
         "{err}"
     );
+    // The lease's own key, and how to break it, are named.
+    assert!(said.contains(key().companion("lock").as_str()), "{err}");
+    assert!(said.contains("gensync break-lock"), "{err}");
     assert_eq!(source.version.load(SeqCst), 0, "nothing saved");
 }
 

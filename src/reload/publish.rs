@@ -24,10 +24,12 @@ pub enum PublishError {
     #[error("this reloader has no saver: build it with ReloaderBuilder::saver to publish")]
     NoSaver,
     /// Other writers held the lease for every try.
-    #[error("another writer held the writers' lease on {key} through {tries} tries; retry later, or look for a stuck writer (a lease lapses {lock_ttl:?} after its writer stops renewing it, and a write is abandoned after {write_timeout:?})")]
+    #[error("another writer held the writers' lease {lock} (of {key}) through {tries} tries; retry later, or look for a stuck writer: a lease lapses {lock_ttl:?} after its writer stops renewing it, a write is abandoned after {write_timeout:?}, and a lease that would never lapse is taken over by the next writer; `gensync break-lock` on the key breaks one at once")]
     Locked {
         /// The generation's key.
         key: String,
+        /// The lease's own key, as stored.
+        lock: String,
         /// How many times the lease was tried.
         tries: u32,
         /// How long a lease lasts without renewal.
@@ -308,6 +310,7 @@ impl<S: Send + Sync + 'static> Reloader<S> {
         }
         Err(PublishError::Locked {
             key: shared.sync.key().to_string(),
+            lock: shared.sync.key().companion("lock").to_string(),
             tries: config.lock_tries,
             lock_ttl: config.lock_ttl,
             write_timeout: config.write_timeout,
