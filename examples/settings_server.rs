@@ -71,6 +71,8 @@ mod files;
 mod http;
 #[path = "settings_server/serve.rs"]
 mod serve;
+#[path = "settings_server/tenants.rs"]
+mod tenants;
 #[path = "settings_server/token.rs"]
 mod token;
 
@@ -136,6 +138,8 @@ async fn run(args: Args, token_on_command_line: bool) -> Result<(), Fatal> {
     // anything.
     let key = Key::parse(&args.key)
         .map_err(|e| Fatal(format!("invalid --key {:?}: {e}", args.key), USAGE))?;
+    let tenant_set = tenants::set_key(&args.key)
+        .map_err(|e| Fatal(format!("invalid --key {:?}: {e}", args.key), USAGE))?;
     let redis = match args.redis.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(url) => Some(RedisBackend::open(url).map_err(|e| Fatal(e.to_string(), USAGE))?),
@@ -164,7 +168,11 @@ async fn run(args: Args, token_on_command_line: bool) -> Result<(), Fatal> {
         );
     }
 
-    let path = args.settings;
+    let path = args.settings.clone();
+    let tenant_dir = args
+        .tenants
+        .clone()
+        .unwrap_or_else(|| tenants::default_dir(&path));
     match create_if_missing(&path, &default_settings()) {
         Ok(true) => {
             tracing::info!(file = %path.display(), "created the settings file with default settings")
@@ -178,6 +186,16 @@ async fn run(args: Args, token_on_command_line: bool) -> Result<(), Fatal> {
         }
     }
 
+    std::fs::create_dir_all(&tenant_dir).map_err(|e| {
+        Fatal(
+            format!(
+                "could not create the tenants' directory {}: {e}",
+                tenant_dir.display()
+            ),
+            1,
+        )
+    })?;
+
     // Before the reloader is built: it registers its metrics then.
     // Buckets, so each histogram is exported as one (summaries cannot be
     // added up across instances). From 100 µs to a day: checks and loads
@@ -190,7 +208,7 @@ async fn run(args: Args, token_on_command_line: bool) -> Result<(), Fatal> {
         .and_then(PrometheusBuilder::install_recorder)
         .map_err(|e| Fatal(format!("could not install the metrics recorder: {e}"), 1))?;
 
-    let (reloader, backend) = match redis {
+    let (reloader, tenants, backend) = match redis {
         Some(redis) => {
             match redis.ping().await {
                 Ok(()) => {}
@@ -211,12 +229,20 @@ async fn run(args: Args, token_on_command_line: bool) -> Result<(), Fatal> {
                 ),
             }
             let name = redis.describe().to_owned();
-            (build_reloader(redis, key, &path, args.mode)?, name)
+            (
+                build_reloader(redis.clone(), key, &path, args.mode)?,
+                build_tenants(redis, tenant_set, &tenant_dir, &args)?,
+                name,
+            )
         }
-        None => (
-            build_reloader(MemoryBackend::new(), key, &path, args.mode)?,
-            "in-memory, this process only".to_owned(),
-        ),
+        None => {
+            let memory = MemoryBackend::new();
+            (
+                build_reloader(memory.clone(), key, &path, args.mode)?,
+                build_tenants(memory, tenant_set, &tenant_dir, &args)?,
+                "in-memory, this process only".to_owned(),
+            )
+        }
     };
     reloader.on_reload(|_, new| match new.generation() {
         Some(generation) => tracing::info!(generation = generation.get(), "settings reloaded"),
@@ -240,6 +266,8 @@ async fn run(args: Args, token_on_command_line: bool) -> Result<(), Fatal> {
     let app = http::router(
         http::App {
             reloader,
+            tenants,
+            tenant_dir,
             token,
             body_timeout: args.body_timeout,
             incidents: Arc::default(),
@@ -318,6 +346,16 @@ fn build_reloader<B: Backend + 'static>(
         }))
         .build(default_settings())
         .map_err(|e| Fatal(e.to_string(), 1))
+}
+
+/// The tenants' keyed reloader, on the backend the settings use.
+fn build_tenants<B: Backend + 'static>(
+    backend: B,
+    set: Key,
+    dir: &Path,
+    args: &Args,
+) -> Result<tenants::Tenants, Fatal> {
+    tenants::build(backend, set, dir, args.mode, args.tenant_capacity).map_err(|e| Fatal(e, 1))
 }
 
 /// Completes on SIGINT or SIGTERM. The handlers are installed here, before
