@@ -60,6 +60,30 @@
 //! exactly as sent, numbers included), `GET /healthz`, `GET /metrics`
 //! (Prometheus text: the `gensync_*` counters and histograms, labelled
 //! with the key, exported through `metrics-exporter-prometheus`).
+//!
+//! # Tenants
+//!
+//! `GET` and `PUT /tenants/<id>/settings` serve and save one tenant's
+//! settings, the JSON object in `<dir>/<id>.json` (`--tenants DIR`,
+//! default `tenants/` beside the settings file, created by the first tenant
+//! `PUT`, so a service without tenants leaves nothing new there), each
+//! with its own generation: the member `<id>` of the set key
+//! `<--key>:tenants`. A `PUT` reloads that tenant everywhere, no other; it
+//! takes the write token and answers as `PUT /settings` does, and creates
+//! a tenant that has no file yet. An id is 1 to 64 ASCII letters, digits,
+//! `_` or `-`, as sent (anything else: 400, nothing read or written); a
+//! tenant without a file is a 404 (delete the file to remove a tenant).
+//! `--tenant-capacity N` (10000) bounds how many tenants stay loaded; the
+//! mode applies to tenants too.
+//!
+//! ```sh
+//! curl -s -X PUT localhost:8082/tenants/acme/settings \
+//!     -H "authorization: Bearer $SETTINGS_WRITE_TOKEN" -d '{"theme": "dark"}'
+//! curl -s localhost:8083/tenants/acme/settings
+//! # Tenant files edited by hand: reload one tenant, or all of them.
+//! gensync --member acme bump example:settings:tenants
+//! gensync bump example:settings:tenants
+//! ```
 
 // One concern a module, in `examples/settings_server/` (a directory with no
 // `main.rs`, so the example keeps its single-file path).
@@ -185,16 +209,6 @@ async fn run(args: Args, token_on_command_line: bool) -> Result<(), Fatal> {
             ))
         }
     }
-
-    std::fs::create_dir_all(&tenant_dir).map_err(|e| {
-        Fatal(
-            format!(
-                "could not create the tenants' directory {}: {e}",
-                tenant_dir.display()
-            ),
-            1,
-        )
-    })?;
 
     // Before the reloader is built: it registers its metrics then.
     // Buckets, so each histogram is exported as one (summaries cannot be

@@ -30,7 +30,7 @@ pub struct Args {
 
     /// The tenants' directory: tenant ID's settings are the JSON object in
     /// DIR/ID.json (GET/PUT /tenants/ID/settings). Default: `tenants/`
-    /// beside the settings file, created at start-up when missing.
+    /// beside the settings file. Created by the first tenant PUT.
     #[arg(long, value_name = "DIR")]
     pub tenants: Option<PathBuf>,
 

@@ -131,13 +131,23 @@ pub fn build(
         },
     )
     .saver(move |id: String, settings: &Settings, fence: Fence| {
-        let path = file_of(&write_to, &id);
+        let dir = Arc::clone(&write_to);
         let bytes = encode(settings);
         async move {
             let bytes = bytes.map_err(|e| format!("could not serialise the settings: {e}"))?;
-            tokio::task::spawn_blocking(move || save_fenced(&path, &bytes, fence))
-                .await
-                .map_err(|e| BoxError::from(format!("the write task stopped: {e}")))?
+            tokio::task::spawn_blocking(move || {
+                // The first tenant's save makes the directory: a service
+                // with no tenants leaves nothing beside its settings file.
+                std::fs::create_dir_all(&*dir).map_err(|e| {
+                    format!(
+                        "could not create the tenants' directory {}: {e}",
+                        dir.display()
+                    )
+                })?;
+                save_fenced(&file_of(&dir, &id), &bytes, fence)
+            })
+            .await
+            .map_err(|e| BoxError::from(format!("the write task stopped: {e}")))?
         }
     })
     .mode(mode)
