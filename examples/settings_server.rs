@@ -273,6 +273,14 @@ async fn run(args: Args, token_on_command_line: bool) -> Result<(), Fatal> {
         );
     }
 
+    tracing::info!(
+        dir = %tenant_dir.display(),
+        set_key = %tenants.parent(),
+        capacity = args.tenant_capacity,
+        "tenants served at /tenants/<id>/settings from <dir>/<id>.json; bump the set key to \
+         reload every tenant"
+    );
+
     let limits = serve::Limits {
         header_timeout: args.header_timeout,
         max_connections: serve::connection_cap(args.max_connections as usize),

@@ -182,6 +182,37 @@ async fn an_unknown_tenant_is_a_404_and_its_get_creates_nothing() {
     assert_eq!(body["settings"], json!({"here": true}));
 }
 
+/// A tenant whose file exists but is no settings object cannot be
+/// served: 503 with `Retry-After`, in JSON, the reason (and the file's
+/// path) in the log only.
+#[tokio::test]
+async fn a_tenant_whose_file_cannot_be_loaded_is_a_503_without_internals() {
+    let dir = TempDir::new();
+    write_tenant(&dir, "broken", b"{not json");
+    let instance = Instance::start(&["--settings", path_str(&dir.settings())], &[]);
+    let response = client()
+        .get(tenant_url(&instance, "broken"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.expect("a JSON body");
+    let error = body["error"].as_str().expect("an error message");
+    assert!(error.contains("could not be loaded"), "{error}");
+    let file = dir.tenants().join("broken.json");
+    let path = path_str(&file);
+    assert!(
+        !error.contains("broken.json") && !error.contains("JSON"),
+        "{error}"
+    );
+    assert!(
+        instance.stderr.wait_for(path, DEADLINE),
+        "the log names the file:\n{}",
+        instance.stderr.text()
+    );
+}
+
 #[tokio::test]
 async fn a_bad_tenant_id_is_a_400_and_nothing_is_read_or_written_anywhere() {
     let dir = TempDir::new();
