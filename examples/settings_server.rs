@@ -60,6 +60,30 @@
 //! exactly as sent, numbers included), `GET /healthz`, `GET /metrics`
 //! (Prometheus text: the `gensync_*` counters and histograms, labelled
 //! with the key, exported through `metrics-exporter-prometheus`).
+//!
+//! # Tenants
+//!
+//! `GET` and `PUT /tenants/<id>/settings` serve and save one tenant's
+//! settings, the JSON object in `<dir>/<id>.json` (`--tenants DIR`,
+//! default `tenants/` beside the settings file, created by the first tenant
+//! `PUT`, so a service without tenants leaves nothing new there), each
+//! with its own generation: the member `<id>` of the set key
+//! `<--key>:tenants`. A `PUT` reloads that tenant everywhere, no other; it
+//! takes the write token and answers as `PUT /settings` does, and creates
+//! a tenant that has no file yet. An id is 1 to 64 ASCII letters, digits,
+//! `_` or `-`, as sent (anything else: 400, nothing read or written); a
+//! tenant without a file is a 404 (delete the file to remove a tenant).
+//! `--tenant-capacity N` (10000) bounds how many tenants stay loaded; the
+//! mode applies to tenants too.
+//!
+//! ```sh
+//! curl -s -X PUT localhost:8082/tenants/acme/settings \
+//!     -H "authorization: Bearer $SETTINGS_WRITE_TOKEN" -d '{"theme": "dark"}'
+//! curl -s localhost:8083/tenants/acme/settings
+//! # Tenant files edited by hand: reload one tenant, or all of them.
+//! gensync --member acme bump example:settings:tenants
+//! gensync bump example:settings:tenants
+//! ```
 
 // One concern a module, in `examples/settings_server/` (a directory with no
 // `main.rs`, so the example keeps its single-file path).
@@ -71,6 +95,8 @@ mod files;
 mod http;
 #[path = "settings_server/serve.rs"]
 mod serve;
+#[path = "settings_server/tenants.rs"]
+mod tenants;
 #[path = "settings_server/token.rs"]
 mod token;
 
@@ -136,6 +162,8 @@ async fn run(args: Args, token_on_command_line: bool) -> Result<(), Fatal> {
     // anything.
     let key = Key::parse(&args.key)
         .map_err(|e| Fatal(format!("invalid --key {:?}: {e}", args.key), USAGE))?;
+    let tenant_set = tenants::set_key(&args.key)
+        .map_err(|e| Fatal(format!("invalid --key {:?}: {e}", args.key), USAGE))?;
     let redis = match args.redis.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(url) => Some(RedisBackend::open(url).map_err(|e| Fatal(e.to_string(), USAGE))?),
@@ -164,7 +192,11 @@ async fn run(args: Args, token_on_command_line: bool) -> Result<(), Fatal> {
         );
     }
 
-    let path = args.settings;
+    let path = args.settings.clone();
+    let tenant_dir = args
+        .tenants
+        .clone()
+        .unwrap_or_else(|| tenants::default_dir(&path));
     match create_if_missing(&path, &default_settings()) {
         Ok(true) => {
             tracing::info!(file = %path.display(), "created the settings file with default settings")
@@ -190,7 +222,7 @@ async fn run(args: Args, token_on_command_line: bool) -> Result<(), Fatal> {
         .and_then(PrometheusBuilder::install_recorder)
         .map_err(|e| Fatal(format!("could not install the metrics recorder: {e}"), 1))?;
 
-    let (reloader, backend) = match redis {
+    let (reloader, tenants, backend) = match redis {
         Some(redis) => {
             match redis.ping().await {
                 Ok(()) => {}
@@ -211,12 +243,20 @@ async fn run(args: Args, token_on_command_line: bool) -> Result<(), Fatal> {
                 ),
             }
             let name = redis.describe().to_owned();
-            (build_reloader(redis, key, &path, args.mode)?, name)
+            (
+                build_reloader(redis.clone(), key, &path, args.mode)?,
+                build_tenants(redis, tenant_set, &tenant_dir, &args)?,
+                name,
+            )
         }
-        None => (
-            build_reloader(MemoryBackend::new(), key, &path, args.mode)?,
-            "in-memory, this process only".to_owned(),
-        ),
+        None => {
+            let memory = MemoryBackend::new();
+            (
+                build_reloader(memory.clone(), key, &path, args.mode)?,
+                build_tenants(memory, tenant_set, &tenant_dir, &args)?,
+                "in-memory, this process only".to_owned(),
+            )
+        }
     };
     reloader.on_reload(|_, new| match new.generation() {
         Some(generation) => tracing::info!(generation = generation.get(), "settings reloaded"),
@@ -233,6 +273,14 @@ async fn run(args: Args, token_on_command_line: bool) -> Result<(), Fatal> {
         );
     }
 
+    tracing::info!(
+        dir = %tenant_dir.display(),
+        set_key = %tenants.parent(),
+        capacity = args.tenant_capacity,
+        "tenants served at /tenants/<id>/settings from <dir>/<id>.json; bump the set key to \
+         reload every tenant"
+    );
+
     let limits = serve::Limits {
         header_timeout: args.header_timeout,
         max_connections: serve::connection_cap(args.max_connections as usize),
@@ -240,6 +288,8 @@ async fn run(args: Args, token_on_command_line: bool) -> Result<(), Fatal> {
     let app = http::router(
         http::App {
             reloader,
+            tenants,
+            tenant_dir,
             token,
             body_timeout: args.body_timeout,
             incidents: Arc::default(),
@@ -318,6 +368,16 @@ fn build_reloader<B: Backend + 'static>(
         }))
         .build(default_settings())
         .map_err(|e| Fatal(e.to_string(), 1))
+}
+
+/// The tenants' keyed reloader, on the backend the settings use.
+fn build_tenants<B: Backend + 'static>(
+    backend: B,
+    set: Key,
+    dir: &Path,
+    args: &Args,
+) -> Result<tenants::Tenants, Fatal> {
+    tenants::build(backend, set, dir, args.mode, args.tenant_capacity).map_err(|e| Fatal(e, 1))
 }
 
 /// Completes on SIGINT or SIGTERM. The handlers are installed here, before

@@ -28,6 +28,17 @@ pub struct Args {
     #[arg(long, value_name = "FILE", default_value = "./settings.json")]
     pub settings: PathBuf,
 
+    /// The tenants' directory: tenant ID's settings are the JSON object in
+    /// DIR/ID.json (GET/PUT /tenants/ID/settings). Default: `tenants/`
+    /// beside the settings file. Created by the first tenant PUT.
+    #[arg(long, value_name = "DIR")]
+    pub tenants: Option<PathBuf>,
+
+    /// How many tenants keep their settings in memory at once; one
+    /// dropped is loaded again on its next request.
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub tenant_capacity: u64,
+
     /// Redis server shared by all instances:
     /// redis://[user:password@]host[:port][/db]. Without it, an in-memory
     /// backend that only this process sees.
@@ -35,7 +46,9 @@ pub struct Args {
     pub redis: Option<String>,
 
     /// The generation's key, as `part:part` (stored under the `gensync:`
-    /// namespace).
+    /// namespace). The tenants' set key is KEY:tenants: `gensync bump
+    /// KEY:tenants` reloads every tenant, `gensync --member ID bump
+    /// KEY:tenants` one.
     #[arg(long, value_name = "KEY", default_value = "example:settings")]
     pub key: String,
 

@@ -2,6 +2,7 @@
 //! a client what went wrong in words it can use, while the details
 //! (hosts, users, paths, the store's own error text) go to the log.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,12 +19,16 @@ use serde_json::{json, Value};
 use tower_http::timeout::TimeoutLayer;
 
 use crate::files::{kind, Settings};
+use crate::tenants::{self, Tenants};
 use crate::token::WriteToken;
 
 /// What the handlers share.
 #[derive(Clone)]
 pub struct App {
     pub reloader: Reloader<Settings>,
+    /// Each tenant's settings, and the directory of their files.
+    pub tenants: Tenants,
+    pub tenant_dir: PathBuf,
     /// `None`: anyone may write (warned about at start-up beyond loopback).
     pub token: Option<WriteToken>,
     /// How long a `PUT` body may take to arrive, all of it.
@@ -40,6 +45,8 @@ pub fn router(app: App, metrics: PrometheusHandle, request_timeout: Duration) ->
     Router::new()
         .route("/settings", get(get_settings).put(put_settings))
         .layer(SettingsReloadLayer::new(app.reloader.clone()))
+        // After that layer: a tenant's request checks its tenant only.
+        .route(tenants::ROUTE, tenants::routes(&app))
         // Outside the layer: a health probe or a metrics scrape neither
         // waits on Redis nor counts as a settings check.
         .route("/healthz", get(|| async { "ok" }))
@@ -53,7 +60,7 @@ pub fn router(app: App, metrics: PrometheusHandle, request_timeout: Duration) ->
 
 /// `GET /settings`: the settings this request was served, and their
 /// generation.
-async fn get_settings(Extension(snapshot): Extension<Snapshot<Settings>>) -> Json<Value> {
+pub async fn get_settings(Extension(snapshot): Extension<Snapshot<Settings>>) -> Json<Value> {
     Json(json!({
         "generation": snapshot.generation().map(|g| g.get()),
         "settings": snapshot.settings(),
@@ -63,65 +70,12 @@ async fn get_settings(Extension(snapshot): Extension<Snapshot<Settings>>) -> Jso
 /// `PUT /settings`: saves a new settings object and tells every instance.
 async fn put_settings(State(app): State<App>, headers: HeaderMap, request: Request) -> Response {
     // Before the body is read: a client without the token costs no more.
-    if let Some(token) = &app.token {
-        if !token.admits(&headers) {
-            tracing::warn!("refused a PUT without the right write token");
-            let mut response = error(
-                StatusCode::UNAUTHORIZED,
-                "this service needs a write token to change its settings: send \
-                 `Authorization: Bearer <token>`; nothing was saved"
-                    .to_owned(),
-            );
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer realm=\"settings\""),
-            );
-            return response;
-        }
+    if let Some(refusal) = refuse_without_token(&app, &headers) {
+        return refusal;
     }
-    // The whole body within its bound: a client trickling a byte now and
-    // then would otherwise hold the request open for ever.
-    let body = match tokio::time::timeout(app.body_timeout, Bytes::from_request(request, &())).await
-    {
-        Ok(Ok(body)) => body,
-        // 413 for a body over the limit, 400 for one cut off.
-        Ok(Err(rejection)) => {
-            return error(
-                rejection.status(),
-                format!("{}; nothing was saved", rejection.body_text()),
-            )
-        }
-        Err(_) => {
-            return error(
-                StatusCode::REQUEST_TIMEOUT,
-                format!(
-                    "the request body did not arrive within {:?}; nothing was saved",
-                    app.body_timeout
-                ),
-            )
-        }
-    };
-    let settings = match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Object(settings)) => settings,
-        Ok(other) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "the settings must be a JSON object such as {{\"theme\": \"dark\"}}, \
-                     not {}; nothing was saved",
-                    kind(&other)
-                ),
-            )
-        }
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "the body is not valid JSON ({e}); send a JSON object such as \
-                     {{\"theme\": \"dark\"}}; nothing was saved"
-                ),
-            )
-        }
+    let settings = match read_settings_body(&app, request).await {
+        Ok(settings) => settings,
+        Err(answer) => return answer,
     };
     match app.reloader.publish(settings).await {
         Ok(generation) => {
@@ -132,17 +86,88 @@ async fn put_settings(State(app): State<App>, headers: HeaderMap, request: Reque
             let _ = app.reloader.reload_now().await;
             Json(json!({ "generation": generation.get() })).into_response()
         }
-        Err(e) => {
-            let incident = app.incidents.fetch_add(1, Ordering::Relaxed) + 1;
-            tracing::warn!(incident, "publishing the settings failed: {e}");
-            let (status, message, saved) = publish_failure(&e);
-            let body = json!({
-                "error": format!("{message} (incident {incident} in the service's log)"),
-                "saved": saved,
-            });
-            (status, Json(body)).into_response()
-        }
+        Err(e) => failed_publish(&app, &e, "publishing the settings failed"),
     }
+}
+
+/// The 401 a write gets without the right token, when the service has
+/// one; `None` when it may go on.
+pub fn refuse_without_token(app: &App, headers: &HeaderMap) -> Option<Response> {
+    let token = app.token.as_ref()?;
+    if token.admits(headers) {
+        return None;
+    }
+    tracing::warn!("refused a PUT without the right write token");
+    let mut response = error(
+        StatusCode::UNAUTHORIZED,
+        "this service needs a write token to change its settings: send \
+         `Authorization: Bearer <token>`; nothing was saved"
+            .to_owned(),
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer realm=\"settings\""),
+    );
+    Some(response)
+}
+
+/// A `PUT`'s body as a settings object, or the answer that says why it is
+/// not one (nothing saved).
+pub async fn read_settings_body(app: &App, request: Request) -> Result<Settings, Response> {
+    // The whole body within its bound: a client trickling a byte now and
+    // then would otherwise hold the request open for ever.
+    let body = match tokio::time::timeout(app.body_timeout, Bytes::from_request(request, &())).await
+    {
+        Ok(Ok(body)) => body,
+        // 413 for a body over the limit, 400 for one cut off.
+        Ok(Err(rejection)) => {
+            return Err(error(
+                rejection.status(),
+                format!("{}; nothing was saved", rejection.body_text()),
+            ))
+        }
+        Err(_) => {
+            return Err(error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {:?}; nothing was saved",
+                    app.body_timeout
+                ),
+            ))
+        }
+    };
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(settings)) => Ok(settings),
+        Ok(other) => Err(error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the settings must be a JSON object such as {{\"theme\": \"dark\"}}, \
+                 not {}; nothing was saved",
+                kind(&other)
+            ),
+        )),
+        Err(e) => Err(error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the body is not valid JSON ({e}); send a JSON object such as \
+                 {{\"theme\": \"dark\"}}; nothing was saved"
+            ),
+        )),
+    }
+}
+
+/// The answer to a failed publish: what happened in the client's terms,
+/// under an incident number whose log line (`what`, then the details)
+/// holds the rest.
+pub fn failed_publish(app: &App, e: &PublishError, what: &str) -> Response {
+    let incident = app.incidents.fetch_add(1, Ordering::Relaxed) + 1;
+    tracing::warn!(incident, "{what}: {e}");
+    let (status, message, saved) = publish_failure(e);
+    let body = json!({
+        "error": format!("{message} (incident {incident} in the service's log)"),
+        "saved": saved,
+    });
+    (status, Json(body)).into_response()
 }
 
 /// What a client is told of a failed publish: the status, a message
@@ -212,6 +237,6 @@ async fn render_metrics(handle: PrometheusHandle) -> impl IntoResponse {
 }
 
 /// A JSON error answer.
-fn error(status: StatusCode, message: String) -> Response {
+pub fn error(status: StatusCode, message: String) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }

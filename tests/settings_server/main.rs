@@ -3,8 +3,10 @@
 //! `basics` (instances agreeing, bad input, Redis trouble, the file's
 //! creation), `secrets` (what answers, logs and stdout never show, and
 //! the write token), `connections` (timeouts, the connection cap, a
-//! closed stdout, the size limits) and `files` (symlinks, modes, a
-//! missing file, numbers kept exactly).
+//! closed stdout, the size limits), `files` (symlinks, modes, a
+//! missing file, numbers kept exactly) and `tenants` (the tenant routes:
+//! instances agreeing per tenant, 404 and 400, the token, the parent
+//! generation).
 //!
 //! `SETTINGS_SERVER_BIN=/path/to/settings_server` runs the tests against
 //! another build of the example (an older one, to see them fail).
@@ -16,6 +18,7 @@ mod basics;
 mod connections;
 mod files;
 mod secrets;
+mod tenants;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
