@@ -281,11 +281,7 @@ fn label(v: Variant, interval_ms: u64) -> String {
 }
 
 /// One variant at one concurrency, in this (child) process.
-async fn cell(
-    variant: Variant,
-    inflight: usize,
-    args: &Args,
-) -> Result<CellResult, BoxError> {
+async fn cell(variant: Variant, inflight: usize, args: &Args) -> Result<CellResult, BoxError> {
     let requests = args.requests;
     let interval = Duration::from_millis(args.interval_ms);
     let url = args.redis.as_deref();

@@ -4,6 +4,7 @@
 #
 #   1. examples/loadgen.rs: in-process load through the middleware, a
 #      million requests per cell (REQUESTS to change it), and propagation;
+#      then the keyed variants over 100,000 tenants;
 #   2. scripts/bench-http.sh: the example service over HTTP with wrk;
 #   3. benches/middleware.rs: criterion, the middleware's cost per request.
 #
@@ -26,6 +27,15 @@ echo
 cargo build --release --example loadgen >&2
 target/release/examples/loadgen --requests "$REQUESTS"
 echo
+
+echo "## loadgen, keyed (--keys 100000, Zipf-like; --capacity 10000, then 100000)"
+echo
+for capacity in 10000 100000; do
+    target/release/examples/loadgen --requests "$REQUESTS" --inflight 64,1024 \
+        --variants keyed-strict,keyed-push,keyed-interval --keys 100000 \
+        --capacity "$capacity" --bumps 0
+    echo
+done
 
 echo "## HTTP (scripts/bench-http.sh)"
 echo
