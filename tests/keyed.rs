@@ -242,6 +242,25 @@ async fn an_evicted_key_is_loaded_again_with_what_changed_meanwhile() {
 }
 
 #[tokio::test]
+async fn a_forgotten_key_is_loaded_again_on_its_next_use() {
+    let server = RedisServer::start().expect("redis-server");
+    let source = Source::with_tenants(2);
+    let reloader = source.instance(&server.url(), CheckMode::Strict);
+    value(&reloader, &tenant(0)).await;
+    value(&reloader, &tenant(1)).await;
+    source.set(&tenant(0), 8);
+    assert_eq!(
+        value(&reloader, &tenant(0)).await,
+        1,
+        "nothing said it changed"
+    );
+    reloader.forget(&tenant(0)).await;
+    assert_eq!(value(&reloader, &tenant(0)).await, 8);
+    assert_eq!(source.loads(&tenant(0)), 2);
+    assert_eq!(source.loads(&tenant(1)), 1, "the other key is kept");
+}
+
+#[tokio::test]
 async fn a_failing_tenant_slows_and_fails_no_other() {
     let server = RedisServer::start().expect("redis-server");
     let hung = Arc::new(Notify::new());

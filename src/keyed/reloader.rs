@@ -191,6 +191,14 @@ where
             .map_err(|e| KeyedError::Publish(Arc::new(e)))
     }
 
+    /// Drops `key`'s reloader and settings here (a deleted tenant, say):
+    /// its next use loads it again. Other processes are not told; bump the
+    /// key for that.
+    pub async fn forget(&self, key: &K) {
+        self.inner.entries.invalidate(key).await;
+        self.inner.failures.invalidate(key);
+    }
+
     /// The key a member's generation is stored under.
     pub fn key_of(&self, key: &K) -> Result<Key, KeyedError> {
         let id = (self.inner.id)(key);
