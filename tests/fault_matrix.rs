@@ -21,6 +21,8 @@ mod fleet;
 mod harness;
 #[path = "fault_matrix/rows.rs"]
 mod rows;
+#[path = "fault_matrix/traffic.rs"]
+mod traffic;
 #[path = "fault_matrix/trial.rs"]
 mod trial;
 
