@@ -19,6 +19,12 @@ mod support;
 mod fleet;
 #[path = "fault_matrix/harness.rs"]
 mod harness;
+#[path = "fault_matrix/keyed_fleet.rs"]
+mod keyed_fleet;
+#[path = "fault_matrix/keyed_rows.rs"]
+mod keyed_rows;
+#[path = "fault_matrix/keyed_trial.rs"]
+mod keyed_trial;
 #[path = "fault_matrix/rows.rs"]
 mod rows;
 #[path = "fault_matrix/traffic.rs"]
@@ -130,6 +136,15 @@ fn matrix() -> Vec<(&'static str, RowFn)> {
         }),
         ("writer stalled past its lease", |mode| {
             Box::pin(rows::writer_stalled(mode))
+        }),
+        ("200 tenants: server killed, restarted empty", |mode| {
+            Box::pin(keyed_rows::server_killed(mode))
+        }),
+        ("200 tenants: server paused (SIGSTOP) 1.5 s", |mode| {
+            Box::pin(keyed_rows::server_paused(mode))
+        }),
+        ("200 tenants: FLUSHALL while writing", |mode| {
+            Box::pin(keyed_rows::flushed(mode))
         }),
     ]
 }
