@@ -263,9 +263,9 @@ fn print_table(outcomes: &[Outcome], took: Duration) {
                     millis(r.converge),
                     r.stale,
                     r.min_in_flight,
-                    per_1k(r.before.map(|c| c.calls)),
+                    per_1k(r.before.and_then(|c| c.calls)),
                     per_1k(r.during),
-                    per_1k(r.after.map(|c| c.calls)),
+                    per_1k(r.after.and_then(|c| c.calls)),
                     per_1k(r.before.and_then(|c: Cost| c.commands)),
                     per_1k(r.after.and_then(|c| c.commands)),
                     push

@@ -10,7 +10,7 @@ use gensync::reload::CheckMode;
 use gensync::testing::RedisServer;
 
 use crate::fleet::Options;
-use crate::harness::{ensure, until, INSTANCES, IN_FLIGHT};
+use crate::harness::{ensure, until, INSTANCES, IN_FLIGHT, MARGIN};
 use crate::keyed_trial::KeyedTrial;
 use crate::support::{fast_config, RECONNECT_DELAY};
 use crate::trial::Row;
@@ -23,8 +23,21 @@ const BETWEEN_FLUSHES: Duration = Duration::from_millis(200);
 /// How long every tenant may take to converge once a fault is gone.
 const CONVERGE_WITHIN: Duration = Duration::from_secs(5);
 
-async fn healthy_trial(opts: Options) -> Result<KeyedTrial, String> {
+/// The most a keyed request may take: a first load of its tenant (a read,
+/// then a fetch-or-create when the read failed), shared with the request
+/// that began it, then its own check (the read in flight and the next),
+/// and `max_wait` for a reload, plus the margin.
+fn latency_bound(opts: &Options) -> Duration {
+    fast_config().call_bound() * 4 + opts.max_wait + MARGIN
+}
+
+async fn healthy_trial(mode: CheckMode) -> Result<KeyedTrial, String> {
     let server = RedisServer::start().map_err(|e| format!("could not start redis-server: {e}"))?;
+    let opts = Options::in_mode(mode);
+    let opts = Options {
+        latency_bound: Some(latency_bound(&opts)),
+        ..opts
+    };
     let mut trial = KeyedTrial::start(server, opts).await?;
     trial.healthy().await?;
     Ok(trial)
@@ -59,7 +72,7 @@ async fn outage(t: &mut KeyedTrial, what: &str) -> Result<(), String> {
 }
 
 pub async fn server_killed(mode: CheckMode) -> Result<Row, String> {
-    let mut t = healthy_trial(Options::in_mode(mode)).await?;
+    let mut t = healthy_trial(mode).await?;
     t.fault(false);
     t.fleet.server.kill();
     outage(&mut t, "down").await?;
@@ -72,7 +85,7 @@ pub async fn server_killed(mode: CheckMode) -> Result<Row, String> {
 }
 
 pub async fn server_paused(mode: CheckMode) -> Result<Row, String> {
-    let mut t = healthy_trial(Options::in_mode(mode)).await?;
+    let mut t = healthy_trial(mode).await?;
     t.fault(false);
     let served = t.served();
     t.fleet.server.pause().map_err(|e| format!("pause: {e}"))?;
@@ -97,7 +110,7 @@ pub async fn server_paused(mode: CheckMode) -> Result<Row, String> {
 /// throughout, so freshness is judged throughout. Each flush is seen by
 /// every instance (an expired check and a reload).
 pub async fn flushed(mode: CheckMode) -> Result<Row, String> {
-    let mut t = healthy_trial(Options::in_mode(mode)).await?;
+    let mut t = healthy_trial(mode).await?;
     t.fault(true);
     t.start_writers();
     let mut slowest = Duration::ZERO;

@@ -5,11 +5,14 @@
 //! part), and the promises `finish` checks for every keyed row.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
+use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
-use gensync::reload::ReloadMetrics;
+use gensync::reload::{CheckMode, ReloadMetrics};
 use gensync::testing::RedisServer;
 use gensync::Observed;
 use tokio::task::{JoinHandle, JoinSet};
@@ -18,8 +21,8 @@ use tower::ServiceExt;
 use crate::fleet::{commands, Options};
 use crate::harness::{ensure, DEBUG_LOGS, INSTANCES, IN_FLIGHT, POLL};
 use crate::keyed_fleet::{
-    ask, slot_name, Body, KeyedFleet, KeyedSvc, Rng, Settings, WriteLog, Writers, CAPACITY, SITE,
-    TENANTS,
+    ask, slot_name, Body, KeyedFleet, KeyedSvc, Rng, Settings, WriteLog, Writers, CAPACITY, HOT,
+    SITE, TENANTS,
 };
 use crate::traffic::{sample_in_flight, Entered, Phases, Traffic};
 use crate::trial::{Cost, Row};
@@ -31,6 +34,9 @@ const HEALTHY_WRITES: Duration = Duration::from_millis(500);
 const HEALTHY_WITHIN: Duration = Duration::from_secs(5);
 /// A quiet window (load, no write, no fault), to measure costs.
 const QUIET: Duration = Duration::from_millis(250);
+/// How long push tracking may take to vouch again for the hot tenants of
+/// every instance, at the end of a healthy phase.
+const REARM_WITHIN: Duration = Duration::from_secs(5);
 
 pub struct KeyedTrial {
     pub fleet: KeyedFleet,
@@ -44,9 +50,7 @@ pub struct KeyedTrial {
     notes: Vec<String>,
     min_in_flight: usize,
     faulted: bool,
-    fault_began: Option<(u64, u64)>,
     before: Option<Cost>,
-    during: Option<f64>,
     after: Option<Cost>,
 }
 
@@ -112,9 +116,7 @@ impl KeyedTrial {
             notes: Vec::new(),
             min_in_flight: usize::MAX,
             faulted: false,
-            fault_began: None,
             before: None,
-            during: None,
             after: None,
         };
         let wanted = trial.traffic.started.acquire_many(requesters as u32);
@@ -188,6 +190,9 @@ impl KeyedTrial {
         self.converge(Instant::now(), HEALTHY_WITHIN)
             .await
             .map_err(|e| format!("while healthy: {e}"))?;
+        if self.opts.mode == CheckMode::Push {
+            self.all_vouching().await?;
+        }
         let cost = self.quiet().await?;
         if self.faulted {
             self.after = Some(cost);
@@ -197,15 +202,48 @@ impl KeyedTrial {
         Ok(())
     }
 
+    /// Push: waits until every instance answers a check of each hot tenant
+    /// at once, without a read (tracking armed, the tenant's last read
+    /// vouched for): push re-armed rather than staying strict.
+    async fn all_vouching(&self) -> Result<(), String> {
+        let deadline = Instant::now() + REARM_WITHIN;
+        loop {
+            let mut unvouched = None;
+            'instances: for (i, instance) in self.fleet.instances.iter().enumerate() {
+                for tenant in 0..HOT {
+                    let reloader = instance.reloader.reloader(&tenant).await;
+                    let reloader = reloader.map_err(|e| format!("instance {i}: {e}"))?;
+                    let mut check = reloader.check();
+                    let polled = Pin::new(&mut check).poll(&mut Context::from_waker(Waker::noop()));
+                    if polled.is_pending() {
+                        check.await;
+                        unvouched = Some((i, tenant));
+                        break 'instances;
+                    }
+                }
+            }
+            let Some((i, tenant)) = unvouched else {
+                return Ok(());
+            };
+            ensure(Instant::now() < deadline, || {
+                format!(
+                    "push tracking did not vouch for every hot tenant within {REARM_WITHIN:?} at \
+                     the end of a healthy phase (instance {i}, tenant-{tenant} still read); checks \
+                     stay strict"
+                )
+            })?;
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     async fn quiet(&self) -> Result<Cost, String> {
         let commands_before = commands(&self.fleet.server)?;
-        let (calls, served) = (self.fleet.backend_calls(), self.served());
+        let served = self.served();
         tokio::time::sleep(QUIET).await;
         let requests = (self.served() - served).max(1) as f64;
-        let calls = (self.fleet.backend_calls() - calls) as f64 / requests;
         let commands = (commands(&self.fleet.server)? - commands_before) as f64 / requests;
         Ok(Cost {
-            calls,
+            calls: None,
             commands: Some(commands),
         })
     }
@@ -264,7 +302,6 @@ impl KeyedTrial {
             self.set_phase(false);
         }
         self.faulted = true;
-        self.fault_began = Some((self.fleet.backend_calls(), self.served()));
         self.traffic.min_in_flight.store(usize::MAX, SeqCst);
         self.traffic.sampling.store(true, SeqCst);
         Instant::now()
@@ -274,10 +311,6 @@ impl KeyedTrial {
         self.traffic.sampling.store(false, SeqCst);
         let sampled = self.traffic.min_in_flight.load(SeqCst);
         self.min_in_flight = self.min_in_flight.min(sampled);
-        if let Some((calls, served)) = self.fault_began.take() {
-            let requests = (self.served() - served).max(1) as f64;
-            self.during = Some((self.fleet.backend_calls() - calls) as f64 / requests);
-        }
         Instant::now()
     }
 
@@ -364,7 +397,7 @@ impl KeyedTrial {
             fault: "",
             mode: self.opts.mode,
             before: self.before,
-            during: self.during,
+            during: None,
             after: self.after,
             vouch_stopped: None,
             rearmed: None,

@@ -38,7 +38,7 @@ const SIGNAL_SLACK: Duration = Duration::from_millis(5);
 /// request (not measured where the row's own commands would mix in).
 #[derive(Clone, Copy, Debug)]
 pub struct Cost {
-    pub calls: f64,
+    pub calls: Option<f64>,
     pub commands: Option<f64>,
 }
 
@@ -229,7 +229,7 @@ impl Trial {
         let calls = (self.fleet.backend_calls() - calls) as f64 / requests;
         let commands = (self.fleet.commands()? - commands) as f64 / requests;
         Ok(Cost {
-            calls,
+            calls: Some(calls),
             commands: Some(commands),
         })
     }
