@@ -10,6 +10,11 @@
 //! as markdown; a broken promise names its row and mode and makes the
 //! binary exit non-zero.
 //!
+//! The last rows are keyed (`keyed_fleet.rs`, `keyed_trial.rs`,
+//! `keyed_rows.rs`): each instance a `KeyedReloader` over 200 tenants with
+//! room for 64, writers updating random tenants and changing the site,
+//! judged per tenant by the same ledger (`traffic.rs`).
+//!
 //! `cargo test --all-features --test fault_matrix` (add `--release` for the
 //! numbers in FAULTS.md).
 
