@@ -10,6 +10,11 @@
 //! as markdown; a broken promise names its row and mode and makes the
 //! binary exit non-zero.
 //!
+//! The last rows are keyed (`keyed_fleet.rs`, `keyed_trial.rs`,
+//! `keyed_rows.rs`): each instance a `KeyedReloader` over 200 tenants with
+//! room for 64, writers updating random tenants and changing the site,
+//! judged per tenant by the same ledger (`traffic.rs`).
+//!
 //! `cargo test --all-features --test fault_matrix` (add `--release` for the
 //! numbers in FAULTS.md).
 
@@ -19,8 +24,16 @@ mod support;
 mod fleet;
 #[path = "fault_matrix/harness.rs"]
 mod harness;
+#[path = "fault_matrix/keyed_fleet.rs"]
+mod keyed_fleet;
+#[path = "fault_matrix/keyed_rows.rs"]
+mod keyed_rows;
+#[path = "fault_matrix/keyed_trial.rs"]
+mod keyed_trial;
 #[path = "fault_matrix/rows.rs"]
 mod rows;
+#[path = "fault_matrix/traffic.rs"]
+mod traffic;
 #[path = "fault_matrix/trial.rs"]
 mod trial;
 
@@ -128,6 +141,15 @@ fn matrix() -> Vec<(&'static str, RowFn)> {
         }),
         ("writer stalled past its lease", |mode| {
             Box::pin(rows::writer_stalled(mode))
+        }),
+        ("200 tenants: server killed, restarted empty", |mode| {
+            Box::pin(keyed_rows::server_killed(mode))
+        }),
+        ("200 tenants: server paused (SIGSTOP) 1.5 s", |mode| {
+            Box::pin(keyed_rows::server_paused(mode))
+        }),
+        ("200 tenants: FLUSHALL while writing", |mode| {
+            Box::pin(keyed_rows::flushed(mode))
         }),
     ]
 }
@@ -246,9 +268,9 @@ fn print_table(outcomes: &[Outcome], took: Duration) {
                     millis(r.converge),
                     r.stale,
                     r.min_in_flight,
-                    per_1k(r.before.map(|c| c.calls)),
+                    per_1k(r.before.and_then(|c| c.calls)),
                     per_1k(r.during),
-                    per_1k(r.after.map(|c| c.calls)),
+                    per_1k(r.after.and_then(|c| c.calls)),
                     per_1k(r.before.and_then(|c: Cost| c.commands)),
                     per_1k(r.after.and_then(|c| c.commands)),
                     push

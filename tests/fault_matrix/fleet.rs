@@ -445,28 +445,9 @@ impl Fleet {
         self.instances.iter().map(|i| i.calls.counts().calls).sum()
     }
 
-    /// Commands the server ran so far (`INFO commandstats`), but the `INFO`
-    /// that asks: over a window where the row sends nothing else, what the
-    /// fleet sent.
+    /// Commands the server ran so far: see [`commands`].
     pub fn commands(&self) -> Result<u64, String> {
-        let info: String = self.raw(redis::cmd("INFO").arg("commandstats"))?;
-        let mut total = 0;
-        for line in info.lines() {
-            let Some((name, stats)) = line
-                .strip_prefix("cmdstat_")
-                .and_then(|l| l.split_once(':'))
-            else {
-                continue;
-            };
-            if name == "info" {
-                continue;
-            }
-            let calls = stats
-                .split(',')
-                .find_map(|kv| kv.strip_prefix("calls=")?.parse::<u64>().ok());
-            total += calls.ok_or_else(|| format!("INFO commandstats: no calls in {line:?}"))?;
-        }
-        Ok(total)
+        commands(&self.server)
     }
 
     pub fn metrics(&self) -> Vec<ReloadMetrics> {
@@ -518,4 +499,31 @@ pub fn admin(server: &RedisServer) -> Result<redis::Connection, String> {
     server
         .connection()
         .map_err(|e| format!("admin connection: {e}"))
+}
+
+/// Commands `server` ran so far (`INFO commandstats`), but the `INFO` that
+/// asks: over a window where the row sends nothing else, what the fleet
+/// sent.
+pub fn commands(server: &RedisServer) -> Result<u64, String> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut admin(server)?)
+        .map_err(|e| format!("admin command failed: {e}"))?;
+    let mut total = 0;
+    for line in info.lines() {
+        let Some((name, stats)) = line
+            .strip_prefix("cmdstat_")
+            .and_then(|l| l.split_once(':'))
+        else {
+            continue;
+        };
+        if name == "info" {
+            continue;
+        }
+        let calls = stats
+            .split(',')
+            .find_map(|kv| kv.strip_prefix("calls=")?.parse::<u64>().ok());
+        total += calls.ok_or_else(|| format!("INFO commandstats: no calls in {line:?}"))?;
+    }
+    Ok(total)
 }

@@ -4,19 +4,18 @@
 //! checks for every row.
 
 use std::sync::atomic::Ordering::SeqCst;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gensync::reload::{CheckMode, ReloadMetrics, Reloader};
+use gensync::reload::{CheckMode, ReloadMetrics};
 use gensync::testing::RedisServer;
 use gensync::{Generation, GenerationSynchronizer, Observed};
-use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
 
 use crate::fleet::{vouching, Fleet, Options, Svc, HEARTBEAT};
 use crate::harness::{ensure, log_mark, logs_since, DEBUG_LOGS, INSTANCES, IN_FLIGHT, POLL};
+use crate::traffic::{sample_in_flight, Entered, Phases, Traffic};
 
 /// Publishes in each healthy phase.
 const HEALTHY_PUBLISHES: usize = 2;
@@ -34,165 +33,13 @@ const REARM_WITHIN: Duration = Duration::from_secs(5);
 /// to take effect after `kill -STOP` returns.
 const SIGNAL_SLACK: Duration = Duration::from_millis(5);
 
-struct Violation {
-    epoch: u64,
-    instance: usize,
-    /// The newest version the request had to be served.
-    floor: u64,
-    served: u64,
-    /// How long after that version's publish (or bump) returned the
-    /// request started.
-    late: Duration,
-}
-
-/// A request counted in flight: when it started and the phase then.
-struct Entered {
-    at: Instant,
-    phase: u64,
-}
-
-/// What the load's tasks and the row's driver share.
-struct Traffic {
-    /// The newest version whose publish (or bump) returned.
-    completed: AtomicU64,
-    /// Each version whose publish (or bump) returned, with when.
-    completions: Mutex<Vec<(u64, Instant)>>,
-    /// How long after a publish returned a request may still be served
-    /// older settings: the mode's promise (see `Options::freshness_grace`).
-    grace: Duration,
-    /// `epoch << 1 | strict`: a request is judged for freshness only if it
-    /// started and ended in the same strict phase, so a fault that begins
-    /// or ends while it runs does not count against it.
-    phase: AtomicU64,
-    done: AtomicBool,
-    in_flight: AtomicUsize,
-    sampling: AtomicBool,
-    min_in_flight: AtomicUsize,
-    served: AtomicU64,
-    failed: AtomicU64,
-    worst_micros: AtomicU64,
-    /// A permit per served request, so a writer can wait for requests to
-    /// run between its publishes instead of racing through them alone.
-    served_permits: Semaphore,
-    /// A permit per load task once its first request counts in flight, so
-    /// no fault window opens while the load is still ramping up.
-    started: Semaphore,
-    failures: Mutex<Vec<String>>,
-    violations: Mutex<Vec<Violation>>,
-    vouching: Mutex<Vouching>,
-}
-
-impl Traffic {
-    /// One request through an instance's layered service. `None` when it
-    /// failed (counted, with the first reasons kept).
-    async fn request(&self, instance: usize, service: &Svc) -> Option<u64> {
-        self.serve(self.enter(), instance, service).await
-    }
-
-    /// Counts a request in flight, and notes what it will be judged by.
-    fn enter(&self) -> Entered {
-        let entered = Entered {
-            phase: self.phase.load(SeqCst),
-            at: Instant::now(),
-        };
-        self.in_flight.fetch_add(1, SeqCst);
-        entered
-    }
-
-    /// A publish (or bump) of `version` returned.
-    fn completed(&self, version: u64) {
-        self.completions
-            .lock()
-            .unwrap()
-            .push((version, Instant::now()));
-        self.completed.fetch_max(version, SeqCst);
-    }
-
-    /// The newest version a request that started at `at` must be served,
-    /// and when its publish returned: the newest completed at least the
-    /// grace before.
-    fn floor(&self, at: Instant) -> Option<(u64, Instant)> {
-        let completions = self.completions.lock().unwrap();
-        completions
-            .iter()
-            .filter(|(_, done)| *done + self.grace <= at)
-            .max_by_key(|(version, _)| *version)
-            .copied()
-    }
-
-    async fn serve(&self, entered: Entered, instance: usize, service: &Svc) -> Option<u64> {
-        let Entered { at, phase } = entered;
-        let started = Instant::now();
-        // Its own task, so a panic anywhere in the request is caught and
-        // counted as that request's failure.
-        let outcome = tokio::spawn(service.clone().oneshot(http::Request::new(()))).await;
-        let took = started.elapsed();
-        self.in_flight.fetch_sub(1, SeqCst);
-        self.worst_micros.fetch_max(took.as_micros() as u64, SeqCst);
-        let served = match outcome {
-            Ok(Ok(version)) => version,
-            Ok(Err(e)) => {
-                return self.fail(format!("instance {instance}: the service failed: {e}"))
-            }
-            Err(e) => return self.fail(format!("instance {instance}: the request panicked: {e}")),
-        };
-        self.served.fetch_add(1, SeqCst);
-        self.served_permits.add_permits(1);
-        // Settings as new as every completed publish are fresh whenever
-        // the request started; only older ones need the floor looked up.
-        if phase & 1 == 1 && served < self.completed.load(SeqCst) {
-            if let Some((floor, done)) = self.floor(at).filter(|(floor, _)| served < *floor) {
-                if self.phase.load(SeqCst) == phase {
-                    self.violations.lock().unwrap().push(Violation {
-                        epoch: phase >> 1,
-                        instance,
-                        floor,
-                        served,
-                        late: at.saturating_duration_since(done),
-                    });
-                }
-            }
-        }
-        Some(served)
-    }
-
-    fn fail(&self, why: String) -> Option<u64> {
-        self.failed.fetch_add(1, SeqCst);
-        let mut failures = self.failures.lock().unwrap();
-        if failures.len() < 3 {
-            failures.push(why);
-        }
-        None
-    }
-}
-
-/// Push tracking as the in-flight sampler sees it, every millisecond.
-#[derive(Default)]
-struct Vouching {
-    /// Tracking must be lost from here (the fault is in place) until the
-    /// row begins to remove the fault.
-    lost_from: Option<Instant>,
-    /// The last sample in that window at which an instance still vouched.
-    last_while_lost: Option<(Instant, usize)>,
-    /// From here, each instance's first vouching sample is kept.
-    rearm_from: Option<Instant>,
-    rearmed: [Option<Instant>; INSTANCES],
-}
-
 /// What requests cost the backend over a window: the synchronizers'
 /// backend calls per request served, and the commands the server ran per
 /// request (not measured where the row's own commands would mix in).
 #[derive(Clone, Copy, Debug)]
 pub struct Cost {
-    pub calls: f64,
+    pub calls: Option<f64>,
     pub commands: Option<f64>,
-}
-
-/// A strict phase's stale answers per instance, counted before and after.
-struct StrictPhase {
-    epoch: u64,
-    stale_before: Vec<u64>,
-    stale_after: Vec<u64>,
 }
 
 /// One row's run: its fleet under load, the phases it went through, and
@@ -205,8 +52,7 @@ pub struct Trial {
     /// The load's request loops and its in-flight sampler.
     workers: Vec<JoinHandle<()>>,
     requesters: usize,
-    open_phase: Option<(u64, Vec<u64>)>,
-    phases: Vec<StrictPhase>,
+    phases: Phases,
     min_in_flight: usize,
     log_from: usize,
     notes: Vec<String>,
@@ -231,24 +77,9 @@ impl Trial {
         let log_from = log_mark();
         let fleet = Fleet::new(server, &opts)?;
         let services: Vec<Svc> = fleet.instances.iter().map(|i| i.service.clone()).collect();
-        let traffic = Arc::new(Traffic {
-            completed: AtomicU64::new(0),
-            completions: Mutex::new(Vec::new()),
-            grace: opts.freshness_grace(),
-            phase: AtomicU64::new(0),
-            done: AtomicBool::new(false),
-            in_flight: AtomicUsize::new(0),
-            sampling: AtomicBool::new(false),
-            min_in_flight: AtomicUsize::new(usize::MAX),
-            served: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-            worst_micros: AtomicU64::new(0),
-            served_permits: Semaphore::new(0),
-            started: Semaphore::new(0),
-            failures: Mutex::new(Vec::new()),
-            violations: Mutex::new(Vec::new()),
-            vouching: Mutex::new(Vouching::default()),
-        });
+        let traffic = Arc::new(Traffic::new(1, opts.freshness_grace(), |_| {
+            "the settings".to_owned()
+        }));
         let threads = tokio::runtime::Handle::current().metrics().num_workers();
         let requesters = IN_FLIGHT + threads;
         let mut workers: Vec<JoinHandle<()>> = (0..requesters)
@@ -258,7 +89,7 @@ impl Trial {
                     let mut entered = traffic.enter();
                     traffic.started.add_permits(1);
                     loop {
-                        traffic.serve(entered, w % INSTANCES, &service).await;
+                        serve(&traffic, entered, w % INSTANCES, &service).await;
                         if traffic.done.load(SeqCst) {
                             break;
                         }
@@ -276,8 +107,7 @@ impl Trial {
             services,
             workers,
             requesters,
-            open_phase: None,
-            phases: Vec::new(),
+            phases: Phases::default(),
             min_in_flight: usize::MAX,
             log_from,
             notes: Vec::new(),
@@ -331,26 +161,10 @@ impl Trial {
     /// before a strict phase opens and after it closes, so the counts
     /// cover every request judged in it.
     fn set_phase(&mut self, strict: bool) {
-        let before = self.stale_counts();
-        let epoch = (self.traffic.phase.load(SeqCst) >> 1) + 1;
-        self.traffic
-            .phase
-            .store(epoch << 1 | u64::from(strict), SeqCst);
-        let after = self.stale_counts();
-        if let Some((epoch, stale_before)) = self.open_phase.take() {
-            self.phases.push(StrictPhase {
-                epoch,
-                stale_before,
-                stale_after: after,
-            });
-        }
-        if strict {
-            self.open_phase = Some((epoch, before));
-        }
-    }
-
-    fn stale_counts(&self) -> Vec<u64> {
-        self.metrics().iter().map(|m| m.stale_served).collect()
+        let fleet = &self.fleet;
+        self.phases.set(&self.traffic, strict, || {
+            fleet.metrics().iter().map(|m| m.stale_served).collect()
+        });
     }
 
     /// A healthy phase: every instance current, then publishes under load
@@ -415,7 +229,7 @@ impl Trial {
         let calls = (self.fleet.backend_calls() - calls) as f64 / requests;
         let commands = (self.fleet.commands()? - commands) as f64 / requests;
         Ok(Cost {
-            calls,
+            calls: Some(calls),
             commands: Some(commands),
         })
     }
@@ -427,7 +241,7 @@ impl Trial {
         for (i, instance) in self.fleet.instances.iter().enumerate() {
             loop {
                 // A request drives the reload; the check tells whether it is done.
-                self.traffic.request(i, &self.services[i]).await;
+                request(&self.traffic, i, &self.services[i]).await;
                 if !instance.reloader.synchronizer().is_expired().await {
                     break;
                 }
@@ -533,7 +347,7 @@ impl Trial {
             .map_err(|e| {
                 format!("publishing version {version} through instance {writer} failed: {e}")
             })?;
-        self.traffic.completed(version);
+        self.traffic.completed(0, version);
         Ok(())
     }
 
@@ -548,7 +362,7 @@ impl Trial {
             .mark_updated()
             .await
             .map_err(|e| format!("mark_updated after saving version {version} failed: {e}"))?;
-        self.traffic.completed(version);
+        self.traffic.completed(0, version);
         Ok((version, generation))
     }
 
@@ -568,7 +382,7 @@ impl Trial {
         loop {
             let mut still = Vec::new();
             for i in pending {
-                let seen = self.traffic.request(i, &self.services[i]).await;
+                let seen = request(&self.traffic, i, &self.services[i]).await;
                 if seen.is_none_or(|v| v < target) {
                     last_seen[i] = seen;
                     still.push(i);
@@ -719,48 +533,30 @@ impl Trial {
         })
     }
 
-    /// A request that started after a publish returned, in a phase where
-    /// the backend and loader answered, got settings at least that new.
-    /// Past a bound the reloader may serve the last good settings, but it
-    /// must count each such answer: more violations than counted stale
-    /// answers is a silent stale read.
     fn judge_freshness(&mut self) -> Result<(), String> {
-        let violations = self.traffic.violations.lock().unwrap();
-        for phase in &self.phases {
-            for i in 0..INSTANCES {
-                let counted = phase.stale_after[i] - phase.stale_before[i];
-                let bad: Vec<&Violation> = violations
-                    .iter()
-                    .filter(|v| v.epoch == phase.epoch && v.instance == i)
-                    .collect();
-                if let Some(v) = bad.first().filter(|_| bad.len() as u64 > counted) {
-                    let latest = bad.iter().max_by_key(|v| v.late).unwrap_or(v);
-                    return Err(format!(
-                        "freshness ({} mode, grace {:?}): instance {i} served version {} to a request \
-                         that started {:?} after version {} was published, while healthy ({} such \
-                         requests, {counted} counted as stale; the latest started {:?} after the \
-                         publish of {} and was served {})",
-                        self.opts.mode,
-                        self.traffic.grace,
-                        v.served,
-                        v.late,
-                        v.floor,
-                        bad.len(),
-                        latest.late,
-                        latest.floor,
-                        latest.served,
-                    ));
-                }
-                if counted > 0 {
-                    self.notes.push(format!(
-                        "instance {i} answered {counted} requests with the last good settings \
-                         (counted) during a healthy phase"
-                    ));
-                }
-            }
-        }
-        Ok(())
+        self.phases
+            .judge(&self.traffic, self.opts.mode, &mut self.notes)
     }
+}
+
+/// One request through an instance's layered service. `None` when it
+/// failed (counted, with the first reasons kept).
+async fn request(traffic: &Traffic, instance: usize, service: &Svc) -> Option<u64> {
+    serve(traffic, traffic.enter(), instance, service).await
+}
+
+async fn serve(traffic: &Traffic, entered: Entered, instance: usize, service: &Svc) -> Option<u64> {
+    let started = Instant::now();
+    // Its own task, so a panic anywhere in the request is caught and
+    // counted as that request's failure.
+    let outcome = match tokio::spawn(service.clone().oneshot(http::Request::new(()))).await {
+        Ok(Ok(version)) => Ok(version),
+        Ok(Err(e)) => Err(format!("the service failed: {e}")),
+        Err(e) => Err(format!("the request panicked: {e}")),
+    };
+    let served = traffic.answered(started, instance, outcome)?;
+    traffic.judge(&entered, instance, 0, served);
+    Some(served)
 }
 
 impl Drop for Trial {
@@ -770,34 +566,6 @@ impl Drop for Trial {
         self.traffic.done.store(true, SeqCst);
         for worker in &self.workers {
             worker.abort();
-        }
-    }
-}
-
-/// Samples the requests in flight during fault windows and, in push mode,
-/// which instances vouch.
-async fn sample_in_flight(traffic: Arc<Traffic>, push: Option<Vec<Reloader<u64>>>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    while !traffic.done.load(SeqCst) {
-        tick.tick().await;
-        if traffic.sampling.load(SeqCst) {
-            traffic
-                .min_in_flight
-                .fetch_min(traffic.in_flight.load(SeqCst), SeqCst);
-        }
-        for (i, reloader) in push.iter().flatten().enumerate() {
-            // Taken before asking: a vouch seen now held at least until now.
-            let now = Instant::now();
-            if !vouching(reloader) {
-                continue;
-            }
-            let mut watch = traffic.vouching.lock().unwrap();
-            if watch.lost_from.is_some_and(|from| from <= now) {
-                watch.last_while_lost = Some((now, i));
-            }
-            if watch.rearm_from.is_some_and(|from| from <= now) {
-                watch.rearmed[i].get_or_insert(now);
-            }
         }
     }
 }
