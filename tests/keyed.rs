@@ -318,6 +318,32 @@ async fn a_failing_tenant_slows_and_fails_no_other() {
     assert!(matches!(hung_result, Err(KeyedError::Unavailable { .. })));
 }
 
+#[tokio::test]
+async fn a_first_load_with_the_backend_down_asks_it_once_and_still_serves() {
+    use gensync::testing::FaultyBackend;
+
+    let backend = FaultyBackend::new(MemoryBackend::new());
+    let faults = backend.faults();
+    let reloader = KeyedReloader::builder(
+        backend,
+        Key::new(["tenants"]).unwrap(),
+        |tenant: &String| tenant.clone(),
+        |_tenant: String| async { Ok::<_, Infallible>(3u64) },
+    )
+    .build()
+    .unwrap();
+    faults.fail_all();
+    let before = faults.counts().calls;
+    // The read failing says the backend is down: trying to create the key
+    // would only wait out a second failure.
+    assert_eq!(*reloader.check(&"acme".to_owned()).await.unwrap(), 3);
+    assert_eq!(
+        faults.counts().calls - before,
+        1,
+        "one call to a backend that is down"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_failed_first_load_is_tried_again_after_its_backoff() {
     let loads = Arc::new(AtomicU64::new(0));

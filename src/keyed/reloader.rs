@@ -13,7 +13,7 @@ use crate::backend::{Backend, TrackerSet};
 use crate::generation::Generation;
 use crate::key::Key;
 use crate::reload::{CheckMode, Config, Counters, PublishError, ReloadMetrics, Reloader, Snapshot};
-use crate::synchronizer::{GenerationSynchronizer, Synchronizer};
+use crate::synchronizer::{GenerationSynchronizer, Observed, Synchronizer};
 
 /// Why a key's settings could not be had.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -240,9 +240,11 @@ where
         // this one before the key was evicted here). With no generation to
         // read, load all the same: the settings then carry none until a
         // check finds the key unchanged.
-        let observed = match sync.check().await.observed() {
-            Some(g) => Some(g),
-            None => sync.fetch_or_create().await.ok(),
+        let observed = match sync.check().await.shared {
+            Observed::Value(g) => Some(g),
+            // Unreachable: one timeout is enough to know it.
+            Observed::Unavailable => None,
+            Observed::Missing | Observed::Corrupt => sync.fetch_or_create().await.ok(),
         };
         // On a task of its own: a panicking loader fails this load only,
         // and a request that stops waiting cancels nothing.

@@ -133,6 +133,18 @@ impl<B: Backend> Backend for FaultyBackend<B> {
         Ok(self.read(&draw, stored))
     }
 
+    /// One operation, as the inner backend runs it (one script on Redis):
+    /// its faults apply to the key's value, the parent's passes as read.
+    async fn get_with_parent(
+        &self,
+        key: &Key,
+        parent: &Key,
+    ) -> Result<(Stored, Stored), BackendError> {
+        let draw = self.before(key).await?;
+        let (own, parent) = self.inner.get_with_parent(key, parent).await?;
+        Ok((self.read(&draw, own), parent))
+    }
+
     async fn add(
         &self,
         key: &Key,
