@@ -558,3 +558,44 @@ async fn arrives(reloader: &KeyedReloader<String, u64>, tenant: &str, want: u64)
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
+
+#[tokio::test]
+async fn evicted_keys_leave_no_task_behind_in_push_mode() {
+    let server = RedisServer::start().expect("redis-server");
+    let reloader = KeyedReloader::builder(
+        RedisBackend::open(&server.url()).unwrap(),
+        Key::new(["tenants"]).unwrap(),
+        |tenant: &String| tenant.clone(),
+        |_tenant: String| async { Ok::<_, Infallible>(1u64) },
+    )
+    .mode(CheckMode::Push)
+    .capacity(4)
+    .build()
+    .unwrap();
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let started = tasks();
+    // Each key's reloader starts a task once push mode vouches for it; an
+    // evicted key's task must end with it.
+    for round in 0..3 {
+        for i in 0..100 {
+            let key = format!("t{round}-{i}");
+            reloader.check(&key).await.unwrap();
+            reloader.check(&key).await.unwrap();
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tasks() > started + 16 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} tasks alive after 300 keys through a cache of 4 (from {started})",
+            tasks()
+        );
+        // A cache hit runs moka's pending evictions.
+        reloader.check(&"t0-0".to_owned()).await.unwrap();
+        tokio::task::yield_now().await;
+    }
+}

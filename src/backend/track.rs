@@ -133,6 +133,15 @@ impl Default for Tracker {
     }
 }
 
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        // Whoever waits on this tracker's changes (a reloader's tracking
+        // task) learns it is gone, and ends, rather than wait for ever: a
+        // keyed reloader drops one with every key it evicts.
+        self.changed.notify_waiters();
+    }
+}
+
 impl std::fmt::Debug for Tracker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tracker")
