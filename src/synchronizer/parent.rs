@@ -16,7 +16,7 @@ impl<B: Backend> Synchronizer<B> {
     /// (creating and bumping the key) leave the parent alone.
     ///
     /// With a parent, a plain push-mode tracker cannot see the parent's
-    /// changes, so [`track`](GenerationSynchronizer::track) offers none
+    /// changes, so [`track`](super::GenerationSynchronizer::track) offers none
     /// (checks read, as in strict mode); a keyed reloader tracks both.
     pub fn with_parent(mut self, parent: Key) -> Self {
         self.parent = Some(parent);
