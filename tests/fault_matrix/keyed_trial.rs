@@ -357,27 +357,9 @@ impl KeyedTrial {
         self.phases
             .judge(&self.traffic, self.opts.mode, &mut self.notes)?;
         let t = &self.traffic;
+        t.judge_load(self.opts.latency_bound(), self.min_in_flight)?;
         let failed = t.failed.load(SeqCst);
-        ensure(failed == 0, || {
-            format!(
-                "{failed} requests failed; first: {:?}",
-                t.failures.lock().unwrap()
-            )
-        })?;
         let worst = Duration::from_micros(t.worst_micros.load(SeqCst));
-        let bound = self.opts.latency_bound();
-        ensure(worst <= bound, || {
-            format!("a request took {worst:?}, more than its bound of {bound:?}")
-        })?;
-        ensure(
-            (IN_FLIGHT..usize::MAX).contains(&self.min_in_flight),
-            || {
-                format!(
-                "only {} requests were in flight at one point of the fault window, not {IN_FLIGHT}",
-                self.min_in_flight
-            )
-            },
-        )?;
         self.nothing_told_ok_was_lost()?;
         let metrics = self.metrics();
         let cached: Vec<u64> = self

@@ -13,7 +13,7 @@ use gensync::reload::{CheckMode, Reloader};
 use tokio::sync::Semaphore;
 
 use crate::fleet::vouching;
-use crate::harness::INSTANCES;
+use crate::harness::{ensure, INSTANCES, IN_FLIGHT};
 
 struct Violation {
     epoch: u64,
@@ -179,6 +179,28 @@ impl Traffic {
                 late: entered.at.saturating_duration_since(done),
             });
         }
+    }
+
+    /// What both kinds of trial ask of the load itself: no request failed,
+    /// none took longer than `bound`, and `min_in_flight` (the fewest in
+    /// flight at any point of the fault window) was at least [`IN_FLIGHT`].
+    pub fn judge_load(&self, bound: Duration, min_in_flight: usize) -> Result<(), String> {
+        let failed = self.failed.load(SeqCst);
+        ensure(failed == 0, || {
+            format!(
+                "{failed} requests failed; first: {:?}",
+                self.failures.lock().unwrap()
+            )
+        })?;
+        let worst = Duration::from_micros(self.worst_micros.load(SeqCst));
+        ensure(worst <= bound, || {
+            format!("a request took {worst:?}, more than its bound of {bound:?}")
+        })?;
+        ensure((IN_FLIGHT..usize::MAX).contains(&min_in_flight), || {
+            format!(
+                "only {min_in_flight} requests were in flight at one point of the fault window, not {IN_FLIGHT}"
+            )
+        })
     }
 }
 

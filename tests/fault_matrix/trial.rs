@@ -469,27 +469,9 @@ impl Trial {
         self.judge_freshness()?;
 
         let t = &self.traffic;
+        t.judge_load(self.opts.latency_bound(), self.min_in_flight)?;
         let failed = t.failed.load(SeqCst);
-        ensure(failed == 0, || {
-            format!(
-                "{failed} requests failed because of the synchronizer; first: {:?}",
-                t.failures.lock().unwrap()
-            )
-        })?;
         let worst = Duration::from_micros(t.worst_micros.load(SeqCst));
-        let bound = self.opts.latency_bound();
-        ensure(worst <= bound, || {
-            format!("a request took {worst:?}, more than its bound of {bound:?}")
-        })?;
-        ensure(
-            (IN_FLIGHT..usize::MAX).contains(&self.min_in_flight),
-            || {
-                format!(
-                    "only {} requests were in flight at one point of the fault window, not {IN_FLIGHT}",
-                    self.min_in_flight
-                )
-            },
-        )?;
         let logs = self.logs();
         if let Some(secret) = self.opts.secrets.iter().find(|s| logs.contains(**s)) {
             return Err(format!("the password {secret:?} appeared in the logs"));
