@@ -366,3 +366,24 @@ fn defaults() -> Value {
 fn path_str(path: &Path) -> &str {
     path.to_str().unwrap()
 }
+
+/// A PUT with an optional `Authorization` header: the status, the
+/// headers and the body's text.
+pub async fn put_as(
+    client: &reqwest::Client,
+    url: String,
+    authorization: Option<&str>,
+    body: &str,
+) -> (StatusCode, reqwest::header::HeaderMap, String) {
+    let mut request = client
+        .put(&url)
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    if let Some(value) = authorization {
+        request = request.header("authorization", value);
+    }
+    let response = request.send().await.expect("PUT");
+    let status = response.status();
+    let headers = response.headers().clone();
+    (status, headers, response.text().await.unwrap())
+}

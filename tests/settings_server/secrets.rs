@@ -3,27 +3,6 @@
 
 use super::*;
 
-/// A PUT with an optional `Authorization` header: the status and the
-/// body's text.
-async fn put_as(
-    client: &reqwest::Client,
-    url: String,
-    authorization: Option<&str>,
-    body: &str,
-) -> (StatusCode, reqwest::header::HeaderMap, String) {
-    let mut request = client
-        .put(&url)
-        .header("content-type", "application/json")
-        .body(body.to_owned());
-    if let Some(value) = authorization {
-        request = request.header("authorization", value);
-    }
-    let response = request.send().await.expect("PUT");
-    let status = response.status();
-    let headers = response.headers().clone();
-    (status, headers, response.text().await.unwrap())
-}
-
 /// Asserts none of `secrets` is in `text`.
 fn assert_hidden(secrets: &[&str], text: &str, context: &str) {
     for secret in secrets {

@@ -33,26 +33,6 @@ fn write_tenant(dir: &TempDir, id: &str, bytes: &[u8]) {
     std::fs::write(dir.tenants().join(format!("{id}.json")), bytes).unwrap();
 }
 
-/// A PUT with an optional `Authorization` header: status, headers, text.
-async fn put_with(
-    client: &reqwest::Client,
-    url: String,
-    authorization: Option<&str>,
-    body: &str,
-) -> (StatusCode, reqwest::header::HeaderMap, String) {
-    let mut request = client
-        .put(&url)
-        .header("content-type", "application/json")
-        .body(body.to_owned());
-    if let Some(value) = authorization {
-        request = request.header("authorization", value);
-    }
-    let response = request.send().await.expect("PUT");
-    let status = response.status();
-    let headers = response.headers().clone();
-    (status, headers, response.text().await.unwrap())
-}
-
 #[tokio::test]
 async fn a_tenant_put_on_one_instance_is_served_by_the_other_and_no_other_tenant_moves() {
     let redis = RedisServer::start().expect("start redis-server");
@@ -275,7 +255,7 @@ async fn a_tenant_write_without_the_right_token_is_a_401_and_writes_nothing() {
         ("a.b", None),
     ] {
         let (status, headers, text) =
-            put_with(&client, tenant_url(&instance, id), authorization, body).await;
+            put_as(&client, tenant_url(&instance, id), authorization, body).await;
         assert_eq!(
             status,
             StatusCode::UNAUTHORIZED,
@@ -294,7 +274,7 @@ async fn a_tenant_write_without_the_right_token_is_a_401_and_writes_nothing() {
     assert_eq!(a["settings"], json!({"theme": "light"}));
 
     let right = format!("Bearer {token}");
-    let (status, _, text) = put_with(&client, tenant_url(&instance, "a"), Some(&right), body).await;
+    let (status, _, text) = put_as(&client, tenant_url(&instance, "a"), Some(&right), body).await;
     assert_eq!(status, StatusCode::OK, "{text}");
     assert_eq!(
         read_json(&dir.tenants().join("a.json")),
