@@ -2,7 +2,11 @@
 //! a shared generation, written once over any [`Backend`].
 //!
 //! - `check.rs`: what one check saw and the expiry rule;
-//! - this file: the [`GenerationSynchronizer`] trait and [`Synchronizer`];
+//! - this file: the [`GenerationSynchronizer`] trait and [`Synchronizer`]
+//!   (long because the trait's contract is documented method by method,
+//!   beside the one implementation that keeps it);
+//! - `parent.rs`: a parent generation read with the key, and the tracker
+//!   a set member's reads feed;
 //! - `writers.rs`: the writers' lock and intent ([`WriterLock`]);
 //! - `blocking.rs`: [`BlockingSynchronizer`], for code with no runtime.
 
