@@ -4,8 +4,9 @@ use std::fmt;
 
 use url::Url;
 
-/// Query parameters that carry a secret in a `redis+unix://` URL.
-const SECRET_PARAMS: &[&str] = &["pass", "password"];
+/// Query parameters that carry a secret: in a `redis+unix://` URL, and the
+/// sentinels' password in a `redis+sentinel://` one.
+const SECRET_PARAMS: &[&str] = &["pass", "password", "sentinel_password"];
 
 /// Query parameters the client library reads that hold no secret: shown as
 /// they are. Any other parameter may be the tail of a password cut at an
@@ -18,6 +19,16 @@ const PLACEHOLDER: &str = "<malformed URL, hidden>";
 /// Schemes whose URL carries a host, and so may carry a password in its
 /// userinfo.
 const HOST_SCHEMES: &[&str] = &["redis", "rediss", "valkey", "valkeys"];
+
+/// Schemes whose URL carries a comma-separated list of hosts (Sentinel,
+/// Cluster), which no URL parser takes as it is: each host is checked as
+/// a one-host URL with the same userinfo and path.
+const MULTI_HOST_SCHEMES: &[&str] = &[
+    "redis+sentinel",
+    "rediss+sentinel",
+    "redis+cluster",
+    "rediss+cluster",
+];
 
 /// A server URL that is safe to print: its password, and any `pass=` or
 /// `password=` query parameter, replaced with `***`.
@@ -49,6 +60,9 @@ impl RedactedUrl {
 
     /// Redacts `raw`.
     pub fn new(raw: &str) -> Self {
+        if let Some(shown) = multi_host(raw) {
+            return RedactedUrl(shown.unwrap_or_else(|_| PLACEHOLDER.to_owned()));
+        }
         match inspect(raw) {
             Ok(url) => RedactedUrl(redacted(url)),
             Err(_) => RedactedUrl(PLACEHOLDER.to_owned()),
@@ -80,7 +94,8 @@ pub(crate) fn inspect(raw: &str) -> Result<Url, Flaw> {
     let Some((scheme, rest)) = raw.split_once("://") else {
         return Err(Flaw::Unparsable);
     };
-    let has_host = HOST_SCHEMES.iter().any(|s| scheme.eq_ignore_ascii_case(s));
+    let multi = is_multi_host(scheme);
+    let has_host = multi || HOST_SCHEMES.iter().any(|s| scheme.eq_ignore_ascii_case(s));
     if has_host {
         // Where the userinfo and host end; an `@` after that was meant to
         // end a userinfo the URL has already left.
@@ -88,6 +103,15 @@ pub(crate) fn inspect(raw: &str) -> Result<Url, Flaw> {
         if rest[end..].contains('@') {
             return Err(Flaw::SplitUserinfo);
         }
+    }
+    if multi {
+        // Every host must make a clean URL; the first stands for them all.
+        let mut hosts = each_host(raw).ok_or(Flaw::Unparsable)?.into_iter();
+        let first = inspect(&hosts.next().ok_or(Flaw::Unparsable)?)?;
+        for host in hosts {
+            inspect(&host)?;
+        }
+        return Ok(first);
     }
     let url = Url::parse(raw).map_err(|_| Flaw::Unparsable)?;
     if url.cannot_be_a_base() {
@@ -102,6 +126,65 @@ pub(crate) fn inspect(raw: &str) -> Result<Url, Flaw> {
         return Err(Flaw::Unclear);
     }
     Ok(url)
+}
+
+fn is_multi_host(scheme: &str) -> bool {
+    MULTI_HOST_SCHEMES
+        .iter()
+        .any(|s| scheme.eq_ignore_ascii_case(s))
+}
+
+/// A multi-host URL as one `redis://` URL per host, with its userinfo and
+/// path; `None` for any other URL.
+fn each_host(raw: &str) -> Option<Vec<String>> {
+    let (scheme, rest) = raw.split_once("://")?;
+    if !is_multi_host(scheme) {
+        return None;
+    }
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (userinfo, hosts) = match authority.rfind('@') {
+        Some(at) => authority.split_at(at + 1),
+        None => ("", authority),
+    };
+    Some(
+        hosts
+            .split(',')
+            .map(|host| format!("redis://{userinfo}{host}{tail}"))
+            .collect(),
+    )
+}
+
+/// A multi-host URL redacted: its scheme, the first host's URL redacted,
+/// and every host as parsed; `None` for any other URL.
+fn multi_host(raw: &str) -> Option<Result<String, Flaw>> {
+    let (scheme, _) = raw.split_once("://")?;
+    if !is_multi_host(scheme) {
+        return None;
+    }
+    let shown = || {
+        let first = inspect(raw)?;
+        let mut hosts = Vec::new();
+        for host in each_host(raw).ok_or(Flaw::Unparsable)? {
+            let url = inspect(&host)?;
+            let name = url.host_str().ok_or(Flaw::Unparsable)?;
+            hosts.push(match url.port() {
+                Some(port) => format!("{name}:{port}"),
+                None => name.to_owned(),
+            });
+        }
+        let one = redacted(first);
+        let after = one.split_once("://").map_or("", |(_, rest)| rest);
+        let end = after.find(['/', '?', '#']).unwrap_or(after.len());
+        let (authority, tail) = after.split_at(end);
+        let userinfo = authority.rfind('@').map_or("", |at| &authority[..=at]);
+        Ok(format!(
+            "{}://{userinfo}{}{tail}",
+            scheme.to_ascii_lowercase(),
+            hosts.join(",")
+        ))
+    };
+    Some(shown())
 }
 
 fn redacted(mut url: Url) -> String {
@@ -128,7 +211,11 @@ fn redacted(mut url: Url) -> String {
 /// its last `@` counts, so a URL that parses wrongly loses its secret too.
 pub(crate) fn secrets(raw: &str) -> Vec<String> {
     let mut found: Vec<String> = Vec::new();
-    if let Ok(url) = Url::parse(raw) {
+    let parsed = Url::parse(raw).ok().or_else(|| {
+        // A multi-host URL: its first host's URL holds the same secrets.
+        Url::parse(each_host(raw)?.first()?).ok()
+    });
+    if let Some(url) = parsed {
         found.extend(url.password().map(str::to_owned));
         found.extend(
             url.query_pairs()
@@ -283,5 +370,32 @@ mod tests {
             RedactedUrl::new("rediss://:pw@cache:6380/#insecure").as_str(),
             "rediss://:***@cache:6380/#insecure"
         );
+    }
+
+    #[test]
+    fn multi_host_urls_show_every_host_and_no_secret() {
+        assert_eq!(
+            RedactedUrl::new("redis+sentinel://:pw@10.0.0.1:26379,10.0.0.2:26379/mymaster/2")
+                .as_str(),
+            "redis+sentinel://:***@10.0.0.1:26379,10.0.0.2:26379/mymaster/2"
+        );
+        assert_eq!(
+            RedactedUrl::new("rediss+cluster://app:pw@a:7000,b:7001").as_str(),
+            "rediss+cluster://app:***@a:7000,b:7001"
+        );
+        let with_param = "redis+sentinel://h:1,h:2/m?sentinel_password=LeakPW";
+        assert_eq!(
+            RedactedUrl::new(with_param).as_str(),
+            "redis+sentinel://h:1,h:2/m?sentinel_password=***"
+        );
+        assert!(secrets(with_param).contains(&"LeakPW".to_owned()));
+        assert!(secrets("redis+cluster://:LeakPW@a:1,b:2").contains(&"LeakPW".to_owned()));
+        for hidden in [
+            "redis+cluster://:a/LeakPW@a:1,b:2",
+            "redis+cluster://:LeakPW@a:1,b:x",
+            "redis+sentinel://:LeakPW@a:1,b:2/m?other=1",
+        ] {
+            assert_eq!(RedactedUrl::new(hidden).as_str(), PLACEHOLDER, "{hidden}");
+        }
     }
 }

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisError, Value};
 use tokio::time::Instant;
 
 use super::commands::Op;
 use super::config::{RedisConfig, Replicas};
+use super::conn::{connect_async, AsyncConn};
 use super::slot::{Current, Slot};
 use super::target::{
     breaks_connection, found_dead, identity_cmd, read_replicated, read_run_id, wait_cmd, Caller,
@@ -110,11 +110,14 @@ impl RedisBackend {
         slot: &Slot,
         caller: Caller,
         retry: bool,
+        replicas: Option<Replicas>,
     ) -> Result<Current, RedisError> {
         let delay = self.target.config.reconnect_delay;
         let reader = caller == Caller::Reader;
         if let Some(found) = slot.get() {
-            if found.epoch == self.target.epoch() {
+            // A Cluster client follows its nodes itself; the epoch it
+            // learns from answers says nothing against it.
+            if found.epoch == self.target.epoch() || self.target.is_cluster() {
                 return Ok(found);
             }
             // Made before another connection found a different server: it
@@ -133,7 +136,7 @@ impl RedisBackend {
         if reader {
             slot.recent_failure(delay)?;
         }
-        let connected = self.connect().await;
+        let connected = self.connect(replicas).await;
         if !retry || connected.is_ok() {
             slot.record_failure(connected.as_ref().err().cloned());
         }
@@ -173,7 +176,7 @@ impl RedisBackend {
         };
         let call = async {
             let began = Instant::now();
-            let current = self.connection(slot, caller, false).await?;
+            let current = self.connection(slot, caller, false, replicas).await?;
             match self.attempt(slot, &op, current.clone(), replicas).await {
                 // The connection was made before this call and was dead
                 // when it was used: after an idle `timeout`, a `CLIENT
@@ -195,7 +198,7 @@ impl RedisBackend {
                         error = %self.target.error(&e),
                         "gensync connection found closed; trying once more on a new one"
                     );
-                    let current = self.connection(slot, caller, true).await?;
+                    let current = self.connection(slot, caller, true, replicas).await?;
                     self.attempt(slot, &op, current, replicas).await
                 }
                 done => done,
@@ -215,18 +218,19 @@ impl RedisBackend {
 
 impl RedisBackend {
     /// Makes a connection and learns which server it reached, all within
-    /// the connect timeout.
-    async fn connect(&self) -> Result<(MultiplexedConnection, u64), RedisError> {
+    /// the connect timeout; a Cluster client's replies also wait for
+    /// `replicas`, if any.
+    async fn connect(&self, replicas: Option<Replicas>) -> Result<(AsyncConn, u64), RedisError> {
         let began = Instant::now();
         let timeouts = &self.target.config;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeouts.connect_timeout))
             .set_response_timeout(Some(timeouts.response_timeout));
-        let conn = self
-            .target
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+        let conn = connect_async(&self.target, &config, replicas).await?;
+        let AsyncConn::Node(node) = &conn else {
+            // A Cluster's nodes are known by their answers (`Target::incoming`).
+            return Ok((conn, self.target.epoch()));
+        };
         // The identity gets what is left of the connect timeout, so a new
         // connection still costs at most that; failing to learn it leaves
         // the identity unknown and the connection in use.
@@ -234,7 +238,7 @@ impl RedisBackend {
         let run_id = if left.is_zero() {
             None
         } else {
-            let mut probe = conn.clone();
+            let mut probe = node.clone();
             probe.set_response_timeout(left);
             read_run_id(identity_cmd().query_async::<Value>(&mut probe).await)
         };
@@ -251,10 +255,11 @@ impl RedisBackend {
         mut current: Current,
         replicas: Option<Replicas>,
     ) -> Result<T, Failure> {
+        let sent = self.target.outgoing(&op.cmd);
         let Some(wanted) = replicas else {
-            let reply = op.cmd.query_async::<Value>(&mut current.conn).await;
+            let reply = sent.cmd.query_async::<Value>(&mut current.conn).await;
             drop_if_broken(slot, &reply, current.id);
-            return (op.read)(reply).map_err(Failure::from);
+            return (op.read)(self.target.incoming(&sent, reply)).map_err(Failure::from);
         };
         // One pipeline, so the WAIT follows the write on its connection
         // (it covers every earlier write there, whoever sent it), and the
@@ -262,7 +267,7 @@ impl RedisBackend {
         // read as its own.
         let mut pipe = redis::pipe();
         pipe.ignore_errors()
-            .add_command(op.cmd.clone())
+            .add_command(sent.cmd.clone().into_owned())
             .add_command(wait_cmd(wanted));
         let reply_timeout = self.target.config.reply_timeout(replicas);
         current.conn.set_response_timeout(reply_timeout);
@@ -274,7 +279,8 @@ impl RedisBackend {
                 "a write and its WAIT did not get two replies",
             ))));
         };
-        read_replicated(op.read, write.extract_error(), wait.extract_error(), wanted)
+        let write = self.target.incoming(&sent, write.extract_error());
+        read_replicated(op.read, write, wait.extract_error(), wanted)
     }
 }
 

@@ -10,6 +10,7 @@ use redis::{RedisError, Value};
 
 use super::commands::Op;
 use super::config::{RedisConfig, Replicas};
+use super::conn::BlockingConn;
 use super::dialer::{Conn, Dialer, Manager};
 use super::target::{found_dead, read_replicated, wait_cmd, Caller, Failure, Target};
 use crate::backend::{Backend, BlockingBackend, Stored};
@@ -133,7 +134,7 @@ impl BlockingRedisBackend {
         let asked = Instant::now();
         let config = &self.target.config;
         let mut conn = self.checkout(caller, asked)?;
-        let result = match attempt(&op, &mut conn, replicas, config) {
+        let result = match attempt(&self.target, &op, &mut conn, replicas) {
             // As on the async path (see `RedisBackend::call`): a connection
             // that sat in the pool was dead when used; here redis-rs 1.8
             // reports "unexpected end of file" (the server had closed it)
@@ -154,7 +155,7 @@ impl BlockingRedisBackend {
                     .dialer
                     .dial_for_retry(caller)
                     .map_err(|e| self.target.error(&e))?;
-                attempt(&op, &mut conn, replicas, config)
+                attempt(&self.target, &op, &mut conn, replicas)
             }
             done => done,
         };
@@ -174,7 +175,8 @@ impl BlockingRedisBackend {
         // it): retire it, and take the next, at most once per pool slot.
         for _ in 0..self.target.config.pool_size {
             let mut conn = self.checkout_any(caller, asked)?;
-            if conn.epoch == self.target.epoch() {
+            // A Cluster client follows its nodes itself.
+            if conn.epoch == self.target.epoch() || self.target.is_cluster() {
                 return Ok(conn);
             }
             conn.broken = true;
@@ -229,29 +231,49 @@ impl BlockingRedisBackend {
 /// Sends `op` on `conn`, marking the connection for the pool to drop if
 /// the failure says it is dead.
 fn attempt<T>(
+    target: &Target,
     op: &Op<T>,
     conn: &mut Conn,
     replicas: Option<Replicas>,
-    config: &RedisConfig,
 ) -> Result<T, Failure> {
+    let config = &target.config;
+    let sent = target.outgoing(&op.cmd);
     let Some(wanted) = replicas else {
-        let reply = op.cmd.query::<Value>(&mut conn.conn);
+        let reply = sent.cmd.query::<Value>(&mut conn.conn);
         if reply.as_ref().is_err_and(found_dead) {
             conn.broken = true;
         }
-        return (op.read)(reply).map_err(Failure::from);
+        return (op.read)(target.incoming(&sent, reply)).map_err(Failure::from);
+    };
+    let mut pipe = redis::pipe();
+    pipe.add_command(sent.cmd.clone().into_owned())
+        .add_command(wait_cmd(wanted));
+    let node = match &mut conn.conn {
+        BlockingConn::Node(node) => node,
+        BlockingConn::Cluster(cluster) => {
+            // The Cluster client sends the pipeline to the node of its
+            // first key, and its replies already wait for the replicas.
+            let replies = pipe.ignore_errors().query::<Vec<Value>>(cluster);
+            if replies.as_ref().is_err_and(found_dead) {
+                conn.broken = true;
+            }
+            let Ok([write, wait]) = <[Value; 2]>::try_from(replies?) else {
+                return Err(Failure::Redis(RedisError::from((
+                    redis::ErrorKind::UnexpectedReturnType,
+                    "a write and its WAIT did not get two replies",
+                ))));
+            };
+            let write = target.incoming(&sent, write.extract_error());
+            return read_replicated(op.read, write, wait.extract_error(), wanted);
+        }
     };
     // The write and its WAIT sent together, as on the async path, and
     // their replies read by hand against one deadline: a pipeline query
     // would wait the full read timeout for each reply.
-    let mut pipe = redis::pipe();
-    pipe.add_command(op.cmd.clone())
-        .add_command(wait_cmd(wanted));
     let deadline = Instant::now() + config.reply_timeout(replicas);
-    let replies = conn
-        .conn
+    let replies = node
         .send_packed_command(&pipe.get_packed_pipeline())
-        .and_then(|()| Ok((recv_by(conn, deadline)?, recv_by(conn, deadline)?)));
+        .and_then(|()| Ok((recv_by(node, deadline)?, recv_by(node, deadline)?)));
     let (write, wait) = match replies {
         Ok(replies) => replies,
         Err(e) => {
@@ -261,24 +283,24 @@ fn attempt<T>(
             return Err(Failure::Redis(e));
         }
     };
-    if conn
-        .conn
+    if node
         .set_read_timeout(Some(config.response_timeout))
         .is_err()
     {
         conn.broken = true;
     }
-    read_replicated(op.read, write.extract_error(), wait.extract_error(), wanted)
+    let write = target.incoming(&sent, write.extract_error());
+    read_replicated(op.read, write, wait.extract_error(), wanted)
 }
 
-/// The next reply on `conn`, waiting until `deadline` at most.
-fn recv_by(conn: &mut Conn, deadline: Instant) -> Result<Value, RedisError> {
+/// The next reply on `node`, waiting until `deadline` at most.
+fn recv_by(node: &mut redis::Connection, deadline: Instant) -> Result<Value, RedisError> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
         return Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into());
     }
-    conn.conn.set_read_timeout(Some(left))?;
-    conn.conn.recv_response()
+    node.set_read_timeout(Some(left))?;
+    node.recv_response()
 }
 
 impl std::fmt::Debug for BlockingRedisBackend {

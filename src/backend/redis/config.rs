@@ -8,7 +8,9 @@ use crate::error::BackendError;
 
 /// The URL forms accepted, for error messages.
 pub(super) const URL_FORMS: &str = "redis://[user:password@]host[:port][/db], \
-     rediss://... (with the `tls` feature) or redis+unix:///path/to/socket[?db=N&pass=...]";
+     rediss://... (with the `tls` feature), redis+unix:///path/to/socket[?db=N&pass=...], \
+     redis+sentinel://[user:password@]host:port,host:port.../master-name[/db] or \
+     redis+cluster://[user:password@]host:port,host:port...";
 
 /// Timeouts and pool size for a Redis backend.
 ///
@@ -198,7 +200,10 @@ impl RedisConfig {
 /// wrong place, so the message says what to change.
 pub(super) fn check_url(url: &str, redacted: &RedactedUrl) -> Result<(), BackendError> {
     let scheme = url.split("://").next().unwrap_or_default();
-    if !matches!(scheme, "redis" | "rediss" | "redis+unix" | "unix") || !url.contains("://") {
+    let multi = super::deployment::multi_host(scheme);
+    if (!matches!(scheme, "redis" | "rediss" | "redis+unix" | "unix") && multi.is_none())
+        || !url.contains("://")
+    {
         return Err(BackendError::Config(format!(
             "unsupported Redis URL {redacted}: expected {URL_FORMS}"
         )));
@@ -212,7 +217,7 @@ pub(super) fn check_url(url: &str, redacted: &RedactedUrl) -> Result<(), Backend
              them in the URL (`/` as %2F, `?` as %3F, `#` as %23, `@` as %40)"
         )));
     }
-    if scheme == "rediss" && !cfg!(feature = "tls") {
+    if (scheme == "rediss" || multi.is_some_and(|(_, tls)| tls)) && !cfg!(feature = "tls") {
         return Err(BackendError::Config(format!(
             "{redacted} asks for TLS, but gensync was built without its `tls` feature; \
              enable it or use redis://"

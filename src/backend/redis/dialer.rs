@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use redis::{ConnectionLike, ErrorKind, RedisError, Value};
 
+use super::conn::{connect_blocking, BlockingConn};
 use super::target::{identity_cmd, lock, read_run_id, Caller, Target};
 
 /// What the connect attempts did (r2d2 reports only text, and the kind of
@@ -77,7 +78,7 @@ impl Drop for Waiting<'_> {
 /// A pooled connection, with when it was made, so a call can tell one made
 /// for it from one that sat in the pool.
 pub(super) struct Conn {
-    pub(super) conn: redis::Connection,
+    pub(super) conn: BlockingConn,
     pub(super) made: Instant,
     /// The epoch of the server it reached.
     pub(super) epoch: u64,
@@ -198,24 +199,31 @@ impl Dialer {
     fn try_connect(&self) -> Result<Conn, RedisError> {
         let began = Instant::now();
         let config = &self.target.config;
-        let mut conn = self
-            .target
-            .client
-            .get_connection_with_timeout(config.connect_timeout)?;
+        let conn = connect_blocking(&self.target)?;
+        let BlockingConn::Node(mut node) = conn else {
+            // A Cluster's nodes are known by their answers (`Target::incoming`).
+            return Ok(Conn {
+                conn,
+                made: Instant::now(),
+                epoch: self.target.epoch(),
+                broken: false,
+            });
+        };
         // As on the async path: the identity gets what is left of the
         // connect timeout, and failing to learn it fails nothing. A reply
         // that comes too late is skipped by redis-rs on the next read.
         let left = config.connect_timeout.saturating_sub(began.elapsed());
         let run_id = if !left.is_zero()
-            && conn.set_read_timeout(Some(left)).is_ok()
-            && conn.set_write_timeout(Some(left)).is_ok()
+            && node.set_read_timeout(Some(left)).is_ok()
+            && node.set_write_timeout(Some(left)).is_ok()
         {
-            read_run_id(identity_cmd().query::<Value>(&mut conn))
+            read_run_id(identity_cmd().query::<Value>(&mut node))
         } else {
             None
         };
-        conn.set_read_timeout(Some(config.response_timeout))?;
-        conn.set_write_timeout(Some(config.response_timeout))?;
+        node.set_read_timeout(Some(config.response_timeout))?;
+        node.set_write_timeout(Some(config.response_timeout))?;
+        let conn = BlockingConn::Node(node);
         let epoch = self.target.met(run_id);
         Ok(Conn {
             conn,

@@ -19,6 +19,8 @@ mod aio;
 mod blocking;
 mod commands;
 mod config;
+mod conn;
+mod deployment;
 mod dialer;
 mod scripts;
 mod slot;

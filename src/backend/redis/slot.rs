@@ -1,15 +1,15 @@
-//! The async path's connection slot: the one multiplexed connection in
-//! use, made one at a time, and the last failed connect a reader is
+//! The async path's connection slot: the one multiplexed (or Cluster)
+//! connection in use, made one at a time, and the last failed connect a reader is
 //! answered with while the reconnect delay runs.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
 use redis::RedisError;
 use tokio::time::Instant;
 
+use super::conn::AsyncConn;
 use super::target::lock;
 
 /// The current connection, tagged so a caller that saw it fail only drops
@@ -30,7 +30,7 @@ pub(super) struct Slot {
 #[derive(Clone)]
 pub(super) struct Current {
     pub(super) id: u64,
-    pub(super) conn: MultiplexedConnection,
+    pub(super) conn: AsyncConn,
     pub(super) made: Instant,
     pub(super) epoch: u64,
 }
@@ -40,7 +40,7 @@ impl Slot {
         lock(&self.current).clone()
     }
 
-    pub(super) fn set(&self, (conn, epoch): (MultiplexedConnection, u64)) -> Current {
+    pub(super) fn set(&self, (conn, epoch): (AsyncConn, u64)) -> Current {
         let current = Current {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             conn,

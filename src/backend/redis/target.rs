@@ -1,25 +1,29 @@
-//! What both paths share: the server they talk to, and how its errors
+//! What both paths share: the deployment they talk to, and how its errors
 //! become a [`BackendError`] that says what to check.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use redis::{Cmd, ErrorKind, RedisError, ServerErrorKind, Value};
 
 use super::config::{check_url, RedisConfig, Replicas, URL_FORMS};
+use super::deployment::{self, invalid, Deployment};
 use crate::backend::redact::{secrets, RedactedUrl};
 use crate::error::BackendError;
 
-/// What both paths share: the client, the redacted name of the server for
-/// messages, the secrets to scrub out of the client library's text, and
-/// which server the connections have reached.
+/// What both paths share: where the servers are, the redacted name of the
+/// deployment for messages, the secrets to scrub out of the client
+/// library's text, and which server the connections have reached.
 pub(super) struct Target {
-    pub(super) client: redis::Client,
+    pub(super) deployment: Deployment,
     pub(super) name: String,
     secrets: Vec<String>,
     pub(super) config: RedisConfig,
     /// The server the last new connection reached.
     server: Mutex<Identity>,
+    /// In a Cluster: the node that last answered for each slot.
+    owners: Mutex<HashMap<u16, String>>,
     /// How many times a new connection reached a different server.
     epoch: AtomicU64,
 }
@@ -39,20 +43,95 @@ impl Target {
         let redacted = RedactedUrl::new(url);
         check_url(url, &redacted)?;
         let secrets = secrets(url);
-        let client = redis::Client::open(url).map_err(|e| {
-            BackendError::Config(format!(
-                "invalid Redis URL {redacted}: {}; expected {URL_FORMS}",
-                scrub(&e.to_string(), &secrets)
-            ))
-        })?;
+        let scrubbed = |e: RedisError| scrub(&e.to_string(), &secrets);
+        let scheme = url.split("://").next().unwrap_or_default();
+        let deployment = if deployment::multi_host(scheme).is_some() {
+            let parts = deployment::split(url).map_err(|p| invalid(&redacted, &p))?;
+            let deployment = parts.deployment().map_err(|p| invalid(&redacted, &p))?;
+            if let Deployment::Cluster(cluster) = &deployment {
+                // Built now, so a bad seed is an error at open.
+                cluster
+                    .client(&config, None)
+                    .map_err(|e| invalid(&redacted, &scrubbed(e)))?;
+            }
+            deployment
+        } else {
+            Deployment::Single(redis::Client::open(url).map_err(|e| {
+                BackendError::Config(format!(
+                    "invalid Redis URL {redacted}: {}; expected {URL_FORMS}",
+                    scrubbed(e)
+                ))
+            })?)
+        };
         Ok(Target {
-            client,
+            deployment,
             name: format!("Redis at {redacted}"),
             secrets,
             config,
             server: Mutex::default(),
+            owners: Mutex::default(),
             epoch: AtomicU64::new(0),
         })
+    }
+
+    /// Whether this is a Cluster, whose client reconnects by itself and
+    /// whose identity is learnt from each answer instead.
+    pub(super) fn is_cluster(&self) -> bool {
+        matches!(self.deployment, Deployment::Cluster(_))
+    }
+
+    /// What to send for `cmd`: in a Cluster, a script made to report the
+    /// node that ran it ([`deployment::identified`]).
+    pub(super) fn outgoing<'a>(&self, cmd: &'a Cmd) -> Outgoing<'a> {
+        match self
+            .is_cluster()
+            .then(|| deployment::identified(cmd))
+            .flatten()
+        {
+            Some((cmd, slot)) => Outgoing {
+                cmd: std::borrow::Cow::Owned(cmd),
+                slot: Some(slot),
+            },
+            None => Outgoing {
+                cmd: std::borrow::Cow::Borrowed(cmd),
+                slot: None,
+            },
+        }
+    }
+
+    /// The reply to `sent` as the command's own: in a Cluster, with the
+    /// node's id taken off and recorded as the slot's owner.
+    pub(super) fn incoming(
+        &self,
+        sent: &Outgoing<'_>,
+        reply: Result<Value, RedisError>,
+    ) -> Result<Value, RedisError> {
+        let Some(slot) = sent.slot else {
+            return reply;
+        };
+        let (node, reply) = deployment::unwrap_identified(reply);
+        if let Some(node) = node {
+            self.answered(slot, node);
+        }
+        reply
+    }
+
+    /// Records that `node` answered for `slot`. A slot that moves to
+    /// another node (a failover, a resharding) may have gone back in time
+    /// with it, so a change starts a new epoch; the first answer for a
+    /// slot does not.
+    pub(super) fn answered(&self, slot: u16, node: String) {
+        let mut owners = lock(&self.owners);
+        match owners.get(&slot) {
+            Some(known) if *known == node => {}
+            Some(_) => {
+                self.epoch.fetch_add(1, Ordering::Relaxed);
+                owners.insert(slot, node);
+            }
+            None => {
+                owners.insert(slot, node);
+            }
+        }
     }
 
     /// Records the server a new connection reached: its `run_id`, or
@@ -125,6 +204,12 @@ impl Target {
             BackendError::Server { target, reason }
         }
     }
+}
+
+/// A command as sent, and the Cluster slot whose owner its reply names.
+pub(super) struct Outgoing<'a> {
+    pub(super) cmd: std::borrow::Cow<'a, Cmd>,
+    slot: Option<u16>,
 }
 
 /// Why one attempt of a call failed.

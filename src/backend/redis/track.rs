@@ -19,12 +19,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, ErrorKind, ProtocolVersion, PushInfo, RedisError, Value};
+use redis::{AsyncConnectionConfig, ErrorKind, PushInfo, RedisError, Value};
 use tokio::sync::Notify;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use self::fed::Fed;
 use super::commands::Op;
+use super::conn::{node_async, owner_async};
+use super::deployment::{is_primary, slot, Deployment};
 use super::target::{identity_cmd, read_run_id, Target};
 use crate::backend::{Tracker, TrackerSet};
 use crate::error::BackendError;
@@ -150,8 +152,22 @@ async fn session(target: &Target, fed: &Fed, notify: &Notify, told: Told) -> End
         Ok(conn) => conn,
         Err(e) => return ended(target, e, false),
     };
-    let run_id = read_run_id(identity_cmd().query_async::<Value>(&mut conn).await);
-    let epoch = target.met(run_id);
+    let epoch = match place(target, fed) {
+        Ok(Some(slot)) => {
+            match redis::cmd("CLUSTER")
+                .arg("MYID")
+                .query_async::<String>(&mut conn)
+                .await
+            {
+                Ok(node) => target.answered(slot, node),
+                Err(e) => return ended(target, e, false),
+            }
+            target.epoch()
+        }
+        _ => target.met(read_run_id(
+            identity_cmd().query_async::<Value>(&mut conn).await,
+        )),
+    };
     let mut tracking = redis::cmd("CLIENT");
     tracking.arg("TRACKING").arg("ON").arg("BCAST");
     for prefix in fed.prefixes() {
@@ -222,7 +238,11 @@ async fn session(target: &Target, fed: &Fed, notify: &Notify, told: Told) -> End
                 _ = beat.tick() => {}
             }
             let sent = Instant::now();
-            if let Err(e) = redis::cmd("PING").query_async::<()>(&mut conn).await {
+            let answered = heartbeat(target, fed)
+                .query_async::<Value>(&mut conn)
+                .await
+                .and_then(|reply| heartbeat_answered(target, reply));
+            if let Err(e) = answered {
                 return ended(target, e, true);
             }
             if !fed.vouch_until(sent, config.heartbeat_bound()) {
@@ -232,19 +252,16 @@ async fn session(target: &Target, fed: &Fed, notify: &Notify, told: Told) -> End
     }
 }
 
-/// A RESP3 connection whose pushes go to what it feeds while `live`.
+/// A RESP3 connection whose pushes go to what it feeds while `live`: to
+/// the one server, the primary the sentinels name, or the Cluster node
+/// that owns what it feeds.
 async fn connect(
     target: &Target,
     fed: &Fed,
     live: &Arc<AtomicBool>,
 ) -> Result<MultiplexedConnection, RedisError> {
-    let info = target.client.get_connection_info().clone();
-    let resp3 = info
-        .redis_settings()
-        .clone()
-        .set_protocol(ProtocolVersion::RESP3);
-    let client = redis::Client::open(info.set_redis_settings(resp3))?;
     let (fed, live) = (fed.clone(), Arc::clone(live));
+    let slot = place(target, &fed)?;
     let pushes = move |push: PushInfo| {
         if live.load(Ordering::SeqCst) {
             fed.pushed(&push);
@@ -255,9 +272,78 @@ async fn connect(
         .set_connection_timeout(Some(target.config.connect_timeout))
         .set_response_timeout(Some(target.config.heartbeat))
         .set_push_sender(pushes);
-    client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
+    match (&target.deployment, slot) {
+        (Deployment::Cluster(cluster), Some(slot)) => {
+            owner_async(target, cluster, slot, &config).await
+        }
+        _ => node_async(target, &config, true).await,
+    }
+}
+
+/// In a Cluster, the one slot everything `fed` tracks lives on: tracking
+/// sees only the writes of the node it runs on. A set whose prefixes
+/// carry no common hash tag cannot be tracked there; its readers read.
+fn place(target: &Target, fed: &Fed) -> Result<Option<u16>, RedisError> {
+    if !target.is_cluster() {
+        return Ok(None);
+    }
+    let slots: Vec<Option<u16>> = fed
+        .prefixes()
+        .iter()
+        .map(|p| match fed {
+            Fed::Key { .. } => Some(slot(p.as_bytes())),
+            // A prefix's keys share a slot only through its hash tag; a
+            // parent is one exact key.
+            Fed::Set { .. } => {
+                tagged_slot(p).or_else(|| fed.is_parent(p).then(|| slot(p.as_bytes())))
+            }
+        })
+        .collect();
+    match slots.first() {
+        Some(Some(first)) if slots.iter().all(|s| *s == Some(*first)) => Ok(Some(*first)),
+        _ => Err(RedisError::from((
+            ErrorKind::Server(redis::ServerErrorKind::CrossSlot),
+            "CROSSSLOT",
+            "the tracked prefixes do not share one Cluster slot (a set's keys need one hash tag)"
+                .to_owned(),
+        ))),
+    }
+}
+
+/// The slot of a prefix that starts with a complete hash tag, whose keys
+/// all share it.
+fn tagged_slot(prefix: &str) -> Option<u16> {
+    let close = prefix.strip_prefix('{')?.find('}')?;
+    (close > 0).then(|| slot(prefix.as_bytes()))
+}
+
+/// What the heartbeat sends: `PING` to one server; `ROLE` to a Sentinel
+/// primary, which must still be one (a demoted primary keeps answering,
+/// but the writes go elsewhere); in a Cluster, a read of a key on the
+/// tracked slot, answered `MOVED` once the node no longer owns it.
+fn heartbeat(target: &Target, fed: &Fed) -> redis::Cmd {
+    match &target.deployment {
+        Deployment::Single(_) => redis::cmd("PING"),
+        Deployment::Sentinel(_) => redis::cmd("ROLE"),
+        Deployment::Cluster(_) => {
+            let mut cmd = redis::cmd("EXISTS");
+            cmd.arg(fed.prefixes().first().copied().unwrap_or_default());
+            cmd
+        }
+    }
+}
+
+/// Reads a heartbeat's reply: an error if it says the connection no
+/// longer reaches the node the writes go to.
+fn heartbeat_answered(target: &Target, reply: Value) -> Result<(), RedisError> {
+    if matches!(target.deployment, Deployment::Sentinel(_)) && !is_primary(reply) {
+        return Err(RedisError::from((
+            ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
+            "READONLY",
+            "the tracked server is no longer the primary".to_owned(),
+        )));
+    }
+    Ok(())
 }
 
 /// What a failure means. Before tracking is armed, an error reply to the

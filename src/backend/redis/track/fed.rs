@@ -32,6 +32,16 @@ impl Fed {
         }
     }
 
+    /// Whether `name` is one of a set's parents (exact keys, not prefixes).
+    pub(super) fn is_parent(&self, name: &str) -> bool {
+        match self {
+            Fed::Key { .. } => false,
+            Fed::Set { set, .. } => set
+                .upgrade()
+                .is_some_and(|s| s.parents().iter().any(|p| p == name)),
+        }
+    }
+
     /// Arms on the server of `epoch`; `false` once dropped.
     pub(super) fn arm(&self, epoch: u64) -> bool {
         match self {
