@@ -105,7 +105,7 @@ pub mod testing;
 
 pub use backend::{
     Backend, BlockingBackend, BlockingRedisBackend, MemoryBackend, RedactedUrl, RedisBackend,
-    RedisConfig, Stored, Ticket, Tracker, TrackerSet,
+    RedisConfig, RedisUrl, Stored, Ticket, Tracker, TrackerSet,
 };
 pub use error::{BackendError, Error};
 pub use fence::Fence;

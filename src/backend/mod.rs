@@ -21,7 +21,7 @@ pub use self::memory::MemoryBackend;
 #[cfg(any(test, feature = "testing"))]
 pub use self::memory::SavePoint;
 pub use self::redact::RedactedUrl;
-pub use self::redis::{BlockingRedisBackend, RedisBackend, RedisConfig};
+pub use self::redis::{BlockingRedisBackend, RedisBackend, RedisConfig, RedisUrl};
 pub use self::track::{Ticket, Tracker};
 pub use self::track_set::TrackerSet;
 

@@ -26,10 +26,12 @@ mod scripts;
 mod slot;
 mod target;
 mod track;
+mod url;
 
 pub use self::aio::RedisBackend;
 pub use self::blocking::BlockingRedisBackend;
 pub use self::config::RedisConfig;
+pub use self::url::RedisUrl;
 
 #[cfg(test)]
 mod tests {
