@@ -4,9 +4,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use redis::{Cmd, ErrorKind, RedisError, ServerErrorKind, Value};
+use redis::{Cmd, ErrorKind, IntoConnectionInfo, RedisError, ServerErrorKind, Value};
 
 use super::config::{check_url, RedisConfig, Replicas, URL_FORMS};
+use super::tls::{certificate_failure, uses_tls, Tls};
 use crate::backend::redact::{secrets, RedactedUrl};
 use crate::error::BackendError;
 
@@ -15,6 +16,8 @@ use crate::error::BackendError;
 /// which server the connections have reached.
 pub(super) struct Target {
     pub(super) client: redis::Client,
+    /// The TLS material the client was built with, for clients built later.
+    pub(super) tls: Tls,
     pub(super) name: String,
     secrets: Vec<String>,
     pub(super) config: RedisConfig,
@@ -39,14 +42,18 @@ impl Target {
         let redacted = RedactedUrl::new(url);
         check_url(url, &redacted)?;
         let secrets = secrets(url);
-        let client = redis::Client::open(url).map_err(|e| {
+        let invalid = |e: RedisError| {
             BackendError::Config(format!(
                 "invalid Redis URL {redacted}: {}; expected {URL_FORMS}",
                 scrub(&e.to_string(), &secrets)
             ))
-        })?;
+        };
+        let info = url.into_connection_info().map_err(invalid)?;
+        let tls = Tls::load(&config.tls, uses_tls(&info))?;
+        let client = tls.client(info).map_err(invalid)?;
         Ok(Target {
             client,
+            tls,
             name: format!("Redis at {redacted}"),
             secrets,
             config,
@@ -105,6 +112,12 @@ impl Target {
             BackendError::Timeout {
                 target,
                 after: self.config.response_timeout,
+            }
+        } else if let Some(check) = certificate_failure(e) {
+            BackendError::Tls {
+                target,
+                reason,
+                check,
             }
         } else if e.kind() == ErrorKind::AuthenticationFailed
             || e.kind() == ErrorKind::Server(ServerErrorKind::NoPerm)

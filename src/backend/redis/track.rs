@@ -243,7 +243,9 @@ async fn connect(
         .redis_settings()
         .clone()
         .set_protocol(ProtocolVersion::RESP3);
-    let client = redis::Client::open(info.set_redis_settings(resp3))?;
+    // Through the target's TLS material, so a CA file and a client
+    // certificate hold for this connection too.
+    let client = target.tls.client(info.set_redis_settings(resp3))?;
     let (fed, live) = (fed.clone(), Arc::clone(live));
     let pushes = move |push: PushInfo| {
         if live.load(Ordering::SeqCst) {
