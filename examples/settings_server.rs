@@ -249,6 +249,15 @@ async fn run(args: Args, token_on_command_line: bool) -> Result<(), Fatal> {
                      the settings file, reading it again now and then, but cannot tell \
                      other instances of its own changes"
                 ),
+                // The same, for a certificate: the error says which.
+                Err(e @ BackendError::Tls { .. }) => tracing::error!(
+                    error = %e,
+                    "the TLS handshake with Redis failed at start-up; fix --tls-ca, \
+                     --tls-cert and --tls-key (or the server's certificate) as the error \
+                     says, and restart it. Until then it serves the settings file, reading \
+                     it again now and then, but cannot tell other instances of its own \
+                     changes"
+                ),
                 Err(e) => tracing::warn!(
                     error = %e,
                     "Redis did not answer at start-up; starting anyway on the settings \
