@@ -7,9 +7,9 @@
 
 #[cfg(feature = "cli")]
 mod cli_support;
+mod support;
 
 use std::path::Path;
-use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,22 +93,7 @@ async fn push_mode_arms_over_tls_and_hears_a_bump() {
     .build(0)
     .unwrap();
 
-    let sync = reloader.synchronizer();
-    let tracker = sync.track().expect("the Redis backend can track");
-    tokio::time::timeout(PATIENCE, async {
-        loop {
-            let changed = tracker.changed();
-            let mut changed = pin!(changed);
-            changed.as_mut().enable();
-            reloader.check().await;
-            if matches!(sync.vouched(), Some(Stored::Value(g)) if sync.sync_gen() == Some(g)) {
-                return;
-            }
-            changed.await;
-        }
-    })
-    .await
-    .expect("push tracking armed over TLS within the patience");
+    support::push_armed(&reloader, PATIENCE).await;
 
     source.store(2, Ordering::SeqCst);
     let writer = RedisBackend::with_config(&url, trusting(&certs)).unwrap();

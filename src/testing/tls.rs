@@ -5,6 +5,15 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+/// `openssl req` arguments for a new, unencrypted P-256 key.
+const NEW_KEY: [&str; 5] = [
+    "-nodes",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+];
+
 /// A private CA and certificates it signed, in a temporary directory
 /// removed when dropped. Made with the `openssl` command (on `PATH`, or at
 /// `$OPENSSL`), with P-256 keys:
@@ -134,28 +143,19 @@ impl TlsCerts {
 
     /// A self-signed CA, `name.crt` and `name.key`.
     fn ca_named(&self, name: &str, common_name: &str) -> io::Result<()> {
-        self.openssl(&[
-            "req",
-            "-x509",
-            "-new",
-            "-nodes",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.crt"),
-            "-days",
-            "3650",
-            "-subj",
-            &format!("/CN={common_name}"),
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ])
+        let (key, crt, subject) = (
+            format!("{name}.key"),
+            format!("{name}.crt"),
+            format!("/CN={common_name}"),
+        );
+        let mut args = vec!["req", "-x509", "-new"];
+        args.extend(NEW_KEY);
+        args.extend([
+            "-keyout", &key, "-out", &crt, "-days", "3650", "-subj", &subject,
+        ]);
+        args.extend(["-addext", "basicConstraints=critical,CA:TRUE"]);
+        args.extend(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+        self.openssl(&args)
     }
 
     /// `name.crt` signed by the CA `ca` with the extensions `ext`, for a
@@ -170,30 +170,17 @@ impl TlsCerts {
     ) -> io::Result<()> {
         let subject = format!("/CN={common_name}");
         let csr = format!("{name}.csr");
+        let key = format!("{}.key", key_of.unwrap_or(name));
+        let mut args = vec!["req", "-new"];
         match key_of {
-            Some(owner) => {
-                let key = format!("{owner}.key");
-                self.openssl(&["req", "-new", "-key", &key, "-out", &csr, "-subj", &subject])?
-            }
+            Some(_) => args.extend(["-key", &key]),
             None => {
-                let key = format!("{name}.key");
-                self.openssl(&[
-                    "req",
-                    "-new",
-                    "-nodes",
-                    "-newkey",
-                    "ec",
-                    "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1",
-                    "-keyout",
-                    &key,
-                    "-out",
-                    &csr,
-                    "-subj",
-                    &subject,
-                ])?
+                args.extend(NEW_KEY);
+                args.extend(["-keyout", &key]);
             }
         }
+        args.extend(["-out", &csr, "-subj", &subject]);
+        self.openssl(&args)?;
         let ext_file = format!("{name}.ext");
         std::fs::write(
             self.path(&ext_file),
