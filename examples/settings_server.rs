@@ -48,7 +48,9 @@
 //! Options (see `--help`): `--listen ADDR` (default `127.0.0.1:8080`, port
 //! 0 picks a free one), `--settings FILE` (default `./settings.json`,
 //! created with default settings at first start-up), `--redis URL` (or
-//! `REDIS_URL`), `--key KEY` (default `example:settings`, stored as
+//! `REDIS_URL`), for a `rediss://` URL `--tls-ca FILE` (a private CA,
+//! trusted beside the system's roots) and `--tls-cert FILE --tls-key FILE`
+//! (a client certificate), `--key KEY` (default `example:settings`, stored as
 //! `gensync:example:settings`), `--write-token-file FILE` (or
 //! `SETTINGS_WRITE_TOKEN`; a `PUT` must then send `Authorization: Bearer
 //! <token>`), and the limits `--header-timeout` (10s), `--body-timeout`
@@ -165,8 +167,19 @@ async fn run(args: Args, token_on_command_line: bool) -> Result<(), Fatal> {
     let tenant_set = tenants::set_key(&args.key)
         .map_err(|e| Fatal(format!("invalid --key {:?}: {e}", args.key), USAGE))?;
     let redis = match args.redis.as_deref().map(str::trim) {
+        None | Some("") if args.has_tls_files() => {
+            return Err(Fatal(
+                "--tls-ca, --tls-cert and --tls-key are for a rediss:// --redis URL, and no \
+                 --redis was given"
+                    .into(),
+                USAGE,
+            ))
+        }
         None | Some("") => None,
-        Some(url) => Some(RedisBackend::open(url).map_err(|e| Fatal(e.to_string(), USAGE))?),
+        Some(url) => Some(
+            RedisBackend::with_config(url, args.redis_config())
+                .map_err(|e| Fatal(e.to_string(), USAGE))?,
+        ),
     };
     let token = write_token(&args, token_on_command_line)?;
 
@@ -235,6 +248,15 @@ async fn run(args: Args, token_on_command_line: bool) -> Result<(), Fatal> {
                      REDIS_URL), or the user's ACL, and restart it. Until then it serves \
                      the settings file, reading it again now and then, but cannot tell \
                      other instances of its own changes"
+                ),
+                // The same, for a certificate: the error says which.
+                Err(e @ BackendError::Tls { .. }) => tracing::error!(
+                    error = %e,
+                    "the TLS handshake with Redis failed at start-up; fix --tls-ca, \
+                     --tls-cert and --tls-key (or the server's certificate) as the error \
+                     says, and restart it. Until then it serves the settings file, reading \
+                     it again now and then, but cannot tell other instances of its own \
+                     changes"
                 ),
                 Err(e) => tracing::warn!(
                     error = %e,

@@ -1,18 +1,26 @@
 #!/usr/bin/env bash
-# The whole test suite: installs redis-server when missing, then runs every
-# test (unit, integration against real redis-server processes, doctests).
+# The whole test suite: installs redis-server (and openssl, which makes the
+# TLS tests' certificates) when missing, then runs every test (unit,
+# integration against real redis-server processes, doctests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v redis-server >/dev/null 2>&1; then
-    echo "redis-server not found; installing it from Debian's packages" >&2
+# Installs Debian package $2 when command $1 is missing.
+install_missing() {
+    if command -v "$1" >/dev/null 2>&1; then return; fi
+    echo "$1 not found; installing it from Debian's packages" >&2
     sudo_cmd=""
     if [ "$(id -u)" -ne 0 ]; then sudo_cmd="sudo"; fi
     $sudo_cmd apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq redis-server >/dev/null
-    # The package starts a system service we do not use; tests run their own.
-    $sudo_cmd systemctl stop redis-server >/dev/null 2>&1 || true
-fi
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "$2" >/dev/null
+    if [ "$2" = redis-server ]; then
+        # The package starts a system service we do not use; tests run their own.
+        $sudo_cmd systemctl stop redis-server >/dev/null 2>&1 || true
+    fi
+}
+
+install_missing redis-server redis-server
+install_missing openssl openssl
 
 cargo test --all-features --all-targets "$@"
 cargo test --all-features --doc "$@"

@@ -20,6 +20,18 @@ pub enum BackendError {
         /// The cause, as the client library put it.
         reason: String,
     },
+    /// A `rediss://` connection failed its TLS handshake: a certificate
+    /// refused by either side, or a port that does not speak TLS. The
+    /// server is running; what to change is in `check`.
+    #[error("{target} failed the TLS handshake: {reason}; {check}")]
+    Tls {
+        /// The server, password redacted.
+        target: String,
+        /// The cause, as the TLS library put it.
+        reason: String,
+        /// What to check or change.
+        check: String,
+    },
     /// The server closed a connection: it went down mid-call, or it is
     /// refusing new clients (`maxclients` reached), which Redis does by
     /// closing the connection.

@@ -88,27 +88,9 @@ fn answered_at_once(reloader: &Reloader<u64>) -> Option<u64> {
     }
 }
 
-/// Waits until push tracking vouches for `reloader`'s settings, on the
-/// tracker's own signal, within [`PATIENCE`]. Decided without starting a
-/// check that could leave a read in flight behind it.
+/// Waits until push tracking vouches for `reloader`'s settings.
 async fn armed(reloader: &Reloader<u64>) {
-    let sync = reloader.synchronizer();
-    let tracker = sync.track().expect("the Redis backend can track");
-    timeout(PATIENCE, async {
-        loop {
-            let changed = tracker.changed();
-            let mut changed = pin!(changed);
-            changed.as_mut().enable();
-            // Loads what tracking read, if it moved; waits for its read.
-            reloader.check().await;
-            if matches!(sync.vouched(), Some(Stored::Value(g)) if sync.sync_gen() == Some(g)) {
-                return;
-            }
-            changed.await;
-        }
-    })
-    .await
-    .expect("push tracking armed and vouching within the patience");
+    support::push_armed(reloader, PATIENCE).await;
 }
 
 /// Waits until `reloader`'s subscribers hear of settings `want`, with no

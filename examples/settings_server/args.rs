@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use gensync::reload::CheckMode;
+use gensync::RedisConfig;
 
 use crate::token::TOKEN_ENV;
 
@@ -44,6 +45,30 @@ pub struct Args {
     /// backend that only this process sees.
     #[arg(long, value_name = "URL", env = "REDIS_URL", hide_env_values = true)]
     pub redis: Option<String>,
+
+    /// For a rediss:// --redis: a PEM file of the CA that signed the
+    /// server's certificate, trusted beside the system's roots.
+    #[arg(long, value_name = "FILE", env = "REDIS_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// For a rediss:// --redis whose server requires client certificates
+    /// (tls-auth-clients yes): this instance's certificate (PEM).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "REDIS_TLS_CERT",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (unencrypted PEM).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "REDIS_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
 
     /// The generation's key, as `part:part` (stored under the `gensync:`
     /// namespace). The tenants' set key is KEY:tenants: `gensync bump
@@ -87,6 +112,26 @@ pub struct Args {
     /// progress is closed for a new one.
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+}
+
+impl Args {
+    /// The Redis settings the flags ask for: the TLS files, checked when
+    /// the backend is opened.
+    pub fn redis_config(&self) -> RedisConfig {
+        let mut config = RedisConfig::default();
+        if let Some(ca) = &self.tls_ca {
+            config = config.tls_ca_file(ca);
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            config = config.tls_client_auth(cert, key);
+        }
+        config
+    }
+
+    /// Whether any TLS file was given.
+    pub fn has_tls_files(&self) -> bool {
+        self.tls_ca.is_some() || self.tls_cert.is_some()
+    }
 }
 
 /// A duration as `250ms`, `10s` or `2m`.

@@ -33,6 +33,8 @@ const READY: &str = "Ready to accept connections";
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
+    /// The TLS port, for a server started with [`start_tls`](Self::start_tls).
+    tls_port: Option<u16>,
     dir: tempfile::TempDir,
     args: Vec<String>,
     password: Option<String>,
@@ -46,7 +48,7 @@ impl RedisServer {
 
     /// Starts a server that requires `password` (`--requirepass`).
     pub fn start_with_password(password: &str) -> io::Result<Self> {
-        let mut server = Self::launch(vec!["--requirepass".into(), password.into()])?;
+        let mut server = Self::launch(vec!["--requirepass".into(), password.into()], false)?;
         server.password = Some(password.to_owned());
         Ok(server)
     }
@@ -58,13 +60,26 @@ impl RedisServer {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        Self::launch(args.into_iter().map(Into::into).collect())
+        Self::launch(args.into_iter().map(Into::into).collect(), false)
     }
 
-    fn launch(args: Vec<String>) -> io::Result<Self> {
+    /// Starts a server that also listens for TLS on a port of its own
+    /// ([`tls_url`](Self::tls_url)), besides its plain port; `args` give
+    /// its certificates, as [`TlsCerts::redis_args`](super::TlsCerts::redis_args)
+    /// writes them.
+    pub fn start_tls<I, S>(args: I) -> io::Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::launch(args.into_iter().map(Into::into).collect(), true)
+    }
+
+    fn launch(args: Vec<String>, tls: bool) -> io::Result<Self> {
         let mut server = RedisServer {
             child: None,
             port: 0,
+            tls_port: None,
             dir: tempfile::Builder::new()
                 .prefix("gensync-redis-")
                 .tempdir()?,
@@ -76,6 +91,9 @@ impl RedisServer {
         // the server binds it; another port then does.
         for _ in 0..5 {
             server.port = free_port()?;
+            if tls {
+                server.tls_port = Some(free_port()?);
+            }
             match server.spawn() {
                 Ok(()) => return Ok(server),
                 Err(e) => last_error = Some(e),
@@ -99,6 +117,11 @@ impl RedisServer {
             .arg(self.dir.path())
             .args(["--save", "", "--appendonly", "no", "--logfile", ""])
             .args(["--daemonize", "no", "--protected-mode", "no"])
+            .args(
+                self.tls_port
+                    .iter()
+                    .flat_map(|port| ["--tls-port".to_owned(), port.to_string()]),
+            )
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -160,6 +183,17 @@ impl RedisServer {
             Some(pw) => format!("redis://:{pw}@127.0.0.1:{}", self.port),
             None => format!("redis://127.0.0.1:{}", self.port),
         }
+    }
+
+    /// The `rediss://` URL of the TLS port, with the password when there is
+    /// one; `None` unless the server was started with
+    /// [`start_tls`](Self::start_tls).
+    pub fn tls_url(&self) -> Option<String> {
+        let port = self.tls_port?;
+        Some(match &self.password {
+            Some(pw) => format!("rediss://:{pw}@127.0.0.1:{port}"),
+            None => format!("rediss://127.0.0.1:{port}"),
+        })
     }
 
     /// The unix-socket URL (`redis+unix://`), with the password when there

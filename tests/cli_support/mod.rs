@@ -10,6 +10,9 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_gensync");
 pub fn gensync() -> Command {
     let mut cmd = Command::new(BIN);
     cmd.env_remove("GENSYNC_URL").env_remove("REDIS_URL");
+    for var in ["GENSYNC_TLS_CA", "GENSYNC_TLS_CERT", "GENSYNC_TLS_KEY"] {
+        cmd.env_remove(var);
+    }
     cmd
 }
 

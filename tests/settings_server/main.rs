@@ -6,7 +6,8 @@
 //! closed stdout, the size limits), `files` (symlinks, modes, a
 //! missing file, numbers kept exactly) and `tenants` (the tenant routes:
 //! instances agreeing per tenant, 404 and 400, the token, the parent
-//! generation).
+//! generation); with the `tls` feature, `tls` (a TLS Redis with a private
+//! CA and client certificates).
 //!
 //! `SETTINGS_SERVER_BIN=/path/to/settings_server` runs the tests against
 //! another build of the example (an older one, to see them fail).
@@ -19,6 +20,8 @@ mod connections;
 mod files;
 mod secrets;
 mod tenants;
+#[cfg(feature = "tls")]
+mod tls;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};

@@ -248,3 +248,31 @@ impl Write for LogCapture {
         Ok(())
     }
 }
+
+/// Waits until push tracking vouches for `reloader`'s settings, on the
+/// tracker's own signal, within `patience`. Decided without starting a
+/// check that could leave a read in flight behind it.
+pub async fn push_armed<T: Send + Sync + 'static>(
+    reloader: &gensync::reload::Reloader<T>,
+    patience: std::time::Duration,
+) {
+    use gensync::Stored;
+
+    let sync = reloader.synchronizer();
+    let tracker = sync.track().expect("the Redis backend can track");
+    tokio::time::timeout(patience, async {
+        loop {
+            let changed = tracker.changed();
+            let mut changed = std::pin::pin!(changed);
+            changed.as_mut().enable();
+            // Loads what tracking read, if it moved; waits for its read.
+            reloader.check().await;
+            if matches!(sync.vouched(), Some(Stored::Value(g)) if sync.sync_gen() == Some(g)) {
+                return;
+            }
+            changed.await;
+        }
+    })
+    .await
+    .expect("push tracking armed and vouching within the patience");
+}

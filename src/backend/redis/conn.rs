@@ -5,7 +5,10 @@
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisError, RedisFuture, Value};
+use redis::{
+    AsyncConnectionConfig, Client, Cmd, IntoConnectionInfo, Pipeline, RedisError, RedisFuture,
+    Value,
+};
 
 use super::config::Replicas;
 use super::deployment::{
@@ -86,7 +89,7 @@ pub(super) async fn node_async(
 ) -> Result<MultiplexedConnection, RedisError> {
     match &target.deployment {
         Deployment::Single(client) => {
-            protocol(client, resp3)?
+            protocol(target, client, resp3)?
                 .get_multiplexed_async_connection_with_config(config)
                 .await
         }
@@ -117,7 +120,7 @@ async fn primary_async(
                 .query_async::<Value>(&mut conn)
                 .await?;
             let (host, port) = read_master_addr(reply)?;
-            let client = protocol(&sentinels.node.client(&host, port)?, resp3)?;
+            let client = protocol(target, &sentinels.node.client(&host, port)?, resp3)?;
             let mut node = client
                 .get_multiplexed_async_connection_with_config(config)
                 .await?;
@@ -152,7 +155,9 @@ pub(super) async fn owner_async(
     let mut last = None;
     for seed in &cluster.seeds {
         let attempt = async {
-            let mut conn = Client::open(seed.as_str())?
+            let mut conn = target
+                .tls
+                .client(seed.as_str().into_connection_info()?)?
                 .get_multiplexed_async_connection_with_config(&asking)
                 .await?;
             let slots = redis::cmd("CLUSTER")
@@ -160,7 +165,7 @@ pub(super) async fn owner_async(
                 .query_async::<Value>(&mut conn)
                 .await?;
             let (host, port) = owner_of(slots, slot)?;
-            protocol(&cluster.node.client(&host, port)?, true)?
+            protocol(target, &cluster.node.client(&host, port)?, true)?
                 .get_multiplexed_async_connection_with_config(config)
                 .await
         };
@@ -320,8 +325,9 @@ fn primary_blocking(
     Err(last.unwrap_or_else(no_sentinel))
 }
 
-/// `client`, speaking RESP3 if asked (push mode needs it).
-fn protocol(client: &Client, resp3: bool) -> Result<Client, RedisError> {
+/// `client`, speaking RESP3 if asked (push mode needs it), through the
+/// target's TLS material.
+fn protocol(target: &Target, client: &Client, resp3: bool) -> Result<Client, RedisError> {
     if !resp3 {
         return Ok(client.clone());
     }
@@ -330,7 +336,7 @@ fn protocol(client: &Client, resp3: bool) -> Result<Client, RedisError> {
         .redis_settings()
         .clone()
         .set_protocol(redis::ProtocolVersion::RESP3);
-    Client::open(info.set_redis_settings(settings))
+    target.tls.client(info.set_redis_settings(settings))
 }
 
 fn not_primary(master: &str) -> RedisError {

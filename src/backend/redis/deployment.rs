@@ -17,9 +17,10 @@
 //! (see [`identified`]).
 
 use redis::cluster::ClusterClient;
-use redis::{Client, Cmd, RedisError, RedisResult, Value};
+use redis::{Client, Cmd, IntoConnectionInfo, RedisError, RedisResult, Value};
 
 use super::config::{RedisConfig, Replicas};
+use super::tls::Tls;
 use crate::error::BackendError;
 
 /// Where the servers are.
@@ -54,6 +55,8 @@ pub(super) struct Cluster {
 /// database, as the deployment's URL gave them.
 pub(super) struct NodeUrl {
     tls: bool,
+    /// The CA and client certificate every node's client is built with.
+    material: Tls,
     /// The userinfo as written, with its `@`, or empty.
     userinfo: String,
     /// `/db`, or empty.
@@ -63,7 +66,8 @@ pub(super) struct NodeUrl {
 impl NodeUrl {
     /// A client for the node at `host:port`.
     pub(super) fn client(&self, host: &str, port: u16) -> RedisResult<Client> {
-        Client::open(self.url(host, port))
+        self.material
+            .client(self.url(host, port).into_connection_info()?)
     }
 
     fn url(&self, host: &str, port: u16) -> String {
@@ -151,7 +155,7 @@ pub(super) fn split(url: &str) -> Result<Parts<'_>, String> {
 
 impl Parts<'_> {
     /// The deployment this URL names.
-    pub(super) fn deployment(&self) -> Result<Deployment, String> {
+    pub(super) fn deployment(&self, tls: &Tls) -> Result<Deployment, String> {
         let mut db = String::new();
         match self.kind {
             Kind::Sentinel => {
@@ -175,13 +179,13 @@ impl Parts<'_> {
                 let sentinels = self
                     .hosts
                     .iter()
-                    .map(|h| Client::open(format!("{scheme}://{auth}{h}")))
+                    .map(|h| tls.client(format!("{scheme}://{auth}{h}").into_connection_info()?))
                     .collect::<RedisResult<Vec<_>>>()
                     .map_err(|e| e.to_string())?;
                 Ok(Deployment::Sentinel(Sentinels {
                     sentinels,
                     master: master.to_owned(),
-                    node: self.node(db),
+                    node: self.node(db, tls),
                 }))
             }
             Kind::Cluster => {
@@ -190,7 +194,7 @@ impl Parts<'_> {
                 }
                 self.param("sentinel_password")?
                     .map_or(Ok(()), |_| Err("sentinel_password, which is for Sentinel"))?;
-                let node = self.node(db);
+                let node = self.node(db, tls);
                 let seeds = self
                     .hosts
                     .iter()
@@ -207,9 +211,10 @@ impl Parts<'_> {
         }
     }
 
-    fn node(&self, db: String) -> NodeUrl {
+    fn node(&self, db: String, material: &Tls) -> NodeUrl {
         NodeUrl {
             tls: self.tls,
+            material: material.clone(),
             userinfo: self.userinfo.to_owned(),
             db,
         }
@@ -240,7 +245,13 @@ impl Cluster {
         config: &RedisConfig,
         replicas: Option<Replicas>,
     ) -> RedisResult<ClusterClient> {
-        ClusterClient::builder(self.seeds.iter().map(String::as_str))
+        let builder = ClusterClient::builder(self.seeds.iter().map(String::as_str));
+        #[cfg(feature = "tls")]
+        let builder = match self.node.material.certificates() {
+            Some(certificates) => builder.certs(certificates),
+            None => builder,
+        };
+        builder
             .connection_timeout(config.connect_timeout)
             .response_timeout(config.reply_timeout(replicas))
             // A failover takes seconds, and a caller's bound is shorter:
@@ -370,7 +381,7 @@ mod tests {
         let parts = split("redis+sentinel://:pw@10.0.0.1:26379,10.0.0.2:26379/mymaster/2").unwrap();
         assert_eq!(parts.kind, Kind::Sentinel);
         assert_eq!(parts.hosts, ["10.0.0.1:26379", "10.0.0.2:26379"]);
-        let Deployment::Sentinel(s) = parts.deployment().unwrap() else {
+        let Deployment::Sentinel(s) = parts.deployment(&Tls::default()).unwrap() else {
             panic!("not a sentinel deployment")
         };
         assert_eq!(s.master, "mymaster");
@@ -383,7 +394,7 @@ mod tests {
     fn cluster_urls_name_the_seeds() {
         let parts = split("rediss+cluster://u:p@a:7000,b:7001").unwrap();
         assert!(parts.tls);
-        let Deployment::Cluster(c) = parts.deployment().unwrap() else {
+        let Deployment::Cluster(c) = parts.deployment(&Tls::default()).unwrap() else {
             panic!("not a cluster deployment")
         };
         assert_eq!(c.seeds, ["rediss://u:p@a:7000", "rediss://u:p@b:7001"]);
@@ -400,7 +411,7 @@ mod tests {
             ("redis+cluster://a:1/0", "only database 0"),
             ("redis+cluster://a:1?sentinel_password=x", "for Sentinel"),
         ] {
-            let err = match split(url).and_then(|p| p.deployment().map(drop)) {
+            let err = match split(url).and_then(|p| p.deployment(&Tls::default()).map(drop)) {
                 Err(e) => e,
                 Ok(()) => panic!("{url} was accepted"),
             };

@@ -14,6 +14,9 @@
 //! of client errors to errors that say what to check, and the identity of
 //! the server each new connection reached (its `run_id`), whose changes
 //! are counted as epochs so a server that went back in time can be told.
+//! `tls.rs` loads the TLS files a [`RedisConfig`] names (a CA to trust
+//! beside the system's roots, a client certificate) and tells certificate
+//! failures apart from a server that is down.
 
 mod aio;
 mod blocking;
@@ -25,6 +28,7 @@ mod dialer;
 mod scripts;
 mod slot;
 mod target;
+mod tls;
 mod track;
 mod url;
 

@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use redis::{Cmd, ErrorKind, RedisError, ServerErrorKind, Value};
+use redis::{Cmd, ErrorKind, IntoConnectionInfo, RedisError, ServerErrorKind, Value};
 
 use super::config::{check_url, RedisConfig, Replicas, URL_FORMS};
 use super::deployment::{self, invalid, Deployment};
+use super::tls::{certificate_failure, uses_tls, Tls};
 use crate::backend::redact::{secrets, RedactedUrl};
 use crate::error::BackendError;
 
@@ -17,6 +18,9 @@ use crate::error::BackendError;
 /// library's text, and which server the connections have reached.
 pub(super) struct Target {
     pub(super) deployment: Deployment,
+    /// The TLS material the clients are built with, for clients built
+    /// later (a Sentinel's primary, a Cluster's node, push mode's).
+    pub(super) tls: Tls,
     pub(super) name: String,
     secrets: Vec<String>,
     pub(super) config: RedisConfig,
@@ -45,26 +49,32 @@ impl Target {
         let secrets = secrets(url);
         let scrubbed = |e: RedisError| scrub(&e.to_string(), &secrets);
         let scheme = url.split("://").next().unwrap_or_default();
-        let deployment = if deployment::multi_host(scheme).is_some() {
+        let (deployment, tls) = if deployment::multi_host(scheme).is_some() {
             let parts = deployment::split(url).map_err(|p| invalid(&redacted, &p))?;
-            let deployment = parts.deployment().map_err(|p| invalid(&redacted, &p))?;
+            let tls = Tls::load(&config.tls, parts.tls)?;
+            let deployment = parts.deployment(&tls).map_err(|p| invalid(&redacted, &p))?;
             if let Deployment::Cluster(cluster) = &deployment {
                 // Built now, so a bad seed is an error at open.
                 cluster
                     .client(&config, None)
                     .map_err(|e| invalid(&redacted, &scrubbed(e)))?;
             }
-            deployment
+            (deployment, tls)
         } else {
-            Deployment::Single(redis::Client::open(url).map_err(|e| {
+            let invalid = |e: RedisError| {
                 BackendError::Config(format!(
                     "invalid Redis URL {redacted}: {}; expected {URL_FORMS}",
                     scrubbed(e)
                 ))
-            })?)
+            };
+            let info = url.into_connection_info().map_err(invalid)?;
+            let tls = Tls::load(&config.tls, uses_tls(&info))?;
+            let client = tls.client(info).map_err(invalid)?;
+            (Deployment::Single(client), tls)
         };
         Ok(Target {
             deployment,
+            tls,
             name: format!("Redis at {redacted}"),
             secrets,
             config,
@@ -184,6 +194,12 @@ impl Target {
             BackendError::Timeout {
                 target,
                 after: self.config.response_timeout,
+            }
+        } else if let Some(check) = certificate_failure(e) {
+            BackendError::Tls {
+                target,
+                reason,
+                check,
             }
         } else if e.kind() == ErrorKind::AuthenticationFailed
             || e.kind() == ErrorKind::Server(ServerErrorKind::NoPerm)

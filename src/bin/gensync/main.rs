@@ -11,7 +11,10 @@
 //! ```
 //!
 //! The URL comes from `--url`, else the file `--url-file` names, else
-//! `$GENSYNC_URL`, else `$REDIS_URL`. KEY is `site:settings` style text, as
+//! `$GENSYNC_URL`, else `$REDIS_URL`. For a `rediss://` URL, `--tls-ca
+//! FILE` (or `$GENSYNC_TLS_CA`) trusts a private CA beside the system's
+//! roots, and `--tls-cert FILE --tls-key FILE` (or `$GENSYNC_TLS_CERT`,
+//! `$GENSYNC_TLS_KEY`) send a client certificate. KEY is `site:settings` style text, as
 //! [`Key::parse`] reads it.
 //!
 //! `sync` is a reader for scripts and cron jobs: FILE holds the generation
@@ -51,7 +54,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use gensync::{BlockingRedisBackend, BlockingSynchronizer, Error, Generation, Key, Stored};
+use gensync::{
+    BlockingRedisBackend, BlockingSynchronizer, Error, Generation, Key, RedisConfig, Stored,
+};
 
 use crate::sync::{run_sync, SyncOptions};
 
@@ -113,6 +118,33 @@ struct Cli {
     /// history.
     #[arg(long, global = true, value_name = "FILE", conflicts_with = "url")]
     url_file: Option<PathBuf>,
+
+    /// For a rediss:// URL: a PEM file of the CA that signed the server's
+    /// certificate (a private CA), trusted beside the system's roots.
+    #[arg(long, global = true, value_name = "FILE", env = "GENSYNC_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+
+    /// For a rediss:// URL whose server requires client certificates
+    /// (tls-auth-clients yes): the client certificate (PEM). Needs
+    /// --tls-key.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "GENSYNC_TLS_CERT",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (unencrypted PEM).
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "GENSYNC_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
 
     /// Act on one member of the set KEY (a tenant of a keyed reloader
     /// whose set is KEY) instead of KEY itself. Without it, a set's KEY is
@@ -194,8 +226,15 @@ fn main() -> ExitCode {
         Ok(url) => url,
         Err(message) => return fail(TROUBLE, message),
     };
+    let mut config = RedisConfig::default();
+    if let Some(ca) = &cli.tls_ca {
+        config = config.tls_ca_file(ca);
+    }
+    if let (Some(cert), Some(key)) = (&cli.tls_cert, &cli.tls_key) {
+        config = config.tls_client_auth(cert, key);
+    }
     // The backend's errors already redact the password.
-    let backend = match BlockingRedisBackend::open(&url) {
+    let backend = match BlockingRedisBackend::with_config(&url, config) {
         Ok(backend) => backend,
         Err(e) => return fail(TROUBLE, e),
     };

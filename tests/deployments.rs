@@ -1,0 +1,327 @@
+//! Sentinel and Cluster on real topologies on loopback: a primary, a
+//! replica and three sentinels; three primaries with a replica each. Each
+//! test starts and kills its own processes (`gensync::testing`).
+//!
+//! These are the slow tests (a failover takes seconds): `cargo test
+//! --all-features --test deployments`, or skip them with `--skip
+//! deployments`... see the README's "Running the tests".
+
+mod support;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use gensync::testing::{RedisCluster, SentinelGroup};
+use gensync::{
+    Backend, BlockingRedisBackend, BlockingSynchronizer, Generation, GenerationSynchronizer, Key,
+    RedisBackend, RedisConfig, Stored, Synchronizer,
+};
+
+/// A failover's worst case on a loaded 2-core machine, with room to spare:
+/// only a broken promise reaches it.
+const FAILOVER: Duration = Duration::from_secs(30);
+const TTL: Duration = Duration::from_secs(60);
+
+fn config() -> RedisConfig {
+    support::patient_config().heartbeat(Duration::from_millis(50))
+}
+
+fn key() -> Key {
+    Key::parse("site:settings").unwrap()
+}
+
+/// Polls `check` until it holds, or fails the test naming `what`. For
+/// processes outside the test (a failover), which send no signal.
+async fn until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + FAILOVER;
+    while !check().await {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The run id of the server on `port`.
+fn run_id(port: u16) -> String {
+    let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let info: String = redis::cmd("INFO").arg("server").query(&mut conn).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_follows_a_failover_and_keeps_a_replicated_bump() {
+    let mut group = SentinelGroup::start().unwrap();
+    let replicated = config().wait_for_replicas(1, Duration::from_secs(2));
+    let backend = RedisBackend::with_config(&group.url(), replicated).unwrap();
+    let sync = Synchronizer::new(backend.clone(), key());
+    sync.refresh().await.unwrap();
+    assert!(!sync.is_expired().await);
+    let bumped = sync.mark_updated().await.unwrap();
+    let seen = sync.check().await;
+    sync.record(seen.observed().unwrap());
+    assert_eq!(
+        backend.server_id(),
+        Some(run_id(group.primary_port().unwrap()))
+    );
+    let epoch = backend.epoch();
+
+    let old = group.kill_primary().unwrap();
+    // Until a replica is promoted, every check reads as expired.
+    assert!(sync.is_expired().await);
+    let new = group.wait_for_failover(old, FAILOVER).unwrap();
+    until("the backend reaches the promoted replica", || async {
+        sync.read().await.is_ok()
+    })
+    .await;
+
+    // Asked of the sentinels again: the new primary, a new epoch, and the
+    // bump its WAIT said was replicated is there.
+    assert_eq!(backend.server_id(), Some(run_id(new)));
+    assert!(backend.epoch() > epoch);
+    assert_eq!(sync.read().await.unwrap(), Stored::Value(bumped));
+    // Reconnected to a different primary: expired once, then current.
+    assert!(sync.is_expired().await);
+    sync.refresh().await.unwrap();
+    assert!(!sync.is_expired().await);
+    let again = sync.mark_updated().await.unwrap();
+    assert_ne!(again, bumped);
+}
+
+#[test]
+fn the_blocking_path_follows_a_sentinel_failover() {
+    let mut group = SentinelGroup::start().unwrap();
+    let backend = BlockingRedisBackend::with_config(
+        &group.url(),
+        config().wait_for_replicas(1, Duration::from_secs(2)),
+    )
+    .unwrap();
+    let sync = BlockingSynchronizer::new(backend.clone(), key());
+    let bumped = sync.mark_updated().unwrap();
+    let old = group.kill_primary().unwrap();
+    let new = group.wait_for_failover(old, FAILOVER).unwrap();
+    let deadline = Instant::now() + FAILOVER;
+    let read = loop {
+        match sync.read() {
+            Ok(stored) => break stored,
+            Err(e) => assert!(Instant::now() < deadline, "never read again: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(read, Stored::Value(bumped));
+    assert_eq!(backend.server_id(), Some(run_id(new)));
+    assert!(sync.mark_updated().is_ok());
+}
+
+/// Push tracking on `sync`, armed and vouching, with the ticket of its
+/// latest read.
+async fn armed(sync: &Synchronizer<RedisBackend>) -> std::sync::Arc<gensync::Tracker> {
+    let tracker = sync.track().expect("tracking starts");
+    until("tracking is armed and vouches for a read", || async {
+        tracker.is_armed() && sync.vouched().is_some()
+    })
+    .await;
+    tracker
+}
+
+/// A bump by `writer` (retried while the deployment is failing over)
+/// reaches `tracker`.
+async fn a_bump_invalidates(writer: &Synchronizer<RedisBackend>, tracker: &gensync::Tracker) {
+    let ticket = tracker.ticket();
+    until("a writer's bump succeeds", || async {
+        writer.mark_updated().await.is_ok()
+    })
+    .await;
+    until("the bump's invalidation reaches the tracker", || async {
+        tracker.moved_since(ticket)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_tracking_is_armed_again_on_the_promoted_primary() {
+    let mut group = SentinelGroup::start().unwrap();
+    let sync = Synchronizer::new(
+        RedisBackend::with_config(&group.url(), config()).unwrap(),
+        key(),
+    );
+    let writer = Synchronizer::new(
+        RedisBackend::with_config(&group.url(), config()).unwrap(),
+        key(),
+    );
+    sync.refresh().await.unwrap();
+    let tracker = armed(&sync).await;
+    a_bump_invalidates(&writer, &tracker).await;
+
+    let old = group.kill_primary().unwrap();
+    until("tracking is lost with the primary", || async {
+        !tracker.is_armed()
+    })
+    .await;
+    assert_eq!(sync.vouched(), None);
+    group.wait_for_failover(old, FAILOVER).unwrap();
+    armed(&sync).await;
+    a_bump_invalidates(&writer, &tracker).await;
+}
+
+/// A primary demoted without dying (`SENTINEL FAILOVER`) still answers,
+/// but the writes go to the new one: tracking must leave it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_tracking_leaves_a_primary_demoted_alive() {
+    let group = SentinelGroup::start().unwrap();
+    let sync = Synchronizer::new(
+        RedisBackend::with_config(&group.url(), config()).unwrap(),
+        key(),
+    );
+    let writer = Synchronizer::new(
+        RedisBackend::with_config(&group.url(), config()).unwrap(),
+        key(),
+    );
+    sync.refresh().await.unwrap();
+    let tracker = armed(&sync).await;
+    let old = group.primary_port().unwrap();
+    let (host, port) = group.sentinel_addrs()[0].clone();
+    let mut sentinel = redis::Client::open(format!("redis://{host}:{port}"))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let () = redis::cmd("SENTINEL")
+        .arg("FAILOVER")
+        .arg(group.master_name())
+        .query(&mut sentinel)
+        .unwrap();
+    let new = group.wait_for_failover(old, FAILOVER).unwrap();
+    assert_ne!(new, old);
+    a_bump_invalidates(&writer, &tracker).await;
+}
+
+/// Keys on several shards, each with the writers' lease, intents and
+/// fencing token beside it, and a keyed set's members with its parent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_serves_every_operation_on_every_shard() {
+    let cluster = RedisCluster::start().unwrap();
+    let backend = RedisBackend::with_config(&cluster.url(), config()).unwrap();
+    let blocking = BlockingRedisBackend::with_config(&cluster.url(), config()).unwrap();
+    let keys: Vec<Key> = (0..12)
+        .map(|i| Key::new(["shard", &i.to_string()]).unwrap())
+        .collect();
+    let owners: std::collections::HashSet<u16> = keys
+        .iter()
+        .map(|k| cluster.primary_for(k.as_str()).unwrap())
+        .collect();
+    assert_eq!(owners.len(), 3, "the keys cover every shard");
+    let token = Generation::new(7).unwrap();
+    for key in &keys {
+        let sync = Synchronizer::new(backend.clone(), key.clone());
+        let created = sync.refresh().await.unwrap();
+        let bumped = sync.mark_updated().await.unwrap();
+        assert_ne!(created, bumped);
+        let blocking_sync = BlockingSynchronizer::new(blocking.clone(), key.clone());
+        assert_eq!(blocking_sync.read().unwrap(), Stored::Value(bumped));
+
+        // The lease's scripts touch the key's companions in one step: a
+        // CROSSSLOT error here would mean they left its slot.
+        let fence = backend.lock(key, token, TTL).await.unwrap();
+        assert!(fence.is_some());
+        assert!(backend.renew(key, token, TTL, TTL).await.unwrap());
+        backend.intend(key, token, TTL, TTL).await.unwrap();
+        let finished = backend.incr(key, 1, TTL, Some(token)).await.unwrap();
+        assert!(matches!(finished, Stored::Value(_)));
+        assert!(backend.unlock(key, token).await.unwrap());
+    }
+    let tenants = Key::parse("tenants").unwrap();
+    let acme = tenants.member("acme").unwrap();
+    let parent = Synchronizer::new(backend.clone(), tenants.clone())
+        .mark_updated()
+        .await
+        .unwrap();
+    let member = Synchronizer::new(backend.clone(), acme.clone())
+        .mark_updated()
+        .await
+        .unwrap();
+    assert_eq!(
+        backend.get_with_parent(&acme, &tenants).await.unwrap(),
+        (Stored::Value(member), Stored::Value(parent))
+    );
+    // Nothing learnt moves the epoch while every slot stays on its node.
+    assert_eq!(backend.epoch(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_shard_failover_reads_expired_once_and_tracking_follows() {
+    let mut cluster = RedisCluster::start().unwrap();
+    let backend = RedisBackend::with_config(
+        &cluster.url(),
+        config().wait_for_replicas(1, Duration::from_secs(2)),
+    )
+    .unwrap();
+    let sync = Synchronizer::new(backend.clone(), key());
+    let writer = Synchronizer::new(
+        RedisBackend::with_config(&cluster.url(), config()).unwrap(),
+        key(),
+    );
+    sync.refresh().await.unwrap();
+    let bumped = sync.mark_updated().await.unwrap();
+    let seen = sync.check().await;
+    sync.record(seen.observed().unwrap());
+    let tracker = armed(&sync).await;
+    let epoch = backend.epoch();
+
+    let old = cluster.kill_primary_for(key().as_str()).unwrap();
+    until("tracking is lost with the shard's primary", || async {
+        !tracker.is_armed()
+    })
+    .await;
+    cluster
+        .wait_for_failover(key().as_str(), old, FAILOVER)
+        .unwrap();
+    until("the key is read from the promoted replica", || async {
+        sync.read().await.is_ok()
+    })
+    .await;
+    // The bump its WAIT said was replicated is there; the slot moved to
+    // another node, so the epoch moved and the check reads expired once.
+    assert_eq!(sync.read().await.unwrap(), Stored::Value(bumped));
+    assert!(backend.epoch() > epoch);
+    assert!(sync.is_expired().await);
+    sync.refresh().await.unwrap();
+    assert!(!sync.is_expired().await);
+    armed(&sync).await;
+    a_bump_invalidates(&writer, &tracker).await;
+}
+
+#[test]
+fn the_blocking_path_follows_a_cluster_shard_failover() {
+    let mut cluster = RedisCluster::start().unwrap();
+    let backend = BlockingRedisBackend::with_config(&cluster.url(), config()).unwrap();
+    let sync = BlockingSynchronizer::new(backend, key());
+    let bumped = sync.mark_updated().unwrap();
+    let old = cluster.kill_primary_for(key().as_str()).unwrap();
+    cluster
+        .wait_for_failover(key().as_str(), old, FAILOVER)
+        .unwrap();
+    let deadline = Instant::now() + FAILOVER;
+    let read = loop {
+        match sync.read() {
+            Ok(stored) => break stored,
+            Err(e) => assert!(Instant::now() < deadline, "never read again: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Not waited for: the promoted replica may lack the bump (then the
+    // key is missing, or holds the value before it), but never another.
+    assert!(
+        matches!(read, Stored::Value(g) if g == bumped) || read == Stored::Missing,
+        "{read:?}"
+    );
+    assert!(sync.mark_updated().is_ok());
+}
