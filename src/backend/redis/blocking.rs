@@ -253,7 +253,7 @@ fn attempt<T>(
         BlockingConn::Cluster(cluster) => {
             // The Cluster client sends the pipeline to the node of its
             // first key, and its replies already wait for the replicas.
-            let replies = pipe.ignore_errors().query::<Vec<Value>>(cluster);
+            let replies = pipe.ignore_errors().query::<Vec<Value>>(&mut **cluster);
             if replies.as_ref().is_err_and(found_dead) {
                 conn.broken = true;
             }
