@@ -7,7 +7,7 @@ use std::io;
 use std::time::Duration;
 
 use super::poll::{self, ask};
-use super::redis_server::Tool;
+use super::redis_server::{Tool, NO_SYNC_DELAY};
 use super::RedisServer;
 
 /// Three shards, a primary and a replica each.
@@ -67,6 +67,9 @@ impl RedisCluster {
                 "--cluster-require-full-coverage".into(),
                 "no".into(),
             ]
+            .into_iter()
+            .chain(NO_SYNC_DELAY.map(String::from))
+            .collect()
         };
         let nodes = (0..NODES)
             .map(|_| RedisServer::start_cluster_node(args()))

@@ -25,6 +25,11 @@ const SENTINEL_READY: &str = "Sentinel ID is";
 /// refuses to start without one it can rewrite.
 const SENTINEL_CONF: &str = "sentinel.conf";
 
+/// Arguments for a node that has or may get replicas: a primary waits
+/// five seconds by default before it sends a new replica its data, for
+/// more replicas to share the transfer; a test has no more coming.
+pub(super) const NO_SYNC_DELAY: [&str; 2] = ["--repl-diskless-sync-delay", "0"];
+
 /// What a [`RedisServer`] process is.
 #[derive(Debug)]
 enum Kind {

@@ -7,6 +7,7 @@ use std::io;
 use std::time::Duration;
 
 use super::poll::{self, ask};
+use super::redis_server::NO_SYNC_DELAY;
 use super::RedisServer;
 
 /// The name the sentinels monitor the primary under.
@@ -248,6 +249,7 @@ impl SentinelGroup {
 /// Starts a data node, with the password both to serve and, should a
 /// sentinel make it a replica, to reach its primary.
 fn data_node(password: Option<&str>, mut args: Vec<String>) -> io::Result<RedisServer> {
+    args.extend(NO_SYNC_DELAY.map(String::from));
     match password {
         Some(password) => {
             args.extend(["--masterauth".into(), password.into()]);
