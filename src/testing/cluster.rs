@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
+use std::process::Stdio;
 use std::time::Duration;
 
 use super::poll::{self, ask};
@@ -97,7 +98,7 @@ impl RedisCluster {
 
     fn create(&self) -> io::Result<()> {
         let tool = Tool::CLI;
-        let output = tool
+        let mut child = tool
             .command()
             .arg("--cluster")
             .arg("create")
@@ -107,8 +108,26 @@ impl RedisCluster {
                     .map(|node| format!("127.0.0.1:{}", node.port())),
             )
             .args(["--cluster-replicas", "1", "--cluster-yes"])
-            .output()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .map_err(|e| tool.not_run(e))?;
+        // redis-cli waits for the nodes to join with no bound of its own.
+        // Its output (a few kilobytes) fits the pipes until it is read.
+        let exited = poll::until(SETTLE_TIMEOUT, "redis-cli --cluster create", || match child
+            .try_wait()
+        {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err("still running".to_owned()),
+            Err(e) => Err(e.to_string()),
+        });
+        if let Err(e) = exited {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+        let output = child.wait_with_output()?;
         if output.status.success() {
             Ok(())
         } else {
