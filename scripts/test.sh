@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: installs redis-server (and openssl, which makes the
-# TLS tests' certificates) when missing, then runs every test (unit,
+# The whole test suite: installs redis-server, redis-cli (which makes the
+# test clusters) and openssl (which makes the TLS tests' certificates) when
+# missing, then runs every test (unit,
 # integration against real redis-server processes, doctests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,7 @@ install_missing() {
 }
 
 install_missing redis-server redis-server
+install_missing redis-cli redis-tools
 install_missing openssl openssl
 
 cargo test --all-features --all-targets "$@"

@@ -1,5 +1,6 @@
-//! Helpers for testing code that uses gensync: a throwaway Redis, a
-//! backend that fails on command, and mocks of the traits.
+//! Helpers for testing code that uses gensync: a throwaway Redis (alone,
+//! under sentinels or as a cluster), a backend that fails on command, and
+//! mocks of the traits.
 //!
 //! Behind the `testing` feature.
 //!
@@ -8,20 +9,29 @@
 //! - [`TlsCerts`]: a private CA and certificates signed by it, made with
 //!   the `openssl` command, for a TLS redis-server
 //!   ([`RedisServer::start_tls`]).
+//! - [`SentinelGroup`]: a primary, a replica and three sentinels per test,
+//!   to kill the primary and wait for the sentinels' failover.
+//! - [`RedisCluster`]: a six-node Redis Cluster per test, to kill one
+//!   shard's primary and wait for its replica to take over.
 //! - [`FaultyBackend`]: wraps any [`Backend`](crate::Backend) and, on
 //!   command from another task, fails calls, adds latency, hangs, returns
 //!   corrupt values or evicts the key, counting what it did.
 //! - [`MockBackend`] and [`MockGenerationSynchronizer`]: `mockall` mocks,
 //!   to script exact call sequences.
 
+mod cluster;
 mod faults;
 mod faulty;
+mod poll;
 mod redis_server;
+mod sentinel;
 mod tls;
 
+pub use self::cluster::RedisCluster;
 pub use self::faults::{FaultCounts, Faults};
 pub use self::faulty::FaultyBackend;
 pub use self::redis_server::RedisServer;
+pub use self::sentinel::SentinelGroup;
 pub use self::tls::TlsCerts;
 pub use crate::backend::{MockBackend, SavePoint};
 pub use crate::synchronizer::MockGenerationSynchronizer;

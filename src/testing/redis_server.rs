@@ -1,5 +1,11 @@
 //! A throwaway `redis-server` per test: its own port and unix socket, so
 //! tests run in parallel and can kill, pause and restart their own server.
+//!
+//! The same launcher starts the sentinels of a
+//! [`SentinelGroup`](super::SentinelGroup) and the nodes of a
+//! [`RedisCluster`](super::RedisCluster): they are `redis-server` too, with
+//! a config file or cluster arguments and, for a sentinel, another ready
+//! line.
 
 use std::io::{self, BufRead, BufReader};
 use std::net::TcpListener;
@@ -12,6 +18,32 @@ use std::time::Duration;
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// The line `redis-server` prints once it accepts connections.
 const READY: &str = "Ready to accept connections";
+/// A sentinel never prints [`READY`]; it prints its id once it listens
+/// (and before it starts monitoring).
+const SENTINEL_READY: &str = "Sentinel ID is";
+/// The config file a sentinel is given, in its own directory: a sentinel
+/// refuses to start without one it can rewrite.
+const SENTINEL_CONF: &str = "sentinel.conf";
+
+/// Arguments for a node that has or may get replicas: a primary waits
+/// five seconds by default before it sends a new replica its data, for
+/// more replicas to share the transfer; a test has no more coming.
+pub(super) const NO_SYNC_DELAY: [&str; 2] = ["--repl-diskless-sync-delay", "0"];
+
+/// What a [`RedisServer`] process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A plain data node.
+    Data,
+    /// A data node that also listens for TLS on a port of its own.
+    Tls,
+    /// A sentinel (`redis-server <conf> --sentinel`).
+    Sentinel,
+    /// A cluster node, with its cluster bus on `bus_port` (chosen free,
+    /// like the port: the default, port + 10000, may be taken or past
+    /// 65535).
+    ClusterNode { bus_port: u16 },
+}
 
 /// A `redis-server` process owned by a test, killed when dropped.
 ///
@@ -38,6 +70,7 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     args: Vec<String>,
     password: Option<String>,
+    kind: Kind,
 }
 
 impl RedisServer {
@@ -48,9 +81,7 @@ impl RedisServer {
 
     /// Starts a server that requires `password` (`--requirepass`).
     pub fn start_with_password(password: &str) -> io::Result<Self> {
-        let mut server = Self::launch(vec!["--requirepass".into(), password.into()], false)?;
-        server.password = Some(password.to_owned());
-        Ok(server)
+        Self::launch(Kind::Data, Vec::new(), Some(password), |_| Ok(()))
     }
 
     /// Starts a server with extra command-line arguments, such as
@@ -60,7 +91,8 @@ impl RedisServer {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        Self::launch(args.into_iter().map(Into::into).collect(), false)
+        let args = args.into_iter().map(Into::into).collect();
+        Self::launch(Kind::Data, args, None, |_| Ok(()))
     }
 
     /// Starts a server that also listens for TLS on a port of its own
@@ -72,10 +104,45 @@ impl RedisServer {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        Self::launch(args.into_iter().map(Into::into).collect(), true)
+        let args = args.into_iter().map(Into::into).collect();
+        Self::launch(Kind::Tls, args, None, |_| Ok(()))
     }
 
-    fn launch(args: Vec<String>, tls: bool) -> io::Result<Self> {
+    /// Starts a data node that requires `password`, with extra arguments.
+    pub(super) fn start_with_password_and_args(
+        password: &str,
+        args: Vec<String>,
+    ) -> io::Result<Self> {
+        Self::launch(Kind::Data, args, Some(password), |_| Ok(()))
+    }
+
+    /// Starts a sentinel whose config file says `config` (the `sentinel
+    /// monitor` lines); port, bind address and directory come from the
+    /// command line, as for any server.
+    pub(super) fn start_sentinel(config: &str) -> io::Result<Self> {
+        Self::launch(Kind::Sentinel, Vec::new(), None, |dir| {
+            std::fs::write(dir.join(SENTINEL_CONF), config)
+        })
+    }
+
+    /// Starts a node of a cluster yet to be created, with extra arguments
+    /// (such as `--cluster-node-timeout`). Its `nodes.conf` is in its own
+    /// directory, so a restart keeps its identity.
+    pub(super) fn start_cluster_node(args: Vec<String>) -> io::Result<Self> {
+        Self::launch(Kind::ClusterNode { bus_port: 0 }, args, None, |_| Ok(()))
+    }
+
+    /// Makes the directory, lets `prepare` write into it, then starts the
+    /// server on free ports.
+    fn launch(
+        kind: Kind,
+        mut args: Vec<String>,
+        password: Option<&str>,
+        prepare: impl FnOnce(&Path) -> io::Result<()>,
+    ) -> io::Result<Self> {
+        if let Some(password) = password {
+            args.extend(["--requirepass".into(), password.into()]);
+        }
         let mut server = RedisServer {
             child: None,
             port: 0,
@@ -84,14 +151,19 @@ impl RedisServer {
                 .prefix("gensync-redis-")
                 .tempdir()?,
             args,
-            password: None,
+            password: password.map(str::to_owned),
+            kind,
         };
+        prepare(server.dir.path())?;
         let mut last_error = None;
         // A free port found by binding can be taken by someone else before
         // the server binds it; another port then does.
         for _ in 0..5 {
             server.port = free_port()?;
-            if tls {
+            if let Kind::ClusterNode { bus_port } = &mut server.kind {
+                *bus_port = free_port()?;
+            }
+            if server.kind == Kind::Tls {
                 server.tls_port = Some(free_port()?);
             }
             match server.spawn() {
@@ -103,8 +175,27 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) -> io::Result<()> {
-        let binary = std::env::var_os("REDIS_SERVER").unwrap_or_else(|| "redis-server".into());
-        let mut child = Command::new(&binary)
+        let tool = Tool::SERVER;
+        let mut command = tool.command();
+        // A config file must come first on the command line.
+        let ready = match self.kind {
+            Kind::Data | Kind::Tls => READY,
+            Kind::Sentinel => {
+                command
+                    .arg(self.dir.path().join(SENTINEL_CONF))
+                    .arg("--sentinel");
+                SENTINEL_READY
+            }
+            Kind::ClusterNode { bus_port } => {
+                command
+                    .args(["--cluster-enabled", "yes", "--cluster-config-file"])
+                    .arg(self.dir.path().join("nodes.conf"))
+                    .arg("--cluster-port")
+                    .arg(bus_port.to_string());
+                READY
+            }
+        };
+        let mut child = command
             .arg("--port")
             .arg(self.port.to_string())
             .arg("--bind")
@@ -127,16 +218,7 @@ impl RedisServer {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!(
-                        "could not run {}: {e}; install it (apt-get install redis-server) \
-                         or set REDIS_SERVER to its path",
-                        binary.to_string_lossy()
-                    ),
-                )
-            })?;
+            .map_err(|e| tool.not_run(e))?;
         let stdout = child.stdout.take().expect("stdout is piped");
         let (ready_tx, ready_rx) = mpsc::channel();
         // Reads the log until the server is ready, then keeps draining it so
@@ -146,7 +228,7 @@ impl RedisServer {
             let mut ready_tx = Some(ready_tx);
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(tx) = &ready_tx {
-                    if line.contains(READY) {
+                    if line.contains(ready) {
                         let _ = tx.send(Ok(()));
                         ready_tx = None;
                     } else {
@@ -289,6 +371,51 @@ impl Drop for RedisServer {
     }
 }
 
+/// A Redis program, found at `$<variable>` or else on `PATH`.
+pub(super) struct Tool {
+    variable: &'static str,
+    name: &'static str,
+    package: &'static str,
+}
+
+impl Tool {
+    /// `redis-server`.
+    pub(super) const SERVER: Tool = Tool {
+        variable: "REDIS_SERVER",
+        name: "redis-server",
+        package: "redis-server",
+    };
+    /// `redis-cli`.
+    pub(super) const CLI: Tool = Tool {
+        variable: "REDIS_CLI",
+        name: "redis-cli",
+        package: "redis-tools",
+    };
+
+    fn binary(&self) -> std::ffi::OsString {
+        std::env::var_os(self.variable).unwrap_or_else(|| self.name.into())
+    }
+
+    /// A command that runs the program.
+    pub(super) fn command(&self) -> Command {
+        Command::new(self.binary())
+    }
+
+    /// The error for a program that could not be run, saying how to get it.
+    pub(super) fn not_run(&self, e: io::Error) -> io::Error {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "could not run {}: {e}; install it (apt-get install {}) or set {} to its path",
+                self.binary().to_string_lossy(),
+                self.package,
+                self.variable
+            ),
+        )
+    }
+}
+
+/// A loopback port nobody listens on now.
 fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }

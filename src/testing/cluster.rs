@@ -1,0 +1,411 @@
+//! A throwaway Redis Cluster per test: three primaries and three replicas
+//! on free loopback ports, so a test can kill the primary of one shard and
+//! watch its replica take over while the other shards keep answering.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::process::Stdio;
+use std::time::Duration;
+
+use super::poll::{self, ask};
+use super::redis_server::{Tool, NO_SYNC_DELAY};
+use super::RedisServer;
+
+/// Three shards, a primary and a replica each.
+const NODES: usize = 6;
+/// How long a node may be silent before the others think it failing; a
+/// replica then takes over within about two of these. Short for a fast
+/// failover, long enough that a busy machine does not fail over a node
+/// that is only slow.
+const NODE_TIMEOUT: Duration = Duration::from_millis(1000);
+/// How long the nodes may take to agree after `redis-cli --cluster create`.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The slots of a cluster.
+const SLOTS: u32 = 16384;
+
+/// A six-node Redis Cluster (three shards, a primary and a replica each),
+/// each node its own `redis-server` process on a free loopback port, all
+/// killed when dropped.
+///
+/// The nodes run with `cluster-require-full-coverage no`: while one shard
+/// has no primary the others keep answering, as the tests of a client
+/// want to see (with the default, every shard refuses with `CLUSTERDOWN`
+/// until the failover ends).
+///
+/// [`start`](Self::start) returns once every node reports
+/// `cluster_state:ok`, every slot is served, all nodes agree on who serves
+/// which slots and who replicates whom, and every replica's link to its
+/// primary is up, so a test may kill a primary at once.
+///
+/// `redis-server` and `redis-cli` are found on `PATH`, or at
+/// `$REDIS_SERVER` and `$REDIS_CLI`.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use gensync::testing::RedisCluster;
+///
+/// let mut cluster = RedisCluster::start().expect("redis-server and redis-cli on PATH");
+/// let url = cluster.url(); // redis+cluster://127.0.0.1:<p1>,...,127.0.0.1:<p6>
+/// let replica = cluster.replica_of(cluster.primary_for("some:key").unwrap()).unwrap();
+/// let old = cluster.kill_primary_for("some:key").unwrap();
+/// let new = cluster.wait_for_failover("some:key", old, Duration::from_secs(30)).unwrap();
+/// assert_eq!(new, replica);
+/// # let _ = url;
+/// ```
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts six nodes, makes them a cluster with `redis-cli --cluster
+    /// create`, and waits until they agree.
+    pub fn start() -> io::Result<Self> {
+        let args = || {
+            vec![
+                "--cluster-node-timeout".into(),
+                NODE_TIMEOUT.as_millis().to_string(),
+                "--cluster-require-full-coverage".into(),
+                "no".into(),
+            ]
+            .into_iter()
+            .chain(NO_SYNC_DELAY.map(String::from))
+            .collect()
+        };
+        let nodes = (0..NODES)
+            .map(|_| RedisServer::start_cluster_node(args()))
+            .collect::<io::Result<Vec<_>>>()?;
+        let cluster = RedisCluster { nodes };
+        cluster.create()?;
+        poll::until(SETTLE_TIMEOUT, "the cluster settling", || {
+            let view = cluster.agreed_view()?;
+            let served: u32 = view.shards.values().map(Shard::slot_count).sum();
+            if view.shards.len() != NODES / 2 || served != SLOTS {
+                return Err(format!("{served} slots served: {view:?}"));
+            }
+            for (port, shard) in &view.shards {
+                if shard.replicas.len() != 1 {
+                    return Err(format!("{port} has replicas {:?}", shard.replicas));
+                }
+                for replica in &shard.replicas {
+                    cluster.link_up(*replica)?;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(cluster)
+    }
+
+    fn create(&self) -> io::Result<()> {
+        let tool = Tool::CLI;
+        let mut child = tool
+            .command()
+            .arg("--cluster")
+            .arg("create")
+            .args(
+                self.nodes
+                    .iter()
+                    .map(|node| format!("127.0.0.1:{}", node.port())),
+            )
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| tool.not_run(e))?;
+        // redis-cli waits for the nodes to join with no bound of its own.
+        // Its output (a few kilobytes) fits the pipes until it is read.
+        let exited = poll::until(SETTLE_TIMEOUT, "redis-cli --cluster create", || match child
+            .try_wait()
+        {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err("still running".to_owned()),
+            Err(e) => Err(e.to_string()),
+        });
+        if let Err(e) = exited {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+        let output = child.wait_with_output()?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!(
+                "redis-cli --cluster create failed:\n{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            )))
+        }
+    }
+
+    /// `redis+cluster://127.0.0.1:<p1>,...,127.0.0.1:<p6>`: all six nodes,
+    /// so the seeds outlive any node a test kills.
+    pub fn url(&self) -> String {
+        let hosts = self
+            .nodes
+            .iter()
+            .map(|node| format!("127.0.0.1:{}", node.port()))
+            .collect::<Vec<_>>()
+            .join(",");
+        format!("redis+cluster://{hosts}")
+    }
+
+    /// Every node's `redis://127.0.0.1:<port>` URL.
+    pub fn seeds(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// The six nodes, primaries and replicas alike.
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+
+    /// The node on `port`.
+    pub fn node(&self, port: u16) -> Option<&RedisServer> {
+        self.nodes.iter().find(|node| node.port() == port)
+    }
+
+    /// The hash slot of `key` (`CLUSTER KEYSLOT`, asked of a running node).
+    pub fn slot(&self, key: &str) -> io::Result<u16> {
+        self.first_answer(|url| ask(url, redis::cmd("CLUSTER").arg("KEYSLOT").arg(key)))
+    }
+
+    /// The port of the primary serving `key`'s slot now, as the first
+    /// running node that answers sees it.
+    pub fn primary_for(&self, key: &str) -> io::Result<u16> {
+        let slot = self.slot(key)?;
+        let view = self.first_answer(view_of)?;
+        view.primary_of(slot)
+            .ok_or_else(|| io::Error::other(format!("no primary serves slot {slot}: {view:?}")))
+    }
+
+    /// The port of a replica of the primary on `port`, as the first running
+    /// node that answers sees it.
+    pub fn replica_of(&self, port: u16) -> io::Result<u16> {
+        let view = self.first_answer(view_of)?;
+        view.shards
+            .get(&port)
+            .and_then(|shard| shard.replicas.first().copied())
+            .ok_or_else(|| io::Error::other(format!("{port} has no replica: {view:?}")))
+    }
+
+    /// Kills the primary serving `key`'s slot (SIGKILL) and returns its
+    /// port.
+    pub fn kill_primary_for(&mut self, key: &str) -> io::Result<u16> {
+        let port = self.primary_for(key)?;
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|node| node.port() == port)
+            .ok_or_else(|| io::Error::other(format!("no node on port {port}")))?;
+        node.kill();
+        Ok(port)
+    }
+
+    /// Waits until every running node reports `cluster_state:ok` and names
+    /// the same primary for `key`'s slot, other than `old_port`, and that
+    /// node says `role:master`; returns its port.
+    pub fn wait_for_failover(
+        &self,
+        key: &str,
+        old_port: u16,
+        timeout: Duration,
+    ) -> io::Result<u16> {
+        let slot = self.slot(key)?;
+        poll::until(timeout, "a failover", || {
+            let view = self.agreed_view()?;
+            match view.primary_of(slot) {
+                Some(port) if port != old_port => {
+                    poll::is_master(&node_url(port))?;
+                    Ok(port)
+                }
+                other => Err(format!("slot {slot} served by {other:?}")),
+            }
+        })
+    }
+
+    /// The view all running nodes share, each with `cluster_state:ok`.
+    fn agreed_view(&self) -> Result<View, String> {
+        let mut agreed: Option<View> = None;
+        for node in self.running() {
+            let url = node.url();
+            let info: String = ask(&url, redis::cmd("CLUSTER").arg("INFO"))?;
+            if !info.lines().any(|line| line.trim() == "cluster_state:ok") {
+                return Err(format!("{url}: {info}"));
+            }
+            let view = view_of(&url)?;
+            match &agreed {
+                Some(seen) if *seen != view => {
+                    return Err(format!("{url} sees {view:?}, another {seen:?}"))
+                }
+                _ => agreed = Some(view),
+            }
+        }
+        agreed.ok_or_else(|| "no node runs".to_owned())
+    }
+
+    /// Whether the replica on `port` has its link to its primary up.
+    fn link_up(&self, port: u16) -> Result<(), String> {
+        let url = node_url(port);
+        let info: String = ask(&url, redis::cmd("INFO").arg("replication"))?;
+        if info
+            .lines()
+            .any(|line| line.trim() == "master_link_status:up")
+        {
+            Ok(())
+        } else {
+            Err(format!("{url}: {info}"))
+        }
+    }
+
+    fn running(&self) -> impl Iterator<Item = &RedisServer> {
+        self.nodes.iter().filter(|node| node.is_running())
+    }
+
+    /// The answer of the first running node that gives one.
+    fn first_answer<T>(&self, question: impl Fn(&str) -> Result<T, String>) -> io::Result<T> {
+        let mut seen = Vec::new();
+        for node in self.running() {
+            match question(&node.url()) {
+                Ok(answer) => return Ok(answer),
+                Err(e) => seen.push(e),
+            }
+        }
+        Err(io::Error::other(format!("no node answered: {seen:?}")))
+    }
+}
+
+fn node_url(port: u16) -> String {
+    format!("redis://127.0.0.1:{port}")
+}
+
+/// Who serves which slots and who replicates whom, as one node sees it
+/// (`CLUSTER NODES`), leaving out nodes it thinks failing: what every node
+/// must agree on.
+#[derive(Debug, PartialEq)]
+struct View {
+    /// By the primary's port.
+    shards: BTreeMap<u16, Shard>,
+}
+
+#[derive(Debug, Default, PartialEq)]
+struct Shard {
+    /// Inclusive ranges.
+    slots: Vec<(u16, u16)>,
+    replicas: Vec<u16>,
+}
+
+impl Shard {
+    fn slot_count(&self) -> u32 {
+        self.slots
+            .iter()
+            .map(|(first, last)| u32::from(last - first) + 1)
+            .sum()
+    }
+}
+
+impl View {
+    /// Parses `CLUSTER NODES`: a line a node, `<id> <ip:port@bus-port>
+    /// <flags> <primary id or -> <ping> <pong> <epoch> <link> <slot>...`.
+    fn parse(text: &str) -> Result<View, String> {
+        let mut ports = BTreeMap::new();
+        let mut lines = Vec::new();
+        for line in text.lines().filter(|line| !line.trim().is_empty()) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [id, addr, flags, primary, _ping, _pong, _epoch, _link, slots @ ..] =
+                fields.as_slice()
+            else {
+                return Err(format!("not a CLUSTER NODES line: {line}"));
+            };
+            let port = addr
+                .split('@')
+                .next()
+                .and_then(|host_port| host_port.rsplit(':').next())
+                .and_then(|port| port.parse::<u16>().ok())
+                .ok_or_else(|| format!("no port in {line}"))?;
+            ports.insert(*id, port);
+            if !flags.contains("fail") {
+                lines.push((port, *primary, slots.to_vec()));
+            }
+        }
+        let mut shards: BTreeMap<u16, Shard> = BTreeMap::new();
+        let mut replicas = BTreeSet::new();
+        for (port, primary, slots) in lines {
+            if primary == "-" {
+                let ranges = slots
+                    .iter()
+                    // `[slot->-id]`: a slot on the move, not served yet.
+                    .filter(|slot| !slot.starts_with('['))
+                    .map(|slot| parse_range(slot))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if !ranges.is_empty() {
+                    shards.entry(port).or_default().slots = ranges;
+                }
+            } else if let Some(primary) = ports.get(primary) {
+                replicas.insert((*primary, port));
+            }
+        }
+        for (primary, replica) in replicas {
+            if let Some(shard) = shards.get_mut(&primary) {
+                shard.replicas.push(replica);
+            }
+        }
+        Ok(View { shards })
+    }
+
+    fn primary_of(&self, slot: u16) -> Option<u16> {
+        self.shards
+            .iter()
+            .find(|(_, shard)| {
+                shard
+                    .slots
+                    .iter()
+                    .any(|(first, last)| (*first..=*last).contains(&slot))
+            })
+            .map(|(port, _)| *port)
+    }
+}
+
+fn view_of(url: &str) -> Result<View, String> {
+    let text: String = ask(url, redis::cmd("CLUSTER").arg("NODES"))?;
+    View::parse(&text).map_err(|e| format!("{url}: {e}"))
+}
+
+/// `5461-10922` or `5461`.
+fn parse_range(text: &str) -> Result<(u16, u16), String> {
+    let number = |n: &str| n.parse::<u16>().map_err(|_| format!("not a slot: {text}"));
+    match text.split_once('-') {
+        Some((first, last)) => Ok((number(first)?, number(last)?)),
+        None => number(text).map(|slot| (slot, slot)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_view_leaves_out_failing_nodes_and_moving_slots() {
+        let text = "\
+a1 127.0.0.1:7001@17001 myself,master - 0 0 1 connected 0-5460
+a2 127.0.0.1:7002@17002 master - 0 0 2 connected 5461-10921 10922 [10923->-a3]
+a3 127.0.0.1:7003@17003,host master,fail - 0 0 3 disconnected
+b1 127.0.0.1:7004@17004 slave a1 0 0 1 connected
+b2 127.0.0.1:7005@17005 slave,fail? a2 0 0 2 connected
+b3 127.0.0.1:7006@17006 master - 0 0 4 connected 10923-16383
+";
+        let view = View::parse(text).unwrap();
+        assert_eq!(view.shards.len(), 3, "{view:?}");
+        assert_eq!(view.shards[&7001].replicas, vec![7004]);
+        assert_eq!(
+            view.shards[&7002].slots,
+            vec![(5461, 10921), (10922, 10922)]
+        );
+        assert!(view.shards[&7002].replicas.is_empty());
+        assert_eq!(view.primary_of(10922), Some(7002));
+        assert_eq!(view.primary_of(16383), Some(7006));
+        let served: u32 = view.shards.values().map(Shard::slot_count).sum();
+        assert_eq!(served, 16384);
+    }
+}
