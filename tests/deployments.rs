@@ -93,8 +93,18 @@ async fn sentinel_follows_a_failover_and_keeps_a_replicated_bump() {
     assert!(sync.is_expired().await);
     sync.refresh().await.unwrap();
     assert!(!sync.is_expired().await);
-    let again = sync.mark_updated().await.unwrap();
-    assert_ne!(again, bumped);
+    // The only replica is the new primary now: a bump that waits for one
+    // is made, and its writer is told it was not replicated.
+    let again = sync.mark_updated().await;
+    assert!(
+        matches!(
+            again,
+            Err(gensync::Error::Backend(
+                gensync::BackendError::NotReplicated { acked: 0, .. }
+            ))
+        ),
+        "{again:?}"
+    );
 }
 
 #[test]
@@ -119,7 +129,18 @@ fn the_blocking_path_follows_a_sentinel_failover() {
     };
     assert_eq!(read, Stored::Value(bumped));
     assert_eq!(backend.server_id(), Some(run_id(new)));
-    assert!(sync.mark_updated().is_ok());
+    // No replica is left to acknowledge the next bump, and its writer is
+    // told so.
+    let again = sync.mark_updated();
+    assert!(
+        matches!(
+            again,
+            Err(gensync::Error::Backend(
+                gensync::BackendError::NotReplicated { acked: 0, .. }
+            ))
+        ),
+        "{again:?}"
+    );
 }
 
 /// Push tracking on `sync`, armed and vouching, with the ticket of its
