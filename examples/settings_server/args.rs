@@ -40,8 +40,10 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub tenant_capacity: u64,
 
-    /// Redis server shared by all instances:
-    /// redis://[user:password@]host[:port][/db]. Without it, an in-memory
+    /// Redis shared by all instances:
+    /// redis://[user:password@]host[:port][/db], or through Sentinel
+    /// (redis+sentinel://host:port,host:port/master) or a Cluster
+    /// (redis+cluster://host:port,host:port). Without it, an in-memory
     /// backend that only this process sees.
     #[arg(long, value_name = "URL", env = "REDIS_URL", hide_env_values = true)]
     pub redis: Option<String>,

@@ -106,8 +106,9 @@ Exit codes:
   127  sync: CMD could not be started"
 )]
 struct Cli {
-    /// Redis URL: redis://[user:password@]host[:port][/db] or
-    /// redis+unix:///path. Every local user can read it here (ps): prefer
+    /// Redis URL: redis://[user:password@]host[:port][/db],
+    /// redis+unix:///path, redis+sentinel://host:port,host:port/master or
+    /// redis+cluster://host:port,host:port (rediss... for TLS). Every local user can read it here (ps): prefer
     /// --url-file or the environment. Default: the file --url-file names,
     /// else $GENSYNC_URL, else $REDIS_URL.
     #[arg(long, global = true, value_name = "URL")]
