@@ -2,9 +2,8 @@
 //! replica and three sentinels; three primaries with a replica each. Each
 //! test starts and kills its own processes (`gensync::testing`).
 //!
-//! These are the slow tests (a failover takes seconds): `cargo test
-//! --all-features --test deployments`, or skip them with `--skip
-//! deployments`... see the README's "Running the tests".
+//! These are slow (a failover takes seconds): `bash scripts/test-fast.sh`
+//! runs the suite without them.
 
 mod support;
 
@@ -345,4 +344,35 @@ fn the_blocking_path_follows_a_cluster_shard_failover() {
         "{read:?}"
     );
     assert!(sync.mark_updated().is_ok());
+}
+
+/// The command takes both forms: a bump through the sentinels and one
+/// through the cluster, each read back by another run.
+#[cfg(feature = "cli")]
+#[test]
+fn the_command_takes_sentinel_and_cluster_urls() {
+    let group = SentinelGroup::start().unwrap();
+    let cluster = RedisCluster::start().unwrap();
+    let gensync = |url: &str, args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gensync"))
+            .env_remove("GENSYNC_URL")
+            .env_remove("REDIS_URL")
+            .args(["--url", url])
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    for url in [group.url(), cluster.url()] {
+        let bumped = gensync(&url, &["bump", "cli:settings"]);
+        assert!(bumped.parse::<u64>().is_ok(), "{bumped}");
+        assert_eq!(gensync(&url, &["get", "cli:settings"]), bumped);
+        let member = gensync(&url, &["--member", "acme", "bump", "tenants"]);
+        assert_eq!(
+            gensync(&url, &["--member", "acme", "get", "tenants"]),
+            member
+        );
+    }
 }

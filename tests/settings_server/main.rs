@@ -6,7 +6,8 @@
 //! closed stdout, the size limits), `files` (symlinks, modes, a
 //! missing file, numbers kept exactly) and `tenants` (the tenant routes:
 //! instances agreeing per tenant, 404 and 400, the token, the parent
-//! generation); with the `tls` feature, `tls` (a TLS Redis with a private
+//! generation), `deployments` (over Sentinel and a Cluster); with the
+//! `tls` feature, `tls` (a TLS Redis with a private
 //! CA and client certificates).
 //!
 //! `SETTINGS_SERVER_BIN=/path/to/settings_server` runs the tests against
@@ -17,6 +18,7 @@ mod support;
 
 mod basics;
 mod connections;
+mod deployments;
 mod files;
 mod secrets;
 mod tenants;
