@@ -94,16 +94,7 @@ async fn sentinel_follows_a_failover_and_keeps_a_replicated_bump() {
     assert!(!sync.is_expired().await);
     // The only replica is the new primary now: a bump that waits for one
     // is made, and its writer is told it was not replicated.
-    let again = sync.mark_updated().await;
-    assert!(
-        matches!(
-            again,
-            Err(gensync::Error::Backend(
-                gensync::BackendError::NotReplicated { acked: 0, .. }
-            ))
-        ),
-        "{again:?}"
-    );
+    not_replicated(sync.mark_updated().await);
 }
 
 #[test]
@@ -118,28 +109,42 @@ fn the_blocking_path_follows_a_sentinel_failover() {
     let bumped = sync.mark_updated().unwrap();
     let old = group.kill_primary().unwrap();
     let new = group.wait_for_failover(old, FAILOVER).unwrap();
-    let deadline = Instant::now() + FAILOVER;
-    let read = loop {
-        match sync.read() {
-            Ok(stored) => break stored,
-            Err(e) => assert!(Instant::now() < deadline, "never read again: {e}"),
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let read = read_again(&sync);
     assert_eq!(read, Stored::Value(bumped));
     assert_eq!(backend.server_id(), Some(run_id(new)));
     // No replica is left to acknowledge the next bump, and its writer is
     // told so.
-    let again = sync.mark_updated();
+    not_replicated(sync.mark_updated());
+}
+
+/// What a bump that waited for a replica when none was left returned.
+fn not_replicated(bumped: Result<Generation, gensync::Error>) {
     assert!(
         matches!(
-            again,
+            bumped,
             Err(gensync::Error::Backend(
                 gensync::BackendError::NotReplicated { acked: 0, .. }
             ))
         ),
-        "{again:?}"
+        "{bumped:?}"
     );
+}
+
+/// The first read that succeeds once the deployment answers again.
+fn read_again(sync: &BlockingSynchronizer<BlockingRedisBackend>) -> Stored {
+    let deadline = Instant::now() + FAILOVER;
+    loop {
+        match sync.read() {
+            Ok(stored) => return stored,
+            Err(e) => assert!(Instant::now() < deadline, "never read again: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A process of the fleet on `url`: its own connection.
+fn process(url: &str) -> Synchronizer<RedisBackend> {
+    Synchronizer::new(RedisBackend::with_config(url, config()).unwrap(), key())
 }
 
 /// Push tracking on `sync`, armed and vouching, with the ticket of its
@@ -170,14 +175,7 @@ async fn a_bump_invalidates(writer: &Synchronizer<RedisBackend>, tracker: &gensy
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_tracking_is_armed_again_on_the_promoted_primary() {
     let mut group = SentinelGroup::start().unwrap();
-    let sync = Synchronizer::new(
-        RedisBackend::with_config(&group.url(), config()).unwrap(),
-        key(),
-    );
-    let writer = Synchronizer::new(
-        RedisBackend::with_config(&group.url(), config()).unwrap(),
-        key(),
-    );
+    let (sync, writer) = (process(&group.url()), process(&group.url()));
     sync.refresh().await.unwrap();
     let tracker = armed(&sync).await;
     a_bump_invalidates(&writer, &tracker).await;
@@ -198,14 +196,7 @@ async fn push_tracking_is_armed_again_on_the_promoted_primary() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_tracking_leaves_a_primary_demoted_alive() {
     let group = SentinelGroup::start().unwrap();
-    let sync = Synchronizer::new(
-        RedisBackend::with_config(&group.url(), config()).unwrap(),
-        key(),
-    );
-    let writer = Synchronizer::new(
-        RedisBackend::with_config(&group.url(), config()).unwrap(),
-        key(),
-    );
+    let (sync, writer) = (process(&group.url()), process(&group.url()));
     sync.refresh().await.unwrap();
     let tracker = armed(&sync).await;
     let old = group.primary_port().unwrap();
@@ -285,10 +276,7 @@ async fn a_cluster_shard_failover_reads_expired_once_and_tracking_follows() {
     )
     .unwrap();
     let sync = Synchronizer::new(backend.clone(), key());
-    let writer = Synchronizer::new(
-        RedisBackend::with_config(&cluster.url(), config()).unwrap(),
-        key(),
-    );
+    let writer = process(&cluster.url());
     sync.refresh().await.unwrap();
     let bumped = sync.mark_updated().await.unwrap();
     let seen = sync.check().await;
@@ -329,14 +317,7 @@ fn the_blocking_path_follows_a_cluster_shard_failover() {
     cluster
         .wait_for_failover(key().as_str(), old, FAILOVER)
         .unwrap();
-    let deadline = Instant::now() + FAILOVER;
-    let read = loop {
-        match sync.read() {
-            Ok(stored) => break stored,
-            Err(e) => assert!(Instant::now() < deadline, "never read again: {e}"),
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let read = read_again(&sync);
     // Not waited for: the promoted replica may lack the bump (then the
     // key is missing, or holds the value before it), but never another.
     assert!(

@@ -4,6 +4,8 @@
 
 use gensync::testing::TlsCerts;
 
+use super::deployments::reader_sees_what_writer_saved;
+
 use super::*;
 
 #[tokio::test]
@@ -37,13 +39,7 @@ async fn instances_agree_over_tls_with_a_private_ca_and_client_certificates() {
         ],
     );
     let client = client();
-    let settings = json!({"site_name": "over TLS"});
-    let (status, body) = put(&client, writer.url("/settings"), &settings.to_string()).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, seen) = get(&client, reader.url("/settings")).await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(seen["settings"], settings);
-    assert_eq!(seen["generation"], body["generation"]);
+    reader_sees_what_writer_saved(&client, &writer, &reader, "over TLS").await;
 
     // Without the CA: serving the file, and saying what to fix.
     let untrusting = Instance::start(&args[..4], &[]);

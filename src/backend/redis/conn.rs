@@ -106,37 +106,54 @@ async fn primary_async(
     config: &AsyncConnectionConfig,
     resp3: bool,
 ) -> Result<MultiplexedConnection, RedisError> {
-    let timeouts = &target.config;
-    let asking = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(timeouts.connect_timeout))
-        .set_response_timeout(Some(timeouts.response_timeout));
+    first_answer(&sentinels.sentinels, no_sentinel, |sentinel| async move {
+        let mut conn = sentinel
+            .get_multiplexed_async_connection_with_config(&asking(target))
+            .await?;
+        let reply = master_addr_cmd(&sentinels.master)
+            .query_async::<Value>(&mut conn)
+            .await?;
+        let (host, port) = read_master_addr(reply)?;
+        let client = protocol(target, &sentinels.node.client(&host, port)?, resp3)?;
+        let mut node = client
+            .get_multiplexed_async_connection_with_config(config)
+            .await?;
+        let role = redis::cmd("ROLE").query_async::<Value>(&mut node).await?;
+        if is_primary(role) {
+            Ok(node)
+        } else {
+            Err(not_primary(&sentinels.master))
+        }
+    })
+    .await
+}
+
+/// The first of `items` for which `attempt` succeeds, tried in order; else
+/// the last failure, or `none()` when there was nothing to try.
+async fn first_answer<'a, I, T, F, Fut>(
+    items: &'a [I],
+    none: fn() -> RedisError,
+    attempt: F,
+) -> Result<T, RedisError>
+where
+    F: Fn(&'a I) -> Fut,
+    Fut: std::future::Future<Output = Result<T, RedisError>>,
+{
     let mut last = None;
-    for sentinel in &sentinels.sentinels {
-        let attempt = async {
-            let mut conn = sentinel
-                .get_multiplexed_async_connection_with_config(&asking)
-                .await?;
-            let reply = master_addr_cmd(&sentinels.master)
-                .query_async::<Value>(&mut conn)
-                .await?;
-            let (host, port) = read_master_addr(reply)?;
-            let client = protocol(target, &sentinels.node.client(&host, port)?, resp3)?;
-            let mut node = client
-                .get_multiplexed_async_connection_with_config(config)
-                .await?;
-            let role = redis::cmd("ROLE").query_async::<Value>(&mut node).await?;
-            if is_primary(role) {
-                Ok(node)
-            } else {
-                Err(not_primary(&sentinels.master))
-            }
-        };
-        match attempt.await {
-            Ok(node) => return Ok(node),
+    for item in items {
+        match attempt(item).await {
+            Ok(found) => return Ok(found),
             Err(e) => last = Some(e),
         }
     }
-    Err(last.unwrap_or_else(no_sentinel))
+    Err(last.unwrap_or_else(none))
+}
+
+/// The timeouts of a lookup's own connections (to a sentinel, to a seed).
+fn asking(target: &Target) -> AsyncConnectionConfig {
+    AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(target.config.connect_timeout))
+        .set_response_timeout(Some(target.config.response_timeout))
 }
 
 /// A new async connection, with `config`, to the Cluster node that owns
@@ -148,34 +165,26 @@ pub(super) async fn owner_async(
     slot: u16,
     config: &AsyncConnectionConfig,
 ) -> Result<MultiplexedConnection, RedisError> {
-    let timeouts = &target.config;
-    let asking = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(timeouts.connect_timeout))
-        .set_response_timeout(Some(timeouts.response_timeout));
-    let mut last = None;
-    for seed in &cluster.seeds {
-        let attempt = async {
-            let mut conn = target
-                .tls
-                .client(seed.as_str().into_connection_info()?)?
-                .get_multiplexed_async_connection_with_config(&asking)
-                .await?;
-            let slots = redis::cmd("CLUSTER")
-                .arg("SLOTS")
-                .query_async::<Value>(&mut conn)
-                .await?;
-            let (host, port) = owner_of(slots, slot)?;
-            protocol(target, &cluster.node.client(&host, port)?, true)?
-                .get_multiplexed_async_connection_with_config(config)
-                .await
-        };
-        match attempt.await {
-            Ok(conn) => return Ok(conn),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last
-        .unwrap_or_else(|| RedisError::from((redis::ErrorKind::Io, "no Cluster seed answered"))))
+    first_answer(&cluster.seeds, no_seed, |seed| async move {
+        let mut conn = target
+            .tls
+            .client(seed.as_str().into_connection_info()?)?
+            .get_multiplexed_async_connection_with_config(&asking(target))
+            .await?;
+        let slots = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async::<Value>(&mut conn)
+            .await?;
+        let (host, port) = owner_of(slots, slot)?;
+        protocol(target, &cluster.node.client(&host, port)?, true)?
+            .get_multiplexed_async_connection_with_config(config)
+            .await
+    })
+    .await
+}
+
+fn no_seed() -> RedisError {
+    RedisError::from((redis::ErrorKind::Io, "no Cluster seed answered"))
 }
 
 /// The primary serving `slot` in a `CLUSTER SLOTS` reply.
