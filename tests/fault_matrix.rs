@@ -20,6 +20,8 @@
 
 mod support;
 
+#[path = "fault_matrix/failover_rows.rs"]
+mod failover_rows;
 #[path = "fault_matrix/fleet.rs"]
 mod fleet;
 #[path = "fault_matrix/harness.rs"]
@@ -142,6 +144,13 @@ fn matrix() -> Vec<(&'static str, RowFn)> {
         ("writer stalled past its lease", |mode| {
             Box::pin(rows::writer_stalled(mode))
         }),
+        ("Sentinel: primary killed right after a bump", |mode| {
+            Box::pin(failover_rows::sentinel_primary_killed(mode))
+        }),
+        (
+            "Cluster: a shard's primary killed right after a bump",
+            |mode| Box::pin(failover_rows::cluster_primary_killed(mode)),
+        ),
         ("200 tenants: server killed, restarted empty", |mode| {
             Box::pin(keyed_rows::server_killed(mode))
         }),
