@@ -10,6 +10,9 @@
 //! as markdown; a broken promise names its row and mode and makes the
 //! binary exit non-zero.
 //!
+//! Two rows run the fleet on a Sentinel group and on a cluster and kill
+//! the primary right after a replicated bump (`failover_rows.rs`).
+//!
 //! The last rows are keyed (`keyed_fleet.rs`, `keyed_trial.rs`,
 //! `keyed_rows.rs`): each instance a `KeyedReloader` over 200 tenants with
 //! room for 64, writers updating random tenants and changing the site,

@@ -1,6 +1,7 @@
 //! The fleet: three "processes" (each its own Redis client, synchronizer,
-//! reloader and layered service) over one redis-server the row controls,
-//! sharing one in-memory versioned database that their loaders read.
+//! reloader and layered service) over a Redis the row controls (one
+//! redis-server, a Sentinel group or a cluster), sharing one in-memory
+//! versioned database that their loaders read.
 
 use std::future::{ready, Ready};
 use std::sync::atomic::AtomicU32;
