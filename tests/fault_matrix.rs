@@ -10,6 +10,9 @@
 //! as markdown; a broken promise names its row and mode and makes the
 //! binary exit non-zero.
 //!
+//! Two rows run the fleet on a Sentinel group and on a cluster and kill
+//! the primary right after a replicated bump (`failover_rows.rs`).
+//!
 //! The last rows are keyed (`keyed_fleet.rs`, `keyed_trial.rs`,
 //! `keyed_rows.rs`): each instance a `KeyedReloader` over 200 tenants with
 //! room for 64, writers updating random tenants and changing the site,
@@ -20,6 +23,8 @@
 
 mod support;
 
+#[path = "fault_matrix/failover_rows.rs"]
+mod failover_rows;
 #[path = "fault_matrix/fleet.rs"]
 mod fleet;
 #[path = "fault_matrix/harness.rs"]
@@ -142,6 +147,13 @@ fn matrix() -> Vec<(&'static str, RowFn)> {
         ("writer stalled past its lease", |mode| {
             Box::pin(rows::writer_stalled(mode))
         }),
+        ("Sentinel: primary killed right after a bump", |mode| {
+            Box::pin(failover_rows::sentinel_primary_killed(mode))
+        }),
+        (
+            "Cluster: a shard's primary killed right after a bump",
+            |mode| Box::pin(failover_rows::cluster_primary_killed(mode)),
+        ),
         ("200 tenants: server killed, restarted empty", |mode| {
             Box::pin(keyed_rows::server_killed(mode))
         }),

@@ -1,6 +1,7 @@
 //! The fleet: three "processes" (each its own Redis client, synchronizer,
-//! reloader and layered service) over one redis-server the row controls,
-//! sharing one in-memory versioned database that their loaders read.
+//! reloader and layered service) over a Redis the row controls (one
+//! redis-server, a Sentinel group or a cluster), sharing one in-memory
+//! versioned database that their loaders read.
 
 use std::future::{ready, Ready};
 use std::sync::atomic::AtomicU32;
@@ -14,7 +15,7 @@ use gensync::reload::{
     fenced, BoxError, CheckMode, ReloadMetrics, Reloader, SettingsLoader, SettingsReload,
     SettingsReloadLayer, SettingsSaver, Snapshot, StaleFence,
 };
-use gensync::testing::{Faults, FaultyBackend, RedisServer};
+use gensync::testing::{Faults, FaultyBackend, RedisCluster, RedisServer, SentinelGroup};
 use gensync::{Fence, Generation, RedisBackend, RedisConfig, Synchronizer};
 use tokio::sync::oneshot;
 use tower::{Service, ServiceBuilder};
@@ -260,7 +261,8 @@ pub fn vouching(reloader: &Reloader<u64>) -> bool {
 /// How a row's fleet is built and judged.
 #[derive(Clone)]
 pub struct Options {
-    /// The URL the instances use.
+    /// The URL the instances use, on a single server (a Sentinel group or
+    /// a cluster has its own).
     pub url: fn(&RedisServer) -> String,
     pub max_wait: Duration,
     pub backoff: (Duration, Duration),
@@ -331,17 +333,118 @@ impl Options {
     }
 }
 
+/// Where the fleet's Redis is: one server, a primary and a replica behind
+/// three sentinels, or a cluster of three shards with a replica each.
+pub enum Deployment {
+    Single(RedisServer),
+    Sentinel(SentinelGroup),
+    Cluster(RedisCluster),
+}
+
+impl Deployment {
+    /// The URL clients are given: `opts.url` on a single server, else the
+    /// Sentinel group's or the cluster's own.
+    pub fn url(&self, opts: &Options) -> String {
+        match self {
+            Deployment::Single(server) => (opts.url)(server),
+            Deployment::Sentinel(group) => group.url(),
+            Deployment::Cluster(cluster) => cluster.url(),
+        }
+    }
+
+    /// The server that holds the fleet's key for writing now: the single
+    /// server, the primary the sentinels name, or the primary of the key's
+    /// shard.
+    pub fn primary(&self) -> Result<&RedisServer, String> {
+        let key = key();
+        match self {
+            Deployment::Single(server) => Ok(server),
+            Deployment::Sentinel(group) => group
+                .primary()
+                .map_err(|e| format!("the sentinels' primary: {e}")),
+            Deployment::Cluster(cluster) => {
+                let port = cluster
+                    .primary_for(key.as_str())
+                    .map_err(|e| format!("the key's shard: {e}"))?;
+                cluster
+                    .node(port)
+                    .ok_or_else(|| format!("no cluster node on port {port}"))
+            }
+        }
+    }
+
+    /// The replica of the primary that holds the fleet's key (the one a
+    /// failover promotes), as the sentinels or the cluster see it now.
+    pub fn replica(&self) -> Result<&RedisServer, String> {
+        let replica = match self {
+            Deployment::Single(_) => return Err("a single server has no replica".to_owned()),
+            Deployment::Sentinel(group) => group.replica(),
+            Deployment::Cluster(cluster) => {
+                let primary = self.primary()?.port();
+                cluster.replica_of(primary).and_then(|port| {
+                    cluster
+                        .node(port)
+                        .ok_or_else(|| std::io::Error::other(format!("no node on port {port}")))
+                })
+            }
+        };
+        replica.map_err(|e| format!("the primary's replica: {e}"))
+    }
+
+    /// The fleet's key as the node on `port` holds it (a replica too: on a
+    /// cluster node, after `READONLY`).
+    pub fn stored_on(&self, port: u16) -> Result<Option<Generation>, String> {
+        let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+            .and_then(|client| client.get_connection())
+            .map_err(|e| format!("connecting to port {port}: {e}"))?;
+        if let Deployment::Cluster(_) = self {
+            redis::cmd("READONLY")
+                .query::<()>(&mut conn)
+                .map_err(|e| format!("READONLY: {e}"))?;
+        }
+        let raw: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(key().as_str())
+            .query(&mut conn)
+            .map_err(|e| format!("GET on port {port}: {e}"))?;
+        Ok(raw.and_then(|raw| Generation::parse_stored(&raw)))
+    }
+
+    /// Kills (SIGKILL) the primary that holds the fleet's key, and returns
+    /// its port. Only a Sentinel group or a cluster fails over.
+    pub fn kill_primary(&mut self) -> Result<u16, String> {
+        let killed = match self {
+            Deployment::Single(_) => return Err("a single server has no failover".to_owned()),
+            Deployment::Sentinel(group) => group.kill_primary(),
+            Deployment::Cluster(cluster) => cluster.kill_primary_for(key().as_str()),
+        };
+        killed.map_err(|e| format!("killing the primary: {e}"))
+    }
+
+    /// Waits until a replica was promoted in place of the primary on
+    /// `old` (every sentinel, or every cluster node, names it, and it says
+    /// `role:master`), and returns its port. Blocks the row's own thread.
+    pub fn wait_for_failover(&self, old: u16, within: Duration) -> Result<u16, String> {
+        let promoted = match self {
+            Deployment::Single(_) => return Err("a single server has no failover".to_owned()),
+            Deployment::Sentinel(group) => group.wait_for_failover(old, within),
+            Deployment::Cluster(cluster) => cluster.wait_for_failover(key().as_str(), old, within),
+        };
+        promoted.map_err(|e| format!("no replica was promoted in place of port {old}: {e}"))
+    }
+}
+
 /// The instances, their database and their Redis.
 pub struct Fleet {
-    pub server: RedisServer,
+    pub redis: Deployment,
     pub db: Arc<Db>,
     pub instances: Vec<Instance>,
+    url: String,
 }
 
 impl Fleet {
-    pub fn new(server: RedisServer, opts: &Options) -> Result<Fleet, String> {
+    pub fn new(redis: Deployment, opts: &Options) -> Result<Fleet, String> {
         let db = Arc::new(Db::new());
-        let url = (opts.url)(&server);
+        let url = redis.url(opts);
         let instances = (0..INSTANCES)
             .map(|_| {
                 let backend = RedisBackend::with_config(&url, config())
@@ -373,10 +476,27 @@ impl Fleet {
             })
             .collect::<Result<_, String>>()?;
         Ok(Fleet {
-            server,
+            redis,
             db,
             instances,
+            url,
         })
+    }
+
+    /// The single server of the rows that run on one.
+    pub fn server(&self) -> &RedisServer {
+        match &self.redis {
+            Deployment::Single(server) => server,
+            _ => panic!("this row's fleet runs on a Sentinel group or a cluster, not one server"),
+        }
+    }
+
+    /// The single server, to stop, kill or restart it.
+    pub fn server_mut(&mut self) -> &mut RedisServer {
+        match &mut self.redis {
+            Deployment::Single(server) => server,
+            _ => panic!("this row's fleet runs on a Sentinel group or a cluster, not one server"),
+        }
     }
 
     /// A writer process of its own beside the instances, over a backend the
@@ -387,11 +507,11 @@ impl Fleet {
     pub fn writer(
         &self,
         opts: &Options,
+        config: RedisConfig,
         write_timeout: Duration,
     ) -> Result<(Reloader<u64>, Faults), String> {
-        let url = (opts.url)(&self.server);
         let backend = FaultyBackend::new(
-            RedisBackend::with_config(&url, fast_config()).map_err(|e| format!("backend: {e}"))?,
+            RedisBackend::with_config(&self.url, config).map_err(|e| format!("backend: {e}"))?,
         );
         let faults = backend.faults();
         let reloader = Reloader::builder(
@@ -408,8 +528,9 @@ impl Fleet {
 
     /// A new admin connection. Admin calls block, but only the row's own
     /// thread (the runtime's `block_on`), not the workers serving requests.
+    /// On a Sentinel group or a cluster, a connection to the key's primary.
     pub fn admin(&self) -> Result<redis::Connection, String> {
-        admin(&self.server)
+        admin(self.redis.primary()?)
     }
 
     /// Runs one command on a new admin connection.
@@ -445,9 +566,10 @@ impl Fleet {
         self.instances.iter().map(|i| i.calls.counts().calls).sum()
     }
 
-    /// Commands the server ran so far: see [`commands`].
+    /// Commands the server ran so far: see [`commands`]. On a Sentinel
+    /// group or a cluster, the key's primary (the one the fleet talks to).
     pub fn commands(&self) -> Result<u64, String> {
-        commands(&self.server)
+        commands(self.redis.primary()?)
     }
 
     pub fn metrics(&self) -> Vec<ReloadMetrics> {

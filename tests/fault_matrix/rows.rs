@@ -13,7 +13,7 @@ use gensync::{
     RedisBackend, Synchronizer,
 };
 
-use crate::fleet::{admin, LoaderFaults, Options};
+use crate::fleet::{admin, Deployment, LoaderFaults, Options};
 use crate::harness::{ensure, key, until, INITIAL, INSTANCES, IN_FLIGHT, MARGIN, POLL};
 use crate::support::{fast_config, RECONNECT_DELAY};
 use crate::trial::{Row, Trial};
@@ -25,14 +25,19 @@ const PAUSE: Duration = Duration::from_secs(3);
 /// How long each phase of the access row lasts.
 const DENIED: Duration = Duration::from_secs(1);
 /// How long a fleet may take to converge once a fault is gone.
-const CONVERGE_WITHIN: Duration = Duration::from_secs(5);
+pub const CONVERGE_WITHIN: Duration = Duration::from_secs(5);
 
 fn server(started: std::io::Result<RedisServer>) -> Result<RedisServer, String> {
     started.map_err(|e| format!("could not start redis-server: {e}"))
 }
 
 async fn healthy_trial(opts: Options) -> Result<Trial, String> {
-    let mut trial = Trial::start(server(RedisServer::start())?, opts).await?;
+    healthy_trial_on(Deployment::Single(server(RedisServer::start())?), opts).await
+}
+
+/// A trial on `redis`, through its first healthy phase.
+pub async fn healthy_trial_on(redis: Deployment, opts: Options) -> Result<Trial, String> {
+    let mut trial = Trial::start(redis, opts).await?;
     trial.healthy().await?;
     Ok(trial)
 }
@@ -71,7 +76,7 @@ pub async fn server_killed(mode: CheckMode) -> Result<Row, String> {
     let mut t = healthy_trial(Options::in_mode(mode)).await?;
     let began = t.fault(false);
     let before = t.metrics();
-    t.fleet.server.kill();
+    t.fleet.server_mut().kill();
     t.tracking_lost();
     t.all_read_unavailable("once the server was killed").await?;
     writer_is_told(&t, "while the server was down").await?;
@@ -80,7 +85,7 @@ pub async fn server_killed(mode: CheckMode) -> Result<Row, String> {
     t.outage_checks(&before, began)?;
     t.tracking_back();
     t.fleet
-        .server
+        .server_mut()
         .restart()
         .map_err(|e| format!("restart: {e}"))?;
     let converge = next_update_converges(&mut t).await?;
@@ -98,7 +103,10 @@ pub async fn server_paused(mode: CheckMode) -> Result<Row, String> {
     .await?;
     let began = t.fault(false);
     let (before, served_before) = (t.metrics(), t.served());
-    t.fleet.server.pause().map_err(|e| format!("pause: {e}"))?;
+    t.fleet
+        .server()
+        .pause()
+        .map_err(|e| format!("pause: {e}"))?;
     t.tracking_lost();
     t.hold(PAUSE - fast_config().call_bound()).await;
     t.all_read_unavailable("while the server was paused")
@@ -112,7 +120,7 @@ pub async fn server_paused(mode: CheckMode) -> Result<Row, String> {
     })?;
     t.tracking_back();
     t.fleet
-        .server
+        .server()
         .resume()
         .map_err(|e| format!("resume: {e}"))?;
     let converge = next_update_converges(&mut t).await?;
@@ -184,7 +192,7 @@ async fn damage_rounds(mode: CheckMode, damages: &[Damage]) -> Result<Row, Strin
     // The writer is a separate process, as an operator's `gensync bump`
     // would be. Its wrapper injects nothing and counts calls: one means its
     // bump found a valid key, more that it re-created or repaired it.
-    let backend = RedisBackend::with_config(&t.fleet.server.url(), fast_config())
+    let backend = RedisBackend::with_config(&t.fleet.server().url(), fast_config())
         .map_err(|e| format!("writer: {e}"))?;
     let backend = FaultyBackend::new(backend);
     let calls = backend.faults();
@@ -259,7 +267,7 @@ pub async fn access_refused(mode: CheckMode) -> Result<Row, String> {
         ..Options::in_mode(mode)
     };
     let mut admin = admin(&redis)?;
-    let mut t = Trial::start(redis, opts).await?;
+    let mut t = Trial::start(Deployment::Single(redis), opts).await?;
     let began = t.fault(false);
     // Never armed: no password the server takes, then no command but the
     // handshake's.
@@ -329,7 +337,7 @@ pub async fn refused_at_start(mode: CheckMode) -> Result<Row, String> {
     let mut redis = server(RedisServer::start())?;
     // Nothing listens on its port until the restart below.
     redis.kill();
-    let mut t = Trial::start(redis, Options::in_mode(mode)).await?;
+    let mut t = Trial::start(Deployment::Single(redis), Options::in_mode(mode)).await?;
     let began = t.fault(false);
     t.tracking_lost();
     for (i, instance) in t.fleet.instances.iter().enumerate() {
@@ -358,7 +366,7 @@ pub async fn refused_at_start(mode: CheckMode) -> Result<Row, String> {
     }
     t.tracking_back();
     t.fleet
-        .server
+        .server_mut()
         .restart()
         .map_err(|e| format!("start: {e}"))?;
     let converge = next_update_converges(&mut t).await?;
@@ -457,7 +465,7 @@ type BlockingSync = Arc<BlockingSynchronizer<BlockingRedisBackend>>;
 pub async fn clients_exhausted(mode: CheckMode) -> Result<Row, String> {
     let mut t = healthy_trial(Options::in_mode(mode)).await?;
     let config = fast_config().pool_size(POOL_SIZE);
-    let backend = BlockingRedisBackend::with_config(&t.fleet.server.url(), config.clone())
+    let backend = BlockingRedisBackend::with_config(&t.fleet.server().url(), config.clone())
         .map_err(|e| format!("blocking backend: {e}"))?;
     let blocking: BlockingSync = Arc::new(BlockingSynchronizer::new(backend, key()));
     on_blocking_thread(&blocking, |s| s.refresh())
@@ -607,7 +615,7 @@ pub async fn writer_dies(mode: CheckMode) -> Result<Row, String> {
     let lease = t.opts().lock_ttl;
     // A writer process of its own; its write is abandoned once the key
     // lapsed and every instance converged.
-    let (writer, cut_off) = t.fleet.writer(t.opts(), lease * 3)?;
+    let (writer, cut_off) = t.fleet.writer(t.opts(), fast_config(), lease * 3)?;
     let handed = t.fleet.db.hold_next_save();
     let publishing = tokio::spawn(async move { writer.publish(old + 1).await });
     let (version, fence) = tokio::time::timeout(CONVERGE_WITHIN, handed)
@@ -628,7 +636,7 @@ pub async fn writer_dies(mode: CheckMode) -> Result<Row, String> {
     };
     lapses_within_lease("once the writer died")?;
 
-    let backend = RedisBackend::with_config(&t.fleet.server.url(), fast_config())
+    let backend = RedisBackend::with_config(&t.fleet.server().url(), fast_config())
         .map_err(|e| format!("operator: {e}"))?;
     Synchronizer::new(backend, key())
         .mark_updated()

@@ -8,12 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gensync::reload::{CheckMode, ReloadMetrics};
-use gensync::testing::RedisServer;
 use gensync::{Generation, GenerationSynchronizer, Observed};
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
 
-use crate::fleet::{vouching, Fleet, Options, Svc, HEARTBEAT};
+use crate::fleet::{vouching, Deployment, Fleet, Options, Svc, HEARTBEAT};
 use crate::harness::{ensure, log_mark, logs_since, DEBUG_LOGS, INSTANCES, IN_FLIGHT, POLL};
 use crate::traffic::{sample_in_flight, Entered, Phases, Traffic};
 
@@ -69,13 +68,13 @@ pub struct Trial {
 }
 
 impl Trial {
-    /// Builds the fleet over `server` (running or not) and starts the load:
+    /// Builds the fleet over `redis` (running or not) and starts the load:
     /// `IN_FLIGHT` requests in flight, plus one per runtime thread to cover
     /// the instant a task spends between two requests.
-    pub async fn start(server: RedisServer, opts: Options) -> Result<Trial, String> {
+    pub async fn start(redis: Deployment, opts: Options) -> Result<Trial, String> {
         DEBUG_LOGS.store(opts.debug_logs, SeqCst);
         let log_from = log_mark();
-        let fleet = Fleet::new(server, &opts)?;
+        let fleet = Fleet::new(redis, &opts)?;
         let services: Vec<Svc> = fleet.instances.iter().map(|i| i.service.clone()).collect();
         let traffic = Arc::new(Traffic::new(1, opts.freshness_grace(), |_| {
             "the settings".to_owned()
@@ -377,13 +376,37 @@ impl Trial {
         since: Instant,
         within: Duration,
     ) -> Result<Duration, String> {
+        self.converge_on(target, since, within, false).await
+    }
+
+    /// As [`converge`](Self::converge), and each instance's own check must
+    /// then read the shared generation as current (a read answered by
+    /// Redis, matching what it loaded at): serving `target` while Redis is
+    /// out of reach does not count.
+    pub async fn converge_current(
+        &self,
+        target: u64,
+        since: Instant,
+        within: Duration,
+    ) -> Result<Duration, String> {
+        self.converge_on(target, since, within, true).await
+    }
+
+    async fn converge_on(
+        &self,
+        target: u64,
+        since: Instant,
+        within: Duration,
+        current: bool,
+    ) -> Result<Duration, String> {
         let mut pending: Vec<usize> = (0..INSTANCES).collect();
         let mut last_seen = [None; INSTANCES];
         loop {
             let mut still = Vec::new();
             for i in pending {
                 let seen = request(&self.traffic, i, &self.services[i]).await;
-                if seen.is_none_or(|v| v < target) {
+                let synchronizer = self.fleet.instances[i].reloader.synchronizer();
+                if seen.is_none_or(|v| v < target) || (current && synchronizer.is_expired().await) {
                     last_seen[i] = seen;
                     still.push(i);
                 }
