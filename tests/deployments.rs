@@ -357,3 +357,62 @@ fn the_command_takes_sentinel_and_cluster_urls() {
         );
     }
 }
+
+/// What a wrong master name, a missing password and unreachable seeds are
+/// reported as: each says what to check, none shows the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_deployment_is_reported_with_what_to_check() {
+    let group = SentinelGroup::start_with_password("s3cret-LeakPW").unwrap();
+    let url = group.url();
+    let wrong_master = url.replace("/gensync", "/nosuchmaster");
+    let no_password = url.replacen(":s3cret-LeakPW@", "", 1);
+    assert_ne!(no_password, url);
+    let errors = [
+        RedisBackend::open(&wrong_master)
+            .unwrap()
+            .ping()
+            .await
+            .unwrap_err(),
+        RedisBackend::open(&no_password)
+            .unwrap()
+            .ping()
+            .await
+            .unwrap_err(),
+        BlockingRedisBackend::open(&wrong_master)
+            .unwrap()
+            .ping()
+            .unwrap_err(),
+    ];
+    for error in &errors {
+        let text = error.to_string();
+        eprintln!("{text}");
+        assert!(!text.contains("LeakPW"), "{text}");
+        assert!(!format!("{error:?}").contains("LeakPW"), "{error:?}");
+    }
+    let [wrong, unauthenticated, blocking_wrong] = errors;
+    for wrong in [wrong, blocking_wrong] {
+        let text = wrong.to_string();
+        assert!(text.contains("no master named `nosuchmaster`"), "{text}");
+    }
+    assert!(
+        matches!(unauthenticated, gensync::BackendError::Auth { .. }),
+        "{unauthenticated:?}"
+    );
+    assert!(RedisBackend::open(&url).unwrap().ping().await.is_ok());
+
+    let unreachable = format!(
+        "redis+cluster://:s3cret-LeakPW@127.0.0.1:{},127.0.0.1:{}",
+        support::closed_port(),
+        support::closed_port()
+    );
+    let error = RedisBackend::open(&unreachable)
+        .unwrap()
+        .ping()
+        .await
+        .unwrap_err();
+    assert!(!error.to_string().contains("LeakPW"), "{error}");
+    assert!(
+        matches!(error, gensync::BackendError::Unreachable { .. }),
+        "{error:?}"
+    );
+}

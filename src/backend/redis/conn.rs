@@ -14,7 +14,7 @@ use super::config::Replicas;
 use super::deployment::{
     is_primary, master_addr_cmd, no_sentinel, read_master_addr, Cluster, Deployment, Sentinels,
 };
-use super::target::Target;
+use super::target::{io_error, Target};
 
 /// An async connection: to one server, or a Cluster client's.
 #[derive(Clone)]
@@ -107,13 +107,16 @@ async fn primary_async(
     resp3: bool,
 ) -> Result<MultiplexedConnection, RedisError> {
     first_answer(&sentinels.sentinels, no_sentinel, |sentinel| async move {
-        let mut conn = sentinel
-            .get_multiplexed_async_connection_with_config(&asking(target))
-            .await?;
-        let reply = master_addr_cmd(&sentinels.master)
-            .query_async::<Value>(&mut conn)
-            .await?;
-        let (host, port) = read_master_addr(reply)?;
+        let asked = async {
+            let mut conn = sentinel
+                .get_multiplexed_async_connection_with_config(&asking(target))
+                .await?;
+            master_addr_cmd(&sentinels.master)
+                .query_async::<Value>(&mut conn)
+                .await
+        };
+        let reply = asked.await.map_err(|e| at_sentinel(sentinel, e))?;
+        let (host, port) = read_master_addr(reply, &sentinels.master)?;
         let client = protocol(target, &sentinels.node.client(&host, port)?, resp3)?;
         let mut node = client
             .get_multiplexed_async_connection_with_config(config)
@@ -311,10 +314,13 @@ fn primary_blocking(
     let mut last = None;
     for sentinel in &sentinels.sentinels {
         let attempt = || {
-            let mut conn = sentinel.get_connection_with_timeout(left()?)?;
-            conn.set_read_timeout(Some(config.response_timeout))?;
-            let reply = master_addr_cmd(&sentinels.master).query::<Value>(&mut conn)?;
-            let (host, port) = read_master_addr(reply)?;
+            let asked = || {
+                let mut conn = sentinel.get_connection_with_timeout(left()?)?;
+                conn.set_read_timeout(Some(config.response_timeout))?;
+                master_addr_cmd(&sentinels.master).query::<Value>(&mut conn)
+            };
+            let reply = asked().map_err(|e| at_sentinel(sentinel, e))?;
+            let (host, port) = read_master_addr(reply, &sentinels.master)?;
             let mut node = sentinels
                 .node
                 .client(&host, port)?
@@ -347,6 +353,21 @@ fn protocol(target: &Target, client: &Client, resp3: bool) -> Result<Client, Red
         .clone()
         .set_protocol(redis::ProtocolVersion::RESP3);
     target.tls.client(info.set_redis_settings(settings))
+}
+
+/// A sentinel's own failure, saying which sentinel: the deployment's name
+/// lists them all, and "is the server running?" must be read of this one.
+/// An I/O error stays one, so it is still told apart from a refusal.
+fn at_sentinel(sentinel: &Client, e: RedisError) -> RedisError {
+    let addr = sentinel.get_connection_info().addr().to_string();
+    match io_error(&e) {
+        Some(io) => RedisError::from(std::io::Error::new(
+            io.kind(),
+            format!("sentinel {addr}: {io}"),
+        )),
+        None if e.is_timeout() => e,
+        None => RedisError::from((e.kind(), "sentinel", format!("{addr}: {e}"))),
+    }
 }
 
 fn not_primary(master: &str) -> RedisError {

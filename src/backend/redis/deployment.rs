@@ -138,7 +138,8 @@ pub(super) fn split(url: &str) -> Result<Parts<'_>, String> {
         let port = host.rsplit_once(':').map(|(_, p)| p);
         if port.is_none_or(|p| p.parse::<u16>().is_err()) || host.ends_with(']') {
             return Err(format!(
-                "`{host}` has no port; give every host as host:port (sentinels usually listen on 26379)"
+                "`{host}` has no port, or one past 65535; give every host as host:port \
+                 (sentinels usually listen on 26379)"
             ));
         }
     }
@@ -331,13 +332,17 @@ pub(super) fn unwrap_identified(
 }
 
 /// The address of the primary a sentinel's `SENTINEL
-/// get-master-addr-by-name` reply names.
-pub(super) fn read_master_addr(reply: Value) -> RedisResult<(String, u16)> {
+/// get-master-addr-by-name <master>` reply names.
+pub(super) fn read_master_addr(reply: Value, master: &str) -> RedisResult<(String, u16)> {
     let pair: Option<(String, u16)> = redis::from_redis_value(reply)?;
     pair.ok_or_else(|| {
         RedisError::from((
             redis::ErrorKind::MasterNameNotFoundBySentinel,
-            "the sentinel does not know this master name",
+            "unknown master",
+            format!(
+                "the sentinels know no master named `{master}`: check the name at the end of \
+                 the URL against `sentinel monitor <name>` in sentinel.conf"
+            ),
         ))
     })
 }

@@ -84,6 +84,14 @@ impl Target {
         })
     }
 
+    /// Whether `e` is a Cluster client's own report that it reached no
+    /// node it needed (an I/O error of its making, with no socket's error
+    /// behind it), which reads as a server closing the connection
+    /// otherwise.
+    fn cluster_unreachable(&self, e: &RedisError) -> bool {
+        self.is_cluster() && e.kind() == ErrorKind::Io && io_error(e).is_none()
+    }
+
     /// Whether this is a Cluster, whose client reconnects by itself and
     /// whose identity is learnt from each answer instead.
     pub(super) fn is_cluster(&self) -> bool {
@@ -206,7 +214,7 @@ impl Target {
             || matches!(code, "NOAUTH" | "WRONGPASS" | "NOPERM")
         {
             BackendError::Auth { target, reason }
-        } else if e.is_connection_refusal() {
+        } else if e.is_connection_refusal() || self.cluster_unreachable(e) {
             BackendError::Unreachable { target, reason }
         } else if e.is_connection_dropped() {
             // Also how Redis turns clients away at `maxclients`: it closes
@@ -294,6 +302,17 @@ pub(super) fn read_run_id(reply: Result<Value, RedisError>) -> Option<String> {
     let text: String = redis::from_redis_value(reply.ok()?).ok()?;
     let run_id = text.lines().find_map(|l| l.strip_prefix("run_id:"))?.trim();
     (!run_id.is_empty()).then(|| run_id.to_owned())
+}
+
+/// The socket's error behind a client error, if there is one (redis keeps
+/// its own accessor private).
+pub(super) fn io_error(e: &RedisError) -> Option<&std::io::Error> {
+    type Inner = std::sync::Arc<dyn std::error::Error + Send + Sync>;
+    let source = std::error::Error::source(e)?;
+    source
+        .downcast_ref::<Inner>()
+        .and_then(|inner| inner.downcast_ref::<std::io::Error>())
+        .or_else(|| source.downcast_ref::<std::io::Error>())
 }
 
 /// Whether a connection that produced this error should be dropped and
