@@ -307,6 +307,55 @@ async fn a_cluster_shard_failover_reads_expired_once_and_tracking_follows() {
     a_bump_invalidates(&writer, &tracker).await;
 }
 
+/// A resharding moves the key's slot to another primary. The key is
+/// deleted first, so the move carries no key and no write reaches the old
+/// node's tracking: only the heartbeat, answered `MOVED` there, can tell
+/// it. Push mode must stop vouching for the old answer, arm again on the
+/// new owner, and the answers from another node move the epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resharded_key_is_tracked_on_its_new_node() {
+    let cluster = RedisCluster::start().unwrap();
+    let backend = RedisBackend::with_config(&cluster.url(), config()).unwrap();
+    let sync = Synchronizer::new(backend.clone(), key());
+    let writer = process(&cluster.url());
+    sync.refresh().await.unwrap();
+    let tracker = armed(&sync).await;
+    writer.clear().await.unwrap();
+    until("push vouches for the key as missing", || async {
+        sync.vouched() == Some(Stored::Missing)
+    })
+    .await;
+    let epoch = backend.epoch();
+
+    let from = cluster.primary_for(key().as_str()).unwrap();
+    let to = *cluster
+        .primaries()
+        .unwrap()
+        .iter()
+        .find(|p| **p != from)
+        .unwrap();
+    let key_name = key().as_str().to_owned();
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.move_slot(&key_name, to).unwrap();
+        cluster
+    })
+    .await
+    .unwrap();
+    assert_eq!(cluster.primary_for(key().as_str()).unwrap(), to);
+    writer.mark_updated().await.unwrap();
+    until("push stops vouching for the key as missing", || async {
+        sync.vouched() != Some(Stored::Missing)
+    })
+    .await;
+    armed(&sync).await;
+    a_bump_invalidates(&writer, &tracker).await;
+    assert!(matches!(sync.read().await.unwrap(), Stored::Value(_)));
+    assert!(
+        backend.epoch() > epoch,
+        "the slot's new node moved the epoch"
+    );
+}
+
 #[test]
 fn the_blocking_path_follows_a_cluster_shard_failover() {
     let mut cluster = RedisCluster::start().unwrap();

@@ -225,6 +225,66 @@ impl RedisCluster {
         })
     }
 
+    /// The ports of the primaries, as the first running node that answers
+    /// sees them.
+    pub fn primaries(&self) -> io::Result<Vec<u16>> {
+        Ok(self.first_answer(view_of)?.shards.keys().copied().collect())
+    }
+
+    /// Moves `key`'s slot, with its keys, to the primary on `to` (a
+    /// resharding, as `redis-cli --cluster reshard` does it: `IMPORTING`,
+    /// `MIGRATING`, `MIGRATE` of every key, then `SETSLOT NODE` on every
+    /// primary), and waits until every node agrees.
+    pub fn move_slot(&self, key: &str, to: u16) -> io::Result<()> {
+        let slot = self.slot(key)?;
+        let from = self.primary_for(key)?;
+        let (source, target) = (node_url(from), node_url(to));
+        let id =
+            |url: &str| -> Result<String, String> { ask(url, redis::cmd("CLUSTER").arg("MYID")) };
+        let setslot = |url: &str, state: &str, node: &str| -> Result<(), String> {
+            ask(
+                url,
+                redis::cmd("CLUSTER")
+                    .arg("SETSLOT")
+                    .arg(slot)
+                    .arg(state)
+                    .arg(node),
+            )
+        };
+        let moved = || -> Result<(), String> {
+            let (source_id, target_id) = (id(&source)?, id(&target)?);
+            setslot(&target, "IMPORTING", &source_id)?;
+            setslot(&source, "MIGRATING", &target_id)?;
+            loop {
+                let keys: Vec<String> = ask(
+                    &source,
+                    redis::cmd("CLUSTER")
+                        .arg("GETKEYSINSLOT")
+                        .arg(slot)
+                        .arg(100),
+                )?;
+                if keys.is_empty() {
+                    break;
+                }
+                let mut migrate = redis::cmd("MIGRATE");
+                migrate.arg("127.0.0.1").arg(to).arg("").arg(0).arg(5000);
+                migrate.arg("KEYS").arg(&keys);
+                ask::<()>(&source, &migrate)?;
+            }
+            for port in self.primaries().map_err(|e| e.to_string())? {
+                setslot(&node_url(port), "NODE", &target_id)?;
+            }
+            Ok(())
+        };
+        moved().map_err(io::Error::other)?;
+        poll::until(SETTLE_TIMEOUT, "the slot's move", || {
+            match self.agreed_view()?.primary_of(slot) {
+                Some(port) if port == to => Ok(()),
+                other => Err(format!("slot {slot} served by {other:?}")),
+            }
+        })
+    }
+
     /// The view all running nodes share, each with `cluster_state:ok`.
     fn agreed_view(&self) -> Result<View, String> {
         let mut agreed: Option<View> = None;
