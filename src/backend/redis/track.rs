@@ -365,3 +365,82 @@ fn ended(target: &Target, e: RedisError, armed: bool) -> Ended {
         Ended::Lost { error, armed }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::redis::RedisConfig;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    /// A primary demoted by hand (`REPLICAOF`) keeps its clients, and
+    /// tracking there would hear of the new primary's writes only through
+    /// replication, late: the Sentinel heartbeat reads `ROLE` and ends it.
+    #[test]
+    fn a_sentinel_heartbeat_answered_by_a_replica_ends_the_session() {
+        let sentinel =
+            Target::open("redis+sentinel://127.0.0.1:1/m", RedisConfig::default()).unwrap();
+        let primary = Value::Array(vec![bulk("master"), Value::Int(10), Value::Array(vec![])]);
+        let replica = Value::Array(vec![
+            bulk("slave"),
+            bulk("127.0.0.1"),
+            Value::Int(6379),
+            bulk("connected"),
+            Value::Int(10),
+        ]);
+        assert!(heartbeat_answered(&sentinel, primary).is_ok());
+        assert!(heartbeat_answered(&sentinel, replica.clone()).is_err());
+        // One server's heartbeat is a PING, whatever it answers.
+        let single = Target::open("redis://127.0.0.1:1", RedisConfig::default()).unwrap();
+        assert!(heartbeat_answered(&single, replica).is_ok());
+    }
+
+    /// In a Cluster the heartbeat reads the tracked slot, so a node that
+    /// lost it answers `MOVED`; a set tracks only prefixes sharing one
+    /// hash tag there.
+    #[test]
+    fn a_cluster_session_is_placed_on_the_slot_of_what_it_tracks() {
+        let cluster =
+            Target::open("redis+cluster://127.0.0.1:1", RedisConfig::default()).unwrap();
+        let key = Key::parse("site:settings").unwrap();
+        let tracker = crate::backend::Tracker::new();
+        let fed = Fed::Key {
+            key: key.clone(),
+            tracker: Arc::downgrade(&tracker),
+        };
+        assert_eq!(
+            place(&cluster, &fed).unwrap(),
+            Some(slot(key.as_str().as_bytes()))
+        );
+        let probe = heartbeat(&cluster, &fed);
+        assert_eq!(
+            probe.args_iter().count(),
+            2,
+            "EXISTS and the key, so a node without the slot answers MOVED"
+        );
+
+        let tenants = Key::parse("tenants").unwrap();
+        let set = crate::backend::TrackerSet::new(
+            vec![tenants.member_prefix()],
+            vec![tenants.as_str().to_owned()],
+        );
+        let fed = Fed::Set {
+            prefixes: set.subscriptions().to_vec(),
+            set: Arc::downgrade(&set),
+        };
+        assert_eq!(
+            place(&cluster, &fed).unwrap(),
+            Some(slot(tenants.as_str().as_bytes()))
+        );
+        let untagged = crate::backend::TrackerSet::new(vec!["gensync:a:".into()], vec![]);
+        let fed = Fed::Set {
+            prefixes: untagged.subscriptions().to_vec(),
+            set: Arc::downgrade(&untagged),
+        };
+        assert!(place(&cluster, &fed).is_err(), "no one slot to track on");
+        let single = Target::open("redis://127.0.0.1:1", RedisConfig::default()).unwrap();
+        assert_eq!(place(&single, &fed).unwrap(), None);
+    }
+}
