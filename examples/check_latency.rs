@@ -6,10 +6,14 @@
 //! cargo run --release --example check_latency -- --iterations 50000
 //! cargo run --release --example check_latency -- --url redis://127.0.0.1:6379
 //! cargo run --release --example check_latency -- --runtime multi
+//! cargo run --release --example check_latency -- --topology cluster
 //! ```
 //!
 //! Without `--url` it starts its own throwaway `redis-server` (on `PATH`, or
-//! at `$REDIS_SERVER`) and talks to it over loopback TCP.
+//! at `$REDIS_SERVER`) and talks to it over loopback TCP; with `--topology
+//! sentinel` or `cluster`, a throwaway Sentinel group or Cluster instead,
+//! whose URL gensync is given while the raw GETs go straight to the node
+//! that holds the key (what a hand-written check that knew it would send).
 //!
 //! Five variants, each timed call by call with `std::time::Instant`:
 //!
@@ -32,7 +36,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gensync::testing::RedisServer;
+use gensync::testing::{RedisCluster, RedisServer, SentinelGroup};
 use gensync::{
     BlockingRedisBackend, BlockingSynchronizer, GenerationSynchronizer, Key, MemoryBackend,
     RedisBackend, Synchronizer,
@@ -55,6 +59,9 @@ struct Args {
     /// redis-server started by this program.
     #[arg(long, value_name = "URL")]
     url: Option<String>,
+    /// Without --url: the throwaway deployment to start.
+    #[arg(long, value_enum, default_value_t = Topology::Single, conflicts_with = "url")]
+    topology: Topology,
     /// Timed calls per variant.
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..))]
     iterations: u32,
@@ -71,6 +78,14 @@ struct Args {
     /// strace); repeatable.
     #[arg(long, value_enum)]
     only: Vec<Variant>,
+}
+
+/// A throwaway deployment.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Topology {
+    Single,
+    Sentinel,
+    Cluster,
 }
 
 /// The tokio runtime flavour.
@@ -275,9 +290,47 @@ fn stats(nanos: &mut [u64]) -> Stats {
     }
 }
 
-fn setup(rt: &tokio::runtime::Runtime, url: &str) -> Result<Targets, Box<dyn std::error::Error>> {
-    let key = Key::new(["bench", "check_latency"])?;
-    let client = redis::Client::open(url)?;
+/// The key every variant reads.
+fn key() -> Key {
+    Key::new(["bench", "check_latency"]).expect("a valid key")
+}
+
+/// gensync's URL and the raw GETs' (the node that holds the key), with
+/// what keeps a throwaway deployment alive until the end.
+type Deployment = (Box<dyn std::any::Any>, String, String);
+
+fn deployment(args: &Args) -> Result<Deployment, Box<dyn std::error::Error>> {
+    if let Some(url) = &args.url {
+        return Ok((Box::new(()), url.clone(), url.clone()));
+    }
+    let node = |port: u16| format!("redis://127.0.0.1:{port}");
+    Ok(match args.topology {
+        Topology::Single => {
+            let server = RedisServer::start()?;
+            let url = server.url();
+            (Box::new(server), url.clone(), url)
+        }
+        Topology::Sentinel => {
+            let group = SentinelGroup::start()?;
+            let (url, raw) = (group.url(), node(group.primary_port()?));
+            (Box::new(group), url, raw)
+        }
+        Topology::Cluster => {
+            let cluster = RedisCluster::start()?;
+            let raw = node(cluster.primary_for(key().as_str())?);
+            let url = cluster.url();
+            (Box::new(cluster), url, raw)
+        }
+    })
+}
+
+fn setup(
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    raw_url: &str,
+) -> Result<Targets, Box<dyn std::error::Error>> {
+    let key = key();
+    let client = redis::Client::open(raw_url)?;
 
     let redis_async = Arc::new(Synchronizer::new(RedisBackend::open(url)?, key.clone()));
     let redis_blocking = BlockingSynchronizer::new(BlockingRedisBackend::open(url)?, key.clone());
@@ -318,15 +371,8 @@ fn main() -> ExitCode {
 }
 
 fn main_with(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    // Keep our own server alive until the end.
-    let (_server, url) = match &args.url {
-        Some(url) => (None, url.clone()),
-        None => {
-            let server = RedisServer::start()?;
-            let url = server.url();
-            (Some(server), url)
-        }
-    };
+    // Keep our own deployment alive until the end.
+    let (_deployment, url, raw_url) = deployment(&args)?;
     let (mut builder, flavor) = match args.runtime {
         Flavor::Multi => (
             tokio::runtime::Builder::new_multi_thread(),
@@ -342,7 +388,7 @@ fn main_with(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     let rt = builder.enable_all().build()?;
 
-    let mut targets = setup(&rt, &url)?;
+    let mut targets = setup(&rt, &url, &raw_url)?;
     let started = Instant::now();
     let (iterations, warmup, chunk) = (
         args.iterations as usize,
@@ -359,10 +405,13 @@ fn main_with(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "server: {} ({}), key `{}`",
         gensync::RedactedUrl::new(&url),
-        if args.url.is_some() {
-            "given with --url"
-        } else {
-            "throwaway redis-server started by this program"
+        match (args.url.is_some(), args.topology) {
+            (true, _) => "given with --url",
+            (false, Topology::Single) => "throwaway redis-server started by this program",
+            (false, Topology::Sentinel) =>
+                "throwaway Sentinel group started by this program; raw GETs to its primary",
+            (false, Topology::Cluster) =>
+                "throwaway Cluster started by this program; raw GETs to the key's primary",
         },
         targets.key
     );

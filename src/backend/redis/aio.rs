@@ -234,6 +234,11 @@ impl RedisBackend {
             // A Cluster's nodes are known by their answers (`Target::incoming`).
             return Ok((conn, self.target.epoch()));
         };
+        let began = if self.target.probe_budget_restarts() {
+            Instant::now()
+        } else {
+            began
+        };
         // The identity gets what is left of the connect timeout, so a new
         // connection still costs at most that; failing to learn it leaves
         // the identity unknown and the connection in use.

@@ -254,9 +254,16 @@ fn attempt<T>(
     let node = match &mut conn.conn {
         BlockingConn::Node(node) => node,
         BlockingConn::Cluster(cluster) => {
-            // The Cluster client sends the pipeline to the node of its
-            // first key, and its replies already wait for the replicas.
-            let replies = pipe.ignore_errors().query::<Vec<Value>>(&mut **cluster);
+            // Sent packed: the blocking Cluster client takes no pipeline
+            // query, but routes packed commands by the first, the write,
+            // to its key's primary, where the WAIT must run. Its reply
+            // timeout already holds the wait for replicas.
+            let replies = redis::ConnectionLike::req_packed_commands(
+                &mut **cluster,
+                &pipe.get_packed_pipeline(),
+                0,
+                2,
+            );
             if replies.as_ref().is_err_and(found_dead) {
                 conn.broken = true;
             }

@@ -11,8 +11,9 @@ use crate::error::BackendError;
 /// The URL forms accepted, for error messages.
 pub(super) const URL_FORMS: &str = "redis://[user:password@]host[:port][/db], \
      rediss://... (with the `tls` feature), redis+unix:///path/to/socket[?db=N&pass=...], \
-     redis+sentinel://[user:password@]host:port,host:port.../master-name[/db] or \
-     redis+cluster://[user:password@]host:port,host:port...";
+     redis+sentinel://[user:password@]host:port,host:port.../master-name[/db][?sentinel_password=...] \
+     or redis+cluster://[user:password@]host:port,host:port... (rediss+sentinel://, \
+     rediss+cluster:// with the `tls` feature)";
 
 /// Timeouts and pool size for a Redis backend.
 ///

@@ -2,7 +2,8 @@
 //! primary's found through the sentinels, or a Cluster client's; and, for
 //! push mode, a connection to the one node that owns a key.
 
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::{
@@ -106,50 +107,65 @@ async fn primary_async(
     config: &AsyncConnectionConfig,
     resp3: bool,
 ) -> Result<MultiplexedConnection, RedisError> {
-    first_answer(&sentinels.sentinels, no_sentinel, |sentinel| async move {
-        let asked = async {
-            let mut conn = sentinel
-                .get_multiplexed_async_connection_with_config(&asking(target))
+    let start = sentinels.answered.load(Ordering::Relaxed);
+    let (answered, node) = first_answer(
+        &sentinels.sentinels,
+        start,
+        no_sentinel,
+        |sentinel| async move {
+            let asked = async {
+                let mut conn = sentinel
+                    .get_multiplexed_async_connection_with_config(&asking(target))
+                    .await?;
+                master_addr_cmd(&sentinels.master)
+                    .query_async::<Value>(&mut conn)
+                    .await
+            };
+            let reply = asked.await.map_err(|e| at_sentinel(sentinel, e))?;
+            let (host, port) = read_master_addr(reply, &sentinels.master)?;
+            let client = protocol(target, &sentinels.node.client(&host, port)?, resp3)?;
+            let mut node = client
+                .get_multiplexed_async_connection_with_config(config)
                 .await?;
-            master_addr_cmd(&sentinels.master)
-                .query_async::<Value>(&mut conn)
-                .await
-        };
-        let reply = asked.await.map_err(|e| at_sentinel(sentinel, e))?;
-        let (host, port) = read_master_addr(reply, &sentinels.master)?;
-        let client = protocol(target, &sentinels.node.client(&host, port)?, resp3)?;
-        let mut node = client
-            .get_multiplexed_async_connection_with_config(config)
-            .await?;
-        let role = redis::cmd("ROLE").query_async::<Value>(&mut node).await?;
-        if is_primary(role) {
-            Ok(node)
-        } else {
-            Err(not_primary(&sentinels.master))
-        }
-    })
-    .await
+            let role = redis::cmd("ROLE").query_async::<Value>(&mut node).await?;
+            if is_primary(role) {
+                Ok(node)
+            } else {
+                Err(not_primary(&sentinels.master))
+            }
+        },
+    )
+    .await?;
+    sentinels.answered.store(answered, Ordering::Relaxed);
+    Ok(node)
 }
 
-/// The first of `items` for which `attempt` succeeds, tried in order; else
-/// the last failure, or `none()` when there was nothing to try.
+/// The first of `items` for which `attempt` succeeds, tried in order from
+/// `start` round to it again, with its index; else the last failure, or
+/// `none()` when there was nothing to try.
 async fn first_answer<'a, I, T, F, Fut>(
     items: &'a [I],
+    start: usize,
     none: fn() -> RedisError,
     attempt: F,
-) -> Result<T, RedisError>
+) -> Result<(usize, T), RedisError>
 where
     F: Fn(&'a I) -> Fut,
     Fut: std::future::Future<Output = Result<T, RedisError>>,
 {
     let mut last = None;
-    for item in items {
-        match attempt(item).await {
-            Ok(found) => return Ok(found),
+    for i in round_from(items.len(), start) {
+        match attempt(&items[i]).await {
+            Ok(found) => return Ok((i, found)),
             Err(e) => last = Some(e),
         }
     }
     Err(last.unwrap_or_else(none))
+}
+
+/// The indexes of `len` items, from `start` round to it again.
+fn round_from(len: usize, start: usize) -> impl Iterator<Item = usize> {
+    (0..len).map(move |i| (start + i) % len.max(1))
 }
 
 /// The timeouts of a lookup's own connections (to a sentinel, to a seed).
@@ -168,7 +184,7 @@ pub(super) async fn owner_async(
     slot: u16,
     config: &AsyncConnectionConfig,
 ) -> Result<MultiplexedConnection, RedisError> {
-    first_answer(&cluster.seeds, no_seed, |seed| async move {
+    let (_, conn) = first_answer(&cluster.seeds, 0, no_seed, |seed| async move {
         let mut conn = target
             .tls
             .client(seed.as_str().into_connection_info()?)?
@@ -183,7 +199,8 @@ pub(super) async fn owner_async(
             .get_multiplexed_async_connection_with_config(config)
             .await
     })
-    .await
+    .await?;
+    Ok(conn)
 }
 
 fn no_seed() -> RedisError {
@@ -264,7 +281,10 @@ impl redis::ConnectionLike for BlockingConn {
     fn is_open(&self) -> bool {
         match self {
             BlockingConn::Node(c) => c.is_open(),
-            BlockingConn::Cluster(c) => c.is_open(),
+            // False while any one node's connection is down, which would
+            // have the pool drop every Cluster connection while one shard
+            // fails over; the client reconnects its nodes itself.
+            BlockingConn::Cluster(_) => true,
         }
     }
 }
@@ -294,47 +314,41 @@ pub(super) fn connect_blocking(target: &Target) -> Result<BlockingConn, RedisErr
     }
 }
 
-/// [`primary_async`] on the blocking path, all within the connect timeout.
+/// [`primary_async`] on the blocking path: each sentinel, and the server
+/// it names, within the connect timeout.
 fn primary_blocking(
     target: &Target,
     sentinels: &Sentinels,
 ) -> Result<redis::Connection, RedisError> {
     let config = &target.config;
-    let began = Instant::now();
-    let left = || {
-        let left = config.connect_timeout.saturating_sub(began.elapsed());
-        if left.is_zero() {
-            Err(RedisError::from(std::io::Error::from(
-                std::io::ErrorKind::TimedOut,
-            )))
+    let attempt = |sentinel: &Client| {
+        let asked = || {
+            let mut conn = sentinel.get_connection_with_timeout(config.connect_timeout)?;
+            conn.set_read_timeout(Some(config.response_timeout))?;
+            master_addr_cmd(&sentinels.master).query::<Value>(&mut conn)
+        };
+        let reply = asked().map_err(|e| at_sentinel(sentinel, e))?;
+        let (host, port) = read_master_addr(reply, &sentinels.master)?;
+        let mut node = sentinels
+            .node
+            .client(&host, port)?
+            .get_connection_with_timeout(config.connect_timeout)?;
+        node.set_read_timeout(Some(config.response_timeout))?;
+        node.set_write_timeout(Some(config.response_timeout))?;
+        if is_primary(redis::cmd("ROLE").query::<Value>(&mut node)?) {
+            Ok(node)
         } else {
-            Ok(left)
+            Err(not_primary(&sentinels.master))
         }
     };
+    let start = sentinels.answered.load(Ordering::Relaxed);
     let mut last = None;
-    for sentinel in &sentinels.sentinels {
-        let attempt = || {
-            let asked = || {
-                let mut conn = sentinel.get_connection_with_timeout(left()?)?;
-                conn.set_read_timeout(Some(config.response_timeout))?;
-                master_addr_cmd(&sentinels.master).query::<Value>(&mut conn)
-            };
-            let reply = asked().map_err(|e| at_sentinel(sentinel, e))?;
-            let (host, port) = read_master_addr(reply, &sentinels.master)?;
-            let mut node = sentinels
-                .node
-                .client(&host, port)?
-                .get_connection_with_timeout(left()?)?;
-            node.set_read_timeout(Some(config.response_timeout))?;
-            node.set_write_timeout(Some(config.response_timeout))?;
-            if is_primary(redis::cmd("ROLE").query::<Value>(&mut node)?) {
-                Ok(node)
-            } else {
-                Err(not_primary(&sentinels.master))
+    for i in round_from(sentinels.sentinels.len(), start) {
+        match attempt(&sentinels.sentinels[i]) {
+            Ok(node) => {
+                sentinels.answered.store(i, Ordering::Relaxed);
+                return Ok(node);
             }
-        };
-        match attempt() {
-            Ok(node) => return Ok(node),
             Err(e) => last = Some(e),
         }
     }

@@ -19,7 +19,7 @@
 use redis::cluster::ClusterClient;
 use redis::{Client, Cmd, IntoConnectionInfo, RedisError, RedisResult, Value};
 
-use super::config::{RedisConfig, Replicas};
+use super::config::{RedisConfig, Replicas, URL_FORMS};
 use super::tls::Tls;
 use crate::error::BackendError;
 
@@ -36,8 +36,12 @@ pub(super) enum Deployment {
 /// The sentinels to ask, for which primary, and how to reach the data
 /// nodes they name.
 pub(super) struct Sentinels {
-    /// One client per sentinel, asked in the order given.
+    /// One client per sentinel, asked in the order given, from the one
+    /// that answered last.
     pub(super) sentinels: Vec<Client>,
+    /// The index of the sentinel that answered last: asked first, so one
+    /// that is down costs a lookup once, not every time.
+    pub(super) answered: std::sync::atomic::AtomicUsize,
     /// The name the sentinels monitor the primary under.
     pub(super) master: String,
     /// How to reach a data node, given its address.
@@ -81,11 +85,6 @@ impl NodeUrl {
         format!("{scheme}://{}{host}:{port}{}", self.userinfo, self.db)
     }
 }
-
-/// The forms of a deployment's URL, for error messages.
-pub(super) const DEPLOYMENT_FORMS: &str = "redis+sentinel://[user:password@]host:port[,host:port...]/\
-     master-name[/db][?sentinel_password=...] or redis+cluster://[user:password@]host:port[,host:port...] \
-     (rediss+sentinel:// and rediss+cluster:// with the `tls` feature)";
 
 /// What kind of deployment a URL's scheme names, if a multi-host one, and
 /// whether it asks for TLS.
@@ -183,9 +182,13 @@ impl Parts<'_> {
                     .map(|h| tls.client(format!("{scheme}://{auth}{h}").into_connection_info()?))
                     .collect::<RedisResult<Vec<_>>>()
                     .map_err(|e| e.to_string())?;
+                let master = percent_encoding::percent_decode_str(master)
+                    .decode_utf8()
+                    .map_err(|_| "a master name that is not UTF-8 once decoded")?;
                 Ok(Deployment::Sentinel(Sentinels {
                     sentinels,
-                    master: master.to_owned(),
+                    answered: Default::default(),
+                    master: master.into_owned(),
                     node: self.node(db, tls),
                 }))
             }
@@ -256,44 +259,90 @@ impl Cluster {
             .connection_timeout(config.connect_timeout)
             .response_timeout(config.reply_timeout(replicas))
             // A failover takes seconds, and a caller's bound is shorter:
-            // the client retries within it, gensync's bound cuts it.
-            .retries(3)
+            // one retry after a redirection or a node that went away, with
+            // no wait of seconds before it (the crate's default is 16
+            // retries from 1.28 s each, and the blocking path has no
+            // backstop of its own to cut them).
+            .retries(1)
+            .min_retry_wait(10)
+            .max_retry_wait(100)
             .build()
     }
 }
 
 /// The wrapper that makes a script also return the id of the Cluster node
 /// that ran it: `{id, result}`. `CLUSTER MYID` is allowed in scripts and
-/// costs next to nothing, unlike `INFO`.
+/// costs next to nothing. A node keeps its id across a restart (it is in
+/// `nodes.conf`), so now and then the id is followed by the `run_id`,
+/// which a restart changes: `INFO` in a script costs as much as the rest
+/// of it four times over (80k against 315k `EVAL`/s on one core), too much
+/// for every read.
 const IDENTIFIED: (&str, &str) = (
     "local function gensync_body()\n",
     "\nend\nreturn {redis.call('CLUSTER', 'MYID'), gensync_body()}",
 );
+const IDENTIFIED_RUN: (&str, &str) = (
+    "local function gensync_body()\n",
+    "\nend\nlocal run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or ''\n\
+     return {redis.call('CLUSTER', 'MYID') .. ' ' .. run, gensync_body()}",
+);
 
-/// `cmd` made to report which node ran it, with the Cluster slot of its
-/// first key, if it is a script with keys; `None` for anything else.
-pub(super) fn identified(cmd: &Cmd) -> Option<(Cmd, u16)> {
-    let mut args = cmd.args_iter().map(|a| match a {
-        redis::Arg::Simple(bytes) => bytes,
-        _ => b"",
-    });
-    if !args.next()?.eq_ignore_ascii_case(b"EVAL") {
-        return None;
-    }
-    let source = std::str::from_utf8(args.next()?).ok()?;
-    let numkeys = args.next()?;
-    let first_key = args.clone().next()?;
-    if numkeys == b"0" {
-        return None;
-    }
+/// `cmd` made to report which node ran it (and, if `run`, that node's
+/// `run_id`), with the Cluster slot of its first key, if it is a script
+/// with keys; `None` for anything else.
+pub(super) fn identified(cmd: &Cmd, run: bool) -> Option<(Cmd, u16)> {
+    let args = script_args(cmd)?;
+    let source = std::str::from_utf8(args[1]).ok()?;
+    let (head, tail) = if run { IDENTIFIED_RUN } else { IDENTIFIED };
     let mut wrapped = redis::cmd("EVAL");
-    wrapped
-        .arg(format!("{}{source}{}", IDENTIFIED.0, IDENTIFIED.1))
-        .arg(numkeys);
-    for arg in args {
-        wrapped.arg(arg);
+    wrapped.arg(format!("{head}{source}{tail}"));
+    for arg in &args[2..] {
+        wrapped.arg(*arg);
     }
-    Some((wrapped, slot(first_key)))
+    Some((wrapped, slot(args[3])))
+}
+
+/// The slot [`identified`] would find for `cmd`, without making the
+/// wrapped script.
+pub(super) fn identified_slot(cmd: &Cmd) -> Option<u16> {
+    script_args(cmd).map(|args| slot(args[3]))
+}
+
+/// The arguments of `cmd` if it is a script with at least one key:
+/// `EVAL`, the source, the number of keys, the first key, the rest.
+fn script_args(cmd: &Cmd) -> Option<Vec<&[u8]>> {
+    let args: Vec<&[u8]> = cmd
+        .args_iter()
+        .map(|a| match a {
+            redis::Arg::Simple(bytes) => bytes,
+            _ => b"",
+        })
+        .collect();
+    let is_script = args.first()?.eq_ignore_ascii_case(b"EVAL");
+    (is_script && args.len() >= 4 && args[2] != b"0").then_some(args)
+}
+
+/// Who ran an [`identified`] script: the node's id, and its `run_id` when
+/// asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Ran {
+    pub(super) node: String,
+    pub(super) run_id: Option<String>,
+}
+
+impl Ran {
+    fn parse(text: String) -> Ran {
+        match text.split_once(' ') {
+            Some((node, run)) => Ran {
+                node: node.to_owned(),
+                run_id: (!run.is_empty()).then(|| run.to_owned()),
+            },
+            None => Ran {
+                node: text,
+                run_id: None,
+            },
+        }
+    }
 }
 
 /// The Cluster slot of `key`: CRC16 of its hash tag (the text between its
@@ -312,10 +361,12 @@ pub(super) fn slot(key: &[u8]) -> u16 {
 /// script's own reply.
 pub(super) fn unwrap_identified(
     reply: Result<Value, RedisError>,
-) -> (Option<String>, Result<Value, RedisError>) {
+) -> (Option<Ran>, Result<Value, RedisError>) {
     match reply {
         Ok(Value::Array(mut items)) if !items.is_empty() => {
-            let id = redis::from_redis_value::<String>(items.remove(0)).ok();
+            let id = redis::from_redis_value::<String>(items.remove(0))
+                .ok()
+                .map(Ran::parse);
             let inner = items.into_iter().next().unwrap_or(Value::Nil);
             (id, inner.extract_error())
         }
@@ -373,7 +424,7 @@ pub(super) fn no_sentinel() -> RedisError {
 /// Turns a URL problem into the error that says what to fix.
 pub(super) fn invalid(redacted: &impl std::fmt::Display, problem: &str) -> BackendError {
     BackendError::Config(format!(
-        "invalid Redis URL {redacted}: {problem}; expected {DEPLOYMENT_FORMS}"
+        "invalid Redis URL {redacted}: {problem}; expected {URL_FORMS}"
     ))
 }
 
@@ -441,7 +492,7 @@ mod tests {
     fn scripts_are_wrapped_to_report_their_node() {
         let mut cmd = redis::cmd("EVAL");
         cmd.arg("return 1").arg(1).arg("gensync:k").arg("x");
-        let (wrapped, at) = identified(&cmd).unwrap();
+        let (wrapped, at) = identified(&cmd, false).unwrap();
         assert_eq!(at, slot(b"gensync:k"));
         let args: Vec<Vec<u8>> = wrapped
             .args_iter()
@@ -455,14 +506,24 @@ mod tests {
             &args[2..],
             [b"1".to_vec(), b"gensync:k".to_vec(), b"x".to_vec()]
         );
-        assert!(identified(&redis::cmd("PING")).is_none());
+        assert!(identified(&redis::cmd("PING"), false).is_none());
+        assert_eq!(identified_slot(&cmd), Some(at));
+        let (with_run, _) = identified(&cmd, true).unwrap();
+        let source = with_run.args_iter().nth(1).map(|a| match a {
+            redis::Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
+            _ => String::new(),
+        });
+        assert!(source.unwrap().contains("run_id"));
 
         let reply = Value::Array(vec![Value::BulkString(b"abc".to_vec()), Value::Int(7)]);
         let (id, inner) = unwrap_identified(Ok(reply));
-        assert_eq!(
-            (id.as_deref(), inner.unwrap()),
-            (Some("abc"), Value::Int(7))
-        );
+        let ran = |run: Option<&str>| Ran {
+            node: "abc".into(),
+            run_id: run.map(str::to_owned),
+        };
+        assert_eq!((id, inner.unwrap()), (Some(ran(None)), Value::Int(7)));
+        let reply = Value::Array(vec![Value::BulkString(b"abc 4f1c".to_vec())]);
+        assert_eq!(unwrap_identified(Ok(reply)).0, Some(ran(Some("4f1c"))));
         let nil = Value::Array(vec![Value::BulkString(b"abc".to_vec())]);
         assert_eq!(unwrap_identified(Ok(nil)).1.unwrap(), Value::Nil);
     }

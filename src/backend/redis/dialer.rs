@@ -212,6 +212,11 @@ impl Dialer {
         // As on the async path: the identity gets what is left of the
         // connect timeout, and failing to learn it fails nothing. A reply
         // that comes too late is skipped by redis-rs on the next read.
+        let began = if self.target.probe_budget_restarts() {
+            Instant::now()
+        } else {
+            began
+        };
         let left = config.connect_timeout.saturating_sub(began.elapsed());
         let run_id = if !left.is_zero()
             && node.set_read_timeout(Some(left)).is_ok()

@@ -4,11 +4,12 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use redis::{Cmd, ErrorKind, IntoConnectionInfo, RedisError, ServerErrorKind, Value};
 
 use super::config::{check_url, RedisConfig, Replicas, URL_FORMS};
-use super::deployment::{self, invalid, Deployment};
+use super::deployment::{self, invalid, Deployment, Ran};
 use super::tls::{certificate_failure, uses_tls, Tls};
 use crate::backend::redact::{secrets, RedactedUrl};
 use crate::error::BackendError;
@@ -27,9 +28,22 @@ pub(super) struct Target {
     /// The server the last new connection reached.
     server: Mutex<Identity>,
     /// In a Cluster: the node that last answered for each slot.
-    owners: Mutex<HashMap<u16, String>>,
+    owners: Mutex<HashMap<u16, Owner>>,
     /// How many times a new connection reached a different server.
     epoch: AtomicU64,
+}
+
+/// How often a Cluster slot's answers also say the node's `run_id`, which
+/// a restart in place changes (its node id stays): a restart is noticed
+/// within this of the next read of the slot after it.
+const RUN_ID_EVERY: Duration = Duration::from_millis(250);
+
+/// The node that answers for a Cluster slot, as far as it has told.
+struct Owner {
+    node: String,
+    run_id: Option<String>,
+    /// When its `run_id` was last asked for (or when it is next due).
+    asked: Instant,
 }
 
 /// Which server the last new connection reached, as far as it could tell.
@@ -84,6 +98,16 @@ impl Target {
         })
     }
 
+    /// Whether the identity probe of a new connection starts its budget
+    /// (what is left of the connect timeout) once connected rather than
+    /// when the connect began: for a Sentinel primary, whose lookup time is
+    /// the sentinels'. A lookup that went past a paused sentinel would
+    /// leave the probe nothing: an unknown identity, a new epoch, a reload
+    /// of every process, on every new connection.
+    pub(super) fn probe_budget_restarts(&self) -> bool {
+        matches!(self.deployment, Deployment::Sentinel(_))
+    }
+
     /// Whether `e` is a Cluster client's own report that it reached no
     /// node it needed (an I/O error of its making, with no socket's error
     /// behind it), which reads as a server closing the connection
@@ -103,7 +127,7 @@ impl Target {
     pub(super) fn outgoing<'a>(&self, cmd: &'a Cmd) -> Outgoing<'a> {
         match self
             .is_cluster()
-            .then(|| deployment::identified(cmd))
+            .then(|| deployment::identified(cmd, self.run_id_due(cmd)))
             .flatten()
         {
             Some((cmd, slot)) => Outgoing {
@@ -127,29 +151,68 @@ impl Target {
         let Some(slot) = sent.slot else {
             return reply;
         };
-        let (node, reply) = deployment::unwrap_identified(reply);
-        if let Some(node) = node {
-            self.answered(slot, node);
+        let (ran, reply) = deployment::unwrap_identified(reply);
+        if let Some(ran) = ran {
+            self.answered(slot, ran);
         }
         reply
     }
 
-    /// Records that `node` answered for `slot`. A slot that moves to
-    /// another node (a failover, a resharding) may have gone back in time
-    /// with it, so a change starts a new epoch; the first answer for a
-    /// slot does not.
-    pub(super) fn answered(&self, slot: u16, node: String) {
+    /// Whether the script `cmd` should also ask its node's `run_id`: when
+    /// its slot's was last asked [`RUN_ID_EVERY`] ago or more (or never).
+    /// Marked asked now, so calls at once do not all ask.
+    fn run_id_due(&self, cmd: &Cmd) -> bool {
+        let Some(slot) = deployment::identified_slot(cmd) else {
+            return false;
+        };
         let mut owners = lock(&self.owners);
-        match owners.get(&slot) {
-            Some(known) if *known == node => {}
-            Some(_) => {
-                self.epoch.fetch_add(1, Ordering::Relaxed);
-                owners.insert(slot, node);
+        match owners.get_mut(&slot) {
+            Some(owner) if owner.asked.elapsed() < RUN_ID_EVERY => false,
+            Some(owner) => {
+                owner.asked = Instant::now();
+                true
             }
-            None => {
-                owners.insert(slot, node);
-            }
+            None => true,
         }
+    }
+
+    /// Records that the node `ran` answered for `slot`. A slot that moves
+    /// to another node (a failover, a resharding) or whose node restarted
+    /// (its `run_id` changed) may have gone back in time, so a change
+    /// starts a new epoch; the first answer for a slot does not.
+    pub(super) fn answered(&self, slot: u16, ran: Ran) {
+        let mut owners = lock(&self.owners);
+        let moved = match owners.get_mut(&slot) {
+            None => false,
+            Some(owner) if owner.node != ran.node => true,
+            Some(owner) => {
+                let restarted =
+                    matches!((&owner.run_id, &ran.run_id), (Some(a), Some(b)) if a != b);
+                if ran.run_id.is_some() {
+                    owner.run_id = ran.run_id.clone();
+                }
+                if !restarted {
+                    return;
+                }
+                true
+            }
+        };
+        if moved {
+            self.epoch.fetch_add(1, Ordering::Relaxed);
+        }
+        // A new owner's `run_id` is asked for at its next answer.
+        let asked = match ran.run_id {
+            Some(_) => Instant::now(),
+            None => Instant::now() - RUN_ID_EVERY,
+        };
+        owners.insert(
+            slot,
+            Owner {
+                node: ran.node,
+                run_id: ran.run_id,
+                asked,
+            },
+        );
     }
 
     /// Records the server a new connection reached: its `run_id`, or
@@ -394,6 +457,27 @@ mod tests {
         let unknown = Target::open("redis://127.0.0.1:1", RedisConfig::default()).unwrap();
         unknown.met(None);
         assert_eq!(unknown.epoch(), 0, "the first connection is no change");
+    }
+
+    #[test]
+    fn a_cluster_slot_moves_the_epoch_when_its_node_or_the_node_s_run_changes() {
+        let target = Target::open("redis+cluster://127.0.0.1:1", RedisConfig::default()).unwrap();
+        let ran = |node: &str, run: Option<&str>| Ran {
+            node: node.to_owned(),
+            run_id: run.map(str::to_owned),
+        };
+        target.answered(7, ran("a", Some("r1")));
+        target.answered(8, ran("b", Some("r9")));
+        target.answered(7, ran("a", None));
+        target.answered(7, ran("a", Some("r1")));
+        assert_eq!(target.epoch(), 0, "first answers, then the same node");
+        target.answered(7, ran("a", Some("r2")));
+        assert_eq!(target.epoch(), 1, "restarted in place: same node id");
+        target.answered(7, ran("c", None));
+        assert_eq!(target.epoch(), 2, "another node");
+        target.answered(7, ran("c", Some("r3")));
+        target.answered(8, ran("b", None));
+        assert_eq!(target.epoch(), 2, "a first run_id for a node is no change");
     }
 
     #[test]

@@ -26,7 +26,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use self::fed::Fed;
 use super::commands::Op;
 use super::conn::{node_async, owner_async};
-use super::deployment::{is_primary, slot, Deployment};
+use super::deployment::{is_primary, slot, Deployment, Ran};
 use super::target::{identity_cmd, read_run_id, Target};
 use crate::backend::{Tracker, TrackerSet};
 use crate::error::BackendError;
@@ -154,12 +154,21 @@ async fn session(target: &Target, fed: &Fed, notify: &Notify, told: Told) -> End
     };
     let epoch = match place(target, fed) {
         Ok(Some(slot)) => {
-            match redis::cmd("CLUSTER")
-                .arg("MYID")
-                .query_async::<String>(&mut conn)
-                .await
-            {
-                Ok(node) => target.answered(slot, node),
+            // The slot's owner only once the node says it still owns it:
+            // the seed that named it may have been behind.
+            let owner = async {
+                heartbeat(target, fed)
+                    .query_async::<Value>(&mut conn)
+                    .await?;
+                let node = redis::cmd("CLUSTER")
+                    .arg("MYID")
+                    .query_async::<String>(&mut conn)
+                    .await?;
+                let run_id = read_run_id(identity_cmd().query_async::<Value>(&mut conn).await);
+                Ok::<_, RedisError>(Ran { node, run_id })
+            };
+            match owner.await {
+                Ok(ran) => target.answered(slot, ran),
                 Err(e) => return ended(target, e, false),
             }
             target.epoch()
@@ -402,8 +411,7 @@ mod tests {
     /// hash tag there.
     #[test]
     fn a_cluster_session_is_placed_on_the_slot_of_what_it_tracks() {
-        let cluster =
-            Target::open("redis+cluster://127.0.0.1:1", RedisConfig::default()).unwrap();
+        let cluster = Target::open("redis+cluster://127.0.0.1:1", RedisConfig::default()).unwrap();
         let key = Key::parse("site:settings").unwrap();
         let tracker = crate::backend::Tracker::new();
         let fed = Fed::Key {
