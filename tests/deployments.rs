@@ -359,21 +359,22 @@ async fn a_resharded_key_is_tracked_on_its_new_node() {
 #[test]
 fn the_blocking_path_follows_a_cluster_shard_failover() {
     let mut cluster = RedisCluster::start().unwrap();
-    let backend = BlockingRedisBackend::with_config(&cluster.url(), config()).unwrap();
+    let replicated = config().wait_for_replicas(1, Duration::from_secs(2));
+    let backend = BlockingRedisBackend::with_config(&cluster.url(), replicated).unwrap();
+    let plain = BlockingRedisBackend::with_config(&cluster.url(), config()).unwrap();
     let sync = BlockingSynchronizer::new(backend, key());
+    // A bump and its WAIT reach the key's primary together.
     let bumped = sync.mark_updated().unwrap();
     let old = cluster.kill_primary_for(key().as_str()).unwrap();
     cluster
         .wait_for_failover(key().as_str(), old, FAILOVER)
         .unwrap();
-    let read = read_again(&sync);
-    // Not waited for: the promoted replica may lack the bump (then the
-    // key is missing, or holds the value before it), but never another.
-    assert!(
-        matches!(read, Stored::Value(g) if g == bumped) || read == Stored::Missing,
-        "{read:?}"
-    );
-    assert!(sync.mark_updated().is_ok());
+    // Its replica acknowledged it, so the promoted replica has it.
+    assert_eq!(read_again(&sync), Stored::Value(bumped));
+    not_replicated(sync.mark_updated());
+    assert!(BlockingSynchronizer::new(plain, key())
+        .mark_updated()
+        .is_ok());
 }
 
 /// The command takes both forms: a bump through the sentinels and one
@@ -464,4 +465,52 @@ async fn a_wrong_deployment_is_reported_with_what_to_check() {
         matches!(error, gensync::BackendError::Unreachable { .. }),
         "{error:?}"
     );
+}
+
+/// A paused sentinel (SIGSTOP: it accepts connections but never answers)
+/// costs a lookup one response timeout, then the next sentinel is asked;
+/// and the one that answered is asked first from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_sentinel_is_passed_over() {
+    let mut group = SentinelGroup::start().unwrap();
+    group.sentinels_mut()[0].pause().unwrap();
+    // Timeouts short enough that the first sentinel's silence shows.
+    let config = RedisConfig::default()
+        .connect_timeout(Duration::from_millis(500))
+        .response_timeout(Duration::from_millis(200));
+    let backend = RedisBackend::with_config(&group.url(), config.clone()).unwrap();
+    let started = Instant::now();
+    backend.ping().await.unwrap();
+    let first = started.elapsed();
+    assert!(
+        first >= Duration::from_millis(200),
+        "asked the paused one first: {first:?}"
+    );
+    let blocking = BlockingRedisBackend::with_config(&group.url(), config).unwrap();
+    let sync = BlockingSynchronizer::new(blocking, key());
+    tokio::task::spawn_blocking(move || {
+        // The pool waits one connect timeout for a connection, and the
+        // lookup past the paused sentinel fits in it.
+        sync.mark_updated().unwrap();
+    })
+    .await
+    .unwrap();
+
+    // A new connection asks the sentinel that answered: no wait.
+    let mut admin = group.primary().unwrap().connection().unwrap();
+    let killed: u64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .query(&mut admin)
+        .unwrap();
+    assert!(killed > 0);
+    let started = Instant::now();
+    until("the backend reconnects", || async {
+        backend.ping().await.is_ok()
+    })
+    .await;
+    let again = started.elapsed();
+    assert!(again < Duration::from_millis(200), "{again:?}");
+    group.sentinels_mut()[0].resume().unwrap();
 }

@@ -25,7 +25,9 @@ use crate::key::Key;
 /// use [`RedisBackend`](crate::RedisBackend), which does not block the
 /// runtime's threads.
 ///
-/// Waiting for a pooled connection is bounded by the connect timeout and
+/// Waiting for a pooled connection is bounded by the connect timeout (for
+/// a Sentinel deployment, by [`RedisConfig::call_bound`]: a lookup may
+/// pass over a sentinel that does not answer before it asks the next) and
 /// every reply by the response timeout. With no idle connection, a read is
 /// answered the last connect error until the reconnect delay has passed, as
 /// on the async path; a write dials. A call that finds its pooled
@@ -68,7 +70,7 @@ impl BlockingRedisBackend {
         let pool = r2d2::Pool::builder()
             .max_size(target.config.pool_size)
             .min_idle(Some(0))
-            .connection_timeout(target.config.connect_timeout)
+            .connection_timeout(target.checkout_wait())
             // A checkout costs no extra round trip; a dead connection shows
             // itself on first use and is dropped then.
             .test_on_check_out(false)
@@ -208,10 +210,11 @@ impl BlockingRedisBackend {
     fn pool_error(&self, asked: Instant) -> BackendError {
         let state = self.pool.state();
         let config = &self.target.config;
+        let waited = self.target.checkout_wait();
         if state.connections >= config.pool_size && state.idle_connections == 0 {
             return BackendError::PoolExhausted {
                 target: self.target.name.clone(),
-                after: config.connect_timeout,
+                after: waited,
             };
         }
         let (last, oldest_running) = self.dialer.last_error_and_oldest_running();
@@ -220,12 +223,12 @@ impl BlockingRedisBackend {
         // attempt that has run half the timeout is hanging (a paused or
         // firewalled server): a timeout, whatever an earlier attempt said.
         // One that just began tells nothing yet, so the last failure stands.
-        let hanging = oldest_running.is_some_and(|t| t.elapsed() >= config.connect_timeout / 2);
+        let hanging = oldest_running.is_some_and(|t| t.elapsed() >= waited / 2);
         match last {
             Some((e, at)) if at >= asked || !hanging => self.target.error(&e),
             _ => BackendError::Timeout {
                 target: self.target.name.clone(),
-                after: config.connect_timeout,
+                after: waited,
             },
         }
     }

@@ -176,10 +176,19 @@ impl Parts<'_> {
                 let auth = sentinel_password
                     .map(|pw| format!(":{pw}@"))
                     .unwrap_or_default();
+                let sentinel = |host: &&str| {
+                    let info = format!("{scheme}://{auth}{host}").into_connection_info()?;
+                    // No `CLIENT SETINFO` on connect: the blocking client
+                    // waits its whole timeout for each of its two replies,
+                    // so a paused sentinel would cost twice the connect
+                    // timeout before the next is asked.
+                    let settings = info.redis_settings().clone().set_skip_set_lib_name();
+                    tls.client(info.set_redis_settings(settings))
+                };
                 let sentinels = self
                     .hosts
                     .iter()
-                    .map(|h| tls.client(format!("{scheme}://{auth}{h}").into_connection_info()?))
+                    .map(sentinel)
                     .collect::<RedisResult<Vec<_>>>()
                     .map_err(|e| e.to_string())?;
                 let master = percent_encoding::percent_decode_str(master)

@@ -108,6 +108,16 @@ impl Target {
         matches!(self.deployment, Deployment::Sentinel(_))
     }
 
+    /// How long the blocking path waits for a new connection: the connect
+    /// timeout, or for a Sentinel primary the call bound, which holds a
+    /// lookup that passed over a sentinel that did not answer.
+    pub(super) fn checkout_wait(&self) -> Duration {
+        match self.deployment {
+            Deployment::Sentinel(_) => self.config.call_bound(),
+            _ => self.config.connect_timeout,
+        }
+    }
+
     /// Whether `e` is a Cluster client's own report that it reached no
     /// node it needed (an I/O error of its making, with no socket's error
     /// behind it), which reads as a server closing the connection
