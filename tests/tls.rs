@@ -25,6 +25,8 @@ use gensync::{
 
 /// Long enough that only a broken promise reaches it.
 const PATIENCE: Duration = Duration::from_secs(10);
+/// A failover's worst case on a loaded 2-core machine, with room to spare.
+const FAILOVER: Duration = Duration::from_secs(30);
 
 fn key() -> Key {
     Key::new(["tls", "settings"]).unwrap()
@@ -151,7 +153,7 @@ fn tracks_on(node: &RedisServer) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_sentinel_group_serves_both_paths_and_push_mode() {
     let certs = TlsCerts::generate().unwrap();
-    let group = SentinelGroup::start_tls(&certs, false).unwrap();
+    let mut group = SentinelGroup::start_tls(&certs, false).unwrap();
     let url = group.url();
     assert!(url.starts_with("rediss+sentinel://"), "{url}");
     // The sentinels have no plain port either, but do not answer `CONFIG`.
@@ -160,13 +162,25 @@ async fn a_tls_sentinel_group_serves_both_paths_and_push_mode() {
     tls_only(group.replica().unwrap());
 
     both_paths_agree(&url, trusting(&certs), key()).await;
-    let _reloader = push_hears_a_bump(&url, trusting(&certs)).await;
+    let reloader = push_hears_a_bump(&url, trusting(&certs)).await;
     assert!(tracks_on(primary), "push mode tracks on the primary");
+    drop(reloader);
 
     // The system's roots only: the sentinels' certificate is refused.
     for err in ping_errors(&url, patient()).await {
         assert_tls_error(&err, &["UnknownIssuer", "tls_ca_file"]);
     }
+
+    // The sentinels promote the replica over TLS and name it at its TLS
+    // port, the one it announced: new clients reach it there.
+    let old = group.kill_primary().unwrap();
+    let new = group.wait_for_failover(old, FAILOVER).unwrap();
+    let promoted = group.primary().unwrap();
+    assert_eq!(promoted.port(), new);
+    let backend = RedisBackend::with_config(&url, trusting(&certs)).unwrap();
+    backend.ping().await.unwrap();
+    assert_eq!(backend.server_id(), Some(support::run_id(promoted)));
+    both_paths_agree(&url, trusting(&certs), key()).await;
 }
 
 /// A cluster that speaks only TLS and requires client certificates: the
