@@ -350,7 +350,7 @@ fn sync_runs_the_command_first_and_records_the_generation() {
     // server's run_id.
     let shared = get(&server.url());
     assert_eq!(state(dir.path()), Some(format!("{shared}\n")));
-    let run_id = server_run_id(&server);
+    let run_id = support::run_id(&server);
     assert_eq!(
         std::fs::read_to_string(dir.path().join("state")).unwrap(),
         format!("{shared} {run_id}\n")
@@ -545,18 +545,6 @@ fn the_command_inherits_stdin_and_stdout() {
     let out = read(child.wait_with_output().unwrap());
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert_eq!(out.stdout, "hello from stdin\n");
-}
-
-fn server_run_id(server: &RedisServer) -> String {
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query(&mut server.connection().unwrap())
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("run_id:"))
-        .expect("a run_id")
-        .trim()
-        .to_owned()
 }
 
 /// Redis restarts from a snapshot that holds the recorded generation, after

@@ -222,14 +222,7 @@ async fn a_cluster_serves_every_operation_on_every_shard() {
     let cluster = RedisCluster::start().unwrap();
     let backend = RedisBackend::with_config(&cluster.url(), config()).unwrap();
     let blocking = BlockingRedisBackend::with_config(&cluster.url(), config()).unwrap();
-    let keys: Vec<Key> = (0..12)
-        .map(|i| Key::new(["shard", &i.to_string()]).unwrap())
-        .collect();
-    let owners: std::collections::HashSet<u16> = keys
-        .iter()
-        .map(|k| cluster.primary_for(k.as_str()).unwrap())
-        .collect();
-    assert_eq!(owners.len(), 3, "the keys cover every shard");
+    let keys = support::keys_on_every_shard(&cluster);
     let token = Generation::new(7).unwrap();
     for key in &keys {
         let sync = Synchronizer::new(backend.clone(), key.clone());

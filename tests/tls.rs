@@ -1,7 +1,9 @@
 //! `rediss://` as it is deployed, against a real TLS redis-server with a
 //! private CA: the CA trusted from a file on both paths and in push mode,
 //! client certificates, the errors a certificate problem gives, files
-//! refused at open, and the command's flags.
+//! refused at open, and the command's flags; and `rediss+sentinel://` and
+//! `rediss+cluster://` against a Sentinel group and a cluster that speak
+//! only TLS.
 
 #![cfg(feature = "tls")]
 
@@ -15,14 +17,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gensync::reload::{CheckMode, Reloader};
-use gensync::testing::{RedisServer, TlsCerts};
+use gensync::testing::{RedisCluster, RedisServer, SentinelGroup, TlsCerts};
 use gensync::{
-    BackendError, BlockingRedisBackend, BlockingSynchronizer, Error, GenerationSynchronizer, Key,
-    RedisBackend, RedisConfig, Stored, Synchronizer,
+    BackendError, BlockingRedisBackend, BlockingSynchronizer, Error, Generation,
+    GenerationSynchronizer, Key, RedisBackend, RedisConfig, Stored, Synchronizer,
 };
 
 /// Long enough that only a broken promise reaches it.
 const PATIENCE: Duration = Duration::from_secs(10);
+/// A failover's worst case on a loaded 2-core machine, with room to spare.
+const FAILOVER: Duration = Duration::from_secs(30);
 
 fn key() -> Key {
     Key::new(["tls", "settings"]).unwrap()
@@ -56,24 +60,28 @@ fn tls_url(server: &RedisServer) -> String {
 #[tokio::test]
 async fn a_private_ca_given_as_a_file_is_trusted_on_both_paths() {
     let (certs, server) = tls_server(false);
-    let url = tls_url(&server);
+    both_paths_agree(&tls_url(&server), trusting(&certs), key()).await;
+}
 
-    let backend = RedisBackend::with_config(&url, trusting(&certs)).unwrap();
+/// Bumps `key` on the async path and reads it on the blocking one, each
+/// after a ping, with `config`: both see the one generation.
+async fn both_paths_agree(url: &str, config: RedisConfig, key: Key) -> Generation {
+    let backend = RedisBackend::with_config(url, config.clone()).unwrap();
     backend.ping().await.unwrap();
-    let sync = Synchronizer::new(backend, key());
+    let sync = Synchronizer::new(backend, key.clone());
     let bumped = sync.mark_updated().await.unwrap();
 
-    let url_for_thread = url.clone();
-    let config = trusting(&certs);
+    let url = url.to_owned();
     let seen = tokio::task::spawn_blocking(move || {
-        let blocking = BlockingRedisBackend::with_config(&url_for_thread, config).unwrap();
+        let blocking = BlockingRedisBackend::with_config(&url, config).unwrap();
         blocking.ping().unwrap();
-        let sync = BlockingSynchronizer::new(blocking, key());
+        let sync = BlockingSynchronizer::new(blocking, key);
         sync.read().unwrap()
     })
     .await
     .unwrap();
     assert_eq!(seen, Stored::Value(bumped), "both paths see one generation");
+    bumped
 }
 
 /// Push mode's tracking connection is made by a client of its own: it
@@ -81,10 +89,16 @@ async fn a_private_ca_given_as_a_file_is_trusted_on_both_paths() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_mode_arms_over_tls_and_hears_a_bump() {
     let (certs, server) = tls_server(false);
-    let url = tls_url(&server);
+    push_hears_a_bump(&tls_url(&server), trusting(&certs)).await;
+}
+
+/// A push-mode reloader of [`key`] on `url` with `config` arms its
+/// tracking, and hears a bump another backend makes; returned, so its
+/// tracking connection stays open for the caller to find.
+async fn push_hears_a_bump(url: &str, config: RedisConfig) -> Reloader<u64> {
     let source = Arc::new(AtomicU64::new(1));
     let loaded = Arc::clone(&source);
-    let backend = RedisBackend::with_config(&url, trusting(&certs)).unwrap();
+    let backend = RedisBackend::with_config(url, config.clone()).unwrap();
     let reloader = Reloader::builder(Synchronizer::new(backend, key()), move || {
         let v = loaded.load(Ordering::SeqCst);
         async move { Ok::<_, std::io::Error>(v) }
@@ -96,7 +110,7 @@ async fn push_mode_arms_over_tls_and_hears_a_bump() {
     support::push_armed(&reloader, PATIENCE).await;
 
     source.store(2, Ordering::SeqCst);
-    let writer = RedisBackend::with_config(&url, trusting(&certs)).unwrap();
+    let writer = RedisBackend::with_config(url, config).unwrap();
     Synchronizer::new(writer, key())
         .mark_updated()
         .await
@@ -106,6 +120,100 @@ async fn push_mode_arms_over_tls_and_hears_a_bump() {
         .await
         .expect("the bump was pushed over TLS")
         .unwrap();
+    reloader
+}
+
+/// Asserts the data node `node` has no plain port (`port 0`): whatever
+/// reached it came over TLS.
+fn tls_only(node: &RedisServer) {
+    let mut conn = node.connection().unwrap();
+    let (_, port): (String, String) = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("port")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(port, "0", "{} has a plain port", node.url());
+}
+
+/// Whether a client of `node` has key tracking on (`t` in its `CLIENT
+/// LIST` flags): push mode's connection.
+fn tracks_on(node: &RedisServer) -> bool {
+    let mut conn = node.connection().unwrap();
+    let clients: String = redis::cmd("CLIENT").arg("LIST").query(&mut conn).unwrap();
+    clients.lines().any(|client| {
+        client
+            .split(' ')
+            .find_map(|field| field.strip_prefix("flags="))
+            .is_some_and(|flags| flags.contains('t'))
+    })
+}
+
+/// Through sentinels that speak only TLS, to data nodes that do too: the
+/// sentinels' clients, the primary's and push mode's all carry the CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_sentinel_group_serves_both_paths_and_push_mode() {
+    let certs = TlsCerts::generate().unwrap();
+    let mut group = SentinelGroup::start_tls(&certs, false).unwrap();
+    let url = group.url();
+    assert!(url.starts_with("rediss+sentinel://"), "{url}");
+    // The sentinels have no plain port either, but do not answer `CONFIG`.
+    let primary = group.primary().unwrap();
+    tls_only(primary);
+    tls_only(group.replica().unwrap());
+
+    both_paths_agree(&url, trusting(&certs), key()).await;
+    let reloader = push_hears_a_bump(&url, trusting(&certs)).await;
+    assert!(tracks_on(primary), "push mode tracks on the primary");
+    drop(reloader);
+
+    // The system's roots only: the sentinels' certificate is refused.
+    for err in ping_errors(&url, patient()).await {
+        assert_tls_error(&err, &["UnknownIssuer", "tls_ca_file"]);
+    }
+
+    // The sentinels promote the replica over TLS and name it at its TLS
+    // port, the one it announced: new clients reach it there.
+    let old = group.kill_primary().unwrap();
+    let new = group.wait_for_failover(old, FAILOVER).unwrap();
+    let promoted = group.primary().unwrap();
+    assert_eq!(promoted.port(), new);
+    let backend = RedisBackend::with_config(&url, trusting(&certs)).unwrap();
+    backend.ping().await.unwrap();
+    assert_eq!(backend.server_id(), Some(support::run_id(promoted)));
+    both_paths_agree(&url, trusting(&certs), key()).await;
+}
+
+/// A cluster that speaks only TLS and requires client certificates: the
+/// cluster client's connections to every shard and push mode's to the
+/// key's owner carry the CA and the client certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_cluster_requiring_client_certificates_serves_every_shard_and_push_mode() {
+    let certs = TlsCerts::generate().unwrap();
+    let cluster = RedisCluster::start_tls(&certs, true).unwrap();
+    let url = cluster.url();
+    assert!(url.starts_with("rediss+cluster://"), "{url}");
+    for node in cluster.nodes() {
+        tls_only(node);
+    }
+    let ours = trusting(&certs).tls_client_auth(certs.client_cert(), certs.client_key());
+
+    for key in support::keys_on_every_shard(&cluster) {
+        both_paths_agree(&url, ours.clone(), key).await;
+    }
+
+    let _reloader = push_hears_a_bump(&url, ours).await;
+    let owner = cluster.primary_for(key().as_str()).unwrap();
+    assert!(
+        tracks_on(cluster.node(owner).unwrap()),
+        "push mode tracks on the key's owner"
+    );
+
+    for err in ping_errors(&url, trusting(&certs)).await {
+        assert_tls_error(&err, &["requires a client certificate", "tls_client_auth"]);
+    }
+    for err in ping_errors(&url, patient()).await {
+        assert_tls_error(&err, &["UnknownIssuer", "tls_ca_file"]);
+    }
 }
 
 /// The error both paths give for `url` with `config`, after a ping.

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::poll::{self, ask};
 use super::redis_server::{Tool, NO_SYNC_DELAY};
+use super::tls::Transport;
 use super::RedisServer;
 
 /// Three shards, a primary and a replica each.
@@ -55,12 +56,43 @@ const SLOTS: u32 = 16384;
 #[derive(Debug)]
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
+    /// Plain TCP, or TLS only for every node, the cluster bus included.
+    transport: Transport,
 }
 
 impl RedisCluster {
     /// Starts six nodes, makes them a cluster with `redis-cli --cluster
     /// create`, and waits until they agree.
     pub fn start() -> io::Result<Self> {
+        Self::launch(Transport::Plain)
+    }
+
+    /// Starts a cluster that speaks only TLS (`port 0`), with `certs`'
+    /// server certificate and private CA: clients, replication and the
+    /// cluster bus (`tls-replication yes`, `tls-cluster yes`), so the
+    /// nodes announce their TLS ports. Every node requires a client
+    /// certificate signed by the CA when `require_client_cert`
+    /// (`tls-auth-clients yes`); the nodes and `redis-cli` present
+    /// [`client_cert`](super::TlsCerts::client_cert).
+    ///
+    /// [`url`](Self::url) is then `rediss+cluster://...`, and the nodes'
+    /// [`url`](RedisServer::url)s are `rediss://`.
+    ///
+    /// ```no_run
+    /// use gensync::testing::{RedisCluster, TlsCerts};
+    ///
+    /// let certs = TlsCerts::generate().expect("openssl on PATH");
+    /// let cluster = RedisCluster::start_tls(&certs, true).expect("redis-server on PATH");
+    /// let url = cluster.url(); // rediss+cluster://127.0.0.1:<p1>,...,127.0.0.1:<p6>
+    /// # let _ = url;
+    /// ```
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn start_tls(certs: &super::TlsCerts, require_client_cert: bool) -> io::Result<Self> {
+        Self::launch(certs.transport(require_client_cert)?)
+    }
+
+    fn launch(transport: Transport) -> io::Result<Self> {
         let args = || {
             vec![
                 "--cluster-node-timeout".into(),
@@ -73,9 +105,9 @@ impl RedisCluster {
             .collect()
         };
         let nodes = (0..NODES)
-            .map(|_| RedisServer::start_cluster_node(args()))
+            .map(|_| RedisServer::start_cluster_node(args(), &transport))
             .collect::<io::Result<Vec<_>>>()?;
-        let cluster = RedisCluster { nodes };
+        let cluster = RedisCluster { nodes, transport };
         cluster.create()?;
         poll::until(SETTLE_TIMEOUT, "the cluster settling", || {
             let view = cluster.agreed_view()?;
@@ -100,6 +132,7 @@ impl RedisCluster {
         let tool = Tool::CLI;
         let mut child = tool
             .command()
+            .args(self.transport.cli_args())
             .arg("--cluster")
             .arg("create")
             .args(
@@ -140,7 +173,8 @@ impl RedisCluster {
     }
 
     /// `redis+cluster://127.0.0.1:<p1>,...,127.0.0.1:<p6>`: all six nodes,
-    /// so the seeds outlive any node a test kills.
+    /// so the seeds outlive any node a test kills; `rediss+cluster://`
+    /// for a cluster started with [`start_tls`](Self::start_tls).
     pub fn url(&self) -> String {
         let hosts = self
             .nodes
@@ -148,10 +182,10 @@ impl RedisCluster {
             .map(|node| format!("127.0.0.1:{}", node.port()))
             .collect::<Vec<_>>()
             .join(",");
-        format!("redis+cluster://{hosts}")
+        format!("{}+cluster://{hosts}", self.transport.scheme())
     }
 
-    /// Every node's `redis://127.0.0.1:<port>` URL.
+    /// Every node's `redis://127.0.0.1:<port>` URL (`rediss://` over TLS).
     pub fn seeds(&self) -> Vec<String> {
         self.nodes.iter().map(RedisServer::url).collect()
     }
@@ -168,7 +202,7 @@ impl RedisCluster {
 
     /// The hash slot of `key` (`CLUSTER KEYSLOT`, asked of a running node).
     pub fn slot(&self, key: &str) -> io::Result<u16> {
-        self.first_answer(|url| ask(url, redis::cmd("CLUSTER").arg("KEYSLOT").arg(key)))
+        self.first_answer(|node| ask(node, redis::cmd("CLUSTER").arg("KEYSLOT").arg(key)))
     }
 
     /// The port of the primary serving `key`'s slot now, as the first
@@ -217,7 +251,7 @@ impl RedisCluster {
             let view = self.agreed_view()?;
             match view.primary_of(slot) {
                 Some(port) if port != old_port => {
-                    poll::is_master(&node_url(port))?;
+                    poll::is_master(self.known(port)?)?;
                     Ok(port)
                 }
                 other => Err(format!("slot {slot} served by {other:?}")),
@@ -290,11 +324,11 @@ impl RedisCluster {
         let mut agreed: Option<View> = None;
         for node in self.running() {
             let url = node.url();
-            let info: String = ask(&url, redis::cmd("CLUSTER").arg("INFO"))?;
+            let info: String = ask(node, redis::cmd("CLUSTER").arg("INFO"))?;
             if !info.lines().any(|line| line.trim() == "cluster_state:ok") {
                 return Err(format!("{url}: {info}"));
             }
-            let view = view_of(&url)?;
+            let view = view_of(node)?;
             match &agreed {
                 Some(seen) if *seen != view => {
                     return Err(format!("{url} sees {view:?}, another {seen:?}"))
@@ -307,16 +341,22 @@ impl RedisCluster {
 
     /// Whether the replica on `port` has its link to its primary up.
     fn link_up(&self, port: u16) -> Result<(), String> {
-        let url = node_url(port);
-        let info: String = ask(&url, redis::cmd("INFO").arg("replication"))?;
+        let node = self.known(port)?;
+        let info: String = ask(node, redis::cmd("INFO").arg("replication"))?;
         if info
             .lines()
             .any(|line| line.trim() == "master_link_status:up")
         {
             Ok(())
         } else {
-            Err(format!("{url}: {info}"))
+            Err(format!("{}: {info}", node.url()))
         }
+    }
+
+    /// The node on `port`, which a node named.
+    fn known(&self, port: u16) -> Result<&RedisServer, String> {
+        self.node(port)
+            .ok_or_else(|| format!("a node names port {port}, which is no node's"))
     }
 
     fn running(&self) -> impl Iterator<Item = &RedisServer> {
@@ -324,20 +364,19 @@ impl RedisCluster {
     }
 
     /// The answer of the first running node that gives one.
-    fn first_answer<T>(&self, question: impl Fn(&str) -> Result<T, String>) -> io::Result<T> {
+    fn first_answer<T>(
+        &self,
+        question: impl Fn(&RedisServer) -> Result<T, String>,
+    ) -> io::Result<T> {
         let mut seen = Vec::new();
         for node in self.running() {
-            match question(&node.url()) {
+            match question(node) {
                 Ok(answer) => return Ok(answer),
                 Err(e) => seen.push(e),
             }
         }
         Err(io::Error::other(format!("no node answered: {seen:?}")))
     }
-}
-
-fn node_url(port: u16) -> String {
-    format!("redis://127.0.0.1:{port}")
 }
 
 /// Who serves which slots and who replicates whom, as one node sees it
@@ -427,9 +466,9 @@ impl View {
     }
 }
 
-fn view_of(url: &str) -> Result<View, String> {
-    let text: String = ask(url, redis::cmd("CLUSTER").arg("NODES"))?;
-    View::parse(&text).map_err(|e| format!("{url}: {e}"))
+fn view_of(node: &RedisServer) -> Result<View, String> {
+    let text: String = ask(node, redis::cmd("CLUSTER").arg("NODES"))?;
+    View::parse(&text).map_err(|e| format!("{}: {e}", node.url()))
 }
 
 /// `5461-10922` or `5461`.

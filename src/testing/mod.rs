@@ -10,9 +10,11 @@
 //!   the `openssl` command, for a TLS redis-server
 //!   ([`RedisServer::start_tls`]).
 //! - [`SentinelGroup`]: a primary, a replica and three sentinels per test,
-//!   to kill the primary and wait for the sentinels' failover.
+//!   to kill the primary and wait for the sentinels' failover; over TLS
+//!   only with `SentinelGroup::start_tls` (the `tls` feature).
 //! - [`RedisCluster`]: a six-node Redis Cluster per test, to kill one
-//!   shard's primary and wait for its replica to take over.
+//!   shard's primary and wait for its replica to take over; over TLS only
+//!   with `RedisCluster::start_tls` (the `tls` feature).
 //! - [`FaultyBackend`]: wraps any [`Backend`](crate::Backend) and, on
 //!   command from another task, fails calls, adds latency, hangs, returns
 //!   corrupt values or evicts the key, counting what it did.

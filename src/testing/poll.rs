@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use redis::FromRedisValue;
 
+use super::RedisServer;
+
 /// How often a wait asks again.
 const POLL: Duration = Duration::from_millis(20);
 /// How long one question may take: a killed or paused server must not
@@ -35,14 +37,16 @@ pub(super) fn until<T>(
     }
 }
 
-/// Runs `talk` on a fresh connection to the server at `url` (a server
-/// that died since the last question must not leave a broken one behind).
+/// Runs `talk` on a fresh connection to `server` (a server that died
+/// since the last question must not leave a broken one behind), over TLS
+/// if it listens only for TLS.
 fn session<T>(
-    url: &str,
+    server: &RedisServer,
     talk: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
 ) -> Result<T, String> {
+    let url = server.url();
     let answer = || -> redis::RedisResult<T> {
-        let mut connection = redis::Client::open(url)?.get_connection_with_timeout(ASK_TIMEOUT)?;
+        let mut connection = server.client()?.get_connection_with_timeout(ASK_TIMEOUT)?;
         connection.set_read_timeout(Some(ASK_TIMEOUT))?;
         connection.set_write_timeout(Some(ASK_TIMEOUT))?;
         talk(&mut connection)
@@ -50,26 +54,26 @@ fn session<T>(
     answer().map_err(|e| format!("{url}: {e}"))
 }
 
-/// Sends `cmd` to the server at `url`.
-pub(super) fn ask<T: FromRedisValue>(url: &str, cmd: &redis::Cmd) -> Result<T, String> {
-    session(url, |connection| cmd.query(connection))
+/// Sends `cmd` to `server`.
+pub(super) fn ask<T: FromRedisValue>(server: &RedisServer, cmd: &redis::Cmd) -> Result<T, String> {
+    session(server, |connection| cmd.query(connection))
 }
 
-/// Whether the server at `url` says `role:master`.
-pub(super) fn is_master(url: &str) -> Result<(), String> {
-    let info: String = ask(url, redis::cmd("INFO").arg("replication"))?;
+/// Whether `server` says `role:master`.
+pub(super) fn is_master(server: &RedisServer) -> Result<(), String> {
+    let info: String = ask(server, redis::cmd("INFO").arg("replication"))?;
     if info.lines().any(|line| line.trim() == "role:master") {
         Ok(())
     } else {
-        Err(format!("{url} is not a master: {info}"))
+        Err(format!("{} is not a master: {info}", server.url()))
     }
 }
 
-/// Whether the replica of the primary at `url` acknowledged a write: a
+/// Whether the replica of the primary `server` acknowledged a write: a
 /// replica that is `online` may not have loaded what it was sent yet, so
 /// only an acknowledged write says a failover keeps what was written.
-pub(super) fn replica_acked(url: &str) -> Result<(), String> {
-    let acked: u32 = session(url, |connection| {
+pub(super) fn replica_acked(server: &RedisServer) -> Result<(), String> {
+    let acked: u32 = session(server, |connection| {
         redis::cmd("SET")
             .arg("gensync:testing:probe")
             .arg(1)
@@ -79,6 +83,9 @@ pub(super) fn replica_acked(url: &str) -> Result<(), String> {
     if acked == 1 {
         Ok(())
     } else {
-        Err(format!("{url}: the replica has not acknowledged a write"))
+        Err(format!(
+            "{}: the replica has not acknowledged a write",
+            server.url()
+        ))
     }
 }

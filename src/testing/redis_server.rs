@@ -14,6 +14,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use super::tls::Transport;
+
 /// How long a server may take to say it is ready.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// The line `redis-server` prints once it accepts connections.
@@ -71,6 +73,8 @@ pub struct RedisServer {
     args: Vec<String>,
     password: Option<String>,
     kind: Kind,
+    /// Plain TCP, or TLS only: then [`port`](Self::port) is the TLS port.
+    transport: Transport,
 }
 
 impl RedisServer {
@@ -81,7 +85,7 @@ impl RedisServer {
 
     /// Starts a server that requires `password` (`--requirepass`).
     pub fn start_with_password(password: &str) -> io::Result<Self> {
-        Self::launch(Kind::Data, Vec::new(), Some(password), |_| Ok(()))
+        Self::start_data_node(Vec::new(), Some(password), &Transport::Plain)
     }
 
     /// Starts a server with extra command-line arguments, such as
@@ -92,7 +96,7 @@ impl RedisServer {
         S: Into<String>,
     {
         let args = args.into_iter().map(Into::into).collect();
-        Self::launch(Kind::Data, args, None, |_| Ok(()))
+        Self::start_data_node(args, None, &Transport::Plain)
     }
 
     /// Starts a server that also listens for TLS on a port of its own
@@ -105,22 +109,24 @@ impl RedisServer {
         S: Into<String>,
     {
         let args = args.into_iter().map(Into::into).collect();
-        Self::launch(Kind::Tls, args, None, |_| Ok(()))
+        Self::launch(Kind::Tls, args, None, &Transport::Plain, |_| Ok(()))
     }
 
-    /// Starts a data node that requires `password`, with extra arguments.
-    pub(super) fn start_with_password_and_args(
-        password: &str,
+    /// Starts a data node with extra arguments, requiring `password` if
+    /// given, listening as `transport` says.
+    pub(super) fn start_data_node(
         args: Vec<String>,
+        password: Option<&str>,
+        transport: &Transport,
     ) -> io::Result<Self> {
-        Self::launch(Kind::Data, args, Some(password), |_| Ok(()))
+        Self::launch(Kind::Data, args, password, transport, |_| Ok(()))
     }
 
     /// Starts a sentinel whose config file says `config` (the `sentinel
     /// monitor` lines); port, bind address and directory come from the
     /// command line, as for any server.
-    pub(super) fn start_sentinel(config: &str) -> io::Result<Self> {
-        Self::launch(Kind::Sentinel, Vec::new(), None, |dir| {
+    pub(super) fn start_sentinel(config: &str, transport: &Transport) -> io::Result<Self> {
+        Self::launch(Kind::Sentinel, Vec::new(), None, transport, |dir| {
             std::fs::write(dir.join(SENTINEL_CONF), config)
         })
     }
@@ -128,8 +134,9 @@ impl RedisServer {
     /// Starts a node of a cluster yet to be created, with extra arguments
     /// (such as `--cluster-node-timeout`). Its `nodes.conf` is in its own
     /// directory, so a restart keeps its identity.
-    pub(super) fn start_cluster_node(args: Vec<String>) -> io::Result<Self> {
-        Self::launch(Kind::ClusterNode { bus_port: 0 }, args, None, |_| Ok(()))
+    pub(super) fn start_cluster_node(args: Vec<String>, transport: &Transport) -> io::Result<Self> {
+        let kind = Kind::ClusterNode { bus_port: 0 };
+        Self::launch(kind, args, None, transport, |_| Ok(()))
     }
 
     /// Makes the directory, lets `prepare` write into it, then starts the
@@ -138,11 +145,13 @@ impl RedisServer {
         kind: Kind,
         mut args: Vec<String>,
         password: Option<&str>,
+        transport: &Transport,
         prepare: impl FnOnce(&Path) -> io::Result<()>,
     ) -> io::Result<Self> {
         if let Some(password) = password {
             args.extend(["--requirepass".into(), password.into()]);
         }
+        args.extend(transport.server_args().iter().cloned());
         let mut server = RedisServer {
             child: None,
             port: 0,
@@ -153,6 +162,7 @@ impl RedisServer {
             args,
             password: password.map(str::to_owned),
             kind,
+            transport: transport.clone(),
         };
         prepare(server.dir.path())?;
         let mut last_error = None;
@@ -195,9 +205,14 @@ impl RedisServer {
                 READY
             }
         };
+        // A TLS-only server's one port is its TLS port.
+        let (port, tls_port) = match self.transport.is_tls() {
+            true => (0, Some(self.port)),
+            false => (self.port, self.tls_port),
+        };
         let mut child = command
             .arg("--port")
-            .arg(self.port.to_string())
+            .arg(port.to_string())
             .arg("--bind")
             .arg("127.0.0.1")
             .arg("--unixsocket")
@@ -209,7 +224,7 @@ impl RedisServer {
             .args(["--save", "", "--appendonly", "no", "--logfile", ""])
             .args(["--daemonize", "no", "--protected-mode", "no"])
             .args(
-                self.tls_port
+                tls_port
                     .iter()
                     .flat_map(|port| ["--tls-port".to_owned(), port.to_string()]),
             )
@@ -259,23 +274,28 @@ impl RedisServer {
         }
     }
 
-    /// The TCP URL, with the password when there is one.
+    /// The TCP URL of [`port`](Self::port), with the password when there
+    /// is one: `redis://`, or `rediss://` for a server that listens only
+    /// for TLS (a node of [`SentinelGroup::start_tls`](super::SentinelGroup::start_tls)
+    /// or [`RedisCluster::start_tls`](super::RedisCluster::start_tls)).
     pub fn url(&self) -> String {
-        match &self.password {
-            Some(pw) => format!("redis://:{pw}@127.0.0.1:{}", self.port),
-            None => format!("redis://127.0.0.1:{}", self.port),
-        }
+        self.url_at(self.transport.scheme(), self.port)
     }
 
     /// The `rediss://` URL of the TLS port, with the password when there is
-    /// one; `None` unless the server was started with
-    /// [`start_tls`](Self::start_tls).
+    /// one; `None` for a server that does not listen for TLS.
     pub fn tls_url(&self) -> Option<String> {
-        let port = self.tls_port?;
-        Some(match &self.password {
-            Some(pw) => format!("rediss://:{pw}@127.0.0.1:{port}"),
-            None => format!("rediss://127.0.0.1:{port}"),
-        })
+        if self.transport.is_tls() {
+            return Some(self.url());
+        }
+        Some(self.url_at("rediss", self.tls_port?))
+    }
+
+    fn url_at(&self, scheme: &str, port: u16) -> String {
+        match &self.password {
+            Some(pw) => format!("{scheme}://:{pw}@127.0.0.1:{port}"),
+            None => format!("{scheme}://127.0.0.1:{port}"),
+        }
     }
 
     /// The unix-socket URL (`redis+unix://`), with the password when there
@@ -288,7 +308,7 @@ impl RedisServer {
         }
     }
 
-    /// The TCP port.
+    /// The TCP port: the TLS port for a server that listens only for TLS.
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -305,8 +325,17 @@ impl RedisServer {
 
     /// A blocking connection for setting up a test (writing garbage,
     /// flushing, changing ACLs).
+    /// Over TLS, trusting the private CA, for a server that listens only
+    /// for TLS.
     pub fn connection(&self) -> redis::RedisResult<redis::Connection> {
-        redis::Client::open(self.url())?.get_connection_with_timeout(Duration::from_secs(5))
+        self.client()?
+            .get_connection_with_timeout(Duration::from_secs(5))
+    }
+
+    /// A client for [`url`](Self::url), with the certificates the server
+    /// needs.
+    pub(super) fn client(&self) -> redis::RedisResult<redis::Client> {
+        self.transport.client(&self.url())
     }
 
     /// Stops the process (SIGSTOP): connections stay open, nothing answers.

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::poll::{self, ask};
 use super::redis_server::NO_SYNC_DELAY;
+use super::tls::Transport;
 use super::RedisServer;
 
 /// The name the sentinels monitor the primary under.
@@ -54,31 +55,59 @@ pub struct SentinelGroup {
     /// The two data nodes; which is the primary is the sentinels' call.
     data: [RedisServer; 2],
     password: Option<String>,
+    /// Plain TCP, or TLS only for every data node and sentinel.
+    transport: Transport,
 }
 
 impl SentinelGroup {
     /// Starts a group whose data nodes need no password.
     pub fn start() -> io::Result<Self> {
-        Self::launch(None)
+        Self::launch(None, Transport::Plain)
     }
 
     /// Starts a group whose data nodes require `password` (the sentinels
     /// are told it with `sentinel auth-pass`; they need none themselves).
     pub fn start_with_password(password: &str) -> io::Result<Self> {
-        Self::launch(Some(password))
+        Self::launch(Some(password), Transport::Plain)
     }
 
-    fn launch(password: Option<&str>) -> io::Result<Self> {
-        let primary = data_node(password, Vec::new())?;
+    /// Starts a group that speaks only TLS (`port 0`), with `certs`' server
+    /// certificate and private CA: clients, replication and the sentinels'
+    /// connections to the data nodes and to each other (`tls-replication
+    /// yes`; the sentinels announce their TLS ports). Every server requires
+    /// a client certificate signed by the CA when `require_client_cert`
+    /// (`tls-auth-clients yes`); the servers present
+    /// [`client_cert`](super::TlsCerts::client_cert) to each other.
+    ///
+    /// [`url`](Self::url) is then `rediss+sentinel://...`, and the
+    /// servers' [`url`](RedisServer::url)s are `rediss://`.
+    ///
+    /// ```no_run
+    /// use gensync::testing::{SentinelGroup, TlsCerts};
+    ///
+    /// let certs = TlsCerts::generate().expect("openssl on PATH");
+    /// let group = SentinelGroup::start_tls(&certs, false).expect("redis-server on PATH");
+    /// let url = group.url(); // rediss+sentinel://127.0.0.1:<p1>,...,127.0.0.1:<p3>/gensync
+    /// # let _ = url;
+    /// ```
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn start_tls(certs: &super::TlsCerts, require_client_cert: bool) -> io::Result<Self> {
+        Self::launch(None, certs.transport(require_client_cert)?)
+    }
+
+    fn launch(password: Option<&str>, transport: Transport) -> io::Result<Self> {
+        let primary = data_node(password, Vec::new(), &transport)?;
         let port = primary.port().to_string();
         let replica = data_node(
             password,
             vec!["--replicaof".into(), "127.0.0.1".into(), port],
+            &transport,
         )?;
         // Before the sentinels start: a sentinel asks the primary for its
         // replicas at once, then only every ten seconds.
         poll::until(SETTLE_TIMEOUT, "the replica acknowledging a write", || {
-            poll::replica_acked(&primary.url())
+            poll::replica_acked(&primary)
         })?;
         let mut config = format!(
             "sentinel resolve-hostnames no\n\
@@ -93,12 +122,13 @@ impl SentinelGroup {
             config.push_str(&format!("sentinel auth-pass {MASTER_NAME} {password}\n"));
         }
         let sentinels = (0..SENTINELS)
-            .map(|_| RedisServer::start_sentinel(&config))
+            .map(|_| RedisServer::start_sentinel(&config, &transport))
             .collect::<io::Result<Vec<_>>>()?;
         let group = SentinelGroup {
             data: [primary, replica],
             sentinels,
             password: password.map(str::to_owned),
+            transport,
         };
         poll::until(
             SETTLE_TIMEOUT,
@@ -114,11 +144,11 @@ impl SentinelGroup {
         for sentinel in &self.sentinels {
             let url = sentinel.url();
             let master = fields(ask(
-                &url,
+                sentinel,
                 redis::cmd("SENTINEL").arg("MASTER").arg(MASTER_NAME),
             )?);
             let replicas: Vec<Vec<String>> = ask(
-                &url,
+                sentinel,
                 redis::cmd("SENTINEL").arg("REPLICAS").arg(MASTER_NAME),
             )?;
             let replica = replicas.into_iter().next().map(fields).unwrap_or_default();
@@ -141,7 +171,8 @@ impl SentinelGroup {
 
     /// `redis+sentinel://[:password@]127.0.0.1:<p1>,127.0.0.1:<p2>,127.0.0.1:<p3>/gensync`:
     /// the sentinels' addresses and the master name, with the data nodes'
-    /// password when there is one.
+    /// password when there is one; `rediss+sentinel://` for a group
+    /// started with [`start_tls`](Self::start_tls).
     pub fn url(&self) -> String {
         let hosts = self
             .sentinel_addrs()
@@ -153,7 +184,8 @@ impl SentinelGroup {
             Some(password) => format!(":{password}@"),
             None => String::new(),
         };
-        format!("redis+sentinel://{auth}{hosts}/{MASTER_NAME}")
+        let scheme = self.transport.scheme();
+        format!("{scheme}+sentinel://{auth}{hosts}/{MASTER_NAME}")
     }
 
     /// The sentinels' host and port.
@@ -186,7 +218,7 @@ impl SentinelGroup {
 
     fn named_by(&self, sentinel: &RedisServer) -> Result<u16, String> {
         let (_host, port): (String, u16) = ask(
-            &sentinel.url(),
+            sentinel,
             redis::cmd("SENTINEL")
                 .arg("get-master-addr-by-name")
                 .arg(MASTER_NAME),
@@ -244,7 +276,7 @@ impl SentinelGroup {
             let node = self
                 .data_node(|node| node.port() == port)
                 .map_err(|e| e.to_string())?;
-            poll::is_master(&node.url())?;
+            poll::is_master(node)?;
             Ok(port)
         })
     }
@@ -252,15 +284,16 @@ impl SentinelGroup {
 
 /// Starts a data node, with the password both to serve and, should a
 /// sentinel make it a replica, to reach its primary.
-fn data_node(password: Option<&str>, mut args: Vec<String>) -> io::Result<RedisServer> {
+fn data_node(
+    password: Option<&str>,
+    mut args: Vec<String>,
+    transport: &Transport,
+) -> io::Result<RedisServer> {
     args.extend(NO_SYNC_DELAY.map(String::from));
-    match password {
-        Some(password) => {
-            args.extend(["--masterauth".into(), password.into()]);
-            RedisServer::start_with_password_and_args(password, args)
-        }
-        None => RedisServer::start_with_args(args),
+    if let Some(password) = password {
+        args.extend(["--masterauth".into(), password.into()]);
     }
+    RedisServer::start_data_node(args, password, transport)
 }
 
 /// A `SENTINEL MASTER`/`REPLICAS` entry: a flat list of names and values.

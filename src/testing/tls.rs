@@ -1,5 +1,7 @@
 //! Certificates for a TLS redis-server, made with the `openssl` command in
-//! a temporary directory: a private CA, as a self-hosted Redis has.
+//! a temporary directory: a private CA, as a self-hosted Redis has; and
+//! how the launchers' servers listen ([`Transport`]): plain TCP, or TLS
+//! only.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -123,15 +125,14 @@ impl TlsCerts {
     /// private CA for clients, and requiring a client certificate when
     /// `require_client_cert` (`--tls-auth-clients yes`).
     pub fn redis_args(&self, require_client_cert: bool) -> Vec<String> {
-        let path = |p: PathBuf| p.to_string_lossy().into_owned();
         let auth = if require_client_cert { "yes" } else { "no" };
         vec![
             "--tls-cert-file".into(),
-            path(self.server_cert()),
+            arg(self.server_cert()),
             "--tls-key-file".into(),
-            path(self.server_key()),
+            arg(self.server_key()),
             "--tls-ca-cert-file".into(),
-            path(self.ca()),
+            arg(self.ca()),
             "--tls-auth-clients".into(),
             auth.into(),
         ]
@@ -139,6 +140,49 @@ impl TlsCerts {
 
     fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+
+    /// How the servers of a topology listen when they speak only TLS:
+    /// [`redis_args`](Self::redis_args), their own connections to each
+    /// other (replication, the cluster bus, a sentinel's) over TLS with
+    /// the client certificate, and the launcher's connections trusting
+    /// the private CA and presenting the client certificate.
+    #[cfg(feature = "tls")]
+    pub(super) fn transport(&self, require_client_cert: bool) -> io::Result<Transport> {
+        let mut server_args = self.redis_args(require_client_cert);
+        server_args.extend([
+            "--tls-replication".into(),
+            "yes".into(),
+            "--tls-cluster".into(),
+            "yes".into(),
+            // Else a server presents its own certificate, made for server
+            // auth only, which a peer requiring client certificates refuses.
+            "--tls-client-cert-file".into(),
+            arg(self.client_cert()),
+            "--tls-client-key-file".into(),
+            arg(self.client_key()),
+        ]);
+        let cli_args = vec![
+            "--tls".into(),
+            "--cacert".into(),
+            arg(self.ca()),
+            "--cert".into(),
+            arg(self.client_cert()),
+            "--key".into(),
+            arg(self.client_key()),
+        ];
+        let admin = redis::TlsCertificates {
+            client_tls: Some(redis::ClientTlsConfig {
+                client_cert: std::fs::read(self.client_cert())?,
+                client_key: std::fs::read(self.client_key())?,
+            }),
+            root_cert: Some(std::fs::read(self.ca())?),
+        };
+        Ok(Transport::Tls(Box::new(TlsTransport {
+            server_args,
+            cli_args,
+            admin,
+        })))
     }
 
     /// A self-signed CA, `name.crt` and `name.key`.
@@ -232,6 +276,77 @@ impl TlsCerts {
                 args.join(" "),
                 String::from_utf8_lossy(&output.stderr)
             )))
+        }
+    }
+}
+
+/// `path` as a command-line argument.
+fn arg(path: PathBuf) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+/// How a launcher's server listens, and how the launcher reaches it.
+#[derive(Clone, Debug, Default)]
+pub(super) enum Transport {
+    /// A plain TCP port.
+    #[default]
+    Plain,
+    /// A TLS port only (`--port 0`), so nothing can fall back to plain
+    /// TCP unseen.
+    #[cfg(feature = "tls")]
+    Tls(Box<TlsTransport>),
+}
+
+/// What [`Transport::Tls`] needs: the servers' arguments, `redis-cli`'s,
+/// and the certificates of the launcher's own connections.
+#[cfg(feature = "tls")]
+#[derive(Clone, Debug)]
+pub(super) struct TlsTransport {
+    server_args: Vec<String>,
+    cli_args: Vec<String>,
+    admin: redis::TlsCertificates,
+}
+
+impl Transport {
+    /// Whether the server listens only for TLS.
+    pub(super) fn is_tls(&self) -> bool {
+        !matches!(self, Transport::Plain)
+    }
+
+    /// The URL scheme of a server listening so: `redis` or `rediss`.
+    pub(super) fn scheme(&self) -> &'static str {
+        if self.is_tls() {
+            "rediss"
+        } else {
+            "redis"
+        }
+    }
+
+    /// `redis-server` arguments for this transport, but its ports.
+    pub(super) fn server_args(&self) -> &[String] {
+        match self {
+            Transport::Plain => &[],
+            #[cfg(feature = "tls")]
+            Transport::Tls(tls) => &tls.server_args,
+        }
+    }
+
+    /// `redis-cli` arguments to reach a server listening so.
+    pub(super) fn cli_args(&self) -> &[String] {
+        match self {
+            Transport::Plain => &[],
+            #[cfg(feature = "tls")]
+            Transport::Tls(tls) => &tls.cli_args,
+        }
+    }
+
+    /// A client for `url`, a server listening so, trusting the private CA
+    /// when it is TLS.
+    pub(super) fn client(&self, url: &str) -> redis::RedisResult<redis::Client> {
+        match self {
+            Transport::Plain => redis::Client::open(url),
+            #[cfg(feature = "tls")]
+            Transport::Tls(tls) => redis::Client::build_with_tls(url, tls.admin.clone()),
         }
     }
 }

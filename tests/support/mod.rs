@@ -8,7 +8,7 @@ pub mod example;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use gensync::testing::RedisServer;
+use gensync::testing::{RedisCluster, RedisServer};
 use gensync::{Key, MemoryBackend, RedisBackend, RedisConfig};
 
 /// Runs each named `async fn(impl Store)` as two tests, `$memory::name` on
@@ -275,4 +275,32 @@ pub async fn push_armed<T: Send + Sync + 'static>(
     })
     .await
     .expect("push tracking armed and vouching within the patience");
+}
+
+/// Twelve keys whose owners in `cluster` are all three shards' primaries
+/// (asserted).
+pub fn keys_on_every_shard(cluster: &RedisCluster) -> Vec<Key> {
+    let keys: Vec<Key> = (0..12)
+        .map(|i| Key::new(["shard", &i.to_string()]).unwrap())
+        .collect();
+    let owners: std::collections::HashSet<u16> = keys
+        .iter()
+        .map(|k| cluster.primary_for(k.as_str()).unwrap())
+        .collect();
+    assert_eq!(owners.len(), 3, "the keys cover every shard");
+    keys
+}
+
+/// The `run_id` `server` reports (over TLS, for a server that listens only
+/// for TLS).
+pub fn run_id(server: &RedisServer) -> String {
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query(&mut server.connection().unwrap())
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .expect("a run_id")
+        .trim()
+        .to_owned()
 }
