@@ -268,30 +268,36 @@ impl RedisCluster {
     /// Moves `key`'s slot, with its keys, to the primary on `to` (a
     /// resharding, as `redis-cli --cluster reshard` does it: `IMPORTING`,
     /// `MIGRATING`, `MIGRATE` of every key, then `SETSLOT NODE` on every
-    /// primary), and waits until every node agrees.
+    /// primary), and waits until every node agrees. A cluster of plain
+    /// nodes only: `MIGRATE` here speaks no TLS.
     pub fn move_slot(&self, key: &str, to: u16) -> io::Result<()> {
         let slot = self.slot(key)?;
         let from = self.primary_for(key)?;
-        let (source, target) = (node_url(from), node_url(to));
-        let id =
-            |url: &str| -> Result<String, String> { ask(url, redis::cmd("CLUSTER").arg("MYID")) };
-        let setslot = |url: &str, state: &str, node: &str| -> Result<(), String> {
+        let node = |port: u16| {
+            self.node(port)
+                .ok_or_else(|| format!("no node on port {port}"))
+        };
+        let id = |server: &RedisServer| -> Result<String, String> {
+            ask(server, redis::cmd("CLUSTER").arg("MYID"))
+        };
+        let setslot = |server: &RedisServer, state: &str, id: &str| -> Result<(), String> {
             ask(
-                url,
+                server,
                 redis::cmd("CLUSTER")
                     .arg("SETSLOT")
                     .arg(slot)
                     .arg(state)
-                    .arg(node),
+                    .arg(id),
             )
         };
         let moved = || -> Result<(), String> {
-            let (source_id, target_id) = (id(&source)?, id(&target)?);
-            setslot(&target, "IMPORTING", &source_id)?;
-            setslot(&source, "MIGRATING", &target_id)?;
+            let (source, target) = (node(from)?, node(to)?);
+            let (source_id, target_id) = (id(source)?, id(target)?);
+            setslot(target, "IMPORTING", &source_id)?;
+            setslot(source, "MIGRATING", &target_id)?;
             loop {
                 let keys: Vec<String> = ask(
-                    &source,
+                    source,
                     redis::cmd("CLUSTER")
                         .arg("GETKEYSINSLOT")
                         .arg(slot)
@@ -303,10 +309,10 @@ impl RedisCluster {
                 let mut migrate = redis::cmd("MIGRATE");
                 migrate.arg("127.0.0.1").arg(to).arg("").arg(0).arg(5000);
                 migrate.arg("KEYS").arg(&keys);
-                ask::<()>(&source, &migrate)?;
+                ask::<()>(source, &migrate)?;
             }
             for port in self.primaries().map_err(|e| e.to_string())? {
-                setslot(&node_url(port), "NODE", &target_id)?;
+                setslot(node(port)?, "NODE", &target_id)?;
             }
             Ok(())
         };
