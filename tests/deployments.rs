@@ -507,3 +507,35 @@ async fn a_paused_sentinel_is_passed_over() {
     assert!(again < Duration::from_millis(200), "{again:?}");
     group.sentinels_mut()[0].resume().unwrap();
 }
+
+/// A keyed set's members are tracked in a Cluster on the node of the
+/// set's hash tag: a change to one member, and to the parent, reaches its
+/// readers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_set_is_tracked_on_the_node_of_its_hash_tag() {
+    let cluster = RedisCluster::start().unwrap();
+    let backend = RedisBackend::with_config(&cluster.url(), config()).unwrap();
+    let tenants = Key::parse("tenants").unwrap();
+    let acme = tenants.member("acme").unwrap();
+    let set = gensync::TrackerSet::new(
+        vec![tenants.member_prefix()],
+        vec![tenants.as_str().to_owned()],
+    );
+    assert!(backend.track_set(&set));
+    let member = set.member(&acme);
+    let writer = |key: &Key| Synchronizer::new(backend.clone(), key.clone());
+    for changed in [&acme, &tenants] {
+        let read = || async {
+            let ticket = member.ticket();
+            let stored = backend.get(&acme).await.unwrap();
+            member.saw(ticket, stored, backend.epoch()) && member.vouched().is_some()
+        };
+        until("the member vouches for a read", read).await;
+        let ticket = member.ticket();
+        writer(changed).mark_updated().await.unwrap();
+        until("the change reaches the member", || async {
+            member.moved_since(ticket)
+        })
+        .await;
+    }
+}
