@@ -297,6 +297,14 @@ impl Target {
             BackendError::Unreachable { target, reason }
         } else if e.kind() == ErrorKind::InvalidClientConfig {
             BackendError::Config(format!("{target}: {reason}"))
+        } else if moving(e) {
+            BackendError::Server {
+                target,
+                reason: format!(
+                    "the key's slot is moving, or its primary failing over ({reason}); \
+                     try again shortly"
+                ),
+            }
         } else {
             BackendError::Server { target, reason }
         }
@@ -375,6 +383,17 @@ pub(super) fn read_run_id(reply: Result<Value, RedisError>) -> Option<String> {
     let text: String = redis::from_redis_value(reply.ok()?).ok()?;
     let run_id = text.lines().find_map(|l| l.strip_prefix("run_id:"))?.trim();
     (!run_id.is_empty()).then(|| run_id.to_owned())
+}
+
+/// Whether the server said the key's slot or primary is changing hands:
+/// a Cluster redirection the client did not follow to the end (its node
+/// just died), or a replica promoted but not yet serving.
+fn moving(e: &RedisError) -> bool {
+    use ServerErrorKind::{Ask, ClusterDown, MasterDown, Moved, TryAgain};
+    matches!(
+        e.kind(),
+        ErrorKind::Server(Moved | Ask | TryAgain | ClusterDown | MasterDown)
+    )
 }
 
 /// The socket's error behind a client error, if there is one (redis keeps
@@ -467,6 +486,19 @@ mod tests {
         let unknown = Target::open("redis://127.0.0.1:1", RedisConfig::default()).unwrap();
         unknown.met(None);
         assert_eq!(unknown.epoch(), 0, "the first connection is no change");
+    }
+
+    #[test]
+    fn a_slot_changing_hands_says_so() {
+        let target = Target::open("redis+cluster://127.0.0.1:1", RedisConfig::default()).unwrap();
+        let moved = RedisError::from((
+            ErrorKind::Server(ServerErrorKind::Moved),
+            "Moved",
+            "13239 127.0.0.1:1".to_owned(),
+        ));
+        let text = target.error(&moved).to_string();
+        assert!(text.contains("the key's slot is moving"), "{text}");
+        assert!(text.contains("13239 127.0.0.1:1"), "{text}");
     }
 
     #[test]
