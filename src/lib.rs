@@ -59,7 +59,11 @@
 //!   in code with no runtime.
 //!
 //! URLs: `redis://[user:password@]host[:port][/db]`, `redis+unix:///path`,
-//! and `rediss://` with the `tls` feature.
+//! `rediss://` with the `tls` feature; a primary found through Sentinel,
+//! `redis+sentinel://host:port,host:port/master-name`, and a Cluster,
+//! `redis+cluster://host:port,host:port` (both also over TLS, and built
+//! from their parts by [`RedisUrl`]). Failovers are followed, and a
+//! process reads as expired once after its key's server changed.
 //!
 //! # How fresh, at what cost
 //!
