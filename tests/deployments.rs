@@ -539,3 +539,33 @@ async fn a_keyed_set_is_tracked_on_the_node_of_its_hash_tag() {
         .await;
     }
 }
+
+/// Fails over, and back: each new connection asks the sentinels again, each
+/// promoted server moves the epoch, and push tracking follows both times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_fails_over_and_back() {
+    let mut group = SentinelGroup::start().unwrap();
+    let backend = RedisBackend::with_config(&group.url(), config()).unwrap();
+    let sync = Synchronizer::new(backend.clone(), key());
+    let writer = process(&group.url());
+    sync.refresh().await.unwrap();
+    let tracker = armed(&sync).await;
+    let first = group.primary_port().unwrap();
+    let mut epoch = backend.epoch();
+    for (round, expected) in [(1, None), (2, Some(first))] {
+        let old = group.kill_primary().unwrap();
+        let new = group.wait_for_failover(old, FAILOVER).unwrap();
+        if let Some(port) = expected {
+            assert_eq!(new, port, "round {round}: back to the first primary");
+        }
+        until("the backend reaches the promoted primary", || async {
+            sync.read().await.is_ok() && backend.server_id() == Some(run_id(new))
+        })
+        .await;
+        assert!(backend.epoch() > epoch, "round {round}: a new server");
+        epoch = backend.epoch();
+        armed(&sync).await;
+        a_bump_invalidates(&writer, &tracker).await;
+        group.restart_as_replica(old, FAILOVER).unwrap();
+    }
+}

@@ -258,6 +258,22 @@ impl SentinelGroup {
         Ok(port)
     }
 
+    /// Starts again the data node on `port` (killed by
+    /// [`kill_primary`](Self::kill_primary)), empty, and waits until the
+    /// sentinels have made it a replica of the current primary and it has
+    /// acknowledged a write: the group can fail over again.
+    pub fn restart_as_replica(&mut self, port: u16, timeout: Duration) -> io::Result<()> {
+        let index = self.data_index(|node| node.port() == port)?;
+        self.data[index].restart()?;
+        poll::until(timeout, "the restarted node replicating", || {
+            let primary = self.primary().map_err(|e| e.to_string())?;
+            if primary.port() == port {
+                return Err("the sentinels still name it the primary".to_owned());
+            }
+            poll::replica_acked(primary)
+        })
+    }
+
     /// Waits until every running sentinel names a primary other than
     /// `old_port` (the same one), and that server says `role:master`;
     /// returns its port.
