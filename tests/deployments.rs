@@ -569,3 +569,27 @@ async fn sentinel_fails_over_and_back() {
         group.restart_as_replica(old, FAILOVER).unwrap();
     }
 }
+
+/// A bump whose shard's replica is paused cannot be acknowledged: on a
+/// Cluster too, on both paths, its writer is told so (the `WAIT` runs on
+/// the node that took the write, not on another whose replicas have
+/// nothing to acknowledge).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_bump_its_replica_did_not_take_is_not_replicated() {
+    let cluster = RedisCluster::start().unwrap();
+    let wait = config().wait_for_replicas(1, Duration::from_millis(300));
+    let backend = RedisBackend::with_config(&cluster.url(), wait.clone()).unwrap();
+    let blocking = BlockingRedisBackend::with_config(&cluster.url(), wait).unwrap();
+    let primary = cluster.primary_for(key().as_str()).unwrap();
+    let replica = cluster.replica_of(primary).unwrap();
+    cluster.node(replica).unwrap().pause().unwrap();
+    let async_bump = Synchronizer::new(backend, key()).mark_updated().await;
+    let blocking_bump = tokio::task::spawn_blocking(move || {
+        BlockingSynchronizer::new(blocking, key()).mark_updated()
+    })
+    .await
+    .unwrap();
+    cluster.node(replica).unwrap().resume().unwrap();
+    not_replicated(async_bump);
+    not_replicated(blocking_bump);
+}

@@ -71,6 +71,22 @@ pub trait Backend: Send + Sync + 'static {
         ttl: Duration,
     ) -> Result<bool, BackendError>;
 
+    /// [`add`](Self::add) for a bump that found the key missing: the key
+    /// it creates tells every process to reload, so a backend that waits
+    /// for replicas before it answers a bump
+    /// ([`RedisConfig::wait_for_replicas`](crate::RedisConfig::wait_for_replicas))
+    /// waits for them here too, and fails with
+    /// [`BackendError::NotReplicated`] when too few acknowledged it. By
+    /// default, `add`.
+    async fn add_replicated(
+        &self,
+        key: &Key,
+        generation: Generation,
+        ttl: Duration,
+    ) -> Result<bool, BackendError> {
+        self.add(key, generation, ttl).await
+    }
+
     /// Atomically adds `step` to a valid stored generation. Then drops the
     /// intent of `finished` (the writer whose bump this is), if any, and
     /// gives the key `ttl` to live (or until the earliest intent still
@@ -190,6 +206,14 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
         ttl: Duration,
     ) -> Result<bool, BackendError> {
         (**self).add(key, generation, ttl).await
+    }
+    async fn add_replicated(
+        &self,
+        key: &Key,
+        generation: Generation,
+        ttl: Duration,
+    ) -> Result<bool, BackendError> {
+        (**self).add_replicated(key, generation, ttl).await
     }
     async fn incr(
         &self,

@@ -298,8 +298,14 @@ impl<B: Backend> Synchronizer<B> {
             if repair {
                 self.remove_corrupt().await?;
             }
+            // Created by a bump: waited for like one (a reader's create in
+            // `fetch_or_create` is not).
             let fresh = Generation::fresh();
-            if self.reply("add", self.backend.add(&self.key, fresh, self.ttl).await)? {
+            let added = self
+                .backend
+                .add_replicated(&self.key, fresh, self.ttl)
+                .await;
+            if self.reply("add", added)? {
                 return Ok(fresh);
             }
             // Another process created it meanwhile; bump that one.

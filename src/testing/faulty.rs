@@ -155,6 +155,16 @@ impl<B: Backend> Backend for FaultyBackend<B> {
         self.inner.add(key, generation, ttl).await
     }
 
+    async fn add_replicated(
+        &self,
+        key: &Key,
+        generation: Generation,
+        ttl: Duration,
+    ) -> Result<bool, BackendError> {
+        self.before(key).await?;
+        self.inner.add_replicated(key, generation, ttl).await
+    }
+
     async fn incr(
         &self,
         key: &Key,

@@ -330,6 +330,17 @@ impl Backend for RedisBackend {
         self.write(Op::add(key, generation, ttl)).await
     }
 
+    /// Waits for the replicas [`RedisConfig::wait_for_replicas`] asks for,
+    /// as a bump does.
+    async fn add_replicated(
+        &self,
+        key: &Key,
+        generation: Generation,
+        ttl: Duration,
+    ) -> Result<bool, BackendError> {
+        self.write_replicated(Op::add(key, generation, ttl)).await
+    }
+
     async fn incr(
         &self,
         key: &Key,

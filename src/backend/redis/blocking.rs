@@ -350,6 +350,17 @@ impl Backend for BlockingRedisBackend {
         self.write(Op::add(key, generation, ttl))
     }
 
+    /// Waits for the replicas [`RedisConfig::wait_for_replicas`] asks for,
+    /// as a bump does.
+    async fn add_replicated(
+        &self,
+        key: &Key,
+        generation: Generation,
+        ttl: Duration,
+    ) -> Result<bool, BackendError> {
+        self.write_replicated(Op::add(key, generation, ttl))
+    }
+
     async fn incr(
         &self,
         key: &Key,

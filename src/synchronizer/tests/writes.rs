@@ -19,7 +19,7 @@ async fn mark_updated_increments_and_leaves_the_local_value_alone() {
         .withf(|_, step, ttl, finished| *step >= 1 && *ttl == DEFAULT_TTL && finished.is_none())
         .times(1)
         .returning(|_, _, _, _| Ok(Stored::Value(g(78))));
-    backend.expect_add().never();
+    backend.expect_add_replicated().never();
     let sync = sync(backend);
     sync.record(g(77));
     assert_eq!(sync.mark_updated().await.unwrap(), g(78));
@@ -35,7 +35,7 @@ async fn mark_updated_repairs_a_missing_key_with_a_fresh_value() {
         .returning(|_, _, _, _| Ok(Stored::Missing));
     backend.expect_delete().never();
     backend
-        .expect_add()
+        .expect_add_replicated()
         .with(always(), always(), mockall::predicate::eq(DEFAULT_TTL))
         .times(1)
         .returning(|_, _, _| Ok(true));
@@ -58,7 +58,7 @@ async fn mark_updated_repairs_a_corrupt_value() {
         .in_sequence(&mut seq)
         .returning(|_| Ok(()));
     backend
-        .expect_add()
+        .expect_add_replicated()
         .times(1)
         .in_sequence(&mut seq)
         .returning(|_, _, _| Ok(true));
@@ -76,7 +76,7 @@ async fn mark_updated_bumps_a_key_another_process_created_meanwhile() {
         .in_sequence(&mut seq)
         .returning(|_, _, _, _| Ok(Stored::Missing));
     backend
-        .expect_add()
+        .expect_add_replicated()
         .times(1)
         .in_sequence(&mut seq)
         .returning(|_, _, _| Ok(false));
@@ -99,9 +99,9 @@ async fn mark_updated_reports_every_backend_error() {
             b.expect_incr().returning(|_, _, _, _| Ok(Stored::Corrupt));
             b.expect_delete().returning(|_| Err(down()));
         }),
-        ("add", |b| {
+        ("add_replicated", |b| {
             b.expect_incr().returning(|_, _, _, _| Ok(Stored::Missing));
-            b.expect_add().returning(|_, _, _| Err(down()));
+            b.expect_add_replicated().returning(|_, _, _| Err(down()));
         }),
     ];
     for (failing, script) in scripts {
@@ -119,7 +119,10 @@ async fn mark_updated_gives_up_after_bounded_tries() {
         .expect_incr()
         .times(3)
         .returning(|_, _, _, _| Ok(Stored::Missing));
-    backend.expect_add().times(3).returning(|_, _, _| Ok(false));
+    backend
+        .expect_add_replicated()
+        .times(3)
+        .returning(|_, _, _| Ok(false));
     let err = sync(backend).mark_updated().await.unwrap_err();
     assert!(matches!(err, Error::Contended { tries: 3, .. }), "{err}");
 }
