@@ -3,52 +3,22 @@
 
 #![cfg(feature = "cli")]
 
+mod cli_support;
 mod support;
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use cli_support::{gensync, read, run, tempdir, Run, BIN};
 use gensync::testing::RedisServer;
 
-const BIN: &str = env!("CARGO_BIN_EXE_gensync");
 const KEY: &str = "cli:settings";
 /// How KEY is stored in Redis.
 const STORED_KEY: &str = "gensync:cli:settings";
 /// Appends a line to `marker` in the current directory: one line per run.
 const MARK: &str = "echo x >> marker";
-
-/// The command with no URL in its environment, whatever the caller's is.
-fn gensync() -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.env_remove("GENSYNC_URL").env_remove("REDIS_URL");
-    cmd
-}
-
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn all(&self) -> String {
-        format!("{}{}", self.stdout, self.stderr)
-    }
-}
-
-fn run(cmd: &mut Command) -> Run {
-    read(cmd.output().expect("run gensync"))
-}
-
-fn read(out: Output) -> Run {
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 /// Nothing on stdout, and one line on stderr holding every needle.
 fn one_error_line(out: &Run, needles: &[&str]) {
@@ -117,13 +87,6 @@ fn state(dir: &Path) -> Option<String> {
     let text = std::fs::read_to_string(dir.join("state")).ok()?;
     let generation = text.split_whitespace().next().unwrap_or_default();
     Some(format!("{generation}\n"))
-}
-
-fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("gensync-cli-")
-        .tempdir()
-        .unwrap()
 }
 
 #[test]

@@ -32,7 +32,8 @@ pub fn run(cmd: &mut Command) -> Run {
     read(cmd.output().expect("run gensync"))
 }
 
-fn read(out: Output) -> Run {
+/// What a finished run printed and exited with.
+pub fn read(out: Output) -> Run {
     Run {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
