@@ -11,10 +11,10 @@ use tokio::time::Instant;
 use super::commands::Op;
 use super::config::{RedisConfig, Replicas};
 use super::conn::{connect_async, AsyncConn};
+use super::identity::{identity_cmd, read_run_id};
 use super::slot::{Current, Slot};
 use super::target::{
-    breaks_connection, found_dead, identity_cmd, read_replicated, read_run_id, wait_cmd, Caller,
-    Failure, Target,
+    breaks_connection, found_dead, read_replicated, wait_cmd, Caller, Failure, Target,
 };
 use crate::backend::{Backend, Stored, Tracker, TrackerSet};
 use crate::error::BackendError;
@@ -98,7 +98,7 @@ impl RedisBackend {
     /// tools that keep a generation across runs, as `gensync sync` does:
     /// a value read from another server says nothing about the old one.
     pub fn server_id(&self) -> Option<String> {
-        self.target.run_id()
+        self.target.identity.run_id()
     }
 
     /// The current connection, or a new one. A reader is answered the last
@@ -120,7 +120,7 @@ impl RedisBackend {
         if let Some(found) = slot.get() {
             // A Cluster client follows its nodes itself; the epoch it
             // learns from answers says nothing against it.
-            if found.epoch == self.target.epoch() || self.target.is_cluster() {
+            if found.epoch == self.target.identity.epoch() || self.target.is_cluster() {
                 return Ok(found);
             }
             // Made before another connection found a different server: it
@@ -232,7 +232,7 @@ impl RedisBackend {
         let conn = connect_async(&self.target, &config, replicas).await?;
         let AsyncConn::Node(node) = &conn else {
             // A Cluster's nodes are known by their answers (`Target::incoming`).
-            return Ok((conn, self.target.epoch()));
+            return Ok((conn, self.target.identity.epoch()));
         };
         let began = if self.target.probe_budget_restarts() {
             Instant::now()
@@ -250,7 +250,7 @@ impl RedisBackend {
             probe.set_response_timeout(left);
             read_run_id(identity_cmd().query_async::<Value>(&mut probe).await)
         };
-        Ok((conn, self.target.met(run_id)))
+        Ok((conn, self.target.identity.met(run_id)))
     }
 
     /// Sends `op` on `current`, followed by a `WAIT` for `replicas` if
@@ -263,11 +263,11 @@ impl RedisBackend {
         mut current: Current,
         replicas: Option<Replicas>,
     ) -> Result<T, Failure> {
-        let sent = self.target.outgoing(&op.cmd);
+        let sent = self.target.identity.outgoing(&op.cmd);
         let Some(wanted) = replicas else {
             let reply = sent.cmd.query_async::<Value>(&mut current.conn).await;
             drop_if_broken(slot, &reply, current.id);
-            return (op.read)(self.target.incoming(&sent, reply)).map_err(Failure::from);
+            return (op.read)(self.target.identity.incoming(&sent, reply)).map_err(Failure::from);
         };
         // One pipeline, so the WAIT follows the write on its connection
         // (it covers every earlier write there, whoever sent it), and the
@@ -287,7 +287,7 @@ impl RedisBackend {
                 "a write and its WAIT did not get two replies",
             ))));
         };
-        let write = self.target.incoming(&sent, write.extract_error());
+        let write = self.target.identity.incoming(&sent, write.extract_error());
         read_replicated(op.read, write, wait.extract_error(), wanted)
     }
 }
@@ -394,7 +394,7 @@ impl Backend for RedisBackend {
     /// Moves when a new connection finds a different server than the one
     /// before (its `run_id` changed: a restart, a failover).
     fn epoch(&self) -> u64 {
-        self.target.epoch()
+        self.target.identity.epoch()
     }
 
     /// On a RESP3 connection of its own (see [`RedisConfig::heartbeat`]).

@@ -109,7 +109,7 @@ impl BlockingRedisBackend {
     /// tools that keep a generation across runs, as `gensync sync` does:
     /// a value read from another server says nothing about the old one.
     pub fn server_id(&self) -> Option<String> {
-        self.target.run_id()
+        self.target.identity.run_id()
     }
 
     /// Sends a read: with no idle connection, answered the last connect
@@ -181,7 +181,7 @@ impl BlockingRedisBackend {
         for _ in 0..self.target.config.pool_size {
             let mut conn = self.checkout_any(caller, asked)?;
             // A Cluster client follows its nodes itself.
-            if conn.epoch == self.target.epoch() || self.target.is_cluster() {
+            if conn.epoch == self.target.identity.epoch() || self.target.is_cluster() {
                 return Ok(conn);
             }
             conn.broken = true;
@@ -243,13 +243,13 @@ fn attempt<T>(
     replicas: Option<Replicas>,
 ) -> Result<T, Failure> {
     let config = &target.config;
-    let sent = target.outgoing(&op.cmd);
+    let sent = target.identity.outgoing(&op.cmd);
     let Some(wanted) = replicas else {
         let reply = sent.cmd.query::<Value>(&mut conn.conn);
         if reply.as_ref().is_err_and(found_dead) {
             conn.broken = true;
         }
-        return (op.read)(target.incoming(&sent, reply)).map_err(Failure::from);
+        return (op.read)(target.identity.incoming(&sent, reply)).map_err(Failure::from);
     };
     let mut pipe = redis::pipe();
     pipe.add_command(sent.cmd.clone().into_owned())
@@ -276,7 +276,7 @@ fn attempt<T>(
                     "a write and its WAIT did not get two replies",
                 ))));
             };
-            let write = target.incoming(&sent, write.extract_error());
+            let write = target.identity.incoming(&sent, write.extract_error());
             return read_replicated(op.read, write, wait.extract_error(), wanted);
         }
     };
@@ -302,7 +302,7 @@ fn attempt<T>(
     {
         conn.broken = true;
     }
-    let write = target.incoming(&sent, write.extract_error());
+    let write = target.identity.incoming(&sent, write.extract_error());
     read_replicated(op.read, write, wait.extract_error(), wanted)
 }
 
@@ -411,7 +411,7 @@ impl Backend for BlockingRedisBackend {
     /// Moves when a new connection finds a different server than the one
     /// before (its `run_id` changed: a restart, a failover).
     fn epoch(&self) -> u64 {
-        self.target.epoch()
+        self.target.identity.epoch()
     }
 
     /// On an async RESP3 connection of its own, run by the current tokio

@@ -279,81 +279,6 @@ impl Cluster {
     }
 }
 
-/// The wrapper that makes a script also return the id of the Cluster node
-/// that ran it: `{id, result}`. `CLUSTER MYID` is allowed in scripts and
-/// costs next to nothing. A node keeps its id across a restart (it is in
-/// `nodes.conf`), so now and then the id is followed by the `run_id`,
-/// which a restart changes: `INFO` in a script costs as much as the rest
-/// of it four times over (80k against 315k `EVAL`/s on one core), too much
-/// for every read.
-const IDENTIFIED: (&str, &str) = (
-    "local function gensync_body()\n",
-    "\nend\nreturn {redis.call('CLUSTER', 'MYID'), gensync_body()}",
-);
-const IDENTIFIED_RUN: (&str, &str) = (
-    "local function gensync_body()\n",
-    "\nend\nlocal run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or ''\n\
-     return {redis.call('CLUSTER', 'MYID') .. ' ' .. run, gensync_body()}",
-);
-
-/// `cmd` made to report which node ran it (and, if `run`, that node's
-/// `run_id`), with the Cluster slot of its first key, if it is a script
-/// with keys; `None` for anything else.
-pub(super) fn identified(cmd: &Cmd, run: bool) -> Option<(Cmd, u16)> {
-    let args = script_args(cmd)?;
-    let source = std::str::from_utf8(args[1]).ok()?;
-    let (head, tail) = if run { IDENTIFIED_RUN } else { IDENTIFIED };
-    let mut wrapped = redis::cmd("EVAL");
-    wrapped.arg(format!("{head}{source}{tail}"));
-    for arg in &args[2..] {
-        wrapped.arg(*arg);
-    }
-    Some((wrapped, slot(args[3])))
-}
-
-/// The slot [`identified`] would find for `cmd`, without making the
-/// wrapped script.
-pub(super) fn identified_slot(cmd: &Cmd) -> Option<u16> {
-    script_args(cmd).map(|args| slot(args[3]))
-}
-
-/// The arguments of `cmd` if it is a script with at least one key:
-/// `EVAL`, the source, the number of keys, the first key, the rest.
-fn script_args(cmd: &Cmd) -> Option<Vec<&[u8]>> {
-    let args: Vec<&[u8]> = cmd
-        .args_iter()
-        .map(|a| match a {
-            redis::Arg::Simple(bytes) => bytes,
-            _ => b"",
-        })
-        .collect();
-    let is_script = args.first()?.eq_ignore_ascii_case(b"EVAL");
-    (is_script && args.len() >= 4 && args[2] != b"0").then_some(args)
-}
-
-/// Who ran an [`identified`] script: the node's id, and its `run_id` when
-/// asked for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct Ran {
-    pub(super) node: String,
-    pub(super) run_id: Option<String>,
-}
-
-impl Ran {
-    fn parse(text: String) -> Ran {
-        match text.split_once(' ') {
-            Some((node, run)) => Ran {
-                node: node.to_owned(),
-                run_id: (!run.is_empty()).then(|| run.to_owned()),
-            },
-            None => Ran {
-                node: text,
-                run_id: None,
-            },
-        }
-    }
-}
-
 /// The Cluster slot of `key`: CRC16 of its hash tag (the text between its
 /// first `{` and the next `}`, if not empty) or of the whole key, modulo
 /// 16384.
@@ -364,31 +289,6 @@ pub(super) fn slot(key: &[u8]) -> u16 {
         (close > 0).then(|| &rest[..close])
     });
     crc16::State::<crc16::XMODEM>::calculate(tagged.unwrap_or(key)) % 16384
-}
-
-/// Splits the reply of an [`identified`] script into the node's id and the
-/// script's own reply.
-pub(super) fn unwrap_identified(
-    reply: Result<Value, RedisError>,
-) -> (Option<Ran>, Result<Value, RedisError>) {
-    match reply {
-        Ok(Value::Array(mut items)) if !items.is_empty() => {
-            let id = redis::from_redis_value::<String>(items.remove(0))
-                .ok()
-                .map(Ran::parse);
-            let inner = items.into_iter().next().unwrap_or(Value::Nil);
-            (id, inner.extract_error())
-        }
-        Ok(other) => (
-            None,
-            Err(RedisError::from((
-                redis::ErrorKind::UnexpectedReturnType,
-                "a Cluster script did not return its node's id",
-                format!("{other:?}"),
-            ))),
-        ),
-        Err(e) => (None, Err(e)),
-    }
 }
 
 /// The address of the primary a sentinel's `SENTINEL
@@ -495,45 +395,5 @@ mod tests {
         assert_eq!(slot(b"{user1000}.following"), slot(b"user1000"));
         assert_eq!(slot(b"{}x"), slot(b"{}x"));
         assert_ne!(slot(b"{}x"), slot(b""));
-    }
-
-    #[test]
-    fn scripts_are_wrapped_to_report_their_node() {
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg("return 1").arg(1).arg("gensync:k").arg("x");
-        let (wrapped, at) = identified(&cmd, false).unwrap();
-        assert_eq!(at, slot(b"gensync:k"));
-        let args: Vec<Vec<u8>> = wrapped
-            .args_iter()
-            .map(|a| match a {
-                redis::Arg::Simple(b) => b.to_vec(),
-                _ => vec![],
-            })
-            .collect();
-        assert!(String::from_utf8_lossy(&args[1]).contains("return 1"));
-        assert_eq!(
-            &args[2..],
-            [b"1".to_vec(), b"gensync:k".to_vec(), b"x".to_vec()]
-        );
-        assert!(identified(&redis::cmd("PING"), false).is_none());
-        assert_eq!(identified_slot(&cmd), Some(at));
-        let (with_run, _) = identified(&cmd, true).unwrap();
-        let source = with_run.args_iter().nth(1).map(|a| match a {
-            redis::Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
-            _ => String::new(),
-        });
-        assert!(source.unwrap().contains("run_id"));
-
-        let reply = Value::Array(vec![Value::BulkString(b"abc".to_vec()), Value::Int(7)]);
-        let (id, inner) = unwrap_identified(Ok(reply));
-        let ran = |run: Option<&str>| Ran {
-            node: "abc".into(),
-            run_id: run.map(str::to_owned),
-        };
-        assert_eq!((id, inner.unwrap()), (Some(ran(None)), Value::Int(7)));
-        let reply = Value::Array(vec![Value::BulkString(b"abc 4f1c".to_vec())]);
-        assert_eq!(unwrap_identified(Ok(reply)).0, Some(ran(Some("4f1c"))));
-        let nil = Value::Array(vec![Value::BulkString(b"abc".to_vec())]);
-        assert_eq!(unwrap_identified(Ok(nil)).1.unwrap(), Value::Nil);
     }
 }

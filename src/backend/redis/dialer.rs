@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use redis::{ConnectionLike, ErrorKind, RedisError, Value};
 
 use super::conn::{connect_blocking, BlockingConn};
-use super::target::{identity_cmd, lock, read_run_id, Caller, Target};
+use super::identity::{identity_cmd, read_run_id};
+use super::target::{lock, Caller, Target};
 
 /// What the connect attempts did (r2d2 reports only text, and the kind of
 /// error decides the advice: wrong password versus server down), and who
@@ -205,7 +206,7 @@ impl Dialer {
             return Ok(Conn {
                 conn,
                 made: Instant::now(),
-                epoch: self.target.epoch(),
+                epoch: self.target.identity.epoch(),
                 broken: false,
             });
         };
@@ -229,7 +230,7 @@ impl Dialer {
         node.set_read_timeout(Some(config.response_timeout))?;
         node.set_write_timeout(Some(config.response_timeout))?;
         let conn = BlockingConn::Node(node);
-        let epoch = self.target.met(run_id);
+        let epoch = self.target.identity.met(run_id);
         Ok(Conn {
             conn,
             made: Instant::now(),

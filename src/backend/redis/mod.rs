@@ -9,11 +9,14 @@
 //!
 //! Both send the commands built once in `commands.rs`, each paired there
 //! with the reader of its reply, so the two paths store and report the
-//! same things. What else they share is in `target.rs`: the client, the
-//! redacted server name, the [`RedisConfig`] (`config.rs`), the mapping
-//! of client errors to errors that say what to check, and the identity of
-//! the server each new connection reached (its `run_id`), whose changes
-//! are counted as epochs so a server that went back in time can be told.
+//! same things. What else they share is in `target.rs`: where the servers
+//! are (`deployment.rs`: one server, a Sentinel primary, a Cluster; the
+//! connections each makes are `conn.rs`'s), the redacted name, the
+//! [`RedisConfig`] (`config.rs`), the mapping of client errors to errors
+//! that say what to check, and which server answered (`identity.rs`: the
+//! `run_id` a new connection reaches, the node a Cluster script ran on),
+//! whose changes are counted as epochs so a server that went back in time
+//! can be told. Push mode's connection is `track.rs`'s.
 //! `tls.rs` loads the TLS files a [`RedisConfig`] names (a CA to trust
 //! beside the system's roots, a client certificate) and tells certificate
 //! failures apart from a server that is down.
@@ -25,6 +28,7 @@ mod config;
 mod conn;
 mod deployment;
 mod dialer;
+mod identity;
 mod scripts;
 mod slot;
 mod target;

@@ -1,15 +1,14 @@
 //! What both paths share: the deployment they talk to, and how its errors
 //! become a [`BackendError`] that says what to check.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use redis::{Cmd, ErrorKind, IntoConnectionInfo, RedisError, ServerErrorKind, Value};
 
 use super::config::{check_url, RedisConfig, Replicas, URL_FORMS};
-use super::deployment::{self, invalid, Deployment, Ran};
+use super::deployment::{self, invalid, Deployment};
+use super::identity::Identity;
 use super::tls::{certificate_failure, uses_tls, Tls};
 use crate::backend::redact::{secrets, RedactedUrl};
 use crate::error::BackendError;
@@ -25,34 +24,8 @@ pub(super) struct Target {
     pub(super) name: String,
     secrets: Vec<String>,
     pub(super) config: RedisConfig,
-    /// The server the last new connection reached.
-    server: Mutex<Identity>,
-    /// In a Cluster: the node that last answered for each slot.
-    owners: Mutex<HashMap<u16, Owner>>,
-    /// How many times a new connection reached a different server.
-    epoch: AtomicU64,
-}
-
-/// How often a Cluster slot's answers also say the node's `run_id`, which
-/// a restart in place changes (its node id stays): a restart is noticed
-/// within this of the next read of the slot after it.
-const RUN_ID_EVERY: Duration = Duration::from_millis(250);
-
-/// The node that answers for a Cluster slot, as far as it has told.
-struct Owner {
-    node: String,
-    run_id: Option<String>,
-    /// When its `run_id` was last asked for (or when it is next due).
-    asked: Instant,
-}
-
-/// Which server the last new connection reached, as far as it could tell.
-#[derive(Default)]
-struct Identity {
-    /// Whether any connection has been made yet.
-    met: bool,
-    /// Its `run_id`, or `None` when `INFO` was refused or failed.
-    run_id: Option<String>,
+    /// Which servers answered, and how many times that changed.
+    pub(super) identity: Identity,
 }
 
 impl Target {
@@ -86,15 +59,14 @@ impl Target {
             let client = tls.client(info).map_err(invalid)?;
             (Deployment::Single(client), tls)
         };
+        let cluster = matches!(deployment, Deployment::Cluster(_));
         Ok(Target {
             deployment,
             tls,
             name: format!("Redis at {redacted}"),
             secrets,
             config,
-            server: Mutex::default(),
-            owners: Mutex::default(),
-            epoch: AtomicU64::new(0),
+            identity: Identity::new(cluster),
         })
     }
 
@@ -130,127 +102,6 @@ impl Target {
     /// whose identity is learnt from each answer instead.
     pub(super) fn is_cluster(&self) -> bool {
         matches!(self.deployment, Deployment::Cluster(_))
-    }
-
-    /// What to send for `cmd`: in a Cluster, a script made to report the
-    /// node that ran it ([`deployment::identified`]).
-    pub(super) fn outgoing<'a>(&self, cmd: &'a Cmd) -> Outgoing<'a> {
-        match self
-            .is_cluster()
-            .then(|| deployment::identified(cmd, self.run_id_due(cmd)))
-            .flatten()
-        {
-            Some((cmd, slot)) => Outgoing {
-                cmd: std::borrow::Cow::Owned(cmd),
-                slot: Some(slot),
-            },
-            None => Outgoing {
-                cmd: std::borrow::Cow::Borrowed(cmd),
-                slot: None,
-            },
-        }
-    }
-
-    /// The reply to `sent` as the command's own: in a Cluster, with the
-    /// node's id taken off and recorded as the slot's owner.
-    pub(super) fn incoming(
-        &self,
-        sent: &Outgoing<'_>,
-        reply: Result<Value, RedisError>,
-    ) -> Result<Value, RedisError> {
-        let Some(slot) = sent.slot else {
-            return reply;
-        };
-        let (ran, reply) = deployment::unwrap_identified(reply);
-        if let Some(ran) = ran {
-            self.answered(slot, ran);
-        }
-        reply
-    }
-
-    /// Whether the script `cmd` should also ask its node's `run_id`: when
-    /// its slot's was last asked [`RUN_ID_EVERY`] ago or more (or never).
-    /// Marked asked now, so calls at once do not all ask.
-    fn run_id_due(&self, cmd: &Cmd) -> bool {
-        let Some(slot) = deployment::identified_slot(cmd) else {
-            return false;
-        };
-        let mut owners = lock(&self.owners);
-        match owners.get_mut(&slot) {
-            Some(owner) if owner.asked.elapsed() < RUN_ID_EVERY => false,
-            Some(owner) => {
-                owner.asked = Instant::now();
-                true
-            }
-            None => true,
-        }
-    }
-
-    /// Records that the node `ran` answered for `slot`. A slot that moves
-    /// to another node (a failover, a resharding) or whose node restarted
-    /// (its `run_id` changed) may have gone back in time, so a change
-    /// starts a new epoch; the first answer for a slot does not.
-    pub(super) fn answered(&self, slot: u16, ran: Ran) {
-        let mut owners = lock(&self.owners);
-        let moved = match owners.get_mut(&slot) {
-            None => false,
-            Some(owner) if owner.node != ran.node => true,
-            Some(owner) => {
-                let restarted =
-                    matches!((&owner.run_id, &ran.run_id), (Some(a), Some(b)) if a != b);
-                if ran.run_id.is_some() {
-                    owner.run_id = ran.run_id.clone();
-                }
-                if !restarted {
-                    return;
-                }
-                true
-            }
-        };
-        if moved {
-            self.epoch.fetch_add(1, Ordering::Relaxed);
-        }
-        // A new owner's `run_id` is asked for at its next answer.
-        let asked = match ran.run_id {
-            Some(_) => Instant::now(),
-            None => Instant::now() - RUN_ID_EVERY,
-        };
-        owners.insert(
-            slot,
-            Owner {
-                node: ran.node,
-                run_id: ran.run_id,
-                asked,
-            },
-        );
-    }
-
-    /// Records the server a new connection reached: its `run_id`, or
-    /// `None` when it could not tell. Redis can go back in time (a restart
-    /// from an older snapshot, a promoted replica that missed a write), and
-    /// a restarted or different server has a new `run_id`, so a change
-    /// starts a new epoch. An unknown identity cannot vouch for sameness,
-    /// so after the first connection it starts a new epoch too.
-    pub(super) fn met(&self, run_id: Option<String>) -> u64 {
-        let mut server = lock(&self.server);
-        if server.met && (run_id.is_none() || run_id != server.run_id) {
-            self.epoch.fetch_add(1, Ordering::Relaxed);
-        }
-        server.met = true;
-        server.run_id = run_id;
-        self.epoch()
-    }
-
-    /// The `run_id` of the server the latest new connection reached, if it
-    /// told.
-    pub(super) fn run_id(&self) -> Option<String> {
-        lock(&self.server).run_id.clone()
-    }
-
-    /// How many times a new connection reached a different server than the
-    /// one before it (or one that could not tell): 0 until the first change.
-    pub(super) fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Relaxed)
     }
 
     /// Turns a failed attempt into a message that says what to check.
@@ -311,12 +162,6 @@ impl Target {
     }
 }
 
-/// A command as sent, and the Cluster slot whose owner its reply names.
-pub(super) struct Outgoing<'a> {
-    pub(super) cmd: std::borrow::Cow<'a, Cmd>,
-    slot: Option<u16>,
-}
-
 /// Why one attempt of a call failed.
 #[derive(Debug)]
 pub(super) enum Failure {
@@ -368,21 +213,6 @@ pub(super) fn read_replicated<T>(
         return Err(Failure::NotReplicated { acked, wanted });
     }
     Ok(written)
-}
-
-/// `INFO server`, sent on every new connection for the server's `run_id`.
-pub(super) fn identity_cmd() -> Cmd {
-    let mut cmd = redis::cmd("INFO");
-    cmd.arg("server");
-    cmd
-}
-
-/// The `run_id` in a reply to [`identity_cmd`]; `None` for an error (an
-/// ACL that denies `INFO`, a timeout) or a reply without one.
-pub(super) fn read_run_id(reply: Result<Value, RedisError>) -> Option<String> {
-    let text: String = redis::from_redis_value(reply.ok()?).ok()?;
-    let run_id = text.lines().find_map(|l| l.strip_prefix("run_id:"))?.trim();
-    (!run_id.is_empty()).then(|| run_id.to_owned())
 }
 
 /// Whether the server said the key's slot or primary is changing hands:
@@ -468,27 +298,6 @@ mod tests {
     }
 
     #[test]
-    fn the_epoch_counts_changes_of_server_after_the_first() {
-        let target = Target::open("redis://127.0.0.1:1", RedisConfig::default()).unwrap();
-        let id = |s: &str| Some(s.to_owned());
-        target.met(id("a"));
-        target.met(id("a"));
-        assert_eq!(target.epoch(), 0);
-        target.met(id("b"));
-        target.met(id("b"));
-        assert_eq!(target.epoch(), 1);
-        target.met(None);
-        target.met(None);
-        assert_eq!(target.epoch(), 3);
-        target.met(id("b"));
-        assert_eq!(target.epoch(), 4);
-
-        let unknown = Target::open("redis://127.0.0.1:1", RedisConfig::default()).unwrap();
-        unknown.met(None);
-        assert_eq!(unknown.epoch(), 0, "the first connection is no change");
-    }
-
-    #[test]
     fn a_slot_changing_hands_says_so() {
         let target = Target::open("redis+cluster://127.0.0.1:1", RedisConfig::default()).unwrap();
         let moved = RedisError::from((
@@ -499,27 +308,6 @@ mod tests {
         let text = target.error(&moved).to_string();
         assert!(text.contains("the key's slot is moving"), "{text}");
         assert!(text.contains("13239 127.0.0.1:1"), "{text}");
-    }
-
-    #[test]
-    fn a_cluster_slot_moves_the_epoch_when_its_node_or_the_node_s_run_changes() {
-        let target = Target::open("redis+cluster://127.0.0.1:1", RedisConfig::default()).unwrap();
-        let ran = |node: &str, run: Option<&str>| Ran {
-            node: node.to_owned(),
-            run_id: run.map(str::to_owned),
-        };
-        target.answered(7, ran("a", Some("r1")));
-        target.answered(8, ran("b", Some("r9")));
-        target.answered(7, ran("a", None));
-        target.answered(7, ran("a", Some("r1")));
-        assert_eq!(target.epoch(), 0, "first answers, then the same node");
-        target.answered(7, ran("a", Some("r2")));
-        assert_eq!(target.epoch(), 1, "restarted in place: same node id");
-        target.answered(7, ran("c", None));
-        assert_eq!(target.epoch(), 2, "another node");
-        target.answered(7, ran("c", Some("r3")));
-        target.answered(8, ran("b", None));
-        assert_eq!(target.epoch(), 2, "a first run_id for a node is no change");
     }
 
     #[test]
@@ -556,19 +344,6 @@ mod tests {
         assert!(
             text.starts_with("Redis at redis://:***@127.0.0.1:1 took the write, but only 1 of 2"),
             "{text}"
-        );
-    }
-
-    #[test]
-    fn the_run_id_is_read_from_info_server() {
-        let info = "# Server\r\nredis_version:7.0.15\r\nrun_id:4f1c\r\ntcp_port:6379\r\n";
-        let reply = Ok(Value::BulkString(info.as_bytes().to_vec()));
-        assert_eq!(read_run_id(reply).as_deref(), Some("4f1c"));
-        let denied = RedisError::from((ErrorKind::Server(ServerErrorKind::NoPerm), "denied"));
-        assert_eq!(read_run_id(Err(denied)), None);
-        assert_eq!(
-            read_run_id(Ok(Value::BulkString(b"# Server".to_vec()))),
-            None
         );
     }
 

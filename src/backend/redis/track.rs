@@ -26,8 +26,9 @@ use tokio::time::{Instant, MissedTickBehavior};
 use self::fed::Fed;
 use super::commands::Op;
 use super::conn::{node_async, owner_async};
-use super::deployment::{is_primary, slot, Deployment, Ran};
-use super::target::{identity_cmd, read_run_id, Target};
+use super::deployment::{is_primary, slot, Deployment};
+use super::identity::{identity_cmd, read_run_id, Ran};
+use super::target::Target;
 use crate::backend::{Tracker, TrackerSet};
 use crate::error::BackendError;
 use crate::key::Key;
@@ -168,12 +169,12 @@ async fn session(target: &Target, fed: &Fed, notify: &Notify, told: Told) -> End
                 Ok::<_, RedisError>(Ran { node, run_id })
             };
             match owner.await {
-                Ok(ran) => target.answered(slot, ran),
+                Ok(ran) => target.identity.answered(slot, ran),
                 Err(e) => return ended(target, e, false),
             }
-            target.epoch()
+            target.identity.epoch()
         }
-        _ => target.met(read_run_id(
+        _ => target.identity.met(read_run_id(
             identity_cmd().query_async::<Value>(&mut conn).await,
         )),
     };
@@ -233,7 +234,7 @@ async fn session(target: &Target, fed: &Fed, notify: &Notify, told: Told) -> End
                 Some(false) => {}
                 None => return Ended::Unwanted,
             }
-            if target.epoch() != epoch {
+            if target.identity.epoch() != epoch {
                 return Ended::Lost {
                     error: BackendError::Server {
                         target: target.name.clone(),

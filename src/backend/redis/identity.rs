@@ -1,0 +1,402 @@
+//! Which server answered, so a process can tell when its key's server
+//! changed (a restart, a failover, a resharding) and read as expired once:
+//! the `run_id` of the server each new connection reaches, and in a
+//! Cluster, whose client reconnects without telling, the node each script
+//! says ran it. Each change counts as a new epoch.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use redis::{Cmd, RedisError, Value};
+
+use super::deployment::slot;
+use super::target::lock;
+
+/// Which servers answered, and how many times that changed.
+pub(super) struct Identity {
+    /// Whether this is a Cluster, whose scripts report their node.
+    cluster: bool,
+    /// The server the last new connection reached.
+    last: Mutex<LastServer>,
+    /// In a Cluster: the node that last answered for each slot.
+    owners: Mutex<HashMap<u16, Owner>>,
+    /// How many times the server behind a key changed.
+    epoch: AtomicU64,
+}
+
+/// How often a Cluster slot's answers also say the node's `run_id`, which
+/// a restart in place changes (its node id stays): a restart is noticed
+/// within this of the next read of the slot after it.
+const RUN_ID_EVERY: Duration = Duration::from_millis(250);
+
+/// The node that answers for a Cluster slot, as far as it has told.
+struct Owner {
+    node: String,
+    run_id: Option<String>,
+    /// When its `run_id` was last asked for (or when it is next due).
+    asked: Instant,
+}
+
+/// Which server the last new connection reached, as far as it could tell.
+#[derive(Default)]
+struct LastServer {
+    /// Whether any connection has been made yet.
+    met: bool,
+    /// Its `run_id`, or `None` when `INFO` was refused or failed.
+    run_id: Option<String>,
+}
+
+impl Identity {
+    /// No server met yet; `cluster` if scripts report their node.
+    pub(super) fn new(cluster: bool) -> Self {
+        Identity {
+            cluster,
+            last: Mutex::default(),
+            owners: Mutex::default(),
+            epoch: AtomicU64::new(0),
+        }
+    }
+
+    /// What to send for `cmd`: in a Cluster, a script made to report the
+    /// node that ran it ([`identified`]).
+    pub(super) fn outgoing<'a>(&self, cmd: &'a Cmd) -> Outgoing<'a> {
+        let wrapped = self
+            .cluster
+            .then(|| script_args(cmd))
+            .flatten()
+            .and_then(|args| {
+                let slot = slot(args[3]);
+                identified(&args, self.run_id_due(slot)).map(|cmd| (cmd, slot))
+            });
+        match wrapped {
+            Some((cmd, slot)) => Outgoing {
+                cmd: Cow::Owned(cmd),
+                slot: Some(slot),
+            },
+            None => Outgoing {
+                cmd: Cow::Borrowed(cmd),
+                slot: None,
+            },
+        }
+    }
+
+    /// The reply to `sent` as the command's own: in a Cluster, with the
+    /// node's id taken off and recorded as the slot's owner.
+    pub(super) fn incoming(
+        &self,
+        sent: &Outgoing<'_>,
+        reply: Result<Value, RedisError>,
+    ) -> Result<Value, RedisError> {
+        let Some(slot) = sent.slot else {
+            return reply;
+        };
+        let (ran, reply) = unwrap_identified(reply);
+        if let Some(ran) = ran {
+            self.answered(slot, ran);
+        }
+        reply
+    }
+
+    /// Whether a script on `slot` should also ask its node's `run_id`: when
+    /// the slot's was last asked [`RUN_ID_EVERY`] ago or more (or never).
+    /// Marked asked now, so calls at once do not all ask.
+    fn run_id_due(&self, slot: u16) -> bool {
+        let mut owners = lock(&self.owners);
+        match owners.get_mut(&slot) {
+            Some(owner) if owner.asked.elapsed() < RUN_ID_EVERY => false,
+            Some(owner) => {
+                owner.asked = Instant::now();
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// Records that the node `ran` answered for `slot`. A slot that moves
+    /// to another node (a failover, a resharding) or whose node restarted
+    /// (its `run_id` changed) may have gone back in time, so a change
+    /// starts a new epoch; the first answer for a slot does not.
+    pub(super) fn answered(&self, slot: u16, ran: Ran) {
+        let mut owners = lock(&self.owners);
+        let moved = match owners.get_mut(&slot) {
+            None => false,
+            Some(owner) if owner.node != ran.node => true,
+            Some(owner) => {
+                let restarted =
+                    matches!((&owner.run_id, &ran.run_id), (Some(a), Some(b)) if a != b);
+                if ran.run_id.is_some() {
+                    owner.run_id = ran.run_id.clone();
+                }
+                if !restarted {
+                    return;
+                }
+                true
+            }
+        };
+        if moved {
+            self.epoch.fetch_add(1, Ordering::Relaxed);
+        }
+        // A new owner's `run_id` is asked for at its next answer.
+        let asked = match ran.run_id {
+            Some(_) => Instant::now(),
+            None => Instant::now() - RUN_ID_EVERY,
+        };
+        owners.insert(
+            slot,
+            Owner {
+                node: ran.node,
+                run_id: ran.run_id,
+                asked,
+            },
+        );
+    }
+
+    /// Records the server a new connection reached: its `run_id`, or
+    /// `None` when it could not tell. Redis can go back in time (a restart
+    /// from an older snapshot, a promoted replica that missed a write), and
+    /// a restarted or different server has a new `run_id`, so a change
+    /// starts a new epoch. An unknown identity cannot vouch for sameness,
+    /// so after the first connection it starts a new epoch too.
+    pub(super) fn met(&self, run_id: Option<String>) -> u64 {
+        let mut server = lock(&self.last);
+        if server.met && (run_id.is_none() || run_id != server.run_id) {
+            self.epoch.fetch_add(1, Ordering::Relaxed);
+        }
+        server.met = true;
+        server.run_id = run_id;
+        self.epoch()
+    }
+
+    /// The `run_id` of the server the latest new connection reached, if it
+    /// told.
+    pub(super) fn run_id(&self) -> Option<String> {
+        lock(&self.last).run_id.clone()
+    }
+
+    /// How many times a new connection reached a different server than the
+    /// one before it (or one that could not tell): 0 until the first change.
+    pub(super) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Relaxed)
+    }
+}
+
+/// A command as sent, and the Cluster slot whose owner its reply names.
+pub(super) struct Outgoing<'a> {
+    pub(super) cmd: std::borrow::Cow<'a, Cmd>,
+    slot: Option<u16>,
+}
+
+/// `INFO server`, sent on every new connection for the server's `run_id`.
+pub(super) fn identity_cmd() -> Cmd {
+    let mut cmd = redis::cmd("INFO");
+    cmd.arg("server");
+    cmd
+}
+
+/// The `run_id` in a reply to [`identity_cmd`]; `None` for an error (an
+/// ACL that denies `INFO`, a timeout) or a reply without one.
+pub(super) fn read_run_id(reply: Result<Value, RedisError>) -> Option<String> {
+    let text: String = redis::from_redis_value(reply.ok()?).ok()?;
+    let run_id = text.lines().find_map(|l| l.strip_prefix("run_id:"))?.trim();
+    (!run_id.is_empty()).then(|| run_id.to_owned())
+}
+
+/// The wrapper that makes a script also return the id of the Cluster node
+/// that ran it: `{id, result}`. `CLUSTER MYID` is allowed in scripts and
+/// costs next to nothing. A node keeps its id across a restart (it is in
+/// `nodes.conf`), so now and then the id is followed by the `run_id`,
+/// which a restart changes: `INFO` in a script costs as much as the rest
+/// of it four times over (80k against 315k `EVAL`/s on one core), too much
+/// for every read.
+const IDENTIFIED: (&str, &str) = (
+    "local function gensync_body()\n",
+    "\nend\nreturn {redis.call('CLUSTER', 'MYID'), gensync_body()}",
+);
+const IDENTIFIED_RUN: (&str, &str) = (
+    "local function gensync_body()\n",
+    "\nend\nlocal run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or ''\n\
+     return {redis.call('CLUSTER', 'MYID') .. ' ' .. run, gensync_body()}",
+);
+
+/// The script whose arguments are `args` (see [`script_args`]) made to
+/// report which node ran it and, if `run`, that node's `run_id`.
+fn identified(args: &[&[u8]], run: bool) -> Option<Cmd> {
+    let source = std::str::from_utf8(args[1]).ok()?;
+    let (head, tail) = if run { IDENTIFIED_RUN } else { IDENTIFIED };
+    let mut wrapped = redis::cmd("EVAL");
+    wrapped.arg(format!("{head}{source}{tail}"));
+    for arg in &args[2..] {
+        wrapped.arg(*arg);
+    }
+    Some(wrapped)
+}
+
+/// The arguments of `cmd` if it is a script with at least one key:
+/// `EVAL`, the source, the number of keys, the first key, the rest.
+fn script_args(cmd: &Cmd) -> Option<Vec<&[u8]>> {
+    let args: Vec<&[u8]> = cmd
+        .args_iter()
+        .map(|a| match a {
+            redis::Arg::Simple(bytes) => bytes,
+            _ => b"",
+        })
+        .collect();
+    let is_script = args.first()?.eq_ignore_ascii_case(b"EVAL");
+    (is_script && args.len() >= 4 && args[2] != b"0").then_some(args)
+}
+
+/// Who ran an [`identified`] script: the node's id, and its `run_id` when
+/// asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Ran {
+    pub(super) node: String,
+    pub(super) run_id: Option<String>,
+}
+
+impl Ran {
+    fn parse(text: String) -> Ran {
+        match text.split_once(' ') {
+            Some((node, run)) => Ran {
+                node: node.to_owned(),
+                run_id: (!run.is_empty()).then(|| run.to_owned()),
+            },
+            None => Ran {
+                node: text,
+                run_id: None,
+            },
+        }
+    }
+}
+
+/// Splits the reply of an [`identified`] script into the node's id and the
+/// script's own reply.
+fn unwrap_identified(reply: Result<Value, RedisError>) -> (Option<Ran>, Result<Value, RedisError>) {
+    match reply {
+        Ok(Value::Array(mut items)) if !items.is_empty() => {
+            let id = redis::from_redis_value::<String>(items.remove(0))
+                .ok()
+                .map(Ran::parse);
+            let inner = items.into_iter().next().unwrap_or(Value::Nil);
+            (id, inner.extract_error())
+        }
+        Ok(other) => (
+            None,
+            Err(RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "a Cluster script did not return its node's id",
+                format!("{other:?}"),
+            ))),
+        ),
+        Err(e) => (None, Err(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redis::{ErrorKind, ServerErrorKind};
+
+    use super::*;
+
+    #[test]
+    fn the_epoch_counts_changes_of_server_after_the_first() {
+        let seen = Identity::new(false);
+        let id = |s: &str| Some(s.to_owned());
+        seen.met(id("a"));
+        seen.met(id("a"));
+        assert_eq!(seen.epoch(), 0);
+        seen.met(id("b"));
+        seen.met(id("b"));
+        assert_eq!(seen.epoch(), 1);
+        seen.met(None);
+        seen.met(None);
+        assert_eq!(seen.epoch(), 3);
+        seen.met(id("b"));
+        assert_eq!(seen.epoch(), 4);
+
+        let unknown = Identity::new(false);
+        unknown.met(None);
+        assert_eq!(unknown.epoch(), 0, "the first connection is no change");
+    }
+
+    #[test]
+    fn a_cluster_slot_moves_the_epoch_when_its_node_or_the_node_s_run_changes() {
+        let seen = Identity::new(true);
+        let ran = |node: &str, run: Option<&str>| Ran {
+            node: node.to_owned(),
+            run_id: run.map(str::to_owned),
+        };
+        seen.answered(7, ran("a", Some("r1")));
+        seen.answered(8, ran("b", Some("r9")));
+        seen.answered(7, ran("a", None));
+        seen.answered(7, ran("a", Some("r1")));
+        assert_eq!(seen.epoch(), 0, "first answers, then the same node");
+        seen.answered(7, ran("a", Some("r2")));
+        assert_eq!(seen.epoch(), 1, "restarted in place: same node id");
+        seen.answered(7, ran("c", None));
+        assert_eq!(seen.epoch(), 2, "another node");
+        seen.answered(7, ran("c", Some("r3")));
+        seen.answered(8, ran("b", None));
+        assert_eq!(seen.epoch(), 2, "a first run_id for a node is no change");
+    }
+
+    #[test]
+    fn the_run_id_is_read_from_info_server() {
+        let info = "# Server\r\nredis_version:7.0.15\r\nrun_id:4f1c\r\ntcp_port:6379\r\n";
+        let reply = Ok(Value::BulkString(info.as_bytes().to_vec()));
+        assert_eq!(read_run_id(reply).as_deref(), Some("4f1c"));
+        let denied = RedisError::from((ErrorKind::Server(ServerErrorKind::NoPerm), "denied"));
+        assert_eq!(read_run_id(Err(denied)), None);
+        assert_eq!(
+            read_run_id(Ok(Value::BulkString(b"# Server".to_vec()))),
+            None
+        );
+    }
+
+    #[test]
+    fn scripts_are_wrapped_to_report_their_node() {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg("return 1").arg(1).arg("gensync:k").arg("x");
+        let parsed = script_args(&cmd).unwrap();
+        let wrapped = identified(&parsed, false).unwrap();
+        let args: Vec<Vec<u8>> = wrapped
+            .args_iter()
+            .map(|a| match a {
+                redis::Arg::Simple(b) => b.to_vec(),
+                _ => vec![],
+            })
+            .collect();
+        assert!(String::from_utf8_lossy(&args[1]).contains("return 1"));
+        assert_eq!(
+            &args[2..],
+            [b"1".to_vec(), b"gensync:k".to_vec(), b"x".to_vec()]
+        );
+        assert!(script_args(&redis::cmd("PING")).is_none());
+        let mut no_keys = redis::cmd("EVAL");
+        no_keys.arg("return 1").arg(0);
+        assert!(script_args(&no_keys).is_none());
+        let with_run = identified(&parsed, true).unwrap();
+        let sent = Identity::new(true).outgoing(&cmd);
+        assert_eq!(sent.slot, Some(slot(b"gensync:k")));
+        assert!(Identity::new(false).outgoing(&cmd).slot.is_none());
+        let source = with_run.args_iter().nth(1).map(|a| match a {
+            redis::Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
+            _ => String::new(),
+        });
+        assert!(source.unwrap().contains("run_id"));
+
+        let reply = Value::Array(vec![Value::BulkString(b"abc".to_vec()), Value::Int(7)]);
+        let (id, inner) = unwrap_identified(Ok(reply));
+        let ran = |run: Option<&str>| Ran {
+            node: "abc".into(),
+            run_id: run.map(str::to_owned),
+        };
+        assert_eq!((id, inner.unwrap()), (Some(ran(None)), Value::Int(7)));
+        let reply = Value::Array(vec![Value::BulkString(b"abc 4f1c".to_vec())]);
+        assert_eq!(unwrap_identified(Ok(reply)).0, Some(ran(Some("4f1c"))));
+        let nil = Value::Array(vec![Value::BulkString(b"abc".to_vec())]);
+        assert_eq!(unwrap_identified(Ok(nil)).1.unwrap(), Value::Nil);
+    }
+}
