@@ -10,6 +10,10 @@
 //! writes the reply to the command that caused it, so a bump whose writer
 //! has its reply is never missed by a heartbeat sent after that.
 //!
+//! Where a session runs (a Sentinel's primary, a Cluster slot's owner) and
+//! what its heartbeat sends there is `track/node.rs`'s; what it feeds,
+//! `track/fed.rs`'s.
+//!
 //! The crate's experimental client-side cache is not used: there, an
 //! invalidation can race the insert of a fresh reply, and a dead connection
 //! keeps serving hits.
@@ -24,9 +28,10 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use self::fed::Fed;
+use self::node::{heartbeat, heartbeat_answered, place};
 use super::commands::Op;
 use super::conn::{node_async, owner_async};
-use super::deployment::{is_primary, slot, Deployment};
+use super::deployment::Deployment;
 use super::identity::{identity_cmd, read_run_id, Ran};
 use super::target::Target;
 use crate::backend::{Tracker, TrackerSet};
@@ -34,6 +39,7 @@ use crate::error::BackendError;
 use crate::key::Key;
 
 mod fed;
+mod node;
 
 /// Starts tracking `key` for `tracker` on the current runtime. `false`
 /// outside one.
@@ -290,72 +296,6 @@ async fn connect(
     }
 }
 
-/// In a Cluster, the one slot everything `fed` tracks lives on: tracking
-/// sees only the writes of the node it runs on. A set whose prefixes
-/// carry no common hash tag cannot be tracked there; its readers read.
-fn place(target: &Target, fed: &Fed) -> Result<Option<u16>, RedisError> {
-    if !target.is_cluster() {
-        return Ok(None);
-    }
-    let slots: Vec<Option<u16>> = fed
-        .prefixes()
-        .iter()
-        .map(|p| match fed {
-            Fed::Key { .. } => Some(slot(p.as_bytes())),
-            // A prefix's keys share a slot only through its hash tag; a
-            // parent is one exact key.
-            Fed::Set { .. } => {
-                tagged_slot(p).or_else(|| fed.is_parent(p).then(|| slot(p.as_bytes())))
-            }
-        })
-        .collect();
-    match slots.first() {
-        Some(Some(first)) if slots.iter().all(|s| *s == Some(*first)) => Ok(Some(*first)),
-        _ => Err(RedisError::from((
-            ErrorKind::Server(redis::ServerErrorKind::CrossSlot),
-            "CROSSSLOT",
-            "the tracked prefixes do not share one Cluster slot (a set's keys need one hash tag)"
-                .to_owned(),
-        ))),
-    }
-}
-
-/// The slot of a prefix that starts with a complete hash tag, whose keys
-/// all share it.
-fn tagged_slot(prefix: &str) -> Option<u16> {
-    let close = prefix.strip_prefix('{')?.find('}')?;
-    (close > 0).then(|| slot(prefix.as_bytes()))
-}
-
-/// What the heartbeat sends: `PING` to one server; `ROLE` to a Sentinel
-/// primary, which must still be one (a demoted primary keeps answering,
-/// but the writes go elsewhere); in a Cluster, a read of a key on the
-/// tracked slot, answered `MOVED` once the node no longer owns it.
-fn heartbeat(target: &Target, fed: &Fed) -> redis::Cmd {
-    match &target.deployment {
-        Deployment::Single(_) => redis::cmd("PING"),
-        Deployment::Sentinel(_) => redis::cmd("ROLE"),
-        Deployment::Cluster(_) => {
-            let mut cmd = redis::cmd("EXISTS");
-            cmd.arg(fed.prefixes().first().copied().unwrap_or_default());
-            cmd
-        }
-    }
-}
-
-/// Reads a heartbeat's reply: an error if it says the connection no
-/// longer reaches the node the writes go to.
-fn heartbeat_answered(target: &Target, reply: Value) -> Result<(), RedisError> {
-    if matches!(target.deployment, Deployment::Sentinel(_)) && !is_primary(reply) {
-        return Err(RedisError::from((
-            ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
-            "READONLY",
-            "the tracked server is no longer the primary".to_owned(),
-        )));
-    }
-    Ok(())
-}
-
 /// What a failure means. Before tracking is armed, an error reply to the
 /// handshake or to `CLIENT TRACKING` that is not about credentials and not
 /// transient is a refusal; anything else, and any failure once armed (a
@@ -373,83 +313,5 @@ fn ended(target: &Target, e: RedisError, armed: bool) -> Ended {
         Ended::Refused(error)
     } else {
         Ended::Lost { error, armed }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::backend::redis::RedisConfig;
-
-    fn bulk(s: &str) -> Value {
-        Value::BulkString(s.as_bytes().to_vec())
-    }
-
-    /// A primary demoted by hand (`REPLICAOF`) keeps its clients, and
-    /// tracking there would hear of the new primary's writes only through
-    /// replication, late: the Sentinel heartbeat reads `ROLE` and ends it.
-    #[test]
-    fn a_sentinel_heartbeat_answered_by_a_replica_ends_the_session() {
-        let sentinel =
-            Target::open("redis+sentinel://127.0.0.1:1/m", RedisConfig::default()).unwrap();
-        let primary = Value::Array(vec![bulk("master"), Value::Int(10), Value::Array(vec![])]);
-        let replica = Value::Array(vec![
-            bulk("slave"),
-            bulk("127.0.0.1"),
-            Value::Int(6379),
-            bulk("connected"),
-            Value::Int(10),
-        ]);
-        assert!(heartbeat_answered(&sentinel, primary).is_ok());
-        assert!(heartbeat_answered(&sentinel, replica.clone()).is_err());
-        // One server's heartbeat is a PING, whatever it answers.
-        let single = Target::open("redis://127.0.0.1:1", RedisConfig::default()).unwrap();
-        assert!(heartbeat_answered(&single, replica).is_ok());
-    }
-
-    /// In a Cluster the heartbeat reads the tracked slot, so a node that
-    /// lost it answers `MOVED`; a set tracks only prefixes sharing one
-    /// hash tag there.
-    #[test]
-    fn a_cluster_session_is_placed_on_the_slot_of_what_it_tracks() {
-        let cluster = Target::open("redis+cluster://127.0.0.1:1", RedisConfig::default()).unwrap();
-        let key = Key::parse("site:settings").unwrap();
-        let tracker = crate::backend::Tracker::new();
-        let fed = Fed::Key {
-            key: key.clone(),
-            tracker: Arc::downgrade(&tracker),
-        };
-        assert_eq!(
-            place(&cluster, &fed).unwrap(),
-            Some(slot(key.as_str().as_bytes()))
-        );
-        let probe = heartbeat(&cluster, &fed);
-        assert_eq!(
-            probe.args_iter().count(),
-            2,
-            "EXISTS and the key, so a node without the slot answers MOVED"
-        );
-
-        let tenants = Key::parse("tenants").unwrap();
-        let set = crate::backend::TrackerSet::new(
-            vec![tenants.member_prefix()],
-            vec![tenants.as_str().to_owned()],
-        );
-        let fed = Fed::Set {
-            prefixes: set.subscriptions().to_vec(),
-            set: Arc::downgrade(&set),
-        };
-        assert_eq!(
-            place(&cluster, &fed).unwrap(),
-            Some(slot(tenants.as_str().as_bytes()))
-        );
-        let untagged = crate::backend::TrackerSet::new(vec!["gensync:a:".into()], vec![]);
-        let fed = Fed::Set {
-            prefixes: untagged.subscriptions().to_vec(),
-            set: Arc::downgrade(&untagged),
-        };
-        assert!(place(&cluster, &fed).is_err(), "no one slot to track on");
-        let single = Target::open("redis://127.0.0.1:1", RedisConfig::default()).unwrap();
-        assert_eq!(place(&single, &fed).unwrap(), None);
     }
 }
