@@ -5,7 +5,8 @@
 //! [`SentinelGroup`](super::SentinelGroup) and the nodes of a
 //! [`RedisCluster`](super::RedisCluster): they are `redis-server` too, with
 //! a config file or cluster arguments and, for a sentinel, another ready
-//! line.
+//! line; it is long because it is the one launcher of all four kinds (TLS
+//! nodes too), so none of them copies it.
 
 use std::io::{self, BufRead, BufReader};
 use std::net::TcpListener;

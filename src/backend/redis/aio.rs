@@ -1,5 +1,7 @@
 //! The async path: one multiplexed tokio connection, shared by every clone
-//! of a [`RedisBackend`].
+//! of a [`RedisBackend`]. Long because it holds one call's whole course
+//! (a connection, the retry on one found dead, the bound, the wait for
+//! replicas) and the `Backend` methods that are each one such call.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,6 +1,9 @@
 //! The blocking path: an `r2d2` pool of plain connections, for code with no
 //! async runtime. How the pool makes its connections (when to dial, what a
-//! failed dial leaves for the next caller) is `dialer.rs`.
+//! failed dial leaves for the next caller) is `dialer.rs`. Long for the
+//! same reason as `aio.rs`: one call's whole course, on a pooled
+//! connection (a Cluster's write and its `WAIT` sent packed), and the
+//! `Backend` methods that are each one such call.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
