@@ -241,14 +241,16 @@ async fn run(args: Args, token_on_command_line: bool) -> Result<(), Fatal> {
                 Ok(()) => {}
                 // It answered, and said no: nothing changes until the
                 // configuration does, so say what to fix.
-                Err(e @ BackendError::Auth { .. }) => tracing::error!(
-                    error = %e,
-                    "Redis refused this instance's credentials (or its ACL denied a \
-                     command) at start-up; fix the user and password in --redis (or \
-                     REDIS_URL), or the user's ACL, and restart it. Until then it serves \
-                     the settings file, reading it again now and then, but cannot tell \
-                     other instances of its own changes"
-                ),
+                Err(e @ (BackendError::Auth { .. } | BackendError::Denied { .. })) => {
+                    tracing::error!(
+                        error = %e,
+                        "Redis refused this instance's credentials (or its ACL denied a \
+                         command) at start-up; fix the user and password in --redis (or \
+                         REDIS_URL), or the user's ACL, and restart it. Until then it serves \
+                         the settings file, reading it again now and then, but cannot tell \
+                         other instances of its own changes"
+                    )
+                }
                 // The same, for a certificate: the error says which.
                 Err(e @ BackendError::Tls { .. }) => tracing::error!(
                     error = %e,

@@ -62,6 +62,19 @@ pub enum BackendError {
         /// The server's reply.
         reason: String,
     },
+    /// The user's ACL denies a command gensync sends, or the keys it
+    /// sends it on: the password was taken, the permission is missing.
+    /// `rule` is what to add to the user; SECURITY.md lists what each
+    /// role needs.
+    #[error("{target} refused {denied}: the user's ACL does not allow it; add `{rule}` to the user (`ACL SETUSER <user> {rule}`); SECURITY.md lists the commands each role needs")]
+    Denied {
+        /// The server, password redacted.
+        target: String,
+        /// What was refused: `the command 'getrange'`, or the keys.
+        denied: String,
+        /// The ACL rule that allows it: `+getrange`, or a key pattern.
+        rule: String,
+    },
     /// Every pooled connection stayed busy for the whole wait.
     #[error("no connection to {target} became free within {after:?}; raise the pool size or look for a caller holding connections")]
     PoolExhausted {

@@ -96,7 +96,15 @@ async fn garbage_reads_expired_and_mark_updated_repairs_it(store: impl Store) {
     for raw in ["garbage", "-5", "0", "", "9223372036854775807"] {
         store.write_raw(&key(), raw);
         let check = reader.check().await;
-        if raw.len() < 19 {
+        if raw.is_empty() {
+            // Redis's bounded read (`GETRANGE`) answers an empty string
+            // for a missing key too: either way, expired.
+            assert!(
+                matches!(check.shared, Observed::Corrupt | Observed::Missing),
+                "{:?}",
+                check.shared
+            );
+        } else if raw.len() < 19 {
             assert_eq!(check.shared, Observed::Corrupt, "{raw:?}");
         }
         assert!(check.is_expired(), "{raw:?}");

@@ -299,7 +299,7 @@ pub async fn access_refused(mode: CheckMode) -> Result<Row, String> {
     ]))?;
     let synchronizer = t.fleet.instances[0].reloader.synchronizer();
     let denied = synchronizer.fetch_or_create().await.err();
-    refused_clearly(denied, "a fetch-or-create under the ACL")?;
+    denied_clearly(denied, "a fetch-or-create under the ACL")?;
     let (before, began) = (t.metrics(), Instant::now());
     t.hold(DENIED).await;
     t.all_read_unavailable("with the ACL denying").await?;
@@ -317,6 +317,21 @@ pub async fn access_refused(mode: CheckMode) -> Result<Row, String> {
         || "the refusals were not logged (debug events included), URL redacted".to_owned(),
     )?;
     t.finish(converge).await
+}
+
+/// The error names the command the ACL denied and the rule to add, and
+/// shows no password.
+fn denied_clearly(error: Option<Error>, what: &str) -> Result<(), String> {
+    let error = error.ok_or_else(|| format!("{what} succeeded"))?;
+    let text = format!("{error} / {error:?}");
+    ensure(
+        matches!(&error, Error::Backend(BackendError::Denied { rule, .. }) if rule.starts_with('+'))
+            && text.contains("ACL SETUSER"),
+        || format!("{what} did not name the command the ACL denied: {error}"),
+    )?;
+    ensure(!PASSWORDS.iter().any(|pw| text.contains(pw)), || {
+        format!("{what} showed a password: {text}")
+    })
 }
 
 /// The error says access was refused, and shows no password.

@@ -12,7 +12,7 @@ use crate::generation::Generation;
 use crate::key::Key;
 
 use super::scripts::{
-    ADD_SCRIPT, GET_SCRIPT, GET_WITH_PARENT_SCRIPT, INCR_SCRIPT, INTEND_SCRIPT, LOCK_SCRIPT,
+    ADD_SCRIPT, GET_WITH_PARENT_SCRIPT, INCR_SCRIPT, INTEND_SCRIPT, LOCK_SCRIPT,
     LONGEST_GENERATION, RENEW_SCRIPT, UNLOCK_SCRIPT,
 };
 
@@ -24,10 +24,15 @@ pub(super) struct Op<T> {
 }
 
 impl Op<Stored> {
-    /// [`Backend::get`](crate::backend::Backend::get).
+    /// [`Backend::get`](crate::backend::Backend::get): `GETRANGE key 0
+    /// 19`, a read-only command (it passes `CLIENT PAUSE WRITE` and needs
+    /// no scripting permission) that sends at most one byte more than the
+    /// longest generation, so a value of megabytes never crosses the wire.
     pub(super) fn get(key: &Key) -> Self {
+        let mut cmd = redis::cmd("GETRANGE");
+        cmd.arg(key.as_str()).arg(0).arg(LONGEST_GENERATION);
         Op {
-            cmd: script(GET_SCRIPT, &[key], &[LONGEST_GENERATION.to_string()]),
+            cmd,
             read: read_get,
         }
     }
@@ -208,13 +213,21 @@ fn stored_from_bytes(raw: &[u8]) -> Stored {
     Generation::parse_stored(raw).map_or(Stored::Corrupt, Stored::Value)
 }
 
+/// Reads what `GETRANGE` or a read script replied. `GETRANGE` answers an
+/// empty string for a missing key, and no gensync client stores an empty
+/// one, so it reads as missing (the next create replaces it).
 fn read_get(reply: Result<Value, RedisError>) -> Result<Stored, RedisError> {
     match reply {
         Ok(Value::Nil) => Ok(Stored::Missing),
+        Ok(Value::BulkString(raw)) if raw.is_empty() => Ok(Stored::Missing),
+        Ok(Value::BulkString(raw)) if raw.len() > LONGEST_GENERATION => Ok(Stored::Corrupt),
         Ok(Value::BulkString(raw)) => Ok(stored_from_bytes(&raw)),
         Ok(Value::SimpleString(s)) => Ok(stored_from_bytes(s.as_bytes())),
-        // The script's -2: too long, or not a string.
-        Ok(_) => Ok(Stored::Corrupt),
+        // The pair script's -2: too long, empty, or not a string.
+        Ok(Value::Int(-2)) => Ok(Stored::Corrupt),
+        Ok(_) => Err(unexpected("an unexpected reply to a read")),
+        // Read and found to be another type: the one error that is about
+        // the value. Any other (a denial, a timeout) is the server's.
         Err(e) if e.code() == Some("WRONGTYPE") => Ok(Stored::Corrupt),
         Err(e) => Err(e),
     }
@@ -233,8 +246,9 @@ fn read_get_pair(reply: Result<Value, RedisError>) -> Result<(Stored, Stored), R
 fn read_incr(reply: Result<Value, RedisError>) -> Result<Stored, RedisError> {
     Ok(match reply? {
         Value::Int(-1) => Stored::Missing,
+        Value::Int(-2) => Stored::Corrupt,
         Value::BulkString(raw) => stored_from_bytes(&raw),
-        _ => Stored::Corrupt,
+        _ => return Err(unexpected("an unexpected reply to a bump")),
     })
 }
 
@@ -292,6 +306,23 @@ mod tests {
             Stored::Corrupt
         );
         assert_eq!(read_get(Ok(Value::Int(-2))).unwrap(), Stored::Corrupt);
+        assert_eq!(
+            read_get(Ok(Value::BulkString(Vec::new()))).unwrap(),
+            Stored::Missing
+        );
+        assert_eq!(
+            read_get(Ok(Value::BulkString(b"12345678901234567890".to_vec()))).unwrap(),
+            Stored::Corrupt,
+            "a 20th byte is no generation"
+        );
+        let denied = RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm),
+            "denied",
+        ));
+        assert!(
+            read_get(Err(denied)).is_err(),
+            "a denial is an error, never a corrupt value to repair"
+        );
         assert_eq!(
             i64::MAX.to_string().len(),
             LONGEST_GENERATION,

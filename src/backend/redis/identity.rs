@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use redis::{Cmd, RedisError, Value};
 
 use super::deployment::slot;
+use super::scripts::CLUSTER_GET_SCRIPT;
 use super::target::lock;
 
 /// Which servers answered, and how many times that changed.
@@ -63,9 +64,13 @@ impl Identity {
     /// What to send for `cmd`: in a Cluster, a script made to report the
     /// node that ran it ([`identified`]).
     pub(super) fn outgoing<'a>(&self, cmd: &'a Cmd) -> Outgoing<'a> {
+        // A read is a plain `GETRANGE`, which cannot say its node: in a
+        // Cluster it goes as the same read in a `no-writes` script.
+        let scripted = self.cluster.then(|| read_as_script(cmd)).flatten();
+        let cmd_or_script = scripted.as_ref().unwrap_or(cmd);
         let wrapped = self
             .cluster
-            .then(|| script_args(cmd))
+            .then(|| script_args(cmd_or_script))
             .flatten()
             .and_then(|args| {
                 let slot = slot(args[3]);
@@ -77,7 +82,7 @@ impl Identity {
                 slot: Some(slot),
             },
             None => Outgoing {
-                cmd: Cow::Borrowed(cmd),
+                cmd: scripted.map_or(Cow::Borrowed(cmd), Cow::Owned),
                 slot: None,
             },
         }
@@ -222,16 +227,44 @@ const IDENTIFIED_RUN: (&str, &str) = (
 );
 
 /// The script whose arguments are `args` (see [`script_args`]) made to
-/// report which node ran it and, if `run`, that node's `run_id`.
+/// report which node ran it and, if `run`, that node's `run_id`. A
+/// shebang line (a script's flags) stays first.
 fn identified(args: &[&[u8]], run: bool) -> Option<Cmd> {
     let source = std::str::from_utf8(args[1]).ok()?;
+    let (shebang, body) = match source.strip_prefix("#!") {
+        Some(_) => source.split_once('\n')?,
+        None => ("", source),
+    };
+    let shebang = if shebang.is_empty() {
+        String::new()
+    } else {
+        format!("{shebang}\n")
+    };
     let (head, tail) = if run { IDENTIFIED_RUN } else { IDENTIFIED };
     let mut wrapped = redis::cmd("EVAL");
-    wrapped.arg(format!("{head}{source}{tail}"));
+    wrapped.arg(format!("{shebang}{head}{body}{tail}"));
     for arg in &args[2..] {
         wrapped.arg(*arg);
     }
     Some(wrapped)
+}
+
+/// `GETRANGE key start end` as the same read in a script
+/// ([`CLUSTER_GET_SCRIPT`]); `None` for any other command.
+fn read_as_script(cmd: &Cmd) -> Option<Cmd> {
+    let mut args = cmd.args_iter().map(|a| match a {
+        redis::Arg::Simple(bytes) => bytes,
+        _ => b"",
+    });
+    if !args.next()?.eq_ignore_ascii_case(b"GETRANGE") {
+        return None;
+    }
+    let mut script = redis::cmd("EVAL");
+    script.arg(CLUSTER_GET_SCRIPT).arg(1);
+    for arg in args {
+        script.arg(arg);
+    }
+    Some(script)
 }
 
 /// The arguments of `cmd` if it is a script with at least one key:

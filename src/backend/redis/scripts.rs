@@ -1,80 +1,138 @@
-//! The Lua scripts the operations send: each reads and writes the keys
-//! beside a generation in one atomic step, and repairs what no gensync
-//! client leaves there (a value too long, a lease that never lapses, a key
-//! of the wrong type) instead of failing on it.
+//! The Lua scripts the writes send: each reads and writes the keys beside
+//! a generation in one atomic step, and repairs what no gensync client
+//! leaves there (a value too long, a lease that never lapses, a key of the
+//! wrong type) instead of failing on it. A read is a plain `GETRANGE`, or
+//! a script flagged `no-writes` where one round trip must read two keys,
+//! so reads pass `CLIENT PAUSE WRITE` (how failovers pause a primary).
+//!
+//! Only a value actually read and found malformed is repaired: any error a
+//! command inside a script gets (an ACL denial, `OOM`, a `BUSY`) fails the
+//! whole script, the denial renamed so it names the command to allow.
 
-/// What the scripts share: the server's clock, `zset_or_none`, which
-/// deletes an intents key of another type than a sorted set (another
-/// client wrote it; left alone it would fail every write), and `settle`,
-/// which gives the generation its full time to live or, while writers'
-/// intents are pending, no more than until the earliest one lapses (lapsed
-/// intents are dropped on the way). Scores and lapses are milliseconds of
-/// the server's clock, so every client agrees on them.
-macro_rules! prelude {
+/// What every script shares: `call`, `redis.call` with a denial named (in
+/// a script, Redis reports only "can't run this command"), and `try`,
+/// which answers `WRONG` for a key of another type instead of failing.
+macro_rules! guard {
     () => {
         r"
-if redis.replicate_commands then redis.replicate_commands() end
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local function zset_or_none(k)
-  local t = redis.call('TYPE', k)['ok']
-  if t ~= 'zset' and t ~= 'none' then redis.call('DEL', k) end
-end
-local function settle(gen, intents, now, full)
-  zset_or_none(intents)
-  redis.call('ZREMRANGEBYSCORE', intents, '-inf', now)
-  local ttl = full
-  local first = redis.call('ZRANGE', intents, 0, 0, 'WITHSCORES')
-  if first[2] then
-    local left = tonumber(first[2]) - now
-    if left < ttl then ttl = left end
-    local last = redis.call('ZRANGE', intents, -1, -1, 'WITHSCORES')
-    redis.call('PEXPIREAT', intents, last[2])
+local WRONG = {}
+local function fail(r, name, ...)
+  if string.find(r.err, 'can\'t run this command', 1, true) then
+    local cmd = string.lower(name)
+    if cmd == 'cluster' or cmd == 'client' then
+      cmd = cmd .. '|' .. string.lower(tostring((...)))
+    end
+    r = {err = 'NOPERM this user has no permissions to run the \'' .. cmd ..
+      '\' command (inside a gensync script)'}
   end
-  if ttl < 1 then ttl = 1 end
-  redis.call('PEXPIRE', gen, string.format('%.0f', ttl))
+  error(r)
+end
+local function call(name, ...)
+  local r = redis.pcall(name, ...)
+  if type(r) == 'table' and r.err then fail(r, name, ...) end
+  return r
+end
+local function try(name, ...)
+  local r = redis.pcall(name, ...)
+  if type(r) == 'table' and r.err then
+    if string.sub(r.err, 1, 9) == 'WRONGTYPE' then return WRONG end
+    fail(r, name, ...)
+  end
+  return r
 end
 "
     };
 }
 
+/// What the write scripts share besides [`guard`]: the server's clock,
+/// `zset_or_none`, which deletes an intents key of another type than a
+/// sorted set (another client wrote it; left alone it would fail every
+/// write), and `settle`, which gives the generation its full time to live
+/// or, while writers' intents are pending, no more than until the earliest
+/// one lapses (lapsed intents are dropped on the way). Scores and lapses
+/// are milliseconds of the server's clock, so every client agrees on them.
+macro_rules! prelude {
+    () => {
+        concat!(
+            "if redis.replicate_commands then redis.replicate_commands() end\n",
+            guard!(),
+            r"
+local function now_ms()
+  local t = call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function zset_or_none(k)
+  local t = call('TYPE', k)['ok']
+  if t ~= 'zset' and t ~= 'none' then call('DEL', k) end
+end
+local function settle(gen, intents, now, full)
+  zset_or_none(intents)
+  call('ZREMRANGEBYSCORE', intents, '-inf', now)
+  local ttl = full
+  local first = call('ZRANGE', intents, 0, 0, 'WITHSCORES')
+  if first[2] then
+    local left = tonumber(first[2]) - now
+    if left < ttl then ttl = left end
+    local last = call('ZRANGE', intents, -1, -1, 'WITHSCORES')
+    call('PEXPIREAT', intents, last[2])
+  end
+  if ttl < 1 then ttl = 1 end
+  call('PEXPIRE', gen, string.format('%.0f', ttl))
+end
+"
+        )
+    };
+}
+
 /// The longest value a read of the generation accepts: `i64::MAX` has 19
-/// digits, so anything longer is no generation, and a value of megabytes
-/// planted at the key is never sent to the client.
+/// digits, so anything longer is no generation. A read asks for one byte
+/// more (`GETRANGE key 0 19`): a 20th byte means "not a generation", and a
+/// value of megabytes planted at the key is never sent to the client.
 pub(super) const LONGEST_GENERATION: usize = 19;
 
-/// Reads the generation, bounded (KEYS: generation; ARGV: the longest value
-/// accepted). Replies the value, nil when missing, or -2 for a value too
-/// long or of another type than a string, which read as corrupt. One round
-/// trip, and atomic: the length checked is the length of what is read.
-pub(super) const GET_SCRIPT: &str = r"
-local n = redis.pcall('STRLEN', KEYS[1])
-if type(n) ~= 'number' or n > tonumber(ARGV[1]) then return -2 end
-return redis.call('GET', KEYS[1])
-";
+/// The read of one generation as a Cluster sends it, so its node can be
+/// named beside the reply (`identity.rs`): `GETRANGE` in a script flagged
+/// `no-writes` (KEYS: generation; ARGV: start, end). A key of another type
+/// fails it with `WRONGTYPE`, as the plain command would.
+pub(super) const CLUSTER_GET_SCRIPT: &str = concat!(
+    "#!lua flags=no-writes\n",
+    guard!(),
+    "return call('GETRANGE', KEYS[1], ARGV[1], ARGV[2])\n"
+);
 
-/// Reads a generation and its set's parent generation, each bounded as
-/// [`GET_SCRIPT`] reads one (KEYS: generation, parent; ARGV: the longest
-/// value accepted). Replies a pair of what `GET_SCRIPT` would reply (nil
-/// as false). One round trip, atomic: the two keys share a Cluster slot.
-pub(super) const GET_WITH_PARENT_SCRIPT: &str = r"
+/// Reads a generation and its set's parent generation, each bounded as a
+/// read of one is (KEYS: generation, parent; ARGV: the longest value
+/// accepted). Replies a pair of: the value, nil (false) when missing, or
+/// -2 for a value too long, empty, or of another type than a string, which
+/// read as corrupt. One round trip, atomic (the two keys share a Cluster
+/// slot), and read-only: flagged `no-writes`, so it runs while writes are
+/// paused, on a replica, and when the server is out of memory.
+pub(super) const GET_WITH_PARENT_SCRIPT: &str = concat!(
+    "#!lua flags=no-writes\n",
+    guard!(),
+    r"
+local longest = tonumber(ARGV[1])
 local function bounded(k)
-  local n = redis.pcall('STRLEN', k)
-  if type(n) ~= 'number' or n > tonumber(ARGV[1]) then return -2 end
-  return redis.call('GET', k)
+  local v = try('GETRANGE', k, 0, longest)
+  if v == WRONG or string.len(v) > longest then return -2 end
+  if v == '' then
+    if call('EXISTS', k) == 1 then return -2 end
+    return false
+  end
+  return v
 end
 return {bounded(KEYS[1]), bounded(KEYS[2])}
-";
+"
+);
 
 /// Creates the generation if absent (KEYS: generation, intents; ARGV:
-/// value, ttl). Replies 1 when it did.
+/// value, ttl). Replies 1 when it did. An empty string there, which a
+/// plain read cannot tell from a missing key, is read and replaced.
 pub(super) const ADD_SCRIPT: &str = concat!(
     prelude!(),
     r"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('SET', KEYS[1], ARGV[1])
+if try('GETRANGE', KEYS[1], 0, 0) ~= '' then return 0 end
+call('SET', KEYS[1], ARGV[1])
 settle(KEYS[1], KEYS[2], now_ms(), tonumber(ARGV[2]))
 return 1
 "
@@ -83,7 +141,7 @@ return 1
 /// Ends the finishing writer's intent, adds a step to a valid generation
 /// and settles the time to live, in one atomic step (KEYS: generation,
 /// intents; ARGV: step, ttl, finishing token or ''). Replies -1 for a
-/// missing key and -2 for a corrupt one (wrong type, longer than
+/// missing key and -2 for a corrupt one (wrong type, empty, longer than
 /// [`LONGEST_GENERATION`] so never copied whole into Lua, not a positive
 /// integer, or one the step would carry past `i64::MAX`), leaving both
 /// alone for the caller to repair (its intent ended all the same: the
@@ -93,16 +151,23 @@ pub(super) const INCR_SCRIPT: &str = concat!(
     prelude!(),
     r"
 zset_or_none(KEYS[2])
-if ARGV[3] ~= '' then redis.call('ZREM', KEYS[2], ARGV[3]) end
-local len = redis.pcall('STRLEN', KEYS[1])
-if type(len) == 'number' and len > 19 then return -2 end
-local v = redis.pcall('GET', KEYS[1])
-if v == false then return -1 end
-if type(v) ~= 'string' or not string.match(v, '^[1-9]%d*$') then return -2 end
+if ARGV[3] ~= '' then call('ZREM', KEYS[2], ARGV[3]) end
+local v = try('GETRANGE', KEYS[1], 0, 19)
+if v == WRONG then return -2 end
+if v == '' then
+  if call('EXISTS', KEYS[1]) == 0 then return -1 end
+  return -2
+end
+if string.len(v) > 19 or not string.match(v, '^[1-9]%d*$') then return -2 end
 local n = redis.pcall('INCRBY', KEYS[1], ARGV[1])
-if type(n) ~= 'number' then return -2 end
+if type(n) == 'table' then
+  if string.find(n.err, 'overflow', 1, true) or string.find(n.err, 'out of range', 1, true) then
+    return -2
+  end
+  fail(n, 'INCRBY')
+end
 settle(KEYS[1], KEYS[2], now_ms(), tonumber(ARGV[2]))
-return redis.call('GET', KEYS[1])
+return call('GETRANGE', KEYS[1], 0, 19)
 "
 );
 
@@ -121,31 +186,34 @@ return redis.call('GET', KEYS[1])
 /// (`repaired` is 1). A fence that is not a number, or not one a lease
 /// could have been given (negative, or past 2^53, where doubles stop
 /// counting exactly), restarts at the clock.
-pub(super) const LOCK_SCRIPT: &str = r"
-if redis.replicate_commands then redis.replicate_commands() end
-local holder = redis.pcall('GET', KEYS[1])
+pub(super) const LOCK_SCRIPT: &str = concat!(
+    "if redis.replicate_commands then redis.replicate_commands() end\n",
+    guard!(),
+    r"
+local holder = try('GET', KEYS[1])
 local repaired = 0
-if type(holder) == 'table' then
+if holder == WRONG then
   holder = false
   repaired = 1
-elseif holder ~= false and holder ~= ARGV[1] and redis.call('PTTL', KEYS[1]) == -1 then
+elseif holder ~= false and holder ~= ARGV[1] and call('PTTL', KEYS[1]) == -1 then
   holder = false
   repaired = 1
 end
 if holder == false or holder == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 else
   return false
 end
-local t = redis.call('TIME')
+local t = call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local last = redis.pcall('GET', KEYS[2])
+local last = try('GET', KEYS[2])
 last = type(last) == 'string' and tonumber(last) or 0
 if last ~= last or last < 0 or last >= 9007199254740992 then last = 0 end
 local fence = string.format('%.0f', math.max(last + 1, now))
-redis.call('SET', KEYS[2], fence)
+call('SET', KEYS[2], fence)
 return {fence, repaired}
-";
+"
+);
 
 /// Extends the caller's lease, and its pending intent with the key's time
 /// to live (KEYS: lease, generation, intents; ARGV: token, ttl, key ttl).
@@ -153,12 +221,12 @@ return {fence, repaired}
 pub(super) const RENEW_SCRIPT: &str = concat!(
     prelude!(),
     r"
-if redis.pcall('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if try('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+call('PEXPIRE', KEYS[1], ARGV[2])
 zset_or_none(KEYS[3])
-if redis.call('ZSCORE', KEYS[3], ARGV[1]) then
+if call('ZSCORE', KEYS[3], ARGV[1]) then
   local now = now_ms()
-  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), ARGV[1])
+  call('ZADD', KEYS[3], now + tonumber(ARGV[2]), ARGV[1])
   settle(KEYS[2], KEYS[3], now, tonumber(ARGV[3]))
 end
 return 1
@@ -172,7 +240,7 @@ pub(super) const INTEND_SCRIPT: &str = concat!(
     r"
 local now = now_ms()
 zset_or_none(KEYS[2])
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
 settle(KEYS[1], KEYS[2], now, tonumber(ARGV[3]))
 return 1
 "
@@ -182,12 +250,15 @@ return 1
 /// mark; ARGV: token). It leaves a mark for a minute, so a release sent
 /// twice (a retry on a connection that died after the first got through)
 /// answers 1 again rather than "not yours".
-pub(super) const UNLOCK_SCRIPT: &str = r"
-if redis.pcall('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  redis.call('SET', KEYS[2], ARGV[1], 'PX', 60000)
+pub(super) const UNLOCK_SCRIPT: &str = concat!(
+    guard!(),
+    r"
+if try('GET', KEYS[1]) == ARGV[1] then
+  call('DEL', KEYS[1])
+  call('SET', KEYS[2], ARGV[1], 'PX', 60000)
   return 1
 end
-if redis.pcall('GET', KEYS[2]) == ARGV[1] then return 1 end
+if try('GET', KEYS[2]) == ARGV[1] then return 1 end
 return 0
-";
+"
+);

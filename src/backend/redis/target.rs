@@ -133,9 +133,14 @@ impl Target {
                 reason,
                 check,
             }
+        } else if let Some((denied, rule)) = denial(e, code, &reason) {
+            BackendError::Denied {
+                target,
+                denied,
+                rule,
+            }
         } else if e.kind() == ErrorKind::AuthenticationFailed
-            || e.kind() == ErrorKind::Server(ServerErrorKind::NoPerm)
-            || matches!(code, "NOAUTH" | "WRONGPASS" | "NOPERM")
+            || matches!(code, "NOAUTH" | "WRONGPASS")
         {
             BackendError::Auth { target, reason }
         } else if e.is_connection_refusal() || self.cluster_unreachable(e) {
@@ -160,6 +165,31 @@ impl Target {
             BackendError::Server { target, reason }
         }
     }
+}
+
+/// What an ACL denial refused, and the rule that allows it: Redis names
+/// the command (`NOPERM ... run the 'getrange' command`; the scripts name
+/// one they were refused the same way), or says a key or channel was out
+/// of the user's patterns.
+fn denial(e: &RedisError, code: &str, reason: &str) -> Option<(String, String)> {
+    if code != "NOPERM" && e.kind() != ErrorKind::Server(ServerErrorKind::NoPerm) {
+        return None;
+    }
+    let command = reason
+        .split_once("run the '")
+        .and_then(|(_, rest)| rest.split_once('\''))
+        .map(|(command, _)| command);
+    Some(match command {
+        Some(command) => (format!("the command '{command}'"), format!("+{command}")),
+        None if reason.contains("channel") => (
+            "a channel".to_owned(),
+            "&__redis__:invalidate (or allchannels)".to_owned(),
+        ),
+        None => (
+            "access to gensync's keys".to_owned(),
+            "~gensync:* ~{gensync:*".to_owned(),
+        ),
+    })
 }
 
 /// Why one attempt of a call failed.
