@@ -109,7 +109,7 @@ async fn strict_checks_arriving_during_a_read_share_the_next_one() {
     let db = Db::default();
     let reloader = reloader(&redis, &db, CheckMode::Strict);
     reloader.check().await;
-    let before = calls(&redis, "get");
+    let before = calls(&redis, "getrange");
     let checks_before = reloader.metrics().checks;
     // The first check's read waits on a stopped server; every other check
     // arrives while it is in flight.
@@ -128,7 +128,7 @@ async fn strict_checks_arriving_during_a_read_share_the_next_one() {
     for check in checks {
         check.await.unwrap();
     }
-    let reads = calls(&redis, "get") - before;
+    let reads = calls(&redis, "getrange") - before;
     // The read in flight, the next one for all who arrived meanwhile, and
     // one more at most for a check that counted itself before the resume
     // but asked for its read after the second began.
@@ -261,12 +261,12 @@ async fn push_checks_cost_no_round_trip_between_changes() {
     let patient = config().heartbeat(Duration::from_secs(5));
     let reloader = reloader_with(&redis, &db, CheckMode::Push, patient);
     armed(&reloader).await;
-    let before = calls(&redis, "get");
+    let before = calls(&redis, "getrange");
     for _ in 0..10_000 {
         assert_eq!(answered_at_once(&reloader), Some(1));
     }
     assert_eq!(
-        calls(&redis, "get"),
+        calls(&redis, "getrange"),
         before,
         "no read while nothing changed"
     );
@@ -460,7 +460,7 @@ async fn interval_mode_reads_at_most_once_per_interval_and_catches_up_after_it()
     let reloader = reloader(&redis, &db, CheckMode::Interval(every));
     reloader.check().await;
     reloader.check().await;
-    let before = calls(&redis, "get");
+    let before = calls(&redis, "getrange");
     let began = Instant::now();
     let mut checks = 0;
     while began.elapsed() < every / 2 {
@@ -469,7 +469,7 @@ async fn interval_mode_reads_at_most_once_per_interval_and_catches_up_after_it()
     }
     assert!(checks > 10);
     assert!(
-        calls(&redis, "get") - before <= 1,
+        calls(&redis, "getrange") - before <= 1,
         "{checks} checks within one interval read more than once"
     );
     db.set(9);

@@ -49,7 +49,11 @@ end
 /// sorted set (another client wrote it; left alone it would fail every
 /// write), and `settle`, which gives the generation its full time to live
 /// or, while writers' intents are pending, no more than until the earliest
-/// one lapses (lapsed intents are dropped on the way). Scores and lapses
+/// one lapses (`lapse`; lapsed intents are dropped on the way). Each script
+/// reads before it writes, and writes the generation before its
+/// bookkeeping: a command the ACL denies midway (a script is not undone)
+/// then leaves a bump done or not begun, never an intent dropped without
+/// its bump. Scores and lapses
 /// are milliseconds of the server's clock, so every client agrees on them.
 macro_rules! prelude {
     () => {
@@ -65,7 +69,7 @@ local function zset_or_none(k)
   local t = call('TYPE', k)['ok']
   if t ~= 'zset' and t ~= 'none' then call('DEL', k) end
 end
-local function settle(gen, intents, now, full)
+local function lapse(intents, now, full)
   zset_or_none(intents)
   call('ZREMRANGEBYSCORE', intents, '-inf', now)
   local ttl = full
@@ -77,7 +81,10 @@ local function settle(gen, intents, now, full)
     call('PEXPIREAT', intents, last[2])
   end
   if ttl < 1 then ttl = 1 end
-  call('PEXPIRE', gen, string.format('%.0f', ttl))
+  return string.format('%.0f', ttl)
+end
+local function settle(gen, intents, now, full)
+  call('PEXPIRE', gen, lapse(intents, now, full))
 end
 "
         )
@@ -132,8 +139,7 @@ pub(super) const ADD_SCRIPT: &str = concat!(
     prelude!(),
     r"
 if try('GETRANGE', KEYS[1], 0, 0) ~= '' then return 0 end
-call('SET', KEYS[1], ARGV[1])
-settle(KEYS[1], KEYS[2], now_ms(), tonumber(ARGV[2]))
+call('SET', KEYS[1], ARGV[1], 'PX', lapse(KEYS[2], now_ms(), tonumber(ARGV[2])))
 return 1
 "
 );
@@ -151,21 +157,27 @@ pub(super) const INCR_SCRIPT: &str = concat!(
     prelude!(),
     r"
 zset_or_none(KEYS[2])
-if ARGV[3] ~= '' then call('ZREM', KEYS[2], ARGV[3]) end
+local function finish()
+  if ARGV[3] ~= '' then call('ZREM', KEYS[2], ARGV[3]) end
+end
 local v = try('GETRANGE', KEYS[1], 0, 19)
-if v == WRONG then return -2 end
-if v == '' then
-  if call('EXISTS', KEYS[1]) == 0 then return -1 end
+if v == '' and call('EXISTS', KEYS[1]) == 0 then
+  finish()
+  return -1
+end
+if v == WRONG or v == '' or string.len(v) > 19 or not string.match(v, '^[1-9]%d*$') then
+  finish()
   return -2
 end
-if string.len(v) > 19 or not string.match(v, '^[1-9]%d*$') then return -2 end
 local n = redis.pcall('INCRBY', KEYS[1], ARGV[1])
 if type(n) == 'table' then
-  if string.find(n.err, 'overflow', 1, true) or string.find(n.err, 'out of range', 1, true) then
-    return -2
+  if not (string.find(n.err, 'overflow', 1, true) or string.find(n.err, 'out of range', 1, true)) then
+    fail(n, 'INCRBY')
   end
-  fail(n, 'INCRBY')
+  finish()
+  return -2
 end
+finish()
 settle(KEYS[1], KEYS[2], now_ms(), tonumber(ARGV[2]))
 return call('GETRANGE', KEYS[1], 0, 19)
 "
@@ -199,17 +211,14 @@ elseif holder ~= false and holder ~= ARGV[1] and call('PTTL', KEYS[1]) == -1 the
   holder = false
   repaired = 1
 end
-if holder == false or holder == ARGV[1] then
-  call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-else
-  return false
-end
+if holder ~= false and holder ~= ARGV[1] then return false end
 local t = call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local last = try('GET', KEYS[2])
 last = type(last) == 'string' and tonumber(last) or 0
 if last ~= last or last < 0 or last >= 9007199254740992 then last = 0 end
 local fence = string.format('%.0f', math.max(last + 1, now))
+call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 call('SET', KEYS[2], fence)
 return {fence, repaired}
 "
