@@ -1,0 +1,358 @@
+//! Least privilege, as documented: each role runs with exactly the ACL
+//! that SECURITY.md's table gives it (the test reads the table, so the
+//! document and the test cannot drift apart), and with any one command of
+//! it taken away gets an error naming that command and the rule to add,
+//! while the shared generation is never deleted or rewritten and readers
+//! keep serving their last good settings. One redis-server per test.
+
+mod support;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gensync::reload::{CheckMode, Reloader};
+use gensync::testing::RedisServer;
+use gensync::{
+    BackendError, BlockingRedisBackend, BlockingSynchronizer, Error, GenerationSynchronizer, Key,
+    RedisBackend, Synchronizer,
+};
+
+const PASSWORD: &str = "acl-test-pw-7Qx";
+
+/// A role's documented `ACL SETUSER` rules, read from SECURITY.md's
+/// least-privilege table: the row whose first cell starts with `**id**`.
+fn documented(id: &str) -> Vec<String> {
+    let doc = include_str!("../SECURITY.md");
+    let row = doc
+        .lines()
+        .find(|l| l.starts_with(&format!("| **{id}**")))
+        .unwrap_or_else(|| panic!("SECURITY.md has no row for {id}"));
+    let line = row
+        .split('`')
+        .find(|cell| cell.starts_with("ACL SETUSER"))
+        .unwrap_or_else(|| panic!("the {id} row has no ACL SETUSER line"));
+    line.split_whitespace().skip(3).map(str::to_owned).collect()
+}
+
+/// The commands a rule list allows (`+getrange` → `getrange`).
+fn commands(rules: &[String]) -> Vec<String> {
+    rules
+        .iter()
+        .filter_map(|r| r.strip_prefix('+'))
+        .map(str::to_owned)
+        .collect()
+}
+
+struct Server {
+    server: RedisServer,
+    admin: redis::Connection,
+}
+
+impl Server {
+    fn start() -> Self {
+        let server = RedisServer::start().expect("redis-server");
+        let admin = server.connection().unwrap();
+        Server { server, admin }
+    }
+
+    /// Makes user `app` afresh with exactly `rules`, the password set.
+    fn user(&mut self, rules: &[String]) {
+        redis::cmd("ACL")
+            .arg("DELUSER")
+            .arg("app")
+            .query::<()>(&mut self.admin)
+            .unwrap();
+        let mut cmd = redis::cmd("ACL");
+        cmd.arg("SETUSER").arg("app").arg("reset");
+        for rule in rules {
+            cmd.arg(rule.replace(">PASSWORD", &format!(">{PASSWORD}")));
+        }
+        cmd.query::<()>(&mut self.admin)
+            .unwrap_or_else(|e| panic!("ACL SETUSER {rules:?}: {e}"));
+    }
+
+    fn url(&self) -> String {
+        format!("redis://app:{PASSWORD}@127.0.0.1:{}", self.server.port())
+    }
+
+    fn raw_get(&mut self, key: &Key) -> Option<String> {
+        redis::cmd("GET")
+            .arg(key.as_str())
+            .query(&mut self.admin)
+            .unwrap()
+    }
+
+    /// How many times the server ran `command` so far.
+    fn calls(&mut self, command: &str) -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut self.admin)
+            .unwrap();
+        let prefix = format!("cmdstat_{command}:calls=");
+        info.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().unwrap())
+    }
+
+    /// A full-rights writer's bump of `key`, as another process's.
+    async fn bump(&self, key: &Key) -> gensync::Generation {
+        let backend =
+            RedisBackend::with_config(&self.server.url(), support::patient_config()).expect("URL");
+        Synchronizer::new(backend, key.clone())
+            .mark_updated()
+            .await
+            .unwrap()
+    }
+}
+
+fn backend(url: &str) -> RedisBackend {
+    RedisBackend::with_config(url, support::patient_config()).expect("URL")
+}
+
+/// Whether `error` is the ACL's refusal of `command`, saying what to add.
+fn names(error: &Error, command: &str) -> bool {
+    let text = error.to_string();
+    matches!(error, Error::Backend(BackendError::Denied { rule, .. }) if *rule == format!("+{command}"))
+        && text.contains(&format!("'{command}'"))
+        && text.contains("ACL SETUSER")
+        && !text.contains(PASSWORD)
+}
+
+/// A strict or interval reader over the app user: its source a number
+/// the test moves.
+fn reader(url: &str, key: &Key, mode: CheckMode, db: &Arc<AtomicU64>) -> Reloader<u64> {
+    let db = Arc::clone(db);
+    Reloader::builder(Synchronizer::new(backend(url), key.clone()), move || {
+        let v = db.load(Ordering::SeqCst);
+        async move { Ok::<_, std::io::Error>(v) }
+    })
+    .mode(mode)
+    .build(0)
+    .unwrap()
+}
+
+/// A reader with its documented ACL, in each mode that reads: loads the
+/// settings, and after another process's bump, the new ones, as current.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_runs_with_exactly_its_documented_acl() {
+    let mut s = Server::start();
+    s.user(&documented("reader"));
+    for (i, mode) in [
+        CheckMode::Strict,
+        CheckMode::Interval(Duration::from_millis(1)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let key = Key::new(["acl", "reader", &i.to_string()]).unwrap();
+        s.bump(&key).await;
+        let db = Arc::new(AtomicU64::new(1));
+        let reader = reader(&s.url(), &key, mode, &db);
+        assert_eq!(*reader.check().await, 1);
+        db.store(2, Ordering::SeqCst);
+        let bumped = s.bump(&key).await;
+        let served = loop {
+            let served = reader.check().await;
+            if *served == 2 || !matches!(mode, CheckMode::Interval(_)) {
+                break served;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        assert_eq!(*served, 2, "{mode:?}: the bump was missed");
+        assert_eq!(
+            reader.synchronizer().sync_gen(),
+            reader.synchronizer().check().await.observed(),
+            "{mode:?}: serves the new settings as current"
+        );
+        assert!(served.generation().is_some());
+        assert_eq!(reader.metrics().backend_errors, 0, "{mode:?}");
+        let _ = bumped;
+    }
+
+    // The blocking path, the same user.
+    let key = Key::new(["acl", "reader", "blocking"]).unwrap();
+    let created = s.bump(&key).await;
+    let url = s.url();
+    let observed = tokio::task::spawn_blocking(move || {
+        let backend = BlockingRedisBackend::with_config(&url, support::patient_config()).unwrap();
+        let sync = BlockingSynchronizer::new(backend, key);
+        sync.read()
+    })
+    .await
+    .unwrap()
+    .expect("the blocking reader reads with the reader's ACL");
+    assert_eq!(observed, gensync::Stored::Value(created));
+}
+
+/// One reader per command the reader's ACL holds, each with that command
+/// taken away: the check reads as expired, the last good settings are
+/// served, the read's error names the command and the rule to add, and
+/// the shared generation is never deleted or rewritten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_denied_any_one_command_changes_nothing_and_names_it() {
+    let mut s = Server::start();
+    let rules = documented("reader");
+    for command in commands(&rules) {
+        if command == "info" {
+            // Not needed to read: what its absence costs is tested below.
+            continue;
+        }
+        let key = Key::new(["acl", "denied", &command]).unwrap();
+        s.user(&documented("reader"));
+        let db = Arc::new(AtomicU64::new(1));
+        let readers: Vec<_> = (0..3)
+            .map(|_| reader(&s.url(), &key, CheckMode::Strict, &db))
+            .collect();
+        let created = s.bump(&key).await;
+        for reader in &readers {
+            assert_eq!(*reader.check().await, 1);
+        }
+        let fewer: Vec<String> = rules
+            .iter()
+            .filter(|r| **r != format!("+{command}"))
+            .cloned()
+            .collect();
+        s.user(&fewer);
+        let dels = s.calls("del");
+        let (sets, incrs) = (s.calls("set"), s.calls("incrby"));
+        db.store(2, Ordering::SeqCst);
+        let runs: Vec<u64> = readers.iter().map(|r| r.metrics().loader_runs).collect();
+        for _ in 0..50 {
+            for reader in &readers {
+                let served = reader.check().await;
+                // The source may be read again (after a backoff), but what
+                // is served is never vouched for as current.
+                assert_eq!(
+                    served.generation(),
+                    None,
+                    "denied {command}: settings served as current"
+                );
+            }
+        }
+        for (reader, before) in readers.iter().zip(runs) {
+            let metrics = reader.metrics();
+            assert!(
+                metrics.loader_runs - before <= 2,
+                "denied {command}: {} loads for 50 checks: a reload storm",
+                metrics.loader_runs - before
+            );
+            assert!(metrics.backend_errors > 0, "denied {command}: not counted");
+            let check = reader.synchronizer().check().await;
+            assert!(check.is_expired(), "denied {command}: reads as expired");
+            let error = reader.synchronizer().read().await.unwrap_err();
+            assert!(names(&error, &command), "denied {command}: {error}");
+        }
+        assert_eq!(
+            s.raw_get(&key),
+            Some(created.to_string()),
+            "denied {command}: the shared generation changed"
+        );
+        assert_eq!(s.calls("del"), dels, "denied {command}: something deleted");
+        assert_eq!(
+            (s.calls("set"), s.calls("incrby")),
+            (sets, incrs),
+            "denied {command}: something written"
+        );
+    }
+}
+
+/// A writer (`publish` under the lease, with its intent) with its
+/// documented ACL bumps; with any one command of it taken away it is told
+/// the command and the rule to add (or, for a renewal's command, which
+/// fails no write that still holds its lease, the log says so), and the
+/// generation is never deleted. On this thread, so the log is captured.
+#[tokio::test]
+async fn a_writer_runs_with_exactly_its_documented_acl_and_is_told_what_is_missing() {
+    let logs = support::LogCapture::default();
+    let _capture = logs.install();
+    let mut s = Server::start();
+    let rules = documented("writer");
+    s.user(&rules);
+    let key = Key::new(["acl", "writer"]).unwrap();
+    let write = |url: String, key: Key| async move {
+        let reloader = Reloader::builder(Synchronizer::new(backend(&url), key), || async {
+            Ok::<_, std::io::Error>(0u64)
+        })
+        // A save that outlasts a third of the lease, so the lease (and
+        // the intent) is renewed once: every script is sent.
+        .saver(|_: &u64| async {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            Ok::<_, std::io::Error>(())
+        })
+        .write_lock(Duration::from_millis(300), 40)
+        .build(0)
+        .unwrap();
+        reloader.publish(7).await
+    };
+    // The key missing (a create), then present (a bump), with a stray
+    // lease of no lifetime and an intents key of another type planted, so
+    // every command of the writer's scripts is sent.
+    let plant = |s: &mut Server, key: &Key| {
+        redis::pipe()
+            .cmd("SET")
+            .arg(key.companion("lock").as_str())
+            .arg("stray")
+            .cmd("SET")
+            .arg(key.companion("intents").as_str())
+            .arg("not a zset")
+            .query::<()>(&mut s.admin)
+            .unwrap();
+    };
+    plant(&mut s, &key);
+    let created = write(s.url(), key.clone()).await.expect("a create");
+    plant(&mut s, &key);
+    let bumped = write(s.url(), key.clone()).await.expect("a bump");
+    assert_ne!(created, bumped);
+    assert_eq!(s.raw_get(&key), Some(bumped.to_string()));
+    let sent =
+        |s: &mut Server| -> Vec<u64> { commands(&rules).iter().map(|c| s.calls(c)).collect() };
+    let _ = sent(&mut s);
+
+    for command in commands(&rules) {
+        if command == "info" {
+            continue;
+        }
+        s.user(&rules);
+        let key = Key::new(["acl", "writer", &command]).unwrap();
+        // First a create, then a bump: one of the two sends the command.
+        let mut denied = None;
+        let logged = logs.text().len();
+        for _ in 0..2 {
+            plant(&mut s, &key);
+            let fewer: Vec<String> = rules
+                .iter()
+                .filter(|r| **r != format!("+{command}"))
+                .cloned()
+                .collect();
+            s.user(&fewer);
+            let before = s.raw_get(&key);
+            let outcome = write(s.url(), key.clone()).await;
+            let after = s.raw_get(&key);
+            // The lease and a wrong-typed intents key are deleted as they
+            // should be; the generation never is.
+            assert!(
+                after.is_some() || before.is_none(),
+                "denied {command}: the generation was deleted"
+            );
+            s.user(&rules);
+            match outcome {
+                Ok(_) => {}
+                Err(e) => {
+                    denied = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        let log = logs.text()[logged..].to_owned();
+        let denied = denied.or_else(|| log.contains(&format!("'{command}'")).then_some(log));
+        let denied = denied.unwrap_or_else(|| panic!("denied {command}: the writer never noticed"));
+        assert!(
+            denied.contains(&format!("'{command}'"))
+                && denied.contains(&format!("+{command}"))
+                && !denied.contains(PASSWORD),
+            "denied {command}: {denied}"
+        );
+    }
+}
