@@ -209,6 +209,20 @@ pub(super) fn read_run_id(reply: Result<Value, RedisError>) -> Option<String> {
     (!run_id.is_empty()).then(|| run_id.to_owned())
 }
 
+/// `node`, the id of the node running the script; a denial of `CLUSTER
+/// MYID` names it, as the scripts name theirs (`scripts.rs`).
+macro_rules! node_id {
+    () => {
+        "local node = redis.pcall('CLUSTER', 'MYID')\n\
+         if type(node) == 'table' and node.err then\n\
+           if string.find(node.err, 'can\\'t run this command', 1, true) then\n\
+             return {err = 'NOPERM this user has no permissions to run the \\'cluster|myid\\' command (inside a gensync script)'}\n\
+           end\n\
+           return node\n\
+         end\n"
+    };
+}
+
 /// The wrapper that makes a script also return the id of the Cluster node
 /// that ran it: `{id, result}`. `CLUSTER MYID` is allowed in scripts and
 /// costs next to nothing. A node keeps its id across a restart (it is in
@@ -218,12 +232,19 @@ pub(super) fn read_run_id(reply: Result<Value, RedisError>) -> Option<String> {
 /// for every read.
 const IDENTIFIED: (&str, &str) = (
     "local function gensync_body()\n",
-    "\nend\nreturn {redis.call('CLUSTER', 'MYID'), gensync_body()}",
+    concat!("\nend\n", node_id!(), "return {node, gensync_body()}"),
 );
 const IDENTIFIED_RUN: (&str, &str) = (
     "local function gensync_body()\n",
-    "\nend\nlocal run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or ''\n\
-     return {redis.call('CLUSTER', 'MYID') .. ' ' .. run, gensync_body()}",
+    concat!(
+        "\nend\n",
+        node_id!(),
+        // Without `+info` the sample is skipped: the node id still
+        // answers, and the read still runs.
+        "local info = redis.pcall('INFO', 'server')\n\
+         local run = type(info) == 'string' and string.match(info, 'run_id:(%x+)') or ''\n\
+         return {node .. ' ' .. run, gensync_body()}"
+    ),
 );
 
 /// The script whose arguments are `args` (see [`script_args`]) made to
