@@ -24,8 +24,9 @@
 //! failover may have lost a bump), when FILE or the key is missing, or when
 //! Redis fails (a broken cache server must not freeze a host on stale
 //! state; with `--strict` it exits 2 and runs nothing instead). Runs on one
-//! FILE take turns (a lock on `FILE.lock`; `--no-wait` exits 75 when
-//! another holds it). After CMD
+//! FILE take turns (a lock on `FILE.lock`, which gensync makes itself and
+//! refuses when it is a symbolic link or not a regular file; `--no-wait`
+//! exits 75 when another holds it). After CMD
 //! succeeds, FILE gets the generation read *before* CMD ran (the reload
 //! fence): a bump that lands while CMD runs causes one more run instead of
 //! being lost. When Redis failed, nothing is recorded. FILE keeps its mode
@@ -200,6 +201,8 @@ enum Cmd {
     ///
     /// Runs on one FILE take turns: each holds FILE.lock for its whole run,
     /// and a second waits for it (or, with --no-wait, exits 75 at once).
+    /// A FILE.lock that is a symbolic link is refused (exit 2), never
+    /// followed.
     Sync {
         /// Where the generation of the last successful run is kept.
         #[arg(long, value_name = "FILE")]

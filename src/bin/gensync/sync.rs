@@ -115,22 +115,34 @@ fn lock_path(path: &Path) -> PathBuf {
 /// Takes the lock file `lock`, waiting for it unless `no_wait`; `None` when
 /// another run holds it and this one would not wait.
 fn take_turn(lock: &Path, no_wait: bool) -> io::Result<Option<File>> {
-    // Opening a FIFO would wait for its other end, for good.
-    if fs::metadata(lock).is_ok_and(|m| !m.is_file()) {
-        return Err(io::Error::other(
-            "it is not a regular file; remove it, gensync makes it itself",
-        ));
+    // Opening a FIFO would wait for its other end, for good; a symbolic
+    // link (a dangling one in a shared folder) would have gensync create or
+    // open whatever it points at.
+    match fs::symlink_metadata(lock) {
+        Ok(meta) if meta.file_type().is_symlink() => return Err(symlink()),
+        Ok(meta) if !meta.is_file() => {
+            return Err(io::Error::other(
+                "it is not a regular file; remove it, gensync makes it itself",
+            ))
+        }
+        _ => {}
     }
-    let opened = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(lock);
+    let opened = no_follow(
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false),
+    )
+    .open(lock);
     let lock = match opened {
         Ok(file) => file,
         // One another user left (root's cron, say): a lock needs no write.
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => File::open(lock)?,
-        Err(e) => return Err(e),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            no_follow(fs::OpenOptions::new().read(true))
+                .open(lock)
+                .map_err(refused_link)?
+        }
+        Err(e) => return Err(refused_link(e)),
     };
     if !no_wait {
         lock.lock()?;
@@ -141,6 +153,30 @@ fn take_turn(lock: &Path, no_wait: bool) -> io::Result<Option<File>> {
         Err(fs::TryLockError::WouldBlock) => Ok(None),
         Err(fs::TryLockError::Error(e)) => Err(e),
     }
+}
+
+/// `options`, never following a symbolic link at the lock's name: one made
+/// between the look and the open fails the open (`ELOOP`) instead.
+fn no_follow(options: &mut fs::OpenOptions) -> &mut fs::OpenOptions {
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(options, libc::O_NOFOLLOW);
+    options
+}
+
+fn symlink() -> io::Error {
+    io::Error::other(
+        "it is a symbolic link, which gensync does not follow (it would create or lock \
+         whatever the link points at); remove the link, gensync makes the lock file itself",
+    )
+}
+
+/// The open's error, said plainly when `O_NOFOLLOW` refused a link.
+fn refused_link(e: io::Error) -> io::Error {
+    #[cfg(unix)]
+    if e.raw_os_error() == Some(libc::ELOOP) {
+        return symlink();
+    }
+    e
 }
 
 /// The exit code to pass on for a failed CMD, as a shell would report it.
