@@ -16,6 +16,9 @@ pub(crate) struct SyncOptions<'a> {
     pub(crate) state: &'a Path,
     pub(crate) strict: bool,
     pub(crate) no_wait: bool,
+    /// The URL names a Cluster, whose nodes `sync` does not ask for their
+    /// `run_id`.
+    pub(crate) cluster: bool,
 }
 
 pub(crate) fn run_sync(sync: &Sync, options: SyncOptions<'_>, command: &[OsString]) -> ExitCode {
@@ -51,6 +54,9 @@ pub(crate) fn run_sync(sync: &Sync, options: SyncOptions<'_>, command: &[OsStrin
     };
     let reply = observe(sync);
     let server = sync.get_ref().backend().server_id();
+    if reply.is_ok() && server.is_none() {
+        warn_blind_to_restores(state, options.cluster);
+    }
     // The library's rule decides: anything but an exact match is expired.
     let check = Check {
         local: recorded,
@@ -103,6 +109,27 @@ pub(crate) fn run_sync(sync: &Sync, options: SyncOptions<'_>, command: &[OsStrin
         }
     }
     ExitCode::SUCCESS
+}
+
+/// Says, at every run where Redis answered without saying which server it
+/// is, that a restore cannot be told from no change: the state file then
+/// records the generation alone, and a restart from an older snapshot (or
+/// a failover to a replica) that brings that generation back looks
+/// current. No read-only command but `INFO` names the server.
+fn warn_blind_to_restores(state: &Path, cluster: bool) {
+    let why = if cluster {
+        "on a Cluster, sync does not learn which node answered"
+    } else {
+        "the server refused `INFO server`, which names it (its run_id): grant this Redis \
+         user +info"
+    };
+    let _ = writeln!(
+        io::stderr(),
+        "gensync: warning: {why}; so this run cannot tell whether Redis restarted from an \
+         older snapshot or failed over since {} was written, and a restore that brings back \
+         the generation it records is taken as current (the command does not run for it)",
+        state.display()
+    );
 }
 
 /// The lock file of the state file `path`: `path.lock`.
