@@ -536,6 +536,75 @@ fn sync_runs_again_after_a_restart_from_an_older_snapshot() {
     assert_eq!(runs(dir.path()), 2, "and then not again");
 }
 
+/// What `sync` says when it cannot tell which server answered.
+const BLIND: &str = "cannot tell whether Redis restarted from an older snapshot";
+
+/// A Redis user that may run everything but `INFO`.
+const NO_INFO: [&str; 8] = [
+    "--user", "noinfo", "on", ">pw", "~*", "&*", "+@all", "-info",
+];
+
+/// Without `+info` nothing names the server, so a restart from an older
+/// snapshot that brings back the recorded generation looks current: `sync`
+/// says so at every run, whether CMD runs or not, and still works. The
+/// restore here goes unseen (the documented cost of a user without
+/// `+info`); with `+info`, the same restore runs CMD
+/// (`sync_runs_again_after_a_restart_from_an_older_snapshot`), and nothing
+/// is said.
+#[test]
+fn sync_without_info_says_at_every_run_that_it_cannot_tell_a_restore() {
+    let mut server = RedisServer::start_with_args(NO_INFO).unwrap();
+    let url = format!("redis://noinfo:pw@127.0.0.1:{}", server.port());
+    let dir = tempdir();
+    let warned = |out: &Run, what: &str| {
+        assert_eq!(out.code, Some(0), "{what}: {}", out.stderr);
+        assert_eq!(out.stderr.lines().count(), 1, "{what}: {}", out.stderr);
+        assert!(out.stderr.contains(BLIND), "{what}: {}", out.stderr);
+        assert!(out.stderr.contains("+info"), "{what}: {}", out.stderr);
+        assert!(out.stderr.contains("state"), "{what}: {}", out.stderr);
+        assert!(!out.stderr.contains("pw@"), "{what}: {}", out.stderr);
+    };
+
+    warned(&sync(&url, dir.path(), MARK), "first run");
+    assert_eq!(runs(dir.path()), 1);
+    warned(&sync(&url, dir.path(), MARK), "no change");
+    assert_eq!(runs(dir.path()), 1);
+
+    let _: () = redis::cmd("SAVE")
+        .query(&mut server.connection().unwrap())
+        .unwrap();
+    bump(&server.url());
+    warned(&sync(&url, dir.path(), MARK), "after a bump");
+    assert_eq!(runs(dir.path()), 2);
+    // Back to the snapshot, which holds the generation the first run
+    // recorded; the state file holds the bumped one.
+    server.restart().unwrap();
+    warned(&sync(&url, dir.path(), MARK), "after the restore");
+    assert_eq!(
+        runs(dir.path()),
+        3,
+        "the restored value differs from the state"
+    );
+    // Now the state and the restored server agree...
+    let _: () = redis::cmd("SAVE")
+        .query(&mut server.connection().unwrap())
+        .unwrap();
+    bump(&server.url());
+    server.restart().unwrap();
+    // ...and a bump lost in a restart from that snapshot goes unseen.
+    warned(&sync(&url, dir.path(), MARK), "after a lost bump");
+    assert_eq!(
+        runs(dir.path()),
+        3,
+        "a restore sync cannot see, as it warned"
+    );
+
+    // The default user may run INFO: no warning.
+    let out = sync(&server.url(), dir.path(), MARK);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.stderr, "");
+}
+
 #[test]
 fn a_url_with_surrounding_whitespace_works_from_the_flag_and_the_environment() {
     let server = RedisServer::start().unwrap();

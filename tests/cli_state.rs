@@ -181,3 +181,32 @@ fn the_command_runs_as_given_never_through_a_shell() {
         assert!(!dir.path().join(name).exists(), "{name}");
     }
 }
+
+#[test]
+fn a_symlinked_lock_file_is_refused_and_its_target_never_created() {
+    let server = RedisServer::start().unwrap();
+    let dir = tempdir();
+    // A dangling link another user of a shared folder could leave.
+    let target = dir.path().join("planted");
+    std::os::unix::fs::symlink(&target, dir.path().join("state.lock")).unwrap();
+
+    let out = sync(&server.url(), dir.path(), MARK);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(out.stderr.contains("state.lock"), "{}", out.stderr);
+    assert!(out.stderr.contains("symbolic link"), "{}", out.stderr);
+    assert!(
+        std::fs::symlink_metadata(&target).is_err(),
+        "the link's target was created"
+    );
+    assert_eq!(runs(dir.path()), 0, "the command must not run");
+    assert!(!dir.path().join("state").exists());
+
+    // A link to an existing file is not followed either.
+    std::fs::write(&target, "kept\n").unwrap();
+    let out = sync(&server.url(), dir.path(), MARK);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("symbolic link"), "{}", out.stderr);
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "kept\n");
+    assert_eq!(runs(dir.path()), 0, "the command must not run");
+}

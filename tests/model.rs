@@ -158,6 +158,10 @@
 //!      the writer's release could not get through, as the store's
 //!      `StaleFence` refusal in `Save`), and a save made under the lease
 //!      is never refused;
+//!    - a save the store took while the lease was not the writer's (it
+//!      lapsed unrenewed, with no restore while the write ran) is
+//!      reported as `LeaseLost`, saved or maybe saved, whatever its bump
+//!      did;
 //!    - on a healthy fleet (no fault set on the fleet or on that writer, no
 //!      restore or failover, from the call to the return) a write with a
 //!      working saver, however slow, returns `Ok`, or `Locked` when other
@@ -185,11 +189,25 @@
 //!
 //! # Running
 //!
-//! `cargo test --test model` runs 64 cases; `PROPTEST_CASES` overrides that
-//! (`PROPTEST_CASES=2000 cargo test --release --all-features --test
-//! model`). Failures are not persisted to a regressions file, to keep the
-//! tree clean: proptest prints the minimal failing sequence, which can be
-//! pinned as a case in [`known_interleavings`].
+//! `cargo test --all-features --test model` runs [`CASES`] cases (about
+//! 8 s in a debug build) drawn from the fixed seed [`SEED`], so every run,
+//! CI's included, checks the same sequences; the test prints the seed and
+//! the case count, which proptest shows with a failure. `PROPTEST_RNG_SEED`
+//! draws from another seed and `PROPTEST_CASES` changes the count, to
+//! replay a failure seen elsewhere or to look further
+//! (`PROPTEST_RNG_SEED=$RANDOM PROPTEST_CASES=20000 cargo test --release
+//! --all-features --test model`). Failures are not persisted to a
+//! regressions file, to keep the tree clean: proptest prints the minimal
+//! failing sequence, which can be pinned as a case in
+//! [`known_interleavings`].
+//!
+//! Three cases are pinned for bugs planted in the library, on which a
+//! random run may draw nothing that catches them: the heartbeat bound
+//! disabled ([`a_push_reader_stops_vouching_at_the_heartbeat_bound`]), a
+//! writer's lease held past its expiry
+//! ([`a_lease_is_held_no_longer_than_it_lasts`]), and a writer whose
+//! renewals keep failing not told `LeaseLost`
+//! ([`a_writer_whose_renewals_keep_failing_is_told_its_lease_was_lost`]).
 //!
 //! [`CheckMode`]: gensync::reload::CheckMode
 //! [`FaultyBackend`]: gensync::testing::FaultyBackend
@@ -229,6 +247,7 @@ use std::time::Duration;
 use gensync::reload::CheckMode;
 use gensync::Key;
 use proptest::prelude::*;
+use proptest::test_runner::RngSeed;
 
 use ops::{modes, op};
 use readers::READERS;
@@ -268,14 +287,34 @@ fn key() -> Key {
     Key::new(["model", "settings"]).unwrap()
 }
 
-/// 64 cases unless `PROPTEST_CASES` says otherwise. Built from
-/// `ProptestConfig::default()`, which is where proptest reads its
-/// environment variables (`PROPTEST_RNG_SEED` included).
+/// How many cases a run draws unless `PROPTEST_CASES` says otherwise:
+/// about 8 s in a debug build.
+const CASES: u32 = 1_000;
+
+/// The seed a run draws its cases from unless `PROPTEST_RNG_SEED` says
+/// otherwise: fixed, so every CI run checks the same cases and a failure
+/// there fails again on a developer's machine.
+const SEED: u64 = 20_201_207;
+
+/// [`CASES`] cases from [`SEED`] unless `PROPTEST_CASES` or
+/// `PROPTEST_RNG_SEED` say otherwise; the seed is printed (shown when the
+/// test fails). Built from `ProptestConfig::default()`, which is where
+/// proptest reads those environment variables.
 fn config() -> ProptestConfig {
     let mut config = ProptestConfig::default();
     if std::env::var_os("PROPTEST_CASES").is_none() {
-        config.cases = 64;
+        config.cases = CASES;
     }
+    let seed = match config.rng_seed {
+        RngSeed::Fixed(seed) => seed,
+        RngSeed::Random => SEED,
+    };
+    config.rng_seed = RngSeed::Fixed(seed);
+    eprintln!(
+        "model: {} cases drawn from seed {seed}; replay them with PROPTEST_RNG_SEED={seed} \
+         PROPTEST_CASES={}, or draw others with another seed",
+        config.cases, config.cases
+    );
     config.failure_persistence = None;
     config
 }
@@ -350,4 +389,37 @@ fn promises_the_library_once_broke_in_given_modes() {
         }
     }
     assert!(broken.is_empty(), "{}", broken.join("\n"));
+}
+
+/// Runs a case pinned for a bug planted in the library (see
+/// [`pinned::HEARTBEAT_BOUND`] and those after it): every promise kept,
+/// and the path the case is about taken.
+fn pinned_in(case: &pinned::PinnedIn) {
+    let (modes, ops, path) = case;
+    match run(modes, ops) {
+        Ok(tally) => path(&tally),
+        Err(e) => panic!("{modes:?} {ops:?}: {e}"),
+    }
+}
+
+/// A push reader stops vouching for a value once the key's lapse (the
+/// bound of its last answered heartbeat, on the memory backend) passes,
+/// with no push: a dead writer's save then reaches it within the lease.
+#[test]
+fn a_push_reader_stops_vouching_at_the_heartbeat_bound() {
+    pinned_in(&pinned::HEARTBEAT_BOUND);
+}
+
+/// A writer whose lease lapsed unrenewed no longer holds it, whatever its
+/// renewals said last: told `LeaseLost` when the store refuses its save.
+#[test]
+fn a_lease_is_held_no_longer_than_it_lasts() {
+    pinned_in(&pinned::LEASE_EXPIRY);
+}
+
+/// A writer whose renewals keep failing through its load and its save is
+/// told `LeaseLost`, even when the store took the save.
+#[test]
+fn a_writer_whose_renewals_keep_failing_is_told_its_lease_was_lost() {
+    pinned_in(&pinned::RENEWALS_FAIL);
 }

@@ -358,3 +358,74 @@ pub const ONCE_BROKEN_IN: &[PinnedIn] = &[
         |tally| assert_eq!(tally.spins, 0, "a reader reloaded in a loop: {tally:?}"),
     ),
 ];
+
+/// The minimal case the model found with the heartbeat bound disabled (a
+/// tracker vouching past the instant the key lapses): a dead writer
+/// records its intent and saves at 1 ms; push reader 0's requests come at
+/// 0, 1,001 and 2,002 ms. The intent caps the key's life to the lease, so
+/// the key lapses at about 2 s without any push, and only the bound makes
+/// the third request read again and load the dead writer's save.
+pub const HEARTBEAT_BOUND: PinnedIn = (
+    [CheckMode::Push, CheckMode::Strict, CheckMode::Strict],
+    &[
+        DeadWriter {
+            writer: 0,
+            save_after_ms: 1,
+        },
+        Requests {
+            reader: 0,
+            count: 3,
+            every_ms: 1_001,
+        },
+    ],
+    |tally| {
+        assert_eq!(tally.dead_saves, 1, "{tally:?}");
+        let s = stream(tally);
+        assert_eq!((s.reader, s.checks), (0, 3), "{tally:?}");
+    },
+);
+
+/// The minimal case the model found with a lease held past its expiry (a
+/// writer's `holds()` looking only at whether a renewal found the lease
+/// gone): writer 1's slow publish is cut off from Redis, so its renewals
+/// fail and its lease lapses at 2 s with nobody saying so; writer 0 takes
+/// the lease and publishes; writer 1's save lands at 2,149 ms and the
+/// fenced store refuses it. Writer 1 must be told its lease was lost, not
+/// that its save failed.
+pub const LEASE_EXPIRY: PinnedIn = (
+    [CheckMode::Strict; READERS],
+    &[
+        write(1, Publish, SlowMs(LEASE_MS + 149)),
+        Check(0),
+        FaultOn(Target::Writer(1), Fault::FailAll),
+        write(0, Publish, Quick),
+        AdvanceTimeMs(LEASE_MS + 150),
+    ],
+    |tally| {
+        let lost = Outcome::LeaseLost { saved: Some(false) };
+        assert_eq!(outcome(tally, 1), &lost, "{tally:?}");
+        assert_eq!(outcome(tally, 2), &Outcome::Ok, "{tally:?}");
+        assert_eq!(tally.refused, 1, "{tally:?}");
+    },
+);
+
+/// A writer whose renewals keep failing through its load and its save:
+/// writer 1's update is cut off from Redis as it starts, its lease lapses
+/// unrenewed at 2 s, and its slow save lands just then; nobody else took
+/// the lease, so the fenced store takes it. Its bump and release fail too.
+/// It must be told `LeaseLost { saved: true }`, not a failed bump (the
+/// minimal case the model found with failed renewals counted as renewals,
+/// or the lease's lapse left out of the write's last look, as an update).
+pub const RENEWALS_FAIL: PinnedIn = (
+    [CheckMode::Strict; READERS],
+    &[
+        write(1, Update, SlowMs(LEASE_MS)),
+        Check(0),
+        FaultOn(Target::Writer(1), Fault::FailAll),
+        AdvanceTimeMs(LEASE_MS + 1),
+    ],
+    |tally| {
+        let lost = Outcome::LeaseLost { saved: Some(true) };
+        assert_eq!(outcome(tally, 1), &lost, "{tally:?}");
+    },
+);

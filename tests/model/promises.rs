@@ -70,6 +70,23 @@ pub fn check_outcome(world: &World, o: &WriteOutcome) -> Result<(), TestCaseErro
             "write {o:?}: the store refused its save, and it was not told its lease was lost"
         );
     }
+    // A save the store took while the lease was not the writer's (it had
+    // lapsed: renewals that kept failing through the load and the save,
+    // or nobody else could have taken it without the fence refusing the
+    // save): the writer must hear that its lease was lost, whatever its
+    // bump did. A restore can wipe the lease unseen (see above).
+    if let Some(save) = accepted.filter(|s| !s.held && !o.restored) {
+        prop_assert!(
+            matches!(
+                o.outcome,
+                Outcome::LeaseLost {
+                    saved: Some(true) | None
+                }
+            ),
+            "write {o:?}: the store took its save {save:?} made without its lease, and it was \
+             not told its lease was lost"
+        );
+    }
     if o.healthy && matches!(o.saver, Saver::Quick | Saver::SlowMs(_)) {
         prop_assert!(
             matches!(o.outcome, Outcome::Ok | Outcome::Locked),

@@ -23,9 +23,14 @@
 //! comes from another server (a restart from an older snapshot or a
 //! failover may have lost a bump), when FILE or the key is missing, or when
 //! Redis fails (a broken cache server must not freeze a host on stale
-//! state; with `--strict` it exits 2 and runs nothing instead). Runs on one
-//! FILE take turns (a lock on `FILE.lock`; `--no-wait` exits 75 when
-//! another holds it). After CMD
+//! state; with `--strict` it exits 2 and runs nothing instead). The
+//! `run_id` needs `INFO` (`+info`) and is not learnt on a Cluster: without
+//! it FILE holds the generation alone, a restore that brings that
+//! generation back is taken as current, and `sync` says so on stderr at
+//! every run. Runs on one
+//! FILE take turns (a lock on `FILE.lock`, which gensync makes itself and
+//! refuses when it is a symbolic link or not a regular file; `--no-wait`
+//! exits 75 when another holds it). After CMD
 //! succeeds, FILE gets the generation read *before* CMD ran (the reload
 //! fence): a bump that lands while CMD runs causes one more run instead of
 //! being lost. When Redis failed, nothing is recorded. FILE keeps its mode
@@ -198,8 +203,15 @@ enum Cmd {
     /// stdin, stdout and stderr. A FILE made read-only, or not a regular
     /// file, is refused before CMD runs.
     ///
+    /// Telling another server needs its run_id, which INFO gives: for a
+    /// Redis user without +info (or on a Cluster) sync warns at every run
+    /// that a restore bringing back the generation in FILE is taken as
+    /// current.
+    ///
     /// Runs on one FILE take turns: each holds FILE.lock for its whole run,
     /// and a second waits for it (or, with --no-wait, exits 75 at once).
+    /// A FILE.lock that is a symbolic link is refused (exit 2), never
+    /// followed.
     Sync {
         /// Where the generation of the last successful run is kept.
         #[arg(long, value_name = "FILE")]
@@ -227,6 +239,7 @@ fn main() -> ExitCode {
         Ok(url) => url,
         Err(message) => return fail(TROUBLE, message),
     };
+    let cluster = names_a_cluster(&url);
     let mut config = RedisConfig::default();
     if let Some(ca) = &cli.tls_ca {
         config = config.tls_ca_file(ca);
@@ -281,10 +294,18 @@ fn main() -> ExitCode {
                 state: &state,
                 strict,
                 no_wait,
+                cluster,
             };
             run_sync(&sync, options, &command)
         }
     }
+}
+
+/// Whether `url`'s scheme is a Cluster's (`redis+cluster`, `rediss+cluster`).
+fn names_a_cluster(url: &str) -> bool {
+    url.trim_start()
+        .split_once("://")
+        .is_some_and(|(scheme, _)| scheme.to_ascii_lowercase().ends_with("+cluster"))
 }
 
 /// `break-lock`: deletes the writers' lease and says whether there was one.

@@ -16,6 +16,9 @@ pub(crate) struct SyncOptions<'a> {
     pub(crate) state: &'a Path,
     pub(crate) strict: bool,
     pub(crate) no_wait: bool,
+    /// The URL names a Cluster, whose nodes `sync` does not ask for their
+    /// `run_id`.
+    pub(crate) cluster: bool,
 }
 
 pub(crate) fn run_sync(sync: &Sync, options: SyncOptions<'_>, command: &[OsString]) -> ExitCode {
@@ -51,6 +54,9 @@ pub(crate) fn run_sync(sync: &Sync, options: SyncOptions<'_>, command: &[OsStrin
     };
     let reply = observe(sync);
     let server = sync.get_ref().backend().server_id();
+    if reply.is_ok() && server.is_none() {
+        warn_blind_to_restores(state, options.cluster);
+    }
     // The library's rule decides: anything but an exact match is expired.
     let check = Check {
         local: recorded,
@@ -105,6 +111,27 @@ pub(crate) fn run_sync(sync: &Sync, options: SyncOptions<'_>, command: &[OsStrin
     ExitCode::SUCCESS
 }
 
+/// Says, at every run where Redis answered without saying which server it
+/// is, that a restore cannot be told from no change: the state file then
+/// records the generation alone, and a restart from an older snapshot (or
+/// a failover to a replica) that brings that generation back looks
+/// current. No read-only command but `INFO` names the server.
+fn warn_blind_to_restores(state: &Path, cluster: bool) {
+    let why = if cluster {
+        "on a Cluster, sync does not learn which node answered"
+    } else {
+        "the server refused `INFO server`, which names it (its run_id): grant this Redis \
+         user +info"
+    };
+    let _ = writeln!(
+        io::stderr(),
+        "gensync: warning: {why}; so this run cannot tell whether Redis restarted from an \
+         older snapshot or failed over since {} was written, and a restore that brings back \
+         the generation it records is taken as current (the command does not run for it)",
+        state.display()
+    );
+}
+
 /// The lock file of the state file `path`: `path.lock`.
 fn lock_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_owned();
@@ -115,22 +142,34 @@ fn lock_path(path: &Path) -> PathBuf {
 /// Takes the lock file `lock`, waiting for it unless `no_wait`; `None` when
 /// another run holds it and this one would not wait.
 fn take_turn(lock: &Path, no_wait: bool) -> io::Result<Option<File>> {
-    // Opening a FIFO would wait for its other end, for good.
-    if fs::metadata(lock).is_ok_and(|m| !m.is_file()) {
-        return Err(io::Error::other(
-            "it is not a regular file; remove it, gensync makes it itself",
-        ));
+    // Opening a FIFO would wait for its other end, for good; a symbolic
+    // link (a dangling one in a shared folder) would have gensync create or
+    // open whatever it points at.
+    match fs::symlink_metadata(lock) {
+        Ok(meta) if meta.file_type().is_symlink() => return Err(symlink()),
+        Ok(meta) if !meta.is_file() => {
+            return Err(io::Error::other(
+                "it is not a regular file; remove it, gensync makes it itself",
+            ))
+        }
+        _ => {}
     }
-    let opened = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(lock);
+    let opened = no_follow(
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false),
+    )
+    .open(lock);
     let lock = match opened {
         Ok(file) => file,
         // One another user left (root's cron, say): a lock needs no write.
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => File::open(lock)?,
-        Err(e) => return Err(e),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            no_follow(fs::OpenOptions::new().read(true))
+                .open(lock)
+                .map_err(refused_link)?
+        }
+        Err(e) => return Err(refused_link(e)),
     };
     if !no_wait {
         lock.lock()?;
@@ -141,6 +180,30 @@ fn take_turn(lock: &Path, no_wait: bool) -> io::Result<Option<File>> {
         Err(fs::TryLockError::WouldBlock) => Ok(None),
         Err(fs::TryLockError::Error(e)) => Err(e),
     }
+}
+
+/// `options`, never following a symbolic link at the lock's name: one made
+/// between the look and the open fails the open (`ELOOP`) instead.
+fn no_follow(options: &mut fs::OpenOptions) -> &mut fs::OpenOptions {
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(options, libc::O_NOFOLLOW);
+    options
+}
+
+fn symlink() -> io::Error {
+    io::Error::other(
+        "it is a symbolic link, which gensync does not follow (it would create or lock \
+         whatever the link points at); remove the link, gensync makes the lock file itself",
+    )
+}
+
+/// The open's error, said plainly when `O_NOFOLLOW` refused a link.
+fn refused_link(e: io::Error) -> io::Error {
+    #[cfg(unix)]
+    if e.raw_os_error() == Some(libc::ELOOP) {
+        return symlink();
+    }
+    e
 }
 
 /// The exit code to pass on for a failed CMD, as a shell would report it.
