@@ -853,3 +853,28 @@ async fn in_interval_mode_checks_after_an_idle_spell_wait_for_the_read_in_flight
     }
     assert_eq!(answers, [2; 5], "every check saw the update");
 }
+
+/// Interval mode in healthy times: checks that arrive while the interval's
+/// read is out take that read (it was sent within the interval), rather
+/// than each burst costing a second read.
+#[tokio::test(start_paused = true)]
+async fn in_interval_mode_a_burst_at_the_end_of_an_interval_costs_one_read() {
+    let source = Source::at(1);
+    let backend = FaultyBackend::new(MemoryBackend::new());
+    let faults = backend.faults();
+    let every = Duration::from_millis(500);
+    let reloader = builder(backend, &source)
+        .mode(gensync::reload::CheckMode::Interval(every))
+        .build(0)
+        .unwrap();
+    assert_eq!(*reloader.check().await, 1);
+    tokio::time::sleep(every).await;
+    // A read that takes a while, so the burst finds it out.
+    faults.latency(Duration::from_millis(20));
+    let before = faults.counts().calls;
+    let burst: Vec<_> = (0..50).map(|_| tokio::spawn(reloader.check())).collect();
+    for check in burst {
+        assert_eq!(*check.await.expect("a check"), 1);
+    }
+    assert_eq!(faults.counts().calls - before, 1, "one read for the burst");
+}
