@@ -570,3 +570,117 @@ async fn evicted_keys_leave_no_task_behind_in_push_mode() {
         tokio::task::yield_now().await;
     }
 }
+
+/// A source whose saver fails for tenants whose name starts with `refused`,
+/// after waiting for `gate` when one is given: the save a failed publish
+/// never made.
+fn refusing_instance(
+    source: &Source,
+    url: &str,
+    gate: Option<Arc<Notify>>,
+) -> KeyedReloader<String, u64> {
+    let read = source.clone();
+    KeyedReloader::builder(
+        RedisBackend::open(url).expect("a Redis backend"),
+        Key::new(["tenants"]).unwrap(),
+        |tenant: &String| tenant.clone(),
+        move |tenant: String| {
+            let value = read.settings.lock().unwrap().get(&tenant).copied();
+            async move { value.ok_or("no such tenant") }
+        },
+    )
+    .saver(move |tenant: String, _value: &u64, _fence: Fence| {
+        let gate = gate.clone();
+        async move {
+            if let Some(gate) = gate {
+                gate.notified().await;
+            }
+            if tenant.starts_with("refused") {
+                Err("the store refused the save")
+            } else {
+                Ok(())
+            }
+        }
+    })
+    .build()
+    .expect("a keyed reloader")
+}
+
+/// Whether `reloader` answers `tenant` with "never loaded" (a 503), not
+/// with settings.
+async fn unavailable(reloader: &KeyedReloader<String, u64>, tenant: &str) -> bool {
+    let answer = timeout(Duration::from_secs(10), reloader.check(&tenant.to_owned()))
+        .await
+        .expect("a check ends");
+    match answer {
+        Err(KeyedError::Unavailable { .. }) => true,
+        Ok(settings) => panic!("{tenant} was served {} (never saved)", *settings),
+        Err(other) => panic!("{tenant}: {other}"),
+    }
+}
+
+#[tokio::test]
+async fn a_failed_save_for_a_new_tenant_is_never_served_by_the_writer() {
+    let server = RedisServer::start().expect("redis-server");
+    let source = Source::with_tenants(2);
+    let writer = refusing_instance(&source, &server.url(), None);
+    let other = source.instance(&server.url(), CheckMode::Strict);
+    assert_eq!(value(&writer, &tenant(0)).await, 1);
+
+    let failed = writer.publish(&"refused-new".to_owned(), 42).await;
+    assert!(
+        matches!(&failed, Err(KeyedError::Publish(e)) if e.saved() != Some(true)),
+        "the save failed: {failed:?}"
+    );
+    // The writing process answers as every other does: nothing saved.
+    assert!(unavailable(&writer, "refused-new").await);
+    assert!(unavailable(&other, "refused-new").await);
+    // Tenants next to it are untouched.
+    assert_eq!(value(&writer, &tenant(0)).await, 1);
+    assert_eq!(value(&writer, &tenant(1)).await, 1);
+    assert_eq!(value(&other, &tenant(1)).await, 1);
+}
+
+#[tokio::test]
+async fn a_publish_that_cannot_reach_redis_leaves_nothing_to_serve_for_a_new_tenant() {
+    let server = RedisServer::start().expect("redis-server");
+    let source = Source::with_tenants(1);
+    let writer = refusing_instance(&source, &server.url(), None);
+    assert_eq!(value(&writer, &tenant(0)).await, 1);
+
+    server.pause().expect("SIGSTOP");
+    let failed = writer.publish(&"new".to_owned(), 42).await;
+    server.resume().expect("SIGCONT");
+    assert!(
+        matches!(&failed, Err(KeyedError::Publish(e)) if e.saved() == Some(false)),
+        "the write never started: {failed:?}"
+    );
+    assert!(unavailable(&writer, "new").await);
+    assert_eq!(value(&writer, &tenant(0)).await, 1);
+}
+
+#[tokio::test]
+async fn a_new_tenant_being_published_is_not_served_before_it_is_saved() {
+    let server = RedisServer::start().expect("redis-server");
+    let source = Source::with_tenants(1);
+    let gate = Arc::new(Notify::new());
+    let writer = refusing_instance(&source, &server.url(), Some(Arc::clone(&gate)));
+    let publishing = {
+        let writer = writer.clone();
+        tokio::spawn(async move { writer.publish(&"refused-new".to_owned(), 42).await })
+    };
+    // Each check below runs while the saver waits at the gate: the value is
+    // not saved (and never will be).
+    for _ in 0..20 {
+        assert!(unavailable(&writer, "refused-new").await);
+        tokio::task::yield_now().await;
+    }
+    gate.notify_one();
+    let failed = timeout(Duration::from_secs(10), publishing)
+        .await
+        .expect("the publish ends")
+        .unwrap();
+    assert!(failed.is_err(), "the save was refused");
+    assert!(unavailable(&writer, "refused-new").await);
+    assert_eq!(value(&writer, &tenant(0)).await, 1);
+}

@@ -713,3 +713,168 @@ async fn under_load_on_memory_no_request_sees_older_settings() {
 async fn under_load_on_redis_no_request_sees_older_settings() {
     no_request_sees_settings_older_than_a_completed_update(support::Redis::new()).await;
 }
+
+/// Checks `reloader` from `clients` tasks, each every few milliseconds,
+/// until `until`. Returns how many checks there were and how many of them
+/// had to wait (their first poll was not ready: they waited on a read or
+/// a load) and asserts every answer was `want`.
+async fn check_from_clients(
+    reloader: &Reloader<u64>,
+    clients: usize,
+    until: tokio::time::Instant,
+    want: u64,
+) -> (u64, u64) {
+    use std::future::Future;
+
+    let (checks, waited) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (reloader, checks, waited) =
+                (reloader.clone(), Arc::clone(&checks), Arc::clone(&waited));
+            tokio::spawn(async move {
+                while tokio::time::Instant::now() < until {
+                    let mut check = reloader.check();
+                    let first = std::pin::Pin::new(&mut check)
+                        .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+                    let settings = match first {
+                        std::task::Poll::Ready(settings) => settings,
+                        std::task::Poll::Pending => {
+                            waited.fetch_add(1, SeqCst);
+                            check.await
+                        }
+                    };
+                    checks.fetch_add(1, SeqCst);
+                    assert_eq!(*settings, want, "the last good settings");
+                    // Pacing only: a request every few milliseconds.
+                    tokio::time::sleep(Duration::from_millis(3)).await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("a client");
+    }
+    (checks.load(SeqCst), waited.load(SeqCst))
+}
+
+/// Interval mode on a Redis that stops answering (SIGSTOP): a failed read
+/// is the interval's read. Over the outage the backend sees at most one
+/// read per interval, only the check that makes it waits (and, once, the
+/// checks that arrive while the read that finds the outage is out), every
+/// answer is the last good settings, and the outage is logged once.
+#[tokio::test]
+async fn in_interval_mode_an_outage_costs_one_read_and_one_waiting_check_per_interval() {
+    let redis = support::Redis::new();
+    // Passes every call through, counting them.
+    let backend = FaultyBackend::new(redis.fast_process());
+    let faults = backend.faults();
+    let source = Source::at(1);
+    let every = Duration::from_millis(400);
+    let reloader = builder(backend, &source)
+        .mode(gensync::reload::CheckMode::Interval(every))
+        .build(0)
+        .unwrap();
+    assert_eq!(*reloader.check().await, 1);
+    let logs = support::LogCapture::default();
+    let _capture = logs.install();
+
+    redis.server.pause().expect("SIGSTOP");
+    let (calls, metrics) = (faults.counts().calls, reloader.metrics());
+    let intervals = 6;
+    let clients = 3;
+    let until = tokio::time::Instant::now() + every * intervals;
+    let (checks, waited) = check_from_clients(&reloader, clients, until, 1).await;
+    let reads = faults.counts().calls - calls;
+    let errors = reloader.metrics().backend_errors - metrics.backend_errors;
+    redis.server.resume().expect("SIGCONT");
+
+    let intervals = u64::from(intervals);
+    assert!(checks > 100, "{checks} checks");
+    assert!(
+        (1..=intervals + 1).contains(&reads),
+        "{reads} reads in {intervals} intervals"
+    );
+    let onset = clients as u64 - 1;
+    assert!(
+        waited <= intervals + 1 + onset,
+        "{waited} of {checks} checks waited in {intervals} intervals"
+    );
+    assert!(
+        errors <= intervals + 1 + onset,
+        "{errors} backend errors in {intervals} intervals"
+    );
+    // One error for the outage, and at most one warning for the loads it
+    // leaves unrecorded: nothing per interval or per request.
+    let errors = logs.lines_with(" ERROR ");
+    assert_eq!(errors.len(), 1, "{}", logs.text());
+    assert!(errors[0].contains("backend call failed"), "{}", errors[0]);
+    assert!(logs.lines_with(" WARN ").len() <= 1, "{}", logs.text());
+
+    // Once Redis answers again, the next interval's read finds it.
+    let writer = Synchronizer::new(redis.process(), key());
+    source.version.store(2, SeqCst);
+    writer.mark_updated().await.expect("a bump");
+    let recovered = tokio::time::Instant::now() + Duration::from_secs(10);
+    while *reloader.check().await != 2 {
+        assert!(tokio::time::Instant::now() < recovered, "never recovered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A failed read stands for the outage only while it is recent: after an
+/// idle spell, checks that arrive while the next read is out wait for it,
+/// and see an update made once Redis answered again.
+#[tokio::test]
+async fn in_interval_mode_checks_after_an_idle_spell_wait_for_the_read_in_flight() {
+    let redis = support::Redis::new();
+    let source = Source::at(1);
+    let every = Duration::from_millis(200);
+    let reloader = builder(redis.fast_process(), &source)
+        .mode(gensync::reload::CheckMode::Interval(every))
+        .build(0)
+        .unwrap();
+    assert_eq!(*reloader.check().await, 1);
+    tokio::time::sleep(every).await;
+    redis.server.pause().expect("SIGSTOP");
+    assert_eq!(*reloader.check().await, 1, "the read failed: last good");
+    redis.server.resume().expect("SIGCONT");
+    source.version.store(2, SeqCst);
+    Synchronizer::new(redis.process(), key())
+        .mark_updated()
+        .await
+        .expect("a bump");
+    // The idle spell: no request for three intervals.
+    tokio::time::sleep(every * 3).await;
+    // Spawned together: the first sends the read, the rest find it out.
+    let checks: Vec<_> = (0..5).map(|_| tokio::spawn(reloader.check())).collect();
+    let mut answers = Vec::new();
+    for check in checks {
+        answers.push(*check.await.expect("a check"));
+    }
+    assert_eq!(answers, [2; 5], "every check saw the update");
+}
+
+/// Interval mode in healthy times: checks that arrive while the interval's
+/// read is out take that read (it was sent within the interval), rather
+/// than each burst costing a second read.
+#[tokio::test(start_paused = true)]
+async fn in_interval_mode_a_burst_at_the_end_of_an_interval_costs_one_read() {
+    let source = Source::at(1);
+    let backend = FaultyBackend::new(MemoryBackend::new());
+    let faults = backend.faults();
+    let every = Duration::from_millis(500);
+    let reloader = builder(backend, &source)
+        .mode(gensync::reload::CheckMode::Interval(every))
+        .build(0)
+        .unwrap();
+    assert_eq!(*reloader.check().await, 1);
+    tokio::time::sleep(every).await;
+    // A read that takes a while, so the burst finds it out.
+    faults.latency(Duration::from_millis(20));
+    let before = faults.counts().calls;
+    let burst: Vec<_> = (0..50).map(|_| tokio::spawn(reloader.check())).collect();
+    for check in burst {
+        assert_eq!(*check.await.expect("a check"), 1);
+    }
+    assert_eq!(faults.counts().calls - before, 1, "one read for the burst");
+}

@@ -154,21 +154,19 @@ where
 
     /// Saves `settings` as `key`'s and tells every process, under that
     /// key's writers' lease (see [`Reloader::publish`]). A key never
-    /// loaded (a new tenant) needs no load first.
+    /// loaded (a new tenant) needs no load first, and stays unloaded: its
+    /// next check loads what the source holds, so a write that failed
+    /// (the settings never saved) is never served, here or elsewhere.
     pub async fn publish(&self, key: &K, settings: S) -> Result<Generation, KeyedError>
     where
         S: Clone,
     {
         let reloader = match self.inner.entries.get(key).await {
             Some(reloader) => reloader,
-            None => {
-                // Serves what it publishes until its first check loads.
-                let fresh = self.build(key, settings.clone())?;
-                self.inner
-                    .entries
-                    .get_with(key.clone(), async { fresh })
-                    .await
-            }
+            // A writer only, never cached: the settings it is built with
+            // are not saved yet (and may never be), so no check may serve
+            // them; its `current` is never read.
+            None => self.build(key, settings.clone())?,
         };
         reloader
             .publish(settings)

@@ -201,7 +201,9 @@ pub struct ReloadMetrics {
     pub checks: u64,
     /// Checks that found the local settings expired.
     pub expired: u64,
-    /// Checks that could not read the shared generation.
+    /// Checks that could not read the shared generation. In interval
+    /// mode, only the checks a failed read answered: those it serves
+    /// without a read during an outage count in `stale_served` instead.
     pub backend_errors: u64,
     /// Times the loader was called.
     pub loader_runs: u64,
@@ -210,6 +212,7 @@ pub struct ReloadMetrics {
     /// Loads that failed, panicked or timed out.
     pub reload_failures: u64,
     /// Expired checks answered with the last good settings because the
-    /// reload failed, was backing off, or outlasted the wait bound.
+    /// reload failed, was backing off, or outlasted the wait bound, or (in
+    /// interval mode) because the interval's read failed.
     pub stale_served: u64,
 }

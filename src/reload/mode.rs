@@ -41,7 +41,22 @@ pub enum CheckMode {
     Push,
     /// The generation is read at most once per interval: a check is
     /// answered with settings at least as new as every update whose bump
-    /// completed an interval before the check began.
+    /// completed an interval before the check began. Checks that arrive
+    /// while the interval's read is out wait for that read, not the next.
+    ///
+    /// **During an outage** a failed read is the interval's read, so there
+    /// is still at most one read per interval. For an interval after the
+    /// read failed, and while the next interval's read is out, checks are
+    /// answered at once with the last good settings (counted in
+    /// [`ReloadMetrics::stale_served`](super::ReloadMetrics::stale_served)),
+    /// without waiting on the backend; only the check that sends the next
+    /// read waits for it (up to the backend's response timeout). One read,
+    /// one waiting check and one backend error per interval, and the outage
+    /// is logged once. Two exceptions wait on the read in flight as in
+    /// healthy times: the checks that arrive while the read that first
+    /// finds the backend down is out, and those that arrive after an idle
+    /// spell of two intervals since the last failure (the backend may be
+    /// back with an update).
     Interval(Duration),
 }
 

@@ -3,7 +3,9 @@
 //!
 //! # Invariants
 //!
-//! - **No check is answered by a read that began before it arrived.** A
+//! - **No check is answered by a read that began before it arrived**
+//!   (strict and push modes; interval mode takes any read sent within the
+//!   interval). A
 //!   check that finds no read in flight starts one; a check that finds one
 //!   in flight asks for the next, which starts the moment the one in flight
 //!   ends. Reads are numbered in the order they start, and a check waits
@@ -17,8 +19,18 @@
 //!   asked for it (nobody else waits for that one); every read's guard
 //!   publishes a result (unavailable, if it was cancelled or panicked) and
 //!   starts the next read if one was asked for, so the chain never stops.
+//! - **Interval mode: one read per interval, an outage included.** The
+//!   last read that answered with a generation, or that failed, is kept: a
+//!   generation vouches for the interval after the read was sent, a
+//!   failure stands for the interval after it ended. While the last read
+//!   failed (recently: see `failed_recently`), no check waits for another
+//!   check's read; only the check that makes the interval's read waits for
+//!   it. A cancelled read is no
+//!   answer and is not kept; a missing or corrupt key clears what is kept
+//!   (the check that saw it repairs the key, and the next check reads).
 
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use tokio::sync::watch;
@@ -33,7 +45,12 @@ pub(super) struct Read {
     no: u64,
     /// When it was sent.
     pub(super) began: Instant,
+    /// When its answer (or failure) came.
+    ended: Instant,
     pub(super) observed: Observed,
+    /// Whether it ran to its end: a read cancelled or panicking midway
+    /// observed nothing, whatever `observed` says.
+    finished: bool,
 }
 
 /// The read in flight, the next one asked for, and the results.
@@ -41,8 +58,8 @@ pub(super) struct Read {
 pub(super) struct Reads {
     state: Mutex<State>,
     results: watch::Sender<Option<Read>>,
-    /// The last read, for a check that may take it without waiting
-    /// (interval mode).
+    /// The last read that answered with a generation or failed, for a
+    /// check that may take it without waiting (interval mode).
     last: ArcSwapOption<Read>,
 }
 
@@ -54,6 +71,8 @@ struct State {
     running: bool,
     /// Whether a check asked for the read after the one in flight.
     again: bool,
+    /// When the read in flight was numbered.
+    running_since: Option<Instant>,
 }
 
 impl Reads {
@@ -78,13 +97,70 @@ impl Reads {
         let joined = {
             let mut state = self.state();
             if state.running {
-                state.again = true;
-                // Subscribed under the lock, so the result cannot slip past.
-                Ok((state.started + 1, self.results.subscribe()))
+                Ok(self.ask_next(&mut state))
             } else {
                 Err(self.begin(&mut state, sync))
             }
         };
+        self.answer(joined).await
+    }
+
+    /// Interval mode: whether the backend failed the interval's read, so a
+    /// check now is answered at once with the settings in service (see
+    /// [`failed_recently`]).
+    pub(super) fn down(&self, every: Duration) -> bool {
+        match self.last() {
+            Some(last) => failed_recently(&last, &self.state(), every),
+            None => false,
+        }
+    }
+
+    /// Interval mode: what a read no older than `every` observed: the last
+    /// one, the one in flight if it began within `every`, or one this
+    /// check makes. `None` when the backend is [`down`](Self::down): the
+    /// check is answered without waiting.
+    pub(super) async fn within(
+        self: &Arc<Self>,
+        sync: &Arc<dyn GenerationSynchronizer>,
+        every: Duration,
+    ) -> Option<Observed> {
+        let joined = {
+            let mut state = self.state();
+            // Under the lock a read's guard stores `last` under: consistent.
+            if let Some(last) = self.last() {
+                match last.observed {
+                    Observed::Value(_) if last.began.elapsed() < every => {
+                        return Some(last.observed)
+                    }
+                    _ if failed_recently(&last, &state, every) => return None,
+                    _ => {}
+                }
+            }
+            if !state.running {
+                Err(self.begin(&mut state, sync))
+            } else if state.running_since.is_some_and(|at| at.elapsed() < every) {
+                // Sent within the interval: as fresh as the mode promises.
+                Ok((state.started, self.results.subscribe()))
+            } else {
+                Ok(self.ask_next(&mut state))
+            }
+        };
+        Some(self.answer(joined).await)
+    }
+
+    /// Asks for the read after the one in flight, and subscribes to its
+    /// result (under the lock, so the result cannot slip past).
+    fn ask_next(&self, state: &mut State) -> (u64, watch::Receiver<Option<Read>>) {
+        state.again = true;
+        (state.started + 1, self.results.subscribe())
+    }
+
+    /// What a read observes: one this check makes itself (`Err`), or the
+    /// one numbered `wanted` or later, which others make.
+    async fn answer(
+        &self,
+        joined: Result<(u64, watch::Receiver<Option<Read>>), Publish>,
+    ) -> Observed {
         let (wanted, mut results) = match joined {
             Ok(joined) => joined,
             // Dropped mid-read (its request gone), the guard still starts
@@ -108,13 +184,17 @@ impl Reads {
         state.started += 1;
         state.running = true;
         state.again = false;
+        let now = Instant::now();
+        state.running_since = Some(now);
         Publish {
             reads: Arc::clone(self),
             sync: Arc::clone(sync),
             read: Read {
                 no: state.started,
-                began: Instant::now(),
+                began: now,
+                ended: now,
                 observed: Observed::Unavailable,
+                finished: false,
             },
         }
     }
@@ -124,6 +204,20 @@ impl Reads {
         // holds consistent state.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Interval mode: whether `last` is a failed read that still stands for
+/// the interval: it ended less than `every` ago, or the read in flight is
+/// the next interval's, sent within two intervals of it (a check would only
+/// wait for that read to fail too). After a longer idle spell, a check waits
+/// for the read in flight: the backend may have come back meanwhile, and
+/// the settings are an interval old.
+fn failed_recently(last: &Read, state: &State, every: Duration) -> bool {
+    last.observed == Observed::Unavailable
+        && (last.ended.elapsed() < every
+            || state
+                .running_since
+                .is_some_and(|sent| sent.saturating_duration_since(last.ended) < every * 2))
 }
 
 /// Publishes a read's result when dropped (after the read, or while its
@@ -140,6 +234,8 @@ impl Publish {
     async fn read(mut self) -> Observed {
         self.read.began = Instant::now();
         self.read.observed = self.sync.check().await.shared;
+        self.read.ended = Instant::now();
+        self.read.finished = true;
         self.read.observed
     }
 }
@@ -148,8 +244,13 @@ impl Drop for Publish {
     fn drop(&mut self) {
         let reads = &self.reads;
         let mut state = reads.state();
-        if matches!(self.read.observed, Observed::Value(_)) {
-            reads.last.store(Some(Arc::new(self.read)));
+        if self.read.finished {
+            match self.read.observed {
+                Observed::Value(_) | Observed::Unavailable => {
+                    reads.last.store(Some(Arc::new(self.read)));
+                }
+                Observed::Missing | Observed::Corrupt => reads.last.store(None),
+            }
         }
         reads.results.send_replace(Some(self.read));
         if state.again {
@@ -162,5 +263,6 @@ impl Drop for Publish {
             }
         }
         state.running = false;
+        state.running_since = None;
     }
 }

@@ -182,6 +182,9 @@ impl<S: Send + Sync + 'static> Reloader<S> {
         if let Some(current) = self.vouched_current() {
             return CheckFuture::ready(current);
         }
+        if let Some(stale) = self.unread_in_outage() {
+            return CheckFuture::ready(stale);
+        }
         let this = self.clone();
         CheckFuture::new(Box::pin(async move { this.checked().await }))
     }
@@ -199,6 +202,33 @@ impl<S: Send + Sync + 'static> Reloader<S> {
         shared.counters.checks.add();
         shared.flight.answered(shared.flight.began());
         Some(self.serve_current(g, stopwatch))
+    }
+
+    /// Interval mode while the backend failed the interval's read: the
+    /// settings in service, at once and without a read, so an outage costs
+    /// one read (and one waiting check) per interval, not one per request.
+    fn unread_in_outage(&self) -> Option<Snapshot<S>> {
+        let shared = &self.shared;
+        let CheckMode::Interval(every) = shared.config.mode else {
+            return None;
+        };
+        if !shared.reads.down(every) {
+            return None;
+        }
+        let stopwatch = Stopwatch::start();
+        shared.counters.checks.add();
+        Some(self.serve_stale(stopwatch))
+    }
+
+    /// The last good settings, as a check that found them expired and
+    /// could not reload answers.
+    fn serve_stale(&self, stopwatch: Stopwatch) -> Snapshot<S> {
+        let counters = &self.shared.counters;
+        counters.expired.add();
+        counters.stale_served.add();
+        let current = self.current();
+        counters.served(stopwatch, &current);
+        current
     }
 
     /// The settings in service, as a check that found `g`, the generation
@@ -290,9 +320,16 @@ impl<S: Send + Sync + 'static> Reloader<S> {
         let began = shared.flight.began();
         let counters = &shared.counters;
         counters.checks.add();
-        let observed = match self.vouched() {
-            Some(g) => Observed::Value(g),
-            None => shared.reads.next(&shared.sync).await,
+        let observed = match (self.vouched(), shared.config.mode) {
+            (Some(g), _) => Observed::Value(g),
+            (None, CheckMode::Interval(every)) => {
+                match shared.reads.within(&shared.sync, every).await {
+                    Some(observed) => observed,
+                    // The interval's read failed: nothing to wait for.
+                    None => return self.serve_stale(stopwatch),
+                }
+            }
+            (None, _) => shared.reads.next(&shared.sync).await,
         };
         // The local generation now, not when the read was sent: a load may
         // have recorded the observed one meanwhile.
