@@ -28,7 +28,7 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use self::fed::Fed;
-use self::node::{heartbeat, heartbeat_answered, place};
+use self::node::{place, Heartbeat};
 use super::commands::Op;
 use super::conn::{node_async, owner_async};
 use super::deployment::Deployment;
@@ -159,14 +159,13 @@ async fn session(target: &Target, fed: &Fed, notify: &Notify, told: Told) -> End
         Ok(conn) => conn,
         Err(e) => return ended(target, e, false),
     };
+    let beat = Heartbeat::new(target, fed);
     let epoch = match place(target, fed) {
         Ok(Some(slot)) => {
             // The slot's owner only once the node says it still owns it:
             // the seed that named it may have been behind.
             let owner = async {
-                heartbeat(target, fed)
-                    .query_async::<Value>(&mut conn)
-                    .await?;
+                beat.send(&mut conn).await?;
                 let node = redis::cmd("CLUSTER")
                     .arg("MYID")
                     .query_async::<String>(&mut conn)
@@ -201,10 +200,13 @@ async fn session(target: &Target, fed: &Fed, notify: &Notify, told: Told) -> End
         tracing::info!(key = %key, "gensync push mode: tracking armed again; checks cost no round trip between changes");
     }
     let config = &target.config;
-    let mut beat = tokio::time::interval(config.heartbeat);
-    beat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut every = tokio::time::interval(config.heartbeat);
+    every.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         let mut ticket = None;
+        // What the session's last read found, which its heartbeats
+        // compare with what the key holds then.
+        let mut read = None;
         if let Fed::Key { key, tracker } = fed {
             // Read the key: its reply also proves the pushes before it
             // arrived.
@@ -228,6 +230,7 @@ async fn session(target: &Target, fed: &Fed, notify: &Notify, told: Told) -> End
                 None => return Ended::Unwanted,
             }
             ticket = Some(t);
+            read = Some(stored);
         }
         // Heartbeats until something changes (for a set, until it is
         // dropped: its members are read by others).
@@ -251,15 +254,23 @@ async fn session(target: &Target, fed: &Fed, notify: &Notify, told: Told) -> End
             }
             tokio::select! {
                 _ = &mut changed => continue,
-                _ = beat.tick() => {}
+                _ = every.tick() => {}
             }
             let sent = Instant::now();
-            let answered = heartbeat(target, fed)
-                .query_async::<Value>(&mut conn)
-                .await
-                .and_then(|reply| heartbeat_answered(target, reply));
-            if let Err(e) = answered {
-                return ended(target, e, true);
+            let holds = match beat.send(&mut conn).await {
+                Ok(holds) => holds,
+                Err(e) => return ended(target, e, true),
+            };
+            if read.is_some() && holds != read {
+                // Changed with no invalidation (`SWAPDB`, a key past its
+                // time to live that the server had not expired yet: the
+                // read expired it). Invalidated before the bound is
+                // renewed, so nothing vouches for the old value past it.
+                tracing::debug!(key = %key, "gensync push mode: the heartbeat found a change the server did not announce");
+                if !fed.invalidate() {
+                    return Ended::Unwanted;
+                }
+                break;
             }
             if !fed.vouch_until(sent, config.heartbeat_bound()) {
                 return Ended::Unwanted;

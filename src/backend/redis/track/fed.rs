@@ -67,6 +67,16 @@ impl Fed {
         .is_some()
     }
 
+    /// A change the server did not announce: everything fed is
+    /// invalidated. `false` once dropped.
+    pub(super) fn invalidate(&self) -> bool {
+        match self {
+            Fed::Key { tracker, .. } => tracker.upgrade().map(|t| t.invalidate()),
+            Fed::Set { set, .. } => set.upgrade().map(|s| s.invalidate_all()),
+        }
+        .is_some()
+    }
+
     /// Whether the session must read the key again: an event came after
     /// the `ticket` of its last read (a set has no reads of its own).
     /// `None` once dropped.
