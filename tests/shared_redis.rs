@@ -12,7 +12,10 @@ use std::time::Duration;
 
 use gensync::reload::{CheckMode, Reloader};
 use gensync::testing::RedisServer;
-use gensync::{Generation, Key, RedisBackend, RedisConfig, Synchronizer, WriterLock};
+use gensync::{
+    Backend, Generation, Key, RedisBackend, RedisConfig, Stored, Synchronizer, Tracker, TrackerSet,
+    WriterLock,
+};
 use support::Redis;
 use tokio::time::{timeout, Instant};
 
@@ -272,4 +275,111 @@ async fn a_replicas_swapdb_load_is_heard() {
         1,
         "a push reader served the old settings a heartbeat bound after a full resync"
     );
+}
+
+const PREFIX: &str = "gensync:tenant:";
+
+fn tenant(name: &str) -> Key {
+    Key::new(["tenant", name]).unwrap()
+}
+
+/// The key whose change invalidates every tenant.
+fn parent() -> Key {
+    Key::new(["tenants"]).unwrap()
+}
+
+/// A set of tenants tracked by `backend`, as a keyed reloader tracks them.
+fn tracked(backend: &RedisBackend) -> Arc<TrackerSet> {
+    let set = TrackerSet::new(vec![PREFIX.into()], vec![parent().as_str().into()]);
+    assert!(backend.track_set(&set), "the async Redis backend can track");
+    set
+}
+
+/// What a reader does until `member` vouches: a ticket, a read on its own
+/// connection, the read fed back; returns what it vouches for.
+async fn vouched(backend: &RedisBackend, member: &Tracker, key: &Key) -> Stored {
+    timeout(PATIENCE, async {
+        loop {
+            let changed = member.changed();
+            let mut changed = std::pin::pin!(changed);
+            changed.as_mut().enable();
+            if let Some((stored, _)) = member.vouched() {
+                return stored;
+            }
+            if member.is_armed() {
+                let ticket = member.ticket();
+                if let Ok(stored) = backend.get(key).await {
+                    member.saw(ticket, stored, backend.epoch());
+                }
+            }
+            let _ = timeout(HEARTBEAT, changed).await;
+        }
+    })
+    .await
+    .expect("the member vouches within the patience")
+}
+
+fn generation(n: u64) -> Stored {
+    Stored::Value(Generation::new(n).unwrap())
+}
+
+/// A keyed writer's intent on one tenant, on a server with 200,000 other
+/// keys to expire: the tenant's member stops vouching within the lease
+/// (the session reads the lapse of every member that changed, and touches
+/// it once due).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_writers_change_to_a_member_reaches_its_readers_within_the_lease() {
+    let redis = Redis::new();
+    redis.raw::<()>(
+        redis::cmd("EVAL")
+            .arg("for i = 1, 200000 do redis.call('SET', 'other:' .. i, 'x', 'EX', 3600) end")
+            .arg(0),
+    );
+    let backend = RedisBackend::with_config(&redis.server.url(), config()).unwrap();
+    redis.raw::<()>(redis::cmd("SET").arg(tenant("a").as_str()).arg(3));
+    let set = tracked(&backend);
+    let a = set.member(&tenant("a"));
+    assert_eq!(vouched(&backend, &a, &tenant("a")).await, generation(3));
+    let dead = Synchronizer::new(backend.clone(), tenant("a"));
+    dead.mark_intent(Generation::fresh(), LEASE).await.unwrap();
+    let intended = Instant::now();
+    drop(dead);
+    // Its readers see the intent's cut (a change), and vouch again.
+    assert_eq!(vouched(&backend, &a, &tenant("a")).await, generation(3));
+    tokio::time::sleep_until(intended + LEASE + BOUND).await;
+    assert_ne!(
+        a.vouched().map(|(stored, _)| stored),
+        Some(generation(3)),
+        "a member vouched for a key a heartbeat bound past its lapse"
+    );
+    assert_eq!(vouched(&backend, &a, &tenant("a")).await, Stored::Missing);
+}
+
+/// `SWAPDB` of the database a set's members live in: caught through the
+/// parent key, which the heartbeat reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swapdb_under_a_set_is_caught_through_its_parent() {
+    let redis = Redis::new();
+    let backend = RedisBackend::with_config(&redis.server.url(), config()).unwrap();
+    redis.raw::<()>(redis::cmd("SET").arg(parent().as_str()).arg(5));
+    redis.raw::<()>(redis::cmd("SET").arg(tenant("a").as_str()).arg(3));
+    // Set before tracking starts: tracking by prefix hears a change of
+    // the key in every database.
+    on_db::<()>(
+        &redis.server,
+        1,
+        redis::cmd("SET").arg(tenant("a").as_str()).arg(77),
+    );
+    let set = tracked(&backend);
+    let a = set.member(&tenant("a"));
+    assert_eq!(vouched(&backend, &a, &tenant("a")).await, generation(3));
+    redis.raw::<()>(redis::cmd("SWAPDB").arg(0).arg(1));
+    let swapped = Instant::now();
+    tokio::time::sleep_until(swapped + BOUND).await;
+    assert_eq!(
+        a.vouched(),
+        None,
+        "a member vouched for a value of the database swapped out"
+    );
+    assert_eq!(vouched(&backend, &a, &tenant("a")).await, generation(77));
 }

@@ -39,6 +39,7 @@ use crate::error::BackendError;
 use crate::key::Key;
 
 mod fed;
+mod lapses;
 mod node;
 
 /// Starts tracking `key` for `tracker` on the current runtime. `false`
@@ -54,11 +55,7 @@ pub(super) fn spawn(target: Arc<Target>, key: Key, tracker: &Arc<Tracker>) -> bo
 /// Starts tracking every member of `set` on the current runtime, on one
 /// connection. `false` outside one.
 pub(super) fn spawn_set(target: Arc<Target>, set: &Arc<TrackerSet>) -> bool {
-    let fed = Fed::Set {
-        prefixes: set.subscriptions().to_vec(),
-        set: Arc::downgrade(set),
-    };
-    start(target, fed, set.notifier())
+    start(target, Fed::set(set), set.notifier())
 }
 
 fn start(target: Arc<Target>, fed: Fed, notify: Arc<Notify>) -> bool {
@@ -165,7 +162,7 @@ async fn session(target: &Target, fed: &Fed, notify: &Notify, told: Told) -> End
             // The slot's owner only once the node says it still owns it:
             // the seed that named it may have been behind.
             let owner = async {
-                beat.send(&mut conn).await?;
+                beat.send(&mut conn, std::iter::empty()).await?;
                 let node = redis::cmd("CLUSTER")
                     .arg("MYID")
                     .query_async::<String>(&mut conn)
@@ -191,6 +188,15 @@ async fn session(target: &Target, fed: &Fed, notify: &Notify, told: Told) -> End
     if let Err(e) = tracking.query_async::<()>(&mut conn).await {
         return ended(target, e, false);
     }
+    // A set's heartbeats compare its first parent with what it held once
+    // tracking was on (a key's, with the session's own reads).
+    let mut parent = None;
+    if let Fed::Set { .. } = fed {
+        match beat.send(&mut conn, std::iter::empty()).await {
+            Ok((holds, _)) => parent = holds,
+            Err(e) => return ended(target, e, false),
+        }
+    }
     if !fed.arm(epoch) {
         return Ended::Unwanted;
     }
@@ -206,7 +212,7 @@ async fn session(target: &Target, fed: &Fed, notify: &Notify, told: Told) -> End
         let mut ticket = None;
         // What the session's last read found, which its heartbeats
         // compare with what the key holds then.
-        let mut read = None;
+        let mut read = parent;
         if let Fed::Key { key, tracker } = fed {
             // Read the key: its reply also proves the pushes before it
             // arrived.
@@ -257,20 +263,32 @@ async fn session(target: &Target, fed: &Fed, notify: &Notify, told: Told) -> End
                 _ = every.tick() => {}
             }
             let sent = Instant::now();
-            let holds = match beat.send(&mut conn).await {
-                Ok(holds) => holds,
+            let asked = fed.lapses_asked(sent);
+            let extra = asked.iter().flat_map(|a| a.cmds());
+            let (holds, rest) = match beat.send(&mut conn, extra).await {
+                Ok(answered) => answered,
                 Err(e) => return ended(target, e, true),
             };
+            if let Some(asked) = asked {
+                if !fed.lapses_answered(asked, sent, rest) {
+                    return Ended::Unwanted;
+                }
+            }
             if read.is_some() && holds != read {
                 // Changed with no invalidation (`SWAPDB`, a key past its
                 // time to live that the server had not expired yet: the
                 // read expired it). Invalidated before the bound is
                 // renewed, so nothing vouches for the old value past it.
+                // (A set's parent also differs after a pushed change of
+                // it: its members are then invalidated twice.)
                 tracing::debug!(key = %key, "gensync push mode: the heartbeat found a change the server did not announce");
                 if !fed.invalidate() {
                     return Ended::Unwanted;
                 }
-                break;
+                if let Fed::Key { .. } = fed {
+                    break;
+                }
+                read = holds;
             }
             if !fed.vouch_until(sent, config.heartbeat_bound()) {
                 return Ended::Unwanted;

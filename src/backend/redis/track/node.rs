@@ -63,7 +63,7 @@ pub(super) struct Heartbeat {
     pipe: Pipeline,
     /// Whether the first reply is `ROLE`'s.
     role: bool,
-    /// The reader of the key's value, for a session that tracks one key.
+    /// The reader of the compared key's value (see [`Fed::compared`]).
     read: Option<ReadStored>,
 }
 
@@ -72,10 +72,11 @@ type ReadStored = fn(Result<Value, RedisError>) -> Result<Stored, RedisError>;
 impl Heartbeat {
     /// What the heartbeat sends: `ROLE` first to a Sentinel primary, which
     /// must still be one (a demoted primary keeps answering, but the
-    /// writes go elsewhere); then, for one key, a read of it, which in a
-    /// Cluster is answered `MOVED` once the node no longer owns its slot;
-    /// for a set, `PING` to one server and, in a Cluster, `EXISTS` of its
-    /// first prefix, for the same `MOVED`.
+    /// writes go elsewhere); then a read of the key it compares (one key,
+    /// or a set's first parent), which in a Cluster is answered `MOVED`
+    /// once the node no longer owns its slot; for a set without parents,
+    /// `PING` to one server and, in a Cluster, `EXISTS` of its first
+    /// prefix, for the same `MOVED`.
     pub(super) fn new(target: &Target, fed: &Fed) -> Self {
         let mut pipe = redis::pipe();
         // Each reply is read on its own: a read's `WRONGTYPE` is a
@@ -86,13 +87,13 @@ impl Heartbeat {
             pipe.cmd("ROLE");
         }
         let mut read = None;
-        match fed {
-            Fed::Key { key, .. } => {
-                let get = Op::get(key);
+        match fed.compared() {
+            Some(key) => {
+                let get = Op::get(&key);
                 pipe.add_command(get.cmd);
                 read = Some(get.read);
             }
-            Fed::Set { .. } => match &target.deployment {
+            None => match &target.deployment {
                 Deployment::Single(_) => {
                     pipe.cmd("PING");
                 }
@@ -106,18 +107,36 @@ impl Heartbeat {
         Heartbeat { pipe, role, read }
     }
 
-    /// Sends the heartbeat and reads its replies: what the key holds now
-    /// (for one key), or an error.
+    /// Sends the heartbeat, with `extra` commands after it in the same
+    /// round trip, and reads its replies: what the compared key holds now
+    /// (if any), and the replies to `extra`; or an error, an error reply
+    /// to `extra` included.
     pub(super) async fn send(
         &self,
         conn: &mut MultiplexedConnection,
-    ) -> Result<Option<Stored>, RedisError> {
-        let replies = self.pipe.query_async::<Vec<Value>>(conn).await?;
-        self.answered(replies)
+        extra: impl Iterator<Item = redis::Cmd>,
+    ) -> Result<(Option<Stored>, Vec<Value>), RedisError> {
+        let mut pipe = None;
+        for cmd in extra {
+            pipe.get_or_insert_with(|| self.pipe.clone())
+                .add_command(cmd);
+        }
+        let mut replies = pipe
+            .as_ref()
+            .unwrap_or(&self.pipe)
+            .query_async::<Vec<Value>>(conn)
+            .await?;
+        let rest = replies.split_off(self.pipe.len().min(replies.len()));
+        let rest = rest
+            .into_iter()
+            .map(Value::extract_error)
+            .collect::<Result<_, _>>()?;
+        Ok((self.answered(replies)?, rest))
     }
 
-    /// Reads a heartbeat's replies: an error if they say the connection no
-    /// longer reaches the node the writes go to, or the read failed.
+    /// Reads a heartbeat's own replies: an error if they say the
+    /// connection no longer reaches the node the writes go to, or the read
+    /// failed.
     fn answered(&self, replies: Vec<Value>) -> Result<Option<Stored>, RedisError> {
         let mut replies = replies.into_iter();
         if self.role && !is_primary(replies.next().unwrap_or(Value::Nil).extract_error()?) {
@@ -167,10 +186,7 @@ mod tests {
             Value::Int(10),
         ]);
         let tenants = crate::backend::TrackerSet::new(vec!["gensync:t:".into()], vec![]);
-        let set = Fed::Set {
-            prefixes: tenants.subscriptions().to_vec(),
-            set: Arc::downgrade(&tenants),
-        };
+        let set = Fed::set(&tenants);
         let beat = Heartbeat::new(&sentinel, &set);
         assert!(beat.answered(vec![primary.clone()]).is_ok());
         assert!(beat.answered(vec![replica.clone()]).is_err());
@@ -208,14 +224,8 @@ mod tests {
             beat.answered(vec![Value::Nil]).unwrap(),
             Some(Stored::Missing)
         );
-        let denied = Value::ServerError(
-            redis::ServerError::try_from(redis::RedisError::from((
-                ErrorKind::Server(redis::ServerErrorKind::NoPerm),
-                "NOPERM",
-                "no permission".to_owned(),
-            )))
-            .unwrap(),
-        );
+        let denied = redis::parse_redis_value(b"-NOPERM no permission\r\n").unwrap();
+        assert!(matches!(denied, Value::ServerError(_)));
         assert!(beat.answered(vec![denied]).is_err());
         assert!(beat.answered(vec![]).is_err(), "no reply is no value");
     }
@@ -251,19 +261,13 @@ mod tests {
             vec![tenants.member_prefix()],
             vec![tenants.as_str().to_owned()],
         );
-        let fed = Fed::Set {
-            prefixes: set.subscriptions().to_vec(),
-            set: Arc::downgrade(&set),
-        };
+        let fed = Fed::set(&set);
         assert_eq!(
             place(&cluster, &fed).unwrap(),
             Some(slot(tenants.as_str().as_bytes()))
         );
         let untagged = crate::backend::TrackerSet::new(vec!["gensync:a:".into()], vec![]);
-        let fed = Fed::Set {
-            prefixes: untagged.subscriptions().to_vec(),
-            set: Arc::downgrade(&untagged),
-        };
+        let fed = Fed::set(&untagged);
         assert!(place(&cluster, &fed).is_err(), "no one slot to track on");
         let single = Target::open("redis://127.0.0.1:1", RedisConfig::default()).unwrap();
         assert_eq!(place(&single, &fed).unwrap(), None);
