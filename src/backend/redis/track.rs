@@ -12,7 +12,12 @@
 //!
 //! Where a session runs (a Sentinel's primary, a Cluster slot's owner) and
 //! what its heartbeat sends there is `track/node.rs`'s; what it feeds,
-//! `track/fed.rs`'s.
+//! `track/fed.rs`'s; how a set's session watches its members' lapses,
+//! `track/lapses.rs`'s.
+//!
+//! A heartbeat's reply renews the vouching for a heartbeat bound from when
+//! it was sent, and nothing else does: a session that stalls (its runtime
+//! starved, its connection slow to time out) stops vouching at the bound.
 //!
 //! The crate's experimental client-side cache is not used: there, an
 //! invalidation can race the insert of a fresh reply, and a dead connection
