@@ -242,6 +242,8 @@ async fn session(target: &Target, fed: &Fed, notify: &Notify, told: Told) -> End
             }
             ticket = Some(t);
             read = Some(stored);
+            // The read renewed the vouch: the next beat is a period away.
+            every.reset();
         }
         // Heartbeats until something changes (for a set, until it is
         // dropped: its members are read by others).
