@@ -96,6 +96,14 @@ impl Key {
         Ok(Key { rendered })
     }
 
+    /// The key rendered as `name`, a name the crate rendered itself (a
+    /// tracked set's parent), to read it again.
+    pub(crate) fn rendered(name: &str) -> Self {
+        Key {
+            rendered: name.to_owned(),
+        }
+    }
+
     /// Parses `"site:settings"` style text into a key in the default
     /// namespace: split on `:`, each part trimmed, empty parts dropped.
     pub fn parse(text: &str) -> Result<Self, KeyError> {

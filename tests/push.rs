@@ -18,6 +18,7 @@ use gensync::{
     RedisBackend, RedisConfig, Stored, Synchronizer,
 };
 use std::sync::Mutex;
+use support::stall::Stallable;
 use support::{LogCapture, Redis};
 use tokio::sync::{oneshot, Notify};
 use tokio::time::{timeout, Instant};
@@ -52,6 +53,10 @@ fn reloader(redis: &Redis, db: &Db, mode: CheckMode) -> Reloader<u64> {
 
 fn reloader_with(redis: &Redis, db: &Db, mode: CheckMode, config: RedisConfig) -> Reloader<u64> {
     let backend = RedisBackend::with_config(&redis.server.url(), config).unwrap();
+    reloader_on(backend, db, mode)
+}
+
+fn reloader_on(backend: RedisBackend, db: &Db, mode: CheckMode) -> Reloader<u64> {
     let db = db.clone();
     Reloader::builder(Synchronizer::new(backend, key()), move || {
         let v = db.0.load(Ordering::SeqCst);
@@ -406,8 +411,10 @@ async fn a_restarted_redis_falls_back_to_strict_then_arms_again() {
     heard(&reloader, 4).await;
 }
 
+/// A paused server misses its heartbeats: the session ends, checks read
+/// for themselves, and tracking arms again once it answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_paused_redis_is_never_vouched_for_past_the_heartbeat_bound() {
+async fn a_paused_redis_falls_back_to_strict_then_arms_again() {
     let redis = Redis::new();
     let db = Db::default();
     let reloader = reloader(&redis, &db, CheckMode::Push);
@@ -422,6 +429,50 @@ async fn a_paused_redis_is_never_vouched_for_past_the_heartbeat_bound() {
     );
     redis.server.resume().unwrap();
     armed(&reloader).await;
+}
+
+/// The heartbeat bound alone ends what push mode vouches for: with the
+/// tracking task stalled (its runtime held), no timeout of its connection
+/// fires and no push is heard, yet a check that begins a bound after the
+/// stall reads for itself and sees a change made meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_tracking_task_is_never_vouched_for_past_the_heartbeat_bound() {
+    let redis = Redis::new();
+    let db = Db::default();
+    let backend = RedisBackend::with_config(&redis.server.url(), config()).unwrap();
+    // The reads' connection is made here, so it goes on answering while
+    // the tracking runtime is held.
+    backend.ping().await.unwrap();
+    let reloader = reloader_on(backend, &db, CheckMode::Push);
+    let tracking = Stallable::new();
+    // The first push check starts tracking on the runtime it runs on.
+    let first = reloader.clone();
+    tracking
+        .handle()
+        .spawn(async move {
+            first.check().await;
+        })
+        .await
+        .unwrap();
+    armed(&reloader).await;
+    assert_eq!(answered_at_once(&reloader), Some(0));
+
+    let stall = tracking.stall().await;
+    let stalled = Instant::now();
+    db.set(1);
+    writer(&redis).mark_updated().await.unwrap();
+    // What is asserted is the bound itself: no event marks it.
+    tokio::time::sleep_until(stalled + BOUND).await;
+    assert_eq!(
+        *reloader.check().await,
+        1,
+        "a check a bound after the last heartbeat read for itself"
+    );
+    drop(stall);
+    // Let go, tracking goes on and vouches again.
+    db.set(2);
+    writer(&redis).mark_updated().await.unwrap();
+    heard(&reloader, 2).await;
 }
 
 #[tokio::test(flavor = "current_thread")]

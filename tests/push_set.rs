@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gensync::{Backend, Key, RedisBackend, RedisConfig, Stored, Ticket, Tracker, TrackerSet};
+use support::stall::Stallable;
 use support::{LogCapture, Redis};
 use tokio::time::{timeout, Instant};
 
@@ -210,8 +211,10 @@ async fn a_killed_tracking_connection_loses_every_member_then_arms_again() {
     assert_ne!(tracking_again, tracking, "a new connection");
 }
 
+/// A paused server misses its heartbeats: no member is vouched for, and
+/// the session arms again once it answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_paused_server_is_never_vouched_for_past_the_heartbeat_bound() {
+async fn a_paused_server_vouches_for_no_member_then_arms_again() {
     let redis = Redis::new();
     let backend = backend(&redis);
     let set = tracked(&backend);
@@ -230,6 +233,39 @@ async fn a_paused_server_is_never_vouched_for_past_the_heartbeat_bound() {
     redis.server.resume().unwrap();
     // The missed heartbeat lost the session; it arms again.
     vouched(&backend, &a, &tenant("a")).await;
+}
+
+/// The heartbeat bound alone ends what the members vouch for: with the
+/// session stalled (its runtime held), no timeout of its connection fires
+/// and no push is heard, yet no member is vouched for a bound after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_session_is_never_vouched_for_past_the_heartbeat_bound() {
+    let redis = Redis::new();
+    let backend = backend(&redis);
+    // The readers' connection is made here, so it goes on answering while
+    // the session's runtime is held.
+    backend.ping().await.unwrap();
+    let session = Stallable::new();
+    let set = {
+        let _on = session.handle().enter();
+        tracked(&backend)
+    };
+    let a = set.member(&tenant("a"));
+    vouched(&backend, &a, &tenant("a")).await;
+
+    let stall = session.stall().await;
+    let stalled = Instant::now();
+    // A change the stalled session cannot hear of.
+    redis.raw::<()>(redis::cmd("SET").arg(tenant("a").as_str()).arg(9));
+    // What is asserted is the bound itself: no event marks it.
+    tokio::time::sleep_until(stalled + 2 * HEARTBEAT).await;
+    assert_eq!(
+        a.vouched(),
+        None,
+        "no member vouched for past the bound of the last answered heartbeat"
+    );
+    drop(stall);
+    assert!(matches!(vouched(&backend, &a, &tenant("a")).await, Stored::Value(g) if g.get() == 9));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

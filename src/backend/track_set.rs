@@ -176,6 +176,17 @@ impl TrackerSet {
         }
     }
 
+    /// Whether `key` is one of the set's parents or a member someone
+    /// holds: a key whose lapse the backend watches.
+    pub(crate) fn concerns(&self, key: &str) -> bool {
+        self.parents.iter().any(|p| p == key)
+            || self
+                .state()
+                .members
+                .get(key)
+                .is_some_and(|m| m.strong_count() > 0)
+    }
+
     /// The backend's side: anything may have changed (a flush).
     pub fn invalidate_all(&self) {
         self.state().each(Tracker::invalidate);

@@ -4,6 +4,7 @@
 #![allow(dead_code, unused_macros)] // each test binary uses a different part
 
 pub mod example;
+pub mod stall;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};

@@ -130,14 +130,18 @@ impl RedisConfig {
         self
     }
 
-    /// Push mode's heartbeat: the tracking connection sends `PING` this
-    /// often, and each must be answered within the same time, or the
-    /// connection is dropped and readers read the key themselves until it
-    /// is armed again. An answered `PING` proves every invalidation the
-    /// server queued before it has arrived, so push mode vouches for
-    /// nothing older than the last answered heartbeat: at most twice this
-    /// (400 ms by default) before a request, and in practice the server's
-    /// round trip. Each heartbeat is one command.
+    /// Push mode's heartbeat: the tracking connection reads the key this
+    /// often (a keyed set's parent, or `PING` for a set without one), and
+    /// each must be answered within the same time, or the connection is
+    /// dropped and readers read the key themselves until it is armed
+    /// again. An answered heartbeat proves every invalidation the server
+    /// queued before it has arrived, and its read catches a change the
+    /// server never announces (`SWAPDB`, a lapse not yet expired), so push
+    /// mode vouches for nothing older than the last answered heartbeat: at
+    /// most twice this (400 ms by default) before a request, whatever the
+    /// connection does, and in practice the server's round trip. Each
+    /// heartbeat is one read command (a set also asks about members that
+    /// changed or lapse).
     pub fn heartbeat(mut self, every: Duration) -> Self {
         self.heartbeat = every;
         self

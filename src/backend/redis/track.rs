@@ -12,7 +12,12 @@
 //!
 //! Where a session runs (a Sentinel's primary, a Cluster slot's owner) and
 //! what its heartbeat sends there is `track/node.rs`'s; what it feeds,
-//! `track/fed.rs`'s.
+//! `track/fed.rs`'s; how a set's session watches its members' lapses,
+//! `track/lapses.rs`'s.
+//!
+//! A heartbeat's reply renews the vouching for a heartbeat bound from when
+//! it was sent, and nothing else does: a session that stalls (its runtime
+//! starved, its connection slow to time out) stops vouching at the bound.
 //!
 //! The crate's experimental client-side cache is not used: there, an
 //! invalidation can race the insert of a fresh reply, and a dead connection
@@ -28,7 +33,7 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use self::fed::Fed;
-use self::node::{heartbeat, heartbeat_answered, place};
+use self::node::{place, Heartbeat};
 use super::commands::Op;
 use super::conn::{node_async, owner_async};
 use super::deployment::Deployment;
@@ -39,6 +44,7 @@ use crate::error::BackendError;
 use crate::key::Key;
 
 mod fed;
+mod lapses;
 mod node;
 
 /// Starts tracking `key` for `tracker` on the current runtime. `false`
@@ -54,11 +60,7 @@ pub(super) fn spawn(target: Arc<Target>, key: Key, tracker: &Arc<Tracker>) -> bo
 /// Starts tracking every member of `set` on the current runtime, on one
 /// connection. `false` outside one.
 pub(super) fn spawn_set(target: Arc<Target>, set: &Arc<TrackerSet>) -> bool {
-    let fed = Fed::Set {
-        prefixes: set.subscriptions().to_vec(),
-        set: Arc::downgrade(set),
-    };
-    start(target, fed, set.notifier())
+    start(target, Fed::set(set), set.notifier())
 }
 
 fn start(target: Arc<Target>, fed: Fed, notify: Arc<Notify>) -> bool {
@@ -159,14 +161,13 @@ async fn session(target: &Target, fed: &Fed, notify: &Notify, told: Told) -> End
         Ok(conn) => conn,
         Err(e) => return ended(target, e, false),
     };
+    let beat = Heartbeat::new(target, fed);
     let epoch = match place(target, fed) {
         Ok(Some(slot)) => {
             // The slot's owner only once the node says it still owns it:
             // the seed that named it may have been behind.
             let owner = async {
-                heartbeat(target, fed)
-                    .query_async::<Value>(&mut conn)
-                    .await?;
+                beat.send(&mut conn, std::iter::empty()).await?;
                 let node = redis::cmd("CLUSTER")
                     .arg("MYID")
                     .query_async::<String>(&mut conn)
@@ -192,6 +193,15 @@ async fn session(target: &Target, fed: &Fed, notify: &Notify, told: Told) -> End
     if let Err(e) = tracking.query_async::<()>(&mut conn).await {
         return ended(target, e, false);
     }
+    // A set's heartbeats compare its first parent with what it held once
+    // tracking was on (a key's, with the session's own reads).
+    let mut parent = None;
+    if let Fed::Set { .. } = fed {
+        match beat.send(&mut conn, std::iter::empty()).await {
+            Ok((holds, _)) => parent = holds,
+            Err(e) => return ended(target, e, false),
+        }
+    }
     if !fed.arm(epoch) {
         return Ended::Unwanted;
     }
@@ -201,10 +211,13 @@ async fn session(target: &Target, fed: &Fed, notify: &Notify, told: Told) -> End
         tracing::info!(key = %key, "gensync push mode: tracking armed again; checks cost no round trip between changes");
     }
     let config = &target.config;
-    let mut beat = tokio::time::interval(config.heartbeat);
-    beat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut every = tokio::time::interval(config.heartbeat);
+    every.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         let mut ticket = None;
+        // What the session's last read found, which its heartbeats
+        // compare with what the key holds then.
+        let mut read = parent;
         if let Fed::Key { key, tracker } = fed {
             // Read the key: its reply also proves the pushes before it
             // arrived.
@@ -228,6 +241,9 @@ async fn session(target: &Target, fed: &Fed, notify: &Notify, told: Told) -> End
                 None => return Ended::Unwanted,
             }
             ticket = Some(t);
+            read = Some(stored);
+            // The read renewed the vouch: the next beat is a period away.
+            every.reset();
         }
         // Heartbeats until something changes (for a set, until it is
         // dropped: its members are read by others).
@@ -251,15 +267,35 @@ async fn session(target: &Target, fed: &Fed, notify: &Notify, told: Told) -> End
             }
             tokio::select! {
                 _ = &mut changed => continue,
-                _ = beat.tick() => {}
+                _ = every.tick() => {}
             }
             let sent = Instant::now();
-            let answered = heartbeat(target, fed)
-                .query_async::<Value>(&mut conn)
-                .await
-                .and_then(|reply| heartbeat_answered(target, reply));
-            if let Err(e) = answered {
-                return ended(target, e, true);
+            let asked = fed.lapses_asked(sent);
+            let extra = asked.iter().flat_map(|a| a.cmds());
+            let (holds, rest) = match beat.send(&mut conn, extra).await {
+                Ok(answered) => answered,
+                Err(e) => return ended(target, e, true),
+            };
+            if let Some(asked) = asked {
+                if !fed.lapses_answered(asked, sent, rest) {
+                    return Ended::Unwanted;
+                }
+            }
+            if read.is_some() && holds != read {
+                // Changed with no invalidation (`SWAPDB`, a key past its
+                // time to live that the server had not expired yet: the
+                // read expired it). Invalidated before the bound is
+                // renewed, so nothing vouches for the old value past it.
+                // (A set's parent also differs after a pushed change of
+                // it: its members are then invalidated twice.)
+                tracing::debug!(key = %key, "gensync push mode: the heartbeat found a change the server did not announce");
+                if !fed.invalidate() {
+                    return Ended::Unwanted;
+                }
+                if let Fed::Key { .. } = fed {
+                    break;
+                }
+                read = holds;
             }
             if !fed.vouch_until(sent, config.heartbeat_bound()) {
                 return Ended::Unwanted;

@@ -1,11 +1,12 @@
 //! What a tracking session feeds: one key's tracker, or a set's members.
 
-use std::sync::Weak;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use redis::{PushInfo, PushKind, Value};
 use tokio::time::Instant;
 
+use super::lapses::{Asked, Lapses};
 use crate::backend::{Ticket, Tracker, TrackerSet};
 use crate::key::Key;
 
@@ -16,10 +17,11 @@ pub(super) enum Fed {
     /// One key, which the session reads itself.
     Key { key: Key, tracker: Weak<Tracker> },
     /// A set's members, which their readers read; the session only arms
-    /// the set, invalidates and heartbeats.
+    /// the set, invalidates, heartbeats and watches their lapses.
     Set {
         prefixes: Vec<String>,
         set: Weak<TrackerSet>,
+        lapses: Arc<Mutex<Lapses>>,
     },
 }
 
@@ -30,6 +32,50 @@ impl Fed {
             Fed::Key { key, .. } => vec![key.as_str()],
             Fed::Set { prefixes, .. } => prefixes.iter().map(String::as_str).collect(),
         }
+    }
+
+    /// A set's, for `set`.
+    pub(super) fn set(set: &Arc<TrackerSet>) -> Self {
+        Fed::Set {
+            prefixes: set.subscriptions().to_vec(),
+            set: Arc::downgrade(set),
+            lapses: Arc::default(),
+        }
+    }
+
+    /// The key a heartbeat reads and compares: the key itself, or a set's
+    /// first parent (which differs after a `SWAPDB`, as its members may).
+    pub(super) fn compared(&self) -> Option<Key> {
+        match self {
+            Fed::Key { key, .. } => Some(key.clone()),
+            Fed::Set { set, .. } => set
+                .upgrade()
+                .and_then(|s| s.parents().first().map(|p| Key::rendered(p))),
+        }
+    }
+
+    /// What a set's heartbeat sent at `now` asks about its lapses.
+    pub(super) fn lapses_asked(&self, now: Instant) -> Option<Asked> {
+        match self {
+            Fed::Key { .. } => None,
+            Fed::Set { lapses, .. } => Some(lock(lapses).next(now)),
+        }
+    }
+
+    /// Reads the replies to what a heartbeat sent at `sent` asked about
+    /// lapses, and invalidates the keys found lapsed. `false` once dropped.
+    pub(super) fn lapses_answered(&self, asked: Asked, sent: Instant, replies: Vec<Value>) -> bool {
+        let Fed::Set { set, lapses, .. } = self else {
+            return true;
+        };
+        let Some(set) = set.upgrade() else {
+            return false;
+        };
+        let lapsed = lock(lapses).answered(asked, sent, replies, |name| set.concerns(name));
+        for name in lapsed {
+            set.invalidate(&name);
+        }
+        true
     }
 
     /// Whether `name` is one of a set's parents (exact keys, not prefixes).
@@ -67,6 +113,16 @@ impl Fed {
         .is_some()
     }
 
+    /// A change the server did not announce: everything fed is
+    /// invalidated. `false` once dropped.
+    pub(super) fn invalidate(&self) -> bool {
+        match self {
+            Fed::Key { tracker, .. } => tracker.upgrade().map(|t| t.invalidate()),
+            Fed::Set { set, .. } => set.upgrade().map(|s| s.invalidate_all()),
+        }
+        .is_some()
+    }
+
     /// Whether the session must read the key again: an event came after
     /// the `ticket` of its last read (a set has no reads of its own).
     /// `None` once dropped.
@@ -92,10 +148,10 @@ impl Fed {
                     }
                 }
             }
-            Fed::Set { set, .. } => {
+            Fed::Set { set, lapses, .. } => {
                 if let Some(s) = set.upgrade() {
                     match push.kind {
-                        PushKind::Invalidate => invalidate_set(&s, &push.data),
+                        PushKind::Invalidate => invalidate_set(&s, &push.data, lapses),
                         PushKind::Disconnection => s.lost(),
                         _ => {}
                     }
@@ -114,9 +170,21 @@ impl std::fmt::Display for Fed {
     }
 }
 
+fn lock(lapses: &Mutex<Lapses>) -> std::sync::MutexGuard<'_, Lapses> {
+    // Every update leaves the watch whole.
+    lapses.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// An invalidation push's data: an array of key names, or null for a
-/// flush. Anything else invalidates every member, to be safe.
-fn invalidate_set(set: &TrackerSet, data: &[Value]) {
+/// flush. Anything else invalidates every member, to be safe. A member or
+/// parent named is watched for its lapse.
+fn invalidate_set(set: &TrackerSet, data: &[Value], lapses: &Mutex<Lapses>) {
+    let changed = |name: &str| {
+        set.invalidate(name);
+        if set.concerns(name) {
+            lock(lapses).changed(name);
+        }
+    };
     let [Value::Array(names)] = data else {
         set.invalidate_all();
         return;
@@ -126,10 +194,10 @@ fn invalidate_set(set: &TrackerSet, data: &[Value]) {
             Value::BulkString(b) => {
                 // A name that is not UTF-8 is no member's rendered key.
                 if let Ok(name) = std::str::from_utf8(b) {
-                    set.invalidate(name);
+                    changed(name);
                 }
             }
-            Value::SimpleString(name) => set.invalidate(name),
+            Value::SimpleString(name) => changed(name),
             _ => set.invalidate_all(),
         }
     }
