@@ -522,3 +522,58 @@ async fn a_keyed_reader_runs_with_exactly_its_documented_acl() {
         s.user(&rules);
     }
 }
+
+/// Push mode with the push reader's line arms and hears a bump without a
+/// read; with any one command fewer it never vouches (a denied read
+/// fails strict reads too), and the generation never changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_reader_runs_with_exactly_its_documented_acl() {
+    let mut s = Server::start();
+    let rules = documented("push-reader");
+    let key = Key::new(["acl", "push"]).unwrap();
+    let created = s.bump(&key).await;
+    s.user(&rules);
+    let db = Arc::new(AtomicU64::new(1));
+    let armed = reader(&s.url(), &key, CheckMode::Push, &db);
+    support::push_armed(&armed, Duration::from_secs(10)).await;
+    db.store(2, Ordering::SeqCst);
+    let bumped = s.bump(&key).await;
+    let mut settings = armed.subscribe();
+    tokio::time::timeout(Duration::from_secs(10), settings.wait_for(|s| **s == 2))
+        .await
+        .expect("the push brought the bump")
+        .unwrap();
+    support::push_armed(&armed, Duration::from_secs(10)).await;
+    assert_eq!(armed.synchronizer().sync_gen(), Some(bumped));
+    let _ = created;
+
+    for command in commands(&rules) {
+        if command == "info" {
+            continue;
+        }
+        let key = Key::new(["acl", "push", &command]).unwrap();
+        let created = s.bump(&key).await;
+        let fewer: Vec<String> = rules
+            .iter()
+            .filter(|r| **r != format!("+{command}"))
+            .cloned()
+            .collect();
+        s.user(&fewer);
+        let reader = reader(&s.url(), &key, CheckMode::Push, &db);
+        for _ in 0..20 {
+            reader.check().await;
+            assert_eq!(
+                reader.synchronizer().vouched(),
+                None,
+                "denied {command}: push vouched"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            s.raw_get(&key),
+            Some(created.to_string()),
+            "denied {command}"
+        );
+        s.user(&rules);
+    }
+}
