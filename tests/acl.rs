@@ -35,6 +35,12 @@ fn documented(id: &str) -> Vec<String> {
     line.split_whitespace().skip(3).map(str::to_owned).collect()
 }
 
+/// `rules` with `+command` taken away.
+fn without(rules: &[String], command: &str) -> Vec<String> {
+    let rule = format!("+{command}");
+    rules.iter().filter(|r| **r != rule).cloned().collect()
+}
+
 /// The commands a rule list allows (`+getrange` → `getrange`).
 fn commands(rules: &[String]) -> Vec<String> {
     rules
@@ -198,11 +204,7 @@ async fn a_reader_denied_any_one_command_changes_nothing_and_names_it() {
         for reader in &readers {
             assert_eq!(*reader.check().await, 1);
         }
-        let fewer: Vec<String> = rules
-            .iter()
-            .filter(|r| **r != format!("+{command}"))
-            .cloned()
-            .collect();
+        let fewer = without(&rules, &command);
         s.user(&fewer);
         let dels = s.calls("del");
         let (sets, incrs) = (s.calls("set"), s.calls("incrby"));
@@ -310,11 +312,7 @@ async fn a_writer_runs_with_exactly_its_documented_acl_and_is_told_what_is_missi
         let logged = logs.text().len();
         for _ in 0..2 {
             plant(&mut s, &key);
-            let fewer: Vec<String> = rules
-                .iter()
-                .filter(|r| **r != format!("+{command}"))
-                .cloned()
-                .collect();
+            let fewer = without(&rules, &command);
             s.user(&fewer);
             let before = s.raw_get(&key);
             let outcome = write(s.url(), key.clone()).await;
@@ -422,11 +420,7 @@ async fn cluster_roles_run_with_exactly_their_documented_acl() {
             // read; `exists`: sent only for an empty value.
             continue;
         }
-        let fewer: Vec<String> = rules
-            .iter()
-            .filter(|r| **r != format!("+{command}"))
-            .cloned()
-            .collect();
+        let fewer = without(&rules, &command);
         for node in cluster.nodes() {
             user_on(node, "reader", &fewer);
         }
@@ -491,11 +485,7 @@ async fn a_keyed_reader_runs_with_exactly_its_documented_acl() {
             // needed to read (see the reader's test).
             continue;
         }
-        let fewer: Vec<String> = rules
-            .iter()
-            .filter(|r| **r != format!("+{command}"))
-            .cloned()
-            .collect();
+        let fewer = without(&rules, &command);
         s.user(&fewer);
         let error = backend(&s.url())
             .get_with_parent(&member, &parent)
@@ -553,11 +543,7 @@ async fn a_push_reader_runs_with_exactly_its_documented_acl() {
         }
         let key = Key::new(["acl", "push", &command]).unwrap();
         let created = s.bump(&key).await;
-        let fewer: Vec<String> = rules
-            .iter()
-            .filter(|r| **r != format!("+{command}"))
-            .cloned()
-            .collect();
+        let fewer = without(&rules, &command);
         s.user(&fewer);
         let reader = reader(&s.url(), &key, CheckMode::Push, &db);
         for _ in 0..20 {
