@@ -3,10 +3,18 @@
 //! the `run_id` of the server each new connection reaches, and in a
 //! Cluster, whose client reconnects without telling, the node each script
 //! says ran it. Each change counts as a new epoch.
+//!
+//! The server's identity is also what generations are shown with
+//! ([`Generation::on_server`](crate::Generation)): a hash of its `run_id`,
+//! which every process reads alike, so all of them show one number for
+//! one state, and a restarted server (maybe restored from an older
+//! snapshot) shows other numbers. A process that comes back to a run it
+//! left, or that cannot learn the `run_id`, shows numbers of its own
+//! instead, unique to the epoch: nothing recorded before may match.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -23,8 +31,15 @@ pub(super) struct Identity {
     last: Mutex<LastServer>,
     /// In a Cluster: the node that last answered for each slot.
     owners: Mutex<HashMap<u16, Owner>>,
-    /// How many times the server behind a key changed.
+    /// How many times the server behind a key changed. Moved only under
+    /// the lock of what changed (`last` or `owners`), so an identity read
+    /// under that lock is the epoch's.
     epoch: AtomicU64,
+    /// Random, for the identities of epochs whose server cannot be named
+    /// alike by every process.
+    salt: u64,
+    /// Whether an unknown identity was logged yet.
+    told_unknown: AtomicBool,
 }
 
 /// How often a Cluster slot's answers also say the node's `run_id`, which
@@ -38,6 +53,8 @@ struct Owner {
     run_id: Option<String>,
     /// When its `run_id` was last asked for (or when it is next due).
     asked: Instant,
+    /// The runs this slot moved away from ([`run_hash`]es).
+    left: Vec<u64>,
 }
 
 /// Which server the last new connection reached, as far as it could tell.
@@ -47,6 +64,11 @@ struct LastServer {
     met: bool,
     /// Its `run_id`, or `None` when `INFO` was refused or failed.
     run_id: Option<String>,
+    /// The identity generations read from it are shown with.
+    shown: u64,
+    /// The runs connections moved away from ([`run_hash`]es): one met
+    /// again may hold data older than what was recorded on it before.
+    left: HashSet<u64>,
 }
 
 impl Identity {
@@ -57,7 +79,44 @@ impl Identity {
             last: Mutex::default(),
             owners: Mutex::default(),
             epoch: AtomicU64::new(0),
+            salt: rand::random(),
+            told_unknown: AtomicBool::new(false),
         }
+    }
+
+    /// The epoch, and the identity generations of `key` read in it are
+    /// shown with ([`Backend::identity`](crate::Backend::identity)).
+    ///
+    /// A hash of the `run_id` of the server holding the key, alike in
+    /// every process. Where that would not do, a number of this process's
+    /// own for the epoch: the server's run is unknown (`INFO` refused, the
+    /// probe timed out, a Cluster slot not yet sampled), or this process
+    /// left that run before and came back to it (the run may since have
+    /// loaded older data, as a demoted primary resynced from a replica
+    /// that missed a write, and a value recorded on it before must not
+    /// match). On the first server, unknown, stored values are shown as
+    /// they are (0), as every process without `+info` shows them.
+    pub(super) fn shown(&self, key: &[u8]) -> (u64, u64) {
+        if self.cluster {
+            let owners = lock(&self.owners);
+            let epoch = self.epoch();
+            let known = owners.get(&slot(key)).and_then(|owner| {
+                let run = run_hash(owner.run_id.as_deref()?);
+                (!owner.left.contains(&run)).then_some(run)
+            });
+            return (epoch, known.unwrap_or_else(|| self.own(epoch)));
+        }
+        let server = lock(&self.last);
+        (self.epoch(), server.shown)
+    }
+
+    /// This process's own identity for `epoch`: 0 for the first, else a
+    /// number no other epoch (or process) has.
+    fn own(&self, epoch: u64) -> u64 {
+        if epoch == 0 {
+            return 0;
+        }
+        run_hash_of(self.salt ^ epoch.rotate_left(32), b"gensync-own")
     }
 
     /// What to send for `cmd`: in a Cluster, a script made to report the
@@ -127,15 +186,20 @@ impl Identity {
             Some(owner) => {
                 let restarted =
                     matches!((&owner.run_id, &ran.run_id), (Some(a), Some(b)) if a != b);
-                if ran.run_id.is_some() {
-                    owner.run_id = ran.run_id.clone();
-                }
                 if !restarted {
+                    if ran.run_id.is_some() {
+                        owner.run_id = ran.run_id;
+                    }
                     return;
                 }
                 true
             }
         };
+        let mut left = Vec::new();
+        if let Some(before) = owners.remove(&slot) {
+            left = before.left;
+            left.extend(before.run_id.as_deref().map(run_hash));
+        }
         if moved {
             self.epoch.fetch_add(1, Ordering::Relaxed);
         }
@@ -150,6 +214,7 @@ impl Identity {
                 node: ran.node,
                 run_id: ran.run_id,
                 asked,
+                left,
             },
         );
     }
@@ -162,8 +227,29 @@ impl Identity {
     /// so after the first connection it starts a new epoch too.
     pub(super) fn met(&self, run_id: Option<String>) -> u64 {
         let mut server = lock(&self.last);
-        if server.met && (run_id.is_none() || run_id != server.run_id) {
+        let first = !server.met;
+        let changed = !first && (run_id.is_none() || run_id != server.run_id);
+        if changed {
+            if let Some(old) = server.run_id.as_deref() {
+                let old = run_hash(old);
+                server.left.insert(old);
+            }
             self.epoch.fetch_add(1, Ordering::Relaxed);
+        }
+        if first || changed {
+            let epoch = self.epoch();
+            server.shown = match run_id.as_deref().map(run_hash) {
+                Some(run) if !server.left.contains(&run) => run,
+                _ => self.own(epoch),
+            };
+        }
+        if run_id.is_none() && !self.told_unknown.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "gensync could not learn the Redis server's run_id (INFO server denied or \
+                 timed out; the ACL rule to add is +info): generations are shown as stored \
+                 until this process reconnects, then as numbers of its own, and an ETag \
+                 kept across a restore of an older snapshot may match again"
+            );
         }
         server.met = true;
         server.run_id = run_id;
@@ -181,6 +267,25 @@ impl Identity {
     pub(super) fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Relaxed)
     }
+}
+
+/// The identity of the server run `run_id`: the same number in every
+/// process (and every version of gensync: it is part of what users see),
+/// never 0.
+fn run_hash(run_id: &str) -> u64 {
+    run_hash_of(0, run_id.as_bytes())
+}
+
+/// FNV-1a over `bytes` from `seed`, then SplitMix64's finaliser; never 0
+/// (0 shows a stored value as it is).
+fn run_hash_of(seed: u64, bytes: &[u8]) -> u64 {
+    let mut h = 0xCBF2_9CE4_8422_2325 ^ seed;
+    for &b in bytes {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3);
+    }
+    h = (h ^ (h >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (h ^ (h >> 31)).max(1)
 }
 
 /// A command as sent, and the Cluster slot whose owner its reply names.
@@ -340,6 +445,70 @@ mod tests {
         seen.answered(7, ran("c", Some("r3")));
         seen.answered(8, ran("b", None));
         assert_eq!(seen.epoch(), 2, "a first run_id for a node is no change");
+    }
+
+    #[test]
+    fn one_run_shows_one_identity_in_every_process_and_a_restart_another() {
+        let id = |s: &str| Some(s.to_owned());
+        let key = b"gensync:k";
+        let (early, late) = (Identity::new(false), Identity::new(false));
+        early.met(id("a"));
+        let a = early.shown(key).1;
+        early.met(id("b"));
+        late.met(id("b"));
+        let b = early.shown(key).1;
+        assert_ne!(a, b, "a restart shows other numbers");
+        assert_ne!(a, 0);
+        assert_eq!(late.shown(key).1, b, "however long each has run");
+        assert_eq!(early.shown(key), (1, b), "the epoch still counts");
+        assert_eq!(run_hash("b"), b, "the same in every version");
+    }
+
+    #[test]
+    fn a_run_left_and_met_again_or_unknown_shows_numbers_never_shown_before() {
+        let id = |s: &str| Some(s.to_owned());
+        let key = b"gensync:k";
+        let seen = Identity::new(false);
+        seen.met(None);
+        assert_eq!(seen.shown(key).1, 0, "unknown at first: as stored");
+        let mut shown = vec![0];
+        for next in [id("a"), id("b"), id("a"), None, None, id("b")] {
+            seen.met(next);
+            let (_, now) = seen.shown(key);
+            assert!(!shown.contains(&now), "{now} shown in an earlier epoch");
+            shown.push(now);
+        }
+        // Another process, which met only "a", names it alike.
+        let other = Identity::new(false);
+        other.met(id("a"));
+        assert_eq!(other.shown(key).1, shown[1]);
+        assert_ne!(shown[3], shown[1], "back to a run left: its own number");
+    }
+
+    #[test]
+    fn a_cluster_key_shows_its_slot_owner_s_run() {
+        let ran = |node: &str, run: Option<&str>| Ran {
+            node: node.to_owned(),
+            run_id: run.map(str::to_owned),
+        };
+        let (k, other) = (b"{t}:k".as_slice(), b"{u}:k".as_slice());
+        let (p, q) = (Identity::new(true), Identity::new(true));
+        p.answered(slot(k), ran("n1", Some("r1")));
+        p.answered(slot(other), ran("n2", Some("r2")));
+        q.answered(slot(k), ran("n1", Some("r1")));
+        assert_eq!(p.shown(k).1, run_hash("r1"));
+        assert_eq!(q.shown(k), p.shown(k));
+        assert_eq!(p.shown(other).1, run_hash("r2"));
+        p.answered(slot(k), ran("n1", Some("r3")));
+        assert_eq!(p.shown(k), (1, run_hash("r3")), "restarted in place");
+        p.answered(slot(k), ran("n4", Some("r1")));
+        let back = p.shown(k);
+        assert_eq!(back.0, 2);
+        assert!(
+            ![0, run_hash("r1"), run_hash("r3")].contains(&back.1),
+            "back to a run the slot left: a number of its own"
+        );
+        assert_eq!(p.shown(other).1, run_hash("r2"), "other slots keep theirs");
     }
 
     #[test]
