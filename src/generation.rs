@@ -101,6 +101,24 @@ impl Generation {
     }
 }
 
+/// The identity of the Redis server run `run_id` (from `INFO server`), as
+/// [`Generation::on_server`] mixes it: the same number in every process
+/// and every version of gensync, since it is part of what users see;
+/// never 0.
+pub(crate) fn run_hash(run_id: &str) -> u64 {
+    identity_of(0, run_id.as_bytes())
+}
+
+/// FNV-1a over `bytes` from `seed`, then [`splitmix64`]: a stable
+/// identity, never 0 (which shows a stored value as it is).
+pub(crate) fn identity_of(seed: u64, bytes: &[u8]) -> u64 {
+    let mut h = 0xCBF2_9CE4_8422_2325 ^ seed;
+    for &b in bytes {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3);
+    }
+    splitmix64(h).max(1)
+}
+
 /// SplitMix64's finaliser: spreads the clock's low-entropy bits over the
 /// whole word.
 fn splitmix64(mut z: u64) -> u64 {

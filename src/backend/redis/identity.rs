@@ -22,6 +22,7 @@ use redis::{Cmd, RedisError, Value};
 
 use super::deployment::slot;
 use super::target::lock;
+use crate::generation::{identity_of, run_hash};
 
 /// Which servers answered, and how many times that changed.
 pub(super) struct Identity {
@@ -53,7 +54,7 @@ struct Owner {
     run_id: Option<String>,
     /// When its `run_id` was last asked for (or when it is next due).
     asked: Instant,
-    /// The runs this slot moved away from ([`run_hash`]es).
+    /// The runs this slot moved away from (their [`run_hash`]es).
     left: Vec<u64>,
 }
 
@@ -66,7 +67,7 @@ struct LastServer {
     run_id: Option<String>,
     /// The identity generations read from it are shown with.
     shown: u64,
-    /// The runs connections moved away from ([`run_hash`]es): one met
+    /// The runs connections moved away from (their [`run_hash`]es): one met
     /// again may hold data older than what was recorded on it before.
     left: HashSet<u64>,
 }
@@ -116,7 +117,7 @@ impl Identity {
         if epoch == 0 {
             return 0;
         }
-        run_hash_of(self.salt ^ epoch.rotate_left(32), b"gensync-own")
+        identity_of(self.salt ^ epoch.rotate_left(32), b"gensync-own")
     }
 
     /// What to send for `cmd`: in a Cluster, a script made to report the
@@ -267,25 +268,6 @@ impl Identity {
     pub(super) fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Relaxed)
     }
-}
-
-/// The identity of the server run `run_id`: the same number in every
-/// process (and every version of gensync: it is part of what users see),
-/// never 0.
-fn run_hash(run_id: &str) -> u64 {
-    run_hash_of(0, run_id.as_bytes())
-}
-
-/// FNV-1a over `bytes` from `seed`, then SplitMix64's finaliser; never 0
-/// (0 shows a stored value as it is).
-fn run_hash_of(seed: u64, bytes: &[u8]) -> u64 {
-    let mut h = 0xCBF2_9CE4_8422_2325 ^ seed;
-    for &b in bytes {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3);
-    }
-    h = (h ^ (h >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    h = (h ^ (h >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    (h ^ (h >> 31)).max(1)
 }
 
 /// A command as sent, and the Cluster slot whose owner its reply names.
