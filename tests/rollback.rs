@@ -489,3 +489,34 @@ async fn without_info_a_restart_from_an_older_snapshot_still_expires_every_reade
     seen.saw("the writer's answer", writer.publish(3).await.unwrap(), 3);
     seen.saw("the reader", shown(&reader, 3).await, 3);
 }
+
+/// In a Cluster the identity is that of the key's slot owner, learnt from
+/// its answers: a process that ran before a shard's failover, one started
+/// after it, and the writer show one number for the state after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_cluster_one_state_shows_one_number_across_a_shard_failover() {
+    let mut cluster = gensync::testing::RedisCluster::start().unwrap();
+    let source = Source::default();
+    let writer = process(&cluster.url(), patient_config(), &source);
+    let early = process(&cluster.url(), patient_config(), &source);
+    let put = writer.publish(1).await.unwrap();
+    assert_eq!(shown(&early, 1).await, put);
+
+    let old = cluster.kill_primary_for(key().as_str()).unwrap();
+    cluster
+        .wait_for_failover(key().as_str(), old, Duration::from_secs(30))
+        .unwrap();
+    // Writes may fail while the client learns the new node.
+    let until = Instant::now() + Duration::from_secs(30);
+    let put = loop {
+        match writer.publish(2).await {
+            Ok(put) => break put,
+            Err(e) => assert!(Instant::now() < until, "no write after the failover: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let late = process(&cluster.url(), patient_config(), &source);
+    for (name, process) in [("writer", &writer), ("early", &early), ("late", &late)] {
+        assert_eq!(shown(process, 2).await, put, "{name} after the failover");
+    }
+}

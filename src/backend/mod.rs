@@ -167,11 +167,13 @@ pub trait Backend: Send + Sync + 'static {
     /// shown before. 0 shows stored values as they are. Where no identity
     /// can be learnt, any number unique to this epoch in this process
     /// (per process, but still never matching a value recorded before);
-    /// the default is the epoch itself.
-    fn identity(&self, key: &Key) -> (u64, u64) {
+    /// the default is the epoch itself. `None` while the identity is being
+    /// learnt and comes with the next answer (a Cluster slot that just
+    /// moved): read again.
+    fn identity(&self, key: &Key) -> (u64, Option<u64>) {
         let _ = key;
         let epoch = self.epoch();
-        (epoch, epoch)
+        (epoch, Some(epoch))
     }
 
     /// Reads `key` and `parent` (its set's parent generation, on the same
@@ -278,7 +280,7 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     fn epoch(&self) -> u64 {
         (**self).epoch()
     }
-    fn identity(&self, key: &Key) -> (u64, u64) {
+    fn identity(&self, key: &Key) -> (u64, Option<u64>) {
         (**self).identity(key)
     }
     async fn get_with_parent(

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 
 use crate::backend::{Backend, Stored, Tracker};
 use crate::error::{BackendError, Error};
-use crate::generation::Generation;
+use crate::generation::{identity_of, Generation};
 use crate::key::Key;
 
 mod blocking;
@@ -241,10 +241,12 @@ impl<B: Backend> Synchronizer<B> {
     /// every process shows one number for it, and after the backend moved
     /// to a different or restarted server (which may hold an older copy)
     /// nothing recorded before reads as current, whatever the value.
-    /// Read again once if the epoch moved during the read, which may then
-    /// have been answered by either server.
+    /// Read again if the epoch moved during the read, which may then have
+    /// been answered by either server, or if the server's identity comes
+    /// with the next answer (a Cluster slot that just moved); three reads
+    /// at most.
     async fn observe(&self) -> Result<Stored, Error> {
-        for _ in 0..2 {
+        for _ in 0..3 {
             let epoch = self.backend.epoch();
             // Taken before the read: a change after it ends what the read
             // vouches for.
@@ -257,7 +259,7 @@ impl<B: Backend> Synchronizer<B> {
             let stored = self.read_with_parent().await?;
             // The identity with the epoch it belongs to, read together.
             let (now, server) = self.backend.identity(&self.key);
-            if now == epoch {
+            if let Some(server) = server.filter(|_| now == epoch) {
                 if let Some((tracker, ticket)) = fed {
                     tracker.saw(ticket, stored, epoch);
                 }
@@ -272,8 +274,17 @@ impl<B: Backend> Synchronizer<B> {
 
     /// A value this process stored, as [`observe`](Self::observe) would
     /// read it back (without the parent: see [`shown_written`](Self::shown_written)).
-    fn as_seen(&self, stored: Generation) -> Generation {
-        stored.on_server(self.backend.identity(&self.key).1)
+    async fn as_seen(&self, stored: Generation) -> Generation {
+        for _ in 0..2 {
+            if let (_, Some(server)) = self.backend.identity(&self.key) {
+                return stored.on_server(server);
+            }
+            // The server's identity comes with its next answer: ask one.
+            let _ = self.backend.get(&self.key).await;
+        }
+        // Never learnt (the slot keeps moving): a number of this process's
+        // own, which matches nothing recorded before.
+        stored.on_server(identity_of(self.backend.epoch(), b"gensync-unsettled"))
     }
 
     /// A value this process wrote, as [`observe`](Self::observe) would
@@ -283,7 +294,7 @@ impl<B: Backend> Synchronizer<B> {
     /// and only the number shown for it may be off until the next read.
     async fn shown_written(&self, stored: Generation) -> Generation {
         let Some(parent) = &self.parent else {
-            return self.as_seen(stored);
+            return self.as_seen(stored).await;
         };
         let folded = match self.backend.get(parent).await {
             Ok(Stored::Value(p)) => stored.with_parent(p),
@@ -293,7 +304,7 @@ impl<B: Backend> Synchronizer<B> {
                 stored
             }
         };
-        self.as_seen(folded)
+        self.as_seen(folded).await
     }
 
     /// A random step for a bump: a writer that bumps after the server went
@@ -368,7 +379,7 @@ impl<B: Backend> Synchronizer<B> {
             ) {
                 // With a parent, what a reader sees needs the parent too:
                 // read both back below.
-                Ok(true) if self.parent.is_none() => return (self.as_seen(candidate), None),
+                Ok(true) if self.parent.is_none() => return (self.as_seen(candidate).await, None),
                 Ok(true) => {}
                 Ok(false) => {}
                 Err(e) => return (candidate, Some(e)),
@@ -471,7 +482,7 @@ impl<B: Backend> GenerationSynchronizer for Synchronizer<B> {
         let (stored, epoch) = self.tracker.get()?.as_ref()?.vouched()?;
         let (now, server) = self.backend.identity(&self.key);
         // Read on a server the backend has since left: it vouches nothing.
-        (epoch == now).then_some(shown(stored, server))
+        Some(shown(stored, server.filter(|_| epoch == now)?))
     }
 }
 

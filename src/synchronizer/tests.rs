@@ -26,7 +26,7 @@ fn down() -> BackendError {
 fn mock() -> MockBackend {
     let mut backend = MockBackend::new();
     backend.expect_epoch().return_const(0u64);
-    backend.expect_identity().return_const((0u64, 0u64));
+    backend.expect_identity().return_const((0u64, Some(0u64)));
     backend
 }
 
@@ -231,7 +231,7 @@ async fn after_a_change_of_server_the_same_value_reads_as_a_change() {
     // name its servers alike in every process.
     backend.expect_identity().returning(move |_| {
         let epoch = e.load(std::sync::atomic::Ordering::SeqCst);
-        (epoch, epoch)
+        (epoch, Some(epoch))
     });
     backend.expect_get().returning(|_| Ok(Stored::Value(g(77))));
     let sync = sync(backend);

@@ -229,11 +229,11 @@ impl<B: Backend> Backend for FaultyBackend<B> {
     /// The inner backend's identity, moved by each injected failover as a
     /// new server's would be (alike for every synchronizer sharing the
     /// faults).
-    fn identity(&self, key: &Key) -> (u64, u64) {
+    fn identity(&self, key: &Key) -> (u64, Option<u64>) {
         let servers = self.faults.servers();
         let (epoch, id) = self.inner.identity(key);
         // An odd multiplier: any number of failovers moves the identity.
-        let moved = id.wrapping_add(servers.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let moved = id.map(|id| id.wrapping_add(servers.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
         (epoch + servers, moved)
     }
 

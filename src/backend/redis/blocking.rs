@@ -419,7 +419,7 @@ impl Backend for BlockingRedisBackend {
 
     /// A hash of the `run_id` of the server holding `key`, alike in every
     /// process (see `identity.rs` for when it is this process's own).
-    fn identity(&self, key: &Key) -> (u64, u64) {
+    fn identity(&self, key: &Key) -> (u64, Option<u64>) {
         self.target.identity.shown(key.as_str().as_bytes())
     }
 

@@ -56,6 +56,11 @@ struct Owner {
     asked: Instant,
     /// The runs this slot moved away from (their [`run_hash`]es).
     left: Vec<u64>,
+    /// Until when its `run_id`, not told with the answer that named it,
+    /// comes with the next answer (which asks for it): generations read
+    /// meanwhile are read again rather than shown with a number of this
+    /// process's own. Bounded, should no script ask.
+    learning: Option<Instant>,
 }
 
 /// Which server the last new connection reached, as far as it could tell.
@@ -97,18 +102,27 @@ impl Identity {
     /// that missed a write, and a value recorded on it before must not
     /// match). On the first server, unknown, stored values are shown as
     /// they are (0), as every process without `+info` shows them.
-    pub(super) fn shown(&self, key: &[u8]) -> (u64, u64) {
+    /// `None` while a Cluster slot's new owner's `run_id` comes with the
+    /// next answer.
+    pub(super) fn shown(&self, key: &[u8]) -> (u64, Option<u64>) {
         if self.cluster {
             let owners = lock(&self.owners);
             let epoch = self.epoch();
-            let known = owners.get(&slot(key)).and_then(|owner| {
+            let owner = owners.get(&slot(key));
+            if owner
+                .and_then(|o| o.learning)
+                .is_some_and(|until| Instant::now() < until)
+            {
+                return (epoch, None);
+            }
+            let known = owner.and_then(|owner| {
                 let run = run_hash(owner.run_id.as_deref()?);
                 (!owner.left.contains(&run)).then_some(run)
             });
-            return (epoch, known.unwrap_or_else(|| self.own(epoch)));
+            return (epoch, Some(known.unwrap_or_else(|| self.own(epoch))));
         }
         let server = lock(&self.last);
-        (self.epoch(), server.shown)
+        (self.epoch(), Some(server.shown))
     }
 
     /// This process's own identity for `epoch`: 0 for the first, else a
@@ -169,6 +183,8 @@ impl Identity {
             Some(owner) if owner.asked.elapsed() < RUN_ID_EVERY => false,
             Some(owner) => {
                 owner.asked = Instant::now();
+                // Its answer tells the run, or that it cannot be told.
+                owner.learning = None;
                 true
             }
             None => true,
@@ -205,9 +221,12 @@ impl Identity {
             self.epoch.fetch_add(1, Ordering::Relaxed);
         }
         // A new owner's `run_id` is asked for at its next answer.
-        let asked = match ran.run_id {
-            Some(_) => Instant::now(),
-            None => Instant::now() - RUN_ID_EVERY,
+        let (asked, learning) = match ran.run_id {
+            Some(_) => (Instant::now(), None),
+            None => (
+                Instant::now() - RUN_ID_EVERY,
+                Some(Instant::now() + RUN_ID_EVERY),
+            ),
         };
         owners.insert(
             slot,
@@ -216,6 +235,7 @@ impl Identity {
                 run_id: ran.run_id,
                 asked,
                 left,
+                learning,
             },
         );
     }
@@ -387,6 +407,13 @@ mod tests {
 
     use super::*;
 
+    /// The identity `seen` shows `key` with, which it must know.
+    fn settled(seen: &Identity, key: &[u8]) -> u64 {
+        seen.shown(key)
+            .1
+            .expect("an identity, not one being learnt")
+    }
+
     #[test]
     fn the_epoch_counts_changes_of_server_after_the_first() {
         let seen = Identity::new(false);
@@ -435,14 +462,14 @@ mod tests {
         let key = b"gensync:k";
         let (early, late) = (Identity::new(false), Identity::new(false));
         early.met(id("a"));
-        let a = early.shown(key).1;
+        let a = settled(&early, key);
         early.met(id("b"));
         late.met(id("b"));
-        let b = early.shown(key).1;
+        let b = settled(&early, key);
         assert_ne!(a, b, "a restart shows other numbers");
         assert_ne!(a, 0);
-        assert_eq!(late.shown(key).1, b, "however long each has run");
-        assert_eq!(early.shown(key), (1, b), "the epoch still counts");
+        assert_eq!(settled(&late, key), b, "however long each has run");
+        assert_eq!(early.shown(key), (1, Some(b)), "the epoch still counts");
         assert_eq!(run_hash("b"), b, "the same in every version");
     }
 
@@ -452,18 +479,18 @@ mod tests {
         let key = b"gensync:k";
         let seen = Identity::new(false);
         seen.met(None);
-        assert_eq!(seen.shown(key).1, 0, "unknown at first: as stored");
+        assert_eq!(settled(&seen, key), 0, "unknown at first: as stored");
         let mut shown = vec![0];
         for next in [id("a"), id("b"), id("a"), None, None, id("b")] {
             seen.met(next);
-            let (_, now) = seen.shown(key);
+            let now = settled(&seen, key);
             assert!(!shown.contains(&now), "{now} shown in an earlier epoch");
             shown.push(now);
         }
         // Another process, which met only "a", names it alike.
         let other = Identity::new(false);
         other.met(id("a"));
-        assert_eq!(other.shown(key).1, shown[1]);
+        assert_eq!(settled(&other, key), shown[1]);
         assert_ne!(shown[3], shown[1], "back to a run left: its own number");
     }
 
@@ -478,19 +505,41 @@ mod tests {
         p.answered(slot(k), ran("n1", Some("r1")));
         p.answered(slot(other), ran("n2", Some("r2")));
         q.answered(slot(k), ran("n1", Some("r1")));
-        assert_eq!(p.shown(k).1, run_hash("r1"));
+        assert_eq!(settled(&p, k), run_hash("r1"));
         assert_eq!(q.shown(k), p.shown(k));
-        assert_eq!(p.shown(other).1, run_hash("r2"));
+        assert_eq!(settled(&p, other), run_hash("r2"));
         p.answered(slot(k), ran("n1", Some("r3")));
-        assert_eq!(p.shown(k), (1, run_hash("r3")), "restarted in place");
+        assert_eq!(p.shown(k), (1, Some(run_hash("r3"))), "restarted in place");
         p.answered(slot(k), ran("n4", Some("r1")));
-        let back = p.shown(k);
-        assert_eq!(back.0, 2);
+        assert_eq!(p.shown(k).0, 2);
+        let back = settled(&p, k);
         assert!(
-            ![0, run_hash("r1"), run_hash("r3")].contains(&back.1),
+            ![0, run_hash("r1"), run_hash("r3")].contains(&back),
             "back to a run the slot left: a number of its own"
         );
-        assert_eq!(p.shown(other).1, run_hash("r2"), "other slots keep theirs");
+        assert_eq!(
+            settled(&p, other),
+            run_hash("r2"),
+            "other slots keep theirs"
+        );
+    }
+
+    #[test]
+    fn a_slot_s_new_node_is_read_again_until_its_run_is_asked() {
+        let ran = |node: &str, run: Option<&str>| Ran {
+            node: node.to_owned(),
+            run_id: run.map(str::to_owned),
+        };
+        let k = b"{t}:k".as_slice();
+        let seen = Identity::new(true);
+        seen.answered(slot(k), ran("n1", Some("r1")));
+        // The answer that named the new node did not ask for its run.
+        seen.answered(slot(k), ran("n2", None));
+        assert_eq!(seen.shown(k), (1, None), "read again");
+        assert!(seen.run_id_due(slot(k)), "the next answer asks");
+        assert!(seen.shown(k).1.is_some(), "asked: no longer waits");
+        seen.answered(slot(k), ran("n2", Some("r2")));
+        assert_eq!(seen.shown(k), (1, Some(run_hash("r2"))));
     }
 
     #[test]
