@@ -14,7 +14,7 @@
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,41 @@ pub(super) struct Identity {
     salt: u64,
     /// Whether an unknown identity was logged yet.
     told_unknown: AtomicBool,
+    /// Outside a Cluster: the epoch and the identity shown in it, read on
+    /// every check (push mode's too) without the lock.
+    current: Current,
+}
+
+/// An epoch and its identity behind a sequence lock over atomics, as
+/// `SeenCell` keeps a tracker's read: a reader pays a few loads. Written
+/// only under [`Identity::last`]'s lock.
+#[derive(Default)]
+struct Current {
+    /// Even while stable, odd while a write is under way.
+    seq: AtomicU64,
+    epoch: AtomicU64,
+    shown: AtomicU64,
+}
+
+impl Current {
+    fn write(&self, epoch: u64, shown: u64) {
+        let seq = self.seq.load(Ordering::Relaxed);
+        self.seq.store(seq + 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        self.epoch.store(epoch, Ordering::Relaxed);
+        self.shown.store(shown, Ordering::Relaxed);
+        self.seq.store(seq + 2, Ordering::Release);
+    }
+
+    /// `None` when a write raced the read.
+    fn read(&self) -> Option<(u64, u64)> {
+        let before = self.seq.load(Ordering::Acquire);
+        let epoch = self.epoch.load(Ordering::Relaxed);
+        let shown = self.shown.load(Ordering::Relaxed);
+        fence(Ordering::Acquire);
+        (before.is_multiple_of(2) && self.seq.load(Ordering::Relaxed) == before)
+            .then_some((epoch, shown))
+    }
 }
 
 /// How often a Cluster slot's answers also say the node's `run_id`, which
@@ -87,6 +122,7 @@ impl Identity {
             epoch: AtomicU64::new(0),
             salt: rand::random(),
             told_unknown: AtomicBool::new(false),
+            current: Current::default(),
         }
     }
 
@@ -120,6 +156,12 @@ impl Identity {
                 (!owner.left.contains(&run)).then_some(run)
             });
             return (epoch, Some(known.unwrap_or_else(|| self.own(epoch))));
+        }
+        // A write races this read only when the server just changed.
+        for _ in 0..4 {
+            if let Some((epoch, shown)) = self.current.read() {
+                return (epoch, Some(shown));
+            }
         }
         let server = lock(&self.last);
         (self.epoch(), Some(server.shown))
@@ -263,6 +305,7 @@ impl Identity {
                 Some(run) if !server.left.contains(&run) => run,
                 _ => self.own(epoch),
             };
+            self.current.write(epoch, server.shown);
         }
         if run_id.is_none() && !self.told_unknown.swap(true, Ordering::Relaxed) {
             tracing::warn!(
