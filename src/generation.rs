@@ -45,23 +45,27 @@ impl Generation {
         Generation(FRESH_MIN + mixed % (FRESH_MAX - FRESH_MIN + 1))
     }
 
-    /// This generation as a process reads it after its backend's server
-    /// changed `epoch` times: itself at epoch 0, else a value mixed with the
-    /// epoch, so an equal stored value read from another server never
-    /// matches one recorded before.
-    pub(crate) fn in_epoch(self, epoch: u64) -> Self {
-        if epoch == 0 {
+    /// This generation as shown to users and compared by processes when it
+    /// was read from the server known as `server`
+    /// ([`Backend::identity`](crate::Backend::identity)): itself for 0 (no
+    /// identity), else the stored value mixed with the server's identity.
+    /// Every process reads a server's identity alike, so they all show one
+    /// number for one state; a restarted or different server has another
+    /// identity, so an equal stored value read from it (an older snapshot)
+    /// shows a number never shown for the state before.
+    pub(crate) fn on_server(self, server: u64) -> Self {
+        if server == 0 {
             return self;
         }
-        let mixed = splitmix64(self.0 ^ splitmix64(epoch));
+        let mixed = splitmix64(self.0 ^ splitmix64(server));
         Generation(FRESH_MIN + mixed % (FRESH_MAX - FRESH_MIN + 1))
     }
 
     /// This generation combined with its set's parent generation `parent`:
     /// a change of either is a change of the result. Mixed apart from
-    /// [`in_epoch`](Self::in_epoch), so neither can undo the other.
+    /// [`on_server`](Self::on_server), so neither can undo the other.
     pub(crate) fn with_parent(self, parent: Generation) -> Self {
-        // "PARENT", so a parent mix never equals an epoch mix of equal value.
+        // "PARENT", so a parent mix never equals a server mix of equal value.
         let mixed = splitmix64(self.0 ^ splitmix64(parent.0 ^ 0x5041_5245_4e54));
         Generation(FRESH_MIN + mixed % (FRESH_MAX - FRESH_MIN + 1))
     }
@@ -95,6 +99,24 @@ impl Generation {
         }
         Generation::new(value)
     }
+}
+
+/// The identity of the Redis server run `run_id` (from `INFO server`), as
+/// [`Generation::on_server`] mixes it: the same number in every process
+/// and every version of gensync, since it is part of what users see;
+/// never 0.
+pub(crate) fn run_hash(run_id: &str) -> u64 {
+    identity_of(0, run_id.as_bytes())
+}
+
+/// FNV-1a over `bytes` from `seed`, then [`splitmix64`]: a stable
+/// identity, never 0 (which shows a stored value as it is).
+pub(crate) fn identity_of(seed: u64, bytes: &[u8]) -> u64 {
+    let mut h = 0xCBF2_9CE4_8422_2325 ^ seed;
+    for &b in bytes {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3);
+    }
+    splitmix64(h).max(1)
 }
 
 /// SplitMix64's finaliser: spreads the clock's low-entropy bits over the

@@ -146,10 +146,15 @@ async fn concurrent_creators_agree_on_one_value(store: impl Store) {
 }
 
 async fn concurrent_bumps_are_all_counted(store: impl Store) {
-    let first = Synchronizer::new(store.process(), key())
+    use gensync::Backend;
+    Synchronizer::new(store.process(), key())
         .refresh()
         .await
         .unwrap();
+    let stored = || async { store.process().get(&key()).await.unwrap() };
+    let Stored::Value(first) = stored().await else {
+        panic!("no generation stored")
+    };
     let tasks: Vec<_> = (0..20)
         .map(|_| {
             let s = Synchronizer::new(store.process(), key());
@@ -158,18 +163,21 @@ async fn concurrent_bumps_are_all_counted(store: impl Store) {
         .collect();
     let mut values = HashSet::new();
     for t in tasks {
-        values.insert(t.await.unwrap().get());
+        values.insert(t.await.unwrap());
     }
     assert_eq!(values.len(), 20, "each bump returned its own value");
-    assert!(values.iter().all(|v| *v > first.get()), "bumps only add");
-    // Each added its step to the last: the value kept is the greatest.
+    // What is stored only grows, by at least one a bump (what a bump
+    // returns is the number shown for it, mixed with the server's identity).
+    let Stored::Value(last) = stored().await else {
+        panic!("no generation stored")
+    };
+    assert!(last.get() >= first.get() + 20, "{first} -> {last}");
+    // The value kept is the last bump's: one of those returned.
     let kept = Synchronizer::new(store.process(), key()).read().await;
-    assert_eq!(
-        kept,
-        Ok(Stored::Value(
-            Generation::new(*values.iter().max().unwrap()).unwrap()
-        ))
-    );
+    let Ok(Stored::Value(kept)) = kept else {
+        panic!("{kept:?}")
+    };
+    assert!(values.contains(&kept), "{kept} is no bump's");
 }
 
 async fn the_writers_lease_is_owned_by_its_token_and_fences_grow(store: impl Store) {

@@ -53,11 +53,17 @@ async fn increments_keep_every_bit_of_a_63_bit_generation() {
     let store = Redis::new();
     store.write_raw(&key(), "9007199254740993");
     let writer = Synchronizer::new(store.process(), key());
-    let bumped = writer.mark_updated().await.unwrap().get();
-    let step = bumped - 9007199254740993;
+    let bumped = writer.mark_updated().await.unwrap();
+    let stored: u64 = store.raw(redis::cmd("GET").arg(key().as_str()));
+    let step = stored - 9007199254740993;
     assert!((1..=1 << 40).contains(&step), "a step of {step}");
-    let stored: String = store.raw(redis::cmd("GET").arg(key().as_str()));
-    assert_eq!(stored, bumped.to_string(), "read back exactly");
+    // What the bump returned is the stored value as shown: a rounded one
+    // would show another number.
+    assert_eq!(
+        writer.read().await,
+        Ok(gensync::Stored::Value(bumped)),
+        "read back exactly"
+    );
 }
 
 #[tokio::test]
@@ -164,7 +170,8 @@ fn a_paused_server_costs_the_blocking_path_at_most_the_timeout() {
 fn a_late_reply_is_never_read_as_the_next_commands() {
     let store = Redis::new();
     let sync = blocking_with(&store.server.url(), fast_config().pool_size(1));
-    let g = sync.refresh().unwrap();
+    sync.refresh().unwrap();
+    let g: u64 = store.raw(redis::cmd("GET").arg(key().as_str()));
 
     store.server.pause().unwrap();
     assert_eq!(
@@ -176,11 +183,10 @@ fn a_late_reply_is_never_read_as_the_next_commands() {
     // On the one connection, the owed GET reply arrives before the bump's.
     let bumped = sync.mark_updated().unwrap();
     // The owed reply would read back as `g` itself.
-    let step = bumped.get().wrapping_sub(g.get());
-    assert!((1..=1 << 40).contains(&step), "{g} -> {bumped}");
-    assert_eq!(sync.check().observed(), Some(bumped));
     let stored: u64 = store.raw(redis::cmd("GET").arg(key().as_str()));
-    assert_eq!(stored, bumped.get());
+    let step = stored.wrapping_sub(g);
+    assert!((1..=1 << 40).contains(&step), "{g} -> {stored}");
+    assert_eq!(sync.check().observed(), Some(bumped));
 }
 
 #[tokio::test]
@@ -499,10 +505,12 @@ async fn async_path_survives(cut: Cut) {
     cut_connections(&store, cut);
     let check = reader.check().await;
     assert_eq!(check.observed(), Some(g), "{cut:?}: {:?}", check.shared);
-    let bumped = writer.mark_updated().await.unwrap();
+    let before: u64 = store.raw(redis::cmd("GET").arg(key().as_str()));
+    writer.mark_updated().await.unwrap();
+    let after: u64 = store.raw(redis::cmd("GET").arg(key().as_str()));
     assert!(
-        (1..=1 << 40).contains(&(bumped.get() - g.get())),
-        "{g} -> {bumped}"
+        (1..=1 << 40).contains(&after.wrapping_sub(before)),
+        "{before} -> {after}"
     );
     assert!(reader.is_expired().await);
     let text = logs.text();
@@ -522,10 +530,12 @@ fn blocking_path_survives(cut: Cut) {
     cut_connections(&store, cut);
     let check = reader.check();
     assert_eq!(check.observed(), Some(g), "{cut:?}: {:?}", check.shared);
-    let bumped = writer.mark_updated().unwrap();
+    let before: u64 = store.raw(redis::cmd("GET").arg(key().as_str()));
+    writer.mark_updated().unwrap();
+    let after: u64 = store.raw(redis::cmd("GET").arg(key().as_str()));
     assert!(
-        (1..=1 << 40).contains(&(bumped.get() - g.get())),
-        "{g} -> {bumped}"
+        (1..=1 << 40).contains(&after.wrapping_sub(before)),
+        "{before} -> {after}"
     );
     assert!(reader.is_expired());
     let text = logs.text();

@@ -1,10 +1,13 @@
 //! Redis going back in time, for real: a restart from a snapshot older than
 //! the last bump, and a replica promoted after missing a bump. No process
 //! may stay on old settings, and no bump may hand out a value a process
-//! recorded before.
+//! recorded before. And the number shown for a state across such changes:
+//! one in every process (and the CLI), never one shown for another state.
 
+mod cli_support;
 mod support;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
@@ -12,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use gensync::reload::{PublishError, Reloader};
 use gensync::testing::RedisServer;
-use gensync::{BackendError, Error, Key, RedisBackend, RedisConfig, Synchronizer};
+use gensync::{BackendError, Error, Generation, Key, RedisBackend, RedisConfig, Synchronizer};
 use support::patient_config;
 
 fn key() -> Key {
@@ -272,4 +275,248 @@ async fn a_failover_that_lost_the_intent_still_lets_a_dead_writers_save_through(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     writing.abort();
+}
+
+/// The key as the CLI names it.
+const KEY: &str = "rollback:settings";
+
+/// What `gensync ARGS` against `server` printed: a generation.
+fn cli(server: &RedisServer, args: &[&str]) -> Generation {
+    let run = cli_support::run(
+        cli_support::gensync()
+            .arg("--url")
+            .arg(server.url())
+            .args(args),
+    );
+    assert_eq!(run.code, Some(0), "gensync {args:?}: {}", run.all());
+    run.stdout.trim().parse().expect("a generation on stdout")
+}
+
+/// The generation `process` shows once it serves `state`: what its
+/// snapshot says (and so its HTTP answers and logs).
+async fn shown(process: &Reloader<u64>, state: u64) -> Generation {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let snapshot = process.check().await;
+        if let (true, Some(generation)) = (*snapshot == state, snapshot.generation()) {
+            return generation;
+        }
+        assert!(
+            Instant::now() < until,
+            "never served {state} with a generation"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Two processes, one running since before a restart and one started
+/// after it, the writer, and the CLI show one number for one state, both
+/// for a service's write and for the CLI's bump.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_state_shows_one_number_in_every_process_however_long_each_has_run() {
+    let mut server = RedisServer::start().unwrap();
+    let source = Source::default();
+    let writer = process(&server.url(), patient_config(), &source);
+    let early = process(&server.url(), patient_config(), &source);
+    let put = writer.publish(1).await.unwrap();
+    assert_eq!(shown(&early, 1).await, put);
+    assert_eq!(cli(&server, &["get", KEY]), put);
+
+    server.restart().unwrap();
+    let put = writer.publish(2).await.unwrap();
+    let late = process(&server.url(), patient_config(), &source);
+    for (name, process) in [("writer", &writer), ("early", &early), ("late", &late)] {
+        assert_eq!(shown(process, 2).await, put, "{name} after the restart");
+    }
+    assert_eq!(cli(&server, &["get", KEY]), put, "the CLI's get");
+
+    let bumped = cli(&server, &["bump", KEY]);
+    assert_ne!(bumped, put);
+    for (name, process) in [("writer", &writer), ("early", &early), ("late", &late)] {
+        assert_eq!(
+            shown(process, 2).await,
+            bumped,
+            "{name} after the CLI's bump"
+        );
+    }
+    assert_eq!(cli(&server, &["get", KEY]), bumped);
+}
+
+/// Every number shown so far, and the state it was shown for: a number
+/// shown for two states would let a client's ETag match the wrong one.
+#[derive(Default)]
+struct Shown(HashMap<Generation, u64>);
+
+impl Shown {
+    fn saw(&mut self, who: &str, generation: Generation, state: u64) {
+        let first = *self.0.entry(generation).or_insert(state);
+        assert_eq!(
+            first, state,
+            "{who} shows {generation} for state {state}, shown before for state {first}"
+        );
+    }
+}
+
+/// After a restart from a snapshot older than the last bump, the server
+/// holds the stored value of an older state again; what the processes show
+/// for the state they now serve is no number shown before for another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_from_an_older_snapshot_shows_no_number_shown_before_for_another_state() {
+    let mut server = RedisServer::start().unwrap();
+    let source = Source::default();
+    let writer = process(&server.url(), patient_config(), &source);
+    let reader = process(&server.url(), patient_config(), &source);
+    let mut seen = Shown::default();
+    seen.saw("the writer's answer", writer.publish(1).await.unwrap(), 1);
+    seen.saw("the reader", shown(&reader, 1).await, 1);
+    seen.saw("the CLI", cli(&server, &["get", KEY]), 1);
+    let _: () = redis::cmd("SAVE").query(&mut admin(&server)).unwrap();
+    seen.saw("the writer's answer", writer.publish(2).await.unwrap(), 2);
+    seen.saw("the reader", shown(&reader, 2).await, 2);
+
+    // Back to the snapshot: the key holds state 1's stored value again,
+    // while the source holds state 2.
+    server.restart().unwrap();
+    let late = process(&server.url(), patient_config(), &source);
+    for (name, process) in [("the reader", &reader), ("a later process", &late)] {
+        seen.saw(name, shown(process, 2).await, 2);
+    }
+    seen.saw("the CLI", cli(&server, &["get", KEY]), 2);
+    seen.saw("the writer's answer", writer.publish(3).await.unwrap(), 3);
+    for (name, process) in [("the reader", &reader), ("a later process", &late)] {
+        seen.saw(name, shown(process, 3).await, 3);
+    }
+}
+
+/// A member of a keyed reloader's set shows its generation mixed with the
+/// set's own: `gensync --member ID get SET` prints that number, after a
+/// bump of the member and after one of the set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_prints_a_members_number_as_the_keyed_service_shows_it() {
+    let server = RedisServer::start().unwrap();
+    let service = gensync::keyed::KeyedReloader::builder(
+        RedisBackend::with_config(&server.url(), patient_config()).unwrap(),
+        Key::parse("tenants").unwrap(),
+        |tenant: &String| tenant.clone(),
+        |_tenant: String| async { Ok::<_, std::convert::Infallible>(1u64) },
+    )
+    .mode(gensync::reload::CheckMode::Strict)
+    .build()
+    .unwrap();
+    let tenant = "acme".to_owned();
+    let member = ["--member", "acme"];
+    let served = || async {
+        let snapshot = service.check(&tenant).await.expect("the tenant's settings");
+        snapshot.generation().expect("a generation")
+    };
+    // The set's own generation first, so there is one to mix in.
+    cli(&server, &["bump", "tenants"]);
+    let first = served().await;
+    assert_eq!(
+        cli(&server, &[&member[..], &["get", "tenants"]].concat()),
+        first
+    );
+
+    let bumped = cli(&server, &[&member[..], &["bump", "tenants"]].concat());
+    assert_ne!(bumped, first);
+    assert_eq!(
+        served().await,
+        bumped,
+        "the CLI's bump prints what is served"
+    );
+    assert_eq!(
+        cli(&server, &[&member[..], &["get", "tenants"]].concat()),
+        bumped
+    );
+
+    cli(&server, &["bump", "tenants"]);
+    let after_set = served().await;
+    assert_ne!(after_set, bumped, "a bump of the set is a change");
+    assert_eq!(
+        cli(&server, &[&member[..], &["get", "tenants"]].concat()),
+        after_set
+    );
+}
+
+/// A user without `+info` on `server` (ACLs live in memory: again after
+/// each restart), and the URL that logs in as it.
+fn without_info(server: &RedisServer) -> String {
+    let _: () = redis::cmd("ACL")
+        .arg(
+            &[
+                "SETUSER", "noinfo", "on", "nopass", "~*", "&*", "+@all", "-info",
+            ][..],
+        )
+        .query(&mut admin(server))
+        .unwrap();
+    server.url().replacen("redis://", "redis://noinfo:any@", 1)
+}
+
+/// Without `+info` no process can name its server: before any reconnection
+/// every process and the CLI show the stored value, and after a restart
+/// from an older snapshot a running process still reads as expired once and
+/// shows a number of its own, never one shown for another state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_info_a_restart_from_an_older_snapshot_still_expires_every_reader() {
+    let mut server = RedisServer::start().unwrap();
+    let url = without_info(&server);
+    let source = Source::default();
+    let writer = process(&url, patient_config(), &source);
+    let reader = process(&url, patient_config(), &source);
+    let mut seen = Shown::default();
+    let put = writer.publish(1).await.unwrap();
+    seen.saw("the writer's answer", put, 1);
+    assert_eq!(
+        shown(&reader, 1).await,
+        put,
+        "alike before any reconnection"
+    );
+    let run = cli_support::run(cli_support::gensync().args(["--url", &url, "get", KEY]));
+    assert_eq!(run.stdout.trim(), put.to_string(), "{}", run.all());
+    let stored: String = redis::cmd("GET")
+        .arg(key().as_str())
+        .query(&mut admin(&server))
+        .unwrap();
+    assert_eq!(stored, put.to_string(), "shown as stored: no identity");
+    let _: () = redis::cmd("SAVE").query(&mut admin(&server)).unwrap();
+    seen.saw("the writer's answer", writer.publish(2).await.unwrap(), 2);
+    seen.saw("the reader", shown(&reader, 2).await, 2);
+
+    server.restart().unwrap();
+    without_info(&server);
+    first_answered_check_is_expired(&reader).await;
+    seen.saw("the reader", shown(&reader, 2).await, 2);
+    seen.saw("the writer's answer", writer.publish(3).await.unwrap(), 3);
+    seen.saw("the reader", shown(&reader, 3).await, 3);
+}
+
+/// In a Cluster the identity is that of the key's slot owner, learnt from
+/// its answers: a process that ran before a shard's failover, one started
+/// after it, and the writer show one number for the state after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_cluster_one_state_shows_one_number_across_a_shard_failover() {
+    let mut cluster = gensync::testing::RedisCluster::start().unwrap();
+    let source = Source::default();
+    let writer = process(&cluster.url(), patient_config(), &source);
+    let early = process(&cluster.url(), patient_config(), &source);
+    let put = writer.publish(1).await.unwrap();
+    assert_eq!(shown(&early, 1).await, put);
+
+    let old = cluster.kill_primary_for(key().as_str()).unwrap();
+    cluster
+        .wait_for_failover(key().as_str(), old, Duration::from_secs(30))
+        .unwrap();
+    // Writes may fail while the client learns the new node.
+    let until = Instant::now() + Duration::from_secs(30);
+    let put = loop {
+        match writer.publish(2).await {
+            Ok(put) => break put,
+            Err(e) => assert!(Instant::now() < until, "no write after the failover: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let late = process(&cluster.url(), patient_config(), &source);
+    for (name, process) in [("writer", &writer), ("early", &early), ("late", &late)] {
+        assert_eq!(shown(process, 2).await, put, "{name} after the failover");
+    }
 }

@@ -155,6 +155,27 @@ pub trait Backend: Send + Sync + 'static {
         0
     }
 
+    /// The [epoch](Self::epoch), and the identity of the server holding
+    /// `key` in it, read together. The identity is a number every process
+    /// reads alike for one run of one server (for Redis, a hash of the
+    /// `run_id` of the server, or in a Cluster of the key's slot owner),
+    /// and which a restarted or different server changes. Synchronizers
+    /// mix it into the generations they observe and show
+    /// ([`GenerationSynchronizer::check`](crate::GenerationSynchronizer::check)),
+    /// so every process shows one number for one shared state, and an
+    /// older copy brought back on another server shows a number never
+    /// shown before. 0 shows stored values as they are. Where no identity
+    /// can be learnt, any number unique to this epoch in this process
+    /// (per process, but still never matching a value recorded before);
+    /// the default is the epoch itself. `None` while the identity is being
+    /// learnt and comes with the next answer (a Cluster slot that just
+    /// moved): read again.
+    fn identity(&self, key: &Key) -> (u64, Option<u64>) {
+        let _ = key;
+        let epoch = self.epoch();
+        (epoch, Some(epoch))
+    }
+
     /// Reads `key` and `parent` (its set's parent generation, on the same
     /// Redis Cluster slot) in one round trip. The default sends both reads
     /// at once; a backend with a command for both overrides it.
@@ -258,6 +279,9 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     }
     fn epoch(&self) -> u64 {
         (**self).epoch()
+    }
+    fn identity(&self, key: &Key) -> (u64, Option<u64>) {
+        (**self).identity(key)
     }
     async fn get_with_parent(
         &self,

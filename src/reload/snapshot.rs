@@ -60,7 +60,8 @@ impl<S> Snapshot<S> {
 
     /// The shared generation these settings were loaded for, as this
     /// process's synchronizer observed it (see
-    /// [`GenerationSynchronizer::check`](crate::GenerationSynchronizer::check)).
+    /// [`GenerationSynchronizer::check`](crate::GenerationSynchronizer::check)):
+    /// the number every process shows for this state, fit for an ETag.
     /// `None` for the initial settings, and for settings loaded while the
     /// shared generation could not be read: they come from the source of
     /// truth, but no generation is known to match them yet. Once a check

@@ -52,6 +52,15 @@ impl<B: BlockingBackend> BlockingSynchronizer<B> {
         })
     }
 
+    /// Reads `parent` with the key and folds it in, as
+    /// [`Synchronizer::with_parent`] does: what a keyed reloader's member
+    /// shows.
+    pub fn with_parent(self, parent: Key) -> Self {
+        BlockingSynchronizer {
+            inner: self.inner.with_parent(parent),
+        }
+    }
+
     /// The async synchronizer underneath.
     pub fn get_ref(&self) -> &Synchronizer<B> {
         &self.inner

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 
 use crate::backend::{Backend, Stored, Tracker};
 use crate::error::{BackendError, Error};
-use crate::generation::Generation;
+use crate::generation::{identity_of, Generation};
 use crate::key::Key;
 
 mod blocking;
@@ -68,18 +68,20 @@ pub trait GenerationSynchronizer: Send + Sync {
 
     /// Reads the shared generation and compares it with the local one.
     ///
-    /// The generations a check observes (and
-    /// [`fetch_or_create`](Self::fetch_or_create) returns) are the stored
-    /// values as long as the backend stays on one server. After it reached
-    /// a different or restarted server (see [`Backend::epoch`]), they are
-    /// the stored values mixed with that change, so that nothing recorded
-    /// before reads as current, even an equal stored value. Record what a
-    /// check observed, and compare it with nothing else.
+    /// The generations a check observes (and every other method returns)
+    /// are the stored values mixed with the identity of the server that
+    /// holds them ([`Backend::identity`]) and with the parent's, if any:
+    /// one number for one shared state in every process that reads it,
+    /// however long each has run, and one never shown before for a
+    /// different state, even when a server restored from an older
+    /// snapshot holds an equal stored value. Nothing recorded before a
+    /// change of server reads as current. Record what a check observed,
+    /// and compare it with nothing else.
     async fn check(&self) -> Check;
 
-    /// Reads the shared generation as it is stored, with the backend's
-    /// error when the read failed: for tools that must tell an operator
-    /// why (a reader wants [`check`](Self::check), which never fails).
+    /// Reads the shared generation as [`check`](Self::check) observes it,
+    /// with the backend's error when the read failed: for tools that must
+    /// tell an operator why (a reader wants `check`, which never fails).
     async fn read(&self) -> Result<Stored, Error>;
 
     /// Whether the local state is out of date. Backend errors, missing and
@@ -235,13 +237,16 @@ impl<B: Backend> Synchronizer<B> {
     }
 
     /// Reads the key as readers see it: a stored generation is mixed with
-    /// the backend's [epoch](Backend::epoch), so that after the backend
-    /// moved to a different or restarted server (which may hold an older
-    /// copy) nothing recorded before reads as current, whatever the value.
-    /// Read again once if the epoch moved during the read, which may then
-    /// have been answered by either server.
+    /// the [identity](Backend::identity) of the server that answered, so
+    /// every process shows one number for it, and after the backend moved
+    /// to a different or restarted server (which may hold an older copy)
+    /// nothing recorded before reads as current, whatever the value.
+    /// Read again if the epoch moved during the read, which may then have
+    /// been answered by either server, or if the server's identity comes
+    /// with the next answer (a Cluster slot that just moved); three reads
+    /// at most.
     async fn observe(&self) -> Result<Stored, Error> {
-        for _ in 0..2 {
+        for _ in 0..3 {
             let epoch = self.backend.epoch();
             // Taken before the read: a change after it ends what the read
             // vouches for.
@@ -252,14 +257,13 @@ impl<B: Backend> Synchronizer<B> {
                 .filter(|_| self.feeds_tracker)
                 .map(|t| (t, t.ticket()));
             let stored = self.read_with_parent().await?;
-            if self.backend.epoch() == epoch {
+            // The identity with the epoch it belongs to, read together.
+            let (now, server) = self.backend.identity(&self.key);
+            if let Some(server) = server.filter(|_| now == epoch) {
                 if let Some((tracker, ticket)) = fed {
                     tracker.saw(ticket, stored, epoch);
                 }
-                return Ok(match stored {
-                    Stored::Value(g) => Stored::Value(g.in_epoch(epoch)),
-                    other => other,
-                });
+                return Ok(shown(stored, server));
             }
         }
         Err(Error::Backend(BackendError::Server {
@@ -269,9 +273,38 @@ impl<B: Backend> Synchronizer<B> {
     }
 
     /// A value this process stored, as [`observe`](Self::observe) would
-    /// read it back.
-    fn as_seen(&self, stored: Generation) -> Generation {
-        stored.in_epoch(self.backend.epoch())
+    /// read it back (without the parent: see [`shown_written`](Self::shown_written)).
+    async fn as_seen(&self, stored: Generation) -> Generation {
+        for _ in 0..2 {
+            if let (_, Some(server)) = self.backend.identity(&self.key) {
+                return stored.on_server(server);
+            }
+            // The server's identity comes with its next answer: ask one.
+            let _ = self.backend.get(&self.key).await;
+        }
+        // Never learnt (the slot keeps moving): a number of this process's
+        // own, which matches nothing recorded before.
+        stored.on_server(identity_of(self.backend.epoch(), b"gensync-unsettled"))
+    }
+
+    /// A value this process wrote, as [`observe`](Self::observe) would
+    /// read it back: with the parent folded in, read again for it (a
+    /// write leaves the parent alone). If the parent cannot be read now,
+    /// the value as readers see it with no parent: the write succeeded,
+    /// and only the number shown for it may be off until the next read.
+    async fn shown_written(&self, stored: Generation) -> Generation {
+        let Some(parent) = &self.parent else {
+            return self.as_seen(stored).await;
+        };
+        let folded = match self.backend.get(parent).await {
+            Ok(Stored::Value(p)) => stored.with_parent(p),
+            Ok(_) => stored,
+            Err(e) => {
+                tracing::warn!(key = %self.key, error = %e, "gensync could not read the parent generation to show the new one");
+                stored
+            }
+        };
+        self.as_seen(folded).await
     }
 
     /// A random step for a bump: a writer that bumps after the server went
@@ -283,8 +316,15 @@ impl<B: Backend> Synchronizer<B> {
     }
 
     /// Bumps the generation, ending `finished`'s intent if given; repairs
-    /// a missing or corrupt key with a fresh value.
+    /// a missing or corrupt key with a fresh value. Returns the new
+    /// generation as readers will observe it.
     pub(super) async fn bump(&self, finished: Option<Generation>) -> Result<Generation, Error> {
+        let stored = self.bump_stored(finished).await?;
+        Ok(self.shown_written(stored).await)
+    }
+
+    /// [`bump`](Self::bump), returning the value stored.
+    async fn bump_stored(&self, finished: Option<Generation>) -> Result<Generation, Error> {
         for _ in 0..TRIES {
             let reply = self
                 .backend
@@ -339,7 +379,7 @@ impl<B: Backend> Synchronizer<B> {
             ) {
                 // With a parent, what a reader sees needs the parent too:
                 // read both back below.
-                Ok(true) if self.parent.is_none() => return (self.as_seen(candidate), None),
+                Ok(true) if self.parent.is_none() => return (self.as_seen(candidate).await, None),
                 Ok(true) => {}
                 Ok(false) => {}
                 Err(e) => return (candidate, Some(e)),
@@ -394,7 +434,7 @@ impl<B: Backend> GenerationSynchronizer for Synchronizer<B> {
     }
 
     async fn read(&self) -> Result<Stored, Error> {
-        self.reply("get", self.backend.get(&self.key).await)
+        self.observe().await
     }
 
     async fn fetch_or_create(&self) -> Result<Generation, Error> {
@@ -440,11 +480,17 @@ impl<B: Backend> GenerationSynchronizer for Synchronizer<B> {
 
     fn vouched(&self) -> Option<Stored> {
         let (stored, epoch) = self.tracker.get()?.as_ref()?.vouched()?;
+        let (now, server) = self.backend.identity(&self.key);
         // Read on a server the backend has since left: it vouches nothing.
-        (epoch == self.backend.epoch()).then_some(match stored {
-            Stored::Value(g) => Stored::Value(g.in_epoch(epoch)),
-            other => other,
-        })
+        Some(shown(stored, server.filter(|_| epoch == now)?))
+    }
+}
+
+/// `stored` as shown when read from the server known as `server`.
+fn shown(stored: Stored, server: u64) -> Stored {
+    match stored {
+        Stored::Value(g) => Stored::Value(g.on_server(server)),
+        other => other,
     }
 }
 

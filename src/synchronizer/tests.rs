@@ -26,6 +26,7 @@ fn down() -> BackendError {
 fn mock() -> MockBackend {
     let mut backend = MockBackend::new();
     backend.expect_epoch().return_const(0u64);
+    backend.expect_identity().return_const((0u64, Some(0u64)));
     backend
 }
 
@@ -225,6 +226,13 @@ async fn after_a_change_of_server_the_same_value_reads_as_a_change() {
     backend
         .expect_epoch()
         .returning(move || e.load(std::sync::atomic::Ordering::SeqCst));
+    let e = Arc::clone(&epoch);
+    // A process-local count as the identity, as a backend that cannot
+    // name its servers alike in every process.
+    backend.expect_identity().returning(move |_| {
+        let epoch = e.load(std::sync::atomic::Ordering::SeqCst);
+        (epoch, Some(epoch))
+    });
     backend.expect_get().returning(|_| Ok(Stored::Value(g(77))));
     let sync = sync(backend);
     let first = sync.check().await.observed().unwrap();
@@ -236,8 +244,11 @@ async fn after_a_change_of_server_the_same_value_reads_as_a_change() {
     assert!(check.is_expired(), "expired once after the server changed");
     sync.record(check.observed().unwrap());
     assert!(!sync.is_expired().await, "and current again once reloaded");
-    // What an operator reads is the stored value.
-    assert_eq!(sync.read().await, Ok(Stored::Value(g(77))));
+    // What an operator reads is what a check observes.
+    assert_eq!(
+        sync.read().await,
+        Ok(Stored::Value(check.observed().unwrap()))
+    );
 }
 
 #[tokio::test]
@@ -267,4 +278,43 @@ async fn read_reports_what_is_stored_and_the_backends_error() {
     assert_eq!(sync.read().await, Ok(Stored::Corrupt));
     assert_eq!(sync.read().await, Err(Error::Backend(down())));
     assert_eq!(sync.sync_gen(), None, "a read records nothing");
+}
+
+/// A backend whose server's identity comes with its next answer (a
+/// Cluster slot that just moved), then is 7.
+fn learning_then_7(backend: &mut MockBackend) {
+    backend.expect_epoch().return_const(0u64);
+    let asked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    backend.expect_identity().returning(move |_| {
+        let n = asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        (0, (n > 0).then_some(7))
+    });
+}
+
+#[tokio::test]
+async fn an_identity_being_learnt_is_read_again_not_shown() {
+    let mut backend = MockBackend::new();
+    learning_then_7(&mut backend);
+    backend
+        .expect_get()
+        .times(2)
+        .returning(|_| Ok(Stored::Value(g(77))));
+    let check = sync(backend).check().await;
+    assert_eq!(check.observed(), Some(g(77).on_server(7)));
+}
+
+#[tokio::test]
+async fn a_bump_is_shown_with_the_identity_its_server_then_tells() {
+    let mut backend = MockBackend::new();
+    learning_then_7(&mut backend);
+    backend
+        .expect_incr()
+        .returning(|_, _, _, _| Ok(Stored::Value(g(80))));
+    // The read that learns the identity.
+    backend
+        .expect_get()
+        .times(1)
+        .returning(|_| Ok(Stored::Value(g(80))));
+    let bumped = sync(backend).mark_updated().await.unwrap();
+    assert_eq!(bumped, g(80).on_server(7));
 }

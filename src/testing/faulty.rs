@@ -226,6 +226,17 @@ impl<B: Backend> Backend for FaultyBackend<B> {
         self.inner.epoch() + self.faults.servers()
     }
 
+    /// The inner backend's identity, moved by each injected failover as a
+    /// new server's would be (alike for every synchronizer sharing the
+    /// faults).
+    fn identity(&self, key: &Key) -> (u64, Option<u64>) {
+        let servers = self.faults.servers();
+        let (epoch, id) = self.inner.identity(key);
+        // An odd multiplier: any number of failovers moves the identity.
+        let moved = id.map(|id| id.wrapping_add(servers.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+        (epoch + servers, moved)
+    }
+
     /// The inner backend's: faults hit calls, not what a server pushes
     /// (a failover still moves the epoch, so nothing vouched before it
     /// counts after).

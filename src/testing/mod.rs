@@ -37,3 +37,13 @@ pub use self::sentinel::SentinelGroup;
 pub use self::tls::TlsCerts;
 pub use crate::backend::{MockBackend, SavePoint};
 pub use crate::synchronizer::MockGenerationSynchronizer;
+
+use crate::generation::{run_hash, Generation};
+
+/// The number every process shows for `stored` read from the Redis server
+/// whose `INFO server` says `run_id` (in a Cluster, the key's slot owner),
+/// once it learnt that server's identity: for tests that compare what a
+/// server holds with what a bump returned or a process recorded.
+pub fn shown_on(stored: Generation, run_id: &str) -> Generation {
+    stored.on_server(run_hash(run_id))
+}

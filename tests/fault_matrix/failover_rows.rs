@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gensync::reload::{CheckMode, PublishError, Reloader};
-use gensync::testing::{RedisCluster, SentinelGroup};
+use gensync::testing::{shown_on, RedisCluster, RedisServer, SentinelGroup};
 use gensync::{
     Backend, BackendError, Error, Generation, GenerationSynchronizer, Key, RedisBackend,
     Synchronizer,
@@ -153,6 +153,19 @@ fn told(outcome: Result<Generation, PublishError>) -> Told {
     }
 }
 
+/// The `run_id` of `server`: a generation the fleet shows mixes in the
+/// identity of the server it was read from.
+fn run_id(server: &RedisServer) -> Result<String, String> {
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query(&mut crate::fleet::admin(server)?)
+        .map_err(|e| format!("INFO server: {e}"))?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .map(|r| r.trim().to_owned())
+        .ok_or_else(|| "no run_id in INFO server".to_owned())
+}
+
 /// Publishes the next version through `writer` and writes down what it
 /// was told.
 async fn publish(db: &Db, writer: &Reloader<u64>, ledger: &Ledger, after_kill: bool) -> Told {
@@ -185,6 +198,7 @@ async fn primary_killed(mode: CheckMode, redis: Deployment) -> Result<Row, Strin
     // The generations the fleet held before the writer's bump: the new
     // primary holding one of them would mean the bump was lost.
     let held_before = t.fleet.recorded();
+    let old_run = run_id(t.fleet.redis.primary()?)?;
     t.fault(false);
     let ledger = Ledger::default();
 
@@ -206,7 +220,11 @@ async fn primary_killed(mode: CheckMode, redis: Deployment) -> Result<Row, Strin
     // acknowledged. Read before anything else can write there: the writer
     // is not writing yet, and the instances' reads do not write a key that
     // is there.
-    let on_replica = t.fleet.redis.stored_on(replica)?;
+    let on_replica = t
+        .fleet
+        .redis
+        .stored_on(replica)?
+        .map(|g| shown_on(g, &old_run));
     ensure(on_replica == Some(bumped), || {
         format!(
             "the publish told ok was lost: its WAIT said a replica had it, and the replica on \
@@ -278,6 +296,12 @@ async fn primary_killed(mode: CheckMode, redis: Deployment) -> Result<Row, Strin
     // made there (told it was not replicated, or failed after its bump),
     // never one from before.
     let stored = t.fleet.stored()?;
+    // As shown on the old primary (the publish before the kill) or on the
+    // new one (publishes after the failover).
+    let new_run = run_id(t.fleet.redis.primary()?)?;
+    let as_shown: Vec<Generation> = (stored.iter())
+        .flat_map(|g| [shown_on(*g, &old_run), shown_on(*g, &new_run)])
+        .collect();
     let attempts = std::mem::take(&mut *ledger.lock().unwrap());
     let last_ok = attempts
         .iter()
@@ -297,8 +321,10 @@ async fn primary_killed(mode: CheckMode, redis: Deployment) -> Result<Row, Strin
         .chain(held_before)
         .collect();
     ensure(
-        stored == Some(last_ok_generation)
-            || (superseded && stored.is_some_and(|g| !earlier.contains(&g))),
+        as_shown.contains(&last_ok_generation)
+            || (superseded
+                && !as_shown.is_empty()
+                && !as_shown.iter().any(|g| earlier.contains(g))),
         || {
             format!(
                 "a publish told ok was lost: the new primary holds {stored:?}, the last publish \

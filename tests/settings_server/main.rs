@@ -20,6 +20,7 @@ mod basics;
 mod connections;
 mod deployments;
 mod files;
+mod generation;
 mod secrets;
 mod tenants;
 #[cfg(feature = "tls")]

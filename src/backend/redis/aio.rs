@@ -399,6 +399,12 @@ impl Backend for RedisBackend {
         self.target.identity.epoch()
     }
 
+    /// A hash of the `run_id` of the server holding `key`, alike in every
+    /// process (see `identity.rs` for when it is this process's own).
+    fn identity(&self, key: &Key) -> (u64, Option<u64>) {
+        self.target.identity.shown(key.as_str().as_bytes())
+    }
+
     /// On a RESP3 connection of its own (see [`RedisConfig::heartbeat`]).
     fn track(&self, key: &Key, tracker: &Arc<Tracker>) -> bool {
         super::track::spawn(Arc::clone(&self.target), key.clone(), tracker)

@@ -417,6 +417,12 @@ impl Backend for BlockingRedisBackend {
         self.target.identity.epoch()
     }
 
+    /// A hash of the `run_id` of the server holding `key`, alike in every
+    /// process (see `identity.rs` for when it is this process's own).
+    fn identity(&self, key: &Key) -> (u64, Option<u64>) {
+        self.target.identity.shown(key.as_str().as_bytes())
+    }
+
     /// On an async RESP3 connection of its own, run by the current tokio
     /// runtime (a [`BlockingReloader`](crate::reload::BlockingReloader)'s
     /// own): nothing to track with on plain threads.

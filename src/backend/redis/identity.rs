@@ -3,10 +3,18 @@
 //! the `run_id` of the server each new connection reaches, and in a
 //! Cluster, whose client reconnects without telling, the node each script
 //! says ran it. Each change counts as a new epoch.
+//!
+//! The server's identity is also what generations are shown with
+//! ([`Generation::on_server`](crate::Generation)): a hash of its `run_id`,
+//! which every process reads alike, so all of them show one number for
+//! one state, and a restarted server (maybe restored from an older
+//! snapshot) shows other numbers. A process that comes back to a run it
+//! left, or that cannot learn the `run_id`, shows numbers of its own
+//! instead, unique to the epoch: nothing recorded before may match.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -15,6 +23,7 @@ use redis::{Cmd, RedisError, Value};
 use super::deployment::slot;
 use super::scripts::CLUSTER_GET_SCRIPT;
 use super::target::lock;
+use crate::generation::{identity_of, run_hash};
 
 /// Which servers answered, and how many times that changed.
 pub(super) struct Identity {
@@ -24,8 +33,50 @@ pub(super) struct Identity {
     last: Mutex<LastServer>,
     /// In a Cluster: the node that last answered for each slot.
     owners: Mutex<HashMap<u16, Owner>>,
-    /// How many times the server behind a key changed.
+    /// How many times the server behind a key changed. Moved only under
+    /// the lock of what changed (`last` or `owners`), so an identity read
+    /// under that lock is the epoch's.
     epoch: AtomicU64,
+    /// Random, for the identities of epochs whose server cannot be named
+    /// alike by every process.
+    salt: u64,
+    /// Whether an unknown identity was logged yet.
+    told_unknown: AtomicBool,
+    /// Outside a Cluster: the epoch and the identity shown in it, read on
+    /// every check (push mode's too) without the lock.
+    current: Current,
+}
+
+/// An epoch and its identity behind a sequence lock over atomics, as
+/// `SeenCell` keeps a tracker's read: a reader pays a few loads. Written
+/// only under [`Identity::last`]'s lock.
+#[derive(Default)]
+struct Current {
+    /// Even while stable, odd while a write is under way.
+    seq: AtomicU64,
+    epoch: AtomicU64,
+    shown: AtomicU64,
+}
+
+impl Current {
+    fn write(&self, epoch: u64, shown: u64) {
+        let seq = self.seq.load(Ordering::Relaxed);
+        self.seq.store(seq + 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        self.epoch.store(epoch, Ordering::Relaxed);
+        self.shown.store(shown, Ordering::Relaxed);
+        self.seq.store(seq + 2, Ordering::Release);
+    }
+
+    /// `None` when a write raced the read.
+    fn read(&self) -> Option<(u64, u64)> {
+        let before = self.seq.load(Ordering::Acquire);
+        let epoch = self.epoch.load(Ordering::Relaxed);
+        let shown = self.shown.load(Ordering::Relaxed);
+        fence(Ordering::Acquire);
+        (before.is_multiple_of(2) && self.seq.load(Ordering::Relaxed) == before)
+            .then_some((epoch, shown))
+    }
 }
 
 /// How often a Cluster slot's answers also say the node's `run_id`, which
@@ -39,6 +90,13 @@ struct Owner {
     run_id: Option<String>,
     /// When its `run_id` was last asked for (or when it is next due).
     asked: Instant,
+    /// The runs this slot moved away from (their [`run_hash`]es).
+    left: Vec<u64>,
+    /// Until when its `run_id`, not told with the answer that named it,
+    /// comes with the next answer (which asks for it): generations read
+    /// meanwhile are read again rather than shown with a number of this
+    /// process's own. Bounded, should no script ask.
+    learning: Option<Instant>,
 }
 
 /// Which server the last new connection reached, as far as it could tell.
@@ -48,6 +106,11 @@ struct LastServer {
     met: bool,
     /// Its `run_id`, or `None` when `INFO` was refused or failed.
     run_id: Option<String>,
+    /// The identity generations read from it are shown with.
+    shown: u64,
+    /// The runs connections moved away from (their [`run_hash`]es): one met
+    /// again may hold data older than what was recorded on it before.
+    left: HashSet<u64>,
 }
 
 impl Identity {
@@ -58,7 +121,60 @@ impl Identity {
             last: Mutex::default(),
             owners: Mutex::default(),
             epoch: AtomicU64::new(0),
+            salt: rand::random(),
+            told_unknown: AtomicBool::new(false),
+            current: Current::default(),
         }
+    }
+
+    /// The epoch, and the identity generations of `key` read in it are
+    /// shown with ([`Backend::identity`](crate::Backend::identity)).
+    ///
+    /// A hash of the `run_id` of the server holding the key, alike in
+    /// every process. Where that would not do, a number of this process's
+    /// own for the epoch: the server's run is unknown (`INFO` refused, the
+    /// probe timed out, a Cluster slot not yet sampled), or this process
+    /// left that run before and came back to it (the run may since have
+    /// loaded older data, as a demoted primary resynced from a replica
+    /// that missed a write, and a value recorded on it before must not
+    /// match). On the first server, unknown, stored values are shown as
+    /// they are (0), as every process without `+info` shows them.
+    /// `None` while a Cluster slot's new owner's `run_id` comes with the
+    /// next answer.
+    pub(super) fn shown(&self, key: &[u8]) -> (u64, Option<u64>) {
+        if self.cluster {
+            let owners = lock(&self.owners);
+            let epoch = self.epoch();
+            let owner = owners.get(&slot(key));
+            if owner
+                .and_then(|o| o.learning)
+                .is_some_and(|until| Instant::now() < until)
+            {
+                return (epoch, None);
+            }
+            let known = owner.and_then(|owner| {
+                let run = run_hash(owner.run_id.as_deref()?);
+                (!owner.left.contains(&run)).then_some(run)
+            });
+            return (epoch, Some(known.unwrap_or_else(|| self.own(epoch))));
+        }
+        // A write races this read only when the server just changed.
+        for _ in 0..4 {
+            if let Some((epoch, shown)) = self.current.read() {
+                return (epoch, Some(shown));
+            }
+        }
+        let server = lock(&self.last);
+        (self.epoch(), Some(server.shown))
+    }
+
+    /// This process's own identity for `epoch`: 0 for the first, else a
+    /// number no other epoch (or process) has.
+    fn own(&self, epoch: u64) -> u64 {
+        if epoch == 0 {
+            return 0;
+        }
+        identity_of(self.salt ^ epoch.rotate_left(32), b"gensync-own")
     }
 
     /// What to send for `cmd`: in a Cluster, a script made to report the
@@ -114,6 +230,8 @@ impl Identity {
             Some(owner) if owner.asked.elapsed() < RUN_ID_EVERY => false,
             Some(owner) => {
                 owner.asked = Instant::now();
+                // Its answer tells the run, or that it cannot be told.
+                owner.learning = None;
                 true
             }
             None => true,
@@ -132,22 +250,30 @@ impl Identity {
             Some(owner) => {
                 let restarted =
                     matches!((&owner.run_id, &ran.run_id), (Some(a), Some(b)) if a != b);
-                if ran.run_id.is_some() {
-                    owner.run_id = ran.run_id.clone();
-                }
                 if !restarted {
+                    if ran.run_id.is_some() {
+                        owner.run_id = ran.run_id;
+                    }
                     return;
                 }
                 true
             }
         };
+        let mut left = Vec::new();
+        if let Some(before) = owners.remove(&slot) {
+            left = before.left;
+            left.extend(before.run_id.as_deref().map(run_hash));
+        }
         if moved {
             self.epoch.fetch_add(1, Ordering::Relaxed);
         }
         // A new owner's `run_id` is asked for at its next answer.
-        let asked = match ran.run_id {
-            Some(_) => Instant::now(),
-            None => Instant::now() - RUN_ID_EVERY,
+        let (asked, learning) = match ran.run_id {
+            Some(_) => (Instant::now(), None),
+            None => (
+                Instant::now() - RUN_ID_EVERY,
+                Some(Instant::now() + RUN_ID_EVERY),
+            ),
         };
         owners.insert(
             slot,
@@ -155,6 +281,8 @@ impl Identity {
                 node: ran.node,
                 run_id: ran.run_id,
                 asked,
+                left,
+                learning,
             },
         );
     }
@@ -167,8 +295,30 @@ impl Identity {
     /// so after the first connection it starts a new epoch too.
     pub(super) fn met(&self, run_id: Option<String>) -> u64 {
         let mut server = lock(&self.last);
-        if server.met && (run_id.is_none() || run_id != server.run_id) {
+        let first = !server.met;
+        let changed = !first && (run_id.is_none() || run_id != server.run_id);
+        if changed {
+            if let Some(old) = server.run_id.as_deref() {
+                let old = run_hash(old);
+                server.left.insert(old);
+            }
             self.epoch.fetch_add(1, Ordering::Relaxed);
+        }
+        if first || changed {
+            let epoch = self.epoch();
+            server.shown = match run_id.as_deref().map(run_hash) {
+                Some(run) if !server.left.contains(&run) => run,
+                _ => self.own(epoch),
+            };
+            self.current.write(epoch, server.shown);
+        }
+        if run_id.is_none() && !self.told_unknown.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "gensync could not learn the Redis server's run_id (INFO server denied or \
+                 timed out; the ACL rule to add is +info): generations are shown as stored \
+                 until this process reconnects, then as numbers of its own, and an ETag \
+                 kept across a restore of an older snapshot may match again"
+            );
         }
         server.met = true;
         server.run_id = run_id;
@@ -354,6 +504,13 @@ mod tests {
 
     use super::*;
 
+    /// The identity `seen` shows `key` with, which it must know.
+    fn settled(seen: &Identity, key: &[u8]) -> u64 {
+        seen.shown(key)
+            .1
+            .expect("an identity, not one being learnt")
+    }
+
     #[test]
     fn the_epoch_counts_changes_of_server_after_the_first() {
         let seen = Identity::new(false);
@@ -394,6 +551,92 @@ mod tests {
         seen.answered(7, ran("c", Some("r3")));
         seen.answered(8, ran("b", None));
         assert_eq!(seen.epoch(), 2, "a first run_id for a node is no change");
+    }
+
+    #[test]
+    fn one_run_shows_one_identity_in_every_process_and_a_restart_another() {
+        let id = |s: &str| Some(s.to_owned());
+        let key = b"gensync:k";
+        let (early, late) = (Identity::new(false), Identity::new(false));
+        early.met(id("a"));
+        let a = settled(&early, key);
+        early.met(id("b"));
+        late.met(id("b"));
+        let b = settled(&early, key);
+        assert_ne!(a, b, "a restart shows other numbers");
+        assert_ne!(a, 0);
+        assert_eq!(settled(&late, key), b, "however long each has run");
+        assert_eq!(early.shown(key), (1, Some(b)), "the epoch still counts");
+        assert_eq!(run_hash("b"), b, "the same in every version");
+    }
+
+    #[test]
+    fn a_run_left_and_met_again_or_unknown_shows_numbers_never_shown_before() {
+        let id = |s: &str| Some(s.to_owned());
+        let key = b"gensync:k";
+        let seen = Identity::new(false);
+        seen.met(None);
+        assert_eq!(settled(&seen, key), 0, "unknown at first: as stored");
+        let mut shown = vec![0];
+        for next in [id("a"), id("b"), id("a"), None, None, id("b")] {
+            seen.met(next);
+            let now = settled(&seen, key);
+            assert!(!shown.contains(&now), "{now} shown in an earlier epoch");
+            shown.push(now);
+        }
+        // Another process, which met only "a", names it alike.
+        let other = Identity::new(false);
+        other.met(id("a"));
+        assert_eq!(settled(&other, key), shown[1]);
+        assert_ne!(shown[3], shown[1], "back to a run left: its own number");
+    }
+
+    #[test]
+    fn a_cluster_key_shows_its_slot_owner_s_run() {
+        let ran = |node: &str, run: Option<&str>| Ran {
+            node: node.to_owned(),
+            run_id: run.map(str::to_owned),
+        };
+        let (k, other) = (b"{t}:k".as_slice(), b"{u}:k".as_slice());
+        let (p, q) = (Identity::new(true), Identity::new(true));
+        p.answered(slot(k), ran("n1", Some("r1")));
+        p.answered(slot(other), ran("n2", Some("r2")));
+        q.answered(slot(k), ran("n1", Some("r1")));
+        assert_eq!(settled(&p, k), run_hash("r1"));
+        assert_eq!(q.shown(k), p.shown(k));
+        assert_eq!(settled(&p, other), run_hash("r2"));
+        p.answered(slot(k), ran("n1", Some("r3")));
+        assert_eq!(p.shown(k), (1, Some(run_hash("r3"))), "restarted in place");
+        p.answered(slot(k), ran("n4", Some("r1")));
+        assert_eq!(p.shown(k).0, 2);
+        let back = settled(&p, k);
+        assert!(
+            ![0, run_hash("r1"), run_hash("r3")].contains(&back),
+            "back to a run the slot left: a number of its own"
+        );
+        assert_eq!(
+            settled(&p, other),
+            run_hash("r2"),
+            "other slots keep theirs"
+        );
+    }
+
+    #[test]
+    fn a_slot_s_new_node_is_read_again_until_its_run_is_asked() {
+        let ran = |node: &str, run: Option<&str>| Ran {
+            node: node.to_owned(),
+            run_id: run.map(str::to_owned),
+        };
+        let k = b"{t}:k".as_slice();
+        let seen = Identity::new(true);
+        seen.answered(slot(k), ran("n1", Some("r1")));
+        // The answer that named the new node did not ask for its run.
+        seen.answered(slot(k), ran("n2", None));
+        assert_eq!(seen.shown(k), (1, None), "read again");
+        assert!(seen.run_id_due(slot(k)), "the next answer asks");
+        assert!(seen.shown(k).1.is_some(), "asked: no longer waits");
+        seen.answered(slot(k), ran("n2", Some("r2")));
+        assert_eq!(seen.shown(k), (1, Some(run_hash("r2"))));
     }
 
     #[test]

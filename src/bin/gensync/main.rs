@@ -164,7 +164,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Print the shared generation. Exit 1 if the key is missing or corrupt.
+    /// Print the shared generation, the number the services using KEY show
+    /// for it (with --member, the one the member's reloader shows). Exit 1
+    /// if the key is missing or corrupt.
     Get {
         /// The key, such as site:settings.
         key: Key,
@@ -254,14 +256,22 @@ fn main() -> ExitCode {
     };
     let member = cli.member;
     let sync = |key: Key| -> Result<Sync, ExitCode> {
-        let key = match &member {
-            Some(id) => key
-                .member(id)
-                .map_err(|e| fail(TROUBLE, format!("--member {id:?}: {e}")))?,
-            None => key,
+        let (key, parent) = match &member {
+            Some(id) => {
+                let member = key
+                    .member(id)
+                    .map_err(|e| fail(TROUBLE, format!("--member {id:?}: {e}")))?;
+                (member, Some(key))
+            }
+            None => (key, None),
         };
         note_how_it_is_stored(&key);
-        Ok(BlockingSynchronizer::new(backend, key))
+        let sync = BlockingSynchronizer::new(backend, key);
+        // A member's generation as the service shows it: with its set's.
+        Ok(match parent {
+            Some(parent) => sync.with_parent(parent),
+            None => sync,
+        })
     };
     let command = cli.command;
     let key = match &command {
