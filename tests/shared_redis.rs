@@ -72,6 +72,16 @@ async fn reaches(reloader: &Reloader<u64>, db: &Db, v: u64, how: &str, change: i
     );
 }
 
+/// 200,000 other keys to expire in an hour, as a cache shares the server:
+/// Redis's active expiry then reaches a lapsed key only after seconds.
+fn fill_with_ttl_keys(redis: &Redis) {
+    redis.raw::<()>(
+        redis::cmd("EVAL")
+            .arg("for i = 1, 200000 do redis.call('SET', 'other:' .. i, 'x', 'EX', 3600) end")
+            .arg(0),
+    );
+}
+
 /// Runs `cmd` on a connection of its own to `server`, on database `db`.
 fn on_db<T: redis::FromRedisValue>(server: &RedisServer, db: u32, cmd: &mut redis::Cmd) -> T {
     let mut conn = server.connection().unwrap();
@@ -86,11 +96,7 @@ fn on_db<T: redis::FromRedisValue>(server: &RedisServer, db: u32, cmd: &mut redi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_writers_change_reaches_push_readers_within_the_lease_among_many_ttl_keys() {
     let redis = Redis::new();
-    redis.raw::<()>(
-        redis::cmd("EVAL")
-            .arg("for i = 1, 200000 do redis.call('SET', 'other:' .. i, 'x', 'EX', 3600) end")
-            .arg(0),
-    );
+    fill_with_ttl_keys(&redis);
     let db = Db::default();
     let reloader = push_reloader(&redis.server.url(), &db);
     armed(&reloader).await;
@@ -330,11 +336,7 @@ fn generation(n: u64) -> Stored {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_writers_change_to_a_member_reaches_its_readers_within_the_lease() {
     let redis = Redis::new();
-    redis.raw::<()>(
-        redis::cmd("EVAL")
-            .arg("for i = 1, 200000 do redis.call('SET', 'other:' .. i, 'x', 'EX', 3600) end")
-            .arg(0),
-    );
+    fill_with_ttl_keys(&redis);
     let backend = RedisBackend::with_config(&redis.server.url(), config()).unwrap();
     redis.raw::<()>(redis::cmd("SET").arg(tenant("a").as_str()).arg(3));
     let set = tracked(&backend);
@@ -353,6 +355,41 @@ async fn a_dead_writers_change_to_a_member_reaches_its_readers_within_the_lease(
         "a member vouched for a key a heartbeat bound past its lapse"
     );
     assert_eq!(vouched(&backend, &a, &tenant("a")).await, Stored::Missing);
+}
+
+/// The same, but the intent was recorded before this process tracked the
+/// set, so no push of it ever reached the session: the member's lapse is
+/// watched from the moment it joins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_writers_intent_from_before_a_member_joined_still_reaches_it_within_the_lease() {
+    let redis = Redis::new();
+    fill_with_ttl_keys(&redis);
+    let backend = RedisBackend::with_config(&redis.server.url(), config()).unwrap();
+    for name in ["a", "b"] {
+        redis.raw::<()>(redis::cmd("SET").arg(tenant(name).as_str()).arg(3));
+        let dead = Synchronizer::new(backend.clone(), tenant(name));
+        dead.mark_intent(Generation::fresh(), LEASE).await.unwrap();
+    }
+    let intended = Instant::now();
+    let set = tracked(&backend);
+    // `a` joins before the session is armed, `b` after.
+    let a = set.member(&tenant("a"));
+    assert_eq!(vouched(&backend, &a, &tenant("a")).await, generation(3));
+    assert!(set.is_armed());
+    let b = set.member(&tenant("b"));
+    assert_eq!(vouched(&backend, &b, &tenant("b")).await, generation(3));
+    tokio::time::sleep_until(intended + LEASE + BOUND).await;
+    for (name, member) in [("a", &a), ("b", &b)] {
+        assert_ne!(
+            member.vouched().map(|(stored, _)| stored),
+            Some(generation(3)),
+            "member {name} vouched for a key a heartbeat bound past its lapse"
+        );
+        assert_eq!(
+            vouched(&backend, member, &tenant(name)).await,
+            Stored::Missing
+        );
+    }
 }
 
 /// `SWAPDB` of the database a set's members live in: caught through the

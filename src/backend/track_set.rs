@@ -53,6 +53,9 @@ pub struct TrackerSet {
 
 struct State {
     members: HashMap<String, Weak<Tracker>>,
+    /// Members created since the session last took them, whose lapse it
+    /// has not begun to watch.
+    joined: Vec<String>,
     /// The epoch of the server the session is armed on, while it is.
     armed: Option<u64>,
     /// How many members were live at the last pruning: the map is pruned
@@ -88,6 +91,7 @@ impl TrackerSet {
             subscriptions,
             state: Mutex::new(State {
                 members: HashMap::new(),
+                joined: Vec::new(),
                 armed: None,
                 pruned_at: 0,
             }),
@@ -128,7 +132,30 @@ impl TrackerSet {
             state.each(|_| {});
         }
         state.members.insert(name.to_owned(), Arc::downgrade(&t));
+        state.joined.push(name.to_owned());
         t
+    }
+
+    /// The backend's side: the keys whose lapse a session should begin to
+    /// watch, as their changes may not be pushed to it (made before it was
+    /// armed, or while it was away): with `all`, every live member and
+    /// parent (a session just armed); else the members created since the
+    /// last call.
+    pub(crate) fn to_watch(&self, all: bool) -> Vec<String> {
+        let mut state = self.state();
+        let joined = std::mem::take(&mut state.joined);
+        if !all {
+            return joined;
+        }
+        let mut names = self.parents.clone();
+        names.extend(
+            state
+                .members
+                .iter()
+                .filter(|(_, m)| m.strong_count() > 0)
+                .map(|(name, _)| name.clone()),
+        );
+        names
     }
 
     /// The prefixes the set was made with.

@@ -58,7 +58,14 @@ impl Fed {
     pub(super) fn lapses_asked(&self, now: Instant) -> Option<Asked> {
         match self {
             Fed::Key { .. } => None,
-            Fed::Set { lapses, .. } => Some(lock(lapses).next(now)),
+            Fed::Set { set, lapses, .. } => {
+                let mut lapses = lock(lapses);
+                // A new member's lapse may predate it, unpushed.
+                for name in set.upgrade().map(|s| s.to_watch(false)).unwrap_or_default() {
+                    lapses.changed(&name);
+                }
+                Some(lapses.next(now))
+            }
         }
     }
 
@@ -92,7 +99,18 @@ impl Fed {
     pub(super) fn arm(&self, epoch: u64) -> bool {
         match self {
             Fed::Key { tracker, .. } => tracker.upgrade().map(|t| t.arm()).is_some(),
-            Fed::Set { set, .. } => set.upgrade().map(|s| s.arm(epoch)).is_some(),
+            Fed::Set { set, lapses, .. } => set
+                .upgrade()
+                .map(|s| {
+                    s.arm(epoch);
+                    // A member's lapse set before now was pushed to no
+                    // session of this set: watch every one from here.
+                    let mut lapses = lock(lapses);
+                    for name in s.to_watch(true) {
+                        lapses.changed(&name);
+                    }
+                })
+                .is_some(),
         }
     }
 

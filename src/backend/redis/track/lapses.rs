@@ -9,7 +9,7 @@
 //! its lapse ends the vouching within the heartbeat bound. A single key's
 //! session needs none of this: its heartbeat reads the key.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use redis::Value;
@@ -22,9 +22,12 @@ const PER_BEAT: usize = 256;
 /// The keys a set's session watches for their lapse.
 #[derive(Default)]
 pub(super) struct Lapses {
-    /// Changed since they were last asked about: their time to live is
-    /// read with the next heartbeat.
-    ask: HashSet<String>,
+    /// Changed (or newly watched) since they were last asked about, in
+    /// the order they came: their time to live is read with the next
+    /// heartbeats, first come first asked, so none waits behind a burst.
+    ask: VecDeque<String>,
+    /// The names in `ask`, so a name is queued once.
+    asking: HashSet<String>,
     /// When each watched key lapses.
     due: HashMap<String, Instant>,
     /// How many were watched at the last pruning.
@@ -59,14 +62,17 @@ impl Asked {
 impl Lapses {
     /// `name`, a member or parent, changed: its time to live may have.
     pub(super) fn changed(&mut self, name: &str) {
-        self.ask.insert(name.to_owned());
+        if self.asking.insert(name.to_owned()) {
+            self.ask.push_back(name.to_owned());
+        }
     }
 
     /// What the heartbeat sent at `now` asks about.
     pub(super) fn next(&mut self, now: Instant) -> Asked {
-        let ttls: Vec<String> = self.ask.iter().take(PER_BEAT).cloned().collect();
+        let take = self.ask.len().min(PER_BEAT);
+        let ttls: Vec<String> = self.ask.drain(..take).collect();
         for name in &ttls {
-            self.ask.remove(name);
+            self.asking.remove(name);
         }
         let touched = self
             .due
@@ -100,9 +106,7 @@ impl Lapses {
                 Some(Value::Int(_)) => {
                     self.due.remove(&name);
                 }
-                _ => {
-                    self.ask.insert(name);
-                }
+                _ => self.changed(&name),
             }
         }
         let mut lapsed = Vec::new();
@@ -116,7 +120,7 @@ impl Lapses {
                 // session has read yet, or its time was read early.
                 _ => {
                     self.due.remove(&name);
-                    self.ask.insert(name);
+                    self.changed(&name);
                 }
             }
         }
