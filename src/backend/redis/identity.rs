@@ -365,7 +365,8 @@ macro_rules! node_id {
     () => {
         "local node = redis.pcall('CLUSTER', 'MYID')\n\
          if type(node) == 'table' and node.err then\n\
-           if string.find(node.err, 'can\\'t run this command', 1, true) then\n\
+           if string.find(node.err, 'can\\'t run this command', 1, true)\n\
+             or string.find(node.err, 'ACL failure in script', 1, true) then\n\
              return {err = 'NOPERM this user has no permissions to run the \\'cluster|myid\\' command (inside a gensync script)'}\n\
            end\n\
            return node\n\

@@ -17,7 +17,11 @@ macro_rules! guard {
         r"
 local WRONG = {}
 local function fail(r, name, ...)
-  if string.find(r.err, 'can\'t run this command', 1, true) then
+  -- Redis 7.0 says 'can't run this command', 7.2 'ACL failure in script'.
+  if string.find(r.err, 'can\'t access at least one of the keys', 1, true) then
+    r = {err = 'NOPERM this user has no permissions to access one of the keys used as arguments (inside a gensync script)'}
+  elseif string.find(r.err, 'can\'t run this command', 1, true)
+      or string.find(r.err, 'ACL failure in script', 1, true) then
     local cmd = string.lower(name)
     if cmd == 'cluster' or cmd == 'client' then
       cmd = cmd .. '|' .. string.lower(tostring((...)))
