@@ -298,7 +298,11 @@ impl Identity {
         let first = !server.met;
         let changed = !first && (run_id.is_none() || run_id != server.run_id);
         if changed {
-            if let Some(old) = server.run_id.as_deref() {
+            // Only a run known to differ is one left: an unknown answer (an
+            // `INFO` that timed out) may well be the same run, and taking
+            // it for another would leave this process on numbers of its
+            // own once it is met again, unlike every other process.
+            if let (Some(old), Some(_)) = (server.run_id.as_deref(), run_id.as_deref()) {
                 let old = run_hash(old);
                 server.left.insert(old);
             }
@@ -590,6 +594,27 @@ mod tests {
         other.met(id("a"));
         assert_eq!(settled(&other, key), shown[1]);
         assert_ne!(shown[3], shown[1], "back to a run left: its own number");
+    }
+
+    #[test]
+    fn a_run_met_again_after_an_unknown_answer_is_shown_as_every_process_shows_it() {
+        let id = |s: &str| Some(s.to_owned());
+        let key = b"gensync:k";
+        let seen = Identity::new(false);
+        seen.met(id("a"));
+        let before = settled(&seen, key);
+        // A reconnect whose `INFO` timed out: its own number (it may be
+        // another server), then the same run again.
+        seen.met(None);
+        let unknown = settled(&seen, key);
+        assert!(![0, before].contains(&unknown));
+        seen.met(id("a"));
+        assert_eq!(
+            settled(&seen, key),
+            before,
+            "shown as every process shows it"
+        );
+        assert_eq!(seen.epoch(), 2, "each change still reads as expired once");
     }
 
     #[test]
