@@ -50,18 +50,25 @@ fn stored(backend: &BlockingRedisBackend) -> Stored {
     futures_executor::block_on(backend.get(&key())).unwrap()
 }
 
-/// The run id of the server on `port`.
+/// The identity (run id and replication id) of the server on `port`.
 fn run_id(port: u16) -> String {
     let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}"))
         .unwrap()
         .get_connection()
         .unwrap();
-    let info: String = redis::cmd("INFO").arg("server").query(&mut conn).unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("run_id:"))
-        .unwrap()
-        .trim()
-        .to_owned()
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .arg("replication")
+        .query(&mut conn)
+        .unwrap();
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    format!("{}:{}", field("run_id:"), field("master_replid:"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -388,6 +388,65 @@ async fn a_restart_from_an_older_snapshot_shows_no_number_shown_before_for_anoth
     }
 }
 
+/// A primary demoted, resynced from a server holding older data, and
+/// promoted again keeps its `run_id`, yet holds an older state's stored
+/// value: what every process shows for the state it now serves is no
+/// number shown before for another (the replication id, which a
+/// promotion changes, is part of the server's identity).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_that_failed_back_with_older_data_shows_no_number_shown_before() {
+    let server = RedisServer::start().unwrap();
+    let other = RedisServer::start().unwrap();
+    let run_id = || {
+        info(&server, "server")
+            .lines()
+            .find(|l| l.starts_with("run_id:"))
+            .map(str::to_owned)
+    };
+    let before = run_id();
+    let source = Source::default();
+    let writer = process(&server.url(), patient_config(), &source);
+    let mut seen = Shown::default();
+    seen.saw("the writer's answer", writer.publish(1).await.unwrap(), 1);
+    // The other server holds state 1's stored value, as a replica that
+    // missed the next write would.
+    let stored: String = redis::cmd("GET")
+        .arg(key().as_str())
+        .query(&mut admin(&server))
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(key().as_str())
+        .arg(&stored)
+        .query(&mut admin(&other))
+        .unwrap();
+    seen.saw("the writer's answer", writer.publish(2).await.unwrap(), 2);
+
+    // Demoted under the other, resynced from it, promoted again.
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(other.port())
+        .query(&mut admin(&server))
+        .unwrap();
+    wait_until(Duration::from_secs(10), "the resync", || {
+        info(&server, "replication").contains("master_link_status:up")
+    });
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut admin(&server))
+        .unwrap();
+    assert_eq!(run_id(), before, "the same run");
+    let resynced: String = redis::cmd("GET")
+        .arg(key().as_str())
+        .query(&mut admin(&server))
+        .unwrap();
+    assert_eq!(resynced, stored, "state 1's stored value again");
+
+    let late = process(&server.url(), patient_config(), &source);
+    seen.saw("a later process", shown(&late, 2).await, 2);
+    seen.saw("the CLI", cli(&server, &["get", KEY]), 2);
+}
+
 /// A member of a keyed reloader's set shows its generation mixed with the
 /// set's own: `gensync --member ID get SET` prints that number, after a
 /// bump of the member and after one of the set.

@@ -21,6 +21,8 @@ pub use self::memory::MemoryBackend;
 #[cfg(any(test, feature = "testing"))]
 pub use self::memory::SavePoint;
 pub use self::redact::RedactedUrl;
+#[cfg(any(test, feature = "testing"))]
+pub(crate) use self::redis::identity_from_info;
 pub use self::redis::{BlockingRedisBackend, RedisBackend, RedisConfig, RedisUrl};
 pub use self::track::{Ticket, Tracker};
 pub use self::track_set::TrackerSet;

@@ -41,9 +41,26 @@ pub use crate::synchronizer::MockGenerationSynchronizer;
 use crate::generation::{run_hash, Generation};
 
 /// The number every process shows for `stored` read from the Redis server
-/// whose `INFO server` says `run_id` (in a Cluster, the key's slot owner),
-/// once it learnt that server's identity: for tests that compare what a
+/// whose identity is `identity` ([`server_identity`]; in a Cluster, the
+/// key's slot owner's), once it learnt it: for tests that compare what a
 /// server holds with what a bump returned or a process recorded.
-pub fn shown_on(stored: Generation, run_id: &str) -> Generation {
-    stored.on_server(run_hash(run_id))
+pub fn shown_on(stored: Generation, identity: &str) -> Generation {
+    stored.on_server(run_hash(identity))
+}
+
+/// The identity gensync learns of `server` (`INFO server replication`: its
+/// `run_id` and replication id), as
+/// [`RedisBackend::server_id`](crate::RedisBackend::server_id) reports it
+/// and generations are shown with.
+pub fn server_identity(server: &RedisServer) -> redis::RedisResult<String> {
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .arg("replication")
+        .query(&mut server.connection()?)?;
+    crate::backend::identity_from_info(&info).ok_or_else(|| {
+        redis::RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "no run_id in INFO server",
+        ))
+    })
 }

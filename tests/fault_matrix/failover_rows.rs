@@ -153,17 +153,11 @@ fn told(outcome: Result<Generation, PublishError>) -> Told {
     }
 }
 
-/// The `run_id` of `server`: a generation the fleet shows mixes in the
-/// identity of the server it was read from.
+/// The identity of `server` (its `run_id` and replication id): a
+/// generation the fleet shows mixes in the identity of the server it was
+/// read from.
 fn run_id(server: &RedisServer) -> Result<String, String> {
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query(&mut crate::fleet::admin(server)?)
-        .map_err(|e| format!("INFO server: {e}"))?;
-    info.lines()
-        .find_map(|l| l.strip_prefix("run_id:"))
-        .map(|r| r.trim().to_owned())
-        .ok_or_else(|| "no run_id in INFO server".to_owned())
+    gensync::testing::server_identity(server).map_err(|e| format!("INFO server: {e}"))
 }
 
 /// Publishes the next version through `writer` and writes down what it

@@ -292,16 +292,9 @@ pub fn keys_on_every_shard(cluster: &RedisCluster) -> Vec<Key> {
     keys
 }
 
-/// The `run_id` `server` reports (over TLS, for a server that listens only
-/// for TLS).
+/// The identity of `server` gensync learns and shows generations with
+/// (its `run_id` and replication id; over TLS, for a server that listens
+/// only for TLS).
 pub fn run_id(server: &RedisServer) -> String {
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query(&mut server.connection().unwrap())
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("run_id:"))
-        .expect("a run_id")
-        .trim()
-        .to_owned()
+    gensync::testing::server_identity(server).expect("a run_id")
 }

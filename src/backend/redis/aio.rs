@@ -94,8 +94,9 @@ impl RedisBackend {
         self.write(Op::break_lock(key)).await
     }
 
-    /// Which server the latest new connection reached: its `run_id`, which
-    /// a restart or a failover changes. `None` before the first connection,
+    /// Which server the latest new connection reached: its `run_id` and
+    /// replication id (`<run_id>:<master_replid>`), which a restart or a
+    /// failover (a promotion) changes. `None` before the first connection,
     /// or when the server would not say (`INFO` denied by an ACL). For
     /// tools that keep a generation across runs, as `gensync sync` does:
     /// a value read from another server says nothing about the old one.

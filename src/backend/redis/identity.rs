@@ -348,19 +348,39 @@ pub(super) struct Outgoing<'a> {
     slot: Option<u16>,
 }
 
-/// `INFO server`, sent on every new connection for the server's `run_id`.
+/// `INFO server replication`, sent on every new connection for the
+/// server's identity ([`identity_from_info`]).
 pub(super) fn identity_cmd() -> Cmd {
     let mut cmd = redis::cmd("INFO");
-    cmd.arg("server");
+    cmd.arg("server").arg("replication");
     cmd
 }
 
-/// The `run_id` in a reply to [`identity_cmd`]; `None` for an error (an
-/// ACL that denies `INFO`, a timeout) or a reply without one.
+/// The identity in a reply to [`identity_cmd`]; `None` for an error (an
+/// ACL that denies `INFO`, a timeout) or a reply without a `run_id`.
 pub(super) fn read_run_id(reply: Result<Value, RedisError>) -> Option<String> {
     let text: String = redis::from_redis_value(reply.ok()?).ok()?;
-    let run_id = text.lines().find_map(|l| l.strip_prefix("run_id:"))?.trim();
-    (!run_id.is_empty()).then(|| run_id.to_owned())
+    identity_from_info(&text)
+}
+
+/// Which server, and which history of its data, an `INFO server
+/// replication` text names: `<run_id>:<master_replid>`. A restart changes
+/// the `run_id`; a promotion changes the replication id, which a server
+/// keeps across a demotion and back otherwise (its `run_id` does not
+/// change when it resyncs older data from the primary that replaced it).
+/// Just the `run_id` where no replication id is given.
+pub(crate) fn identity_from_info(text: &str) -> Option<String> {
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let run_id = field("run_id:")?;
+    Some(match field("master_replid:") {
+        Some(replid) => format!("{run_id}:{replid}"),
+        None => run_id.to_owned(),
+    })
 }
 
 /// `node`, the id of the node running the script; a denial of `CLUSTER
@@ -396,8 +416,10 @@ const IDENTIFIED_RUN: (&str, &str) = (
         node_id!(),
         // Without `+info` the sample is skipped: the node id still
         // answers, and the read still runs.
-        "local info = redis.pcall('INFO', 'server')\n\
+        "local info = redis.pcall('INFO', 'server', 'replication')\n\
          local run = type(info) == 'string' and string.match(info, 'run_id:(%x+)') or ''\n\
+         local repl = type(info) == 'string' and string.match(info, 'master_replid:(%x+)')\n\
+         if run ~= '' and repl then run = run .. ':' .. repl end\n\
          return {node .. ' ' .. run, gensync_body()}"
     ),
 );
@@ -675,6 +697,19 @@ mod tests {
         assert_eq!(
             read_run_id(Ok(Value::BulkString(b"# Server".to_vec()))),
             None
+        );
+        // With the replication section: a promotion changes the identity
+        // of a server whose run goes on.
+        let with_repl = |replid: &str| {
+            format!("{info}\r\n# Replication\r\nrole:master\r\nmaster_replid:{replid}\r\n")
+        };
+        assert_eq!(
+            identity_from_info(&with_repl("9a")).as_deref(),
+            Some("4f1c:9a")
+        );
+        assert_ne!(
+            identity_from_info(&with_repl("9a")),
+            identity_from_info(&with_repl("9b"))
         );
     }
 

@@ -39,6 +39,9 @@ mod url;
 pub use self::aio::RedisBackend;
 pub use self::blocking::BlockingRedisBackend;
 pub use self::config::RedisConfig;
+/// For `testing::server_identity`.
+#[cfg(any(test, feature = "testing"))]
+pub(crate) use self::identity::identity_from_info;
 pub use self::url::RedisUrl;
 
 #[cfg(test)]

@@ -10,8 +10,8 @@ use std::path::Path;
 use gensync::Generation;
 
 /// The most of a state file that is read. What gensync writes,
-/// `<generation> <run_id>`, is about 61 bytes; a larger file is not one it
-/// wrote, and records nothing.
+/// `<generation> <run_id>:<replication id>`, is about 102 bytes; a larger
+/// file is not one it wrote, and records nothing.
 pub(crate) const STATE_LIMIT: u64 = 1024;
 
 /// What a state file holds: the generation recorded, and the server it was
