@@ -52,7 +52,9 @@ pub enum CheckMode {
     /// without waiting on the backend; only the check that sends the next
     /// read waits for it (up to the backend's response timeout). One read,
     /// one waiting check and one backend error per interval, and the outage
-    /// is logged once. Two exceptions wait on the read in flight as in
+    /// is logged once. So after a failed read, even a single one, the
+    /// settings served may lag the promise above by that read's interval
+    /// and the next read's time (at most the call bound). Two exceptions wait on the read in flight as in
     /// healthy times: the checks that arrive while the read that first
     /// finds the backend down is out, and those that arrive after an idle
     /// spell of two intervals since the last failure (the backend may be
