@@ -5,6 +5,7 @@
 //! while the shared generation is never deleted or rewritten and readers
 //! keep serving their last good settings. One redis-server per test.
 
+mod cli_support;
 mod support;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -562,4 +563,65 @@ async fn a_push_reader_runs_with_exactly_its_documented_acl() {
         assert_eq!(s.raw_get(&key), created, "denied {command}");
         s.user(&rules);
     }
+}
+
+/// The `gensync` command with the documented line: every subcommand
+/// works; with `eval` taken away, `bump` exits 2 naming it and the
+/// generation is left as it was.
+#[tokio::test]
+async fn the_command_runs_with_exactly_its_documented_acl() {
+    use cli_support::{gensync, run, tempdir};
+
+    let mut s = Server::start();
+    let rules = documented("cli");
+    s.user(&rules);
+    let url = s.url();
+    let cli = |args: &[&str]| run(gensync().arg("--url").arg(&url).args(args));
+    let bumped = cli(&["bump", "acl:cli"]);
+    assert_eq!(bumped.code, Some(0), "bump: {}", bumped.all());
+    let got = cli(&["get", "acl:cli"]);
+    assert_eq!(
+        (got.code, got.stdout.clone()),
+        (Some(0), bumped.stdout.clone()),
+        "get: {}",
+        got.all()
+    );
+    let dir = tempdir();
+    let state = dir.path().join("state");
+    let synced = cli(&[
+        "sync",
+        "--state",
+        state.to_str().unwrap(),
+        "acl:cli",
+        "--",
+        "true",
+    ]);
+    assert_eq!(synced.code, Some(0), "sync: {}", synced.all());
+    assert!(
+        !synced.stderr.contains("cannot tell"),
+        "sync learnt the server: {}",
+        synced.stderr
+    );
+    let member = cli(&["--member", "acme", "bump", "acl:tenants"]);
+    assert_eq!(member.code, Some(0), "member bump: {}", member.all());
+    let member = cli(&["--member", "acme", "get", "acl:tenants"]);
+    assert_eq!(member.code, Some(0), "member get: {}", member.all());
+    for args in [&["break-lock", "acl:cli"][..], &["clear", "acl:cli"]] {
+        let out = cli(args);
+        assert_eq!(out.code, Some(0), "{args:?}: {}", out.all());
+    }
+
+    let key = Key::new(["acl", "cli"]).unwrap();
+    cli(&["bump", "acl:cli"]);
+    let before = s.raw_get(&key);
+    s.user(&without(&rules, "eval"));
+    let denied = cli(&["bump", "acl:cli"]);
+    assert_eq!(denied.code, Some(2), "{}", denied.all());
+    assert!(
+        denied.stderr.contains("'eval'") && denied.stderr.contains("+eval"),
+        "{}",
+        denied.stderr
+    );
+    assert!(!denied.all().contains(PASSWORD));
+    assert_eq!(s.raw_get(&key), before, "nothing written");
 }
