@@ -625,3 +625,42 @@ async fn the_command_runs_with_exactly_its_documented_acl() {
     assert!(!denied.all().contains(PASSWORD));
     assert_eq!(s.raw_get(&key), before, "nothing written");
 }
+
+/// The reproduction: a user with every command but `STRLEN` and
+/// three strict readers, no writer. Reads no longer send `STRLEN` (they
+/// did inside a script, whose denial read as a corrupt value that readers
+/// deleted: the generation changed hundreds of times a second); the
+/// shared generation stays as it was and nothing is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_denied_strlen_leaves_the_generation_alone() {
+    let mut s = Server::start();
+    let key = Key::new(["acl", "strlen"]).unwrap();
+    s.bump(&key).await;
+    let created = s.raw_get(&key);
+    s.user(&[
+        "on".into(),
+        ">PASSWORD".into(),
+        "~*".into(),
+        "+@all".into(),
+        "-strlen".into(),
+    ]);
+    let db = Arc::new(AtomicU64::new(1));
+    let readers: Vec<_> = (0..3)
+        .map(|_| reader(&s.url(), &key, CheckMode::Strict, &db))
+        .collect();
+    let dels = s.calls("del");
+    for _ in 0..200 {
+        for reader in &readers {
+            assert!(
+                reader.check().await.generation().is_some(),
+                "served as current"
+            );
+        }
+    }
+    assert_eq!(s.raw_get(&key), created, "the shared generation changed");
+    assert_eq!(s.calls("del"), dels, "readers deleted something");
+    for reader in &readers {
+        assert_eq!(reader.metrics().loader_runs, 1, "one load each");
+        assert_eq!(reader.metrics().backend_errors, 0);
+    }
+}
