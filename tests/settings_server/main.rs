@@ -19,6 +19,7 @@ mod support;
 mod basics;
 mod connections;
 mod deployments;
+mod fence;
 mod files;
 mod generation;
 mod secrets;
