@@ -113,15 +113,39 @@ async fn the_lock_and_fence_files_take_the_settings_files_mode_and_owner() {
         assert_eq!(meta.permissions().mode() & 0o7777, 0o664, "{suffix}");
         assert_eq!((meta.uid(), meta.gid()), owner, "{suffix}, root: {root}");
     }
-    // A save by an instance that cannot write the lock file still locks
-    // it (a lock needs no write permission).
-    std::fs::set_permissions(
-        beside(&file, ".lock"),
-        std::fs::Permissions::from_mode(0o444),
-    )
-    .unwrap();
-    let (status, body) = put(&client(), instance.url("/settings"), r#"{"v": 2}"#).await;
+}
+
+/// Two instances on one settings file, as two users of its group: the
+/// second, not root, saves after the first created the lock and fence
+/// files under `umask 077`, instead of failing to open them (a 500).
+#[tokio::test]
+async fn a_second_instance_running_as_another_user_of_the_group_can_save() {
+    let dir = TempDir::new();
+    let file = dir.settings();
+    std::fs::write(&file, r#"{"v": 0}"#).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o664)).unwrap();
+    let shared = dir.0.path();
+    if std::os::unix::fs::chown(&file, Some(4321), Some(4322)).is_err() {
+        eprintln!("skipped: only root can set up two users");
+        return;
+    }
+    std::os::unix::fs::chown(shared, Some(4321), Some(4322)).unwrap();
+    std::fs::set_permissions(shared, std::fs::Permissions::from_mode(0o775)).unwrap();
+    let args = ["--settings", path_str(&file)];
+    let first = Instance::start_after(Some("umask 077"), &args, &[]);
+    let (status, body) = put(&client(), first.url("/settings"), r#"{"v": 1}"#).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    // The setup's `exec` runs the example as uid 4323 in group 4322 (the
+    // wrapper's own `exec` after it is never reached).
+    let as_other =
+        "umask 077; exec setpriv --reuid=4323 --regid=4322 --clear-groups -- \"$0\" \"$@\"";
+    let second = Instance::start_after(Some(as_other), &args, &[]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", second.child.id())).unwrap();
+    assert!(status.contains("\nUid:\t4323\t"), "{status}");
+    let (status, body) = put(&client(), second.url("/settings"), r#"{"v": 2}"#).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(read_json(&file), json!({"v": 2}));
+    drop(first);
 }
 
 /// The README's first command, run in the clone, leaves nothing untracked:
