@@ -139,7 +139,8 @@ pub fn refuse_from_the_future(
         return Err(format!(
             "the writers' fencing token {offered} is {}, more than the {} s allowed; \
              nothing was saved; set the clocks right (Redis's and this host's), or, if \
-             they are, delete the Redis key holding the counter (`{{gensync:<key>}}:%fence`)",
+             they are, delete the Redis key holding the writers' counter \
+             (`{{gensync:KEY}}:%fence`, for a tenant `{{gensync:KEY:tenants}}:@ID:%fence`)",
             ahead(offered),
             MAX_AHEAD.as_secs()
         )
