@@ -16,7 +16,6 @@
 
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, Read};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -50,16 +49,20 @@ fn is_a_link(path: &Path) -> io::Error {
 
 /// Opens `path` without following a symlink in its place.
 fn open_no_follow(options: &mut OpenOptions, path: &Path) -> io::Result<File> {
-    options
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(|e| {
-            if e.raw_os_error() == Some(libc::ELOOP) {
-                is_a_link(path)
-            } else {
-                e
-            }
-        })
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW);
+    }
+    #[cfg(not(unix))]
+    refuse_link(path)?;
+    options.open(path).map_err(|e| {
+        #[cfg(unix)]
+        if e.raw_os_error() == Some(libc::ELOOP) {
+            return is_a_link(path);
+        }
+        e
+    })
 }
 
 /// Opens the lock file, creating it if missing with the owner and mode of
@@ -72,11 +75,18 @@ pub fn open_lock(path: &Path, guarded: Option<&Metadata>) -> Result<File, String
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         opened => return opened.map_err(could_not),
     }
-    let file = open_no_follow(
-        OpenOptions::new().write(true).create(true).truncate(false),
-        path,
-    )
-    .map_err(could_not)?;
+    // Created exclusively, so only the instance that created it sets its
+    // owner and mode; one that lost the race opens the winner's.
+    let file = match open_no_follow(OpenOptions::new().write(true).create_new(true), path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return open_no_follow(OpenOptions::new().read(true), path).map_err(could_not)
+        }
+        Err(e) => return Err(could_not(e)),
+    };
+    #[cfg(not(unix))]
+    let _ = guarded;
+    #[cfg(unix)]
     if let Some(guarded) = guarded {
         crate::files::keep_owner_and_mode(&file, guarded).map_err(|e| {
             format!(
@@ -178,6 +188,7 @@ mod tests {
         );
     }
 
+    #[cfg(unix)]
     #[test]
     fn a_link_in_place_of_a_companion_is_refused() {
         let dir = tempfile::tempdir().unwrap();
