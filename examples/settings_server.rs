@@ -7,7 +7,15 @@
 //! `<file>.fence` keeps the greatest writers' fencing token the saver
 //! accepted (and `<file>.lock` is what instances on one host lock while
 //! they save): an instance that stalled past its writers' lease has its
-//! save refused instead of overwriting a newer change. On its own (no Redis) it
+//! save refused instead of overwriting a newer change. Both take the
+//! settings file's mode and owner, so instances running as different users
+//! of its group share them, and neither is opened through a symlink. A
+//! token is the Redis server's clock in microseconds: one more than 5
+//! minutes ahead of this host's clock is refused (the `PUT` saves nothing
+//! and the log says which clock to check), since once recorded it would
+//! refuse every writer until the clock caught up. To reset a `.fence`
+//! recorded from the future (the log names it), delete it while no
+//! instance is writing. On its own (no Redis) it
 //! uses the in-memory backend, which only this one process sees.
 //!
 //! ```sh
@@ -76,7 +84,9 @@
 //! `_` or `-`, as sent (anything else: 400, nothing read or written); a
 //! tenant without a file is a 404 (delete the file to remove a tenant).
 //! `--tenant-capacity N` (10000) bounds how many tenants stay loaded; the
-//! mode applies to tenants too.
+//! mode applies to tenants too. A tenant's file and its `.lock` and
+//! `.fence` are regular files in the folder: a symlink there, dangling or
+//! not, is refused (`O_NOFOLLOW`), neither read nor written through.
 //!
 //! ```sh
 //! curl -s -X PUT localhost:8082/tenants/acme/settings \
@@ -91,6 +101,8 @@
 // `main.rs`, so the example keeps its single-file path).
 #[path = "settings_server/args.rs"]
 mod args;
+#[path = "settings_server/companions.rs"]
+mod companions;
 #[path = "settings_server/files.rs"]
 mod files;
 #[path = "settings_server/http.rs"]

@@ -12,6 +12,8 @@ use gensync::reload::{BoxError, StaleFence};
 use gensync::Fence;
 use serde_json::{Map, Value};
 
+use crate::companions;
+
 /// The settings: any JSON object.
 pub type Settings = Map<String, Value>;
 
@@ -87,31 +89,34 @@ pub fn resolve(path: &Path) -> io::Result<PathBuf> {
 /// rightful writer.
 pub fn save_fenced(path: &Path, bytes: &[u8], fence: Fence) -> Result<(), BoxError> {
     let path = resolve(path).map_err(|e| format!("could not resolve {}: {e}", path.display()))?;
-    let lock_path = beside(&path, ".lock");
-    let lock = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&lock_path)
-        .map_err(|e| format!("could not open {}: {e}", lock_path.display()))?;
+    save_resolved(&path, bytes, fence)
+}
+
+/// [`save_fenced`] for a file that must be a regular file where it is (a
+/// tenant's): a symlink in its place, dangling or not, is refused, never
+/// written through.
+pub fn save_fenced_no_links(path: &Path, bytes: &[u8], fence: Fence) -> Result<(), BoxError> {
+    companions::refuse_link(path).map_err(|e| format!("will not write: {e}"))?;
+    save_resolved(path, bytes, fence)
+}
+
+/// The fenced save of `path`, which has no symlink left to follow.
+fn save_resolved(path: &Path, bytes: &[u8], fence: Fence) -> Result<(), BoxError> {
+    // What the lock and fence files take when they are created.
+    let guarded = std::fs::symlink_metadata(path)
+        .ok()
+        .filter(|meta| meta.is_file());
+    let lock_path = beside(path, ".lock");
+    let lock = companions::open_lock(&lock_path, guarded.as_ref())?;
     // Released when the file is closed, on every return below.
     lock.lock()
         .map_err(|e| format!("could not lock {}: {e}", lock_path.display()))?;
     // Refused before the token moves, so a read-only file refuses every
     // writer alike.
-    refuse_read_only(&path).map_err(|e| format!("will not write {}: {e}", path.display()))?;
-    let fence_path = beside(&path, ".fence");
-    let accepted = match std::fs::read_to_string(&fence_path) {
-        Ok(text) => text.trim().parse().map(Fence::new).map_err(|_| {
-            format!(
-                "{} holds {text:?}, not a fencing token; fix it, or delete it while no \
-                 instance is writing",
-                fence_path.display()
-            )
-        })?,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Fence::new(0),
-        Err(e) => return Err(format!("could not read {}: {e}", fence_path.display()).into()),
-    };
+    refuse_read_only(path).map_err(|e| format!("will not write {}: {e}", path.display()))?;
+    let fence_path = beside(path, ".fence");
+    let accepted = companions::read_fence(&fence_path)?;
+    companions::refuse_from_the_future(fence, accepted, &fence_path)?;
     if fence < accepted {
         return Err(StaleFence {
             offered: fence,
@@ -119,9 +124,13 @@ pub fn save_fenced(path: &Path, bytes: &[u8], fence: Fence) -> Result<(), BoxErr
         }
         .into());
     }
-    write_atomically(&fence_path, format!("{fence}\n").as_bytes())
-        .map_err(|e| format!("could not write {}: {e}", fence_path.display()))?;
-    write_atomically(&path, bytes)
+    write_atomically(
+        &fence_path,
+        format!("{fence}\n").as_bytes(),
+        guarded.as_ref(),
+    )
+    .map_err(|e| format!("could not write {}: {e}", fence_path.display()))?;
+    write_atomically(path, bytes, None)
         .map_err(|e| format!("could not write {}: {e}", path.display()).into())
 }
 
@@ -163,11 +172,15 @@ fn refuse_read_only(path: &Path) -> io::Result<()> {
 
 /// The saver's write: a temporary file in the same directory, flushed,
 /// then renamed over the target, so a reader sees the old file or the new
-/// one, never half of one. `path` must have no symlink left to follow.
-fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// one, never half of one. `path` must have no symlink left to follow (a
+/// link put there meanwhile is replaced, not written through). A new file
+/// takes the owner and mode of `like`, when given.
+fn write_atomically(path: &Path, bytes: &[u8], like: Option<&std::fs::Metadata>) -> io::Result<()> {
     refuse_read_only(path)?;
-    let existing = std::fs::metadata(path).ok();
-    write_temp(path, bytes, existing.as_ref())?
+    let existing = std::fs::symlink_metadata(path)
+        .ok()
+        .filter(|meta| meta.is_file());
+    write_temp(path, bytes, existing.as_ref().or(like))?
         .persist(path)
         .map_err(|e| e.error)?;
     sync_directory(path);
@@ -204,7 +217,7 @@ fn write_temp(
 /// keep the group they are in) and the mode of `existing`. The mode is set
 /// after the owner, since a change of owner may clear set-id bits.
 #[cfg(unix)]
-fn keep_owner_and_mode(file: &std::fs::File, existing: &std::fs::Metadata) -> io::Result<()> {
+pub fn keep_owner_and_mode(file: &std::fs::File, existing: &std::fs::Metadata) -> io::Result<()> {
     use std::os::unix::fs::{fchown, MetadataExt, PermissionsExt};
     let current = file.metadata()?;
     if (current.uid(), current.gid()) != (existing.uid(), existing.gid())

@@ -9,7 +9,10 @@
 //! and `PUT` creates it. Its file is saved exactly as the settings file
 //! is (the fenced atomic writer of `files.rs`), with `<id>.json.fence`
 //! and `<id>.json.lock` beside it: an id holds no dot, so no tenant's
-//! file can be another's companion.
+//! file can be another's companion. Unlike the settings file, these are
+//! regular files in the folder: a symlink there (dangling or not) is
+//! refused, neither read nor written through, so whoever can plant one
+//! cannot have the service create or overwrite another file.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,7 +29,8 @@ use gensync::reload::{BoxError, CheckMode};
 use gensync::{Backend, Fence, Key, KeyError};
 use serde_json::json;
 
-use crate::files::{encode, read_settings, save_fenced, Settings};
+use crate::companions::refuse_link;
+use crate::files::{encode, read_settings, save_fenced_no_links, Settings};
 use crate::http::{
     error, failed_publish, get_settings, read_settings_body, refuse_without_token, App,
 };
@@ -124,9 +128,13 @@ pub fn build(
         move |id: String| {
             let path = file_of(&read_from, &id);
             async move {
-                tokio::task::spawn_blocking(move || read_settings(&path))
-                    .await
-                    .map_err(|e| format!("the read task stopped: {e}"))?
+                tokio::task::spawn_blocking(move || {
+                    // Not read through a link: it could serve any file.
+                    refuse_link(&path).map_err(|e| e.to_string())?;
+                    read_settings(&path)
+                })
+                .await
+                .map_err(|e| format!("the read task stopped: {e}"))?
             }
         },
     )
@@ -144,7 +152,7 @@ pub fn build(
                         dir.display()
                     )
                 })?;
-                save_fenced(&file_of(&dir, &id), &bytes, fence)
+                save_fenced_no_links(&file_of(&dir, &id), &bytes, fence)
             })
             .await
             .map_err(|e| BoxError::from(format!("the write task stopped: {e}")))?

@@ -4,7 +4,8 @@
 //! creation), `secrets` (what answers, logs and stdout never show, and
 //! the write token), `connections` (timeouts, the connection cap, a
 //! closed stdout, the size limits), `files` (symlinks, modes, a
-//! missing file, numbers kept exactly) and `tenants` (the tenant routes:
+//! missing file, numbers kept exactly), `fence` (the lock and fence files
+//! beside it: tokens from the future, their mode and owner) and `tenants` (the tenant routes:
 //! instances agreeing per tenant, 404 and 400, the token, the parent
 //! generation), `deployments` (over Sentinel and a Cluster); with the
 //! `tls` feature, `tls` (a TLS Redis with a private
@@ -19,6 +20,7 @@ mod support;
 mod basics;
 mod connections;
 mod deployments;
+mod fence;
 mod files;
 mod generation;
 mod secrets;

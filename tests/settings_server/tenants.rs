@@ -342,3 +342,55 @@ async fn bumping_the_set_key_reloads_every_tenant_from_disk_on_every_instance() 
         assert_eq!(served(instance, "b").await, "b2");
     }
 }
+
+/// A symlink in the tenants' folder, dangling or not, in place of a
+/// tenant's file or of its lock or fence file, is refused: a `PUT`
+/// creates and overwrites nothing outside the folder, and a `GET` does not
+/// serve the file a link points at.
+#[tokio::test]
+async fn a_symlink_in_the_tenants_folder_is_never_written_or_read_through() {
+    use std::os::unix::fs::symlink;
+    let dir = TempDir::new();
+    let tenants = dir.tenants();
+    std::fs::create_dir_all(&tenants).unwrap();
+    let outside = dir.0.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let victim = outside.join("victim.json");
+    let original = b"{\"secret\": \"kept\"}\n";
+    std::fs::write(&victim, original).unwrap();
+    // A link to an existing file, and dangling links: as the tenant's
+    // file, its lock file and its fence file.
+    symlink(&victim, tenants.join("linked.json")).unwrap();
+    symlink(outside.join("new.json"), tenants.join("dangling.json")).unwrap();
+    write_tenant(&dir, "locked", b"{}");
+    symlink(outside.join("lock"), tenants.join("locked.json.lock")).unwrap();
+    write_tenant(&dir, "fenced", b"{}");
+    symlink(outside.join("fence"), tenants.join("fenced.json.fence")).unwrap();
+    let instance = Instance::start(&["--settings", path_str(&dir.settings())], &[]);
+    let client = client();
+
+    let (status, body) = get(&client, tenant_url(&instance, "linked")).await;
+    assert_ne!(status, StatusCode::OK, "{body}");
+    assert!(!body.to_string().contains("kept"), "{body}");
+    for id in ["linked", "dangling", "locked", "fenced"] {
+        let (status, body) = put(&client, tenant_url(&instance, id), r#"{"evil": 1}"#).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{id}: {body}");
+        assert_eq!(body["saved"], json!(false), "{id}: {body}");
+    }
+    assert_eq!(std::fs::read(&victim).unwrap(), original);
+    assert_eq!(
+        names_in(&outside),
+        ["victim.json"],
+        "created through a link"
+    );
+    assert_eq!(
+        std::fs::read_link(tenants.join("linked.json")).unwrap(),
+        victim,
+        "the link itself is left for the operator"
+    );
+    assert!(
+        instance.stderr.wait_for("is a symbolic link", DEADLINE),
+        "{}",
+        instance.stderr.text()
+    );
+}
