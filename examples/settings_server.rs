@@ -91,6 +91,8 @@
 // `main.rs`, so the example keeps its single-file path).
 #[path = "settings_server/args.rs"]
 mod args;
+#[path = "settings_server/body.rs"]
+mod body;
 #[path = "settings_server/files.rs"]
 mod files;
 #[path = "settings_server/http.rs"]
@@ -182,6 +184,8 @@ async fn run(args: Args, token_on_command_line: bool) -> Result<(), Fatal> {
         ),
     };
     let token = write_token(&args, token_on_command_line)?;
+    let max_connections =
+        serve::connection_cap(args.max_connections as usize).map_err(|m| Fatal(m, 1))?;
 
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
@@ -307,7 +311,7 @@ async fn run(args: Args, token_on_command_line: bool) -> Result<(), Fatal> {
 
     let limits = serve::Limits {
         header_timeout: args.header_timeout,
-        max_connections: serve::connection_cap(args.max_connections as usize),
+        max_connections,
     };
     let app = http::router(
         http::App {

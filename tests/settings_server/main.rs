@@ -6,7 +6,8 @@
 //! closed stdout, the size limits), `files` (symlinks, modes, a
 //! missing file, numbers kept exactly) and `tenants` (the tenant routes:
 //! instances agreeing per tenant, 404 and 400, the token, the parent
-//! generation), `deployments` (over Sentinel and a Cluster); with the
+//! generation), `deployments` (over Sentinel and a Cluster), `limits`
+//! (the write token's and the requests' limits, to the byte); with the
 //! `tls` feature, `tls` (a TLS Redis with a private
 //! CA and client certificates).
 //!
@@ -21,6 +22,7 @@ mod connections;
 mod deployments;
 mod files;
 mod generation;
+mod limits;
 mod secrets;
 mod tenants;
 #[cfg(feature = "tls")]
