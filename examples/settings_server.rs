@@ -58,8 +58,9 @@
 //! to stderr (`RUST_LOG`, default `info`); stdout gets one line once the
 //! service listens.
 //!
-//! Endpoints: `GET /settings`, `PUT /settings` (a JSON object, kept
-//! exactly as sent, numbers included), `GET /healthz`, `GET /metrics`
+//! Endpoints: `GET /settings`, `PUT /settings` (a JSON object, each key
+//! once; saved with its keys sorted and every number's digits kept, an
+//! exponent as `e+400`), `GET /healthz`, `GET /metrics`
 //! (Prometheus text: the `gensync_*` counters and histograms, labelled
 //! with the key, exported through `metrics-exporter-prometheus`).
 //!
