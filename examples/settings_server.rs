@@ -66,8 +66,9 @@
 //! to stderr (`RUST_LOG`, default `info`); stdout gets one line once the
 //! service listens.
 //!
-//! Endpoints: `GET /settings`, `PUT /settings` (a JSON object, kept
-//! exactly as sent, numbers included), `GET /healthz`, `GET /metrics`
+//! Endpoints: `GET /settings`, `PUT /settings` (a JSON object, each key
+//! once; saved with its keys sorted and every number's digits kept, an
+//! exponent as `e+400`), `GET /healthz`, `GET /metrics`
 //! (Prometheus text: the `gensync_*` counters and histograms, labelled
 //! with the key, exported through `metrics-exporter-prometheus`).
 //!
@@ -103,6 +104,8 @@
 mod args;
 #[path = "settings_server/companions.rs"]
 mod companions;
+#[path = "settings_server/body.rs"]
+mod body;
 #[path = "settings_server/files.rs"]
 mod files;
 #[path = "settings_server/http.rs"]
@@ -194,6 +197,8 @@ async fn run(args: Args, token_on_command_line: bool) -> Result<(), Fatal> {
         ),
     };
     let token = write_token(&args, token_on_command_line)?;
+    let max_connections =
+        serve::connection_cap(args.max_connections as usize).map_err(|m| Fatal(m, 1))?;
 
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
@@ -319,7 +324,7 @@ async fn run(args: Args, token_on_command_line: bool) -> Result<(), Fatal> {
 
     let limits = serve::Limits {
         header_timeout: args.header_timeout,
-        max_connections: serve::connection_cap(args.max_connections as usize),
+        max_connections,
     };
     let app = http::router(
         http::App {

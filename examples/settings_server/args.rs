@@ -86,8 +86,8 @@ pub struct Args {
     #[arg(long, value_name = "MODE", default_value = "strict")]
     pub mode: CheckMode,
 
-    /// The token a PUT must send as `Authorization: Bearer <token>`.
-    /// Prefer the environment variable or --write-token-file: a command
+    /// The token a PUT must send as `Authorization: Bearer <token>`, at
+    /// least 16 bytes (`openssl rand -hex 32`). Prefer the environment variable or --write-token-file: a command
     /// line is visible to every user of the host (`ps`).
     #[arg(long, value_name = "TOKEN", env = TOKEN_ENV, hide_env_values = true)]
     pub write_token: Option<String>,
@@ -110,7 +110,8 @@ pub struct Args {
     pub request_timeout: Duration,
 
     /// How many connections may be open at once (lowered to fit the file
-    /// limit). At the cap, the oldest connection with no request in
+    /// limit, with a warning; refused when the limit leaves room for fewer
+    /// than 16). At the cap, the oldest connection with no request in
     /// progress is closed for a new one.
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,

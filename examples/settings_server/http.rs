@@ -2,14 +2,16 @@
 //! a client what went wrong in words it can use, while the details
 //! (hosts, users, paths, the store's own error text) go to the log.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, FromRequest, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
@@ -18,9 +20,10 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{json, Value};
 use tower_http::timeout::TimeoutLayer;
 
+use crate::body::{duplicate_key, MAX_BODY};
 use crate::files::{kind, Settings};
 use crate::tenants::{self, Tenants};
-use crate::token::WriteToken;
+use crate::token::{self, WriteToken};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -51,6 +54,7 @@ pub fn router(app: App, metrics: PrometheusHandle, request_timeout: Duration) ->
         // waits on Redis nor counts as a settings check.
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(move || render_metrics(metrics.clone())))
+        .layer(middleware::from_fn_with_state(app.clone(), guard_token))
         .with_state(app)
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -90,6 +94,57 @@ async fn put_settings(State(app): State<App>, headers: HeaderMap, request: Reque
     }
 }
 
+/// Around every write, when the service has a token: two `Authorization`
+/// headers are a 400 (proxies and servers disagree on which one counts),
+/// and a client (a peer IP) that sent too many wrong tokens is answered
+/// 429 with `Retry-After`, before its token is compared.
+async fn guard_token(State(app): State<App>, request: Request, next: Next) -> Response {
+    let Some(token) = app
+        .token
+        .as_ref()
+        .filter(|_| request.method() == Method::PUT)
+    else {
+        return next.run(request).await;
+    };
+    if token::ambiguous(request.headers()) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "send one `Authorization: Bearer <token>` header, not several; nothing was saved"
+                .to_owned(),
+        );
+    }
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| peer.ip());
+    let Some(client) = client else {
+        return next.run(request).await;
+    };
+    if let Err(wait) = token.guesses.check(client) {
+        let mut response = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many wrong write tokens from this address; retry after the time \
+             Retry-After gives; nothing was saved"
+                .to_owned(),
+        );
+        // Whole seconds, rounded up: a client that waits that long has a
+        // guess again.
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        return response;
+    }
+    // Only a token sent counts as a guess: a client that sent none is told
+    // how, and has not tried one.
+    let guessed = request.headers().contains_key(header::AUTHORIZATION);
+    let response = next.run(request).await;
+    if guessed && response.status() == StatusCode::UNAUTHORIZED {
+        token.guesses.failed(client);
+    }
+    response
+}
+
 /// The 401 a write gets without the right token, when the service has
 /// one; `None` when it may go on.
 pub fn refuse_without_token(app: &App, headers: &HeaderMap) -> Option<Response> {
@@ -114,6 +169,17 @@ pub fn refuse_without_token(app: &App, headers: &HeaderMap) -> Option<Response> 
 /// A `PUT`'s body as a settings object, or the answer that says why it is
 /// not one (nothing saved).
 pub async fn read_settings_body(app: &App, request: Request) -> Result<Settings, Response> {
+    // A body announced over the limit is refused at once, not waited for.
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if announced.is_some_and(|length| length > MAX_BODY as u64) {
+        return Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body may take at most {MAX_BODY} bytes; nothing was saved"),
+        ));
+    }
     // The whole body within its bound: a client trickling a byte now and
     // then would otherwise hold the request open for ever.
     let body = match tokio::time::timeout(app.body_timeout, Bytes::from_request(request, &())).await
@@ -136,7 +202,20 @@ pub async fn read_settings_body(app: &App, request: Request) -> Result<Settings,
             ))
         }
     };
-    match serde_json::from_slice::<Value>(&body) {
+    let parsed = serde_json::from_slice::<Value>(&body);
+    // serde_json keeps the last of a key named twice; which one the
+    // client meant is not for the service to guess.
+    if let Some(key) = parsed.as_ref().ok().and_then(|_| duplicate_key(&body)) {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the key {} appears twice in one object; send each key once; nothing was \
+                 saved",
+                Value::String(key.chars().take(64).collect())
+            ),
+        ));
+    }
+    match parsed {
         Ok(Value::Object(settings)) => Ok(settings),
         Ok(other) => Err(error(
             StatusCode::BAD_REQUEST,

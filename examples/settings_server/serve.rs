@@ -11,10 +11,12 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -28,9 +30,13 @@ use tower::ServiceExt;
 /// File descriptors kept back from connections: the settings file, its
 /// lock, fence and temporary files, Redis connections, the runtime's own.
 const RESERVED_FDS: u64 = 32;
-/// The most a request's line and headers may take: a longer URI is
-/// answered 414 (above 64 KiB), a longer head 431.
+/// The most a request's line and headers may take, counted up to and
+/// including the blank line that ends them: a longer URI is answered 414
+/// (above 64 KiB), a longer head 431.
 pub const MAX_HEAD: usize = 128 * 1024;
+/// The fewest connections worth serving: a file limit that leaves fewer
+/// is refused at start-up rather than served one client at a time.
+pub const MIN_CONNECTIONS: usize = 16;
 /// How long in-flight requests may take to finish at shutdown.
 const DRAIN: Duration = Duration::from_secs(10);
 /// How long to wait before accepting again after an error that is not one
@@ -50,17 +56,35 @@ pub struct Limits {
     pub max_connections: usize,
 }
 
-/// `requested`, lowered to fit the process's file limit. The soft limit is
-/// raised to the hard one first (as Go does for its servers): the soft
-/// default of 1024 is for programs that use `select`.
-pub fn connection_cap(requested: usize) -> usize {
-    match file_limit() {
-        Some(limit) => {
-            let room = limit.saturating_sub(RESERVED_FDS).max(1);
-            requested.min(usize::try_from(room).unwrap_or(usize::MAX))
-        }
-        None => requested,
+/// `requested`, lowered to fit the process's file limit (with a warning
+/// that says so), or why the limit leaves too little room to serve. The
+/// soft limit is raised to the hard one first (as Go does for its
+/// servers): the soft default of 1024 is for programs that use `select`.
+pub fn connection_cap(requested: usize) -> Result<usize, String> {
+    let Some(limit) = file_limit() else {
+        return Ok(requested);
+    };
+    let room = usize::try_from(limit.saturating_sub(RESERVED_FDS)).unwrap_or(usize::MAX);
+    if room >= requested {
+        return Ok(requested);
     }
+    let needed = RESERVED_FDS + requested as u64;
+    if room < MIN_CONNECTIONS.min(requested) {
+        return Err(format!(
+            "the file limit ({limit} open files, `ulimit -n`) leaves room for {room} \
+             connections after the {RESERVED_FDS} this service keeps back, and at least \
+             {MIN_CONNECTIONS} are needed; raise it (`ulimit -n {needed}`, or LimitNOFILE= \
+             under systemd)"
+        ));
+    }
+    tracing::warn!(
+        requested,
+        max_connections = room,
+        file_limit = limit,
+        "the file limit lowers --max-connections from {requested} to {room}; raise it \
+         (`ulimit -n {needed}`, or LimitNOFILE= under systemd) to allow {requested}"
+    );
+    Ok(room)
 }
 
 #[cfg(unix)]
@@ -115,8 +139,8 @@ pub async fn serve(
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             // That one connection's trouble: the next may be fine.
             Err(e) if is_one_connections(&e) => continue,
             Err(e) => {
@@ -155,6 +179,7 @@ pub async fn serve(
         registry.spawn(&mut tasks, |in_flight, guard| {
             connection(
                 stream,
+                peer,
                 app.clone(),
                 limits,
                 in_flight,
@@ -178,13 +203,16 @@ pub async fn serve(
 /// is shed, or the service stops (after its request in progress).
 async fn connection(
     stream: TcpStream,
+    peer: SocketAddr,
     app: Router,
     limits: Limits,
     in_flight: Arc<AtomicUsize>,
     mut stopping: watch::Receiver<bool>,
     _registered: Registered,
 ) {
-    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        // Who sent it, for the budget of guesses at the write token.
+        request.extensions_mut().insert(ConnectInfo(peer));
         let busy = Busy::new(&in_flight);
         let app = app.clone();
         async move {
@@ -196,6 +224,9 @@ async fn connection(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
+        // The head's own bound, exact: the buffer's bound alone lets one
+        // read run past it, and a head so read is served.
+        .max_header_size(MAX_HEAD)
         .max_buf_size(MAX_HEAD);
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);

@@ -7,7 +7,8 @@
 //! missing file, numbers kept exactly), `fence` (the lock and fence files
 //! beside it: tokens from the future, their mode and owner) and `tenants` (the tenant routes:
 //! instances agreeing per tenant, 404 and 400, the token, the parent
-//! generation), `deployments` (over Sentinel and a Cluster); with the
+//! generation), `deployments` (over Sentinel and a Cluster), `limits`
+//! (the write token's and the requests' limits, to the byte); with the
 //! `tls` feature, `tls` (a TLS Redis with a private
 //! CA and client certificates).
 //!
@@ -23,6 +24,7 @@ mod deployments;
 mod fence;
 mod files;
 mod generation;
+mod limits;
 mod secrets;
 mod tenants;
 #[cfg(feature = "tls")]
