@@ -95,6 +95,8 @@ mod args;
 mod files;
 #[path = "settings_server/http.rs"]
 mod http;
+#[path = "settings_server/logging.rs"]
+mod logging;
 #[path = "settings_server/serve.rs"]
 mod serve;
 #[path = "settings_server/tenants.rs"]
@@ -102,7 +104,7 @@ mod tenants;
 #[path = "settings_server/token.rs"]
 mod token;
 
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -113,7 +115,6 @@ use gensync::reload::{blocking_loader, fenced, CheckMode, Reloader};
 use gensync::{Backend, BackendError, Key, MemoryBackend, RedisBackend, Synchronizer};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use serde_json::{Map, Value};
-use tracing_subscriber::EnvFilter;
 
 use args::Args;
 use files::{create_if_missing, encode, read_settings, save_fenced, Settings};
@@ -133,15 +134,8 @@ const USAGE: u8 = 2;
 /// A start-up failure: the message and the exit status.
 struct Fatal(String, u8);
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(io::stderr)
-        .with_ansi(io::stderr().is_terminal())
-        .init();
+fn main() -> ExitCode {
+    let logs = logging::init();
     let matches = Args::command().get_matches();
     let token_on_command_line =
         matches.value_source("write_token") == Some(ValueSource::CommandLine);
@@ -149,7 +143,26 @@ async fn main() -> ExitCode {
         Ok(args) => args,
         Err(e) => e.exit(),
     };
-    match run(args, token_on_command_line).await {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            let _ = writeln!(io::stderr(), "settings_server: error: could not start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        logs.report_periodically();
+        run(args, token_on_command_line).await
+    });
+    // Not waited for: once the requests are drained, what still runs is
+    // blocking work nobody waits on (a load past its waiters' bound, a
+    // name lookup), and a stopped service must not linger on it.
+    runtime.shutdown_background();
+    logs.report();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fatal(message, status)) => {
             // Ignored: with stderr gone there is no one left to tell.
