@@ -21,6 +21,7 @@ mod connections;
 mod deployments;
 mod files;
 mod generation;
+mod logging;
 mod secrets;
 mod tenants;
 #[cfg(feature = "tls")]
