@@ -103,7 +103,9 @@ pub fn refuse_without_token(app: &App, headers: &HeaderMap) -> Option<Response> 
     // Counted, for an alert on guessing; the log's rate limit keeps a
     // flood of them to a few lines.
     metrics::counter!(UNAUTHORIZED_METRIC).increment(1);
-    tracing::warn!("refused a PUT without the right write token (counted in {UNAUTHORIZED_METRIC})");
+    tracing::warn!(
+        "refused a PUT without the right write token (counted in {UNAUTHORIZED_METRIC})"
+    );
     let mut response = error(
         StatusCode::UNAUTHORIZED,
         "this service needs a write token to change its settings: send \

@@ -144,7 +144,11 @@ async fn a_flood_of_refused_writes_is_counted_not_logged_line_by_line() {
         .filter(|l| l.contains("refused a PUT without the right write token"))
         .count();
     // One window's burst: the loop takes well under the window.
-    assert!((1..=10).contains(&logged), "{logged} lines:\n{}", stopped.stderr);
+    assert!(
+        (1..=10).contains(&logged),
+        "{logged} lines:\n{}",
+        stopped.stderr
+    );
     // The rest reported as a count, naming the statement they came from.
     let suppressed: usize = stopped
         .stderr
@@ -152,7 +156,12 @@ async fn a_flood_of_refused_writes_is_counted_not_logged_line_by_line() {
         .filter(|l| l.contains("similar log lines suppressed") && l.contains("http.rs"))
         .map(|l| {
             let words = l.split("WARN").nth(1).unwrap();
-            words.split_whitespace().nth(1).unwrap().parse::<usize>().unwrap()
+            words
+                .split_whitespace()
+                .nth(1)
+                .unwrap()
+                .parse::<usize>()
+                .unwrap()
         })
         .sum();
     assert_eq!(logged + suppressed, GUESSES, "{}", stopped.stderr);
@@ -173,5 +182,8 @@ async fn a_stopped_service_exits_at_once_whatever_blocking_work_is_left() {
     let took = began.elapsed();
     assert!(stopped.status.success(), "{}", stopped.status);
     assert!(stopped.stderr.contains("stopped"), "{}", stopped.stderr);
-    assert!(took < Duration::from_secs(5), "exited {took:?} after SIGTERM");
+    assert!(
+        took < Duration::from_secs(5),
+        "exited {took:?} after SIGTERM"
+    );
 }
