@@ -55,13 +55,15 @@
 //! `SETTINGS_WRITE_TOKEN`; a `PUT` must then send `Authorization: Bearer
 //! <token>`), and the limits `--header-timeout` (10s), `--body-timeout`
 //! (10s), `--request-timeout` (60s), `--max-connections` (1024). Logs go
-//! to stderr (`RUST_LOG`, default `info`); stdout gets one line once the
-//! service listens.
+//! to stderr (`RUST_LOG`, default `info`), where a failed write is dropped
+//! and each log statement writes at most 10 lines per 10 s, then one line
+//! counting the rest; stdout gets one line once the service listens.
 //!
 //! Endpoints: `GET /settings`, `PUT /settings` (a JSON object, kept
 //! exactly as sent, numbers included), `GET /healthz`, `GET /metrics`
 //! (Prometheus text: the `gensync_*` counters and histograms, labelled
-//! with the key, exported through `metrics-exporter-prometheus`).
+//! with the key, exported through `metrics-exporter-prometheus`, and
+//! `settings_server_unauthorized_total`, the writes refused a 401).
 //!
 //! # Tenants
 //!
