@@ -63,14 +63,16 @@
 //! `SETTINGS_WRITE_TOKEN`; a `PUT` must then send `Authorization: Bearer
 //! <token>`), and the limits `--header-timeout` (10s), `--body-timeout`
 //! (10s), `--request-timeout` (60s), `--max-connections` (1024). Logs go
-//! to stderr (`RUST_LOG`, default `info`); stdout gets one line once the
-//! service listens.
+//! to stderr (`RUST_LOG`, default `info`), where a failed write is dropped
+//! and each log statement writes at most 10 lines per 10 s, then one line
+//! counting the rest; stdout gets one line once the service listens.
 //!
 //! Endpoints: `GET /settings`, `PUT /settings` (a JSON object, each key
 //! once; saved with its keys sorted and every number's digits kept, an
 //! exponent as `e+400`), `GET /healthz`, `GET /metrics`
 //! (Prometheus text: the `gensync_*` counters and histograms, labelled
-//! with the key, exported through `metrics-exporter-prometheus`).
+//! with the key, exported through `metrics-exporter-prometheus`, and
+//! `settings_server_unauthorized_total`, the writes refused a 401).
 //!
 //! # Tenants
 //!
@@ -110,6 +112,8 @@ mod body;
 mod files;
 #[path = "settings_server/http.rs"]
 mod http;
+#[path = "settings_server/logging.rs"]
+mod logging;
 #[path = "settings_server/serve.rs"]
 mod serve;
 #[path = "settings_server/tenants.rs"]
@@ -117,7 +121,7 @@ mod tenants;
 #[path = "settings_server/token.rs"]
 mod token;
 
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -128,7 +132,6 @@ use gensync::reload::{blocking_loader, fenced, CheckMode, Reloader};
 use gensync::{Backend, BackendError, Key, MemoryBackend, RedisBackend, Synchronizer};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use serde_json::{Map, Value};
-use tracing_subscriber::EnvFilter;
 
 use args::Args;
 use files::{create_if_missing, encode, read_settings, save_fenced, Settings};
@@ -148,15 +151,8 @@ const USAGE: u8 = 2;
 /// A start-up failure: the message and the exit status.
 struct Fatal(String, u8);
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(io::stderr)
-        .with_ansi(io::stderr().is_terminal())
-        .init();
+fn main() -> ExitCode {
+    let logs = logging::init();
     let matches = Args::command().get_matches();
     let token_on_command_line =
         matches.value_source("write_token") == Some(ValueSource::CommandLine);
@@ -164,7 +160,26 @@ async fn main() -> ExitCode {
         Ok(args) => args,
         Err(e) => e.exit(),
     };
-    match run(args, token_on_command_line).await {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            let _ = writeln!(io::stderr(), "settings_server: error: could not start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        logs.report_periodically();
+        run(args, token_on_command_line).await
+    });
+    // Not waited for: once the requests are drained, what still runs is
+    // blocking work nobody waits on (a load past its waiters' bound, a
+    // name lookup), and a stopped service must not linger on it.
+    runtime.shutdown_background();
+    logs.report();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fatal(message, status)) => {
             // Ignored: with stderr gone there is no one left to tell.

@@ -503,6 +503,39 @@ async fn a_server_that_will_not_track_runs_strict_and_says_so_once() {
     );
 }
 
+/// A Redis down from the start never had a tracking connection to lose:
+/// the log says tracking could not be armed, not that it was lost.
+#[tokio::test(flavor = "current_thread")]
+async fn a_redis_down_from_the_start_is_not_a_lost_tracking_connection() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let logs = LogCapture::default();
+    let _guard = logs.install();
+    let backend =
+        RedisBackend::with_config(&format!("redis://127.0.0.1:{port}"), config()).unwrap();
+    let reloader = reloader_on(backend, &Db::default(), CheckMode::Push);
+    reloader.check().await;
+    // Runs the tracking task (on this thread) until it has said something.
+    let said = timeout(PATIENCE, async {
+        while logs.lines_with("push mode").is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(said.is_ok(), "{}", logs.text());
+    assert!(logs.lines_with("lost").is_empty(), "{}", logs.text());
+    assert_eq!(
+        logs.lines_with("could not arm tracking").len(),
+        1,
+        "{}",
+        logs.text()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interval_mode_reads_at_most_once_per_interval_and_catches_up_after_it() {
     let redis = Redis::new();

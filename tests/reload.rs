@@ -359,6 +359,48 @@ async fn after_an_outage_an_update_is_loaded_at_once_whatever_the_backoff() {
     assert_eq!(reloader.metrics().stale_served, 0);
 }
 
+/// How many times the loader runs over `span` of checks every 10 ms.
+async fn loads_over(reloader: &Reloader<u64>, source: &Source, span: Duration) -> u64 {
+    let before = source.loads.load(SeqCst);
+    let end = tokio::time::Instant::now() + span;
+    while tokio::time::Instant::now() < end {
+        reloader.check().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    source.loads.load(SeqCst) - before
+}
+
+/// An outage that ended leaves its grown backoff behind: the next one
+/// starts again from the initial pause.
+#[tokio::test(start_paused = true)]
+async fn each_outage_backs_off_from_the_initial_pause() {
+    let source = Source::at(1);
+    let backend = FaultyBackend::new(MemoryBackend::new());
+    let reloader = builder(backend.clone(), &source)
+        .backoff(Duration::from_millis(100), Duration::from_millis(800))
+        .build(0)
+        .unwrap();
+    assert_eq!(*reloader.check().await, 1);
+    let faults = backend.faults();
+    let start = Duration::from_millis(350);
+
+    faults.fail_all();
+    // At 0, 100 and 300 ms.
+    let first = loads_over(&reloader, &source, start).await;
+    assert!(first >= 3, "{first} loads in the first {start:?}");
+    // Long enough for the backoff to reach its maximum.
+    loads_over(&reloader, &source, Duration::from_secs(3)).await;
+    faults.heal();
+    reloader.check().await;
+
+    faults.fail_all();
+    let second = loads_over(&reloader, &source, start).await;
+    assert_eq!(
+        second, first,
+        "the second outage's first {start:?} loaded as often as the first's"
+    );
+}
+
 #[tokio::test]
 async fn subscribers_hear_of_each_reload_with_old_and_new() {
     let source = Source::at(1);

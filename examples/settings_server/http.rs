@@ -94,6 +94,9 @@ async fn put_settings(State(app): State<App>, headers: HeaderMap, request: Reque
     }
 }
 
+/// Counts the writes refused for want of the right token.
+pub const UNAUTHORIZED_METRIC: &str = "settings_server_unauthorized_total";
+
 /// Around every write, when the service has a token: two `Authorization`
 /// headers are a 400 (proxies and servers disagree on which one counts),
 /// and a client (a peer IP) that sent too many wrong tokens is answered
@@ -152,7 +155,12 @@ pub fn refuse_without_token(app: &App, headers: &HeaderMap) -> Option<Response> 
     if token.admits(headers) {
         return None;
     }
-    tracing::warn!("refused a PUT without the right write token");
+    // Counted, for an alert on guessing; the log's rate limit keeps a
+    // flood of them to a few lines.
+    metrics::counter!(UNAUTHORIZED_METRIC).increment(1);
+    tracing::warn!(
+        "refused a PUT without the right write token (counted in {UNAUTHORIZED_METRIC})"
+    );
     let mut response = error(
         StatusCode::UNAUTHORIZED,
         "this service needs a write token to change its settings: send \

@@ -61,6 +61,8 @@ pub(super) struct Flight {
     loaded_seq: AtomicU64,
     /// Loads go unrecorded because the cache server does not answer.
     outage: AtomicBool,
+    /// The backoff an episode of trouble starts from.
+    backoff_initial: Duration,
 }
 
 #[derive(Debug)]
@@ -136,12 +138,14 @@ impl Flight {
             seq: AtomicU64::new(1),
             loaded_seq: AtomicU64::new(0),
             outage: AtomicBool::new(false),
+            backoff_initial,
         }
     }
 
     /// A check that began at `began` read the shared generation: if loads
     /// went unrecorded for an outage that began before it, that outage is
-    /// over, and the next trouble is news. A plain load first: the hot path
+    /// over: the next trouble is news, and its backoff starts afresh (not
+    /// from where this outage's grew to). A plain load first: the hot path
     /// stays read-only.
     pub(super) fn answered(&self, began: u64) {
         if self.outage.load(Ordering::Relaxed) {
@@ -150,6 +154,8 @@ impl Flight {
                 && state.episode_began < began
             {
                 state.episode = None;
+                state.retry_at = None;
+                state.backoff = self.backoff_initial;
                 self.outage.store(false, Ordering::Relaxed);
             }
         }

@@ -37,8 +37,9 @@ pub(super) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>
 /// succeeded. A failed load keeps the last good settings, is logged once per
 /// failure episode and is retried with capped exponential backoff. While
 /// the shared generation cannot be read, loads still read the source (at
-/// most once per backoff window), serving what it holds with no generation
-/// known to match ([`Snapshot::generation`] `None`).
+/// most once per backoff window, the backoff starting afresh at each
+/// outage), serving what it holds with no generation known to match
+/// ([`Snapshot::generation`] `None`).
 ///
 /// Checks, reloads and writes must run inside a tokio runtime: a load runs
 /// on a task of its own, so a request that stops waiting for it cancels

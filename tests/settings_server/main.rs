@@ -25,6 +25,7 @@ mod fence;
 mod files;
 mod generation;
 mod limits;
+mod logging;
 mod secrets;
 mod tenants;
 #[cfg(feature = "tls")]

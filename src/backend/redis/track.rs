@@ -96,6 +96,8 @@ enum Ended {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Told {
     Nothing,
+    /// Not armed yet since start-up, and said so.
+    Unarmed,
     Lost,
     Refused,
 }
@@ -122,12 +124,19 @@ async fn run(target: Arc<Target>, fed: Fed, notify: Arc<Notify>) {
                 ASK_AGAIN
             }
             Ended::Lost { error, armed } => {
-                if armed || told == Told::Nothing {
+                if armed {
                     tracing::warn!(key = %key, %error, "gensync push mode: tracking connection lost; checking the key on every request (strict) until it is armed again");
+                    told = Told::Lost;
+                } else if told == Told::Nothing {
+                    // Never armed yet: nothing was lost.
+                    tracing::warn!(key = %key, %error, "gensync push mode: could not arm tracking; checking the key on every request (strict) until it is armed");
+                    told = Told::Unarmed;
                 } else {
                     tracing::debug!(key = %key, %error, "gensync push mode: tracking still down");
+                    if told == Told::Refused {
+                        told = Told::Lost;
+                    }
                 }
-                told = Told::Lost;
                 // A server that is down, or refuses the credentials, is
                 // not dialled in a tight loop: the pause doubles while
                 // sessions fail before arming.
@@ -207,6 +216,8 @@ async fn session(target: &Target, fed: &Fed, notify: &Notify, told: Told) -> End
     }
     if told == Told::Nothing {
         tracing::debug!(key = %key, "gensync push mode: tracking armed");
+    } else if told == Told::Unarmed {
+        tracing::info!(key = %key, "gensync push mode: tracking armed; checks cost no round trip between changes");
     } else {
         tracing::info!(key = %key, "gensync push mode: tracking armed again; checks cost no round trip between changes");
     }
