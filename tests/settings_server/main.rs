@@ -21,6 +21,7 @@ mod connections;
 mod deployments;
 mod files;
 mod generation;
+mod ready;
 mod secrets;
 mod tenants;
 #[cfg(feature = "tls")]
