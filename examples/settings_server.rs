@@ -46,8 +46,10 @@
 //! converge.
 //!
 //! Options (see `--help`): `--listen ADDR` (default `127.0.0.1:8080`, port
-//! 0 picks a free one), `--settings FILE` (default `./settings.json`,
-//! created with default settings at first start-up), `--redis URL` (or
+//! 0 picks a free one), `--settings FILE` (default `./settings.json`, a
+//! regular file of at most 8 MiB, created with default settings at the
+//! fleet's first start only: with Redis, while its key holds no
+//! generation), `--redis URL` (or
 //! `REDIS_URL`), for a `rediss://` URL `--tls-ca FILE` (a private CA,
 //! trusted beside the system's roots) and `--tls-cert FILE --tls-key FILE`
 //! (a client certificate), `--key KEY` (default `example:settings`, stored as
@@ -59,7 +61,9 @@
 //! service listens.
 //!
 //! Endpoints: `GET /settings`, `PUT /settings` (a JSON object, kept
-//! exactly as sent, numbers included), `GET /healthz`, `GET /metrics`
+//! exactly as sent, numbers included), `GET /healthz` (liveness), `GET
+//! /readyz` (readiness: 503 while Redis refuses this instance or the last
+//! load of the settings failed), `GET /metrics`
 //! (Prometheus text: the `gensync_*` counters and histograms, labelled
 //! with the key, exported through `metrics-exporter-prometheus`).
 //!

@@ -260,3 +260,31 @@ async fn an_unanswering_redis_is_reported_but_leaves_the_instance_ready() {
     assert_eq!(body["backend"], "unavailable", "{body}");
     assert_eq!(body["last_load"], "ok", "{body}");
 }
+
+/// Under SECURITY.md's least-privilege writer ACL (no `PING`), start-up
+/// says nothing of refused credentials, and the instance is ready: both
+/// read the settings' key, as the reloader does.
+#[tokio::test]
+async fn the_least_privilege_acl_is_not_mistaken_for_refused_credentials() {
+    let server = RedisServer::start().unwrap();
+    let mut setuser = redis::cmd("ACL");
+    setuser.arg("SETUSER").arg("app").arg("on").arg(">app-pw");
+    for rule in "resetkeys ~gensync:* ~{gensync:* -@all +eval +getrange +get +exists +set \
+                 +incrby +pttl +time +type +del +zadd +zrem +zscore +zrange \
+                 +zremrangebyscore +pexpire +pexpireat +info"
+        .split_whitespace()
+    {
+        setuser.arg(rule);
+    }
+    let _: () = setuser.query(&mut server.connection().unwrap()).unwrap();
+    let dir = TempDir::new();
+    let file = dir.settings();
+    std::fs::write(&file, r#"{"theme": "dark"}"#).unwrap();
+    let url = format!("redis://app:app-pw@127.0.0.1:{}", server.port());
+    let instance = Instance::start(&["--redis", &url, "--settings", path_str(&file)], &[]);
+    let (status, body) = readyz(&client(), &instance).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["backend"], "ok", "{body}");
+    let stopped = instance.stop();
+    assert!(!stopped.stderr.contains("refused"), "{}", stopped.stderr);
+}
