@@ -54,8 +54,10 @@
 //! converge.
 //!
 //! Options (see `--help`): `--listen ADDR` (default `127.0.0.1:8080`, port
-//! 0 picks a free one), `--settings FILE` (default `./settings.json`,
-//! created with default settings at first start-up), `--redis URL` (or
+//! 0 picks a free one), `--settings FILE` (default `./settings.json`, a
+//! regular file of at most 8 MiB, created with default settings at the
+//! fleet's first start only: with Redis, while its key holds no
+//! generation), `--redis URL` (or
 //! `REDIS_URL`), for a `rediss://` URL `--tls-ca FILE` (a private CA,
 //! trusted beside the system's roots) and `--tls-cert FILE --tls-key FILE`
 //! (a client certificate), `--key KEY` (default `example:settings`, stored as
@@ -69,7 +71,9 @@
 //!
 //! Endpoints: `GET /settings`, `PUT /settings` (a JSON object, each key
 //! once; saved with its keys sorted and every number's digits kept, an
-//! exponent as `e+400`), `GET /healthz`, `GET /metrics`
+//! exponent as `e+400`), `GET /healthz` (liveness), `GET /readyz`
+//! (readiness: 503 while Redis refuses this instance or the last load of
+//! the settings failed), `GET /metrics`
 //! (Prometheus text: the `gensync_*` counters and histograms, labelled
 //! with the key, exported through `metrics-exporter-prometheus`, and
 //! `settings_server_unauthorized_total`, the writes refused a 401).
@@ -114,6 +118,8 @@ mod files;
 mod http;
 #[path = "settings_server/logging.rs"]
 mod logging;
+#[path = "settings_server/ready.rs"]
+mod ready;
 #[path = "settings_server/serve.rs"]
 mod serve;
 #[path = "settings_server/tenants.rs"]
@@ -129,12 +135,13 @@ use std::sync::Arc;
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches};
 use gensync::reload::{blocking_loader, fenced, CheckMode, Reloader};
-use gensync::{Backend, BackendError, Key, MemoryBackend, RedisBackend, Synchronizer};
+use gensync::{Backend, BackendError, Key, MemoryBackend, RedisBackend, Stored, Synchronizer};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use serde_json::{Map, Value};
 
 use args::Args;
-use files::{create_if_missing, encode, read_settings, save_fenced, Settings};
+use files::{encode, read_settings, save_fenced, Fleet, Settings};
+use ready::Readiness;
 use token::{WriteToken, TOKEN_ENV};
 
 /// Written to the settings file when it is missing at first start-up.
@@ -242,18 +249,6 @@ async fn run(args: Args, token_on_command_line: bool) -> Result<(), Fatal> {
         .tenants
         .clone()
         .unwrap_or_else(|| tenants::default_dir(&path));
-    match create_if_missing(&path, &default_settings()) {
-        Ok(true) => {
-            tracing::info!(file = %path.display(), "created the settings file with default settings")
-        }
-        Ok(false) => {}
-        Err(e) => {
-            return Err(Fatal(
-                format!("could not create the settings file {}: {e}", path.display()),
-                1,
-            ))
-        }
-    }
 
     // Before the reloader is built: it registers its metrics then.
     // Buckets, so each histogram is exported as one (summaries cannot be
@@ -267,10 +262,14 @@ async fn run(args: Args, token_on_command_line: bool) -> Result<(), Fatal> {
         .and_then(PrometheusBuilder::install_recorder)
         .map_err(|e| Fatal(format!("could not install the metrics recorder: {e}"), 1))?;
 
-    let (reloader, tenants, backend) = match redis {
+    let (reloader, tenants, backend, readiness) = match redis {
         Some(redis) => {
-            match redis.ping().await {
-                Ok(()) => {}
+            // The settings' key, not a PING (which no role's ACL allows):
+            // whether Redis takes this instance, and whether other
+            // instances already share a generation.
+            let stored = redis.get(&key).await;
+            match &stored {
+                Ok(_) => {}
                 // It answered, and said no: nothing changes until the
                 // configuration does, so say what to fix.
                 Err(e @ (BackendError::Auth { .. } | BackendError::Denied { .. })) => {
@@ -298,19 +297,33 @@ async fn run(args: Args, token_on_command_line: bool) -> Result<(), Fatal> {
                      file, and picking up other instances' changes once it answers"
                 ),
             }
+            prepare_settings(
+                &path,
+                &match stored {
+                    Ok(Stored::Missing) => Fleet::First,
+                    Ok(_) => Fleet::Running,
+                    Err(e) => Fleet::Unknown(e.to_string()),
+                },
+            )?;
             let name = redis.describe().to_owned();
+            let readiness = Readiness::new(redis.clone(), key.clone());
             (
-                build_reloader(redis.clone(), key, &path, args.mode)?,
+                build_reloader(redis.clone(), key, &path, args.mode, &readiness)?,
                 build_tenants(redis, tenant_set, &tenant_dir, &args)?,
                 name,
+                readiness,
             )
         }
         None => {
+            // This process's own: every start is the first.
+            prepare_settings(&path, &Fleet::First)?;
             let memory = MemoryBackend::new();
+            let readiness = Readiness::new(memory.clone(), key.clone());
             (
-                build_reloader(memory.clone(), key, &path, args.mode)?,
+                build_reloader(memory.clone(), key, &path, args.mode, &readiness)?,
                 build_tenants(memory, tenant_set, &tenant_dir, &args)?,
                 "in-memory, this process only".to_owned(),
+                readiness,
             )
         }
     };
@@ -322,10 +335,10 @@ async fn run(args: Args, token_on_command_line: bool) -> Result<(), Fatal> {
         }
     });
     if reloader.reload_now().await.is_err() {
-        tracing::warn!(
+        tracing::error!(
             file = %path.display(),
-            "could not load the settings at start-up; serving the default settings until a \
-             reload succeeds"
+            "could not load the settings at start-up; serving the default settings, with no \
+             generation, until a reload succeeds (/readyz answers 503 until then)"
         );
     }
 
@@ -349,6 +362,7 @@ async fn run(args: Args, token_on_command_line: bool) -> Result<(), Fatal> {
             token,
             body_timeout: args.body_timeout,
             incidents: Arc::default(),
+            readiness,
         },
         metrics,
         args.request_timeout,
@@ -400,15 +414,28 @@ fn write_token(args: &Args, on_command_line: bool) -> Result<Option<WriteToken>,
     token.map(Some).map_err(|message| Fatal(message, USAGE))
 }
 
+/// The settings file at start-up: created with the defaults at a fleet's
+/// first start only (see [`files::prepare`]).
+fn prepare_settings(path: &Path, fleet: &Fleet) -> Result<(), Fatal> {
+    files::prepare(path, &default_settings(), fleet).map_err(|e| {
+        Fatal(
+            format!("could not create the settings file {}: {e}", path.display()),
+            1,
+        )
+    })
+}
+
 fn build_reloader<B: Backend + 'static>(
     backend: B,
     key: Key,
     path: &Path,
     mode: CheckMode,
+    readiness: &Readiness,
 ) -> Result<Reloader<Settings>, Fatal> {
     let sync = Synchronizer::new(backend, key);
     let read_from = path.to_owned();
-    let loader = blocking_loader(move || read_settings(&read_from));
+    let readiness = readiness.clone();
+    let loader = blocking_loader(move || readiness.record(read_settings(&read_from)));
     let write_to = Arc::new(path.to_owned());
     Reloader::builder(sync, loader)
         .mode(mode)

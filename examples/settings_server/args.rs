@@ -24,8 +24,9 @@ pub struct Args {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub listen: String,
 
-    /// The settings file (a JSON object), created with default settings
-    /// when missing at start-up. A symlink is written through.
+    /// The settings file (a JSON object, at most 8 MiB), created with
+    /// default settings when missing at the fleet's first start (no
+    /// generation in Redis yet). A symlink is written through.
     #[arg(long, value_name = "FILE", default_value = "./settings.json")]
     pub settings: PathBuf,
 

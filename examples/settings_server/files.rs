@@ -5,7 +5,7 @@
 //! file's mode and (where the process may) its owner, and refuses a file
 //! the user made read-only.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use gensync::reload::{BoxError, StaleFence};
@@ -33,12 +33,41 @@ pub fn kind(value: &Value) -> &'static str {
     }
 }
 
+/// The most a settings file may hold. Far above what a `PUT` can send
+/// (axum's 2 MiB body limit), so [`encode`] can always write what a `PUT`
+/// sent within it; a larger file is not one this service wrote, and is not
+/// read whole.
+pub const MAX_FILE: u64 = 8 * 1024 * 1024;
+
 /// The loader: reads and parses the settings file. A missing file is a
 /// failed load like any other (the reloader keeps serving the last good
-/// settings): only the first start-up creates it.
+/// settings): only a fleet's first start-up creates it. So is anything but
+/// a regular file of at most [`MAX_FILE`] bytes: a FIFO would block the
+/// read (and its thread) until a writer came, a device or `/proc` file
+/// may never end.
 pub fn read_settings(path: &Path) -> Result<Settings, String> {
-    let text =
-        std::fs::read(path).map_err(|e| format!("could not read {}: {e}", path.display()))?;
+    let failed = |e: io::Error| format!("could not read {}: {e}", path.display());
+    let file = open_without_blocking(path).map_err(failed)?;
+    // The file opened, not the name looked at before: nothing can swap it
+    // in between.
+    if !file.metadata().map_err(failed)?.is_file() {
+        return Err(format!(
+            "{} is not a regular file (a FIFO, a device or a folder); give --settings the \
+             path of a plain file",
+            path.display()
+        ));
+    }
+    let mut text = Vec::new();
+    file.take(MAX_FILE + 1)
+        .read_to_end(&mut text)
+        .map_err(failed)?;
+    if text.len() as u64 > MAX_FILE {
+        return Err(format!(
+            "{} is larger than {} MiB, more than this service ever writes; not read",
+            path.display(),
+            MAX_FILE >> 20
+        ));
+    }
     match serde_json::from_slice(&text) {
         Ok(Value::Object(settings)) => Ok(settings),
         Ok(other) => Err(format!(
@@ -50,11 +79,66 @@ pub fn read_settings(path: &Path) -> Result<Settings, String> {
     }
 }
 
-/// The file's form: pretty JSON ending in a newline.
+/// Opens `path` for reading without waiting for a FIFO's writer (which a
+/// plain open does, for ever). `O_NONBLOCK` changes nothing for the
+/// regular file read next.
+fn open_without_blocking(path: &Path) -> io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    options.open(path)
+}
+
+/// The file's form: pretty JSON ending in a newline, or compact JSON when
+/// the pretty form would pass [`MAX_FILE`] (indentation can multiply a
+/// deeply nested object many times over), so every file saved can be
+/// loaded again. Settings that pass it even so are an error.
 pub fn encode(settings: &Settings) -> serde_json::Result<Vec<u8>> {
-    let mut bytes = serde_json::to_vec_pretty(settings)?;
-    bytes.push(b'\n');
-    Ok(bytes)
+    let mut pretty = Bounded(Vec::new());
+    if serde_json::to_writer_pretty(&mut pretty, settings).is_ok() && pretty.fits(1) {
+        pretty.0.push(b'\n');
+        return Ok(pretty.0);
+    }
+    let mut compact = Bounded(Vec::new());
+    serde_json::to_writer(&mut compact, settings)?;
+    if !compact.fits(1) {
+        return Err(serde_json::Error::io(too_large()));
+    }
+    compact.0.push(b'\n');
+    Ok(compact.0)
+}
+
+/// A buffer that refuses to grow past [`MAX_FILE`], so a form too large
+/// fails early instead of being built whole first.
+struct Bounded(Vec<u8>);
+
+impl Bounded {
+    /// Whether `more` bytes still fit.
+    fn fits(&self, more: usize) -> bool {
+        (self.0.len() + more) as u64 <= MAX_FILE
+    }
+}
+
+impl Write for Bounded {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        if !self.fits(bytes.len()) {
+            return Err(too_large());
+        }
+        self.0.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn too_large() -> io::Error {
+    io::Error::other(format!(
+        "the settings take more than {} MiB as JSON, more than a settings file may hold",
+        MAX_FILE >> 20
+    ))
 }
 
 /// The file a write to `path` must replace: `path` with its symlinks
@@ -134,10 +218,62 @@ fn save_resolved(path: &Path, bytes: &[u8], fence: Fence) -> Result<(), BoxError
         .map_err(|e| format!("could not write {}: {e}", path.display()).into())
 }
 
+/// What the start-up read of the shared generation says about the other
+/// instances, which decides whether a missing settings file may be
+/// created with the defaults.
+pub enum Fleet {
+    /// Nothing is shared yet (or the backend is this process's own): the
+    /// fleet's first start.
+    First,
+    /// Other instances already share a generation of these settings.
+    Running,
+    /// The shared generation could not be read: the error, password
+    /// redacted.
+    Unknown(String),
+}
+
+/// Creates a missing settings file with `defaults`, at a fleet's first
+/// start only. Other instances already serve their settings under the
+/// shared generation, and defaults loaded here would be served under that
+/// same number while they differ: the fleet split silently. So a missing
+/// file is then left missing, logged as an error, and loaded as a failed
+/// load (the service is not ready) until it is restored.
+pub fn prepare(path: &Path, defaults: &Settings, fleet: &Fleet) -> io::Result<()> {
+    if std::fs::symlink_metadata(path).is_ok() {
+        return Ok(());
+    }
+    let file = path.display();
+    match fleet {
+        Fleet::First => {
+            if create_if_missing(path, defaults)? {
+                tracing::info!(file = %file, "created the settings file with default settings");
+            }
+        }
+        Fleet::Running => tracing::error!(
+            file = %file,
+            "the settings file is missing, and other instances already share a generation \
+             of these settings: not creating default settings, which would differ from \
+             theirs under the same generation. Copy the file from another instance (or PUT \
+             the settings); until then this instance serves no generation and /readyz \
+             answers 503"
+        ),
+        Fleet::Unknown(error) => tracing::error!(
+            file = %file,
+            %error,
+            "the settings file is missing, and Redis could not be read to tell whether \
+             other instances already serve settings: not creating default settings, which \
+             could differ from theirs. Restore the file (or PUT the settings), or restart \
+             once Redis answers; until then this instance serves no generation and /readyz \
+             answers 503"
+        ),
+    }
+    Ok(())
+}
+
 /// Creates the file with `settings` unless it exists (or is a symlink,
 /// dangling or not), without ever replacing one another instance created
 /// meanwhile. Returns whether it created it.
-pub fn create_if_missing(path: &Path, settings: &Settings) -> io::Result<bool> {
+fn create_if_missing(path: &Path, settings: &Settings) -> io::Result<bool> {
     if std::fs::symlink_metadata(path).is_ok() {
         return Ok(false);
     }

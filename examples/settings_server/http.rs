@@ -22,6 +22,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::body::{duplicate_key, MAX_BODY};
 use crate::files::{kind, Settings};
+use crate::ready::{self, Readiness};
 use crate::tenants::{self, Tenants};
 use crate::token::{self, WriteToken};
 
@@ -39,6 +40,8 @@ pub struct App {
     /// Numbers the log and a failed `PUT`'s answer share, so an operator
     /// can find the details of what a client was told.
     pub incidents: Arc<AtomicU64>,
+    /// What `/readyz` reports: the backend's state and the last load's.
+    pub readiness: Readiness,
 }
 
 /// The service's routes. Every request is bounded by `request_timeout`
@@ -50,9 +53,10 @@ pub fn router(app: App, metrics: PrometheusHandle, request_timeout: Duration) ->
         .layer(SettingsReloadLayer::new(app.reloader.clone()))
         // After that layer: a tenant's request checks its tenant only.
         .route(tenants::ROUTE, tenants::routes(&app))
-        // Outside the layer: a health probe or a metrics scrape neither
-        // waits on Redis nor counts as a settings check.
+        // Outside the layer: a probe or a metrics scrape is no settings
+        // check (readiness reads the key once, within the backend's bound).
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready::readyz))
         .route("/metrics", get(move || render_metrics(metrics.clone())))
         .layer(middleware::from_fn_with_state(app.clone(), guard_token))
         .with_state(app)

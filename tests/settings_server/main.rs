@@ -26,6 +26,7 @@ mod files;
 mod generation;
 mod limits;
 mod logging;
+mod ready;
 mod secrets;
 mod tenants;
 #[cfg(feature = "tls")]
