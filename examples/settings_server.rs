@@ -108,10 +108,10 @@
 // `main.rs`, so the example keeps its single-file path).
 #[path = "settings_server/args.rs"]
 mod args;
-#[path = "settings_server/companions.rs"]
-mod companions;
 #[path = "settings_server/body.rs"]
 mod body;
+#[path = "settings_server/companions.rs"]
+mod companions;
 #[path = "settings_server/files.rs"]
 mod files;
 #[path = "settings_server/http.rs"]
