@@ -116,12 +116,25 @@ async fn a_flood_of_refused_writes_is_counted_not_logged_line_by_line() {
         &["--settings", path_str(&file)],
         &[("SETTINGS_WRITE_TOKEN", TOKEN)],
     );
-    let client = client();
+    // From 20 addresses, 10 guesses each: the most one client may make
+    // before it is answered 429 without its token being compared.
+    let clients: Vec<reqwest::Client> = (1..=20u8)
+        .map(|n| {
+            reqwest::Client::builder()
+                .no_proxy()
+                .timeout(std::time::Duration::from_secs(10))
+                .local_address(std::net::IpAddr::from([127, 0, 0, n]))
+                .build()
+                .unwrap()
+        })
+        .collect();
     for i in 0..GUESSES {
         let wrong = format!("Bearer guess-{i}");
-        let (status, ..) = put_as(&client, instance.url("/settings"), Some(&wrong), "{}").await;
+        let client = &clients[i % clients.len()];
+        let (status, ..) = put_as(client, instance.url("/settings"), Some(&wrong), "{}").await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
+    let client = client();
     let metrics = client
         .get(instance.url("/metrics"))
         .send()
