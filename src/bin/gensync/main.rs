@@ -34,7 +34,8 @@
 //! succeeds, FILE gets the generation read *before* CMD ran (the reload
 //! fence): a bump that lands while CMD runs causes one more run instead of
 //! being lost. When Redis failed, nothing is recorded. FILE keeps its mode
-//! and owner; a FILE made read-only, or one that is not a regular file, is
+//! and owner, and a FILE that is a symbolic link is written through (the
+//! file it points at is replaced, the link kept); a FILE made read-only, or one that is not a regular file, is
 //! refused before CMD runs; at most 1 KiB of it is read.
 //!
 //! Exit codes: 0 done; 1 `get` found no valid generation; 2 bad usage,
