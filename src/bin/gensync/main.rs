@@ -30,7 +30,10 @@
 //! every run. Runs on one
 //! FILE take turns (a lock on `FILE.lock`, which gensync makes itself and
 //! refuses when it is a symbolic link or not a regular file; `--no-wait`
-//! exits 75 when another holds it). After CMD
+//! exits 75 when another holds it). SIGTERM, SIGINT, SIGHUP or SIGQUIT
+//! sent to gensync while CMD runs is passed on to CMD; gensync waits for
+//! it, records nothing, exits 128+N, and only then lets the next run
+//! start. After CMD
 //! succeeds, FILE gets the generation read *before* CMD ran (the reload
 //! fence): a bump that lands while CMD runs causes one more run instead of
 //! being lost. When Redis failed, nothing is recorded. FILE keeps its mode
@@ -50,6 +53,7 @@
 //! password in the URL never appears in any output.
 
 mod args;
+mod signals;
 mod state;
 mod sync;
 

@@ -9,7 +9,7 @@ use std::process::{Command, ExitCode, ExitStatus};
 
 use gensync::{Check, Observed, Stored};
 
-use crate::{fail, observe, state, Sync, BUSY, CANNOT_RUN, TROUBLE};
+use crate::{fail, observe, signals, state, Sync, BUSY, CANNOT_RUN, TROUBLE};
 
 /// How `sync` runs.
 pub(crate) struct SyncOptions<'a> {
@@ -89,7 +89,10 @@ pub(crate) fn run_sync(sync: &Sync, options: SyncOptions<'_>, command: &[OsStrin
     }
 
     // Run as it is, never through a shell: nothing in CMD is expanded.
-    let status = match Command::new(program).args(args).status() {
+    // A signal that would end gensync is passed on to CMD, and gensync
+    // waits for it: the lock is released only once CMD is gone, so the
+    // next run cannot start beside an orphaned one.
+    let status = match signals::run_forwarding(Command::new(program).args(args)) {
         Ok(status) => status,
         Err(e) => {
             let message = format!("cannot run {}: {e}", program.to_string_lossy());
@@ -98,6 +101,16 @@ pub(crate) fn run_sync(sync: &Sync, options: SyncOptions<'_>, command: &[OsStrin
     };
     if !status.success() {
         return ExitCode::from(failure_code(status));
+    }
+    if let Some(signal) = signals::received() {
+        // CMD was asked to stop and exited cleanly: it may not have
+        // finished its work, so nothing is recorded.
+        let _ = writeln!(
+            io::stderr(),
+            "gensync: stopped by signal {signal} while the command ran; {} left as it was",
+            state.display()
+        );
+        return ExitCode::from(u8::try_from(128 + signal).unwrap_or(u8::MAX));
     }
     if let Ok(generation) = fence {
         if let Err(e) = state::write(state, generation, server.as_deref()) {
