@@ -108,7 +108,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::parser::ValueSource;
-use clap::{CommandFactory, FromArgMatches};
+use clap::FromArgMatches;
 use gensync::reload::{blocking_loader, fenced, CheckMode, Reloader};
 use gensync::{Backend, BackendError, Key, MemoryBackend, RedisBackend, Synchronizer};
 use metrics_exporter_prometheus::PrometheusBuilder;
@@ -142,12 +142,12 @@ async fn main() -> ExitCode {
         .with_writer(io::stderr)
         .with_ansi(io::stderr().is_terminal())
         .init();
-    let matches = Args::command().get_matches();
+    let matches = args::matches();
     let token_on_command_line =
         matches.value_source("write_token") == Some(ValueSource::CommandLine);
     let args = match Args::from_arg_matches(&matches) {
         Ok(args) => args,
-        Err(e) => e.exit(),
+        Err(e) => args::exit_redacted(&e),
     };
     match run(args, token_on_command_line).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -191,7 +191,8 @@ async fn run(args: Args, token_on_command_line: bool) -> Result<(), Fatal> {
             } else {
                 1
             };
-            Fatal(format!("could not listen on {}: {e}", args.listen), status)
+            let listen = args::shown(&args.listen);
+            Fatal(format!("could not listen on {listen}: {e}"), status)
         })?;
     let address = listener
         .local_addr()
