@@ -799,3 +799,26 @@ async fn a_bump_by_the_cli_reaches_a_push_reloader() {
         .expect("the CLI's bump was pushed")
         .unwrap();
 }
+
+/// Refused credentials are a configuration error, not an outage: `sync`
+/// exits 2 and runs nothing, with or without --strict.
+#[test]
+fn sync_with_refused_credentials_exits_2_without_running_the_command() {
+    let server = RedisServer::start_with_password("right-pw").unwrap();
+    let port = server.port();
+    for url in [
+        format!("redis://:wrong-pw@127.0.0.1:{port}"),
+        format!("redis://127.0.0.1:{port}"),
+    ] {
+        let dir = tempdir();
+        let out = sync(&url, dir.path(), MARK);
+        assert_eq!(out.code, Some(2), "{url}: {}", out.stderr);
+        assert_eq!(runs(dir.path()), 0, "{url}: the command ran");
+        assert!(
+            out.stderr.contains("not running the command"),
+            "{}",
+            out.stderr
+        );
+        assert_eq!(state(dir.path()), None);
+    }
+}

@@ -23,7 +23,9 @@
 //! comes from another server (a restart from an older snapshot or a
 //! failover may have lost a bump), when FILE or the key is missing, or when
 //! Redis fails (a broken cache server must not freeze a host on stale
-//! state; with `--strict` it exits 2 and runs nothing instead). The
+//! state; with `--strict` it exits 2 and runs nothing instead). Refused
+//! credentials or an ACL denial are a configuration error, not an outage:
+//! exit 2 and nothing runs, with or without `--strict`. The
 //! `run_id` needs `INFO` (`+info`) and is not learnt on a Cluster: without
 //! it FILE holds the generation alone, a restore that brings that
 //! generation back is taken as current, and `sync` says so on stderr at
@@ -107,8 +109,9 @@ files). A password holding / ? # or @ must be percent-encoded in the URL
 Exit codes:
   0    done (for sync: CMD ran and succeeded, or had no need to run)
   1    get: no generation at KEY, or a value that is not one
-  2    bad usage, no or bad URL, Redis unreachable, timed out or refusing
-       access (get, bump, clear, break-lock; sync with --strict), or a state
+  2    bad usage, no or bad URL, Redis refusing the credentials or the
+       ACL denying a command (every subcommand), Redis unreachable or timed
+       out (get, bump, clear, break-lock; sync with --strict), or a state
        file sync cannot read or write (checked before CMD runs; also when
        writing it fails after CMD succeeded)
   N    sync: CMD failed with exit code N (128+S when killed by signal S)
@@ -202,7 +205,9 @@ enum Cmd {
     /// from another server than it did (a restart or a failover), when FILE
     /// or the key is missing (the key is then created), or when Redis
     /// cannot be read (unless --strict: then gensync exits 2 and runs
-    /// nothing, so a cron job with a broken URL does not look healthy). If
+    /// nothing, so a cron job with a broken URL does not look healthy).
+    /// Credentials Redis refuses, or a command its ACL denies, exit 2
+    /// without running CMD, with or without --strict. If
     /// CMD succeeds, FILE gets the generation seen before CMD ran, written
     /// atomically, keeping FILE's mode and owner; if Redis failed, FILE is
     /// left as it was. If CMD fails, gensync exits with its code and leaves

@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, ExitStatus};
 
-use gensync::{Check, Observed, Stored};
+use gensync::{BackendError, Check, Error, Observed, Stored};
 
 use crate::{fail, observe, signals, state, Sync, BUSY, CANNOT_RUN, TROUBLE};
 
@@ -74,10 +74,18 @@ pub(crate) fn run_sync(sync: &Sync, options: SyncOptions<'_>, command: &[OsStrin
     let fence = match reply {
         Ok(Stored::Value(generation)) => Ok(generation),
         // Create (or repair) the key, so the next run has a value to match.
-        Ok(Stored::Missing | Stored::Corrupt) => sync.fetch_or_create().map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
+        Ok(Stored::Missing | Stored::Corrupt) => sync.fetch_or_create(),
+        Err(e) => Err(e),
     };
     if let Err(e) = &fence {
+        // Refused credentials or an ACL denial are no outage: running CMD
+        // would hide a broken configuration behind a healthy exit.
+        if is_configuration(e) {
+            return fail(
+                TROUBLE,
+                format!("{e}; not running the command: fix the configuration"),
+            );
+        }
         if options.strict {
             return fail(TROUBLE, format!("{e}; not running the command (--strict)"));
         }
@@ -122,6 +130,20 @@ pub(crate) fn run_sync(sync: &Sync, options: SyncOptions<'_>, command: &[OsStrin
         }
     }
     ExitCode::SUCCESS
+}
+
+/// Whether `e` says the configuration is wrong (credentials Redis refused,
+/// a command the ACL denies, a bad setting) rather than that Redis is
+/// down: that is exit 2, with or without `--strict`.
+fn is_configuration(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Config(_)
+            | Error::Key(_)
+            | Error::Backend(
+                BackendError::Auth { .. } | BackendError::Denied { .. } | BackendError::Config(_)
+            )
+    )
 }
 
 /// Says, at every run where Redis answered without saying which server it
