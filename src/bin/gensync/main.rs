@@ -162,7 +162,9 @@ struct Cli {
 
     /// Act on one member of the set KEY (a tenant of a keyed reloader
     /// whose set is KEY) instead of KEY itself. Without it, a set's KEY is
-    /// its parent generation: `bump` on it reloads every member.
+    /// its parent generation: `bump` on it reloads every member. A `bump`
+    /// of a member with no generation yet creates it and warns that it
+    /// did not exist (a typo'd ID makes a new member).
     #[arg(long, global = true, value_name = "ID")]
     member: Option<String>,
 
@@ -297,10 +299,21 @@ fn main() -> ExitCode {
     };
     match command {
         Cmd::Get { .. } => get(&sync),
-        Cmd::Bump { .. } => match sync.mark_updated() {
-            Ok(generation) => print(generation),
-            Err(e) => fail(TROUBLE, e),
-        },
+        Cmd::Bump { .. } => {
+            // A typo'd member ID would make a new member silently: look
+            // first, and say so after (a warning, not a refusal: a new
+            // tenant's first bump is as legitimate as a typo).
+            let new_member = member.is_some() && matches!(observe(&sync), Ok(Stored::Missing));
+            match sync.mark_updated() {
+                Ok(generation) => {
+                    if new_member {
+                        warn_new_member(&sync, member.as_deref().unwrap_or_default());
+                    }
+                    print(generation)
+                }
+                Err(e) => fail(TROUBLE, e),
+            }
+        }
         Cmd::Clear { .. } => clear(&sync),
         Cmd::BreakLock { .. } => break_lock(sync),
         Cmd::Sync {
@@ -364,6 +377,16 @@ fn note_how_it_is_stored(key: &Key) {
             gensync::MAX_KEY_LEN
         ));
     }
+}
+
+/// Says that `bump --member ID` made a member that had no generation.
+fn warn_new_member(sync: &Sync, id: &str) {
+    let _ = writeln!(
+        io::stderr(),
+        "gensync: warning: member {id:?} did not exist (no generation at {}); the bump \
+         created it. If you meant an existing member, check the ID: that one was not bumped",
+        sync.key()
+    );
 }
 
 fn note(text: &str) {
