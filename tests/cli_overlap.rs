@@ -118,3 +118,49 @@ fn sigterm_is_passed_on_to_the_command_and_waited_for() {
     assert!(!alive(&cmd_pid), "CMD {cmd_pid} outlived gensync");
     assert!(!dir.path().join("state").exists(), "a stopped run recorded");
 }
+
+/// Deleting (or replacing) FILE.lock while a run holds it lets no second
+/// run start beside it: the next run waits for it (or, with --no-wait,
+/// exits 75), and once the first ends, the next has nothing to do.
+#[test]
+fn a_lock_file_deleted_during_a_run_lets_no_second_run_start() {
+    let server = RedisServer::start().unwrap();
+    let url = server.url();
+    for replace in [false, true] {
+        let dir = tempdir();
+        let held = "echo x >> marker; echo > started; while [ ! -e go ]; do sleep 0.01; done";
+        let first = spawn(&url, dir.path(), &[], held);
+        // Lets the first run end whatever happens, so none outlives a failure.
+        let _go = Go(dir.path().join("go"));
+        await_file(&dir.path().join("started"));
+        let lock = dir.path().join("state.lock");
+        std::fs::remove_file(&lock).unwrap();
+        if replace {
+            std::fs::write(&lock, "").unwrap();
+        }
+        let mark = "echo x >> marker";
+        let busy = spawn(&url, dir.path(), &["--no-wait"], mark);
+        assert_eq!(bounded(busy), Some(75), "replace: {replace}");
+        assert_eq!(runs(dir.path()), 1, "a second run started beside the first");
+        std::fs::write(dir.path().join("go"), "").unwrap();
+        assert_eq!(bounded(first), Some(0));
+        let next = spawn(&url, dir.path(), &["--no-wait"], mark);
+        assert_eq!(bounded(next), Some(0));
+        assert_eq!(runs(dir.path()), 1, "nothing changed: nothing to run");
+    }
+}
+
+/// Creates its file when dropped: the held command's signal to end.
+struct Go(std::path::PathBuf);
+
+impl Drop for Go {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.0, "");
+    }
+}
+
+fn runs(dir: &Path) -> usize {
+    std::fs::read_to_string(dir.join("marker"))
+        .map(|text| text.lines().count())
+        .unwrap_or(0)
+}

@@ -32,7 +32,11 @@
 //! every run. Runs on one
 //! FILE take turns (a lock on `FILE.lock`, which gensync makes itself and
 //! refuses when it is a symbolic link or not a regular file; `--no-wait`
-//! exits 75 when another holds it). SIGTERM, SIGINT, SIGHUP or SIGQUIT
+//! exits 75 when another holds it). A `FILE.lock` deleted or replaced
+//! during a run lets no second run start beside it: each run also holds
+//! FILE's folder's lock shared, and a run that finds no `FILE.lock` it
+//! made waits until no run in that folder is left (so the first run of a
+//! new FILE waits for the other runs in its folder). SIGTERM, SIGINT, SIGHUP or SIGQUIT
 //! sent to gensync while CMD runs is passed on to CMD; gensync waits for
 //! it, records nothing, exits 128+N, and only then lets the next run
 //! start. After CMD
@@ -224,6 +228,10 @@ enum Cmd {
     ///
     /// Runs on one FILE take turns: each holds FILE.lock for its whole run,
     /// and a second waits for it (or, with --no-wait, exits 75 at once).
+    /// Deleting FILE.lock during a run lets no second run start: a run
+    /// that has to make FILE.lock waits until no sync runs in its folder.
+    /// SIGTERM, SIGINT, SIGHUP and SIGQUIT are passed on to CMD, and gensync
+    /// waits for it before letting the next run start.
     /// A FILE.lock that is a symbolic link is refused (exit 2), never
     /// followed.
     Sync {
