@@ -254,9 +254,10 @@ fn a_wrong_password_exits_2_and_no_password_appears_anywhere() {
         );
         outputs.push(out.all());
     }
-    // sync runs CMD anyway, and says why on stderr.
+    // A refused password is no outage: sync runs nothing, and says why.
     let out = sync(&url, dir.path(), MARK);
-    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert_eq!(runs(dir.path()), 0);
     assert!(out.stderr.contains("refused access"), "{}", out.stderr);
     outputs.push(out.all());
     // Neither is `--help`, with the URL in the environment.
