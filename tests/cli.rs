@@ -801,15 +801,21 @@ async fn a_bump_by_the_cli_reaches_a_push_reloader() {
         .unwrap();
 }
 
-/// Refused credentials are a configuration error, not an outage: `sync`
-/// exits 2 and runs nothing, with or without --strict.
+/// Refused credentials and an ACL denial are a configuration error, not
+/// an outage: `sync` exits 2 and runs nothing, with or without --strict.
 #[test]
 fn sync_with_refused_credentials_exits_2_without_running_the_command() {
     let server = RedisServer::start_with_password("right-pw").unwrap();
     let port = server.port();
+    // A user the ACL lets log in and run nothing.
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "idle", "on", ">idle-pw", "~*", "-@all"])
+        .query(&mut server.connection().unwrap())
+        .unwrap();
     for url in [
         format!("redis://:wrong-pw@127.0.0.1:{port}"),
         format!("redis://127.0.0.1:{port}"),
+        format!("redis://idle:idle-pw@127.0.0.1:{port}"),
     ] {
         let dir = tempdir();
         let out = sync(&url, dir.path(), MARK);
