@@ -33,8 +33,9 @@ const MULTI_HOST_SCHEMES: &[&str] = &[
     "rediss+cluster",
 ];
 
-/// A server URL that is safe to print: its password, and any `pass=` or
-/// `password=` query parameter, replaced with `***`.
+/// A server URL that is safe to print: its password (or userinfo without
+/// a colon, `redis://SECRET@host`, which Redis URLs read as a password),
+/// and any `pass=` or `password=` query parameter, replaced with `***`.
 ///
 /// Only a cleanly parsed URL is shown at all. Anything else (text that is
 /// no URL, a scheme not followed by `://`, an `@` after the host's end
