@@ -133,7 +133,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::parser::ValueSource;
-use clap::{CommandFactory, FromArgMatches};
+use clap::FromArgMatches;
 use gensync::reload::{blocking_loader, fenced, CheckMode, Reloader};
 use gensync::{Backend, BackendError, Key, MemoryBackend, RedisBackend, Stored, Synchronizer};
 use metrics_exporter_prometheus::PrometheusBuilder;
@@ -160,12 +160,12 @@ struct Fatal(String, u8);
 
 fn main() -> ExitCode {
     let logs = logging::init();
-    let matches = Args::command().get_matches();
+    let matches = args::matches();
     let token_on_command_line =
         matches.value_source("write_token") == Some(ValueSource::CommandLine);
     let args = match Args::from_arg_matches(&matches) {
         Ok(args) => args,
-        Err(e) => e.exit(),
+        Err(e) => args::exit_redacted(&e),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -230,7 +230,8 @@ async fn run(args: Args, token_on_command_line: bool) -> Result<(), Fatal> {
             } else {
                 1
             };
-            Fatal(format!("could not listen on {}: {e}", args.listen), status)
+            let listen = args::shown(&args.listen);
+            Fatal(format!("could not listen on {listen}: {e}"), status)
         })?;
     let address = listener
         .local_addr()

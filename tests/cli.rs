@@ -254,9 +254,10 @@ fn a_wrong_password_exits_2_and_no_password_appears_anywhere() {
         );
         outputs.push(out.all());
     }
-    // sync runs CMD anyway, and says why on stderr.
+    // A refused password is no outage: sync runs nothing, and says why.
     let out = sync(&url, dir.path(), MARK);
-    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert_eq!(runs(dir.path()), 0);
     assert!(out.stderr.contains("refused access"), "{}", out.stderr);
     outputs.push(out.all());
     // Neither is `--help`, with the URL in the environment.
@@ -798,4 +799,33 @@ async fn a_bump_by_the_cli_reaches_a_push_reloader() {
         .await
         .expect("the CLI's bump was pushed")
         .unwrap();
+}
+
+/// Refused credentials and an ACL denial are a configuration error, not
+/// an outage: `sync` exits 2 and runs nothing, with or without --strict.
+#[test]
+fn sync_with_refused_credentials_exits_2_without_running_the_command() {
+    let server = RedisServer::start_with_password("right-pw").unwrap();
+    let port = server.port();
+    // A user the ACL lets log in and run nothing.
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "idle", "on", ">idle-pw", "~*", "-@all"])
+        .query(&mut server.connection().unwrap())
+        .unwrap();
+    for url in [
+        format!("redis://:wrong-pw@127.0.0.1:{port}"),
+        format!("redis://127.0.0.1:{port}"),
+        format!("redis://idle:idle-pw@127.0.0.1:{port}"),
+    ] {
+        let dir = tempdir();
+        let out = sync(&url, dir.path(), MARK);
+        assert_eq!(out.code, Some(2), "{url}: {}", out.stderr);
+        assert_eq!(runs(dir.path()), 0, "{url}: the command ran");
+        assert!(
+            out.stderr.contains("not running the command"),
+            "{}",
+            out.stderr
+        );
+        assert_eq!(state(dir.path()), None);
+    }
 }

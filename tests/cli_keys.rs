@@ -126,3 +126,34 @@ fn a_members_key_is_got_bumped_and_cleared_and_its_set_key_is_the_parent() {
     assert_eq!(code, Some(2));
     assert!(err.contains("--member"), "{err}");
 }
+
+/// `bump --member ID` on a member with no generation (a typo'd ID) says
+/// the member did not exist; a bump of an existing member says nothing.
+#[test]
+fn bumping_a_member_that_did_not_exist_says_so() {
+    let server = RedisServer::start().unwrap();
+    let url = server.url();
+    let bump = |id: &str| run(gensync().args(["--url", &url, "--member", id, "bump", "tenants"]));
+    let first = bump("acme");
+    assert_eq!(first.code, Some(0), "{}", first.stderr);
+    assert!(
+        first.stderr.contains("\"acme\" did not exist"),
+        "{}",
+        first.stderr
+    );
+    let again = bump("acme");
+    assert_eq!(again.code, Some(0), "{}", again.stderr);
+    assert_eq!(again.stderr, "", "an existing member");
+    let typo = bump("acmee");
+    assert_eq!(typo.code, Some(0), "{}", typo.stderr);
+    assert_eq!(typo.stderr.lines().count(), 1, "{}", typo.stderr);
+    assert!(
+        typo.stderr.contains("\"acmee\" did not exist"),
+        "{}",
+        typo.stderr
+    );
+    assert!(typo.stderr.contains("check the ID"), "{}", typo.stderr);
+    // Without --member, a new key is no typo of a member: nothing said.
+    let plain = run(gensync().args(["--url", &url, "bump", "fresh"]));
+    assert_eq!(plain.stderr, "");
+}

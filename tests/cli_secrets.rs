@@ -200,3 +200,62 @@ fn a_password_percent_encoded_as_advised_works_and_is_never_shown() {
         assert!(!out.all().contains("%23k"), "{}", out.all());
     }
 }
+
+/// `redis://SECRET@host`: userinfo without a colon is a password in Redis
+/// URLs, so it is hidden like one, in the refusal of a server that is down
+/// and of one that wants another password.
+#[test]
+fn a_password_written_without_a_colon_is_never_shown() {
+    let server = RedisServer::start_with_password("right-pw").unwrap();
+    for url in [
+        "redis://LeakPW@127.0.0.1:1".to_owned(),
+        format!("redis://LeakPW@127.0.0.1:{}", server.port()),
+    ] {
+        for command in ["get", "bump"] {
+            let out = run(gensync().args([command, "a:b"]).env("GENSYNC_URL", &url));
+            assert_eq!(out.code, Some(2), "{url}: {}", out.stderr);
+            assert!(
+                out.stderr.contains("redis://***@127.0.0.1"),
+                "{}",
+                out.stderr
+            );
+            assert_secret_kept(&out, &url);
+        }
+    }
+}
+
+/// A URL given to `--url-file` by mistake is not echoed as the path.
+#[test]
+fn a_url_given_as_the_url_file_is_shown_redacted() {
+    let out = run(gensync().args(["--url-file", "redis://:LeakPW@127.0.0.1:1", "get", "a:b"]));
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("--url-file"), "{}", out.stderr);
+    assert!(out.stderr.contains("cannot read it"), "{}", out.stderr);
+    assert_secret_kept(&out, "--url-file URL");
+}
+
+/// A short password is hidden where it stands, not as letters inside the
+/// words of the message: password `e` leaves "Connection refused" whole.
+#[test]
+fn a_short_password_does_not_garble_the_message() {
+    let server = RedisServer::start_with_password("right-pw").unwrap();
+    let wrong = format!("redis://:e@127.0.0.1:{}", server.port());
+    let out = run(gensync().args(["get", "a:b"]).env("GENSYNC_URL", &wrong));
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("refused access"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("redis://:***@127.0.0.1"),
+        "{}",
+        out.stderr
+    );
+    let down = run(gensync()
+        .args(["get", "a:b"])
+        .env("GENSYNC_URL", "redis://:e@127.0.0.1:1"));
+    assert_eq!(down.code, Some(2), "{}", down.stderr);
+    assert!(!down.stderr.contains("***ction"), "{}", down.stderr);
+    assert!(
+        down.stderr.contains("Connection refused") || down.stderr.contains("connection refused"),
+        "{}",
+        down.stderr
+    );
+}

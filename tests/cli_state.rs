@@ -210,3 +210,42 @@ fn a_symlinked_lock_file_is_refused_and_its_target_never_created() {
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "kept\n");
     assert_eq!(runs(dir.path()), 0, "the command must not run");
 }
+
+/// A state file that is a symbolic link is written through: the file it
+/// points at gets the record, and the link stays a link.
+#[test]
+fn a_symlinked_state_file_is_written_through() {
+    let server = RedisServer::start().unwrap();
+    let dir = tempdir();
+    let kept = dir.path().join("kept");
+    std::fs::create_dir(&kept).unwrap();
+    let real = kept.join("real-state");
+    std::fs::write(&real, "").unwrap();
+    std::os::unix::fs::symlink(&real, dir.path().join("state")).unwrap();
+
+    let out = sync(&server.url(), dir.path(), MARK);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let link = std::fs::symlink_metadata(dir.path().join("state")).unwrap();
+    assert!(link.file_type().is_symlink(), "the link was replaced");
+    let record = std::fs::read_to_string(&real).unwrap();
+    assert!(!record.trim().is_empty(), "the target holds no record");
+    // And it is read through: nothing changed, nothing runs.
+    let out = sync(&server.url(), dir.path(), MARK);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(runs(dir.path()), 1);
+}
+
+/// `--url-file` naming a FIFO is refused at once instead of waiting for a
+/// writer for good.
+#[test]
+fn a_fifo_as_the_url_file_is_refused_at_once() {
+    let dir = tempdir();
+    let fifo = dir.path().join("url");
+    mkfifo(&fifo);
+    let mut cmd = gensync();
+    cmd.arg("--url-file").arg(&fifo).args(["get", KEY]);
+    let out = bounded(&mut cmd, Duration::from_secs(10)).expect("gensync hung on a FIFO");
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(out.stderr.contains("not a regular file"), "{}", out.stderr);
+}

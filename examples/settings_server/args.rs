@@ -138,6 +138,61 @@ impl Args {
     }
 }
 
+/// The command line's matches. On an error, clap's message with every
+/// argument that could hold a Redis URL's password shown redacted (a URL
+/// given where another value goes, say), then the exit clap would make.
+pub fn matches() -> clap::ArgMatches {
+    use clap::CommandFactory;
+    Args::command()
+        .try_get_matches()
+        .unwrap_or_else(|e| exit_redacted(&e))
+}
+
+/// Exits as `e.exit()` would, with its message redacted.
+pub fn exit_redacted(e: &clap::Error) -> ! {
+    use std::io::Write;
+    let text = redact_args(&e.render().to_string(), std::env::args());
+    // Best effort: a closed stream must not turn a usage error into a panic.
+    let _ = if e.use_stderr() {
+        std::io::stderr().write_all(text.as_bytes())
+    } else {
+        std::io::stdout().write_all(text.as_bytes())
+    };
+    std::process::exit(e.exit_code())
+}
+
+/// `text` with every argument that could hold a URL's secret (one with
+/// `://` or `@` in it, or such a value after `--flag=`) replaced by its
+/// redacted form, the longest first so a value is not replaced inside
+/// its `--flag=value` before the whole is.
+fn redact_args(text: &str, args: impl Iterator<Item = String>) -> String {
+    let mut risky: Vec<String> = Vec::new();
+    for arg in args.skip(1) {
+        if let Some((_, value)) = arg.split_once('=') {
+            risky.push(value.to_owned());
+        }
+        risky.push(arg);
+    }
+    risky.retain(|a| may_hold_a_secret(a));
+    risky.sort_by_key(|a| std::cmp::Reverse(a.len()));
+    risky.iter().fold(text.to_owned(), |text, arg| {
+        text.replace(arg.as_str(), gensync::RedactedUrl::new(arg).as_str())
+    })
+}
+
+fn may_hold_a_secret(text: &str) -> bool {
+    text.contains("://") || text.contains('@')
+}
+
+/// An argument as it may be shown in a message: redacted when it could
+/// hold a URL's password (`--listen redis://:PW@h` by mistake).
+pub fn shown(text: &str) -> String {
+    if may_hold_a_secret(text) {
+        return gensync::RedactedUrl::new(text).to_string();
+    }
+    text.to_owned()
+}
+
 /// A duration as `250ms`, `10s` or `2m`.
 fn duration(text: &str) -> Result<Duration, String> {
     let split = text

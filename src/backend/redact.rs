@@ -33,8 +33,9 @@ const MULTI_HOST_SCHEMES: &[&str] = &[
     "rediss+cluster",
 ];
 
-/// A server URL that is safe to print: its password, and any `pass=` or
-/// `password=` query parameter, replaced with `***`.
+/// A server URL that is safe to print: its password (or userinfo without
+/// a colon, `redis://SECRET@host`, which Redis URLs read as a password),
+/// and any `pass=` or `password=` query parameter, replaced with `***`.
 ///
 /// Only a cleanly parsed URL is shown at all. Anything else (text that is
 /// no URL, a scheme not followed by `://`, an `@` after the host's end
@@ -194,6 +195,10 @@ fn redacted(mut url: Url) -> String {
     if url.password().is_some() {
         // Only fails for URLs that cannot have a password at all.
         let _ = url.set_password(Some("***"));
+    } else if !url.username().is_empty() {
+        // `redis://SECRET@host`: userinfo without a colon is the password
+        // in Redis URLs (as redis-cli and most clients read it).
+        let _ = url.set_username("***");
     }
     if url.query_pairs().any(|(k, _)| is_secret(&k)) {
         let pairs: Vec<(String, String)> = url
@@ -220,6 +225,10 @@ pub(crate) fn secrets(raw: &str) -> Vec<String> {
     });
     if let Some(url) = parsed {
         found.extend(url.password().map(str::to_owned));
+        // Userinfo without a colon is a password in Redis URLs.
+        if url.password().is_none() && !url.username().is_empty() {
+            found.push(url.username().to_owned());
+        }
         found.extend(
             url.query_pairs()
                 .filter(|(k, _)| is_secret(k))
@@ -245,18 +254,62 @@ pub(crate) fn secrets(raw: &str) -> Vec<String> {
 }
 
 /// The password part of `raw` read the naive way: after the scheme (and
-/// any slashes), up to the last `@`, after the first `:`. In a URL that
-/// does not parse cleanly, the whole of it when there is no `:`, since a
-/// typo'd URL may hold a bare password (in a clean one it is a user name,
-/// and scrubbing it would garble messages).
+/// any slashes), up to the last `@`, after the first `:`, or the whole of
+/// it when there is no `:` (userinfo without a colon is a password in
+/// Redis URLs).
 fn userinfo_secret(raw: &str) -> Option<&str> {
     let (_, rest) = raw.split_once(':')?;
     let rest = rest.trim_start_matches('/');
     let (userinfo, _) = rest.rsplit_once('@')?;
     match userinfo.split_once(':') {
         Some((_, password)) => Some(password),
-        None => inspect(raw).is_err().then_some(userinfo),
+        None => Some(userinfo),
     }
+}
+
+/// `text` (another library's message about `raw`) with `raw` shown
+/// redacted and every secret of it replaced by `***` where it stands as a
+/// word of its own. Replacing it inside words too would hide nothing more
+/// (a secret is never printed glued to other letters) and would garble the
+/// message: a password `e` would turn "Connection refused" into
+/// "Conn***ction r***fus***d".
+pub(crate) fn scrub(text: &str, raw: &str, secrets: &[String]) -> String {
+    let mut text = if raw.is_empty() {
+        text.to_owned()
+    } else {
+        text.replace(raw, RedactedUrl::new(raw).as_str())
+    };
+    for secret in secrets {
+        text = replace_words(&text, secret);
+    }
+    text
+}
+
+/// `text` with each occurrence of `word` that no letter or digit touches
+/// on either side replaced by `***`.
+fn replace_words(text: &str, word: &str) -> String {
+    if word.is_empty() {
+        return text.to_owned();
+    }
+    let glued = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(word) {
+        let before = rest[..at].chars().next_back().or(out.chars().next_back());
+        let after = rest[at + word.len()..].chars().next();
+        out.push_str(&rest[..at]);
+        if glued(before) || glued(after) {
+            // Step one character on: an occurrence may overlap this one.
+            let step = word.chars().next().map_or(1, char::len_utf8);
+            out.push_str(&rest[at..at + step]);
+            rest = &rest[at + step..];
+        } else {
+            out.push_str("***");
+            rest = &rest[at + word.len()..];
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn is_secret(param: &str) -> bool {
@@ -347,8 +400,11 @@ mod tests {
         }
         let found = secrets("redis://:a%23LeakPW@127.0.0.1");
         assert!(found.contains(&"a#LeakPW".to_owned()), "{found:?}");
-        // A user name alone is no secret in a clean URL.
-        assert_eq!(secrets("redis://app@127.0.0.1"), Vec::<String>::new());
+        // Userinfo without a colon is a password in Redis URLs.
+        assert_eq!(
+            secrets("redis://LeakPW@127.0.0.1"),
+            vec!["LeakPW".to_owned()]
+        );
     }
 
     #[test]
@@ -366,12 +422,31 @@ mod tests {
             "redis://127.0.0.1:6379"
         );
         assert_eq!(
+            RedactedUrl::new("redis://LeakPW@127.0.0.1:6379/1").as_str(),
+            "redis://***@127.0.0.1:6379/1"
+        );
+        assert_eq!(
             RedactedUrl::new("redis://:a%23b@127.0.0.1:6379/?protocol=resp3").as_str(),
             "redis://:***@127.0.0.1:6379/?protocol=resp3"
         );
         assert_eq!(
             RedactedUrl::new("rediss://:pw@cache:6380/#insecure").as_str(),
             "rediss://:***@cache:6380/#insecure"
+        );
+    }
+
+    #[test]
+    fn scrubbing_replaces_whole_words_and_the_url_never_letters_inside_words() {
+        let raw = "redis://:e@127.0.0.1:1";
+        let text = format!("Connection refused at {raw} (e)");
+        assert_eq!(
+            scrub(&text, raw, &secrets(raw)),
+            "Connection refused at redis://:***@127.0.0.1:1 (***)"
+        );
+        let raw = "redis://LeakPW@h";
+        assert_eq!(
+            scrub("AUTH LeakPW failed; LeakPWx kept", raw, &secrets(raw)),
+            "AUTH *** failed; LeakPWx kept"
         );
     }
 

@@ -51,6 +51,8 @@ async fn no_part_of_a_redis_password_is_shown_whatever_the_url_looks_like() {
             format!("redis://127.0.0.1:{port}/0?password=PW10xyz"),
             &["PW10xyz"],
         ),
+        // Userinfo without a colon is a password in Redis URLs.
+        (format!("redis://PW11xyz@127.0.0.1:{port}/0"), &["PW11xyz"]),
     ];
     let client = client();
     for (url, secrets) in &corpus {
@@ -92,6 +94,64 @@ async fn no_part_of_a_redis_password_is_shown_whatever_the_url_looks_like() {
         assert_hidden(secrets, &stdout.text(), &format!("{url} on stdout"));
         assert_hidden(secrets, &stderr.text(), &format!("{url} on stderr"));
     }
+}
+
+/// A Redis URL given where clap or the listener does not expect it is
+/// shown redacted in the refusal, as is one whose password is a word of
+/// the refusal's own text: password `e` leaves the messages whole.
+#[test]
+fn argument_errors_never_show_a_redis_password() {
+    for args in [
+        &["redis://:PW12xyz@127.0.0.1:1"][..],
+        &["--listen", "redis://:PW12xyz@127.0.0.1:1"],
+        &["--listen=redis://PW12xyz@127.0.0.1:1"],
+        &["--mode", "redis://:PW12xyz@h"],
+    ] {
+        let out = command(args, &[]).output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // 2 for clap's refusals, 1 for an address that does not resolve.
+        assert!(matches!(out.status.code(), Some(1 | 2)), "{args:?}: {text}");
+        assert_hidden(&["PW12xyz"], &text, &format!("{args:?}"));
+        assert!(text.contains("***"), "{args:?}: {text}");
+    }
+}
+
+/// The start-up line of a one-letter password keeps its words.
+#[test]
+fn a_short_password_does_not_garble_the_log() {
+    let dir = TempDir::new();
+    let file = dir.settings();
+    let args = [
+        "--settings",
+        path_str(&file),
+        "--listen",
+        "127.0.0.1:0",
+        "--redis",
+        "redis://:e@127.0.0.1:1",
+    ];
+    let mut child = Reaped(command(&args, &[]).spawn().unwrap());
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (_stdout, out_reader) = capture(child.stdout.take().unwrap(), Some(ready_tx));
+    let (stderr, err_reader) = capture(child.stderr.take().unwrap(), None);
+    let watchdog = Watchdog::arm(child.id());
+    if ready_rx.recv_timeout(DEADLINE).is_ok() {
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+    }
+    child.wait().unwrap();
+    watchdog.disarm();
+    for reader in [out_reader, err_reader] {
+        reader.join().unwrap();
+    }
+    let log = stderr.text();
+    assert!(log.contains("redis://:***@127.0.0.1:1"), "{log}");
+    assert!(!log.contains("***ction"), "{log}");
+    assert!(!log.contains("r***fus"), "{log}");
 }
 
 /// A client that could not write is told what happened in its own terms;

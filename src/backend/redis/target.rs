@@ -10,7 +10,7 @@ use super::config::{check_url, RedisConfig, Replicas, URL_FORMS};
 use super::deployment::{self, invalid, Deployment};
 use super::identity::Identity;
 use super::tls::{certificate_failure, uses_tls, Tls};
-use crate::backend::redact::{secrets, RedactedUrl};
+use crate::backend::redact::{scrub, secrets, RedactedUrl};
 use crate::error::BackendError;
 
 /// What both paths share: where the servers are, the redacted name of the
@@ -22,6 +22,9 @@ pub(super) struct Target {
     /// later (a Sentinel's primary, a Cluster's node, push mode's).
     pub(super) tls: Tls,
     pub(super) name: String,
+    /// The URL as given, and its secrets: scrubbed out of the client
+    /// library's text.
+    url: String,
     secrets: Vec<String>,
     pub(super) config: RedisConfig,
     /// Which servers answered, and how many times that changed.
@@ -34,7 +37,7 @@ impl Target {
         let redacted = RedactedUrl::new(url);
         check_url(url, &redacted)?;
         let secrets = secrets(url);
-        let scrubbed = |e: RedisError| scrub(&e.to_string(), &secrets);
+        let scrubbed = |e: RedisError| scrub(&e.to_string(), url, &secrets);
         let scheme = url.split("://").next().unwrap_or_default();
         let (deployment, tls) = if deployment::multi_host(scheme).is_some() {
             let parts = deployment::split(url).map_err(|p| invalid(&redacted, &p))?;
@@ -64,6 +67,7 @@ impl Target {
             deployment,
             tls,
             name: format!("Redis at {redacted}"),
+            url: url.to_owned(),
             secrets,
             config,
             identity: Identity::new(cluster),
@@ -120,7 +124,7 @@ impl Target {
     /// Turns a client error into a message that says what to check.
     pub(super) fn error(&self, e: &RedisError) -> BackendError {
         let target = self.name.clone();
-        let reason = scrub(&e.to_string(), &self.secrets);
+        let reason = scrub(&e.to_string(), &self.url, &self.secrets);
         let code = e.code().unwrap_or_default();
         if e.is_timeout() {
             BackendError::Timeout {
@@ -298,12 +302,6 @@ pub(super) fn found_dead(e: &RedisError) -> bool {
 /// panic elsewhere that poisoned it leaves nothing to distrust.
 pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn scrub(text: &str, secrets: &[String]) -> String {
-    secrets
-        .iter()
-        .fold(text.to_owned(), |acc, s| acc.replace(s.as_str(), "***"))
 }
 
 #[cfg(test)]

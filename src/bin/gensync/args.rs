@@ -69,7 +69,7 @@ pub(crate) fn url(flag: Option<String>, file: Option<&Path>) -> Result<String, S
         return Ok(url.to_owned());
     }
     if let Some(path) = file {
-        return url_from_file(path).map_err(|e| format!("--url-file {}: {e}", path.display()));
+        return url_from_file(path).map_err(|e| format!("--url-file {}: {e}", shown_path(path)));
     }
     let from_env = |name| {
         std::env::var(name)
@@ -84,12 +84,44 @@ pub(crate) fn url(flag: Option<String>, file: Option<&Path>) -> Result<String, S
         })
 }
 
+/// `path` as it may be shown: a URL given as the path by mistake
+/// (`--url-file redis://:PW@h`) is shown redacted.
+fn shown_path(path: &Path) -> String {
+    let text = path.display().to_string();
+    if text.contains("://") || text.contains('@') {
+        return RedactedUrl::new(&text).to_string();
+    }
+    text
+}
+
 /// The URL a file holds, alone on its line. Its contents are never echoed:
-/// they are a secret.
+/// they are a secret. Only a regular file is read (a symbolic link to one,
+/// as mounted secrets are, is followed): reading a FIFO would wait for a
+/// writer for good.
 fn url_from_file(path: &Path) -> Result<String, String> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    // Opening a FIFO for reading waits for a writer unless non-blocking;
+    // on a regular file the flag changes nothing.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file: File = options
+        .open(path)
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    let is_file = file
+        .metadata()
+        .map_err(|e| format!("cannot read it: {e}"))?
+        .is_file();
+    if !is_file {
+        return Err(
+            "it is not a regular file (a folder, a FIFO or a device); write the Redis URL \
+             into a plain file"
+                .into(),
+        );
+    }
     let mut bytes = Vec::new();
-    File::open(path)
-        .and_then(|f| f.take(URL_FILE_LIMIT + 1).read_to_end(&mut bytes))
+    file.take(URL_FILE_LIMIT + 1)
+        .read_to_end(&mut bytes)
         .map_err(|e| format!("cannot read it: {e}"))?;
     if bytes.len() as u64 > URL_FILE_LIMIT {
         return Err(format!(

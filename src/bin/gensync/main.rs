@@ -23,18 +23,28 @@
 //! comes from another server (a restart from an older snapshot or a
 //! failover may have lost a bump), when FILE or the key is missing, or when
 //! Redis fails (a broken cache server must not freeze a host on stale
-//! state; with `--strict` it exits 2 and runs nothing instead). The
+//! state; with `--strict` it exits 2 and runs nothing instead). Refused
+//! credentials or an ACL denial are a configuration error, not an outage:
+//! exit 2 and nothing runs, with or without `--strict`. The
 //! `run_id` needs `INFO` (`+info`) and is not learnt on a Cluster: without
 //! it FILE holds the generation alone, a restore that brings that
 //! generation back is taken as current, and `sync` says so on stderr at
 //! every run. Runs on one
 //! FILE take turns (a lock on `FILE.lock`, which gensync makes itself and
 //! refuses when it is a symbolic link or not a regular file; `--no-wait`
-//! exits 75 when another holds it). After CMD
+//! exits 75 when another holds it). A `FILE.lock` deleted or replaced
+//! during a run lets no second run start beside it: each run also holds
+//! FILE's folder's lock shared, and a run that finds no `FILE.lock` it
+//! made waits until no run in that folder is left (so the first run of a
+//! new FILE waits for the other runs in its folder). SIGTERM, SIGINT, SIGHUP or SIGQUIT
+//! sent to gensync while CMD runs is passed on to CMD; gensync waits for
+//! it, records nothing, exits 128+N, and only then lets the next run
+//! start. After CMD
 //! succeeds, FILE gets the generation read *before* CMD ran (the reload
 //! fence): a bump that lands while CMD runs causes one more run instead of
 //! being lost. When Redis failed, nothing is recorded. FILE keeps its mode
-//! and owner; a FILE made read-only, or one that is not a regular file, is
+//! and owner, and a FILE that is a symbolic link is written through (the
+//! file it points at is replaced, the link kept); a FILE made read-only, or one that is not a regular file, is
 //! refused before CMD runs; at most 1 KiB of it is read.
 //!
 //! Exit codes: 0 done; 1 `get` found no valid generation; 2 bad usage,
@@ -49,6 +59,7 @@
 //! password in the URL never appears in any output.
 
 mod args;
+mod signals;
 mod state;
 mod sync;
 
@@ -102,8 +113,9 @@ files). A password holding / ? # or @ must be percent-encoded in the URL
 Exit codes:
   0    done (for sync: CMD ran and succeeded, or had no need to run)
   1    get: no generation at KEY, or a value that is not one
-  2    bad usage, no or bad URL, Redis unreachable, timed out or refusing
-       access (get, bump, clear, break-lock; sync with --strict), or a state
+  2    bad usage, no or bad URL, Redis refusing the credentials or the
+       ACL denying a command (every subcommand), Redis unreachable or timed
+       out (get, bump, clear, break-lock; sync with --strict), or a state
        file sync cannot read or write (checked before CMD runs; also when
        writing it fails after CMD succeeded)
   N    sync: CMD failed with exit code N (128+S when killed by signal S)
@@ -154,7 +166,9 @@ struct Cli {
 
     /// Act on one member of the set KEY (a tenant of a keyed reloader
     /// whose set is KEY) instead of KEY itself. Without it, a set's KEY is
-    /// its parent generation: `bump` on it reloads every member.
+    /// its parent generation: `bump` on it reloads every member. A `bump`
+    /// of a member with no generation yet creates it and warns that it
+    /// did not exist (a typo'd ID makes a new member).
     #[arg(long, global = true, value_name = "ID")]
     member: Option<String>,
 
@@ -197,7 +211,9 @@ enum Cmd {
     /// from another server than it did (a restart or a failover), when FILE
     /// or the key is missing (the key is then created), or when Redis
     /// cannot be read (unless --strict: then gensync exits 2 and runs
-    /// nothing, so a cron job with a broken URL does not look healthy). If
+    /// nothing, so a cron job with a broken URL does not look healthy).
+    /// Credentials Redis refuses, or a command its ACL denies, exit 2
+    /// without running CMD, with or without --strict. If
     /// CMD succeeds, FILE gets the generation seen before CMD ran, written
     /// atomically, keeping FILE's mode and owner; if Redis failed, FILE is
     /// left as it was. If CMD fails, gensync exits with its code and leaves
@@ -212,6 +228,10 @@ enum Cmd {
     ///
     /// Runs on one FILE take turns: each holds FILE.lock for its whole run,
     /// and a second waits for it (or, with --no-wait, exits 75 at once).
+    /// Deleting FILE.lock during a run lets no second run start: a run
+    /// that has to make FILE.lock waits until no sync runs in its folder.
+    /// SIGTERM, SIGINT, SIGHUP and SIGQUIT are passed on to CMD, and gensync
+    /// waits for it before letting the next run start.
     /// A FILE.lock that is a symbolic link is refused (exit 2), never
     /// followed.
     Sync {
@@ -287,10 +307,21 @@ fn main() -> ExitCode {
     };
     match command {
         Cmd::Get { .. } => get(&sync),
-        Cmd::Bump { .. } => match sync.mark_updated() {
-            Ok(generation) => print(generation),
-            Err(e) => fail(TROUBLE, e),
-        },
+        Cmd::Bump { .. } => {
+            // A typo'd member ID would make a new member silently: look
+            // first, and say so after (a warning, not a refusal: a new
+            // tenant's first bump is as legitimate as a typo).
+            let new_member = member.is_some() && matches!(observe(&sync), Ok(Stored::Missing));
+            match sync.mark_updated() {
+                Ok(generation) => {
+                    if new_member {
+                        warn_new_member(&sync, member.as_deref().unwrap_or_default());
+                    }
+                    print(generation)
+                }
+                Err(e) => fail(TROUBLE, e),
+            }
+        }
         Cmd::Clear { .. } => clear(&sync),
         Cmd::BreakLock { .. } => break_lock(sync),
         Cmd::Sync {
@@ -354,6 +385,16 @@ fn note_how_it_is_stored(key: &Key) {
             gensync::MAX_KEY_LEN
         ));
     }
+}
+
+/// Says that `bump --member ID` made a member that had no generation.
+fn warn_new_member(sync: &Sync, id: &str) {
+    let _ = writeln!(
+        io::stderr(),
+        "gensync: warning: member {id:?} did not exist (no generation at {}); the bump \
+         created it. If you meant an existing member, check the ID: that one was not bumped",
+        sync.key()
+    );
 }
 
 fn note(text: &str) {

@@ -5,7 +5,7 @@ use std::fs::{self, File, Metadata};
 use std::io::{self, Read, Write};
 #[cfg(unix)]
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use gensync::Generation;
 
@@ -23,6 +23,7 @@ pub(crate) type Recorded = (Option<Generation>, Option<String>);
 /// written would make CMD run again and again.
 pub(crate) fn check(path: &Path) -> Result<(), String> {
     let shown = path.display();
+    let path = &written(path);
     match fs::metadata(path) {
         Ok(meta) if !meta.is_file() => return Err(not_regular(path)),
         Ok(meta) if read_only(&meta) => {
@@ -82,6 +83,25 @@ fn writable_folder(path: &Path) -> io::Result<()> {
         .map_err(|e| io::Error::from(e.kind()))
 }
 
+/// The file that writing `path` replaces: `path` itself, or, when it is a
+/// symbolic link, the file it points at (an operator who links the state
+/// file elsewhere means that file to be kept), so the link stays a link.
+/// A dangling link's target is made.
+fn written(path: &Path) -> PathBuf {
+    let is_link = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    if !is_link {
+        return path.to_owned();
+    }
+    if let Ok(real) = fs::canonicalize(path) {
+        return real;
+    }
+    // Dangling: its target, relative to the link's folder when relative.
+    match fs::read_link(path) {
+        Ok(target) => directory(path).join(target),
+        Err(_) => path.to_owned(),
+    }
+}
+
 /// The directory `path` is in.
 fn directory(path: &Path) -> &Path {
     match path.parent() {
@@ -134,6 +154,7 @@ pub(crate) fn read(path: &Path) -> Result<Recorded, String> {
 /// and its owner where this process may give it (as root); a file made
 /// read-only since [`check`] is left alone.
 pub(crate) fn write(path: &Path, generation: Generation, server: Option<&str>) -> io::Result<()> {
+    let path = &written(path);
     let dir = directory(path);
     let existing = fs::metadata(path).ok().filter(Metadata::is_file);
     if existing.as_ref().is_some_and(read_only) {

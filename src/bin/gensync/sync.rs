@@ -3,13 +3,13 @@
 
 use std::ffi::OsString;
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, ExitStatus};
 
-use gensync::{Check, Observed, Stored};
+use gensync::{BackendError, Check, Error, Observed, Stored};
 
-use crate::{fail, observe, state, Sync, BUSY, CANNOT_RUN, TROUBLE};
+use crate::{fail, observe, signals, state, Sync, BUSY, CANNOT_RUN, TROUBLE};
 
 /// How `sync` runs.
 pub(crate) struct SyncOptions<'a> {
@@ -74,10 +74,18 @@ pub(crate) fn run_sync(sync: &Sync, options: SyncOptions<'_>, command: &[OsStrin
     let fence = match reply {
         Ok(Stored::Value(generation)) => Ok(generation),
         // Create (or repair) the key, so the next run has a value to match.
-        Ok(Stored::Missing | Stored::Corrupt) => sync.fetch_or_create().map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
+        Ok(Stored::Missing | Stored::Corrupt) => sync.fetch_or_create(),
+        Err(e) => Err(e),
     };
     if let Err(e) = &fence {
+        // Refused credentials or an ACL denial are no outage: running CMD
+        // would hide a broken configuration behind a healthy exit.
+        if is_configuration(e) {
+            return fail(
+                TROUBLE,
+                format!("{e}; not running the command: fix the configuration"),
+            );
+        }
         if options.strict {
             return fail(TROUBLE, format!("{e}; not running the command (--strict)"));
         }
@@ -89,7 +97,10 @@ pub(crate) fn run_sync(sync: &Sync, options: SyncOptions<'_>, command: &[OsStrin
     }
 
     // Run as it is, never through a shell: nothing in CMD is expanded.
-    let status = match Command::new(program).args(args).status() {
+    // A signal that would end gensync is passed on to CMD, and gensync
+    // waits for it: the lock is released only once CMD is gone, so the
+    // next run cannot start beside an orphaned one.
+    let status = match signals::run_forwarding(Command::new(program).args(args)) {
         Ok(status) => status,
         Err(e) => {
             let message = format!("cannot run {}: {e}", program.to_string_lossy());
@@ -98,6 +109,16 @@ pub(crate) fn run_sync(sync: &Sync, options: SyncOptions<'_>, command: &[OsStrin
     };
     if !status.success() {
         return ExitCode::from(failure_code(status));
+    }
+    if let Some(signal) = signals::received() {
+        // CMD was asked to stop and exited cleanly: it may not have
+        // finished its work, so nothing is recorded.
+        let _ = writeln!(
+            io::stderr(),
+            "gensync: stopped by signal {signal} while the command ran; {} left as it was",
+            state.display()
+        );
+        return ExitCode::from(u8::try_from(128 + signal).unwrap_or(u8::MAX));
     }
     if let Ok(generation) = fence {
         if let Err(e) = state::write(state, generation, server.as_deref()) {
@@ -109,6 +130,20 @@ pub(crate) fn run_sync(sync: &Sync, options: SyncOptions<'_>, command: &[OsStrin
         }
     }
     ExitCode::SUCCESS
+}
+
+/// Whether `e` says the configuration is wrong (credentials Redis refused,
+/// a command the ACL denies, a bad setting) rather than that Redis is
+/// down: that is exit 2, with or without `--strict`.
+fn is_configuration(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Config(_)
+            | Error::Key(_)
+            | Error::Backend(
+                BackendError::Auth { .. } | BackendError::Denied { .. } | BackendError::Config(_)
+            )
+    )
 }
 
 /// Says, at every run where Redis answered without saying which server it
@@ -139,9 +174,129 @@ fn lock_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// Takes the lock file `lock`, waiting for it unless `no_wait`; `None` when
-/// another run holds it and this one would not wait.
-fn take_turn(lock: &Path, no_wait: bool) -> io::Result<Option<File>> {
+/// A run's turn on one state file: its lock file, locked, and the
+/// folder's shared lock. Released when dropped.
+pub(crate) struct Turn {
+    _lock: File,
+    _folder: File,
+}
+
+/// Takes the turn on the lock file `lock`, waiting for it unless
+/// `no_wait`; `None` when another run holds it and this one would not
+/// wait.
+///
+/// The lock is on the open file, so a name swapped or deleted must not
+/// let two runs hold "the" lock at once:
+/// - after locking, the name must still be the file locked, else the run
+///   tries again on what the name is now;
+/// - the lock file appears already locked (made aside, locked, then
+///   hard-linked into place), so no run locks a new one before its maker;
+/// - every run holds its folder's lock shared, and a run that had to make
+///   the lock file (the first ever, or after someone deleted it during a
+///   run) takes the folder's lock exclusively first, so it waits for every
+///   run in the folder, the one whose lock file was deleted included.
+fn take_turn(lock: &Path, no_wait: bool) -> io::Result<Option<Turn>> {
+    let folder_path = match lock.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    loop {
+        let (file, made) = match open_lock(lock)? {
+            Some(file) => (file, false),
+            None => match make_lock(lock, folder_path)? {
+                Some(file) => (file, true),
+                // Another run made it first: take that one.
+                None => continue,
+            },
+        };
+        if !made && !acquire(&file, no_wait, File::lock, File::try_lock)? {
+            return Ok(None);
+        }
+        if !names(lock, &file)? {
+            continue;
+        }
+        // A lock file gensync did not make (one put in place of the one a
+        // run holds, or an older gensync's) is waited out like a new one.
+        let unmarked = !made && !marked(&file);
+        let folder = File::open(folder_path)?;
+        if made || unmarked {
+            if !acquire(&folder, no_wait, File::lock, File::try_lock)? {
+                return Ok(None);
+            }
+            if unmarked {
+                // Best effort (it may be another user's, read-only): only
+                // the next run's wait depends on it.
+                #[cfg(unix)]
+                let _ = file
+                    .set_len(0)
+                    .and_then(|()| std::os::unix::fs::FileExt::write_all_at(&file, MARK, 0));
+            }
+            // Every run that was in the folder has ended: share it again.
+            folder.lock_shared()?;
+        } else if !acquire(&folder, no_wait, File::lock_shared, File::try_lock_shared)? {
+            return Ok(None);
+        }
+        return Ok(Some(Turn {
+            _lock: file,
+            _folder: folder,
+        }));
+    }
+}
+
+/// What a lock file gensync made holds, telling it from one put in its
+/// place.
+const MARK: &[u8] = b"gensync sync lock: do not delete while a sync runs\n";
+
+/// Whether `file` holds [`MARK`] (gensync made it).
+fn marked(file: &File) -> bool {
+    let mut head = Vec::with_capacity(MARK.len());
+    let read = io::Read::by_ref(&mut &*file)
+        .take(MARK.len() as u64 + 1)
+        .read_to_end(&mut head);
+    read.is_ok() && head == MARK
+}
+
+/// Locks `file`, waiting unless `no_wait`; false when it would wait.
+fn acquire(
+    file: &File,
+    no_wait: bool,
+    wait: fn(&File) -> io::Result<()>,
+    try_now: fn(&File) -> Result<(), fs::TryLockError>,
+) -> io::Result<bool> {
+    if !no_wait {
+        wait(file)?;
+        return Ok(true);
+    }
+    match try_now(file) {
+        Ok(()) => Ok(true),
+        Err(fs::TryLockError::WouldBlock) => Ok(false),
+        Err(fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+/// Whether the name `lock` still is the file `file` (not deleted, not
+/// replaced since it was opened).
+fn names(lock: &Path, file: &File) -> io::Result<bool> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let held = file.metadata()?;
+        match fs::symlink_metadata(lock) {
+            Ok(now) => Ok(now.dev() == held.dev() && now.ino() == held.ino()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (lock, file);
+        Ok(true)
+    }
+}
+
+/// The existing lock file, opened without following a link; `None` when
+/// there is none.
+fn open_lock(lock: &Path) -> io::Result<Option<File>> {
     // Opening a FIFO would wait for its other end, for good; a symbolic
     // link (a dangling one in a shared folder) would have gensync create or
     // open whatever it points at.
@@ -152,33 +307,46 @@ fn take_turn(lock: &Path, no_wait: bool) -> io::Result<Option<File>> {
                 "it is not a regular file; remove it, gensync makes it itself",
             ))
         }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         _ => {}
     }
-    let opened = no_follow(
-        fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false),
-    )
-    .open(lock);
-    let lock = match opened {
-        Ok(file) => file,
+    let opened = no_follow(fs::OpenOptions::new().read(true).write(true)).open(lock);
+    match opened {
+        Ok(file) => Ok(Some(file)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         // One another user left (root's cron, say): a lock needs no write.
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
             no_follow(fs::OpenOptions::new().read(true))
                 .open(lock)
-                .map_err(refused_link)?
+                .map(Some)
+                .map_err(refused_link)
         }
-        Err(e) => return Err(refused_link(e)),
-    };
-    if !no_wait {
-        lock.lock()?;
-        return Ok(Some(lock));
+        Err(e) => Err(refused_link(e)),
     }
-    match lock.try_lock() {
-        Ok(()) => Ok(Some(lock)),
-        Err(fs::TryLockError::WouldBlock) => Ok(None),
-        Err(fs::TryLockError::Error(e)) => Err(e),
+}
+
+/// Makes the lock file already locked: a file made aside in `folder`,
+/// locked, then hard-linked to `lock`; `None` when another run made it
+/// first.
+fn make_lock(lock: &Path, folder: &Path) -> io::Result<Option<File>> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".gensync-lock");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // As File::create would make it (before the umask).
+        builder.permissions(fs::Permissions::from_mode(0o666));
+    }
+    let (mut file, aside) = builder.tempfile_in(folder)?.into_parts();
+    // Nobody else has it yet: this cannot wait.
+    file.lock()?;
+    file.write_all(MARK)?;
+    let linked = fs::hard_link(&aside, lock);
+    drop(aside);
+    match linked {
+        Ok(()) => Ok(Some(file)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
