@@ -370,8 +370,10 @@ async fn loads_over(reloader: &Reloader<u64>, source: &Source, span: Duration) -
     source.loads.load(SeqCst) - before
 }
 
-/// An outage that ended leaves its grown backoff behind: the next one
-/// starts again from the initial pause.
+/// An outage that ended (the backend answered for as long as the longest
+/// backoff) leaves its grown backoff behind: the next one starts again
+/// from the initial pause. A flapping backend keeps its backoff:
+/// `operator.rs`'s `a_flapping_redis_does_not_reload_on_every_flap`.
 #[tokio::test(start_paused = true)]
 async fn each_outage_backs_off_from_the_initial_pause() {
     let source = Source::at(1);
@@ -391,6 +393,9 @@ async fn each_outage_backs_off_from_the_initial_pause() {
     // Long enough for the backoff to reach its maximum.
     loads_over(&reloader, &source, Duration::from_secs(3)).await;
     faults.heal();
+    reloader.check().await;
+    // Answering for as long as the longest backoff: the outage is over.
+    tokio::time::sleep(Duration::from_millis(800)).await;
     reloader.check().await;
 
     faults.fail_all();

@@ -61,8 +61,6 @@ pub(super) struct Flight {
     loaded_seq: AtomicU64,
     /// Loads go unrecorded because the cache server does not answer.
     outage: AtomicBool,
-    /// The backoff an episode of trouble starts from.
-    backoff_initial: Duration,
 }
 
 #[derive(Debug)]
@@ -82,6 +80,11 @@ struct State {
     /// The load number when the current episode began: an answer to a
     /// check that began before it says nothing of this episode.
     episode_began: u64,
+    /// When the backend answered again after an outage: trouble after a
+    /// calm of the longest backoff is a new outage, whose backoff starts
+    /// from the initial pause; trouble sooner is the same flapping backend,
+    /// whose backoff goes on growing (else every flap would reload).
+    calm_since: Option<Instant>,
 }
 
 /// Why loads are not what they should be.
@@ -134,18 +137,19 @@ impl Flight {
                 backoff: backoff_initial,
                 episode: None,
                 episode_began: 0,
+                calm_since: None,
             }),
             seq: AtomicU64::new(1),
             loaded_seq: AtomicU64::new(0),
             outage: AtomicBool::new(false),
-            backoff_initial,
         }
     }
 
     /// A check that began at `began` read the shared generation: if loads
     /// went unrecorded for an outage that began before it, that outage is
-    /// over: the next trouble is news, and its backoff starts afresh (not
-    /// from where this outage's grew to). A plain load first: the hot path
+    /// over: the next trouble is news, and once the backend has answered
+    /// for a while its backoff starts afresh (`State::calm_since`). A plain
+    /// load first: the hot path
     /// stays read-only.
     pub(super) fn answered(&self, began: u64) {
         if self.outage.load(Ordering::Relaxed) {
@@ -154,8 +158,7 @@ impl Flight {
                 && state.episode_began < began
             {
                 state.episode = None;
-                state.retry_at = None;
-                state.backoff = self.backoff_initial;
+                state.calm_since = Some(Instant::now());
                 self.outage.store(false, Ordering::Relaxed);
             }
         }
@@ -340,6 +343,13 @@ impl<S: Send + Sync + 'static> Reloader<S> {
             Some((same, loads)) if same == trouble => loads + 1,
             _ => {
                 state.episode_began = shared.flight.seq.load(Ordering::SeqCst);
+                if state
+                    .calm_since
+                    .take()
+                    .is_some_and(|calm| calm.elapsed() >= config.backoff_max)
+                {
+                    state.backoff = config.backoff_initial;
+                }
                 1
             }
         };
