@@ -3,7 +3,7 @@
 //! (both take the settings file's mode and owner), and none of them is
 //! left untracked in a clone.
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::*;
@@ -87,32 +87,6 @@ async fn a_recorded_token_from_the_future_says_how_to_reset_it() {
     let (status, body) = put(&client, instance.url("/settings"), r#"{"v": 2}"#).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(read_json(&file), json!({"v": 2}));
-}
-
-/// Under `umask 077`, the lock and fence files a save creates take the
-/// settings file's mode (0664) and, for a service running as root, its
-/// owner, so an instance running as another user of its group can save.
-#[tokio::test]
-async fn the_lock_and_fence_files_take_the_settings_files_mode_and_owner() {
-    let dir = TempDir::new();
-    let file = dir.settings();
-    std::fs::write(&file, r#"{"v": 0}"#).unwrap();
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o664)).unwrap();
-    let root = std::fs::metadata(dir.0.path()).unwrap().uid() == 0
-        && std::os::unix::fs::chown(&file, Some(4321), Some(4322)).is_ok();
-    let owner = {
-        let meta = std::fs::metadata(&file).unwrap();
-        (meta.uid(), meta.gid())
-    };
-    let instance = Instance::start_after(Some("umask 077"), &["--settings", path_str(&file)], &[]);
-
-    let (status, body) = put(&client(), instance.url("/settings"), r#"{"v": 1}"#).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    for suffix in [".lock", ".fence"] {
-        let meta = std::fs::metadata(beside(&file, suffix)).unwrap();
-        assert_eq!(meta.permissions().mode() & 0o7777, 0o664, "{suffix}");
-        assert_eq!((meta.uid(), meta.gid()), owner, "{suffix}, root: {root}");
-    }
 }
 
 /// Two instances on one settings file, as two users of its group: the

@@ -43,7 +43,7 @@ async fn a_put_writes_through_a_symlinked_settings_file() {
 }
 
 /// A PUT under `umask 077` keeps a 0664 file 0664, and (run as root) its
-/// owner.
+/// owner; the lock and fence files it creates beside it take both.
 #[tokio::test]
 async fn a_put_keeps_the_files_mode_and_owner() {
     let dir = TempDir::new();
@@ -65,6 +65,14 @@ async fn a_put_keeps_the_files_mode_and_owner() {
     let meta = std::fs::metadata(&file).unwrap();
     assert_eq!(meta.permissions().mode() & 0o7777, 0o664);
     assert_eq!((meta.uid(), meta.gid()), owner, "root: {root}");
+    // The lock and fence files the save created beside it follow it, so an
+    // instance running as another user of its group can save too.
+    for suffix in [".lock", ".fence"] {
+        let companion = format!("{}{suffix}", file.display());
+        let meta = std::fs::metadata(&companion).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o664, "{suffix}");
+        assert_eq!((meta.uid(), meta.gid()), owner, "{suffix}, root: {root}");
+    }
 }
 
 /// A file the user made read-only (0444) is not overwritten, even by a
