@@ -53,9 +53,12 @@ pub struct TrackerSet {
 
 struct State {
     members: HashMap<String, Weak<Tracker>>,
-    /// Members created since the session last took them, whose lapse it
-    /// has not begun to watch.
+    /// Members created while armed since the session last took them, whose
+    /// lapse it has not begun to watch; kept only once a session watches
+    /// lapses (`to_watch`), so a backend that does not never fills it.
     joined: Vec<String>,
+    /// Whether a session watches the members' lapses.
+    watched: bool,
     /// The epoch of the server the session is armed on, while it is.
     armed: Option<u64>,
     /// How many members were live at the last pruning: the map is pruned
@@ -92,6 +95,7 @@ impl TrackerSet {
             state: Mutex::new(State {
                 members: HashMap::new(),
                 joined: Vec::new(),
+                watched: false,
                 armed: None,
                 pruned_at: 0,
             }),
@@ -132,7 +136,10 @@ impl TrackerSet {
             state.each(|_| {});
         }
         state.members.insert(name.to_owned(), Arc::downgrade(&t));
-        state.joined.push(name.to_owned());
+        // Unarmed, the next arm's `to_watch(true)` takes every member.
+        if state.watched && state.armed.is_some() {
+            state.joined.push(name.to_owned());
+        }
         t
     }
 
@@ -143,6 +150,7 @@ impl TrackerSet {
     /// last call.
     pub(crate) fn to_watch(&self, all: bool) -> Vec<String> {
         let mut state = self.state();
+        state.watched = true;
         let joined = std::mem::take(&mut state.joined);
         if !all {
             return joined;
@@ -379,6 +387,26 @@ mod tests {
         set.lost();
         assert_eq!(set.state().members.len(), 1);
         assert!(Arc::ptr_eq(&kept, &set.member(&key("kept"))));
+    }
+
+    #[test]
+    fn joined_members_are_kept_only_for_a_session_that_watches_lapses() {
+        let set = TrackerSet::new(vec!["gensync:tenant:".into()], vec![]);
+        set.arm(0);
+        // No session takes them (process memory, say): none is kept.
+        let held: Vec<_> = (0..1000)
+            .map(|n| set.member(&key(&n.to_string())))
+            .collect();
+        assert!(set.state().joined.is_empty());
+        assert_eq!(set.to_watch(true).len(), held.len(), "every live member");
+        let late = set.member(&key("late"));
+        assert_eq!(
+            set.to_watch(false),
+            [key("late").as_str().to_owned()],
+            "joined since"
+        );
+        assert!(set.to_watch(false).is_empty(), "taken once");
+        drop(late);
     }
 
     #[tokio::test]
