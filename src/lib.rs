@@ -104,6 +104,7 @@ mod key;
 pub mod keyed;
 pub mod reload;
 mod synchronizer;
+mod unpoisoned;
 #[cfg(feature = "testing")]
 pub mod testing;
 
