@@ -233,8 +233,7 @@ fn parent(args: &Args) -> Result<(), BoxError> {
         println!();
         println!("| B's mode | bumps | median µs | p99 µs | max µs |");
         println!("|---|---:|---:|---:|---:|");
-        let interval = CheckMode::Interval(Duration::from_millis(args.interval_ms));
-        for mode in [CheckMode::Strict, CheckMode::Push, interval] {
+        for mode in CheckMode::all(Duration::from_millis(args.interval_ms)) {
             let mut delays = rt.block_on(propagation(&url, mode, args.bumps))?;
             delays.sort();
             let at = |q: f64| delays[((delays.len() - 1) as f64 * q).round() as usize];
@@ -264,6 +263,16 @@ fn variant_name(v: Variant) -> &'static str {
         Variant::KeyedPush => "keyed-push",
         Variant::KeyedInterval => "keyed-interval",
     }
+}
+
+/// The check mode a reloader variant runs in (plain or keyed), found by
+/// its name, so the modes are listed in one place: `CheckMode::all`.
+fn mode_of(v: Variant, interval: Duration) -> Option<CheckMode> {
+    let name = variant_name(v);
+    let name = name.strip_prefix("keyed-").unwrap_or(name);
+    CheckMode::all(interval)
+        .into_iter()
+        .find(|mode| mode.name() == name)
 }
 
 fn label(v: Variant, interval_ms: u64) -> String {
@@ -366,11 +375,7 @@ async fn cell(variant: Variant, inflight: usize, args: &Args) -> Result<CellResu
             }))
         }
         Variant::KeyedStrict | Variant::KeyedPush | Variant::KeyedInterval => {
-            let mode = match variant {
-                Variant::KeyedStrict => CheckMode::Strict,
-                Variant::KeyedPush => CheckMode::Push,
-                _ => CheckMode::Interval(interval),
-            };
+            let mode = mode_of(variant, interval).ok_or("a keyed variant names a mode")?;
             let tenants = KeyedReloader::builder(
                 RedisBackend::open(url)?,
                 Key::new(["bench", "tenants"])?,
@@ -428,16 +433,12 @@ async fn cell(variant: Variant, inflight: usize, args: &Args) -> Result<CellResu
             measure!(SettingsReloadLayer::new(reloader).layer(service_fn(answer)))
         }
         Variant::Strict | Variant::Push | Variant::Interval => {
-            let mode = match variant {
-                Variant::Strict => CheckMode::Strict,
-                Variant::Push => CheckMode::Push,
-                _ => CheckMode::Interval(interval),
-            };
+            let mode = mode_of(variant, interval).ok_or("a mode variant names a mode")?;
             let sync = Synchronizer::new(RedisBackend::open(url)?, key);
             let reloader = Reloader::builder(sync, || async { Ok::<_, Infallible>(7u64) })
                 .mode(mode)
                 .build(0)?;
-            steady(&reloader, variant != Variant::Strict).await?;
+            steady(&reloader, mode != CheckMode::Strict).await?;
             measure!(SettingsReloadLayer::new(reloader).layer(service_fn(answer)))
         }
     };
@@ -609,12 +610,7 @@ fn proc_status(field: &str) -> u64 {
 /// Delays from A's bump to B's check returning the new settings, one per
 /// bump, with B in `mode`.
 async fn propagation(url: &str, mode: CheckMode, bumps: usize) -> Result<Vec<Duration>, BoxError> {
-    let mode_part = match mode {
-        CheckMode::Strict => "strict",
-        CheckMode::Push => "push",
-        CheckMode::Interval(_) => "interval",
-    };
-    let key = Key::new(["bench", "propagation", mode_part])?;
+    let key = Key::new(["bench", "propagation", mode.name()])?;
     // The source of truth both instances load from.
     let value = Arc::new(AtomicU64::new(0));
     let loader = |value: Arc<AtomicU64>| {
@@ -656,7 +652,7 @@ async fn propagation(url: &str, mode: CheckMode, bumps: usize) -> Result<Vec<Dur
         })
     };
     // Push: let the tracker arm before the first bump, as in steady state.
-    if mode == CheckMode::Push {
+    if mode.pushes() {
         let deadline = Instant::now() + Duration::from_secs(10);
         while poll_once(&mut b.check()).is_pending() {
             if Instant::now() > deadline {
@@ -669,10 +665,7 @@ async fn propagation(url: &str, mode: CheckMode, bumps: usize) -> Result<Vec<Dur
     // A pause of random length before each bump, so bumps fall at every
     // phase of the interval (or heartbeat) instead of right after the read
     // that answered the last one.
-    let phase = match mode {
-        CheckMode::Interval(every) => every,
-        _ => Duration::from_millis(10),
-    };
+    let phase = mode.interval().unwrap_or(Duration::from_millis(10));
     let mut delays = Vec::with_capacity(bumps);
     for n in 1..=bumps as u64 {
         tokio::time::sleep(phase.mul_f64(rand::random::<f64>())).await;

@@ -29,6 +29,7 @@ pub use self::track_set::TrackerSet;
 
 /// What a key holds, as a backend reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Stored {
     /// A valid generation.
     Value(Generation),

@@ -24,6 +24,9 @@ pub struct KeyedReloaderBuilder<K, S> {
     id: Box<dyn Fn(&K) -> String + Send + Sync>,
     loader: Arc<dyn KeyedLoader<K, S>>,
     saver: Option<Arc<dyn KeyedSaver<K, S>>>,
+    /// The settings every key's reloader keeps, shared with
+    /// [`ReloaderBuilder`](crate::reload::ReloaderBuilder): the setters
+    /// below forward to it.
     config: Config,
     ttl: Option<Duration>,
     capacity: u64,
@@ -84,20 +87,20 @@ where
     /// [`ReloaderBuilder::mode`](crate::reload::ReloaderBuilder::mode)). In
     /// push mode one tracking connection covers every key and the parent.
     pub fn mode(mut self, mode: CheckMode) -> Self {
-        self.config.mode = mode;
+        self.config.set_mode(mode);
         self
     }
 
     /// How long a request waits for its key's reload (see
     /// [`ReloaderBuilder::max_wait`](crate::reload::ReloaderBuilder::max_wait)).
     pub fn max_wait(mut self, bound: Duration) -> Self {
-        self.config.max_wait = bound;
+        self.config.set_max_wait(bound);
         self
     }
 
     /// How long a load may run, the first one included. Default 10 s.
     pub fn load_timeout(mut self, bound: Duration) -> Self {
-        self.config.load_timeout = bound;
+        self.config.set_load_timeout(bound);
         self
     }
 
@@ -105,22 +108,20 @@ where
     /// first load (requests meanwhile are told it is unavailable) and for
     /// its later reloads. Default 100 ms to 30 s.
     pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
-        self.config.backoff_initial = initial;
-        self.config.backoff_max = max;
+        self.config.set_backoff(initial, max);
         self
     }
 
     /// The writers' lease of each key (see
     /// [`ReloaderBuilder::write_lock`](crate::reload::ReloaderBuilder::write_lock)).
     pub fn write_lock(mut self, ttl: Duration, tries: u32) -> Self {
-        self.config.lock_ttl = ttl;
-        self.config.lock_tries = tries;
+        self.config.set_write_lock(ttl, tries);
         self
     }
 
     /// How long a write may run before it is abandoned. Default 30 s.
     pub fn write_timeout(mut self, bound: Duration) -> Self {
-        self.config.write_timeout = bound;
+        self.config.set_write_timeout(bound);
         self
     }
 

@@ -12,7 +12,9 @@ use super::source::{KeyLoader, KeySaver, KeyedLoader, KeyedSaver};
 use crate::backend::{Backend, TrackerSet};
 use crate::generation::Generation;
 use crate::key::Key;
-use crate::reload::{CheckMode, Config, Counters, PublishError, ReloadMetrics, Reloader, Snapshot};
+use crate::reload::{
+    load_within, Backoff, Config, Counters, PublishError, ReloadMetrics, Reloader, Snapshot,
+};
 use crate::synchronizer::{GenerationSynchronizer, Observed, Synchronizer};
 
 /// Why a key's settings could not be had.
@@ -52,6 +54,8 @@ pub enum KeyedError {
 #[derive(Clone, Debug)]
 pub(super) struct Failure {
     pub(super) attempts: u32,
+    /// The pause the next failure waits.
+    pub(super) backoff: Backoff,
     pub(super) until: Instant,
     pub(super) error: KeyedError,
 }
@@ -244,23 +248,18 @@ where
             Observed::Unavailable => None,
             Observed::Missing | Observed::Corrupt => sync.fetch_or_create().await.ok(),
         };
-        // On a task of its own: a panicking loader fails this load only,
-        // and a request that stops waiting cancels nothing.
+        // On a task of its own: a panicking loader fails this load only, a
+        // request that stops waiting cancels nothing, and a loader that
+        // outlasts its bound is aborted.
         let loader = Arc::clone(&inner.loader);
         let loading = key.clone();
-        let load = tokio::spawn(async move { loader.load(loading).await });
-        let loaded = match tokio::time::timeout(inner.config.load_timeout, load).await {
-            Ok(Ok(Ok(settings))) => Ok(settings),
-            Ok(Ok(Err(e))) => Err(e.to_string()),
-            Ok(Err(join)) => Err(format!("the loader panicked: {join}")),
-            Err(_) => Err(format!(
-                "the loader did not finish within {:?}",
-                inner.config.load_timeout
-            )),
-        };
+        let loaded = load_within(inner.config.load_timeout, async move {
+            loader.load(loading).await
+        })
+        .await;
         let settings = match loaded {
             Ok(settings) => settings,
-            Err(reason) => return Err(self.failed(key, name, reason)),
+            Err(problem) => return Err(self.failed(key, name, problem.to_string())),
         };
         if let Some(g) = observed {
             sync.record(g);
@@ -275,12 +274,11 @@ where
     fn failed(&self, key: K, name: String, reason: String) -> KeyedError {
         let inner = &self.inner;
         inner.counters.reload_failures.add();
-        let attempts = inner.failures.get(&key).map_or(0, |f| f.attempts) + 1;
-        let pause = inner
-            .config
-            .backoff_initial
-            .saturating_mul(1u32 << (attempts - 1).min(20))
-            .min(inner.config.backoff_max);
+        let (attempts, mut backoff) = match inner.failures.get(&key) {
+            Some(last) => (last.attempts + 1, last.backoff),
+            None => (1, inner.config.backoff()),
+        };
+        let pause = backoff.grow(inner.config.backoff_max);
         let error = KeyedError::Unavailable {
             key: name.clone(),
             reason: reason.clone(),
@@ -295,6 +293,7 @@ where
             key,
             Failure {
                 attempts,
+                backoff,
                 until: Instant::now() + pause,
                 error: error.clone(),
             },
@@ -317,9 +316,9 @@ where
     ) -> Result<Reloader<S>, KeyedError> {
         let inner = &self.inner;
         let mut config = inner.config.clone();
-        if config.mode == CheckMode::Push && self.tracking().is_none() {
+        if config.mode.pushes() && self.tracking().is_none() {
             // Logged once for the set, not once per key.
-            config.mode = CheckMode::Strict;
+            config.mode = config.mode.without_push();
         }
         let loader = KeyLoader {
             loader: Arc::clone(&inner.loader),
@@ -356,7 +355,7 @@ where
                 reason: e.to_string(),
             })?;
         }
-        if inner.config.mode == CheckMode::Push {
+        if inner.config.mode.pushes() {
             if let Some(set) = self.tracking() {
                 sync = sync.fed_tracker(set.member(&member));
             }

@@ -4,12 +4,12 @@ use std::fmt;
 
 use super::builder::ReloaderBuilder;
 use super::metrics::ReloadMetrics;
-use super::publish::PublishError;
 use super::reloader::Reloader;
 use super::snapshot::Snapshot;
 use crate::error::Error;
 use crate::generation::Generation;
 use crate::synchronizer::GenerationSynchronizer;
+use crate::synchronizer::PublishError;
 
 /// A [`Reloader`] driven from plain threads.
 ///

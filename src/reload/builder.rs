@@ -5,78 +5,19 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::config::Config;
+use super::core::{Core, Writes};
 use super::flight::Flight;
 use super::listeners::Listeners;
 use super::metrics::Counters;
 use super::mode::CheckMode;
-use super::publish::Writers;
 use super::reads::Reads;
-use super::reloader::{Reloader, Shared};
+use super::reloader::Reloader;
 use super::snapshot::Snapshot;
 use super::source::{SettingsLoader, SettingsSaver};
 use crate::error::Error;
 use crate::generation::Generation;
-use crate::synchronizer::{GenerationSynchronizer, WriterLock};
-
-/// Bounds and pacing of a [`Reloader`], set through [`ReloaderBuilder`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Config {
-    pub(crate) max_wait: Duration,
-    pub(crate) load_timeout: Duration,
-    pub(crate) backoff_initial: Duration,
-    pub(crate) backoff_max: Duration,
-    pub(crate) lock_ttl: Duration,
-    pub(crate) write_timeout: Duration,
-    pub(crate) lock_tries: u32,
-    pub(crate) mode: CheckMode,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            max_wait: Duration::from_secs(1),
-            load_timeout: Duration::from_secs(10),
-            backoff_initial: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(30),
-            lock_ttl: Duration::from_secs(5),
-            write_timeout: Duration::from_secs(30),
-            lock_tries: 40,
-            mode: CheckMode::Strict,
-        }
-    }
-}
-
-impl Config {
-    pub(crate) fn validate(&self) -> Result<(), Error> {
-        let positive = [
-            ("max_wait", self.max_wait),
-            ("load_timeout", self.load_timeout),
-            ("backoff initial", self.backoff_initial),
-            ("write_lock ttl", self.lock_ttl),
-            ("write_timeout", self.write_timeout),
-        ];
-        if let Some((name, _)) = positive.iter().find(|(_, d)| d.is_zero()) {
-            return Err(Error::Config(format!("{name} must be greater than zero")));
-        }
-        if self.mode == CheckMode::Interval(Duration::ZERO) {
-            return Err(Error::Config(
-                "the check interval must be greater than zero".into(),
-            ));
-        }
-        if self.backoff_max < self.backoff_initial {
-            return Err(Error::Config(format!(
-                "the backoff maximum ({:?}) is below its initial pause ({:?})",
-                self.backoff_max, self.backoff_initial
-            )));
-        }
-        if self.lock_ttl < Duration::from_millis(1) || self.lock_tries == 0 {
-            return Err(Error::Config(
-                "write_lock needs a ttl of at least 1 ms and at least one try".into(),
-            ));
-        }
-        Ok(())
-    }
-}
+use crate::synchronizer::{GenerationSynchronizer, Writer, WriterLock};
 
 /// Builds a [`Reloader`]: the synchronizer and loader it needs, a saver if
 /// it publishes, and its bounds.
@@ -88,7 +29,9 @@ impl Config {
 pub struct ReloaderBuilder<S, G> {
     sync: Arc<G>,
     loader: Arc<dyn SettingsLoader<S>>,
-    writers: Option<Writers<S>>,
+    saver: Option<Arc<dyn SettingsSaver<S>>>,
+    /// The writers' lock the saver writes under (the synchronizer's).
+    lock: Option<Arc<dyn WriterLock>>,
     config: Config,
     /// Counters shared with other reloaders (a keyed reloader's keys), or
     /// this reloader's own.
@@ -99,9 +42,26 @@ impl<S, G: GenerationSynchronizer> fmt::Debug for ReloaderBuilder<S, G> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReloaderBuilder")
             .field("key", self.sync.key())
-            .field("saver", &self.writers.is_some())
+            .field("saver", &self.saver.is_some())
             .field("config", &self.config)
             .finish_non_exhaustive()
+    }
+}
+
+impl<S: Send + Sync + 'static> Reloader<S> {
+    /// Starts building a reloader over a synchronizer and a loader.
+    pub fn builder<G: GenerationSynchronizer + 'static>(
+        sync: G,
+        loader: impl SettingsLoader<S>,
+    ) -> ReloaderBuilder<S, G> {
+        ReloaderBuilder {
+            sync: Arc::new(sync),
+            loader: Arc::new(loader),
+            saver: None,
+            lock: None,
+            config: Config::default(),
+            counters: None,
+        }
     }
 }
 
@@ -110,16 +70,6 @@ where
     S: Send + Sync + 'static,
     G: GenerationSynchronizer + 'static,
 {
-    pub(super) fn new(sync: G, loader: impl SettingsLoader<S>) -> Self {
-        ReloaderBuilder {
-            sync: Arc::new(sync),
-            loader: Arc::new(loader),
-            writers: None,
-            config: Config::default(),
-            counters: None,
-        }
-    }
-
     /// Takes every bound and the mode from `config`, and counts into
     /// `counters`: for the reloaders of a keyed reloader's keys.
     pub(crate) fn shared(mut self, config: Config, counters: Arc<Counters>) -> Self {
@@ -131,7 +81,7 @@ where
     /// How long a request waits for a reload before it is served the last
     /// good settings (counted as `stale_served`). Default 1 s.
     pub fn max_wait(mut self, bound: Duration) -> Self {
-        self.config.max_wait = bound;
+        self.config.set_max_wait(bound);
         self
     }
 
@@ -139,21 +89,20 @@ where
     /// their answer is and what they cost the backend. Default
     /// [`CheckMode::Strict`].
     pub fn mode(mut self, mode: CheckMode) -> Self {
-        self.config.mode = mode;
+        self.config.set_mode(mode);
         self
     }
 
     /// How long one load may take before it counts as failed. Default 10 s.
     pub fn load_timeout(mut self, bound: Duration) -> Self {
-        self.config.load_timeout = bound;
+        self.config.set_load_timeout(bound);
         self
     }
 
     /// The pause after a first failed load, doubled after each further one
     /// up to `max`. Defaults 100 ms and 30 s.
     pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
-        self.config.backoff_initial = initial;
-        self.config.backoff_max = max;
+        self.config.set_backoff(initial, max);
         self
     }
 
@@ -161,8 +110,7 @@ where
     /// a dead writer's intent takes to lapse), and how many times a writer
     /// tries to take it. Defaults 5 s and 40 tries (about 7 s).
     pub fn write_lock(mut self, ttl: Duration, tries: u32) -> Self {
-        self.config.lock_ttl = ttl;
-        self.config.lock_tries = tries;
+        self.config.set_write_lock(ttl, tries);
         self
     }
 
@@ -171,7 +119,7 @@ where
     /// the write is abandoned and the lease lapses, so a saver that hangs
     /// cannot keep every other writer out. Default 30 s.
     pub fn write_timeout(mut self, bound: Duration) -> Self {
-        self.config.write_timeout = bound;
+        self.config.set_write_timeout(bound);
         self
     }
 
@@ -194,15 +142,22 @@ where
         self.config.validate()?;
         let first = Snapshot::new(initial, generation);
         let sync: Arc<dyn GenerationSynchronizer> = self.sync;
-        Ok(Reloader::from_shared(Shared {
+        let writes = match (self.saver, self.lock) {
+            (Some(saver), Some(lock)) => Some(Writes {
+                writer: Arc::new(Writer::new(lock, sync.key().clone(), self.config.write)),
+                saver,
+            }),
+            _ => None,
+        };
+        Ok(Reloader::from_core(Core {
             counters: self
                 .counters
                 .unwrap_or_else(|| Arc::new(Counters::new(sync.key()))),
-            flight: Flight::new(self.config.backoff_initial),
+            flight: Flight::new(&self.config),
             listeners: Listeners::new(first.clone()),
             sync,
             loader: self.loader,
-            writers: self.writers,
+            writes,
             config: self.config,
             current: arc_swap::ArcSwap::new(Arc::clone(first.as_arc())),
             reads: Arc::new(Reads::new()),
@@ -220,7 +175,8 @@ where
     /// under the synchronizer's writers' lock.
     pub fn saver(mut self, saver: impl SettingsSaver<S>) -> Self {
         let lock: Arc<dyn WriterLock> = self.sync.clone();
-        self.writers = Some(Writers::new(Arc::new(saver), lock));
+        self.saver = Some(Arc::new(saver));
+        self.lock = Some(lock);
         self
     }
 }

@@ -9,8 +9,10 @@ use std::task::{ready, Context, Poll};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::reloader::BoxFuture;
 use super::snapshot::Snapshot;
+
+/// A boxed future, for the parts of a check that run on a trait object.
+pub(super) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// The future of [`Reloader::check`](super::Reloader::check): resolves to the settings a request
 /// should use.

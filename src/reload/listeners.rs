@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use super::snapshot::Snapshot;
 use crate::key::Key;
+use crate::unpoisoned;
 
 type Listener<S> = Arc<dyn Fn(&Snapshot<S>, &Snapshot<S>) + Send + Sync>;
 
@@ -75,7 +76,7 @@ impl<S> Listeners<S> {
 
     fn list(&self) -> std::sync::MutexGuard<'_, Vec<(ListenerId, Listener<S>)>> {
         // Held only to copy, push or retain: a panic cannot leave it torn.
-        self.callbacks.lock().unwrap_or_else(|e| e.into_inner())
+        unpoisoned::lock(&self.callbacks)
     }
 }
 

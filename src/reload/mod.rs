@@ -54,19 +54,26 @@
 //! The reloader needs a tokio runtime: each load runs on a task of its own,
 //! so a request that gives up waiting cancels nothing.
 
-// Rooms: `reloader.rs` is the handle, `builder.rs` its configuration,
-// `flight.rs` the single-flight load machine (with its invariants),
-// `publish.rs` the writers' path, `listeners.rs` the reload fan-out,
-// `layer.rs` and `future.rs` the tower middleware and the named futures,
-// `metrics.rs` the counters and their export, `mode.rs` the check modes
-// and their promises, `reads.rs` the coalesced reads of the generation.
+// Rooms, from the top down: `reloader.rs` is the handle (checks),
+// `publish.rs` its writes through the synchronizer's writer, `builder.rs`
+// builds it over `core.rs`, the state every clone shares and the one room
+// where loads run; `flight.rs` is the single-flight state machine (with
+// its invariants), `load.rs` one bounded load, `config.rs` the settings
+// both builders share, `backoff.rs` the pause after failures, `mode.rs`
+// the check modes and all they do, `reads.rs` the coalesced reads of the
+// generation, `listeners.rs` the reload fan-out, `layer.rs` and
+// `future.rs` the tower middleware and the named futures, `metrics.rs`
+// the counters and their export.
+mod backoff;
 mod blocking;
 mod builder;
+mod config;
+mod core;
 mod flight;
 mod future;
 mod layer;
-mod lease;
 mod listeners;
+mod load;
 mod metrics;
 mod mode;
 mod publish;
@@ -75,19 +82,21 @@ mod reloader;
 mod snapshot;
 mod source;
 
+pub(crate) use self::backoff::Backoff;
 pub use self::blocking::BlockingReloader;
-pub(crate) use self::builder::Config;
 pub use self::builder::ReloaderBuilder;
+pub(crate) use self::config::Config;
 pub use self::future::{CheckFuture, ResponseFuture};
 pub use self::layer::{SettingsReload, SettingsReloadLayer};
 pub use self::listeners::ListenerId;
+pub(crate) use self::load::load_within;
 pub(crate) use self::metrics::Counters;
 pub use self::metrics::ReloadMetrics;
 pub use self::mode::{CheckMode, ParseCheckModeError};
-pub use self::publish::PublishError;
 pub use self::reloader::Reloader;
 pub use self::snapshot::Snapshot;
 pub use self::source::{
     blocking_loader, blocking_saver, fenced, BoxError, Fenced, SettingsLoader, SettingsSaver,
     StaleFence,
 };
+pub use crate::synchronizer::PublishError;

@@ -1,9 +1,22 @@
 //! How often a reloader reads the shared generation, and what each choice
 //! promises.
 
+//!
+//! Everything a mode does lives here: what a check may take without a
+//! read, how it reads, and what it promises. The reloader, the keyed
+//! reloader and the builders ask the mode instead of matching on it, so a
+//! new mode is this file (and its tests).
+
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use super::reads::Reads;
+use crate::backend::Stored;
+use crate::error::Error;
+use crate::generation::Generation;
+use crate::synchronizer::{GenerationSynchronizer, Observed};
 
 /// How a [`Reloader`](super::Reloader) learns that the shared generation
 /// moved, chosen with [`ReloaderBuilder::mode`](super::ReloaderBuilder::mode).
@@ -12,6 +25,7 @@ use std::time::Duration;
 /// the last good settings on failure); they differ in how fresh a check's
 /// answer is and in what it costs the backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum CheckMode {
     /// A check is answered with settings at least as new as every update
     /// whose bump completed before the check began.
@@ -62,12 +76,127 @@ pub enum CheckMode {
     Interval(Duration),
 }
 
+impl CheckMode {
+    /// Every mode, the interval one reading every `interval`: for code
+    /// that runs or compares each mode (benchmarks, test matrices).
+    pub fn all(interval: Duration) -> Vec<CheckMode> {
+        vec![
+            CheckMode::Strict,
+            CheckMode::Push,
+            CheckMode::Interval(interval),
+        ]
+    }
+
+    /// The mode's name, without its parameters: `strict`, `push`,
+    /// `interval`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CheckMode::Strict => "strict",
+            CheckMode::Push => "push",
+            CheckMode::Interval(_) => "interval",
+        }
+    }
+
+    /// Whether the mode relies on the backend pushing changes of the key.
+    pub fn pushes(&self) -> bool {
+        matches!(self, CheckMode::Push)
+    }
+
+    /// How often the mode reads the generation, when it reads on a clock.
+    pub fn interval(&self) -> Option<Duration> {
+        match self {
+            CheckMode::Interval(every) => Some(*every),
+            _ => None,
+        }
+    }
+
+    /// How long before a check an update's bump may have completed and
+    /// the check still not see it, by the mode's promise: none in strict
+    /// mode, two heartbeats (`heartbeat`, the backend's) in push mode, the
+    /// interval in interval mode. Outages aside (see each mode).
+    pub fn lag(&self, heartbeat: Duration) -> Duration {
+        match self {
+            CheckMode::Strict => Duration::ZERO,
+            CheckMode::Push => heartbeat * 2,
+            CheckMode::Interval(every) => *every,
+        }
+    }
+
+    /// The mode a reloader runs in when its backend cannot push: strict
+    /// for push mode, the mode itself otherwise.
+    pub(crate) fn without_push(self) -> CheckMode {
+        match self {
+            CheckMode::Push => CheckMode::Strict,
+            other => other,
+        }
+    }
+
+    /// Refuses a mode no reloader can keep, saying why.
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        match self {
+            CheckMode::Interval(every) if every.is_zero() => Err(Error::Config(
+                "the check interval must be greater than zero".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The shared generation as the mode vouches for it now, without a
+    /// read: pushed (and heard from within the heartbeat bound), or read
+    /// within the interval. (Push tracking is started by the reloader.)
+    pub(super) fn vouched(
+        &self,
+        sync: &dyn GenerationSynchronizer,
+        reads: &Reads,
+    ) -> Option<Generation> {
+        match self {
+            CheckMode::Strict => None,
+            CheckMode::Push => match sync.vouched() {
+                Some(Stored::Value(g)) => Some(g),
+                _ => None,
+            },
+            CheckMode::Interval(every) => {
+                let read = reads.last()?;
+                match read.observed {
+                    Observed::Value(g) if read.began.elapsed() < *every => Some(g),
+                    _ => None,
+                }
+            }
+        }
+    }
+
+    /// Whether a check is answered at once with the settings in service,
+    /// without a read: interval mode while the backend failed the
+    /// interval's read, so an outage costs one read (and one waiting
+    /// check) per interval, not one per request.
+    pub(super) fn answers_unread(&self, reads: &Reads) -> bool {
+        match self {
+            CheckMode::Interval(every) => reads.down(*every),
+            CheckMode::Strict | CheckMode::Push => false,
+        }
+    }
+
+    /// What the read a check waits for observed, when no generation was
+    /// vouched for: the next read (strict, push), or one within the
+    /// interval. `None` when the interval's read failed: nothing to wait
+    /// for.
+    pub(super) async fn observe(
+        &self,
+        sync: &Arc<dyn GenerationSynchronizer>,
+        reads: &Arc<Reads>,
+    ) -> Option<Observed> {
+        match self {
+            CheckMode::Interval(every) => reads.within(sync, *every).await,
+            CheckMode::Strict | CheckMode::Push => Some(reads.next(sync).await),
+        }
+    }
+}
+
 impl fmt::Display for CheckMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CheckMode::Strict => f.write_str("strict"),
-            CheckMode::Push => f.write_str("push"),
-            CheckMode::Interval(every) => write!(f, "interval={}ms", every.as_millis()),
+        match self.interval() {
+            Some(every) => write!(f, "{}={}ms", self.name(), every.as_millis()),
+            None => f.write_str(self.name()),
         }
     }
 }

@@ -37,6 +37,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::synchronizer::{GenerationSynchronizer, Observed};
+use crate::unpoisoned;
 
 /// One finished read.
 #[derive(Clone, Copy, Debug)]
@@ -200,9 +201,7 @@ impl Reads {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        // Nothing panics while holding this lock, but a poisoned lock still
-        // holds consistent state.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        unpoisoned::lock(&self.state)
     }
 }
 

@@ -2,29 +2,17 @@
 //! them, and hear of reloads.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use super::builder::{Config, ReloaderBuilder};
-use super::flight::Flight;
+use super::core::Core;
 use super::future::CheckFuture;
-use super::listeners::{ListenerId, Listeners};
-use super::metrics::{Counters, ReloadMetrics, Stopwatch};
-use super::mode::CheckMode;
-use super::publish::Writers;
-use super::reads::Reads;
-use super::snapshot::{Inner as SnapshotInner, Snapshot};
-use super::source::SettingsLoader;
-use crate::backend::Stored;
+use super::listeners::ListenerId;
+use super::metrics::{ReloadMetrics, Stopwatch};
+use super::snapshot::Snapshot;
 use crate::generation::Generation;
 use crate::synchronizer::{Check, GenerationSynchronizer, Observed};
-
-/// A boxed future, for the parts of a check that run on a trait object.
-pub(super) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// Keeps one process's settings current.
 ///
@@ -75,40 +63,25 @@ pub(super) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>
 /// # Ok(()) }
 /// ```
 pub struct Reloader<S> {
-    shared: Arc<Shared<S>>,
-}
-
-/// Everything the clones of one reloader share.
-pub(super) struct Shared<S> {
-    pub(super) sync: Arc<dyn GenerationSynchronizer>,
-    pub(super) loader: Arc<dyn SettingsLoader<S>>,
-    pub(super) writers: Option<Writers<S>>,
-    pub(super) config: Config,
-    pub(super) current: ArcSwap<SnapshotInner<S>>,
-    pub(super) listeners: Listeners<S>,
-    pub(super) flight: Flight,
-    pub(super) counters: Arc<Counters>,
-    pub(super) reads: Arc<Reads>,
-    /// Set once push mode has started tracking (and its reload task).
-    pub(super) tracking: OnceLock<()>,
+    core: Arc<Core<S>>,
 }
 
 impl<S> Clone for Reloader<S> {
     fn clone(&self) -> Self {
         Reloader {
-            shared: Arc::clone(&self.shared),
+            core: Arc::clone(&self.core),
         }
     }
 }
 
 impl<S> fmt::Debug for Reloader<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let shared = &*self.shared;
+        let shared = &*self.core;
         f.debug_struct("Reloader")
             .field("key", shared.sync.key())
             .field("recorded", &shared.sync.sync_gen())
             .field("serving", &self.current().generation())
-            .field("saver", &shared.writers.is_some())
+            .field("saver", &shared.writes.is_some())
             .field("config", &shared.config)
             .field("metrics", &shared.counters.snapshot())
             .finish_non_exhaustive()
@@ -116,34 +89,34 @@ impl<S> fmt::Debug for Reloader<S> {
 }
 
 impl<S> Reloader<S> {
-    pub(super) fn from_shared(shared: Shared<S>) -> Self {
+    pub(super) fn from_core(core: Core<S>) -> Self {
         Reloader {
-            shared: Arc::new(shared),
+            core: Arc::new(core),
         }
     }
 
-    pub(super) fn shared(&self) -> &Shared<S> {
-        &self.shared
+    pub(super) fn core(&self) -> &Arc<Core<S>> {
+        &self.core
     }
 
     /// The settings in service now, without checking anything.
     pub fn current(&self) -> Snapshot<S> {
-        Snapshot::from_arc(self.shared.current.load_full())
+        self.core.current()
     }
 
     /// The synchronizer underneath, for writers that bump by hand.
     pub fn synchronizer(&self) -> &dyn GenerationSynchronizer {
-        &*self.shared.sync
+        &*self.core.sync
     }
 
     /// What this reloader has done so far.
     pub fn metrics(&self) -> ReloadMetrics {
-        self.shared.counters.snapshot()
+        self.core.counters.snapshot()
     }
 
     /// A receiver that always holds the newest settings.
     pub fn subscribe(&self) -> watch::Receiver<Snapshot<S>> {
-        self.shared.listeners.subscribe()
+        self.core.listeners.subscribe()
     }
 
     /// Calls `listener(old, new)` after each reload, on the task that
@@ -154,27 +127,19 @@ impl<S> Reloader<S> {
         &self,
         listener: impl Fn(&Snapshot<S>, &Snapshot<S>) + Send + Sync + 'static,
     ) -> ListenerId {
-        self.shared.listeners.add(Arc::new(listener))
+        self.core.listeners.add(Arc::new(listener))
     }
 
     /// Stops calling a listener given to [`on_reload`](Self::on_reload).
     /// Returns whether it was still registered.
     pub fn remove_listener(&self, id: ListenerId) -> bool {
-        self.shared.listeners.remove(id)
+        self.core.listeners.remove(id)
     }
 }
 
 impl<S: Send + Sync + 'static> Reloader<S> {
-    /// Starts building a reloader over a synchronizer and a loader.
-    pub fn builder<G: GenerationSynchronizer + 'static>(
-        sync: G,
-        loader: impl SettingsLoader<S>,
-    ) -> ReloaderBuilder<S, G> {
-        ReloaderBuilder::new(sync, loader)
-    }
-
     /// Checks the shared generation and returns settings as fresh as the
-    /// reloader's [`CheckMode`] promises (by default, at least as new as
+    /// reloader's [`CheckMode`](super::CheckMode) promises (by default, at least as new as
     /// every update whose bump completed before this call), reloading if
     /// needed. Never fails: when the backend or the loader misbehaves, or
     /// the reload outlasts the wait bound, it returns the last good
@@ -194,7 +159,7 @@ impl<S: Send + Sync + 'static> Reloader<S> {
     /// they were loaded at without a read: the path of a check that costs
     /// no round trip.
     fn vouched_current(&self) -> Option<Snapshot<S>> {
-        let shared = &self.shared;
+        let shared = &self.core;
         let g = self.vouched()?;
         if shared.sync.sync_gen() != Some(g) {
             return None;
@@ -209,11 +174,8 @@ impl<S: Send + Sync + 'static> Reloader<S> {
     /// settings in service, at once and without a read, so an outage costs
     /// one read (and one waiting check) per interval, not one per request.
     fn unread_in_outage(&self) -> Option<Snapshot<S>> {
-        let shared = &self.shared;
-        let CheckMode::Interval(every) = shared.config.mode else {
-            return None;
-        };
-        if !shared.reads.down(every) {
+        let shared = &self.core;
+        if !shared.config.mode.answers_unread(&shared.reads) {
             return None;
         }
         let stopwatch = Stopwatch::start();
@@ -224,7 +186,7 @@ impl<S: Send + Sync + 'static> Reloader<S> {
     /// The last good settings, as a check that found them expired and
     /// could not reload answers.
     fn serve_stale(&self, stopwatch: Stopwatch) -> Snapshot<S> {
-        let counters = &self.shared.counters;
+        let counters = &self.core.counters;
         counters.expired.add();
         counters.stale_served.add();
         let current = self.current();
@@ -241,7 +203,7 @@ impl<S: Send + Sync + 'static> Reloader<S> {
             // generation is still the one recorded.
             current.stamp(g);
         }
-        self.shared.counters.served(stopwatch, &current);
+        self.core.counters.served(stopwatch, &current);
         current
     }
 
@@ -249,26 +211,12 @@ impl<S: Send + Sync + 'static> Reloader<S> {
     /// read: pushed (and heard from within the heartbeat bound), or read
     /// within the interval.
     fn vouched(&self) -> Option<Generation> {
-        let shared = &self.shared;
-        match shared.config.mode {
-            CheckMode::Strict => None,
-            CheckMode::Push => {
-                if shared.tracking.get().is_none() {
-                    self.start_tracking();
-                }
-                match shared.sync.vouched() {
-                    Some(Stored::Value(g)) => Some(g),
-                    _ => None,
-                }
-            }
-            CheckMode::Interval(every) => {
-                let read = shared.reads.last()?;
-                match read.observed {
-                    Observed::Value(g) if read.began.elapsed() < every => Some(g),
-                    _ => None,
-                }
-            }
+        let shared = &self.core;
+        let mode = shared.config.mode;
+        if mode.pushes() && shared.tracking.get().is_none() {
+            self.start_tracking();
         }
+        mode.vouched(&*shared.sync, &shared.reads)
     }
 
     /// Starts push tracking, once, and a task that checks whenever what it
@@ -279,14 +227,14 @@ impl<S: Send + Sync + 'static> Reloader<S> {
             // Nothing could run the tracking here; a check in a runtime will.
             return;
         }
-        let shared = &self.shared;
+        let shared = &self.core;
         shared.tracking.get_or_init(|| {
             let Some(tracker) = shared.sync.track() else {
                 tracing::info!(key = %shared.sync.key(), "gensync push mode: this backend cannot push changes; checking the key on every request (strict)");
                 return;
             };
             let changes = tracker.notifier();
-            let weak = Arc::downgrade(&self.shared);
+            let weak = Arc::downgrade(&self.core);
             tokio::spawn(async move {
                 loop {
                     // Armed before the reloader is let go, so the wake-up
@@ -303,8 +251,8 @@ impl<S: Send + Sync + 'static> Reloader<S> {
                         // themselves (and a load that writes the key cannot
                         // wake this task into a loop), and the tracker's
                         // next read wakes it again.
-                        Some(shared) if shared.sync.vouched().is_some() => {
-                            let _ = Reloader { shared }.check().await;
+                        Some(core) if core.sync.vouched().is_some() => {
+                            let _ = Reloader { core }.check().await;
                         }
                         Some(_) => {}
                         None => return,
@@ -316,21 +264,23 @@ impl<S: Send + Sync + 'static> Reloader<S> {
     }
 
     async fn checked(self) -> Snapshot<S> {
-        let shared = &self.shared;
+        let shared = &self.core;
         let stopwatch = Stopwatch::start();
         let began = shared.flight.began();
         let counters = &shared.counters;
         counters.checks.add();
-        let observed = match (self.vouched(), shared.config.mode) {
-            (Some(g), _) => Observed::Value(g),
-            (None, CheckMode::Interval(every)) => {
-                match shared.reads.within(&shared.sync, every).await {
-                    Some(observed) => observed,
-                    // The interval's read failed: nothing to wait for.
-                    None => return self.serve_stale(stopwatch),
-                }
-            }
-            (None, _) => shared.reads.next(&shared.sync).await,
+        let observed = match self.vouched() {
+            Some(g) => Observed::Value(g),
+            None => match shared
+                .config
+                .mode
+                .observe(&shared.sync, &shared.reads)
+                .await
+            {
+                Some(observed) => observed,
+                // The interval's read failed: nothing to wait for.
+                None => return self.serve_stale(stopwatch),
+            },
         };
         // The local generation now, not when the read was sent: a load may
         // have recorded the observed one meanwhile.
@@ -351,7 +301,7 @@ impl<S: Send + Sync + 'static> Reloader<S> {
             if check.shared == Observed::Unavailable {
                 counters.backend_errors.add();
             }
-            match self.catch_up(check, began, false).await {
+            match shared.catch_up(check, began, false).await {
                 Ok(snapshot) => snapshot,
                 Err(stale) => {
                     counters.stale_served.add();
@@ -367,8 +317,8 @@ impl<S: Send + Sync + 'static> Reloader<S> {
     /// the backoff, and waits for that load (bounded by the load timeout).
     /// For start-up and tests.
     pub async fn reload_now(&self) -> Result<Snapshot<S>, Snapshot<S>> {
-        let began = self.shared.flight.began();
-        let check = self.shared.sync.check().await;
-        self.catch_up(check, began, true).await
+        let began = self.core.flight.began();
+        let check = self.core.sync.check().await;
+        self.core.catch_up(check, began, true).await
     }
 }

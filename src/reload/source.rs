@@ -7,8 +7,7 @@ use async_trait::async_trait;
 
 use crate::fence::Fence;
 
-/// The error a loader or saver returns: anything that can be displayed.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub use crate::synchronizer::{BoxError, StaleFence};
 
 /// Loads the settings from their source of truth (a file, a database).
 ///
@@ -126,18 +125,6 @@ where
     async fn save(&self, settings: &S, fence: Fence) -> Result<(), BoxError> {
         (self.0)(settings, fence).await.map_err(Into::into)
     }
-}
-
-/// A store's refusal of a save whose fencing token is smaller than one it
-/// accepted: a newer writer saved first, and this writer's lease had
-/// lapsed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("refused a save with fencing token {offered}: the store already took token {accepted} from a newer writer")]
-pub struct StaleFence {
-    /// The token this save came with.
-    pub offered: Fence,
-    /// The greatest token the store accepted.
-    pub accepted: Fence,
 }
 
 /// Wraps a blocking function (reading a file, querying with a blocking

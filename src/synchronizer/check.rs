@@ -6,6 +6,7 @@ use crate::generation::Generation;
 
 /// What the shared store held when a check read it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Observed {
     /// A valid generation.
     Value(Generation),

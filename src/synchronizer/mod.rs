@@ -8,6 +8,9 @@
 //! - `parent.rs`: a parent generation read with the key, and the tracker
 //!   a set member's reads feed;
 //! - `writers.rs`: the writers' lock and intent ([`WriterLock`]);
+//! - `lease.rs`: a lease as the writer holding it sees it;
+//! - `writer.rs`: the writers' protocol over that lock, which every
+//!   reloader writes through; `publish_error.rs`: what a failed write says;
 //! - `blocking.rs`: [`BlockingSynchronizer`], for code with no runtime.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,11 +26,16 @@ use crate::key::Key;
 
 mod blocking;
 mod check;
+mod lease;
 mod parent;
+mod publish_error;
+mod writer;
 mod writers;
 
 pub use self::blocking::BlockingSynchronizer;
 pub use self::check::{Check, Observed};
+pub use self::publish_error::{BoxError, PublishError, StaleFence};
+pub(crate) use self::writer::{WriteSettings, Writer};
 pub use self::writers::WriterLock;
 
 /// How long a generation key lives without a bump: one year. When it

@@ -225,7 +225,7 @@ async fn primary_killed(mode: CheckMode, redis: Deployment) -> Result<Row, Strin
              {replica} holds {on_replica:?}, not {bumped}"
         )
     })?;
-    if t.opts().mode == CheckMode::Push {
+    if t.opts().mode.pushes() {
         // Tracking went with the primary: no instance vouches past the
         // heartbeat bound. Once it stopped, the sampler's watch ends (an
         // instance may then vouch again, on the promoted replica), and

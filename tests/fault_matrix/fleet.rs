@@ -303,14 +303,12 @@ impl Options {
     }
 
     /// How long after an update's publish (or bump) returned a request may
-    /// still be served older settings, uncounted: none in strict mode; in
-    /// push mode, the heartbeat bound (the last answered heartbeat may have
-    /// been sent up to two heartbeats before the request).
+    /// still be served older settings, uncounted: what the mode promises
+    /// (none in strict mode; in push mode, the heartbeat bound: the last
+    /// answered heartbeat may have been sent up to two heartbeats before
+    /// the request).
     pub fn freshness_grace(&self) -> Duration {
-        match self.mode {
-            CheckMode::Push => HEARTBEAT * 2,
-            _ => Duration::ZERO,
-        }
+        self.mode.lag(HEARTBEAT)
     }
 
     pub fn latency_bound(&self) -> Duration {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
-use gensync::reload::{CheckMode, ReloadMetrics};
+use gensync::reload::ReloadMetrics;
 use gensync::testing::RedisServer;
 use gensync::Observed;
 use tokio::task::{JoinHandle, JoinSet};
@@ -190,7 +190,7 @@ impl KeyedTrial {
         self.converge(Instant::now(), HEALTHY_WITHIN)
             .await
             .map_err(|e| format!("while healthy: {e}"))?;
-        if self.opts.mode == CheckMode::Push {
+        if self.opts.mode.pushes() {
             self.all_vouching().await?;
         }
         let cost = self.quiet().await?;

@@ -97,7 +97,7 @@ impl Trial {
                 })
             })
             .collect();
-        let push = (opts.mode == CheckMode::Push).then(|| fleet.reloaders());
+        let push = opts.mode.pushes().then(|| fleet.reloaders());
         workers.push(tokio::spawn(sample_in_flight(Arc::clone(&traffic), push)));
         let trial = Trial {
             fleet,
@@ -136,7 +136,7 @@ impl Trial {
     }
 
     fn push(&self) -> bool {
-        self.opts.mode == CheckMode::Push
+        self.opts.mode.pushes()
     }
 
     pub fn note(&mut self, note: String) {

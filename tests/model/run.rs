@@ -79,9 +79,9 @@ impl Probe {
     /// every version published before the check began, interval every
     /// version published an interval before.
     fn promised(&self) -> u64 {
-        match self.mode {
-            CheckMode::Strict | CheckMode::Push => self.world.published(),
-            CheckMode::Interval(every) => Instant::now()
+        match self.mode.interval() {
+            None => self.world.published(),
+            Some(every) => Instant::now()
                 .checked_sub(every)
                 .map_or(0, |at| self.world.published_at(at)),
         }

@@ -437,7 +437,8 @@ fn get(sync: &Sync) -> ExitCode {
     match observe(sync) {
         Ok(Stored::Value(generation)) => print(generation),
         Ok(Stored::Missing) => fail(NO_GENERATION, format!("no generation at {}", sync.key())),
-        Ok(Stored::Corrupt) => fail(
+        // Corrupt (or a state this binary does not know: no generation).
+        Ok(_) => fail(
             NO_GENERATION,
             format!(
                 "the value at {} is not a generation; `gensync bump` replaces it",

@@ -73,8 +73,9 @@ pub(crate) fn run_sync(sync: &Sync, options: SyncOptions<'_>, command: &[OsStrin
     // The reload fence: what to record is fixed now, before CMD runs.
     let fence = match reply {
         Ok(Stored::Value(generation)) => Ok(generation),
-        // Create (or repair) the key, so the next run has a value to match.
-        Ok(Stored::Missing | Stored::Corrupt) => sync.fetch_or_create(),
+        // Missing or corrupt (no generation, whatever the state): create
+        // (or repair) the key, so the next run has a value to match.
+        Ok(_) => sync.fetch_or_create(),
         Err(e) => Err(e),
     };
     if let Err(e) = &fence {

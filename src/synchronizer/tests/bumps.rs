@@ -1,5 +1,6 @@
-//! The synchronizer's writes against a scripted backend: bumps and their
-//! repairs, clear, and the time to live every write carries.
+//! The synchronizer's bumps against a scripted backend: bumps and their
+//! repairs, clear (a bump's opposite), and the time to live every write
+//! carries.
 
 use std::sync::{Arc, Mutex};
 

@@ -1,6 +1,6 @@
 //! The synchronizer's rules, against a scripted backend: checks, creation
-//! and reads here; bumps and the other writes in `tests/writes.rs`, which
-//! shares the script helpers below.
+//! and reads here; bumps, clear and the time to live writes carry in
+//! `bumps.rs`, which shares the script helpers below.
 
 use std::sync::{Arc, Mutex};
 
@@ -9,7 +9,7 @@ use mockall::Sequence;
 use super::*;
 use crate::backend::MockBackend;
 
-mod writes;
+mod bumps;
 
 fn key() -> Key {
     Key::new(["unit", "settings"]).unwrap()

@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::WriterLock;
 use crate::fence::Fence;
 use crate::generation::Generation;
-use crate::synchronizer::WriterLock;
+use crate::unpoisoned;
 
 /// A writers' lease this process holds, as far as it knows.
 pub(super) struct Lease {
@@ -45,8 +46,7 @@ impl Lease {
 
     /// Whether this process still holds the lease.
     pub(super) fn holds(&self) -> bool {
-        !self.lost.load(Ordering::SeqCst)
-            && Instant::now() < *self.valid_until.lock().unwrap_or_else(|e| e.into_inner())
+        !self.lost.load(Ordering::SeqCst) && Instant::now() < *unpoisoned::lock(&self.valid_until)
     }
 
     /// Whether the backend reached another server since the lease was last
@@ -71,7 +71,7 @@ impl Lease {
                 {
                     return;
                 }
-                *self.valid_until.lock().unwrap_or_else(|e| e.into_inner()) = sent + ttl;
+                *unpoisoned::lock(&self.valid_until) = sent + ttl;
                 self.epoch.store(epoch, Ordering::SeqCst);
             }
             Ok(false) => self.lost.store(true, Ordering::SeqCst),

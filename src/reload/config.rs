@@ -1,0 +1,95 @@
+//! The settings both builders share: a reloader's bounds, pacing and check
+//! mode. [`ReloaderBuilder`](super::ReloaderBuilder) and
+//! [`KeyedReloaderBuilder`](crate::keyed::KeyedReloaderBuilder) hold one
+//! and forward their setters to it, so a bound is added in one place.
+
+use std::time::Duration;
+
+use super::backoff::Backoff;
+use super::mode::CheckMode;
+use crate::error::Error;
+use crate::synchronizer::WriteSettings;
+
+/// Bounds and pacing of a [`Reloader`](super::Reloader), set through its
+/// builder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Config {
+    pub(crate) max_wait: Duration,
+    pub(crate) load_timeout: Duration,
+    pub(crate) backoff_initial: Duration,
+    pub(crate) backoff_max: Duration,
+    pub(crate) write: WriteSettings,
+    pub(crate) mode: CheckMode,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_wait: Duration::from_secs(1),
+            load_timeout: Duration::from_secs(10),
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(30),
+            write: WriteSettings::default(),
+            mode: CheckMode::default(),
+        }
+    }
+}
+
+impl Config {
+    /// See `ReloaderBuilder::max_wait`.
+    pub(crate) fn set_max_wait(&mut self, bound: Duration) {
+        self.max_wait = bound;
+    }
+
+    /// See `ReloaderBuilder::mode`.
+    pub(crate) fn set_mode(&mut self, mode: CheckMode) {
+        self.mode = mode;
+    }
+
+    /// See `ReloaderBuilder::load_timeout`.
+    pub(crate) fn set_load_timeout(&mut self, bound: Duration) {
+        self.load_timeout = bound;
+    }
+
+    /// See `ReloaderBuilder::backoff`.
+    pub(crate) fn set_backoff(&mut self, initial: Duration, max: Duration) {
+        self.backoff_initial = initial;
+        self.backoff_max = max;
+    }
+
+    /// See `ReloaderBuilder::write_lock`.
+    pub(crate) fn set_write_lock(&mut self, ttl: Duration, tries: u32) {
+        self.write.lock_ttl = ttl;
+        self.write.lock_tries = tries;
+    }
+
+    /// See `ReloaderBuilder::write_timeout`.
+    pub(crate) fn set_write_timeout(&mut self, bound: Duration) {
+        self.write.write_timeout = bound;
+    }
+
+    /// The backoff after a first failed load.
+    pub(crate) fn backoff(&self) -> Backoff {
+        Backoff::new(self.backoff_initial)
+    }
+
+    /// Refuses bounds no reloader could keep, saying which.
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        let positive = [
+            ("max_wait", self.max_wait),
+            ("load_timeout", self.load_timeout),
+            ("backoff initial", self.backoff_initial),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, d)| d.is_zero()) {
+            return Err(Error::Config(format!("{name} must be greater than zero")));
+        }
+        self.mode.validate()?;
+        if self.backoff_max < self.backoff_initial {
+            return Err(Error::Config(format!(
+                "the backoff maximum ({:?}) is below its initial pause ({:?})",
+                self.backoff_max, self.backoff_initial
+            )));
+        }
+        self.write.validate()
+    }
+}
