@@ -387,3 +387,55 @@ where
             .as_ref()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::backend::MemoryBackend;
+
+    /// Tells when the loader's future is dropped: it ran to its end, or
+    /// its task was aborted.
+    struct Dropped(Arc<Notify>);
+
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.notify_one();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_first_load_that_timed_out_is_aborted() {
+        let dropped = Arc::new(Notify::new());
+        let seen = Arc::clone(&dropped);
+        let keyed = KeyedReloader::builder(
+            MemoryBackend::new(),
+            Key::new(["tenants"]).unwrap(),
+            |tenant: &u32| tenant.to_string(),
+            move |_tenant: u32| {
+                let guard = Dropped(Arc::clone(&seen));
+                async move {
+                    let _guard = guard;
+                    std::future::pending::<Result<u32, Infallible>>().await
+                }
+            },
+        )
+        .load_timeout(Duration::from_millis(20))
+        .build()
+        .unwrap();
+        let err = keyed.check(&1).await.unwrap_err();
+        assert!(
+            matches!(&err, KeyedError::Unavailable { reason, .. } if reason.contains("did not finish within")),
+            "{err}"
+        );
+        // A hung loader left running would hold its connection (and its
+        // task) for ever; aborted, its future is dropped. The bound only
+        // ends a failing run.
+        tokio::time::timeout(Duration::from_secs(5), dropped.notified())
+            .await
+            .expect("the loader that timed out was left running, not aborted");
+    }
+}

@@ -273,6 +273,47 @@ mod tests {
         );
     }
 
+    /// Its place in the enum: an exhaustive match, so a new mode fails to
+    /// compile here until it is listed, and the test below then asks
+    /// [`CheckMode::all`] to hold it.
+    fn place(mode: CheckMode) -> usize {
+        match mode {
+            CheckMode::Strict => 0,
+            CheckMode::Push => 1,
+            CheckMode::Interval(_) => 2,
+        }
+    }
+
+    #[test]
+    fn every_mode_is_listed_once_with_its_name_and_promise() {
+        let every = Duration::from_millis(250);
+        let all = CheckMode::all(every);
+        let mut places: Vec<usize> = all.iter().copied().map(place).collect();
+        places.sort_unstable();
+        assert_eq!(
+            places,
+            (0..=place(CheckMode::Interval(every))).collect::<Vec<_>>()
+        );
+        let mut names: Vec<&str> = all.iter().map(CheckMode::name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), all.len(), "{names:?}");
+        for mode in all {
+            assert_eq!(mode.to_string().parse::<CheckMode>(), Ok(mode));
+            assert!(mode.to_string().starts_with(mode.name()), "{mode}");
+            assert!(mode.validate().is_ok(), "{mode}");
+            assert!(!mode.without_push().pushes(), "{mode}");
+        }
+        let heartbeat = Duration::from_millis(200);
+        assert_eq!(CheckMode::Strict.lag(heartbeat), Duration::ZERO);
+        assert_eq!(CheckMode::Push.lag(heartbeat), heartbeat * 2);
+        assert_eq!(CheckMode::Interval(every).lag(heartbeat), every);
+        assert_eq!(CheckMode::Interval(every).interval(), Some(every));
+        assert_eq!(CheckMode::Push.interval(), None);
+        assert!(CheckMode::Push.pushes() && !CheckMode::Strict.pushes());
+        assert!(CheckMode::Interval(Duration::ZERO).validate().is_err());
+    }
+
     #[test]
     fn bad_modes_say_what_to_write() {
         for bad in [
