@@ -320,3 +320,103 @@ impl Flight {
         unpoisoned::lock(&self.state)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(initial: u64, max: u64) -> Config {
+        let mut config = Config::default();
+        config.set_backoff(Duration::from_millis(initial), Duration::from_millis(max));
+        config
+    }
+
+    fn starts(step: Step) -> bool {
+        matches!(step, Step::Start { .. })
+    }
+
+    fn joins(step: &Step) -> Option<bool> {
+        match step {
+            Step::Wait { joinable, .. } => Some(*joinable),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn failed_loads_back_off_doubling_to_the_cap_and_a_recorded_one_recovers() {
+        let config = config(100, 300);
+        let flight = Flight::new(&config);
+        let ms = Duration::from_millis;
+        let mut pauses = Vec::new();
+        for loads in 1..=3 {
+            let began = flight.began();
+            // The first load starts; the retries are forced past the backoff.
+            assert!(starts(flight.step(began, None, loads > 1, || None)));
+            match flight.finish(&Outcome::Failed("down".into()), &config) {
+                Report::Trouble {
+                    trouble: Trouble::Loader,
+                    loads: n,
+                    pause,
+                } if n == loads => pauses.push(pause),
+                other => panic!("load {loads}: {other:?}"),
+            }
+            // A check meanwhile is held back by the backoff, even with a
+            // generation to load: the loader is what failed.
+            let g = Some(Generation::fresh());
+            assert!(matches!(
+                flight.step(flight.began(), g, false, || None),
+                Step::Stale
+            ));
+        }
+        assert_eq!(pauses, [ms(100), ms(200), ms(300)]);
+        assert!(starts(flight.step(flight.began(), None, true, || None)));
+        assert_eq!(
+            flight.finish(&Outcome::Recorded, &config),
+            Report::Recovered {
+                trouble: Trouble::Loader,
+                loads: 3
+            }
+        );
+        assert!(starts(flight.step(flight.began(), None, false, || None)));
+        assert_eq!(flight.finish(&Outcome::Recorded, &config), Report::Quiet);
+    }
+
+    #[test]
+    fn a_check_joins_only_a_load_that_read_the_source_after_it_began() {
+        let config = config(100, 300);
+        let flight = Flight::new(&config);
+        let (seen, other) = (Some(Generation::fresh()), Some(Generation::fresh()));
+        let first = flight.began();
+        assert!(starts(flight.step(first, seen, false, || None)));
+        // Numbered when started: a check that began with it joins.
+        assert_eq!(
+            joins(&flight.step(first, other, false, || None)),
+            Some(true)
+        );
+        let seq = flight.reading(seen);
+        // A check that began after the loader read the source waits it
+        // out, unless it saw the very generation the load records.
+        let late = flight.began();
+        assert!(late > seq);
+        assert_eq!(
+            joins(&flight.step(late, other, false, || None)),
+            Some(false)
+        );
+        assert_eq!(joins(&flight.step(late, seen, false, || None)), Some(true));
+        flight.loaded(seq);
+        assert!(matches!(
+            flight.finish(&Outcome::Recorded, &config),
+            Report::Quiet
+        ));
+        // Served by that load: began before it read the source.
+        assert!(matches!(
+            flight.step(first, other, false, || None),
+            Step::Served
+        ));
+        // Caught up by what is recorded: the generation it saw.
+        assert!(matches!(
+            flight.step(late, seen, false, || seen),
+            Step::Served
+        ));
+    }
+}

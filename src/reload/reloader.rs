@@ -76,14 +76,14 @@ impl<S> Clone for Reloader<S> {
 
 impl<S> fmt::Debug for Reloader<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let shared = &*self.core;
+        let core = &*self.core;
         f.debug_struct("Reloader")
-            .field("key", shared.sync.key())
-            .field("recorded", &shared.sync.sync_gen())
+            .field("key", core.sync.key())
+            .field("recorded", &core.sync.sync_gen())
             .field("serving", &self.current().generation())
-            .field("saver", &shared.writes.is_some())
-            .field("config", &shared.config)
-            .field("metrics", &shared.counters.snapshot())
+            .field("saver", &core.writes.is_some())
+            .field("config", &core.config)
+            .field("metrics", &core.counters.snapshot())
             .finish_non_exhaustive()
     }
 }
@@ -159,14 +159,14 @@ impl<S: Send + Sync + 'static> Reloader<S> {
     /// they were loaded at without a read: the path of a check that costs
     /// no round trip.
     fn vouched_current(&self) -> Option<Snapshot<S>> {
-        let shared = &self.core;
+        let core = &self.core;
         let g = self.vouched()?;
-        if shared.sync.sync_gen() != Some(g) {
+        if core.sync.sync_gen() != Some(g) {
             return None;
         }
         let stopwatch = Stopwatch::start();
-        shared.counters.checks.add();
-        shared.flight.answered(shared.flight.began());
+        core.counters.checks.add();
+        core.flight.answered(core.flight.began());
         Some(self.serve_current(g, stopwatch))
     }
 
@@ -174,12 +174,12 @@ impl<S: Send + Sync + 'static> Reloader<S> {
     /// settings in service, at once and without a read, so an outage costs
     /// one read (and one waiting check) per interval, not one per request.
     fn unread_in_outage(&self) -> Option<Snapshot<S>> {
-        let shared = &self.core;
-        if !shared.config.mode.answers_unread(&shared.reads) {
+        let core = &self.core;
+        if !core.config.mode.answers_unread(&core.reads) {
             return None;
         }
         let stopwatch = Stopwatch::start();
-        shared.counters.checks.add();
+        core.counters.checks.add();
         Some(self.serve_stale(stopwatch))
     }
 
@@ -211,12 +211,12 @@ impl<S: Send + Sync + 'static> Reloader<S> {
     /// read: pushed (and heard from within the heartbeat bound), or read
     /// within the interval.
     fn vouched(&self) -> Option<Generation> {
-        let shared = &self.core;
-        let mode = shared.config.mode;
-        if mode.pushes() && shared.tracking.get().is_none() {
+        let core = &self.core;
+        let mode = core.config.mode;
+        if mode.pushes() && core.tracking.get().is_none() {
             self.start_tracking();
         }
-        mode.vouched(&*shared.sync, &shared.reads)
+        mode.vouched(&*core.sync, &core.reads)
     }
 
     /// Starts push tracking, once, and a task that checks whenever what it
@@ -227,10 +227,10 @@ impl<S: Send + Sync + 'static> Reloader<S> {
             // Nothing could run the tracking here; a check in a runtime will.
             return;
         }
-        let shared = &self.core;
-        shared.tracking.get_or_init(|| {
-            let Some(tracker) = shared.sync.track() else {
-                tracing::info!(key = %shared.sync.key(), "gensync push mode: this backend cannot push changes; checking the key on every request (strict)");
+        let core = &self.core;
+        core.tracking.get_or_init(|| {
+            let Some(tracker) = core.sync.track() else {
+                tracing::info!(key = %core.sync.key(), "gensync push mode: this backend cannot push changes; checking the key on every request (strict)");
                 return;
             };
             let changes = tracker.notifier();
@@ -264,19 +264,14 @@ impl<S: Send + Sync + 'static> Reloader<S> {
     }
 
     async fn checked(self) -> Snapshot<S> {
-        let shared = &self.core;
+        let core = &self.core;
         let stopwatch = Stopwatch::start();
-        let began = shared.flight.began();
-        let counters = &shared.counters;
+        let began = core.flight.began();
+        let counters = &core.counters;
         counters.checks.add();
         let observed = match self.vouched() {
             Some(g) => Observed::Value(g),
-            None => match shared
-                .config
-                .mode
-                .observe(&shared.sync, &shared.reads)
-                .await
-            {
+            None => match core.config.mode.observe(&core.sync, &core.reads).await {
                 Some(observed) => observed,
                 // The interval's read failed: nothing to wait for.
                 None => return self.serve_stale(stopwatch),
@@ -285,11 +280,11 @@ impl<S: Send + Sync + 'static> Reloader<S> {
         // The local generation now, not when the read was sent: a load may
         // have recorded the observed one meanwhile.
         let check = Check {
-            local: shared.sync.sync_gen(),
+            local: core.sync.sync_gen(),
             shared: observed,
         };
         if let Some(g) = check.observed() {
-            shared.flight.answered(began);
+            core.flight.answered(began);
             if !check.is_expired() {
                 return self.serve_current(g, stopwatch);
             }
@@ -301,7 +296,7 @@ impl<S: Send + Sync + 'static> Reloader<S> {
             if check.shared == Observed::Unavailable {
                 counters.backend_errors.add();
             }
-            match shared.catch_up(check, began, false).await {
+            match core.catch_up(check, began, false).await {
                 Ok(snapshot) => snapshot,
                 Err(stale) => {
                     counters.stale_served.add();
