@@ -7,11 +7,8 @@ use std::time::Duration;
 
 use super::config::Config;
 use super::core::{Core, Writes};
-use super::flight::Flight;
-use super::listeners::Listeners;
 use super::metrics::Counters;
 use super::mode::CheckMode;
-use super::reads::Reads;
 use super::reloader::Reloader;
 use super::snapshot::Snapshot;
 use super::source::{SettingsLoader, SettingsSaver};
@@ -29,9 +26,9 @@ use crate::synchronizer::{GenerationSynchronizer, Writer, WriterLock};
 pub struct ReloaderBuilder<S, G> {
     sync: Arc<G>,
     loader: Arc<dyn SettingsLoader<S>>,
-    saver: Option<Arc<dyn SettingsSaver<S>>>,
-    /// The writers' lock the saver writes under (the synchronizer's).
-    lock: Option<Arc<dyn WriterLock>>,
+    /// The saver, and the writers' lock it writes under (the
+    /// synchronizer's).
+    saver: Option<(Arc<dyn SettingsSaver<S>>, Arc<dyn WriterLock>)>,
     config: Config,
     /// Counters shared with other reloaders (a keyed reloader's keys), or
     /// this reloader's own.
@@ -58,7 +55,6 @@ impl<S: Send + Sync + 'static> Reloader<S> {
             sync: Arc::new(sync),
             loader: Arc::new(loader),
             saver: None,
-            lock: None,
             config: Config::default(),
             counters: None,
         }
@@ -142,27 +138,15 @@ where
         self.config.validate()?;
         let first = Snapshot::new(initial, generation);
         let sync: Arc<dyn GenerationSynchronizer> = self.sync;
-        let writes = match (self.saver, self.lock) {
-            (Some(saver), Some(lock)) => Some(Writes {
-                writer: Arc::new(Writer::new(lock, sync.key().clone(), self.config.write)),
-                saver,
-            }),
-            _ => None,
-        };
-        Ok(Reloader::from_core(Core {
-            counters: self
-                .counters
-                .unwrap_or_else(|| Arc::new(Counters::new(sync.key()))),
-            flight: Flight::new(&self.config),
-            listeners: Listeners::new(first.clone()),
-            sync,
-            loader: self.loader,
-            writes,
-            config: self.config,
-            current: arc_swap::ArcSwap::new(Arc::clone(first.as_arc())),
-            reads: Arc::new(Reads::new()),
-            tracking: std::sync::OnceLock::new(),
-        }))
+        let writes = self.saver.map(|(saver, lock)| Writes {
+            writer: Arc::new(Writer::new(lock, sync.key().clone(), self.config.write)),
+            saver,
+        });
+        let counters = self
+            .counters
+            .unwrap_or_else(|| Arc::new(Counters::new(sync.key())));
+        let core = Core::new(sync, self.loader, writes, self.config, counters, first);
+        Ok(Reloader::from_core(core))
     }
 }
 
@@ -175,8 +159,7 @@ where
     /// under the synchronizer's writers' lock.
     pub fn saver(mut self, saver: impl SettingsSaver<S>) -> Self {
         let lock: Arc<dyn WriterLock> = self.sync.clone();
-        self.saver = Some(Arc::new(saver));
-        self.lock = Some(lock);
+        self.saver = Some((Arc::new(saver), lock));
         self
     }
 }

@@ -40,6 +40,29 @@ pub(super) struct Writes<S> {
 }
 
 impl<S> Core<S> {
+    /// The core of a reloader serving `first` until its first load.
+    pub(super) fn new(
+        sync: Arc<dyn GenerationSynchronizer>,
+        loader: Arc<dyn SettingsLoader<S>>,
+        writes: Option<Writes<S>>,
+        config: Config,
+        counters: Arc<Counters>,
+        first: Snapshot<S>,
+    ) -> Self {
+        Core {
+            flight: Flight::new(&config),
+            listeners: Listeners::new(first.clone()),
+            current: ArcSwap::new(Arc::clone(first.as_arc())),
+            reads: Arc::new(Reads::new()),
+            tracking: OnceLock::new(),
+            sync,
+            loader,
+            writes,
+            config,
+            counters,
+        }
+    }
+
     /// The settings in service now.
     pub(super) fn current(&self) -> Snapshot<S> {
         Snapshot::from_arc(self.current.load_full())
