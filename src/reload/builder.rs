@@ -26,13 +26,17 @@ use crate::synchronizer::{GenerationSynchronizer, Writer, WriterLock};
 pub struct ReloaderBuilder<S, G> {
     sync: Arc<G>,
     loader: Arc<dyn SettingsLoader<S>>,
-    /// The saver, and the writers' lock it writes under (the
-    /// synchronizer's).
-    saver: Option<(Arc<dyn SettingsSaver<S>>, Arc<dyn WriterLock>)>,
+    saver: Option<Saving<S>>,
     config: Config,
     /// Counters shared with other reloaders (a keyed reloader's keys), or
     /// this reloader's own.
     counters: Option<Arc<Counters>>,
+}
+
+/// A saver, and the writers' lock it writes under (the synchronizer's).
+struct Saving<S> {
+    saver: Arc<dyn SettingsSaver<S>>,
+    lock: Arc<dyn WriterLock>,
 }
 
 impl<S, G: GenerationSynchronizer> fmt::Debug for ReloaderBuilder<S, G> {
@@ -138,7 +142,7 @@ where
         self.config.validate()?;
         let first = Snapshot::new(initial, generation);
         let sync: Arc<dyn GenerationSynchronizer> = self.sync;
-        let writes = self.saver.map(|(saver, lock)| Writes {
+        let writes = self.saver.map(|Saving { saver, lock }| Writes {
             writer: Arc::new(Writer::new(lock, sync.key().clone(), self.config.write)),
             saver,
         });
@@ -159,7 +163,10 @@ where
     /// under the synchronizer's writers' lock.
     pub fn saver(mut self, saver: impl SettingsSaver<S>) -> Self {
         let lock: Arc<dyn WriterLock> = self.sync.clone();
-        self.saver = Some((Arc::new(saver), lock));
+        self.saver = Some(Saving {
+            saver: Arc::new(saver),
+            lock,
+        });
         self
     }
 }
