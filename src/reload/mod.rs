@@ -89,7 +89,7 @@ pub(crate) use self::config::Config;
 pub use self::future::{CheckFuture, ResponseFuture};
 pub use self::layer::{SettingsReload, SettingsReloadLayer};
 pub use self::listeners::ListenerId;
-pub(crate) use self::load::load_within;
+pub(crate) use self::load::{load_within, LoadFailure};
 pub(crate) use self::metrics::Counters;
 pub use self::metrics::ReloadMetrics;
 pub use self::mode::{CheckMode, ParseCheckModeError};

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::load::load_within;
+use super::load::{load_within, LoadFailure};
 use super::reloader::Reloader;
 use crate::generation::Generation;
 use crate::synchronizer::PublishError;
@@ -41,7 +41,11 @@ impl<S: Send + Sync + 'static> Reloader<S> {
         self.write(move || async move {
             let current = load_within(timeout, async move { loader.load().await })
                 .await
-                .map_err(|e| PublishError::Load(e.to_string().into()))?;
+                .map_err(|failure| match failure {
+                    // The loader's own error, kept as the source.
+                    LoadFailure::Failed(e) => PublishError::Load(e),
+                    other => PublishError::Load(other.to_string().into()),
+                })?;
             Ok(change(&current))
         })
         .await
