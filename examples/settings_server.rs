@@ -100,19 +100,23 @@
 //! ```sh
 //! curl -s -X PUT localhost:8082/tenants/acme/settings \
 //!     -H "authorization: Bearer $SETTINGS_WRITE_TOKEN" -d '{"theme": "dark"}'
-//! curl -s localhost:8083/tenants/acme/settings
-//! # Tenant files edited by hand: reload one tenant, or all of them.
-//! gensync --member acme bump example:settings:tenants
-//! gensync bump example:settings:tenants
-//! gensync --member acme get example:settings:tenants   # acme's generation
+//! curl -s localhost:8083/tenants/acme/settings   # {"generation":...,"settings":{"theme":"dark"}}
 //! ```
 //!
-//! The set key is `example:settings:tenants` with the default `--key`. The
-//! `gensync` command reaches the instances through Redis, so they must run
-//! on Redis (on the in-memory backend no other process can reach an
-//! instance: stop it first and start it with `--redis`), and the command
-//! must be installed: `cargo install --path . --features cli` puts it in
-//! `~/.cargo/bin`.
+//! After editing tenant files by hand, tell every instance with the
+//! `gensync` command, through the set key (`example:settings:tenants` with
+//! the default `--key`). It reaches the instances through Redis, so they
+//! must run on Redis, as above (on the in-memory backend no other process
+//! can reach an instance: stop it first and start it with `--redis`), and
+//! the command must be installed:
+//!
+//! ```sh
+//! cargo install --path . --features cli   # the gensync command, into ~/.cargo/bin
+//! export GENSYNC_URL=redis://127.0.0.1:6379
+//! gensync --member acme bump example:settings:tenants   # reloads tenant acme
+//! gensync bump example:settings:tenants                 # reloads every tenant
+//! gensync --member acme get example:settings:tenants    # acme's generation
+//! ```
 //!
 //! # Secure by default
 //!
