@@ -61,7 +61,9 @@
 //! `REDIS_URL`), for a `rediss://` URL `--tls-ca FILE` (a private CA,
 //! trusted beside the system's roots) and `--tls-cert FILE --tls-key FILE`
 //! (a client certificate), `--key KEY` (default `example:settings`, stored as
-//! `gensync:example:settings`), `--write-token-file FILE` (or
+//! `gensync:example:settings`), `--mode MODE` (`strict`, the default,
+//! `push` or `interval=DURATION` such as `interval=250ms`: the README's
+//! check modes), `--write-token-file FILE` (or
 //! `SETTINGS_WRITE_TOKEN`; a `PUT` must then send `Authorization: Bearer
 //! <token>`), and the limits `--header-timeout` (10s), `--body-timeout`
 //! (10s), `--request-timeout` (60s), `--max-connections` (1024). Logs go
@@ -98,11 +100,85 @@
 //! ```sh
 //! curl -s -X PUT localhost:8082/tenants/acme/settings \
 //!     -H "authorization: Bearer $SETTINGS_WRITE_TOKEN" -d '{"theme": "dark"}'
-//! curl -s localhost:8083/tenants/acme/settings
-//! # Tenant files edited by hand: reload one tenant, or all of them.
-//! gensync --member acme bump example:settings:tenants
-//! gensync bump example:settings:tenants
+//! curl -s localhost:8083/tenants/acme/settings   # {"generation":...,"settings":{"theme":"dark"}}
 //! ```
+//!
+//! After editing tenant files by hand, tell every instance with the
+//! `gensync` command, through the set key (`example:settings:tenants` with
+//! the default `--key`). It reaches the instances through Redis, so they
+//! must run on Redis, as above (on the in-memory backend no other process
+//! can reach an instance: stop it first and start it with `--redis`), and
+//! the command must be installed:
+//!
+//! ```sh
+//! cargo install --path . --features cli   # the gensync command, into ~/.cargo/bin
+//! export GENSYNC_URL=redis://127.0.0.1:6379
+//! gensync --member acme bump example:settings:tenants   # reloads tenant acme
+//! gensync bump example:settings:tenants                 # reloads every tenant
+//! gensync --member acme get example:settings:tenants    # acme's generation
+//! ```
+//!
+//! # Secure by default
+//!
+//! The service is the model to copy; what it promises, with the test of
+//! each, is in SECURITY.md ("The example service").
+//!
+//! - **Writes need a token when you give one.** Set `SETTINGS_WRITE_TOKEN`
+//!   (or `--write-token-file FILE`) to at least 16 bytes (`openssl rand
+//!   -hex 32`; a shorter token is refused at start-up); a `PUT` must then
+//!   send one `Authorization: Bearer <token>` header, or it is answered 401
+//!   (400 for two such headers) and saves nothing; each 401 is counted in
+//!   `settings_server_unauthorized_total` on `/metrics`, and the log keeps
+//!   a flood of them to a few lines. A client (a peer IP) gets 10 wrong
+//!   tokens, then one more every 6 s: beyond that its writes are answered
+//!   429 with `Retry-After`, whatever token they send. The token is
+//!   compared in constant time and never logged, answered or put on the
+//!   command line (`--write-token` works too, with a warning that `ps`
+//!   shows it). Listening beyond loopback without a token logs a loud
+//!   warning at start-up.
+//! - **Nothing secret in the output.** Redis passwords are redacted in
+//!   every log line and in the start-up line; a URL that does not parse
+//!   cleanly (a password with `#`, `?` or `/` left unescaped) is shown as a
+//!   placeholder. A failed `PUT` tells the client what happened and whether
+//!   anything was saved; the host, user, Redis's error and file paths go to
+//!   the log under the incident number the answer gives.
+//! - **Bounded connections.** `--header-timeout` (10s) bounds reading a
+//!   request's header and an idle keep-alive connection, `--body-timeout`
+//!   (10s) a `PUT`'s whole body (408), `--request-timeout` (60s) any
+//!   request (503). `--max-connections` (1024) caps open connections; a
+//!   file limit (`ulimit -n`) too low for it lowers it with a warning, and
+//!   one that leaves room for fewer than 16 is refused at start-up. At the
+//!   cap the oldest connection with no request in progress is closed for
+//!   the new one, so silent clients cannot lock out real ones. A head
+//!   (request line, headers and the blank line) over 128 KiB (131072
+//!   bytes) gets 431, a URI over 64 KiB 414, a body over 2 MiB 413 (at once
+//!   when its `Content-Length` says so).
+//! - **The settings file is respected.** A save writes through a symlink
+//!   to its target, atomically in the target's directory; keeps the file's
+//!   mode and owner; refuses a file made read-only (no write bit). Only a
+//!   fleet's first start (the in-memory backend, or a Redis key with no
+//!   generation yet) creates a missing file: an instance that finds it
+//!   missing while other instances share a generation (or cannot read
+//!   Redis to tell) does not serve defaults of its own under their number,
+//!   but logs an error, serves no generation and is not ready until the
+//!   file is restored. One that vanishes later is a failed load, and the
+//!   last good settings stay. Only a regular file of at most 8 MiB is
+//!   loaded (a FIFO or a device is refused, not waited on); a save too
+//!   large to indent is written compact. A `PUT` naming a key twice in one
+//!   object is a 400 that saves nothing. What is saved is the same JSON
+//!   value, not the same text: keys sorted, indented, and each number's
+//!   digits kept (never rounded through a float), an exponent written
+//!   `e+`/`e-` (`1E400` is saved as `1e+400`). A closed stdout does not
+//!   stop the service.
+//! - **Liveness and readiness.** `GET /healthz` answers `ok` while the
+//!   process serves: the liveness probe. `GET /readyz` is the readiness
+//!   probe: 200, or 503 while Redis refuses this instance (its credentials,
+//!   its ACL, the TLS handshake) or while the last load of the settings
+//!   file failed, with a JSON body saying which (`ready`, `backend`,
+//!   `last_load`, `generation`, `reasons`; no hosts or paths). A Redis that
+//!   does not answer is reported (`"backend": "unavailable"`) but leaves
+//!   the instance ready: every instance shares it, and each still serves
+//!   its file.
 
 // One concern a module, in `examples/settings_server/` (a directory with no
 // `main.rs`, so the example keeps its single-file path).

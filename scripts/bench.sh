@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates the "Fast checks" tables of BENCHMARKS.md, one measurement
+# Regenerates the tables of BENCHMARKS.md's "The check modes under load",
+# "Keyed reloads" and the middleware's criterion table, one measurement
 # after the other (the machine has few cores; nothing else should run):
 #
 #   1. examples/loadgen.rs: in-process load through the middleware, a
