@@ -134,8 +134,9 @@ use std::sync::Arc;
 
 use clap::parser::ValueSource;
 use clap::FromArgMatches;
+use gensync::backend::{Backend, Stored};
 use gensync::reload::{blocking_loader, fenced, CheckMode, Reloader};
-use gensync::{Backend, BackendError, Key, MemoryBackend, RedisBackend, Stored, Synchronizer};
+use gensync::{BackendError, Key, MemoryBackend, RedisBackend, Synchronizer};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use serde_json::{Map, Value};
 

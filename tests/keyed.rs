@@ -11,12 +11,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use gensync::backend::Fence;
 use gensync::keyed::{
     KeyRejection, KeyedError, KeyedReloadLayer, KeyedReloader, KeyedReloaderBuilder,
 };
 use gensync::reload::{CheckMode, Snapshot};
 use gensync::testing::RedisServer;
-use gensync::{Fence, GenerationSynchronizer, Key, MemoryBackend, RedisBackend, Synchronizer};
+use gensync::{GenerationSynchronizer, Key, MemoryBackend, RedisBackend, Synchronizer};
 use tokio::sync::Notify;
 use tokio::time::timeout;
 use tower::{service_fn, Layer, ServiceExt};

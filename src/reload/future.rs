@@ -4,9 +4,11 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
+#[cfg(feature = "layer")]
 use pin_project_lite::pin_project;
+#[cfg(feature = "layer")]
 use tower_service::Service;
 
 use super::reloader::BoxFuture;
@@ -44,6 +46,7 @@ impl<S> CheckFuture<S> {
     }
 
     /// The answer, when the check had it at once (no read to wait for).
+    #[cfg_attr(not(feature = "layer"), allow(dead_code))]
     pub(super) fn now_or_later(self) -> Result<Snapshot<S>, Self> {
         match self.check {
             Checking::Ready(Some(snapshot)) => Ok(snapshot),
@@ -75,6 +78,7 @@ impl<S> fmt::Debug for CheckFuture<S> {
     }
 }
 
+#[cfg(feature = "layer")]
 pin_project! {
     /// The response future of [`SettingsReload`](super::SettingsReload):
     /// first the check, then the inner service's own future, unboxed.
@@ -90,6 +94,7 @@ pin_project! {
     }
 }
 
+#[cfg(feature = "layer")]
 pin_project! {
     #[project = StateProj]
     enum State<F, T, B> {
@@ -104,6 +109,7 @@ pin_project! {
     }
 }
 
+#[cfg(feature = "layer")]
 impl<S, T, B> ResponseFuture<S, T, B>
 where
     S: Service<http::Request<B>>,
@@ -129,6 +135,7 @@ where
     }
 }
 
+#[cfg(feature = "layer")]
 impl<S, T, B> Future for ResponseFuture<S, T, B>
 where
     S: Service<http::Request<B>>,
@@ -141,7 +148,7 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Checking { check, request } => {
-                    let snapshot = ready!(Pin::new(check).poll(cx));
+                    let snapshot = std::task::ready!(Pin::new(check).poll(cx));
                     let mut request = request
                         .take()
                         .expect("the request is taken once, when the check completes");
@@ -159,6 +166,7 @@ where
     }
 }
 
+#[cfg(feature = "layer")]
 impl<S, T, B> fmt::Debug for ResponseFuture<S, T, B>
 where
     S: Service<http::Request<B>>,

@@ -1,6 +1,7 @@
 //! Settings that reload in every process when any process changes them.
 //!
-//! ```
+#![cfg_attr(feature = "layer", doc = "```")]
+#![cfg_attr(not(feature = "layer"), doc = "```ignore")]
 //! use std::convert::Infallible;
 //! use std::sync::{Arc, Mutex};
 //!
@@ -64,6 +65,7 @@ mod blocking;
 mod builder;
 mod flight;
 mod future;
+#[cfg(feature = "layer")]
 mod layer;
 mod lease;
 mod listeners;
@@ -76,11 +78,18 @@ mod snapshot;
 mod source;
 
 pub use self::blocking::BlockingReloader;
+#[cfg(feature = "keyed")]
 pub(crate) use self::builder::Config;
 pub use self::builder::ReloaderBuilder;
-pub use self::future::{CheckFuture, ResponseFuture};
+pub use self::future::CheckFuture;
+#[cfg(feature = "layer")]
+#[cfg_attr(docsrs, doc(cfg(feature = "layer")))]
+pub use self::future::ResponseFuture;
+#[cfg(feature = "layer")]
+#[cfg_attr(docsrs, doc(cfg(feature = "layer")))]
 pub use self::layer::{SettingsReload, SettingsReloadLayer};
 pub use self::listeners::ListenerId;
+#[cfg(feature = "keyed")]
 pub(crate) use self::metrics::Counters;
 pub use self::metrics::ReloadMetrics;
 pub use self::mode::{CheckMode, ParseCheckModeError};

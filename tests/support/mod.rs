@@ -39,7 +39,7 @@ macro_rules! on_every_store {
 
 /// A shared store, seen from several "processes".
 pub trait Store {
-    type Backend: gensync::Backend + Clone;
+    type Backend: gensync::backend::Backend + Clone;
 
     /// A backend handle as a new process would have it: for Redis, a new
     /// client with its own connection.
@@ -257,7 +257,7 @@ pub async fn push_armed<T: Send + Sync + 'static>(
     reloader: &gensync::reload::Reloader<T>,
     patience: std::time::Duration,
 ) {
-    use gensync::Stored;
+    use gensync::backend::Stored;
 
     let sync = reloader.synchronizer();
     let tracker = sync.track().expect("the Redis backend can track");
