@@ -19,7 +19,7 @@
 //! uses the in-memory backend, which only this one process sees.
 //!
 //! ```sh
-//! cargo run --example settings_server --features metrics
+//! cargo run --example settings_server --features metrics,keyed
 //! curl -s localhost:8080/settings
 //! curl -s -X PUT localhost:8080/settings -d '{"site_name": "my site", "theme": "dark"}'
 //! ```
@@ -31,7 +31,7 @@
 //!
 //! ```sh
 //! redis-server --port 6379 --save '' &
-//! cargo build --example settings_server --features metrics
+//! cargo build --example settings_server --features metrics,keyed
 //! # Writes need this token; from the environment, `ps` never shows it.
 //! export SETTINGS_WRITE_TOKEN=$(openssl rand -hex 32)
 //! for port in 8081 8082 8083; do
