@@ -13,8 +13,9 @@
 
 use std::path::{Path, PathBuf};
 
+use gensync::backend::Backend;
 use gensync::reload::{blocking_loader, blocking_saver, BlockingReloader, Reloader};
-use gensync::{Backend, Key, MemoryBackend, RedisBackend, Synchronizer};
+use gensync::{Key, MemoryBackend, RedisBackend, Synchronizer};
 
 fn run<B: Backend>(backend: B, file: &Path) -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(file, "batch_size=100")?;

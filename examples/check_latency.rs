@@ -404,7 +404,7 @@ fn main_with(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     println!();
     println!(
         "server: {} ({}), key `{}`",
-        gensync::RedactedUrl::new(&url),
+        gensync::backend::RedactedUrl::new(&url),
         match (args.url.is_some(), args.topology) {
             (true, _) => "given with --url",
             (false, Topology::Single) => "throwaway redis-server started by this program",

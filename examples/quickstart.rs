@@ -8,7 +8,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use gensync::{Backend, GenerationSynchronizer, Key, MemoryBackend, RedisBackend, Synchronizer};
+use gensync::backend::Backend;
+use gensync::{GenerationSynchronizer, Key, MemoryBackend, RedisBackend, Synchronizer};
 
 /// The "database": where the settings really live.
 type Source = Arc<Mutex<String>>;

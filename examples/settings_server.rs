@@ -19,7 +19,7 @@
 //! uses the in-memory backend, which only this one process sees.
 //!
 //! ```sh
-//! cargo run --example settings_server --features metrics
+//! cargo run --example settings_server --features metrics,keyed
 //! curl -s localhost:8080/settings
 //! curl -s -X PUT localhost:8080/settings -d '{"site_name": "my site", "theme": "dark"}'
 //! ```
@@ -31,7 +31,7 @@
 //!
 //! ```sh
 //! redis-server --port 6379 --save '' &
-//! cargo build --example settings_server --features metrics
+//! cargo build --example settings_server --features metrics,keyed
 //! # Writes need this token; from the environment, `ps` never shows it.
 //! export SETTINGS_WRITE_TOKEN=$(openssl rand -hex 32)
 //! for port in 8081 8082 8083; do
@@ -210,8 +210,9 @@ use std::sync::Arc;
 
 use clap::parser::ValueSource;
 use clap::FromArgMatches;
+use gensync::backend::{Backend, Stored};
 use gensync::reload::{blocking_loader, fenced, CheckMode, Reloader};
-use gensync::{Backend, BackendError, Key, MemoryBackend, RedisBackend, Stored, Synchronizer};
+use gensync::{BackendError, Key, MemoryBackend, RedisBackend, Synchronizer};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use serde_json::{Map, Value};
 

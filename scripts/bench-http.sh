@@ -33,7 +33,7 @@ for tool in wrk redis-server redis-cli python3; do
     fi
 done
 
-cargo build --release --example settings_server --features metrics >&2
+cargo build --release --example settings_server --features metrics,keyed >&2
 server=target/release/examples/settings_server
 
 work=$(mktemp -d)
@@ -119,7 +119,7 @@ for c in $CONNECTIONS; do
 done
 
 echo "- $(nproc) cores; redis-server $redis_version on loopback TCP, started by the script; wrk -t2 (-t1 at 1 connection), $DURATION per cell, GET /settings"
-echo "- services: settings_server (release, --features metrics), in-memory backend (strict) and --redis with --mode strict, push, interval=$INTERVAL"
+echo "- services: settings_server (release, --features metrics,keyed), in-memory backend (strict) and --redis with --mode strict, push, interval=$INTERVAL"
 echo
 echo "| connections | service | req/s | vs in-memory | p99 latency | Redis cmds/req | reads/req |"
 echo "|---:|---|---:|---:|---:|---:|---:|"

@@ -2,7 +2,8 @@
 # The whole test suite: installs redis-server, redis-cli (which makes the
 # test clusters) and openssl (which makes the TLS tests' certificates) when
 # missing, then runs every test (unit,
-# integration against real redis-server processes, doctests).
+# integration against real redis-server processes, doctests), then the
+# build with no default features.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,3 +27,6 @@ install_missing openssl openssl
 
 cargo test --all-features --all-targets "$@"
 cargo test --all-features --doc "$@"
+# The in-memory build, with none of the default features (no redis, no
+# tower): its library, doctests and the tests that need neither.
+cargo test --no-default-features --features testing "$@"

@@ -14,7 +14,7 @@ use std::fmt;
 /// greater token. See [`fenced`](crate::reload::fenced).
 ///
 /// ```
-/// use gensync::Fence;
+/// use gensync::backend::Fence;
 ///
 /// let first = Fence::new(41);
 /// let next = Fence::new(42);

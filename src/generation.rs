@@ -47,7 +47,7 @@ impl Generation {
 
     /// This generation as shown to users and compared by processes when it
     /// was read from the server known as `server`
-    /// ([`Backend::identity`](crate::Backend::identity)): itself for 0 (no
+    /// ([`Backend::identity`](crate::backend::Backend::identity)): itself for 0 (no
     /// identity), else the stored value mixed with the server's identity.
     /// Every process reads a server's identity alike, so they all show one
     /// number for one state; a restarted or different server has another
@@ -105,6 +105,7 @@ impl Generation {
 /// [`Generation::on_server`] mixes it: the same number in every process
 /// and every version of gensync, since it is part of what users see;
 /// never 0.
+#[cfg_attr(not(any(feature = "redis", feature = "testing")), allow(dead_code))]
 pub(crate) fn run_hash(run_id: &str) -> u64 {
     identity_of(0, run_id.as_bytes())
 }

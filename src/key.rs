@@ -98,6 +98,7 @@ impl Key {
 
     /// The key rendered as `name`, a name the crate rendered itself (a
     /// tracked set's parent), to read it again.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn rendered(name: &str) -> Self {
         Key {
             rendered: name.to_owned(),

@@ -7,6 +7,73 @@
 //! shared one has moved. A writer saves the new state, then bumps the
 //! generation, and every process reloads on its next check.
 //!
+//! Most programs want a [`Reloader`]: it owns the settings, checks the
+//! generation before each request ([`SettingsReloadLayer`], a tower and
+//! axum middleware), and hands each request one consistent [`Snapshot`].
+//!
+#![cfg_attr(feature = "layer", doc = "```")]
+#![cfg_attr(not(feature = "layer"), doc = "```ignore")]
+//! use std::convert::Infallible;
+//! use std::sync::{Arc, Mutex};
+//!
+//! use gensync::{Key, MemoryBackend, Reloader, SettingsReloadLayer, Snapshot, Synchronizer};
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//!
+//! #[tokio::main(flavor = "current_thread")]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     // The source of truth: a database, a file. Here, a string in memory.
+//!     let db = Arc::new(Mutex::new(String::from("theme=light")));
+//!     let (read, write) = (db.clone(), db.clone());
+//!
+//!     // One generation per settings object; RedisBackend across processes.
+//!     let sync = Synchronizer::new(MemoryBackend::new(), Key::new(["site", "settings"])?);
+//!     let reloader = Reloader::builder(sync, move || {
+//!         let db = read.clone();
+//!         async move { Ok::<_, Infallible>(db.lock().unwrap().clone()) }
+//!     })
+//!     .saver(move |settings: &String| {
+//!         *write.lock().unwrap() = settings.clone();
+//!         async { Ok::<_, Infallible>(()) }
+//!     })
+//!     .build(String::new())?;
+//!
+//!     // Every request is checked first, and sees one consistent snapshot.
+//!     let service = ServiceBuilder::new()
+//!         .layer(SettingsReloadLayer::new(reloader.clone()))
+//!         .service(service_fn(|request: http::Request<()>| async move {
+//!             let settings = request.extensions().get::<Snapshot<String>>().unwrap();
+//!             Ok::<_, Infallible>(settings.settings().clone())
+//!         }));
+//!
+//!     let answer = service.clone().oneshot(http::Request::new(())).await?;
+//!     assert_eq!(answer, "theme=light");
+//!
+//!     // A writer in any process saves and bumps; the next request reloads.
+//!     reloader.publish(String::from("theme=dark")).await?;
+//!     let answer = service.oneshot(http::Request::new(())).await?;
+//!     assert_eq!(answer, "theme=dark");
+//!     Ok(())
+//! }
+//! ```
+//!
+//! [`reload`] has the rest: loaders and savers, writers' leases,
+//! listeners, metrics. [`keyed`] keeps settings per key (per tenant, per
+//! site), each with its own generation.
+//!
+//! # How fresh, at what cost
+//!
+//! A [`Reloader`] checks in one of three [modes](CheckMode): strict (the
+//! default; reads coalesced, a request sees every bump completed before it
+//! began), push (Redis pushes each change, a check costs no round trip
+//! between changes, freshness bounded by the heartbeat), or interval (at
+//! most one read per interval).
+//!
+//! # Checking and recording by hand
+//!
+//! Under the reloader, a [`Synchronizer`] checks the shared generation
+//! against the one this process recorded; code that keeps its own state
+//! can use it directly:
+//!
 //! ```
 //! use gensync::{GenerationSynchronizer, Key, MemoryBackend, Synchronizer};
 //!
@@ -65,13 +132,23 @@
 //! from their parts by [`RedisUrl`]). Failovers are followed, and a
 //! process reads as expired once after its key's server changed.
 //!
-//! # How fresh, at what cost
+//! Another store plugs in through [`backend::Backend`]; [`backend`] has
+//! the pieces a backend is made of.
 //!
-//! A [`Reloader`](reload::Reloader) checks in one of three
-//! [modes](reload::CheckMode): strict (the default; reads coalesced, a
-//! request sees every bump completed before it began), push (Redis pushes
-//! each change, a check costs no round trip between changes, freshness
-//! bounded by the heartbeat), or interval (at most one read per interval).
+//! # Features
+//!
+//! | Feature | Default | What it adds |
+//! |---|---|---|
+//! | `redis` | yes | [`RedisBackend`], [`BlockingRedisBackend`], [`RedisConfig`], [`RedisUrl`] (the `redis` crate) |
+//! | `layer` | yes | [`SettingsReloadLayer`] and the keyed layer (`tower`, `http`) |
+//! | `keyed` | no | [`keyed`]: settings per key, in a bounded `moka` cache |
+//! | `tls` | no | `rediss://`, through rustls (implies `redis`) |
+//! | `metrics` | no | the reloader's counters and histograms, through the `metrics` facade |
+//! | `cli` | no | the `gensync` operator command (implies `redis`) |
+//! | `testing` | no | [`testing`]: a failing backend and mocks; with `redis`, a throwaway redis-server per test |
+//!
+//! With no default features, gensync is the in-memory backend, the
+//! synchronizer and the reloader, and compiles neither `redis` nor `moka`.
 //!
 //! # Logs
 //!
@@ -82,11 +159,11 @@
 //!
 //! # Without an async runtime
 //!
-//! [`BlockingReloader`](reload::BlockingReloader) keeps settings current
-//! from plain threads (it runs its own small runtime, over the same
-//! [`RedisBackend`]); [`BlockingSynchronizer`] over [`BlockingRedisBackend`]
-//! reads, bumps and clears a generation with no runtime at all.
-
+//! [`BlockingReloader`] keeps settings current from plain threads (it runs
+//! its own small runtime, over the same [`RedisBackend`]);
+//! [`BlockingSynchronizer`] over [`BlockingRedisBackend`] reads, bumps and
+//! clears a generation with no runtime at all.
+//!
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,
@@ -95,34 +172,51 @@
     rust_2018_idioms
 )]
 #![cfg_attr(docsrs, feature(doc_cfg))]
+// The crate docs link the items of every feature; a build without some
+// of them documents the rest.
+#![cfg_attr(
+    not(all(
+        feature = "redis",
+        feature = "layer",
+        feature = "keyed",
+        feature = "testing"
+    )),
+    allow(rustdoc::broken_intra_doc_links)
+)]
 
-mod backend;
+pub mod backend;
 mod error;
 mod fence;
-mod generation;
-mod key;
+pub mod generation;
+pub mod key;
+#[cfg(feature = "keyed")]
+#[cfg_attr(docsrs, doc(cfg(feature = "keyed")))]
 pub mod keyed;
 pub mod reload;
-mod synchronizer;
+pub mod synchronizer;
 #[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 mod unpoisoned;
 
-pub use backend::{
-    Backend, BlockingBackend, BlockingRedisBackend, MemoryBackend, RedactedUrl, RedisBackend,
-    RedisConfig, RedisUrl, Stored, Ticket, Tracker, TrackerSet,
-};
-pub use error::{BackendError, Error};
-pub use fence::Fence;
-pub use generation::{Generation, ParseGenerationError};
-pub use key::{Key, KeyError, DEFAULT_NAMESPACE, MAX_KEY_LEN};
-pub use synchronizer::{
-    BlockingSynchronizer, Check, GenerationSynchronizer, Observed, Synchronizer, WriterLock,
-    DEFAULT_TTL,
-};
+// The root is the user's story: keys and generations, the synchronizer,
+// the backends, the reloader and its middleware. A backend author's
+// pieces live in `backend`; the low-level ones in their own modules.
+pub use crate::backend::MemoryBackend;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use crate::backend::{BlockingRedisBackend, RedisBackend, RedisConfig, RedisUrl};
+pub use crate::error::{BackendError, Error};
+pub use crate::generation::Generation;
+pub use crate::key::{Key, KeyError};
+#[cfg(feature = "layer")]
+#[cfg_attr(docsrs, doc(cfg(feature = "layer")))]
+pub use crate::reload::SettingsReloadLayer;
+pub use crate::reload::{BlockingReloader, CheckMode, Reloader, Snapshot};
+pub use crate::synchronizer::{BlockingSynchronizer, GenerationSynchronizer, Synchronizer};
 
 // The README's Rust examples compile as doctests, so they cannot drift
-// from the API.
-#[cfg(doctest)]
+// from the API. They use every default feature and `keyed`.
+#[cfg(all(doctest, feature = "redis", feature = "layer", feature = "keyed"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

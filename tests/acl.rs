@@ -178,7 +178,7 @@ async fn a_reader_runs_with_exactly_its_documented_acl() {
     .await
     .unwrap()
     .expect("the blocking reader reads with the reader's ACL");
-    assert_eq!(observed, gensync::Stored::Value(created));
+    assert_eq!(observed, gensync::backend::Stored::Value(created));
 }
 
 /// One reader per command the reader's ACL holds, each with that command
@@ -443,8 +443,8 @@ async fn cluster_roles_run_with_exactly_their_documented_acl() {
 /// changes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keyed_reader_runs_with_exactly_its_documented_acl() {
+    use gensync::backend::Backend;
     use gensync::keyed::KeyedReloader;
-    use gensync::Backend;
 
     let mut s = Server::start();
     let rules = documented("keyed-reader");
@@ -462,7 +462,7 @@ async fn a_keyed_reader_runs_with_exactly_its_documented_acl() {
             },
         )
         .saver(
-            |_tenant: String, _value: &u64, _fence: gensync::Fence| async {
+            |_tenant: String, _value: &u64, _fence: gensync::backend::Fence| async {
                 Ok::<_, std::io::Error>(())
             },
         )

@@ -8,10 +8,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gensync::{
-    Generation, GenerationSynchronizer, Key, Observed, Stored, Synchronizer, WriterLock,
-    DEFAULT_TTL,
-};
+use gensync::backend::Stored;
+use gensync::synchronizer::{Observed, WriterLock, DEFAULT_TTL};
+use gensync::{Generation, GenerationSynchronizer, Key, Synchronizer};
 use support::Store;
 
 fn key() -> Key {
@@ -146,7 +145,7 @@ async fn concurrent_creators_agree_on_one_value(store: impl Store) {
 }
 
 async fn concurrent_bumps_are_all_counted(store: impl Store) {
-    use gensync::Backend;
+    use gensync::backend::Backend;
     Synchronizer::new(store.process(), key())
         .refresh()
         .await
@@ -218,7 +217,10 @@ async fn an_intent_alone_is_no_change(store: impl Store) {
 const LEASE: Duration = Duration::from_millis(600);
 
 /// Waits until the key lapsed, for at most `bound`.
-async fn lapses_within(reader: &Synchronizer<impl gensync::Backend>, bound: Duration) -> bool {
+async fn lapses_within(
+    reader: &Synchronizer<impl gensync::backend::Backend>,
+    bound: Duration,
+) -> bool {
     let until = Instant::now() + bound;
     while Instant::now() < until {
         if reader.check().await.shared == Observed::Missing {

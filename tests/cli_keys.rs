@@ -1,7 +1,7 @@
 //! `gensync break-lock`, and keys no log line can be injected through.
 //! Each test starts its own redis-server.
 
-#![cfg(feature = "cli")]
+#![cfg(all(feature = "cli", feature = "keyed"))]
 
 mod cli_support;
 

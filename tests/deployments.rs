@@ -10,10 +10,11 @@ mod support;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use gensync::backend::{Backend, Stored};
 use gensync::testing::{RedisCluster, SentinelGroup};
 use gensync::{
-    Backend, BlockingRedisBackend, BlockingSynchronizer, Generation, GenerationSynchronizer, Key,
-    RedisBackend, RedisConfig, Stored, Synchronizer,
+    BlockingRedisBackend, BlockingSynchronizer, Generation, GenerationSynchronizer, Key,
+    RedisBackend, RedisConfig, Synchronizer,
 };
 
 /// A failover's worst case on a loaded 2-core machine, with room to spare:
@@ -165,7 +166,7 @@ fn process(url: &str) -> Synchronizer<RedisBackend> {
 
 /// Push tracking on `sync`, armed and vouching, with the ticket of its
 /// latest read.
-async fn armed(sync: &Synchronizer<RedisBackend>) -> std::sync::Arc<gensync::Tracker> {
+async fn armed(sync: &Synchronizer<RedisBackend>) -> std::sync::Arc<gensync::backend::Tracker> {
     let tracker = sync.track().expect("tracking starts");
     until("tracking is armed and vouches for a read", || async {
         tracker.is_armed() && sync.vouched().is_some()
@@ -176,7 +177,10 @@ async fn armed(sync: &Synchronizer<RedisBackend>) -> std::sync::Arc<gensync::Tra
 
 /// A bump by `writer` (retried while the deployment is failing over)
 /// reaches `tracker`.
-async fn a_bump_invalidates(writer: &Synchronizer<RedisBackend>, tracker: &gensync::Tracker) {
+async fn a_bump_invalidates(
+    writer: &Synchronizer<RedisBackend>,
+    tracker: &gensync::backend::Tracker,
+) {
     let ticket = tracker.ticket();
     until("a writer's bump succeeds", || async {
         writer.mark_updated().await.is_ok()
@@ -539,7 +543,7 @@ async fn a_keyed_set_is_tracked_on_the_node_of_its_hash_tag() {
     let backend = RedisBackend::with_config(&cluster.url(), config()).unwrap();
     let tenants = Key::parse("tenants").unwrap();
     let acme = tenants.member("acme").unwrap();
-    let set = gensync::TrackerSet::new(
+    let set = gensync::backend::TrackerSet::new(
         vec![tenants.member_prefix()],
         vec![tenants.as_str().to_owned()],
     );

@@ -11,11 +11,13 @@ use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
+use gensync::backend::{Backend, BlockingBackend, Stored};
 use gensync::reload::Reloader;
+use gensync::synchronizer::{Check, Observed};
 use gensync::testing::{FaultCounts, Faults, FaultyBackend, MockGenerationSynchronizer};
 use gensync::{
-    Backend, BackendError, BlockingBackend, BlockingRedisBackend, BlockingSynchronizer, Check,
-    Error, Generation, GenerationSynchronizer, Key, Observed, Stored, Synchronizer,
+    BackendError, BlockingRedisBackend, BlockingSynchronizer, Error, Generation,
+    GenerationSynchronizer, Key, Synchronizer,
 };
 use support::Store;
 use tokio::sync::{mpsc, watch};

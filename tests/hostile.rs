@@ -6,9 +6,11 @@ mod support;
 
 use std::time::Duration;
 
+use gensync::backend::Stored;
+use gensync::synchronizer::{Observed, WriterLock};
 use gensync::{
-    BlockingRedisBackend, BlockingSynchronizer, Generation, GenerationSynchronizer, Key, Observed,
-    Stored, Synchronizer, WriterLock,
+    BlockingRedisBackend, BlockingSynchronizer, Generation, GenerationSynchronizer, Key,
+    Synchronizer,
 };
 use support::{LogCapture, Redis};
 

@@ -11,12 +11,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use gensync::backend::Fence;
 use gensync::keyed::{
     KeyRejection, KeyedError, KeyedReloadLayer, KeyedReloader, KeyedReloaderBuilder,
 };
 use gensync::reload::{CheckMode, Snapshot};
 use gensync::testing::RedisServer;
-use gensync::{Fence, GenerationSynchronizer, Key, MemoryBackend, RedisBackend, Synchronizer};
+use gensync::{GenerationSynchronizer, Key, MemoryBackend, RedisBackend, Synchronizer};
 use tokio::sync::Notify;
 use tokio::time::timeout;
 use tower::{service_fn, Layer, ServiceExt};
@@ -422,6 +423,64 @@ async fn the_middleware_answers_a_request_without_a_key_or_settings_itself() {
         1,
         "only the good request got through"
     );
+}
+
+/// A service whose readiness belongs to the handle that was polled, as a
+/// `ConcurrencyLimit` permit does: a clone starts unready.
+struct ReadyOnce {
+    ready: bool,
+}
+
+impl Clone for ReadyOnce {
+    fn clone(&self) -> Self {
+        ReadyOnce { ready: false }
+    }
+}
+
+impl tower::Service<http::Request<()>> for ReadyOnce {
+    type Response = http::Response<String>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        self.ready = true;
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Request<()>) -> Self::Future {
+        let answer = if std::mem::take(&mut self.ready) {
+            "called ready"
+        } else {
+            "called unready"
+        };
+        std::future::ready(Ok(http::Response::new(answer.to_owned())))
+    }
+}
+
+#[tokio::test]
+async fn the_middleware_hands_each_request_to_the_service_that_was_polled_ready() {
+    let tenants = KeyedReloader::builder(
+        MemoryBackend::new(),
+        Key::new(["tenants"]).unwrap(),
+        |tenant: &String| tenant.clone(),
+        |_: String| async { Ok::<_, Infallible>(1u64) },
+    )
+    .build()
+    .unwrap();
+    let mut service = KeyedReloadLayer::new(tenants, |_: &http::Request<()>| {
+        Ok::<_, KeyRejection>("acme".to_owned())
+    })
+    .layer(ReadyOnce { ready: false });
+    for _ in 0..2 {
+        let ready = service.ready().await.unwrap();
+        let answer = tower::Service::call(ready, http::Request::new(()))
+            .await
+            .unwrap();
+        assert_eq!(answer.body(), "called ready");
+    }
 }
 
 /// Checks `tenant` until its reloader answers at once, without a read:

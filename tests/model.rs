@@ -222,8 +222,8 @@
 //! [`Reloader::publish`]: gensync::reload::Reloader::publish
 //! [`Reloader::update`]: gensync::reload::Reloader::update
 //! [`Synchronizer`]: gensync::Synchronizer
-//! [`WriterLock::mark_intent`]: gensync::WriterLock::mark_intent
-//! [`WriterLock::try_lock`]: gensync::WriterLock::try_lock
+//! [`WriterLock::mark_intent`]: gensync::synchronizer::WriterLock::mark_intent
+//! [`WriterLock::try_lock`]: gensync::synchronizer::WriterLock::try_lock
 
 #[path = "model/ops.rs"]
 mod ops;

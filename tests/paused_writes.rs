@@ -9,11 +9,12 @@ mod support;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use gensync::backend::{Backend, Stored};
 use gensync::reload::{CheckMode, Reloader};
 use gensync::testing::RedisServer;
 use gensync::{
-    Backend, BlockingRedisBackend, BlockingSynchronizer, GenerationSynchronizer, Key, RedisBackend,
-    RedisConfig, Stored, Synchronizer,
+    BlockingRedisBackend, BlockingSynchronizer, GenerationSynchronizer, Key, RedisBackend,
+    RedisConfig, Synchronizer,
 };
 
 /// Pauses `server`'s writes (not its reads) until the guard drops.

@@ -12,10 +12,11 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use gensync::backend::{Backend, Fence, Stored};
 use gensync::reload::{CheckMode, Reloader};
 use gensync::{
-    Backend, BackendError, Fence, Generation, GenerationSynchronizer, Key, MemoryBackend,
-    RedisBackend, RedisConfig, Stored, Synchronizer,
+    BackendError, Generation, GenerationSynchronizer, Key, MemoryBackend, RedisBackend,
+    RedisConfig, Synchronizer,
 };
 use std::sync::Mutex;
 use support::stall::Stallable;

@@ -8,7 +8,8 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gensync::{Backend, Key, RedisBackend, RedisConfig, Stored, Ticket, Tracker, TrackerSet};
+use gensync::backend::{Backend, Stored, Ticket, Tracker, TrackerSet};
+use gensync::{Key, RedisBackend, RedisConfig};
 use support::stall::Stallable;
 use support::{LogCapture, Redis};
 use tokio::time::{timeout, Instant};

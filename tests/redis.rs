@@ -5,10 +5,12 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use gensync::backend::Stored;
+use gensync::synchronizer::{Observed, WriterLock, DEFAULT_TTL};
 use gensync::testing::RedisServer;
 use gensync::{
     BackendError, BlockingRedisBackend, BlockingSynchronizer, Error, GenerationSynchronizer, Key,
-    Observed, RedisBackend, RedisConfig, Stored, Synchronizer, WriterLock, DEFAULT_TTL,
+    RedisBackend, RedisConfig, Synchronizer,
 };
 use support::{fast_config, LogCapture, Redis, Store, RECONNECT_DELAY};
 
@@ -61,7 +63,7 @@ async fn increments_keep_every_bit_of_a_63_bit_generation() {
     // would show another number.
     assert_eq!(
         writer.read().await,
-        Ok(gensync::Stored::Value(bumped)),
+        Ok(gensync::backend::Stored::Value(bumped)),
         "read back exactly"
     );
 }

@@ -8,13 +8,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use gensync::backend::Backend;
 use gensync::reload::{
     BlockingReloader, PublishError, Reloader, ReloaderBuilder, SettingsReloadLayer, Snapshot,
 };
+use gensync::synchronizer::WriterLock;
 use gensync::testing::FaultyBackend;
-use gensync::{
-    Backend, Generation, GenerationSynchronizer, Key, MemoryBackend, Synchronizer, WriterLock,
-};
+use gensync::{Generation, GenerationSynchronizer, Key, MemoryBackend, Synchronizer};
 use support::Store;
 use tokio::sync::{Notify, Semaphore};
 use tower::{Service, ServiceBuilder, ServiceExt};

@@ -49,7 +49,7 @@ async fn first_answered_check_is_expired(reader: &Reloader<u64>) {
     let until = Instant::now() + Duration::from_secs(5);
     loop {
         let check = reader.synchronizer().check().await;
-        if check.shared != gensync::Observed::Unavailable {
+        if check.shared != gensync::synchronizer::Observed::Unavailable {
             assert!(
                 check.is_expired(),
                 "read as current after the change: {check:?}"

@@ -10,12 +10,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use gensync::backend::{Backend, Stored, Tracker, TrackerSet};
 use gensync::reload::{CheckMode, Reloader};
+use gensync::synchronizer::WriterLock;
 use gensync::testing::RedisServer;
-use gensync::{
-    Backend, Generation, Key, RedisBackend, RedisConfig, Stored, Synchronizer, Tracker, TrackerSet,
-    WriterLock,
-};
+use gensync::{Generation, Key, RedisBackend, RedisConfig, Synchronizer};
 use support::Redis;
 use tokio::time::{timeout, Instant};
 

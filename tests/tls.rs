@@ -16,11 +16,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use gensync::backend::Stored;
 use gensync::reload::{CheckMode, Reloader};
 use gensync::testing::{RedisCluster, RedisServer, SentinelGroup, TlsCerts};
 use gensync::{
     BackendError, BlockingRedisBackend, BlockingSynchronizer, Error, Generation,
-    GenerationSynchronizer, Key, RedisBackend, RedisConfig, Stored, Synchronizer,
+    GenerationSynchronizer, Key, RedisBackend, RedisConfig, Synchronizer,
 };
 
 /// Long enough that only a broken promise reaches it.

@@ -7,9 +7,10 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use gensync::backend::{Backend, Fence};
 use gensync::reload::{fenced, PublishError, Reloader, ReloaderBuilder, StaleFence};
 use gensync::testing::{Faults, FaultyBackend};
-use gensync::{Backend, Fence, Generation, Key, MemoryBackend, Synchronizer};
+use gensync::{Generation, Key, MemoryBackend, Synchronizer};
 use tokio::sync::{Notify, Semaphore};
 
 fn key() -> Key {
@@ -203,7 +204,7 @@ async fn losing_the_lease_is_reported_whatever_the_saver_did() {
     tokio::time::sleep(LEASE + Duration::from_secs(1)).await;
     // Another writer takes the lapsed lease.
     let other = Synchronizer::new(shared, key());
-    gensync::WriterLock::try_lock(&other, Generation::fresh(), LEASE)
+    gensync::synchronizer::WriterLock::try_lock(&other, Generation::fresh(), LEASE)
         .await
         .unwrap()
         .expect("the lease lapsed");

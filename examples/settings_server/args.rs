@@ -176,7 +176,10 @@ fn redact_args(text: &str, args: impl Iterator<Item = String>) -> String {
     risky.retain(|a| may_hold_a_secret(a));
     risky.sort_by_key(|a| std::cmp::Reverse(a.len()));
     risky.iter().fold(text.to_owned(), |text, arg| {
-        text.replace(arg.as_str(), gensync::RedactedUrl::new(arg).as_str())
+        text.replace(
+            arg.as_str(),
+            gensync::backend::RedactedUrl::new(arg).as_str(),
+        )
     })
 }
 
@@ -188,7 +191,7 @@ fn may_hold_a_secret(text: &str) -> bool {
 /// hold a URL's password (`--listen redis://:PW@h` by mistake).
 pub fn shown(text: &str) -> String {
     if may_hold_a_secret(text) {
-        return gensync::RedactedUrl::new(text).to_string();
+        return gensync::backend::RedactedUrl::new(text).to_string();
     }
     text.to_owned()
 }

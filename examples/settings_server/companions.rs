@@ -19,8 +19,8 @@ use std::io::{self, Read};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use gensync::backend::Fence;
 use gensync::reload::BoxError;
-use gensync::Fence;
 
 /// How far ahead of this host's clock a fencing token may be: well past
 /// the skew of clocks kept by NTP, well short of the time a token from the

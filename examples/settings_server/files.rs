@@ -8,8 +8,8 @@
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+use gensync::backend::Fence;
 use gensync::reload::{BoxError, StaleFence};
-use gensync::Fence;
 use serde_json::{Map, Value};
 
 use crate::companions;

@@ -21,7 +21,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use gensync::{Backend, BackendError, Key};
+use gensync::backend::Backend;
+use gensync::{BackendError, Key};
 use serde_json::json;
 
 use crate::http::App;

@@ -24,9 +24,10 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, MethodRouter};
 use axum::Json;
+use gensync::backend::{Backend, Fence};
 use gensync::keyed::{KeyRejection, KeyedError, KeyedReloadLayer, KeyedReloader};
 use gensync::reload::{BoxError, CheckMode};
-use gensync::{Backend, Fence, Key, KeyError};
+use gensync::{Key, KeyError};
 use serde_json::json;
 
 use crate::companions::refuse_link;

@@ -5,13 +5,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::error::BackendError;
-use crate::fence::Fence;
 use crate::generation::Generation;
 use crate::key::Key;
 
 mod clock;
 mod memory;
+#[cfg(feature = "redis")]
 mod redact;
+#[cfg(feature = "redis")]
 mod redis;
 mod seen;
 mod track;
@@ -19,13 +20,19 @@ mod track_set;
 
 pub use self::memory::MemoryBackend;
 #[cfg(any(test, feature = "testing"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub use self::memory::SavePoint;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::redact::RedactedUrl;
-#[cfg(any(test, feature = "testing"))]
+#[cfg(all(feature = "redis", any(test, feature = "testing")))]
 pub(crate) use self::redis::identity_from_info;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::redis::{BlockingRedisBackend, RedisBackend, RedisConfig, RedisUrl};
 pub use self::track::{Ticket, Tracker};
 pub use self::track_set::TrackerSet;
+pub use crate::fence::Fence;
 
 /// What a key holds, as a backend reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -45,7 +45,7 @@ const MULTI_HOST_SCHEMES: &[&str] = &[
 /// in it would be.
 ///
 /// ```
-/// use gensync::RedactedUrl;
+/// use gensync::backend::RedactedUrl;
 ///
 /// let url = RedactedUrl::new("redis://app:hunter2@cache:6379/0");
 /// assert_eq!(url.to_string(), "redis://app:***@cache:6379/0");

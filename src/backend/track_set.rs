@@ -148,6 +148,7 @@ impl TrackerSet {
     /// armed, or while it was away): with `all`, every live member and
     /// parent (a session just armed); else the members created since the
     /// last call.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn to_watch(&self, all: bool) -> Vec<String> {
         let mut state = self.state();
         state.watched = true;
@@ -213,6 +214,7 @@ impl TrackerSet {
 
     /// Whether `key` is one of the set's parents or a member someone
     /// holds: a key whose lapse the backend watches.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn concerns(&self, key: &str) -> bool {
         self.parents.iter().any(|p| p == key)
             || self
@@ -239,12 +241,14 @@ impl TrackerSet {
     }
 
     /// What the session subscribes to.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn subscriptions(&self) -> &[String] {
         &self.subscriptions
     }
 
     /// Woken when the set is dropped, for a session that must not keep it
     /// alive.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn notifier(&self) -> Arc<Notify> {
         Arc::clone(&self.dropped)
     }

@@ -5,13 +5,15 @@ use std::fmt;
 use std::future::Future;
 use std::hash::Hash;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use http::{header, StatusCode};
+use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use super::reloader::{KeyedError, KeyedReloader};
+use crate::reload::Snapshot;
 
 /// Why a request's key could not be derived: the answer the request gets
 /// (a 4xx status and a message for the client), with no settings checked.
@@ -133,50 +135,158 @@ impl<Svc: fmt::Debug, K, S, F> fmt::Debug for KeyedReload<Svc, K, S, F> {
     }
 }
 
-/// The response future of [`KeyedReload`]: the key's check (which may load
-/// it first, through the cache) and the inner call, boxed.
-pub type KeyedResponseFuture<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
-
 impl<Svc, K, S, F, B, ResBody> Service<http::Request<B>> for KeyedReload<Svc, K, S, F>
 where
-    Svc: Service<http::Request<B>, Response = http::Response<ResBody>> + Clone + Send + 'static,
-    Svc::Future: Send,
+    Svc: Service<http::Request<B>, Response = http::Response<ResBody>> + Clone,
     K: Clone + Hash + Eq + Send + Sync + 'static,
     S: Send + Sync + 'static,
     F: Fn(&http::Request<B>) -> Result<K, KeyRejection>,
-    B: Send + 'static,
-    ResBody: From<String> + Send + 'static,
+    ResBody: From<String>,
 {
     type Response = http::Response<ResBody>;
     type Error = Svc::Error;
-    type Future = KeyedResponseFuture<Self::Response, Self::Error>;
+    type Future = KeyedResponseFuture<Svc, S, B>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let key = match (self.key)(&request) {
             Ok(key) => key,
             Err(rejection) => {
-                let answer = plain(rejection.status, rejection.message);
-                return Box::pin(async move { Ok(answer) });
+                return KeyedResponseFuture::answered(plain(rejection.status, rejection.message))
             }
         };
         // The clone is not ready; the service that was polled ready is the
         // one that must take this request.
         let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let inner = std::mem::replace(&mut self.inner, clone);
         let reloader = self.reloader.clone();
-        Box::pin(async move {
-            match reloader.check(&key).await {
-                Ok(snapshot) => {
-                    request.extensions_mut().insert(snapshot);
-                    inner.call(request).await
+        let check = Box::pin(async move { reloader.check(&key).await });
+        KeyedResponseFuture::checking(check, request, inner)
+    }
+}
+
+/// A key's check, boxed: it may load the key first, through the cache.
+type KeyCheck<S> = Pin<Box<dyn Future<Output = Result<Snapshot<S>, KeyedError>> + Send>>;
+
+pin_project! {
+    /// The response future of [`KeyedReload`]: the key's check (which may
+    /// load it first, through the cache), then the inner service's own
+    /// future, unboxed; or the answer to a request that gets no settings.
+    pub struct KeyedResponseFuture<Svc, S, B>
+    where
+        Svc: Service<http::Request<B>>,
+    {
+        #[pin]
+        state: State<Svc, Svc::Future, Svc::Response, S, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<Svc, F, R, S, B> {
+        // A rejected key: answered without checking or calling.
+        Answered {
+            answer: Option<R>,
+        },
+        Checking {
+            check: KeyCheck<S>,
+            request: Option<http::Request<B>>,
+            // The clone that was polled ready: it takes the request once
+            // the check is done.
+            inner: Option<Svc>,
+        },
+        Calling {
+            #[pin]
+            future: F,
+        },
+    }
+}
+
+impl<Svc, S, B> KeyedResponseFuture<Svc, S, B>
+where
+    Svc: Service<http::Request<B>>,
+{
+    fn answered(answer: Svc::Response) -> Self {
+        KeyedResponseFuture {
+            state: State::Answered {
+                answer: Some(answer),
+            },
+        }
+    }
+
+    fn checking(check: KeyCheck<S>, request: http::Request<B>, inner: Svc) -> Self {
+        KeyedResponseFuture {
+            state: State::Checking {
+                check,
+                request: Some(request),
+                inner: Some(inner),
+            },
+        }
+    }
+}
+
+impl<Svc, S, B, ResBody> Future for KeyedResponseFuture<Svc, S, B>
+where
+    Svc: Service<http::Request<B>, Response = http::Response<ResBody>>,
+    S: Send + Sync + 'static,
+    ResBody: From<String>,
+{
+    type Output = Result<Svc::Response, Svc::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Answered { answer } => {
+                    return Poll::Ready(Ok(answer
+                        .take()
+                        .expect("a KeyedResponseFuture is not polled after it completed")));
                 }
-                Err(e) => Ok(unavailable(&e)),
+                StateProj::Checking {
+                    check,
+                    request,
+                    inner,
+                } => {
+                    let snapshot = match ready!(check.as_mut().poll(cx)) {
+                        Ok(snapshot) => snapshot,
+                        Err(e) => {
+                            let answer = unavailable(&e);
+                            this.state.set(State::Answered { answer: None });
+                            return Poll::Ready(Ok(answer));
+                        }
+                    };
+                    let mut request = request
+                        .take()
+                        .expect("the request is taken once, when the check completes");
+                    request.extensions_mut().insert(snapshot);
+                    let future = inner
+                        .take()
+                        .expect("the inner service is taken once, when the check completes")
+                        .call(request);
+                    this.state.set(State::Calling { future });
+                }
+                StateProj::Calling { future } => return future.poll(cx),
             }
-        })
+        }
+    }
+}
+
+impl<Svc, S, B> fmt::Debug for KeyedResponseFuture<Svc, S, B>
+where
+    Svc: Service<http::Request<B>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Answered { .. } => "answering without the inner service",
+            State::Checking { .. } => "checking the key's settings",
+            State::Calling { .. } => "calling the inner service",
+        };
+        f.debug_struct("KeyedResponseFuture")
+            .field("state", &state)
+            .finish_non_exhaustive()
     }
 }
 

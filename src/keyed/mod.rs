@@ -1,14 +1,16 @@
 //! Settings per key (per tenant, per site, per customer's flag set), each
 //! with its own generation, kept current with bounded memory.
 //!
-//! ```
+#![cfg_attr(feature = "layer", doc = "```")]
+#![cfg_attr(not(feature = "layer"), doc = "```ignore")]
 //! use std::collections::HashMap;
 //! use std::convert::Infallible;
 //! use std::sync::{Arc, Mutex};
 //!
 //! use gensync::keyed::{KeyRejection, KeyedReloadLayer, KeyedReloader};
 //! use gensync::reload::Snapshot;
-//! use gensync::{Fence, Key, MemoryBackend};
+//! use gensync::backend::Fence;
+//! use gensync::{Key, MemoryBackend};
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
 //!
 //! #[tokio::main(flavor = "current_thread")]
@@ -102,11 +104,14 @@
 // `layer.rs` the middleware.
 
 mod builder;
+#[cfg(feature = "layer")]
 mod layer;
 mod reloader;
 mod source;
 
 pub use self::builder::{KeyedReloaderBuilder, DEFAULT_CAPACITY};
+#[cfg(feature = "layer")]
+#[cfg_attr(docsrs, doc(cfg(feature = "layer")))]
 pub use self::layer::{KeyRejection, KeyedReload, KeyedReloadLayer, KeyedResponseFuture};
 pub use self::reloader::{KeyedError, KeyedReloader};
 pub use self::source::{KeyedLoader, KeyedSaver};

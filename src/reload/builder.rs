@@ -72,6 +72,7 @@ where
 {
     /// Takes every bound and the mode from `config`, and counts into
     /// `counters`: for the reloaders of a keyed reloader's keys.
+    #[cfg_attr(not(feature = "keyed"), allow(dead_code))]
     pub(crate) fn shared(mut self, config: Config, counters: Arc<Counters>) -> Self {
         self.config = config;
         self.counters = Some(counters);

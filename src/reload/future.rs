@@ -4,9 +4,11 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
+#[cfg(feature = "layer")]
 use pin_project_lite::pin_project;
+#[cfg(feature = "layer")]
 use tower_service::Service;
 
 use super::snapshot::Snapshot;
@@ -46,6 +48,7 @@ impl<S> CheckFuture<S> {
     }
 
     /// The answer, when the check had it at once (no read to wait for).
+    #[cfg_attr(not(feature = "layer"), allow(dead_code))]
     pub(super) fn now_or_later(self) -> Result<Snapshot<S>, Self> {
         match self.check {
             Checking::Ready(Some(snapshot)) => Ok(snapshot),
@@ -77,6 +80,7 @@ impl<S> fmt::Debug for CheckFuture<S> {
     }
 }
 
+#[cfg(feature = "layer")]
 pin_project! {
     /// The response future of [`SettingsReload`](super::SettingsReload):
     /// first the check, then the inner service's own future, unboxed.
@@ -92,6 +96,7 @@ pin_project! {
     }
 }
 
+#[cfg(feature = "layer")]
 pin_project! {
     #[project = StateProj]
     enum State<F, T, B> {
@@ -106,6 +111,7 @@ pin_project! {
     }
 }
 
+#[cfg(feature = "layer")]
 impl<S, T, B> ResponseFuture<S, T, B>
 where
     S: Service<http::Request<B>>,
@@ -131,6 +137,7 @@ where
     }
 }
 
+#[cfg(feature = "layer")]
 impl<S, T, B> Future for ResponseFuture<S, T, B>
 where
     S: Service<http::Request<B>>,
@@ -143,7 +150,7 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Checking { check, request } => {
-                    let snapshot = ready!(Pin::new(check).poll(cx));
+                    let snapshot = std::task::ready!(Pin::new(check).poll(cx));
                     let mut request = request
                         .take()
                         .expect("the request is taken once, when the check completes");
@@ -161,6 +168,7 @@ where
     }
 }
 
+#[cfg(feature = "layer")]
 impl<S, T, B> fmt::Debug for ResponseFuture<S, T, B>
 where
     S: Service<http::Request<B>>,

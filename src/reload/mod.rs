@@ -1,6 +1,7 @@
 //! Settings that reload in every process when any process changes them.
 //!
-//! ```
+#![cfg_attr(feature = "layer", doc = "```")]
+#![cfg_attr(not(feature = "layer"), doc = "```ignore")]
 //! use std::convert::Infallible;
 //! use std::sync::{Arc, Mutex};
 //!
@@ -71,6 +72,7 @@ mod config;
 mod core;
 mod flight;
 mod future;
+#[cfg(feature = "layer")]
 mod layer;
 mod listeners;
 mod load;
@@ -82,14 +84,23 @@ mod reloader;
 mod snapshot;
 mod source;
 
+#[cfg(feature = "keyed")]
 pub(crate) use self::backoff::Backoff;
 pub use self::blocking::BlockingReloader;
 pub use self::builder::ReloaderBuilder;
+#[cfg(feature = "keyed")]
 pub(crate) use self::config::Config;
-pub use self::future::{CheckFuture, ResponseFuture};
+pub use self::future::CheckFuture;
+#[cfg(feature = "layer")]
+#[cfg_attr(docsrs, doc(cfg(feature = "layer")))]
+pub use self::future::ResponseFuture;
+#[cfg(feature = "layer")]
+#[cfg_attr(docsrs, doc(cfg(feature = "layer")))]
 pub use self::layer::{SettingsReload, SettingsReloadLayer};
 pub use self::listeners::ListenerId;
+#[cfg(feature = "keyed")]
 pub(crate) use self::load::{load_within, LoadFailure};
+#[cfg(feature = "keyed")]
 pub(crate) use self::metrics::Counters;
 pub use self::metrics::ReloadMetrics;
 pub use self::mode::{CheckMode, ParseCheckModeError};

@@ -48,7 +48,7 @@ pub enum CheckMode {
     /// practice one round trip. While the push connection is not armed
     /// (starting, lost, a missed heartbeat, a restarted server), checks
     /// are strict. A backend that cannot push
-    /// ([`Backend::track`](crate::Backend::track)), or a server that
+    /// ([`Backend::track`](crate::backend::Backend::track)), or a server that
     /// refuses to track, runs strict throughout. A change the backend
     /// pushes also reloads the settings at once, request or not, so
     /// [`Reloader::subscribe`](super::Reloader::subscribe) hears of it.
@@ -124,6 +124,7 @@ impl CheckMode {
 
     /// The mode a reloader runs in when its backend cannot push: strict
     /// for push mode, the mode itself otherwise.
+    #[cfg_attr(not(feature = "keyed"), allow(dead_code))] // keyed sets only
     pub(crate) fn without_push(self) -> CheckMode {
         match self {
             CheckMode::Push => CheckMode::Strict,

@@ -75,7 +75,7 @@ where
 /// ```
 /// use std::sync::{Arc, Mutex};
 /// use gensync::reload::{fenced, SettingsSaver, StaleFence};
-/// use gensync::Fence;
+/// use gensync::backend::Fence;
 ///
 /// // The store: the settings and the greatest token it accepted.
 /// let store = Arc::new(Mutex::new((String::new(), Fence::new(0))));

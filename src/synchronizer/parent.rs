@@ -30,6 +30,7 @@ impl<B: Backend> Synchronizer<B> {
 
     /// Tracks through `tracker`, a member of a set a backend session
     /// tracks: this synchronizer's own reads tell it what the key holds.
+    #[cfg_attr(not(feature = "keyed"), allow(dead_code))]
     pub(crate) fn fed_tracker(mut self, tracker: Arc<Tracker>) -> Self {
         self.tracker = OnceLock::from(Some(tracker));
         self.feeds_tracker = true;

@@ -22,7 +22,8 @@ use crate::generation::Generation;
 ///
 /// ```
 /// use std::time::Duration;
-/// use gensync::{Generation, Key, MemoryBackend, Synchronizer, WriterLock};
+/// use gensync::synchronizer::WriterLock;
+/// use gensync::{Generation, Key, MemoryBackend, Synchronizer};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), gensync::Error> {
 /// let sync = Synchronizer::new(MemoryBackend::new(), Key::new(["flags"])?);
@@ -68,7 +69,7 @@ pub trait WriterLock: Send + Sync {
     async fn mark_updated_by(&self, token: Generation) -> Result<Generation, Error>;
 
     /// Which server the backend reaches (see
-    /// [`Backend::epoch`](crate::Backend::epoch)): a lease taken before it
+    /// [`Backend::epoch`](crate::backend::Backend::epoch)): a lease taken before it
     /// moved may not be held on the new one.
     fn epoch(&self) -> u64;
 }

@@ -151,7 +151,7 @@ impl Faults {
     }
 
     /// Makes reads and increments answer
-    /// [`Stored::Corrupt`](crate::Stored::Corrupt), as a key holding text or
+    /// [`Stored::Corrupt`](crate::backend::Stored::Corrupt), as a key holding text or
     /// a value of another type does.
     pub fn corrupt(&self, on: bool) {
         self.plan().corrupt = on;
@@ -174,7 +174,7 @@ impl Faults {
     }
 
     /// Reports, from now on, that the backend reconnected to a different
-    /// or restarted server (its [epoch](crate::Backend::epoch) moves), as a
+    /// or restarted server (its [epoch](crate::backend::Backend::epoch) moves), as a
     /// failover does; what is stored stays as it is, as on a replica that
     /// held the same data. Not undone by [`heal`](Faults::heal).
     pub fn new_server(&self) {

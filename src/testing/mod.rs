@@ -15,25 +15,39 @@
 //! - [`RedisCluster`]: a six-node Redis Cluster per test, to kill one
 //!   shard's primary and wait for its replica to take over; over TLS only
 //!   with `RedisCluster::start_tls` (the `tls` feature).
-//! - [`FaultyBackend`]: wraps any [`Backend`](crate::Backend) and, on
+//! - [`FaultyBackend`]: wraps any [`Backend`](crate::backend::Backend) and, on
 //!   command from another task, fails calls, adds latency, hangs, returns
 //!   corrupt values or evicts the key, counting what it did.
 //! - [`MockBackend`] and [`MockGenerationSynchronizer`]: `mockall` mocks,
 //!   to script exact call sequences.
 
+// The real servers need the Redis backend; the rest runs on any backend.
+#[cfg(feature = "redis")]
 mod cluster;
 mod faults;
 mod faulty;
+#[cfg(feature = "redis")]
 mod poll;
+#[cfg(feature = "redis")]
 mod redis_server;
+#[cfg(feature = "redis")]
 mod sentinel;
+#[cfg(feature = "redis")]
 mod tls;
 
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::cluster::RedisCluster;
 pub use self::faults::{FaultCounts, Faults};
 pub use self::faulty::FaultyBackend;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::redis_server::RedisServer;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::sentinel::SentinelGroup;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::tls::TlsCerts;
 pub use crate::backend::{MockBackend, SavePoint};
 pub use crate::synchronizer::MockGenerationSynchronizer;
@@ -52,6 +66,8 @@ pub fn shown_on(stored: Generation, identity: &str) -> Generation {
 /// `run_id` and replication id), as
 /// [`RedisBackend::server_id`](crate::RedisBackend::server_id) reports it
 /// and generations are shown with.
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub fn server_identity(server: &RedisServer) -> redis::RedisResult<String> {
     let info: String = redis::cmd("INFO")
         .arg("server")

@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use gensync::backend::Backend;
 use gensync::reload::{CheckMode, PublishError, Reloader};
 use gensync::testing::{shown_on, RedisCluster, RedisServer, SentinelGroup};
 use gensync::{
-    Backend, BackendError, Error, Generation, GenerationSynchronizer, Key, RedisBackend,
-    Synchronizer,
+    BackendError, Error, Generation, GenerationSynchronizer, Key, RedisBackend, Synchronizer,
 };
 
 use crate::fleet::Db;

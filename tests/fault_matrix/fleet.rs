@@ -11,12 +11,13 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use gensync::backend::Fence;
 use gensync::reload::{
     fenced, BoxError, CheckMode, ReloadMetrics, Reloader, SettingsLoader, SettingsReload,
     SettingsReloadLayer, SettingsSaver, Snapshot, StaleFence,
 };
 use gensync::testing::{Faults, FaultyBackend, RedisCluster, RedisServer, SentinelGroup};
-use gensync::{Fence, Generation, RedisBackend, RedisConfig, Synchronizer};
+use gensync::{Generation, RedisBackend, RedisConfig, Synchronizer};
 use tokio::sync::oneshot;
 use tower::{Service, ServiceBuilder};
 
@@ -255,7 +256,7 @@ pub struct Instance {
 /// reloader loaded at.
 pub fn vouching(reloader: &Reloader<u64>) -> bool {
     let sync = reloader.synchronizer();
-    matches!(sync.vouched(), Some(gensync::Stored::Value(g)) if sync.sync_gen() == Some(g))
+    matches!(sync.vouched(), Some(gensync::backend::Stored::Value(g)) if sync.sync_gen() == Some(g))
 }
 
 /// How a row's fleet is built and judged.

@@ -13,10 +13,11 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use gensync::backend::Fence;
 use gensync::keyed::{KeyRejection, KeyedReload, KeyedReloadLayer, KeyedReloader};
 use gensync::reload::{ReloadMetrics, Snapshot, StaleFence};
 use gensync::testing::RedisServer;
-use gensync::{Fence, GenerationSynchronizer, RedisBackend, Synchronizer};
+use gensync::{GenerationSynchronizer, RedisBackend, Synchronizer};
 use tokio::task::JoinHandle;
 use tower::{Layer, Service};
 

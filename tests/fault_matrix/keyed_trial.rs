@@ -13,8 +13,8 @@ use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
 use gensync::reload::ReloadMetrics;
+use gensync::synchronizer::Observed;
 use gensync::testing::RedisServer;
-use gensync::Observed;
 use tokio::task::{JoinHandle, JoinSet};
 use tower::ServiceExt;
 

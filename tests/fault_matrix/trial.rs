@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gensync::reload::{CheckMode, ReloadMetrics};
-use gensync::{Generation, GenerationSynchronizer, Observed};
+use gensync::synchronizer::Observed;
+use gensync::{Generation, GenerationSynchronizer};
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
 

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use gensync::{Backend, BackendError, Fence, Generation, Key, Stored};
+use gensync::backend::{Backend, Fence, Stored};
+use gensync::{BackendError, Generation, Key};
 
 use super::world::World;
 

@@ -7,10 +7,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use gensync::reload::StaleFence;
 
 use super::watch::Releases;
+use gensync::backend::{Backend, Fence, Stored};
 use gensync::testing::FaultyBackend;
-use gensync::{
-    Backend, Fence, Generation, GenerationSynchronizer, MemoryBackend, Stored, Synchronizer,
-};
+use gensync::{Generation, GenerationSynchronizer, MemoryBackend, Synchronizer};
 use tokio::time::Instant;
 
 use super::{key, KEY_TTL, LEASE};

@@ -7,9 +7,11 @@ use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use gensync::backend::Fence;
 use gensync::reload::{fenced, PublishError, Reloader};
+use gensync::synchronizer::WriterLock;
 use gensync::testing::FaultyBackend;
-use gensync::{Fence, Generation, MemoryBackend, Synchronizer, WriterLock};
+use gensync::{Generation, MemoryBackend, Synchronizer};
 use tokio::task::JoinHandle;
 
 use super::watch::Watched;

@@ -30,6 +30,9 @@ pub fn binary(name: &str) -> PathBuf {
 
     let mut features = vec!["testing"];
     for (on, feature) in [
+        (cfg!(feature = "redis"), "redis"),
+        (cfg!(feature = "layer"), "layer"),
+        (cfg!(feature = "keyed"), "keyed"),
         (cfg!(feature = "metrics"), "metrics"),
         (cfg!(feature = "cli"), "cli"),
         (cfg!(feature = "tls"), "tls"),

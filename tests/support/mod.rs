@@ -9,8 +9,11 @@ pub mod stall;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+#[cfg(feature = "redis")]
 use gensync::testing::{RedisCluster, RedisServer};
-use gensync::{Key, MemoryBackend, RedisBackend, RedisConfig};
+use gensync::{Key, MemoryBackend};
+#[cfg(feature = "redis")]
+use gensync::{RedisBackend, RedisConfig};
 
 /// Runs each named `async fn(impl Store)` as two tests, `$memory::name` on
 /// the memory backend under the runtime given, and `$redis::name` on its own
@@ -26,6 +29,7 @@ macro_rules! on_every_store {
             )*
         }
 
+        #[cfg(feature = "redis")]
         mod $redis {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -39,7 +43,7 @@ macro_rules! on_every_store {
 
 /// A shared store, seen from several "processes".
 pub trait Store {
-    type Backend: gensync::Backend + Clone;
+    type Backend: gensync::backend::Backend + Clone;
 
     /// A backend handle as a new process would have it: for Redis, a new
     /// client with its own connection.
@@ -77,11 +81,13 @@ impl Store for Memory {
     }
 }
 
+#[cfg(feature = "redis")]
 pub struct Redis {
     pub server: RedisServer,
     admin: Mutex<redis::Connection>,
 }
 
+#[cfg(feature = "redis")]
 impl Redis {
     pub fn new() -> Self {
         Self::from_server(RedisServer::start().expect("start redis-server"))
@@ -115,6 +121,7 @@ pub fn closed_port() -> u16 {
         .port()
 }
 
+#[cfg(feature = "redis")]
 /// Tight timeouts, for tests that measure them or wait them out.
 pub fn fast_config() -> RedisConfig {
     RedisConfig::default()
@@ -123,6 +130,7 @@ pub fn fast_config() -> RedisConfig {
         .reconnect_delay(RECONNECT_DELAY)
 }
 
+#[cfg(feature = "redis")]
 /// Timeouts a stalled test machine does not reach, for tests that measure
 /// no timeout: there a slow reply would read as an outage and fail them.
 pub fn patient_config() -> RedisConfig {
@@ -132,10 +140,12 @@ pub fn patient_config() -> RedisConfig {
         .reconnect_delay(RECONNECT_DELAY)
 }
 
+#[cfg(feature = "redis")]
 /// How long a client of [`fast_config`] waits after a failed connect before
 /// it dials again.
 pub const RECONNECT_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
 
+#[cfg(feature = "redis")]
 impl Store for Redis {
     type Backend = RedisBackend;
 
@@ -257,7 +267,7 @@ pub async fn push_armed<T: Send + Sync + 'static>(
     reloader: &gensync::reload::Reloader<T>,
     patience: std::time::Duration,
 ) {
-    use gensync::Stored;
+    use gensync::backend::Stored;
 
     let sync = reloader.synchronizer();
     let tracker = sync.track().expect("the Redis backend can track");
@@ -278,6 +288,7 @@ pub async fn push_armed<T: Send + Sync + 'static>(
     .expect("push tracking armed and vouching within the patience");
 }
 
+#[cfg(feature = "redis")]
 /// Twelve keys whose owners in `cluster` are all three shards' primaries
 /// (asserted).
 pub fn keys_on_every_shard(cluster: &RedisCluster) -> Vec<Key> {
@@ -292,6 +303,7 @@ pub fn keys_on_every_shard(cluster: &RedisCluster) -> Vec<Key> {
     keys
 }
 
+#[cfg(feature = "redis")]
 /// The identity of `server` gensync learns and shows generations with
 /// (its `run_id` and replication id; over TLS, for a server that listens
 /// only for TLS).

@@ -65,6 +65,7 @@ struct Store {
 /// [`MemoryBackend::restore`], as a Redis server restarted from an older
 /// snapshot does.
 #[cfg(any(test, feature = "testing"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 #[derive(Clone, Debug)]
 pub struct SavePoint(Store);
 
@@ -83,6 +84,7 @@ impl MemoryBackend {
     /// Stores raw text at a key, with no time to live: for tests that need
     /// a corrupt value.
     #[cfg(any(test, feature = "testing"))]
+    #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
     pub fn insert_raw(&self, key: &Key, value: impl Into<String>) {
         self.state().entries.insert(
             key.as_str().to_owned(),
@@ -95,6 +97,7 @@ impl MemoryBackend {
 
     /// Removes a key as an eviction would, returning whether it was there.
     #[cfg(any(test, feature = "testing"))]
+    #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
     pub fn evict(&self, key: &Key) -> bool {
         let now = Instant::now();
         self.state()
@@ -105,6 +108,7 @@ impl MemoryBackend {
 
     /// A copy of everything stored now.
     #[cfg(any(test, feature = "testing"))]
+    #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
     pub fn save_point(&self) -> SavePoint {
         SavePoint(self.state().clone())
     }
@@ -113,6 +117,7 @@ impl MemoryBackend {
     /// was stored since is gone, and the [epoch](Backend::epoch) moves, as
     /// every client's connection would have been to a new server.
     #[cfg(any(test, feature = "testing"))]
+    #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
     pub fn restore(&self, point: &SavePoint) {
         let mut store = self.state();
         *store = point.0.clone();

@@ -128,7 +128,7 @@ impl Identity {
     }
 
     /// The epoch, and the identity generations of `key` read in it are
-    /// shown with ([`Backend::identity`](crate::Backend::identity)).
+    /// shown with ([`Backend::identity`](crate::backend::Backend::identity)).
     ///
     /// A hash of the `run_id` of the server holding the key, alike in
     /// every process. Where that would not do, a number of this process's

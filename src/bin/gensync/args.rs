@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
-use gensync::RedactedUrl;
+use gensync::backend::RedactedUrl;
 
 use crate::Cli;
 

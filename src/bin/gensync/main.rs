@@ -70,9 +70,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use gensync::{
-    BlockingRedisBackend, BlockingSynchronizer, Error, Generation, Key, RedisConfig, Stored,
-};
+use gensync::backend::Stored;
+use gensync::{BlockingRedisBackend, BlockingSynchronizer, Error, Generation, Key, RedisConfig};
 
 use crate::sync::{run_sync, SyncOptions};
 
@@ -368,7 +367,7 @@ fn break_lock(sync: Sync) -> ExitCode {
 /// the namespace given twice, or a key stored hashed.
 fn note_how_it_is_stored(key: &Key) {
     let stored = key.as_str();
-    let prefix = format!("{}:", gensync::DEFAULT_NAMESPACE);
+    let prefix = format!("{}:", gensync::key::DEFAULT_NAMESPACE);
     if let Some(rest) = stored.strip_prefix(&prefix) {
         if let Some(inner) = rest.strip_prefix(&prefix) {
             note(&format!(
@@ -382,7 +381,7 @@ fn note_how_it_is_stored(key: &Key) {
             "KEY holds characters a key cannot carry as they are (spaces, control \
              characters, non-ASCII) or is longer than {} bytes, so it is stored hashed, \
              as {stored}",
-            gensync::MAX_KEY_LEN
+            gensync::key::MAX_KEY_LEN
         ));
     }
 }

@@ -7,7 +7,9 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, ExitStatus};
 
-use gensync::{BackendError, Check, Error, Observed, Stored};
+use gensync::backend::Stored;
+use gensync::synchronizer::{Check, Observed};
+use gensync::{BackendError, Error};
 
 use crate::{fail, observe, signals, state, Sync, BUSY, CANNOT_RUN, TROUBLE};
 
