@@ -104,9 +104,9 @@ mod key;
 pub mod keyed;
 pub mod reload;
 mod synchronizer;
-mod unpoisoned;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod unpoisoned;
 
 pub use backend::{
     Backend, BlockingBackend, BlockingRedisBackend, MemoryBackend, RedactedUrl, RedisBackend,

@@ -13,6 +13,7 @@ mod clock;
 mod memory;
 mod redact;
 mod redis;
+mod scheme;
 mod seen;
 mod track;
 mod track_set;

@@ -6,14 +6,8 @@ use std::time::Duration;
 
 use super::tls::TlsFiles;
 use crate::backend::redact::{inspect, Flaw, RedactedUrl};
+use crate::backend::scheme::{self, URL_FORMS};
 use crate::error::BackendError;
-
-/// The URL forms accepted, for error messages.
-pub(super) const URL_FORMS: &str = "redis://[user:password@]host[:port][/db], \
-     rediss://... (with the `tls` feature), redis+unix:///path/to/socket[?db=N&pass=...], \
-     redis+sentinel://[user:password@]host:port,host:port.../master-name[/db][?sentinel_password=...] \
-     or redis+cluster://[user:password@]host:port,host:port... (rediss+sentinel://, \
-     rediss+cluster:// with the `tls` feature)";
 
 /// Timeouts and pool size for a Redis backend.
 ///
@@ -253,15 +247,12 @@ impl RedisConfig {
 /// `rediss://`, or with how to write a password that split the URL in the
 /// wrong place, so the message says what to change.
 pub(super) fn check_url(url: &str, redacted: &RedactedUrl) -> Result<(), BackendError> {
-    let scheme = url.split("://").next().unwrap_or_default();
-    let multi = super::deployment::multi_host(scheme);
-    if (!matches!(scheme, "redis" | "rediss" | "redis+unix" | "unix") && multi.is_none())
-        || !url.contains("://")
-    {
+    let Some(scheme) = scheme::of(url) else {
         return Err(BackendError::Config(format!(
-            "unsupported Redis URL {redacted}: expected {URL_FORMS}"
+            "unsupported Redis URL {redacted}: its scheme must be one of {}, as in {URL_FORMS}",
+            scheme::names()
         )));
-    }
+    };
     if inspect(url) == Err(Flaw::SplitUserinfo) {
         // Dialling it would look up a host made of the user name, and the
         // client library's errors would carry the password.
@@ -271,7 +262,7 @@ pub(super) fn check_url(url: &str, redacted: &RedactedUrl) -> Result<(), Backend
              them in the URL (`/` as %2F, `?` as %3F, `#` as %23, `@` as %40)"
         )));
     }
-    if (scheme == "rediss" || multi.is_some_and(|(_, tls)| tls)) && !cfg!(feature = "tls") {
+    if scheme.tls && !cfg!(feature = "tls") {
         return Err(BackendError::Config(format!(
             "{redacted} asks for TLS, but gensync was built without its `tls` feature; \
              enable it or use redis://"

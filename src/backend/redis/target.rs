@@ -1,16 +1,16 @@
 //! What both paths share: the deployment they talk to, and how its errors
 //! become a [`BackendError`] that says what to check.
 
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use redis::{Cmd, ErrorKind, IntoConnectionInfo, RedisError, ServerErrorKind, Value};
 
-use super::config::{check_url, RedisConfig, Replicas, URL_FORMS};
+use super::config::{check_url, RedisConfig, Replicas};
 use super::deployment::{self, invalid, Deployment};
 use super::identity::Identity;
 use super::tls::{certificate_failure, uses_tls, Tls};
 use crate::backend::redact::{scrub, secrets, RedactedUrl};
+use crate::backend::scheme::{self, URL_FORMS};
 use crate::error::BackendError;
 
 /// What both paths share: where the servers are, the redacted name of the
@@ -38,8 +38,8 @@ impl Target {
         check_url(url, &redacted)?;
         let secrets = secrets(url);
         let scrubbed = |e: RedisError| scrub(&e.to_string(), url, &secrets);
-        let scheme = url.split("://").next().unwrap_or_default();
-        let (deployment, tls) = if deployment::multi_host(scheme).is_some() {
+        let multi_host = scheme::of(url).is_some_and(|s| s.multi_host());
+        let (deployment, tls) = if multi_host {
             let parts = deployment::split(url).map_err(|p| invalid(&redacted, &p))?;
             let tls = Tls::load(&config.tls, parts.tls)?;
             let deployment = parts.deployment(&tls).map_err(|p| invalid(&redacted, &p))?;
@@ -296,12 +296,6 @@ pub(super) enum Caller {
 /// wait as long again) and not an error reply (the server answered).
 pub(super) fn found_dead(e: &RedisError) -> bool {
     e.is_io_error() && !e.is_timeout()
-}
-
-/// Locks a mutex whose holders never leave its data half-changed, so a
-/// panic elsewhere that poisoned it leaves nothing to distrust.
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
