@@ -112,7 +112,7 @@ pub use backend::{
     Backend, BlockingBackend, BlockingRedisBackend, MemoryBackend, RedactedUrl, RedisBackend,
     RedisConfig, RedisUrl, Stored, Ticket, Tracker, TrackerSet,
 };
-pub use error::{BackendError, Error};
+pub use error::{BackendError, BackendErrorKind, Error};
 pub use fence::Fence;
 pub use generation::{Generation, ParseGenerationError};
 pub use key::{Key, KeyError, DEFAULT_NAMESPACE, MAX_KEY_LEN};

@@ -21,7 +21,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use gensync::{Backend, BackendError, Key};
+use gensync::{Backend, BackendError, BackendErrorKind, Key};
 use serde_json::json;
 
 use crate::http::App;
@@ -86,12 +86,15 @@ pub async fn readyz(State(app): State<App>) -> Response {
     let mut ready = true;
     let backend = match (readiness.probe)().await {
         Ok(()) => "ok",
-        Err(
-            BackendError::Auth { .. }
-            | BackendError::Denied { .. }
-            | BackendError::Tls { .. }
-            | BackendError::Config(_),
-        ) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                BackendErrorKind::Auth
+                    | BackendErrorKind::Denied
+                    | BackendErrorKind::Tls
+                    | BackendErrorKind::Config
+            ) =>
+        {
             ready = false;
             reasons.push(
                 "Redis refuses this instance (its credentials, its ACL or the TLS handshake): \

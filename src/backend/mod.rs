@@ -79,7 +79,7 @@ pub trait Backend: Send + Sync + 'static {
     /// for replicas before it answers a bump
     /// ([`RedisConfig::wait_for_replicas`](crate::RedisConfig::wait_for_replicas))
     /// waits for them here too, and fails with
-    /// [`BackendError::NotReplicated`] when too few acknowledged it. By
+    /// a [`NotReplicated`](crate::BackendErrorKind::NotReplicated) error when too few acknowledged it. By
     /// default, `add`.
     async fn add_replicated(
         &self,

@@ -321,6 +321,7 @@ impl fmt::Debug for RedactedUrl {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::scheme::Kind;
 
     /// URLs whose password (always holding `LeakPW`) people write without
     /// percent-encoding, or with a typo'd scheme.
@@ -355,6 +356,43 @@ mod tests {
             let r = RedactedUrl::new(raw);
             assert!(!r.to_string().contains("LeakPW"), "{raw} -> {r}");
             assert!(!format!("{r:?}").contains("LeakPW"), "{raw} -> {r:?}");
+        }
+    }
+
+    /// Every accepted scheme, in its own URL form, written cleanly and
+    /// with a password that splits the URL: redacted, shown where clean,
+    /// and its secret found for the scrubber.
+    #[test]
+    fn every_accepted_scheme_hides_its_password() {
+        for scheme in crate::backend::scheme::SCHEMES {
+            let name = scheme.name;
+            let (clean, split) = match scheme.kind {
+                Kind::Single => (
+                    format!("{name}://app:s3cret-LeakPW@cache:6379/1"),
+                    format!("{name}://app:a#LeakPW@cache:6379"),
+                ),
+                Kind::Socket => (
+                    format!("{name}:///run/r.sock?db=1&pass=s3cret-LeakPW"),
+                    format!("{name}:///run/r.sock?pass=a&LeakPW"),
+                ),
+                Kind::Sentinel | Kind::Cluster => (
+                    format!("{name}://app:s3cret-LeakPW@a:1,b:2/m"),
+                    format!("{name}://app:a/LeakPW@a:1,b:2/m"),
+                ),
+            };
+            let shown = RedactedUrl::new(&clean);
+            assert_ne!(shown.as_str(), PLACEHOLDER, "{clean}");
+            assert!(shown.as_str().starts_with(name), "{clean} -> {shown}");
+            assert!(shown.as_str().contains("***"), "{clean} -> {shown}");
+            assert!(
+                secrets(&clean).contains(&"s3cret-LeakPW".to_owned()),
+                "{clean}"
+            );
+            for raw in [&clean, &split] {
+                let r = RedactedUrl::new(raw);
+                assert!(!r.to_string().contains("LeakPW"), "{raw} -> {r}");
+                assert!(!format!("{r:?}").contains("LeakPW"), "{raw} -> {r:?}");
+            }
         }
     }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use gensync::reload::{CheckMode, PublishError, Reloader};
 use gensync::testing::{shown_on, RedisCluster, RedisServer, SentinelGroup};
 use gensync::{
-    Backend, BackendError, Error, Generation, GenerationSynchronizer, Key, RedisBackend,
+    Backend, BackendErrorKind, Error, Generation, GenerationSynchronizer, Key, RedisBackend,
     Synchronizer,
 };
 
@@ -141,7 +141,7 @@ type Ledger = Arc<Mutex<Vec<Attempt>>>;
 
 fn told(outcome: Result<Generation, PublishError>) -> Told {
     let not_replicated =
-        |e: &Error| matches!(e, Error::Backend(BackendError::NotReplicated { .. }));
+        |e: &Error| matches!(e, Error::Backend(e) if e.kind() == BackendErrorKind::NotReplicated);
     match outcome {
         Ok(generation) => Told::Ok(generation),
         Err(PublishError::Start(e) | PublishError::Bump { source: e, .. })

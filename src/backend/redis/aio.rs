@@ -214,10 +214,7 @@ impl RedisBackend {
             Ok(result) => result.map_err(|f| self.target.failure(&f)),
             // The client's own timeouts should fire first; this is the
             // backstop that makes the bound hold whatever the client does.
-            Err(_) => Err(BackendError::Timeout {
-                target: self.target.name.clone(),
-                after: bound,
-            }),
+            Err(_) => Err(BackendError::timeout(&self.target.name, bound)),
         }
     }
 }

@@ -327,7 +327,7 @@ pub(super) fn no_sentinel() -> RedisError {
 
 /// Turns a URL problem into the error that says what to fix.
 pub(super) fn invalid(redacted: &impl std::fmt::Display, problem: &str) -> BackendError {
-    BackendError::Config(format!(
+    BackendError::config(format!(
         "invalid Redis URL {redacted}: {problem}; expected {URL_FORMS}"
     ))
 }
