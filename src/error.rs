@@ -94,7 +94,11 @@ pub enum BackendErrorKind {
 /// assert!(std::error::Error::source(&err).is_some());
 /// ```
 #[derive(Clone)]
-pub struct BackendError {
+pub struct BackendError(Box<Inner>);
+
+/// Boxed, so a `Result` carrying one stays small.
+#[derive(Clone)]
+struct Inner {
     kind: BackendErrorKind,
     target: String,
     message: String,
@@ -113,7 +117,7 @@ impl BackendError {
         target: impl Into<String>,
         message: impl Into<String>,
     ) -> Self {
-        BackendError {
+        BackendError(Box::new(Inner {
             kind,
             target: target.into(),
             message: message.into(),
@@ -121,7 +125,7 @@ impl BackendError {
             replicas: None,
             after: None,
             source: None,
-        }
+        }))
     }
 
     /// A configuration error: `message` says what to change.
@@ -131,12 +135,12 @@ impl BackendError {
 
     /// `target` did not answer within `after`.
     pub fn timeout(target: impl Into<String>, after: Duration) -> Self {
-        Self::new(BackendErrorKind::Timeout, target, "").after_(after)
+        Self::new(BackendErrorKind::Timeout, target, "").waited(after)
     }
 
     /// No pooled connection to `target` became free within `after`.
     pub fn pool_exhausted(target: impl Into<String>, after: Duration) -> Self {
-        Self::new(BackendErrorKind::PoolExhausted, target, "").after_(after)
+        Self::new(BackendErrorKind::PoolExhausted, target, "").waited(after)
     }
 
     /// `target`'s ACL refused `denied` (`the command 'getrange'`, or the
@@ -147,7 +151,7 @@ impl BackendError {
         rule: impl Into<String>,
     ) -> Self {
         let mut err = Self::new(BackendErrorKind::Denied, target, denied);
-        err.rule = Some(rule.into());
+        err.0.rule = Some(rule.into());
         err
     }
 
@@ -159,8 +163,8 @@ impl BackendError {
         wanted: u32,
         after: Duration,
     ) -> Self {
-        let mut err = Self::new(BackendErrorKind::NotReplicated, target, "").after_(after);
-        err.replicas = Some((acked, wanted));
+        let mut err = Self::new(BackendErrorKind::NotReplicated, target, "").waited(after);
+        err.0.replicas = Some((acked, wanted));
         err
     }
 
@@ -168,50 +172,50 @@ impl BackendError {
     /// [`source`](std::error::Error::source). Its text must hold no secret:
     /// a program may print the whole chain.
     pub fn with_source(mut self, source: impl StdError + Send + Sync + 'static) -> Self {
-        self.source = Some(Arc::new(source));
+        self.0.source = Some(Arc::new(source));
         self
     }
 
-    fn after_(mut self, after: Duration) -> Self {
-        self.after = Some(after);
+    fn waited(mut self, after: Duration) -> Self {
+        self.0.after = Some(after);
         self
     }
 
     /// What kind of failure this is.
     pub fn kind(&self) -> BackendErrorKind {
-        self.kind
+        self.0.kind
     }
 
     /// The server the call was for, password redacted (`Redis at
     /// redis://app:***@cache:6379`); empty for a configuration error.
     pub fn target(&self) -> &str {
-        &self.target
+        &self.0.target
     }
 
     /// What failed, as the client library or the server put it (secrets
     /// scrubbed), without the advice around it; for
     /// [`Denied`](BackendErrorKind::Denied), what was refused.
     pub fn message(&self) -> &str {
-        &self.message
+        &self.0.message
     }
 
     /// For [`Denied`](BackendErrorKind::Denied): the ACL rule that allows
     /// what was refused (`+getrange`, or a key pattern). SECURITY.md lists
     /// what each role needs.
     pub fn rule(&self) -> Option<&str> {
-        self.rule.as_deref()
+        self.0.rule.as_deref()
     }
 
     /// For [`NotReplicated`](BackendErrorKind::NotReplicated): how many
     /// replicas acknowledged the write.
     pub fn acked(&self) -> Option<u32> {
-        self.replicas.map(|(acked, _)| acked)
+        self.0.replicas.map(|(acked, _)| acked)
     }
 
     /// For [`NotReplicated`](BackendErrorKind::NotReplicated): how many
     /// replicas were asked for.
     pub fn wanted(&self) -> Option<u32> {
-        self.replicas.map(|(_, wanted)| wanted)
+        self.0.replicas.map(|(_, wanted)| wanted)
     }
 
     /// How long the call waited: for a [`Timeout`](BackendErrorKind::Timeout),
@@ -220,15 +224,15 @@ impl BackendError {
     /// connection; for [`NotReplicated`](BackendErrorKind::NotReplicated),
     /// the wait for the replicas.
     pub fn after(&self) -> Option<Duration> {
-        self.after
+        self.0.after
     }
 }
 
 impl fmt::Display for BackendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use BackendErrorKind as K;
-        let target = &self.target;
-        let message = &self.message;
+        let target = &self.0.target;
+        let message = &self.0.message;
         // The kinds whose text is built from their data show a message
         // given as well, in brackets.
         let extra = if message.is_empty() {
@@ -236,11 +240,11 @@ impl fmt::Display for BackendError {
         } else {
             format!(" ({message})")
         };
-        let within = match self.after {
+        let within = match self.0.after {
             Some(after) => format!("within {after:?}"),
             None => "in time".to_owned(),
         };
-        match self.kind {
+        match self.0.kind {
             K::Config => write!(f, "invalid backend configuration: {message}"),
             K::Unreachable => write!(
                 f,
@@ -267,7 +271,7 @@ impl fmt::Display for BackendError {
                     f,
                     "{target} refused {message}: the user's ACL does not allow it; "
                 )?;
-                if let Some(rule) = &self.rule {
+                if let Some(rule) = &self.0.rule {
                     write!(
                         f,
                         "add `{rule}` to the user (`ACL SETUSER <user> {rule}`); "
@@ -282,7 +286,7 @@ impl fmt::Display for BackendError {
             ),
             K::NotReplicated => {
                 write!(f, "{target} took the write, but ")?;
-                match self.replicas {
+                match self.0.replicas {
                     Some((acked, wanted)) => {
                         write!(f, "only {acked} of {wanted} replica(s) acknowledged it")?
                     }
@@ -302,18 +306,19 @@ impl fmt::Display for BackendError {
 impl fmt::Debug for BackendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut s = f.debug_struct("BackendError");
-        s.field("kind", &self.kind).field("target", &self.target);
-        s.field("message", &self.message);
-        if let Some(rule) = &self.rule {
+        s.field("kind", &self.0.kind)
+            .field("target", &self.0.target);
+        s.field("message", &self.0.message);
+        if let Some(rule) = &self.0.rule {
             s.field("rule", rule);
         }
-        if let Some((acked, wanted)) = self.replicas {
+        if let Some((acked, wanted)) = self.0.replicas {
             s.field("acked", &acked).field("wanted", &wanted);
         }
-        if let Some(after) = &self.after {
+        if let Some(after) = &self.0.after {
             s.field("after", after);
         }
-        if let Some(source) = &self.source {
+        if let Some(source) = &self.0.source {
             s.field("source", source);
         }
         s.finish()
@@ -322,7 +327,8 @@ impl fmt::Debug for BackendError {
 
 impl StdError for BackendError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source
+        self.0
+            .source
             .as_deref()
             .map(|e| e as &(dyn StdError + 'static))
     }
@@ -333,19 +339,19 @@ impl StdError for BackendError {
 impl PartialEq for BackendError {
     fn eq(&self, other: &Self) -> bool {
         (
-            self.kind,
-            &self.target,
-            &self.message,
-            &self.rule,
-            self.replicas,
-            self.after,
+            self.0.kind,
+            &self.0.target,
+            &self.0.message,
+            &self.0.rule,
+            self.0.replicas,
+            self.0.after,
         ) == (
-            other.kind,
-            &other.target,
-            &other.message,
-            &other.rule,
-            other.replicas,
-            other.after,
+            other.0.kind,
+            &other.0.target,
+            &other.0.message,
+            &other.0.rule,
+            other.0.replicas,
+            other.0.after,
         )
     }
 }

@@ -58,7 +58,8 @@ pub struct RedisBackend {
 impl RedisBackend {
     /// A backend for `url` with the default [`RedisConfig`]. Makes no
     /// connection yet; a bad URL is an error now. `url` is one server
-    /// (`redis://`, `rediss://`, `redis+unix://`), the primary of a
+    /// (`redis://`, `rediss://`, `redis+unix://`, or the same with
+    /// `valkey` for `redis`), the primary of a
     /// Sentinel deployment (`redis+sentinel://`) or a Cluster
     /// (`redis+cluster://`): see [`RedisUrl`](crate::RedisUrl).
     pub fn open(url: &str) -> Result<Self, BackendError> {

@@ -59,7 +59,8 @@ pub struct BlockingRedisBackend {
 impl BlockingRedisBackend {
     /// A blocking backend for `url` with the default [`RedisConfig`].
     /// Makes no connection yet; a bad URL is an error now. `url` is one
-    /// server (`redis://`, `rediss://`, `redis+unix://`), the primary of a
+    /// server (`redis://`, `rediss://`, `redis+unix://`, or the same with
+    /// `valkey` for `redis`), the primary of a
     /// Sentinel deployment (`redis+sentinel://`) or a Cluster
     /// (`redis+cluster://`): see [`RedisUrl`](crate::RedisUrl).
     pub fn open(url: &str) -> Result<Self, BackendError> {
