@@ -210,9 +210,10 @@ use std::sync::Arc;
 
 use clap::parser::ValueSource;
 use clap::FromArgMatches;
+use gensync::backend::BackendErrorKind;
 use gensync::backend::{Backend, Stored};
 use gensync::reload::{blocking_loader, fenced, CheckMode, Reloader};
-use gensync::{BackendError, Key, MemoryBackend, RedisBackend, Synchronizer};
+use gensync::{Key, MemoryBackend, RedisBackend, Synchronizer};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use serde_json::{Map, Value};
 
@@ -350,7 +351,7 @@ async fn run(args: Args, token_on_command_line: bool) -> Result<(), Fatal> {
                 Ok(_) => {}
                 // It answered, and said no: nothing changes until the
                 // configuration does, so say what to fix.
-                Err(e @ (BackendError::Auth { .. } | BackendError::Denied { .. })) => {
+                Err(e) if matches!(e.kind(), BackendErrorKind::Auth | BackendErrorKind::Denied) => {
                     tracing::error!(
                         error = %e,
                         "Redis refused this instance's credentials (or its ACL denied a \
@@ -361,7 +362,7 @@ async fn run(args: Args, token_on_command_line: bool) -> Result<(), Fatal> {
                     )
                 }
                 // The same, for a certificate: the error says which.
-                Err(e @ BackendError::Tls { .. }) => tracing::error!(
+                Err(e) if e.kind() == BackendErrorKind::Tls => tracing::error!(
                     error = %e,
                     "the TLS handshake with Redis failed at start-up; fix --tls-ca, \
                      --tls-cert and --tls-key (or the server's certificate) as the error \

@@ -12,11 +12,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use gensync::backend::BackendErrorKind;
 use gensync::reload::{CheckMode, Reloader};
 use gensync::testing::RedisServer;
 use gensync::{
-    BackendError, BlockingRedisBackend, BlockingSynchronizer, Error, GenerationSynchronizer, Key,
-    RedisBackend, Synchronizer,
+    BlockingRedisBackend, BlockingSynchronizer, Error, GenerationSynchronizer, Key, RedisBackend,
+    Synchronizer,
 };
 
 const PASSWORD: &str = "acl-test-pw-7Qx";
@@ -110,7 +111,7 @@ fn backend(url: &str) -> RedisBackend {
 /// Whether `error` is the ACL's refusal of `command`, saying what to add.
 fn names(error: &Error, command: &str) -> bool {
     let text = error.to_string();
-    matches!(error, Error::Backend(BackendError::Denied { rule, .. }) if *rule == format!("+{command}"))
+    matches!(error, Error::Backend(e) if e.kind() == BackendErrorKind::Denied && e.rule() == Some(format!("+{command}").as_str()))
         && text.contains(&format!("'{command}'"))
         && text.contains("ACL SETUSER")
         && !text.contains(PASSWORD)

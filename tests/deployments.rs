@@ -138,10 +138,9 @@ fn the_blocking_path_follows_a_sentinel_failover() {
 fn not_replicated(bumped: Result<Generation, gensync::Error>) {
     assert!(
         matches!(
-            bumped,
-            Err(gensync::Error::Backend(
-                gensync::BackendError::NotReplicated { acked: 0, .. }
-            ))
+            &bumped,
+            Err(gensync::Error::Backend(e))
+                if e.kind() == gensync::backend::BackendErrorKind::NotReplicated && e.acked() == Some(0)
         ),
         "{bumped:?}"
     );
@@ -464,7 +463,7 @@ async fn a_wrong_deployment_is_reported_with_what_to_check() {
         assert!(text.contains("no master named `nosuchmaster`"), "{text}");
     }
     assert!(
-        matches!(unauthenticated, gensync::BackendError::Auth { .. }),
+        unauthenticated.kind() == gensync::backend::BackendErrorKind::Auth,
         "{unauthenticated:?}"
     );
     assert!(RedisBackend::open(&url).unwrap().ping().await.is_ok());
@@ -481,7 +480,7 @@ async fn a_wrong_deployment_is_reported_with_what_to_check() {
         .unwrap_err();
     assert!(!error.to_string().contains("LeakPW"), "{error}");
     assert!(
-        matches!(error, gensync::BackendError::Unreachable { .. }),
+        error.kind() == gensync::backend::BackendErrorKind::Unreachable,
         "{error:?}"
     );
 }

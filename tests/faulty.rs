@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
+use gensync::backend::BackendErrorKind;
 use gensync::backend::{Backend, BlockingBackend, Stored};
 use gensync::reload::Reloader;
 use gensync::synchronizer::{Check, Observed};
@@ -250,28 +251,22 @@ async fn fail_with_sets_the_error_returned(store: impl Store) {
 
     faults.fail_next(1);
     match backend.get(&key()).await {
-        Err(BackendError::Unreachable { target, .. }) => assert_eq!(target, "fault injection"),
+        Err(e) if e.kind() == BackendErrorKind::Unreachable => {
+            assert_eq!(e.target(), "fault injection")
+        }
         other => panic!("by default an injected failure is Unreachable, not {other:?}"),
     }
 
     let target = || "cache-7:6379".to_owned();
     let errors = [
-        BackendError::Timeout {
-            target: target(),
-            after: Duration::from_millis(250),
-        },
-        BackendError::Auth {
-            target: target(),
-            reason: "WRONGPASS".into(),
-        },
-        BackendError::Server {
-            target: target(),
-            reason: "OOM command not allowed".into(),
-        },
-        BackendError::PoolExhausted {
-            target: target(),
-            after: Duration::from_secs(1),
-        },
+        BackendError::timeout(target(), Duration::from_millis(250)),
+        BackendError::new(BackendErrorKind::Auth, target(), "WRONGPASS"),
+        BackendError::new(
+            BackendErrorKind::Server,
+            target(),
+            "OOM command not allowed",
+        ),
+        BackendError::pool_exhausted(target(), Duration::from_secs(1)),
     ];
     for error in errors {
         faults.fail_with(error.clone());
@@ -513,10 +508,7 @@ async fn hang_ends_in_a_timeout_after_t(store: impl Store) {
     let (backend, faults) = faulty(&store);
     let t = Duration::from_millis(60);
     faults.hang(t);
-    let timeout = BackendError::Timeout {
-        target: "fault injection".into(),
-        after: t,
-    };
+    let timeout = BackendError::timeout("fault injection", t);
     for op in OPS {
         let start = Instant::now();
         let reply = call(&backend, op, Generation::fresh()).await;

@@ -22,6 +22,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use gensync::backend::Backend;
+use gensync::backend::BackendErrorKind;
 use gensync::{BackendError, Key};
 use serde_json::json;
 
@@ -87,12 +88,15 @@ pub async fn readyz(State(app): State<App>) -> Response {
     let mut ready = true;
     let backend = match (readiness.probe)().await {
         Ok(()) => "ok",
-        Err(
-            BackendError::Auth { .. }
-            | BackendError::Denied { .. }
-            | BackendError::Tls { .. }
-            | BackendError::Config(_),
-        ) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                BackendErrorKind::Auth
+                    | BackendErrorKind::Denied
+                    | BackendErrorKind::Tls
+                    | BackendErrorKind::Config
+            ) =>
+        {
             ready = false;
             reasons.push(
                 "Redis refuses this instance (its credentials, its ACL or the TLS handshake): \

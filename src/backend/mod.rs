@@ -14,6 +14,8 @@ mod memory;
 mod redact;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "redis")]
+mod scheme;
 mod seen;
 mod track;
 mod track_set;
@@ -32,6 +34,7 @@ pub(crate) use self::redis::identity_from_info;
 pub use self::redis::{BlockingRedisBackend, RedisBackend, RedisConfig, RedisUrl};
 pub use self::track::{Ticket, Tracker};
 pub use self::track_set::TrackerSet;
+pub use crate::error::BackendErrorKind;
 pub use crate::fence::Fence;
 
 /// What a key holds, as a backend reports it.
@@ -86,7 +89,7 @@ pub trait Backend: Send + Sync + 'static {
     /// for replicas before it answers a bump
     /// ([`RedisConfig::wait_for_replicas`](crate::RedisConfig::wait_for_replicas))
     /// waits for them here too, and fails with
-    /// [`BackendError::NotReplicated`] when too few acknowledged it. By
+    /// a [`NotReplicated`](crate::backend::BackendErrorKind::NotReplicated) error when too few acknowledged it. By
     /// default, `add`.
     async fn add_replicated(
         &self,

@@ -7,6 +7,8 @@ use std::fmt;
 
 use url::Url;
 
+use super::scheme;
+
 /// Query parameters that carry a secret: in a `redis+unix://` URL, and the
 /// sentinels' password in a `redis+sentinel://` one.
 const SECRET_PARAMS: &[&str] = &["pass", "password", "sentinel_password"];
@@ -18,20 +20,6 @@ const PLAIN_PARAMS: &[&str] = &["db", "protocol", "user"];
 
 /// What a URL that cannot be shown is shown as.
 const PLACEHOLDER: &str = "<malformed URL, hidden>";
-
-/// Schemes whose URL carries a host, and so may carry a password in its
-/// userinfo.
-const HOST_SCHEMES: &[&str] = &["redis", "rediss", "valkey", "valkeys"];
-
-/// Schemes whose URL carries a comma-separated list of hosts (Sentinel,
-/// Cluster), which no URL parser takes as it is: each host is checked as
-/// a one-host URL with the same userinfo and path.
-const MULTI_HOST_SCHEMES: &[&str] = &[
-    "redis+sentinel",
-    "rediss+sentinel",
-    "redis+cluster",
-    "rediss+cluster",
-];
 
 /// A server URL that is safe to print: its password (or userinfo without
 /// a colon, `redis://SECRET@host`, which Redis URLs read as a password),
@@ -98,8 +86,9 @@ pub(crate) fn inspect(raw: &str) -> Result<Url, Flaw> {
     let Some((scheme, rest)) = raw.split_once("://") else {
         return Err(Flaw::Unparsable);
     };
-    let multi = is_multi_host(scheme);
-    let has_host = multi || HOST_SCHEMES.iter().any(|s| scheme.eq_ignore_ascii_case(s));
+    let known = scheme::named(scheme);
+    let multi = known.is_some_and(|s| s.multi_host());
+    let has_host = known.is_some_and(|s| s.has_host());
     if has_host {
         // Where the userinfo and host end; an `@` after that was meant to
         // end a userinfo the URL has already left.
@@ -132,10 +121,11 @@ pub(crate) fn inspect(raw: &str) -> Result<Url, Flaw> {
     Ok(url)
 }
 
+/// Whether `scheme` names a comma-separated list of hosts (Sentinel,
+/// Cluster), which no URL parser takes as it is: each host is checked as
+/// a one-host URL with the same userinfo and path.
 fn is_multi_host(scheme: &str) -> bool {
-    MULTI_HOST_SCHEMES
-        .iter()
-        .any(|s| scheme.eq_ignore_ascii_case(s))
+    scheme::named(scheme).is_some_and(|s| s.multi_host())
 }
 
 /// A multi-host URL as one `redis://` URL per host, with its userinfo and
@@ -331,6 +321,7 @@ impl fmt::Debug for RedactedUrl {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::scheme::Kind;
 
     /// URLs whose password (always holding `LeakPW`) people write without
     /// percent-encoding, or with a typo'd scheme.
@@ -365,6 +356,43 @@ mod tests {
             let r = RedactedUrl::new(raw);
             assert!(!r.to_string().contains("LeakPW"), "{raw} -> {r}");
             assert!(!format!("{r:?}").contains("LeakPW"), "{raw} -> {r:?}");
+        }
+    }
+
+    /// Every accepted scheme, in its own URL form, written cleanly and
+    /// with a password that splits the URL: redacted, shown where clean,
+    /// and its secret found for the scrubber.
+    #[test]
+    fn every_accepted_scheme_hides_its_password() {
+        for scheme in crate::backend::scheme::SCHEMES {
+            let name = scheme.name;
+            let (clean, split) = match scheme.kind {
+                Kind::Single => (
+                    format!("{name}://app:s3cret-LeakPW@cache:6379/1"),
+                    format!("{name}://app:a#LeakPW@cache:6379"),
+                ),
+                Kind::Socket => (
+                    format!("{name}:///run/r.sock?db=1&pass=s3cret-LeakPW"),
+                    format!("{name}:///run/r.sock?pass=a&LeakPW"),
+                ),
+                Kind::Sentinel | Kind::Cluster => (
+                    format!("{name}://app:s3cret-LeakPW@a:1,b:2/m"),
+                    format!("{name}://app:a/LeakPW@a:1,b:2/m"),
+                ),
+            };
+            let shown = RedactedUrl::new(&clean);
+            assert_ne!(shown.as_str(), PLACEHOLDER, "{clean}");
+            assert!(shown.as_str().starts_with(name), "{clean} -> {shown}");
+            assert!(shown.as_str().contains("***"), "{clean} -> {shown}");
+            assert!(
+                secrets(&clean).contains(&"s3cret-LeakPW".to_owned()),
+                "{clean}"
+            );
+            for raw in [&clean, &split] {
+                let r = RedactedUrl::new(raw);
+                assert!(!r.to_string().contains("LeakPW"), "{raw} -> {r}");
+                assert!(!format!("{r:?}").contains("LeakPW"), "{raw} -> {r:?}");
+            }
         }
     }
 

@@ -5,6 +5,7 @@ use std::sync::atomic::{fence, AtomicU64, Ordering};
 
 use super::Stored;
 use crate::generation::Generation;
+use crate::unpoisoned::lock;
 
 /// One read of the key by the tracking connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,7 +37,7 @@ const CORRUPT: u64 = u64::MAX;
 
 impl SeenCell {
     pub(super) fn write(&self, seen: Seen) {
-        let _one_writer = self.writers.lock().unwrap_or_else(|e| e.into_inner());
+        let _one_writer = lock(&self.writers);
         let seq = self.seq.load(Ordering::Relaxed);
         self.seq.store(seq + 1, Ordering::Relaxed);
         fence(Ordering::Release);

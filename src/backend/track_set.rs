@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use super::track::Bound;
 use super::Tracker;
 use crate::key::Key;
+use crate::unpoisoned::lock;
 
 /// The trackers of many keys, fed by one tracking session of a backend
 /// ([`Backend::track_set`](super::Backend::track_set)).
@@ -256,7 +257,7 @@ impl TrackerSet {
     fn state(&self) -> MutexGuard<'_, State> {
         // Every update leaves the state whole: a panic elsewhere while the
         // lock was held loses nothing.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 }
 

@@ -20,7 +20,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::backend::{Backend, Stored, Tracker};
-use crate::error::{BackendError, Error};
+use crate::error::{BackendError, BackendErrorKind, Error};
 use crate::generation::{identity_of, Generation};
 use crate::key::Key;
 
@@ -274,10 +274,11 @@ impl<B: Backend> Synchronizer<B> {
                 return Ok(shown(stored, server));
             }
         }
-        Err(Error::Backend(BackendError::Server {
-            target: self.key.to_string(),
-            reason: "the backend kept changing servers during the read".into(),
-        }))
+        Err(Error::Backend(BackendError::new(
+            BackendErrorKind::Server,
+            self.key.to_string(),
+            "the backend kept changing servers during the read",
+        )))
     }
 
     /// A value this process stored, as [`observe`](Self::observe) would

@@ -10,7 +10,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::error::BackendError;
+use crate::error::{BackendError, BackendErrorKind};
 
 /// The server name injected errors carry.
 pub(super) const TARGET: &str = "fault injection";
@@ -132,7 +132,7 @@ impl Faults {
     }
 
     /// The error injected failures return. By default an
-    /// [`Unreachable`](BackendError::Unreachable) error naming
+    /// [`Unreachable`](crate::backend::BackendErrorKind::Unreachable) error naming
     /// "fault injection".
     pub fn fail_with(&self, error: BackendError) {
         self.plan().error = Some(error);
@@ -144,7 +144,7 @@ impl Faults {
     }
 
     /// Makes every call hang for `timeout` and then fail with
-    /// [`BackendError::Timeout`], as a call to a paused server does once
+    /// a [`Timeout`](crate::backend::BackendErrorKind::Timeout) error, as a call to a paused server does once
     /// the client's response timeout runs out.
     pub fn hang(&self, timeout: Duration) {
         self.plan().hang = Some(timeout);
@@ -233,12 +233,9 @@ impl Faults {
         // this call even while every call evicts.
         let evict = reaches && (std::mem::take(&mut plan.evict_next) | plan.missing);
         let error = fail.then(|| {
-            plan.error
-                .clone()
-                .unwrap_or_else(|| BackendError::Unreachable {
-                    target: TARGET.to_owned(),
-                    reason: "injected failure".to_owned(),
-                })
+            plan.error.clone().unwrap_or_else(|| {
+                BackendError::new(BackendErrorKind::Unreachable, TARGET, "injected failure")
+            })
         });
         let draw = Draw {
             met: !plan.latency.is_zero() || plan.hang.is_some() || fail || evict,

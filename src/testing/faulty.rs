@@ -96,10 +96,7 @@ impl<B: Backend> FaultyBackend<B> {
         if let Some(after) = draw.hang {
             self.faults.count(|s| &s.hung);
             pause(after, self.blocking).await;
-            return Err(BackendError::Timeout {
-                target: TARGET.to_owned(),
-                after,
-            });
+            return Err(BackendError::timeout(TARGET, after));
         }
         if let Some(error) = draw.error {
             self.faults.count(|s| &s.failed);

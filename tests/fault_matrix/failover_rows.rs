@@ -10,11 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gensync::backend::Backend;
+use gensync::backend::BackendErrorKind;
 use gensync::reload::{CheckMode, PublishError, Reloader};
 use gensync::testing::{shown_on, RedisCluster, RedisServer, SentinelGroup};
-use gensync::{
-    BackendError, Error, Generation, GenerationSynchronizer, Key, RedisBackend, Synchronizer,
-};
+use gensync::{Error, Generation, GenerationSynchronizer, Key, RedisBackend, Synchronizer};
 
 use crate::fleet::Db;
 use crate::fleet::{vouching, Deployment, Options, HEARTBEAT};
@@ -141,7 +140,7 @@ type Ledger = Arc<Mutex<Vec<Attempt>>>;
 
 fn told(outcome: Result<Generation, PublishError>) -> Told {
     let not_replicated =
-        |e: &Error| matches!(e, Error::Backend(BackendError::NotReplicated { .. }));
+        |e: &Error| matches!(e, Error::Backend(e) if e.kind() == BackendErrorKind::NotReplicated);
     match outcome {
         Ok(generation) => Told::Ok(generation),
         Err(PublishError::Start(e) | PublishError::Bump { source: e, .. })

@@ -6,11 +6,12 @@ use std::collections::HashSet;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use gensync::backend::BackendErrorKind;
 use gensync::reload::{CheckMode, PublishError};
 use gensync::testing::{FaultyBackend, RedisServer};
 use gensync::{
-    BackendError, BlockingRedisBackend, BlockingSynchronizer, Error, GenerationSynchronizer,
-    RedisBackend, Synchronizer,
+    BlockingRedisBackend, BlockingSynchronizer, Error, GenerationSynchronizer, RedisBackend,
+    Synchronizer,
 };
 
 use crate::fleet::{admin, Deployment, LoaderFaults, Options};
@@ -325,7 +326,7 @@ fn denied_clearly(error: Option<Error>, what: &str) -> Result<(), String> {
     let error = error.ok_or_else(|| format!("{what} succeeded"))?;
     let text = format!("{error} / {error:?}");
     ensure(
-        matches!(&error, Error::Backend(BackendError::Denied { rule, .. }) if rule.starts_with('+'))
+        matches!(&error, Error::Backend(e) if e.kind() == BackendErrorKind::Denied && e.rule().is_some_and(|rule| rule.starts_with('+')))
             && text.contains("ACL SETUSER"),
         || format!("{what} did not name the command the ACL denied: {error}"),
     )?;
@@ -339,7 +340,7 @@ fn refused_clearly(error: Option<Error>, what: &str) -> Result<(), String> {
     let error = error.ok_or_else(|| format!("{what} succeeded"))?;
     let text = format!("{error} / {error:?}");
     ensure(
-        matches!(error, Error::Backend(BackendError::Auth { .. }))
+        matches!(&error, Error::Backend(e) if e.kind() == BackendErrorKind::Auth)
             && error.to_string().contains("refused access"),
         || format!("{what} did not say access was refused: {error}"),
     )?;

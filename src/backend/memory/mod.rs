@@ -14,6 +14,7 @@ use crate::error::BackendError;
 use crate::fence::Fence;
 use crate::generation::Generation;
 use crate::key::Key;
+use crate::unpoisoned::lock;
 
 mod track;
 
@@ -141,10 +142,7 @@ impl MemoryBackend {
     fn state(&self) -> Held<'_> {
         // A panic elsewhere while holding the lock cannot leave a map entry
         // half-written, so the data is still good.
-        Held::new(
-            self.store.lock().unwrap_or_else(|e| e.into_inner()),
-            &self.epoch,
-        )
+        Held::new(lock(&self.store), &self.epoch)
     }
 }
 

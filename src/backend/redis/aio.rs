@@ -58,7 +58,8 @@ pub struct RedisBackend {
 impl RedisBackend {
     /// A backend for `url` with the default [`RedisConfig`]. Makes no
     /// connection yet; a bad URL is an error now. `url` is one server
-    /// (`redis://`, `rediss://`, `redis+unix://`), the primary of a
+    /// (`redis://`, `rediss://`, `redis+unix://`, or the same with
+    /// `valkey` for `redis`), the primary of a
     /// Sentinel deployment (`redis+sentinel://`) or a Cluster
     /// (`redis+cluster://`): see [`RedisUrl`](crate::RedisUrl).
     pub fn open(url: &str) -> Result<Self, BackendError> {
@@ -214,10 +215,7 @@ impl RedisBackend {
             Ok(result) => result.map_err(|f| self.target.failure(&f)),
             // The client's own timeouts should fire first; this is the
             // backstop that makes the bound hold whatever the client does.
-            Err(_) => Err(BackendError::Timeout {
-                target: self.target.name.clone(),
-                after: bound,
-            }),
+            Err(_) => Err(BackendError::timeout(&self.target.name, bound)),
         }
     }
 }

@@ -59,7 +59,8 @@ pub struct BlockingRedisBackend {
 impl BlockingRedisBackend {
     /// A blocking backend for `url` with the default [`RedisConfig`].
     /// Makes no connection yet; a bad URL is an error now. `url` is one
-    /// server (`redis://`, `rediss://`, `redis+unix://`), the primary of a
+    /// server (`redis://`, `rediss://`, `redis+unix://`, or the same with
+    /// `valkey` for `redis`), the primary of a
     /// Sentinel deployment (`redis+sentinel://`) or a Cluster
     /// (`redis+cluster://`): see [`RedisUrl`](crate::RedisUrl).
     pub fn open(url: &str) -> Result<Self, BackendError> {
@@ -216,10 +217,7 @@ impl BlockingRedisBackend {
         let config = &self.target.config;
         let waited = self.target.checkout_wait();
         if state.connections >= config.pool_size && state.idle_connections == 0 {
-            return BackendError::PoolExhausted {
-                target: self.target.name.clone(),
-                after: waited,
-            };
+            return BackendError::pool_exhausted(&self.target.name, waited);
         }
         let (last, oldest_running) = self.dialer.last_error_and_oldest_running();
         // r2d2 retries a failed connect every half connect timeout. A
@@ -230,10 +228,7 @@ impl BlockingRedisBackend {
         let hanging = oldest_running.is_some_and(|t| t.elapsed() >= waited / 2);
         match last {
             Some((e, at)) if at >= asked || !hanging => self.target.error(&e),
-            _ => BackendError::Timeout {
-                target: self.target.name.clone(),
-                after: waited,
-            },
+            _ => BackendError::timeout(&self.target.name, waited),
         }
     }
 }

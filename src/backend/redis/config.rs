@@ -6,14 +6,8 @@ use std::time::Duration;
 
 use super::tls::TlsFiles;
 use crate::backend::redact::{inspect, Flaw, RedactedUrl};
+use crate::backend::scheme::{self, URL_FORMS};
 use crate::error::BackendError;
-
-/// The URL forms accepted, for error messages.
-pub(super) const URL_FORMS: &str = "redis://[user:password@]host[:port][/db], \
-     rediss://... (with the `tls` feature), redis+unix:///path/to/socket[?db=N&pass=...], \
-     redis+sentinel://[user:password@]host:port,host:port.../master-name[/db][?sentinel_password=...] \
-     or redis+cluster://[user:password@]host:port,host:port... (rediss+sentinel://, \
-     rediss+cluster:// with the `tls` feature)";
 
 /// Timeouts and pool size for a Redis backend.
 ///
@@ -116,7 +110,7 @@ impl RedisConfig {
     /// Makes each bump (the write that tells every process to reload) wait
     /// until `count` replicas have acknowledged it, for at most `timeout`
     /// (Redis `WAIT`). A bump fewer replicas acknowledge in time fails with
-    /// [`BackendError::NotReplicated`], although the primary has it: a
+    /// a [`NotReplicated`](crate::backend::BackendErrorKind::NotReplicated) error, although the primary has it: a
     /// failover then could lose it, and its writer should know.
     ///
     /// Off by default: a bump is acknowledged by the primary alone. A
@@ -152,7 +146,7 @@ impl RedisConfig {
     /// a self-hosted Redis whose certificate a private CA signed (the file
     /// its `tls-ca-cert-file` names will do). The file is read when the
     /// backend is opened: a missing file, or one with no PEM certificate,
-    /// is a [`BackendError::Config`] then, as are TLS files given with a
+    /// is a [`Config`](crate::backend::BackendErrorKind::Config) error then, as are TLS files given with a
     /// URL that is not `rediss://`. Needs the `tls` feature to be of use:
     /// without it a `rediss://` URL is refused.
     ///
@@ -229,19 +223,19 @@ impl RedisConfig {
             || self.response_timeout.is_zero()
             || self.heartbeat.is_zero()
         {
-            return Err(BackendError::Config(
-                "Redis timeouts and the heartbeat must be greater than zero".into(),
+            return Err(BackendError::config(
+                "Redis timeouts and the heartbeat must be greater than zero",
             ));
         }
         if self.replicas.is_some_and(|r| r.timeout.is_zero()) {
             // WAIT with a timeout of 0 waits forever.
-            return Err(BackendError::Config(
-                "the wait for replicas must be greater than zero".into(),
+            return Err(BackendError::config(
+                "the wait for replicas must be greater than zero",
             ));
         }
         if self.pool_size == 0 {
-            return Err(BackendError::Config(
-                "the Redis pool size must be at least 1".into(),
+            return Err(BackendError::config(
+                "the Redis pool size must be at least 1",
             ));
         }
         Ok(())
@@ -253,26 +247,23 @@ impl RedisConfig {
 /// `rediss://`, or with how to write a password that split the URL in the
 /// wrong place, so the message says what to change.
 pub(super) fn check_url(url: &str, redacted: &RedactedUrl) -> Result<(), BackendError> {
-    let scheme = url.split("://").next().unwrap_or_default();
-    let multi = super::deployment::multi_host(scheme);
-    if (!matches!(scheme, "redis" | "rediss" | "redis+unix" | "unix") && multi.is_none())
-        || !url.contains("://")
-    {
-        return Err(BackendError::Config(format!(
-            "unsupported Redis URL {redacted}: expected {URL_FORMS}"
+    let Some(scheme) = scheme::of(url) else {
+        return Err(BackendError::config(format!(
+            "unsupported Redis URL {redacted}: its scheme must be one of {}, as in {URL_FORMS}",
+            scheme::names()
         )));
-    }
+    };
     if inspect(url) == Err(Flaw::SplitUserinfo) {
         // Dialling it would look up a host made of the user name, and the
         // client library's errors would carry the password.
-        return Err(BackendError::Config(format!(
+        return Err(BackendError::config(format!(
             "the Redis URL {redacted} has an `@` after the host part ends, as a user name or \
              password holding `/`, `?` or `#` written as it is would cause; percent-encode \
              them in the URL (`/` as %2F, `?` as %3F, `#` as %23, `@` as %40)"
         )));
     }
-    if (scheme == "rediss" || multi.is_some_and(|(_, tls)| tls)) && !cfg!(feature = "tls") {
-        return Err(BackendError::Config(format!(
+    if scheme.tls && !cfg!(feature = "tls") {
+        return Err(BackendError::config(format!(
             "{redacted} asks for TLS, but gensync was built without its `tls` feature; \
              enable it or use redis://"
         )));
@@ -284,6 +275,7 @@ pub(super) fn check_url(url: &str, redacted: &RedactedUrl) -> Result<(), Backend
 mod tests {
     use super::*;
     use crate::backend::redis::BlockingRedisBackend;
+    use crate::error::BackendErrorKind;
 
     #[test]
     fn the_call_bound_holds_a_retry_and_the_wait_for_replicas() {
@@ -325,6 +317,29 @@ mod tests {
         }
     }
 
+    #[test]
+    fn an_unknown_scheme_is_refused_with_the_accepted_ones() {
+        use crate::backend::redis::RedisBackend;
+
+        for url in [
+            "http://:s3cret-pw@127.0.0.1:6379",
+            "valkey+sentinel://a:1/m",
+        ] {
+            let err = RedisBackend::open(url).unwrap_err();
+            let text = err.to_string();
+            assert_eq!(err.kind(), BackendErrorKind::Config, "{err:?}");
+            assert!(
+                text.contains(
+                    "its scheme must be one of redis, rediss, valkey, valkeys, redis+unix, \
+                     valkey+unix, unix, redis+sentinel, rediss+sentinel, redis+cluster, \
+                     rediss+cluster"
+                ),
+                "{text}"
+            );
+            assert!(!text.contains("s3cret"), "{text}");
+        }
+    }
+
     #[cfg(not(feature = "tls"))]
     #[test]
     fn rediss_without_the_feature_says_so() {
@@ -346,7 +361,7 @@ mod tests {
         ] {
             assert!(matches!(
                 BlockingRedisBackend::with_config(url, config),
-                Err(BackendError::Config(_))
+                Err(e) if e.kind() == BackendErrorKind::Config
             ));
         }
     }

@@ -19,8 +19,9 @@
 use redis::cluster::ClusterClient;
 use redis::{Client, Cmd, IntoConnectionInfo, RedisError, RedisResult, Value};
 
-use super::config::{RedisConfig, Replicas, URL_FORMS};
+use super::config::{RedisConfig, Replicas};
 use super::tls::Tls;
+use crate::backend::scheme::{self, URL_FORMS};
 use crate::error::BackendError;
 
 /// Where the servers are.
@@ -86,18 +87,6 @@ impl NodeUrl {
     }
 }
 
-/// What kind of deployment a URL's scheme names, if a multi-host one, and
-/// whether it asks for TLS.
-pub(super) fn multi_host(scheme: &str) -> Option<(Kind, bool)> {
-    match scheme.to_ascii_lowercase().as_str() {
-        "redis+sentinel" => Some((Kind::Sentinel, false)),
-        "rediss+sentinel" => Some((Kind::Sentinel, true)),
-        "redis+cluster" => Some((Kind::Cluster, false)),
-        "rediss+cluster" => Some((Kind::Cluster, true)),
-        _ => None,
-    }
-}
-
 /// A multi-host deployment's kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Kind {
@@ -118,8 +107,14 @@ pub(super) struct Parts<'a> {
 /// Takes a multi-host URL apart, or says what is wrong with it (the caller
 /// adds the redacted URL; nothing here quotes the URL's text).
 pub(super) fn split(url: &str) -> Result<Parts<'_>, String> {
-    let (scheme, rest) = url.split_once("://").ok_or("no `://`")?;
-    let (kind, tls) = multi_host(scheme).ok_or("not a multi-host scheme")?;
+    let (_, rest) = url.split_once("://").ok_or("no `://`")?;
+    let scheme = scheme::of(url).ok_or("not a multi-host scheme")?;
+    let kind = match scheme.kind {
+        scheme::Kind::Sentinel => Kind::Sentinel,
+        scheme::Kind::Cluster => Kind::Cluster,
+        _ => return Err("not a multi-host scheme".into()),
+    };
+    let tls = scheme.tls;
     let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
     if rest.contains('#') {
         return Err("a `#` fragment, which this form does not take".into());
@@ -332,7 +327,7 @@ pub(super) fn no_sentinel() -> RedisError {
 
 /// Turns a URL problem into the error that says what to fix.
 pub(super) fn invalid(redacted: &impl std::fmt::Display, problem: &str) -> BackendError {
-    BackendError::Config(format!(
+    BackendError::config(format!(
         "invalid Redis URL {redacted}: {problem}; expected {URL_FORMS}"
     ))
 }

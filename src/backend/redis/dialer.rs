@@ -15,7 +15,8 @@ use redis::{ConnectionLike, ErrorKind, RedisError, Value};
 
 use super::conn::{connect_blocking, BlockingConn};
 use super::identity::{identity_cmd, read_run_id};
-use super::target::{lock, Caller, Target};
+use super::target::{Caller, Target};
+use crate::unpoisoned::lock;
 
 /// What the connect attempts did (r2d2 reports only text, and the kind of
 /// error decides the advice: wrong password versus server down), and who

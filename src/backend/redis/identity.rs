@@ -22,8 +22,8 @@ use redis::{Cmd, RedisError, Value};
 
 use super::deployment::slot;
 use super::scripts::CLUSTER_GET_SCRIPT;
-use super::target::lock;
 use crate::generation::{identity_of, run_hash};
+use crate::unpoisoned::lock;
 
 /// Which servers answered, and how many times that changed.
 pub(super) struct Identity {

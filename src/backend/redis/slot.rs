@@ -10,7 +10,7 @@ use redis::RedisError;
 use tokio::time::Instant;
 
 use super::conn::AsyncConn;
-use super::target::lock;
+use crate::unpoisoned::lock;
 
 /// The current connection, tagged so a caller that saw it fail only drops
 /// that one, not a newer one another caller already made.

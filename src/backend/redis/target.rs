@@ -1,16 +1,16 @@
 //! What both paths share: the deployment they talk to, and how its errors
 //! become a [`BackendError`] that says what to check.
 
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use redis::{Cmd, ErrorKind, IntoConnectionInfo, RedisError, ServerErrorKind, Value};
 
-use super::config::{check_url, RedisConfig, Replicas, URL_FORMS};
+use super::config::{check_url, RedisConfig, Replicas};
 use super::deployment::{self, invalid, Deployment};
 use super::identity::Identity;
 use super::tls::{certificate_failure, uses_tls, Tls};
 use crate::backend::redact::{scrub, secrets, RedactedUrl};
+use crate::backend::scheme::{self, URL_FORMS};
 use crate::error::BackendError;
 
 /// What both paths share: where the servers are, the redacted name of the
@@ -38,8 +38,8 @@ impl Target {
         check_url(url, &redacted)?;
         let secrets = secrets(url);
         let scrubbed = |e: RedisError| scrub(&e.to_string(), url, &secrets);
-        let scheme = url.split("://").next().unwrap_or_default();
-        let (deployment, tls) = if deployment::multi_host(scheme).is_some() {
+        let multi_host = scheme::of(url).is_some_and(|s| s.multi_host());
+        let (deployment, tls) = if multi_host {
             let parts = deployment::split(url).map_err(|p| invalid(&redacted, &p))?;
             let tls = Tls::load(&config.tls, parts.tls)?;
             let deployment = parts.deployment(&tls).map_err(|p| invalid(&redacted, &p))?;
@@ -52,10 +52,14 @@ impl Target {
             (deployment, tls)
         } else {
             let invalid = |e: RedisError| {
-                BackendError::Config(format!(
+                let error = BackendError::config(format!(
                     "invalid Redis URL {redacted}: {}; expected {URL_FORMS}",
-                    scrubbed(e)
-                ))
+                    scrubbed(e.clone())
+                ));
+                match Scrubbed::of(&e, url, &secrets) {
+                    None => error.with_source(e),
+                    Some(scrubbed) => error.with_source(scrubbed),
+                }
             };
             let info = url.into_connection_info().map_err(invalid)?;
             let tls = Tls::load(&config.tls, uses_tls(&info))?;
@@ -112,64 +116,109 @@ impl Target {
     pub(super) fn failure(&self, failure: &Failure) -> BackendError {
         match failure {
             Failure::Redis(e) => self.error(e),
-            Failure::NotReplicated { acked, wanted } => BackendError::NotReplicated {
-                target: self.name.clone(),
-                acked: *acked,
-                wanted: wanted.count,
-                after: wanted.timeout,
-            },
+            Failure::NotReplicated { acked, wanted } => {
+                BackendError::not_replicated(&self.name, *acked, wanted.count, wanted.timeout)
+            }
         }
     }
 
-    /// Turns a client error into a message that says what to check.
+    /// Turns a client error into a message that says what to check, with
+    /// the client error as its source (scrubbed, if its text holds a
+    /// secret).
     pub(super) fn error(&self, e: &RedisError) -> BackendError {
-        let target = self.name.clone();
+        use crate::error::BackendErrorKind as K;
+        let target = &self.name;
         let reason = scrub(&e.to_string(), &self.url, &self.secrets);
         let code = e.code().unwrap_or_default();
-        if e.is_timeout() {
-            BackendError::Timeout {
-                target,
-                after: self.config.response_timeout,
-            }
+        let error = if e.is_timeout() {
+            BackendError::timeout(target, self.config.response_timeout)
         } else if let Some(check) = certificate_failure(e) {
-            BackendError::Tls {
-                target,
-                reason,
-                check,
-            }
+            BackendError::new(K::Tls, target, format!("{reason}; {check}"))
         } else if let Some((denied, rule)) = denial(e, code, &reason) {
-            BackendError::Denied {
-                target,
-                denied,
-                rule,
-            }
+            BackendError::denied(target, denied, rule)
         } else if e.kind() == ErrorKind::AuthenticationFailed
             || matches!(code, "NOAUTH" | "WRONGPASS")
         {
-            BackendError::Auth { target, reason }
+            BackendError::new(K::Auth, target, reason)
         } else if e.is_connection_refusal() || self.cluster_unreachable(e) {
-            BackendError::Unreachable { target, reason }
+            BackendError::new(K::Unreachable, target, reason)
         } else if e.is_connection_dropped() {
             // Also how Redis turns clients away at `maxclients`: it closes
             // the connection, and the client sees a reset or an EOF.
-            BackendError::Disconnected { target, reason }
+            BackendError::new(K::Disconnected, target, reason)
         } else if e.is_io_error() {
-            BackendError::Unreachable { target, reason }
+            BackendError::new(K::Unreachable, target, reason)
         } else if e.kind() == ErrorKind::InvalidClientConfig {
-            BackendError::Config(format!("{target}: {reason}"))
+            BackendError::config(format!("{target}: {reason}"))
         } else if moving(e) {
-            BackendError::Server {
+            BackendError::new(
+                K::Server,
                 target,
-                reason: format!(
+                format!(
                     "the key's slot is moving, or its primary failing over ({reason}); \
                      try again shortly"
                 ),
-            }
+            )
         } else {
-            BackendError::Server { target, reason }
+            BackendError::new(K::Server, target, reason)
+        };
+        self.with_cause(error, e)
+    }
+
+    /// `error` with `cause` as its source, or, when any text in `cause`'s
+    /// chain holds a secret of the URL, with a scrubbed copy of its text:
+    /// a program may print the whole chain.
+    pub(super) fn with_cause(&self, error: BackendError, cause: &RedisError) -> BackendError {
+        match Scrubbed::of(cause, &self.url, &self.secrets) {
+            None => error.with_source(cause.clone()),
+            Some(scrubbed) => error.with_source(scrubbed),
         }
     }
 }
+
+/// A client error's text with the secrets scrubbed out, standing in as the
+/// source of an error whose cause's text held one.
+#[derive(Debug)]
+pub(super) struct Scrubbed(String);
+
+impl Scrubbed {
+    /// `None` if no text in `e`'s chain (`Display` or `Debug`) holds the
+    /// URL or any of its `secrets` anywhere, even inside a word; else the
+    /// scrubbed text of `e`.
+    pub(super) fn of(
+        e: &(dyn std::error::Error + 'static),
+        url: &str,
+        secrets: &[String],
+    ) -> Option<Self> {
+        let leaks = |text: &str| {
+            (!url.is_empty() && text.contains(url)) || secrets.iter().any(|s| text.contains(s))
+        };
+        let mut link = Some(e);
+        while let Some(e) = link {
+            if leaks(&e.to_string()) || leaks(&format!("{e:?}")) {
+                let text = scrub(&e.to_string(), url, secrets);
+                // A secret glued to other text survives the scrubber,
+                // which replaces whole words only.
+                let text = if leaks(&text) {
+                    "the client library's error, hidden: it quoted a secret".to_owned()
+                } else {
+                    text
+                };
+                return Some(Scrubbed(text));
+            }
+            link = e.source();
+        }
+        None
+    }
+}
+
+impl std::fmt::Display for Scrubbed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Scrubbed {}
 
 /// What an ACL denial refused, and the rule that allows it: Redis names
 /// the command (`NOPERM ... run the 'getrange' command`; the scripts name
@@ -298,16 +347,11 @@ pub(super) fn found_dead(e: &RedisError) -> bool {
     e.is_io_error() && !e.is_timeout()
 }
 
-/// Locks a mutex whose holders never leave its data half-changed, so a
-/// panic elsewhere that poisoned it leaves nothing to distrust.
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::backend::redis::RedisBackend;
+    use crate::error::BackendErrorKind;
 
     #[test]
     fn bad_urls_are_refused_with_advice_and_no_secret() {
@@ -319,7 +363,7 @@ mod tests {
         ] {
             let err = RedisBackend::open(url).unwrap_err();
             let text = err.to_string();
-            assert!(matches!(err, BackendError::Config(_)), "{url}: {err:?}");
+            assert_eq!(err.kind(), BackendErrorKind::Config, "{url}: {err:?}");
             assert!(!text.contains("s3cret"), "{text}");
             assert!(!format!("{err:?}").contains("s3cret"), "{err:?}");
         }
@@ -375,6 +419,58 @@ mod tests {
         );
     }
 
+    /// Every text in the chain a program can print: the error's own, and
+    /// each source's `Display` and `Debug`.
+    fn chain(err: &BackendError) -> String {
+        let mut text = format!("{err}\n{err:?}\n");
+        let mut link = std::error::Error::source(err);
+        while let Some(e) = link {
+            text.push_str(&format!("{e}\n{e:?}\n"));
+            link = e.source();
+        }
+        text
+    }
+
+    #[test]
+    fn a_client_error_quoting_the_password_is_kept_only_scrubbed() {
+        let url = "redis://app:s3cret-pw@127.0.0.1:1";
+        let target = Target::open(url, RedisConfig::default()).unwrap();
+        let quoting = |detail: &str| {
+            RedisError::from((ErrorKind::Io, "could not connect", detail.to_owned()))
+        };
+        for detail in [format!("to {url}"), "with password s3cret-pw".to_owned()] {
+            let err = target.error(&quoting(&detail));
+            let text = chain(&err);
+            assert!(!text.contains("s3cret"), "{text}");
+            let source = std::error::Error::source(&err).expect("a source");
+            assert!(source.downcast_ref::<Scrubbed>().is_some(), "{source:?}");
+        }
+        // Glued to other text, where the word scrubber of the message does
+        // not reach (a password is never printed so), the source is hidden
+        // whole.
+        let err = target.error(&quoting("auth=s3cret-pwx"));
+        let source = std::error::Error::source(&err).expect("a source");
+        assert!(source.downcast_ref::<Scrubbed>().is_some(), "{source:?}");
+        assert!(
+            !format!("{source} {source:?}").contains("s3cret"),
+            "{source:?}"
+        );
+        // One that quotes nothing secret is kept as it is.
+        let err = target.error(&quoting("to 127.0.0.1:1"));
+        let source = std::error::Error::source(&err).expect("a source");
+        assert!(source.downcast_ref::<RedisError>().is_some(), "{source:?}");
+        assert!(chain(&err).contains("could not connect"));
+    }
+
+    #[test]
+    fn a_url_the_client_library_refuses_keeps_its_error() {
+        let err = RedisBackend::open("redis://:s3cret-pw@0.0.0.0:6379").unwrap_err();
+        assert_eq!(err.kind(), BackendErrorKind::Config, "{err:?}");
+        let source = std::error::Error::source(&err).expect("a source");
+        assert!(source.downcast_ref::<RedisError>().is_some(), "{source:?}");
+        assert!(!chain(&err).contains("s3cret"), "{}", chain(&err));
+    }
+
     #[test]
     fn io_errors_advise_by_what_the_socket_did() {
         use std::io::ErrorKind::{ConnectionRefused, ConnectionReset, UnexpectedEof};
@@ -383,7 +479,7 @@ mod tests {
         let error = |kind| target.error(&RedisError::from(std::io::Error::from(kind)));
         let refused = error(ConnectionRefused);
         assert!(
-            matches!(refused, BackendError::Unreachable { .. }),
+            refused.kind() == BackendErrorKind::Unreachable,
             "{refused:?}"
         );
         assert!(
@@ -393,7 +489,7 @@ mod tests {
         for kind in [ConnectionReset, UnexpectedEof] {
             let dropped = error(kind);
             assert!(
-                matches!(dropped, BackendError::Disconnected { .. }),
+                dropped.kind() == BackendErrorKind::Disconnected,
                 "{dropped:?}"
             );
             let text = dropped.to_string();

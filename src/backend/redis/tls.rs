@@ -78,7 +78,7 @@ impl Tls {
             return Ok(Tls::default());
         }
         if !url_uses_tls {
-            return Err(BackendError::Config(format!(
+            return Err(BackendError::config(format!(
                 "TLS files were given ({}), but the Redis URL does not use TLS: write it as \
                  rediss://host:port, with the server's TLS port (its `tls-port`)",
                 files.describe()
@@ -109,8 +109,8 @@ impl Tls {
 #[cfg(not(feature = "tls"))]
 fn load_files(_: &TlsFiles) -> Result<Tls, BackendError> {
     // Unreached: a `rediss://` URL is refused first without the feature.
-    Err(BackendError::Config(
-        "TLS files were given, but gensync was built without its `tls` feature".into(),
+    Err(BackendError::config(
+        "TLS files were given, but gensync was built without its `tls` feature",
     ))
 }
 
@@ -142,7 +142,7 @@ fn load_files(files: &TlsFiles) -> Result<Tls, BackendError> {
 #[cfg(feature = "tls")]
 fn read(what: &str, path: &Path) -> Result<Vec<u8>, BackendError> {
     std::fs::read(path).map_err(|e| {
-        BackendError::Config(format!(
+        BackendError::config(format!(
             "cannot read the TLS {what} {}: {e}; check the path and that this process may read it",
             path.display()
         ))
@@ -162,14 +162,14 @@ fn certificates_in(
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| {
-            BackendError::Config(format!(
+            BackendError::config(format!(
                 "the TLS {what} {} is not valid PEM ({e}); give the certificate in PEM form \
                  (-----BEGIN CERTIFICATE-----)",
                 path.display()
             ))
         })?;
     if certs.is_empty() {
-        return Err(BackendError::Config(format!(
+        return Err(BackendError::config(format!(
             "the TLS {what} {} holds no PEM certificate (-----BEGIN CERTIFICATE-----); \
              give the certificate in PEM form (convert DER with `openssl x509 -inform der`)",
             path.display()
@@ -188,7 +188,7 @@ fn trusted_roots(ca: &Path) -> Result<Vec<u8>, BackendError> {
     let mut store = rustls::RootCertStore::empty();
     for cert in &certs {
         store.add(cert.clone()).map_err(|e| {
-            BackendError::Config(format!(
+            BackendError::config(format!(
                 "the TLS CA file {} holds a certificate that cannot be a trust anchor ({e}); \
                  give the CA certificate that signed the server's certificate",
                 ca.display()
@@ -234,7 +234,7 @@ fn client_pair(cert: &Path, key: &Path) -> Result<(Vec<u8>, Vec<u8>), BackendErr
     let key_pem = read("client key", key)?;
     // The parser's error can quote the file; a key file's text is a secret.
     let parsed = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| {
-        BackendError::Config(format!(
+        BackendError::config(format!(
             "the TLS client key {} holds no PEM private key (-----BEGIN PRIVATE KEY-----, \
              or RSA/EC PRIVATE KEY); give the unencrypted key of the client certificate {}",
             key.display(),
@@ -243,7 +243,7 @@ fn client_pair(cert: &Path, key: &Path) -> Result<(Vec<u8>, Vec<u8>), BackendErr
     })?;
     let provider = rustls::crypto::ring::default_provider();
     rustls::sign::CertifiedKey::from_der(chain, parsed, &provider).map_err(|e| {
-        BackendError::Config(format!(
+        BackendError::config(format!(
             "the TLS client key {} cannot sign for the client certificate {} ({}); give the \
              key the certificate was issued for",
             key.display(),

@@ -9,9 +9,10 @@ use std::process::{Command, ExitCode, ExitStatus};
 
 use gensync::backend::Stored;
 use gensync::synchronizer::{Check, Observed};
-use gensync::{BackendError, Error};
+use gensync::Error;
 
 use crate::{fail, observe, signals, state, Sync, BUSY, CANNOT_RUN, TROUBLE};
+use gensync::backend::BackendErrorKind;
 
 /// How `sync` runs.
 pub(crate) struct SyncOptions<'a> {
@@ -139,14 +140,14 @@ pub(crate) fn run_sync(sync: &Sync, options: SyncOptions<'_>, command: &[OsStrin
 /// a command the ACL denies, a bad setting) rather than that Redis is
 /// down: that is exit 2, with or without `--strict`.
 fn is_configuration(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::Config(_)
-            | Error::Key(_)
-            | Error::Backend(
-                BackendError::Auth { .. } | BackendError::Denied { .. } | BackendError::Config(_)
-            )
-    )
+    match e {
+        Error::Config(_) | Error::Key(_) => true,
+        Error::Backend(e) => matches!(
+            e.kind(),
+            BackendErrorKind::Auth | BackendErrorKind::Denied | BackendErrorKind::Config
+        ),
+        _ => false,
+    }
 }
 
 /// Says, at every run where Redis answered without saying which server it

@@ -16,10 +16,11 @@ fn key() -> Key {
 }
 
 fn down() -> BackendError {
-    BackendError::Unreachable {
-        target: "Redis at redis://127.0.0.1:1".into(),
-        reason: "Connection refused (os error 111)".into(),
-    }
+    BackendError::new(
+        BackendErrorKind::Unreachable,
+        "Redis at redis://127.0.0.1:1",
+        "Connection refused (os error 111)",
+    )
 }
 
 /// A scripted backend on one server all along (its epoch never moves).

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use super::lapses::{Asked, Lapses};
 use crate::backend::{Ticket, Tracker, TrackerSet};
 use crate::key::Key;
+use crate::unpoisoned::lock;
 
 /// What a session's pushes feed, held weakly: the session ends once it is
 /// dropped.
@@ -186,11 +187,6 @@ impl std::fmt::Display for Fed {
             Fed::Set { prefixes, .. } => write!(f, "{}*", prefixes.join("*, ")),
         }
     }
-}
-
-fn lock(lapses: &Mutex<Lapses>) -> std::sync::MutexGuard<'_, Lapses> {
-    // Every update leaves the watch whole.
-    lapses.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// An invalidation push's data: an array of key names, or null for a

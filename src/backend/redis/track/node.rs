@@ -15,10 +15,10 @@
 use redis::aio::MultiplexedConnection;
 use redis::{ErrorKind, Pipeline, RedisError, Value};
 
-use super::super::commands::Op;
-use super::super::deployment::{is_primary, slot, Deployment};
-use super::super::target::Target;
 use super::fed::Fed;
+use crate::backend::redis::commands::Op;
+use crate::backend::redis::deployment::{is_primary, slot, Deployment};
+use crate::backend::redis::target::Target;
 use crate::backend::Stored;
 
 /// In a Cluster, the one slot everything `fed` tracks lives on: tracking

@@ -40,7 +40,7 @@ use super::deployment::Deployment;
 use super::identity::{identity_cmd, read_run_id, Ran};
 use super::target::Target;
 use crate::backend::{Tracker, TrackerSet};
-use crate::error::BackendError;
+use crate::error::{BackendError, BackendErrorKind};
 use crate::key::Key;
 
 mod fed;
@@ -269,10 +269,11 @@ async fn session(target: &Target, fed: &Fed, notify: &Notify, told: Told) -> End
             }
             if target.identity.epoch() != epoch {
                 return Ended::Lost {
-                    error: BackendError::Server {
-                        target: target.name.clone(),
-                        reason: "another connection reached a different server".into(),
-                    },
+                    error: BackendError::new(
+                        BackendErrorKind::Server,
+                        &target.name,
+                        "another connection reached a different server",
+                    ),
                     armed: true,
                 };
             }
