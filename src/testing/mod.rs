@@ -22,8 +22,11 @@
 //!   to script exact call sequences.
 
 mod cluster;
+pub mod command;
+pub mod conformance;
 mod faults;
 mod faulty;
+mod outages;
 mod poll;
 mod redis_server;
 mod sentinel;
@@ -32,6 +35,7 @@ mod tls;
 pub use self::cluster::RedisCluster;
 pub use self::faults::{FaultCounts, Faults};
 pub use self::faulty::FaultyBackend;
+pub use self::outages::{closed_port, fast_config, patient_config, RECONNECT_DELAY};
 pub use self::redis_server::RedisServer;
 pub use self::sentinel::SentinelGroup;
 pub use self::tls::TlsCerts;
@@ -39,6 +43,11 @@ pub use crate::backend::{MockBackend, SavePoint};
 pub use crate::synchronizer::MockGenerationSynchronizer;
 
 use crate::generation::{run_hash, Generation};
+
+/// The tokio that [`backend_conformance!`](crate::backend_conformance)'s
+/// tests run on.
+#[doc(hidden)]
+pub use tokio as __tokio;
 
 /// The number every process shows for `stored` read from the Redis server
 /// whose identity is `identity` ([`server_identity`]; in a Cluster, the
