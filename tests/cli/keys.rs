@@ -1,11 +1,7 @@
 //! `gensync break-lock`, and keys no log line can be injected through.
 //! Each test starts its own redis-server.
 
-#![cfg(feature = "cli")]
-
-mod cli_support;
-
-use cli_support::{gensync, run};
+use crate::run::{gensync, run};
 use gensync::testing::RedisServer;
 
 const KEY: &str = "keys:settings";

@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 use tower::{Service, ServiceBuilder};
 
 use crate::harness::{ensure, key, InjectedPanic, INITIAL, INSTANCES, MARGIN};
-use crate::support::fast_config;
+use gensync::testing::fast_config;
 
 /// Push mode's heartbeat in every fleet: short, so a push row's promise
 /// (settings at least as new as every bump that completed before the last

@@ -22,8 +22,8 @@ use tower::{Layer, Service};
 
 use crate::fleet::{config, Options};
 use crate::harness::INSTANCES;
-use crate::support::fast_config;
 use crate::traffic::Traffic;
+use gensync::testing::fast_config;
 
 /// Tenants each instance serves.
 pub const TENANTS: usize = 200;
