@@ -12,7 +12,7 @@ use gensync::testing::FaultyBackend;
 use gensync::{Fence, Generation, MemoryBackend, Synchronizer, WriterLock};
 use tokio::task::JoinHandle;
 
-use super::watch::Watched;
+use super::watch::Watch;
 use super::world::{Doc, Leased, SaveKind, World};
 use super::{key, KEY_TTL, LEASE};
 
@@ -107,10 +107,7 @@ impl WriterProcess {
             let doc = read.doc();
             async move { Ok::<_, std::io::Error>(doc) }
         };
-        let watched = Watched {
-            inner: own.clone(),
-            world: Arc::clone(world),
-        };
+        let watched = FaultyBackend::new(own.clone()).observed(Watch(Arc::clone(world)));
         let (world, log) = (Arc::clone(world), Arc::clone(log));
         let saver = fenced(move |doc: &Doc, fence: Fence| {
             let (world, log, doc) = (Arc::clone(&world), Arc::clone(&log), doc.clone());
