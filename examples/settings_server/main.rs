@@ -104,8 +104,7 @@
 //! gensync bump example:settings:tenants
 //! ```
 
-// One concern a module, in `examples/settings_server/` (a directory with no
-// `main.rs`, so the example keeps its single-file path).
+// One concern a module, beside this file.
 mod args;
 mod body;
 mod companions;

@@ -1,5 +1,5 @@
 //! The synchronizer's rules, against a scripted backend: checks, creation
-//! and reads here; bumps and the other writes in `tests/writes.rs`, which
+//! and reads here; bumps and the other writes in `tests/writers.rs`, which
 //! shares the script helpers below.
 
 use std::sync::{Arc, Mutex};
