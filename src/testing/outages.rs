@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::RedisConfig;
+use crate::backend::RedisConfig;
 
 /// How long a client of [`fast_config`] or [`patient_config`] waits after a
 /// failed connect before it dials again.

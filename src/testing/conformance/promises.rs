@@ -20,7 +20,8 @@ pub fn key() -> Key {
     Key::new(["behaviour", "settings"]).expect("a valid key")
 }
 
-/// Two processes adopt one value and see each other's bumps; a bump records nothing.
+/// Two processes adopt one value and see each other's bumps; a bump records
+/// nothing.
 pub async fn two_synchronizers_see_each_others_bumps(store: impl Store) {
     let a = Synchronizer::new(store.process(), key());
     let b = Synchronizer::new(store.process(), key());
@@ -64,7 +65,8 @@ pub async fn clear_expires_everyone(store: impl Store) {
     assert_ne!(syncs[1].refresh().await.unwrap(), old);
 }
 
-/// A key evicted and created again within a millisecond is still a change to a process that held the old one.
+/// A key evicted and created again within a millisecond is still a change
+/// to a process that held the old one.
 pub async fn a_key_recreated_at_once_is_still_a_change(store: impl Store) {
     let stale = Synchronizer::new(store.process(), key());
     let other = Synchronizer::new(store.process(), key());
@@ -93,7 +95,8 @@ pub async fn a_key_recreated_at_once_is_still_a_change(store: impl Store) {
     );
 }
 
-/// Garbage at the key reads as corrupt (expired), and a bump repairs it with a fresh value.
+/// Garbage at the key reads as corrupt (expired), and a bump repairs it
+/// with a fresh value.
 pub async fn garbage_reads_expired_and_mark_updated_repairs_it(store: impl Store) {
     let reader = Synchronizer::new(store.process(), key());
     let writer = Synchronizer::new(store.process(), key());
@@ -153,7 +156,8 @@ pub async fn concurrent_creators_agree_on_one_value(store: impl Store) {
     );
 }
 
-/// Twenty concurrent bumps each return their own value, the stored one grows by at least twenty, and the last bump's value is kept.
+/// Twenty concurrent bumps each return their own value, the stored one
+/// grows by at least twenty, and the last bump's value is kept.
 pub async fn concurrent_bumps_are_all_counted(store: impl Store) {
     Synchronizer::new(store.process(), key())
         .refresh()
@@ -188,7 +192,9 @@ pub async fn concurrent_bumps_are_all_counted(store: impl Store) {
     assert!(values.contains(&kept), "{kept} is no bump's");
 }
 
-/// The writers' lease is held, renewed and released only by its token, a release answers the same when retried, fences grow with each take, and the lease lives beside the key.
+/// The writers' lease is held, renewed and released only by its token, a
+/// release answers the same when retried, fences grow with each take, and
+/// the lease lives beside the key.
 pub async fn the_writers_lease_is_owned_by_its_token_and_fences_grow(store: impl Store) {
     let a = Synchronizer::new(store.process(), key());
     let b = Synchronizer::new(store.process(), key());
@@ -239,7 +245,8 @@ async fn lapses_within(reader: &Synchronizer<impl Backend>, bound: Duration) -> 
     false
 }
 
-/// A dead writer's intent still lapses the key after other writers bumped and published.
+/// A dead writer's intent still lapses the key after other writers bumped
+/// and published.
 pub async fn a_pending_intent_survives_other_bumps(store: impl Store) {
     let reader = Synchronizer::new(store.process(), key());
     let dead = Synchronizer::new(store.process(), key());
@@ -272,7 +279,8 @@ pub async fn a_key_created_while_an_intent_is_pending_lapses_with_it(store: impl
     assert!(lapses_within(&reader, LEASE * 5).await);
 }
 
-/// An intent cuts the key's life to the lease, and the writer's own bump gives it its full life back.
+/// An intent cuts the key's life to the lease, and the writer's own bump
+/// gives it its full life back.
 pub async fn a_writers_own_bump_ends_its_intent(store: impl Store) {
     let reader = Synchronizer::new(store.process(), key());
     let writer = Synchronizer::new(store.process(), key());
@@ -292,7 +300,8 @@ pub async fn a_writers_own_bump_ends_its_intent(store: impl Store) {
     assert_eq!(reader.check().await.observed(), Some(bumped));
 }
 
-/// A writer's bump onto a missing key creates it for its full life, not capped by the writer's intent.
+/// A writer's bump onto a missing key creates it for its full life, not
+/// capped by the writer's intent.
 pub async fn a_writers_bump_onto_a_missing_key_ends_its_intent_too(store: impl Store) {
     let writer = Synchronizer::new(store.process(), key());
     let token = Generation::fresh();
