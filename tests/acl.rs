@@ -5,7 +5,6 @@
 //! while the shared generation is never deleted or rewritten and readers
 //! keep serving their last good settings. One redis-server per test.
 
-mod cli_support;
 mod support;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -571,7 +570,7 @@ async fn a_push_reader_runs_with_exactly_its_documented_acl() {
 /// generation is left as it was.
 #[tokio::test]
 async fn the_command_runs_with_exactly_its_documented_acl() {
-    use cli_support::{gensync, run, tempdir};
+    use support::cli::{gensync, run, tempdir};
 
     let mut s = Server::start();
     let rules = documented("cli");

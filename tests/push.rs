@@ -12,11 +12,11 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use gensync::backend::{Backend, Fence, Stored};
 use gensync::reload::{CheckMode, Reloader};
+use gensync::testing::{Answer, Call, FaultyBackend, Observer};
 use gensync::{
-    BackendError, Generation, GenerationSynchronizer, Key, MemoryBackend, RedisBackend,
-    RedisConfig, Synchronizer,
+    BackendError, GenerationSynchronizer, Key, MemoryBackend, RedisBackend, RedisConfig,
+    Synchronizer,
 };
 use std::sync::Mutex;
 use support::stall::Stallable;
@@ -155,76 +155,33 @@ async fn strict_checks_arriving_during_a_read_share_the_next_one() {
     }
 }
 
-/// A memory backend whose reads, once gated, take their value at once and
-/// then wait for the gate to open before answering: a read that began
-/// before a bump and answers after it.
-#[derive(Clone, Default)]
-struct Gated {
-    inner: MemoryBackend,
-    gate: Arc<Mutex<Option<oneshot::Receiver<()>>>>,
-    read_taken: Arc<Notify>,
+/// Once armed, holds the next read's answer back, after the memory
+/// backend took its value, until the gate opens: a read that began before
+/// a bump and answers after it.
+#[derive(Default)]
+struct Gate {
+    gate: Mutex<Option<oneshot::Receiver<()>>>,
+    read_taken: Notify,
 }
 
 #[async_trait]
-impl Backend for Gated {
-    async fn get(&self, key: &Key) -> Result<Stored, BackendError> {
-        let stored = self.inner.get(key).await;
+impl Observer for Gate {
+    async fn answered(&self, call: Call<'_>, _: Result<&Answer, &BackendError>) {
+        if !matches!(call, Call::Get { .. }) {
+            return;
+        }
         let gate = self.gate.lock().unwrap().take();
         if let Some(gate) = gate {
             self.read_taken.notify_one();
             let _ = gate.await;
         }
-        stored
-    }
-    async fn add(&self, key: &Key, g: Generation, ttl: Duration) -> Result<bool, BackendError> {
-        self.inner.add(key, g, ttl).await
-    }
-    async fn incr(
-        &self,
-        key: &Key,
-        step: u64,
-        ttl: Duration,
-        finished: Option<Generation>,
-    ) -> Result<Stored, BackendError> {
-        self.inner.incr(key, step, ttl, finished).await
-    }
-    async fn delete(&self, key: &Key) -> Result<(), BackendError> {
-        self.inner.delete(key).await
-    }
-    async fn lock(
-        &self,
-        key: &Key,
-        t: Generation,
-        ttl: Duration,
-    ) -> Result<Option<Fence>, BackendError> {
-        self.inner.lock(key, t, ttl).await
-    }
-    async fn renew(
-        &self,
-        key: &Key,
-        t: Generation,
-        ttl: Duration,
-        key_ttl: Duration,
-    ) -> Result<bool, BackendError> {
-        self.inner.renew(key, t, ttl, key_ttl).await
-    }
-    async fn unlock(&self, key: &Key, t: Generation) -> Result<bool, BackendError> {
-        self.inner.unlock(key, t).await
-    }
-    async fn intend(
-        &self,
-        key: &Key,
-        t: Generation,
-        ttl: Duration,
-        key_ttl: Duration,
-    ) -> Result<(), BackendError> {
-        self.inner.intend(key, t, ttl, key_ttl).await
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_strict_check_is_never_answered_by_a_read_that_began_before_it() {
-    let backend = Gated::default();
+    let gate = Arc::new(Gate::default());
+    let backend = FaultyBackend::new(MemoryBackend::new()).observed(Arc::clone(&gate));
     let db = Db::default();
     let source = db.clone();
     let reloader = Reloader::builder(Synchronizer::new(backend.clone(), key()), move || {
@@ -236,14 +193,14 @@ async fn a_strict_check_is_never_answered_by_a_read_that_began_before_it() {
     reloader.check().await;
 
     // A check whose read takes the old generation and is held.
-    let (open, gate) = oneshot::channel();
-    *backend.gate.lock().unwrap() = Some(gate);
-    let taken = backend.read_taken.notified();
+    let (open, held) = oneshot::channel();
+    *gate.gate.lock().unwrap() = Some(held);
+    let taken = gate.read_taken.notified();
     let early = tokio::spawn(reloader.check());
     taken.await;
     // A bump completes, then a check begins while that read is in flight.
     db.set(1);
-    Synchronizer::new(backend.inner.clone(), key())
+    Synchronizer::new(backend.inner().clone(), key())
         .mark_updated()
         .await
         .unwrap();

@@ -4,7 +4,6 @@
 //! recorded before. And the number shown for a state across such changes:
 //! one in every process (and the CLI), never one shown for another state.
 
-mod cli_support;
 mod support;
 
 use std::collections::HashMap;
@@ -283,8 +282,8 @@ const KEY: &str = "rollback:settings";
 
 /// What `gensync ARGS` against `server` printed: a generation.
 fn cli(server: &RedisServer, args: &[&str]) -> Generation {
-    let run = cli_support::run(
-        cli_support::gensync()
+    let run = support::cli::run(
+        support::cli::gensync()
             .arg("--url")
             .arg(server.url())
             .args(args),
@@ -531,7 +530,7 @@ async fn without_info_a_restart_from_an_older_snapshot_still_expires_every_reade
         put,
         "alike before any reconnection"
     );
-    let run = cli_support::run(cli_support::gensync().args(["--url", &url, "get", KEY]));
+    let run = support::cli::run(support::cli::gensync().args(["--url", &url, "get", KEY]));
     assert_eq!(run.stdout.trim(), put.to_string(), "{}", run.all());
     let stored: String = redis::cmd("GET")
         .arg(key().as_str())

@@ -7,8 +7,6 @@
 
 #![cfg(feature = "tls")]
 
-#[cfg(feature = "cli")]
-mod cli_support;
 mod support;
 
 use std::path::Path;
@@ -412,7 +410,7 @@ fn a_synchronizer_reports_the_tls_error() {
 #[cfg(feature = "cli")]
 mod cli {
     use super::*;
-    use crate::cli_support::{gensync, run};
+    use crate::support::cli::{gensync, run};
 
     #[test]
     fn the_command_trusts_a_ca_given_with_tls_ca() {

@@ -92,10 +92,7 @@ impl Faults {
     fn plan(&self) -> MutexGuard<'_, Plan> {
         // A panic elsewhere cannot leave a plan half-written: every change
         // is one assignment.
-        self.shared
-            .plan
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::unpoisoned::lock(&self.shared.plan)
     }
 
     /// Fails the next `n` calls (on top of any already pending).

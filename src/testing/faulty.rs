@@ -2,19 +2,23 @@
 //! call meets them, is decided in `faults.rs`; this applies them around the
 //! wrapped backend's calls.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 use super::faults::{Draw, Faults, TARGET};
+use super::observe::{Answer, Call, Observer};
 use crate::backend::{Backend, BlockingBackend, Stored};
 use crate::error::BackendError;
 use crate::fence::Fence;
 use crate::generation::Generation;
 use crate::key::Key;
 
-/// Wraps a [`Backend`] and injects the faults its [`Faults`] handle asks
-/// for: errors, latency, hangs, corrupt values and evictions.
+/// Wraps a [`Backend`], passes every call through, and injects the faults
+/// its [`Faults`] handle asks for: errors, latency, hangs, corrupt values
+/// and evictions. With an [`Observer`] ([`observed`](Self::observed)), it
+/// also shows a test each call and its answer before the caller sees it.
 ///
 /// The handle is cheap to clone and can be driven from any task or thread
 /// while the backend is in use, so a test can start an outage in the middle
@@ -42,12 +46,24 @@ use crate::key::Key;
 /// assert_eq!(faults.counts().failed, 2);
 /// # Ok(()) }
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct FaultyBackend<B> {
     inner: B,
     faults: Faults,
     /// Latency and hangs block the thread instead of sleeping on tokio.
     blocking: bool,
+    observer: Option<Arc<dyn Observer>>,
+}
+
+impl<B: std::fmt::Debug> std::fmt::Debug for FaultyBackend<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultyBackend")
+            .field("inner", &self.inner)
+            .field("faults", &self.faults)
+            .field("blocking", &self.blocking)
+            .field("observed", &self.observer.is_some())
+            .finish()
+    }
 }
 
 impl<B> FaultyBackend<B> {
@@ -59,6 +75,7 @@ impl<B> FaultyBackend<B> {
             inner,
             faults: Faults::default(),
             blocking: false,
+            observer: None,
         }
     }
 
@@ -69,6 +86,15 @@ impl<B> FaultyBackend<B> {
         FaultyBackend {
             blocking: true,
             ..FaultyBackend::new(inner)
+        }
+    }
+
+    /// Shows `observer` each call and its answer, before the caller sees
+    /// them (see [`Observer`]). Clones share it.
+    pub fn observed(self, observer: impl Observer) -> Self {
+        FaultyBackend {
+            observer: Some(Arc::new(observer)),
+            ..self
         }
     }
 
@@ -85,6 +111,23 @@ impl<B> FaultyBackend<B> {
 }
 
 impl<B: Backend> FaultyBackend<B> {
+    /// Shows the observer, if any, `call` and its reply, then hands the
+    /// reply on.
+    async fn seen<T>(
+        &self,
+        call: Call<'_>,
+        reply: Result<T, BackendError>,
+        answer: impl FnOnce(&T) -> Answer,
+    ) -> Result<T, BackendError> {
+        if let Some(observer) = &self.observer {
+            match &reply {
+                Ok(value) => observer.answered(call, Ok(&answer(value))).await,
+                Err(error) => observer.answered(call, Err(error)).await,
+            }
+        }
+        reply
+    }
+
     /// Applies the faults that come before the wrapped call. `Err` ends the
     /// call; `Ok` carries whether to corrupt or hide a read's answer.
     async fn before(&self, key: &Key) -> Result<Draw, BackendError> {
@@ -125,9 +168,14 @@ impl<B: Backend> FaultyBackend<B> {
 #[async_trait]
 impl<B: Backend> Backend for FaultyBackend<B> {
     async fn get(&self, key: &Key) -> Result<Stored, BackendError> {
-        let draw = self.before(key).await?;
-        let stored = self.inner.get(key).await?;
-        Ok(self.read(&draw, stored))
+        let reply = async {
+            let draw = self.before(key).await?;
+            let stored = self.inner.get(key).await?;
+            Ok(self.read(&draw, stored))
+        }
+        .await;
+        self.seen(Call::Get { key }, reply, |s| Answer::Stored(*s))
+            .await
     }
 
     /// One operation, as the inner backend runs it (one script on Redis):
@@ -137,9 +185,18 @@ impl<B: Backend> Backend for FaultyBackend<B> {
         key: &Key,
         parent: &Key,
     ) -> Result<(Stored, Stored), BackendError> {
-        let draw = self.before(key).await?;
-        let (own, parent) = self.inner.get_with_parent(key, parent).await?;
-        Ok((self.read(&draw, own), parent))
+        let reply = async {
+            let draw = self.before(key).await?;
+            let (own, parent) = self.inner.get_with_parent(key, parent).await?;
+            Ok((self.read(&draw, own), parent))
+        }
+        .await;
+        self.seen(
+            Call::GetWithParent { key, parent },
+            reply,
+            |(own, parent)| Answer::WithParent(*own, *parent),
+        )
+        .await
     }
 
     async fn add(
@@ -148,8 +205,17 @@ impl<B: Backend> Backend for FaultyBackend<B> {
         generation: Generation,
         ttl: Duration,
     ) -> Result<bool, BackendError> {
-        self.before(key).await?;
-        self.inner.add(key, generation, ttl).await
+        let reply = async {
+            self.before(key).await?;
+            self.inner.add(key, generation, ttl).await
+        }
+        .await;
+        let call = Call::Add {
+            key,
+            generation,
+            ttl,
+        };
+        self.seen(call, reply, |done| Answer::Done(*done)).await
     }
 
     async fn add_replicated(
@@ -158,8 +224,17 @@ impl<B: Backend> Backend for FaultyBackend<B> {
         generation: Generation,
         ttl: Duration,
     ) -> Result<bool, BackendError> {
-        self.before(key).await?;
-        self.inner.add_replicated(key, generation, ttl).await
+        let reply = async {
+            self.before(key).await?;
+            self.inner.add_replicated(key, generation, ttl).await
+        }
+        .await;
+        let call = Call::AddReplicated {
+            key,
+            generation,
+            ttl,
+        };
+        self.seen(call, reply, |done| Answer::Done(*done)).await
     }
 
     async fn incr(
@@ -169,17 +244,32 @@ impl<B: Backend> Backend for FaultyBackend<B> {
         ttl: Duration,
         finished: Option<Generation>,
     ) -> Result<Stored, BackendError> {
-        let draw = self.before(key).await?;
-        if draw.corrupt {
-            // A corrupt key is never incremented.
-            return Ok(self.read(&draw, Stored::Corrupt));
+        let reply = async {
+            let draw = self.before(key).await?;
+            if draw.corrupt {
+                // A corrupt key is never incremented.
+                return Ok(self.read(&draw, Stored::Corrupt));
+            }
+            self.inner.incr(key, step, ttl, finished).await
         }
-        self.inner.incr(key, step, ttl, finished).await
+        .await;
+        let call = Call::Incr {
+            key,
+            step,
+            ttl,
+            finished,
+        };
+        self.seen(call, reply, |s| Answer::Stored(*s)).await
     }
 
     async fn delete(&self, key: &Key) -> Result<(), BackendError> {
-        self.before(key).await?;
-        self.inner.delete(key).await
+        let reply = async {
+            self.before(key).await?;
+            self.inner.delete(key).await
+        }
+        .await;
+        self.seen(Call::Delete { key }, reply, |()| Answer::Unit)
+            .await
     }
 
     async fn lock(
@@ -188,8 +278,13 @@ impl<B: Backend> Backend for FaultyBackend<B> {
         token: Generation,
         ttl: Duration,
     ) -> Result<Option<Fence>, BackendError> {
-        self.before(key).await?;
-        self.inner.lock(key, token, ttl).await
+        let reply = async {
+            self.before(key).await?;
+            self.inner.lock(key, token, ttl).await
+        }
+        .await;
+        let call = Call::Lock { key, token, ttl };
+        self.seen(call, reply, |fence| Answer::Lease(*fence)).await
     }
 
     async fn renew(
@@ -199,13 +294,28 @@ impl<B: Backend> Backend for FaultyBackend<B> {
         ttl: Duration,
         key_ttl: Duration,
     ) -> Result<bool, BackendError> {
-        self.before(key).await?;
-        self.inner.renew(key, token, ttl, key_ttl).await
+        let reply = async {
+            self.before(key).await?;
+            self.inner.renew(key, token, ttl, key_ttl).await
+        }
+        .await;
+        let call = Call::Renew {
+            key,
+            token,
+            ttl,
+            key_ttl,
+        };
+        self.seen(call, reply, |done| Answer::Done(*done)).await
     }
 
     async fn unlock(&self, key: &Key, token: Generation) -> Result<bool, BackendError> {
-        self.before(key).await?;
-        self.inner.unlock(key, token).await
+        let reply = async {
+            self.before(key).await?;
+            self.inner.unlock(key, token).await
+        }
+        .await;
+        let call = Call::Unlock { key, token };
+        self.seen(call, reply, |done| Answer::Done(*done)).await
     }
 
     async fn intend(
@@ -215,8 +325,18 @@ impl<B: Backend> Backend for FaultyBackend<B> {
         ttl: Duration,
         key_ttl: Duration,
     ) -> Result<(), BackendError> {
-        self.before(key).await?;
-        self.inner.intend(key, token, ttl, key_ttl).await
+        let reply = async {
+            self.before(key).await?;
+            self.inner.intend(key, token, ttl, key_ttl).await
+        }
+        .await;
+        let call = Call::Intend {
+            key,
+            token,
+            ttl,
+            key_ttl,
+        };
+        self.seen(call, reply, |()| Answer::Unit).await
     }
 
     fn epoch(&self) -> u64 {

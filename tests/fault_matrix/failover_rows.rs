@@ -19,8 +19,8 @@ use crate::fleet::Db;
 use crate::fleet::{vouching, Deployment, Options, HEARTBEAT};
 use crate::harness::{ensure, key, until, MARGIN, POLL};
 use crate::rows::healthy_trial_on;
-use crate::support::fast_config;
 use crate::trial::Row;
+use gensync::testing::fast_config;
 
 /// How long the writer's bumps wait for a replica's acknowledgement.
 const WAIT: Duration = Duration::from_millis(500);

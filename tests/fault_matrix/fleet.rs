@@ -16,13 +16,15 @@ use gensync::reload::{
     fenced, BoxError, CheckMode, ReloadMetrics, Reloader, SettingsLoader, SettingsReload,
     SettingsReloadLayer, SettingsSaver, Snapshot, StaleFence,
 };
-use gensync::testing::{Faults, FaultyBackend, RedisCluster, RedisServer, SentinelGroup};
+use gensync::testing::{
+    Faults, FaultyBackend, FencedStore, RedisCluster, RedisServer, SentinelGroup,
+};
 use gensync::{Generation, RedisBackend, RedisConfig, Synchronizer};
 use tokio::sync::oneshot;
 use tower::{Service, ServiceBuilder};
 
 use crate::harness::{ensure, key, InjectedPanic, INITIAL, INSTANCES, MARGIN};
-use crate::support::fast_config;
+use gensync::testing::fast_config;
 
 /// Push mode's heartbeat in every fleet: short, so a push row's promise
 /// (settings at least as new as every bump that completed before the last
@@ -40,10 +42,8 @@ pub fn config() -> RedisConfig {
 /// fenced as a careful store is: it keeps the greatest fencing token it
 /// accepted beside the version, and refuses a save with a smaller one.
 pub struct Db {
-    /// The version and the greatest token accepted, checked and stored
-    /// together.
-    held: Mutex<(u64, Fence)>,
-    refused: Mutex<Vec<StaleFence>>,
+    /// The version, beside the greatest token accepted.
+    versions: FencedStore<u64>,
     /// What the next publish's save runs into, if anything.
     next_save: Mutex<Option<SaveFault>>,
 }
@@ -71,40 +71,29 @@ const STALL_LIMIT: Duration = Duration::from_secs(30);
 impl Db {
     fn new() -> Db {
         Db {
-            held: Mutex::new((1, Fence::new(0))),
-            refused: Mutex::new(Vec::new()),
+            versions: FencedStore::new(1),
             next_save: Mutex::new(None),
         }
     }
 
     pub fn version(&self) -> u64 {
-        self.held.lock().unwrap().0
+        self.versions.value()
     }
 
     /// Saves by hand, as a writer that bumps by hand does: with no token,
     /// so the greatest accepted one stays.
     pub fn save(&self, version: u64) {
-        self.held.lock().unwrap().0 = version;
+        self.versions.set(version);
     }
 
     /// Stores `version` unless a greater token was accepted already.
     pub fn store(&self, version: u64, fence: Fence) -> Result<(), StaleFence> {
-        let mut held = self.held.lock().unwrap();
-        if fence < held.1 {
-            let refusal = StaleFence {
-                offered: fence,
-                accepted: held.1,
-            };
-            self.refused.lock().unwrap().push(refusal);
-            return Err(refusal);
-        }
-        *held = (version, fence);
-        Ok(())
+        self.versions.save(version, fence)
     }
 
     /// The saves refused for a stale token.
     pub fn refused(&self) -> Vec<StaleFence> {
-        self.refused.lock().unwrap().clone()
+        self.versions.refused()
     }
 
     /// The next save blocks its thread until `resume` sends (or is

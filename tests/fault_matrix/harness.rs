@@ -3,12 +3,10 @@
 
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::SeqCst;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use gensync::Key;
-
-use crate::support::LogCapture;
 
 /// "Processes" in a fleet.
 pub const INSTANCES: usize = 3;
@@ -52,6 +50,26 @@ pub async fn until(
 }
 
 // Logs: one capture for the whole binary, as a process has one subscriber.
+
+/// Every line the binary logged, shared by the subscriber's writers.
+#[derive(Clone, Default)]
+pub struct LogCapture(Arc<Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 static LOGS: OnceLock<LogCapture> = OnceLock::new();
 /// Debug events are captured only while a row asks for them: they cost a

@@ -16,15 +16,15 @@ use std::time::{Duration, Instant};
 use gensync::backend::Fence;
 use gensync::keyed::{KeyRejection, KeyedReload, KeyedReloadLayer, KeyedReloader};
 use gensync::reload::{ReloadMetrics, Snapshot, StaleFence};
-use gensync::testing::RedisServer;
+use gensync::testing::{FencedStore, RedisServer};
 use gensync::{GenerationSynchronizer, RedisBackend, Synchronizer};
 use tokio::task::JoinHandle;
 use tower::{Layer, Service};
 
 use crate::fleet::{config, Options};
 use crate::harness::INSTANCES;
-use crate::support::fast_config;
 use crate::traffic::Traffic;
+use gensync::testing::fast_config;
 
 /// Tenants each instance serves.
 pub const TENANTS: usize = 200;
@@ -84,20 +84,21 @@ impl Rng {
 /// accepted, and the site-wide version (saved by hand, as a site-wide
 /// change is, then announced by a bump of the parent).
 pub struct Db {
-    tenants: Mutex<Vec<(u64, Fence)>>,
+    /// Each tenant's version, fenced.
+    tenants: Vec<FencedStore<u64>>,
     site: AtomicU64,
 }
 
 impl Db {
     fn new() -> Db {
         Db {
-            tenants: Mutex::new(vec![(1, Fence::new(0)); TENANTS]),
+            tenants: (0..TENANTS).map(|_| FencedStore::new(1)).collect(),
             site: AtomicU64::new(1),
         }
     }
 
     pub fn tenant(&self, tenant: usize) -> u64 {
-        self.tenants.lock().unwrap()[tenant].0
+        self.tenants[tenant].value()
     }
 
     pub fn site(&self) -> u64 {
@@ -110,15 +111,7 @@ impl Db {
     }
 
     fn store(&self, tenant: usize, version: u64, fence: Fence) -> Result<(), StaleFence> {
-        let held = &mut self.tenants.lock().unwrap()[tenant];
-        if fence < held.1 {
-            return Err(StaleFence {
-                offered: fence,
-                accepted: held.1,
-            });
-        }
-        *held = (version, fence);
-        Ok(())
+        self.tenants[tenant].save(version, fence)
     }
 }
 

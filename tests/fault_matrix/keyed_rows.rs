@@ -12,8 +12,8 @@ use gensync::testing::RedisServer;
 use crate::fleet::Options;
 use crate::harness::{ensure, until, INSTANCES, IN_FLIGHT, MARGIN};
 use crate::keyed_trial::KeyedTrial;
-use crate::support::{fast_config, RECONNECT_DELAY};
 use crate::trial::Row;
+use gensync::testing::{fast_config, RECONNECT_DELAY};
 
 /// How long the server is down, or stopped.
 const OUTAGE: Duration = Duration::from_millis(1500);

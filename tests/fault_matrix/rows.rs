@@ -16,8 +16,8 @@ use gensync::{
 
 use crate::fleet::{admin, Deployment, LoaderFaults, Options};
 use crate::harness::{ensure, key, until, INITIAL, INSTANCES, IN_FLIGHT, MARGIN, POLL};
-use crate::support::{fast_config, RECONNECT_DELAY};
 use crate::trial::{Row, Trial};
+use gensync::testing::{fast_config, RECONNECT_DELAY};
 
 /// How long the outages last.
 const OUTAGE: Duration = Duration::from_millis(1500);

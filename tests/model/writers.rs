@@ -14,7 +14,7 @@ use gensync::testing::FaultyBackend;
 use gensync::{Generation, MemoryBackend, Synchronizer};
 use tokio::task::JoinHandle;
 
-use super::watch::Watched;
+use super::watch::Watch;
 use super::world::{Doc, Leased, SaveKind, World};
 use super::{key, KEY_TTL, LEASE};
 
@@ -109,10 +109,7 @@ impl WriterProcess {
             let doc = read.doc();
             async move { Ok::<_, std::io::Error>(doc) }
         };
-        let watched = Watched {
-            inner: own.clone(),
-            world: Arc::clone(world),
-        };
+        let watched = FaultyBackend::new(own.clone()).observed(Watch(Arc::clone(world)));
         let (world, log) = (Arc::clone(world), Arc::clone(log));
         let saver = fenced(move |doc: &Doc, fence: Fence| {
             let (world, log, doc) = (Arc::clone(&world), Arc::clone(&log), doc.clone());

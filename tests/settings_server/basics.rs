@@ -201,7 +201,7 @@ async fn an_unreachable_redis_still_serves_the_file_settings() {
     let file = dir.settings();
     let settings = json!({"site_name": "from the file", "theme": "dark"});
     std::fs::write(&file, settings.to_string()).unwrap();
-    let url = format!("redis://127.0.0.1:{}", support::closed_port());
+    let url = format!("redis://127.0.0.1:{}", gensync::testing::closed_port());
     let instance = Instance::start(&["--redis", &url, "--settings", path_str(&file)], &[]);
     instance.assert_printed(&format!("(backend: Redis at {url}; mode: strict)"));
     let client = client();
@@ -270,7 +270,7 @@ async fn a_redis_password_never_appears_in_the_output() {
     let file = dir.settings();
     let url = format!(
         "redis://app:{SECRET}@127.0.0.1:{}/0",
-        support::closed_port()
+        gensync::testing::closed_port()
     );
     // Through the environment, as a deployment would pass it.
     let instance = Instance::start(&["--settings", path_str(&file)], &[("REDIS_URL", &url)]);

@@ -10,17 +10,17 @@
 //! generation), `deployments` (over Sentinel and a Cluster), `limits`
 //! (the write token's and the requests' limits, to the byte); with the
 //! `tls` feature, `tls` (a TLS Redis with a private
-//! CA and client certificates).
+//! CA and client certificates). `examples` runs the other examples, and
+//! `example` builds an example's binary for both.
 //!
 //! `SETTINGS_SERVER_BIN=/path/to/settings_server` runs the tests against
 //! another build of the example (an older one, to see them fail).
 
-#[path = "../support/mod.rs"]
-mod support;
-
 mod basics;
 mod connections;
 mod deployments;
+mod example;
+mod examples;
 mod fence;
 mod files;
 mod generation;
@@ -55,7 +55,7 @@ fn binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| match std::env::var_os("SETTINGS_SERVER_BIN") {
         Some(path) => PathBuf::from(path),
-        None => support::example::binary("settings_server"),
+        None => example::binary("settings_server"),
     })
 }
 

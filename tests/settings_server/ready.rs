@@ -253,7 +253,7 @@ async fn an_unanswering_redis_is_reported_but_leaves_the_instance_ready() {
     let dir = TempDir::new();
     let file = dir.settings();
     std::fs::write(&file, r#"{"theme": "dark"}"#).unwrap();
-    let url = format!("redis://127.0.0.1:{}", support::closed_port());
+    let url = format!("redis://127.0.0.1:{}", gensync::testing::closed_port());
     let instance = Instance::start(&["--redis", &url, "--settings", path_str(&file)], &[]);
     let (status, body) = readyz(&client(), &instance).await;
     assert_eq!(status, StatusCode::OK, "{body}");

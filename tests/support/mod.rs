@@ -1,9 +1,12 @@
-//! What the integration tests share: a store to run the behavioural suite
-//! on, with ways to corrupt and evict keys behind the synchronizers' backs.
+//! What the single-file integration tests share: the conformance suite's
+//! stores (a macro runs a test on each), log capture, and waits on push
+//! tracking. Suites in a directory of their own (`cli`, `fault_matrix`,
+//! `model`, `settings_server`) use `gensync::testing` instead.
 
-#![allow(dead_code, unused_macros)] // each test binary uses a different part
+#![allow(dead_code, unused_imports, unused_macros)] // each test binary uses a different part
 
-pub mod example;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod stall;
 
 use std::io::Write;
@@ -11,9 +14,7 @@ use std::sync::{Arc, Mutex};
 
 #[cfg(feature = "redis")]
 use gensync::testing::{RedisCluster, RedisServer};
-use gensync::{Key, MemoryBackend};
-#[cfg(feature = "redis")]
-use gensync::{RedisBackend, RedisConfig};
+use gensync::Key;
 
 /// Runs each named `async fn(impl Store)` as two tests, `$memory::name` on
 /// the memory backend under the runtime given, and `$redis::name` on its own
@@ -41,130 +42,14 @@ macro_rules! on_every_store {
     };
 }
 
-/// A shared store, seen from several "processes".
-pub trait Store {
-    type Backend: gensync::backend::Backend + Clone;
-
-    /// A backend handle as a new process would have it: for Redis, a new
-    /// client with its own connection.
-    fn process(&self) -> Self::Backend;
-    /// Stores raw text at the key, as a stray `SET` would.
-    fn write_raw(&self, key: &Key, raw: &str);
-    /// Removes the key, as an eviction would.
-    fn evict(&self, key: &Key);
-    /// How long the key has left to live, if it exists with a lifetime.
-    fn ttl(&self, key: &Key) -> Option<std::time::Duration>;
-}
-
-pub struct Memory(pub MemoryBackend);
-
-impl Memory {
-    pub fn new() -> Self {
-        Memory(MemoryBackend::new())
-    }
-}
-
-impl Store for Memory {
-    type Backend = MemoryBackend;
-
-    fn process(&self) -> MemoryBackend {
-        self.0.clone()
-    }
-    fn write_raw(&self, key: &Key, raw: &str) {
-        self.0.insert_raw(key, raw);
-    }
-    fn evict(&self, key: &Key) {
-        self.0.evict(key);
-    }
-    fn ttl(&self, key: &Key) -> Option<std::time::Duration> {
-        self.0.ttl(key)
-    }
-}
-
+/// The conformance suite's stores: a shared backend seen from several
+/// "processes", with ways to corrupt and evict keys behind their backs.
+pub use gensync::testing::closed_port;
 #[cfg(feature = "redis")]
-pub struct Redis {
-    pub server: RedisServer,
-    admin: Mutex<redis::Connection>,
-}
-
+pub use gensync::testing::conformance::RedisStore as Redis;
+pub use gensync::testing::conformance::{MemoryStore as Memory, Store};
 #[cfg(feature = "redis")]
-impl Redis {
-    pub fn new() -> Self {
-        Self::from_server(RedisServer::start().expect("start redis-server"))
-    }
-
-    /// A store on a server started with arguments of the test's own.
-    pub fn from_server(server: RedisServer) -> Self {
-        let admin = Mutex::new(server.connection().expect("connect to redis-server"));
-        Redis { server, admin }
-    }
-
-    /// A backend as [`Store::process`] makes it, but with [`fast_config`],
-    /// for tests that wait out a timeout.
-    pub fn fast_process(&self) -> RedisBackend {
-        RedisBackend::with_config(&self.server.url(), fast_config()).expect("valid URL")
-    }
-
-    /// Runs a raw command on the test's own connection.
-    pub fn raw<T: redis::FromRedisValue>(&self, cmd: &mut redis::Cmd) -> T {
-        cmd.query(&mut *self.admin.lock().unwrap())
-            .expect("raw command")
-    }
-}
-
-/// A free loopback port with nothing listening on it: connections to it
-/// are refused at once.
-pub fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
-
-#[cfg(feature = "redis")]
-/// Tight timeouts, for tests that measure them or wait them out.
-pub fn fast_config() -> RedisConfig {
-    RedisConfig::default()
-        .connect_timeout(std::time::Duration::from_millis(150))
-        .response_timeout(std::time::Duration::from_millis(150))
-        .reconnect_delay(RECONNECT_DELAY)
-}
-
-#[cfg(feature = "redis")]
-/// Timeouts a stalled test machine does not reach, for tests that measure
-/// no timeout: there a slow reply would read as an outage and fail them.
-pub fn patient_config() -> RedisConfig {
-    RedisConfig::default()
-        .connect_timeout(std::time::Duration::from_secs(2))
-        .response_timeout(std::time::Duration::from_secs(2))
-        .reconnect_delay(RECONNECT_DELAY)
-}
-
-#[cfg(feature = "redis")]
-/// How long a client of [`fast_config`] waits after a failed connect before
-/// it dials again.
-pub const RECONNECT_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
-
-#[cfg(feature = "redis")]
-impl Store for Redis {
-    type Backend = RedisBackend;
-
-    fn process(&self) -> RedisBackend {
-        RedisBackend::with_config(&self.server.url(), patient_config()).expect("valid URL")
-    }
-    fn write_raw(&self, key: &Key, raw: &str) {
-        self.raw::<()>(redis::cmd("SET").arg(key.as_str()).arg(raw));
-    }
-    fn evict(&self, key: &Key) {
-        self.raw::<()>(redis::cmd("DEL").arg(key.as_str()));
-    }
-    fn ttl(&self, key: &Key) -> Option<std::time::Duration> {
-        let pttl: i64 = self.raw(redis::cmd("PTTL").arg(key.as_str()));
-        u64::try_from(pttl)
-            .ok()
-            .map(std::time::Duration::from_millis)
-    }
-}
+pub use gensync::testing::{fast_config, patient_config, RECONNECT_DELAY};
 
 /// Captures what tracing prints on this thread while it is installed, so
 /// tests can check log lines for keys and secrets.

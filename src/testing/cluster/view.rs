@@ -4,8 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::super::poll::ask;
-use super::super::RedisServer;
+use crate::testing::poll::ask;
+use crate::testing::RedisServer;
 
 /// Who serves which slots and who replicates whom, as one node sees it
 /// (`CLUSTER NODES`), leaving out nodes it thinks failing: what every node

@@ -3,13 +3,9 @@
 //! usage errors, and not when the URL comes from a file. Each test that
 //! needs Redis starts its own redis-server.
 
-#![cfg(feature = "cli")]
-
-mod cli_support;
-
 use std::time::{Duration, Instant};
 
-use cli_support::{gensync, run, tempdir, Run};
+use crate::run::{gensync, run, tempdir, Run};
 use gensync::testing::RedisServer;
 
 /// Every password in the corpus holds this.

@@ -3,15 +3,11 @@
 //! a lock file deleted during a run does not let a second run start. Each
 //! test starts its own redis-server.
 
-#![cfg(all(feature = "cli", unix))]
-
-mod cli_support;
-
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cli_support::{gensync, tempdir};
+use crate::run::{gensync, tempdir};
 use gensync::testing::RedisServer;
 
 const KEY: &str = "overlap:settings";

@@ -1,11 +1,9 @@
 //! `gensync break-lock`, and keys no log line can be injected through.
 //! Each test starts its own redis-server.
 
-#![cfg(all(feature = "cli", feature = "keyed"))]
+#![cfg(feature = "keyed")]
 
-mod cli_support;
-
-use cli_support::{gensync, run};
+use crate::run::{gensync, run};
 use gensync::testing::RedisServer;
 
 const KEY: &str = "keys:settings";

@@ -1,17 +1,12 @@
 //! The `gensync` command, run as a real process against a real
 //! redis-server that each test starts for itself.
 
-#![cfg(feature = "cli")]
-
-mod cli_support;
-mod support;
-
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cli_support::{gensync, read, run, tempdir, Run, BIN};
+use crate::run::{gensync, read, run, tempdir, Run, BIN};
 use gensync::testing::RedisServer;
 
 const KEY: &str = "cli:settings";
@@ -49,7 +44,7 @@ fn bump(url: &str) -> u64 {
 
 /// A URL nothing listens on: connections are refused at once.
 fn closed_url() -> String {
-    format!("redis://127.0.0.1:{}", support::closed_port())
+    format!("redis://127.0.0.1:{}", gensync::testing::closed_port())
 }
 
 fn raw_get(server: &RedisServer) -> Option<String> {
@@ -319,7 +314,7 @@ fn sync_runs_the_command_first_and_records_the_generation() {
     // server's run_id.
     let shared = get(&server.url());
     assert_eq!(state(dir.path()), Some(format!("{shared}\n")));
-    let run_id = support::run_id(&server);
+    let run_id = gensync::testing::server_identity(&server).expect("a run_id");
     assert_eq!(
         std::fs::read_to_string(dir.path().join("state")).unwrap(),
         format!("{shared} {run_id}\n")

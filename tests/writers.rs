@@ -7,9 +7,9 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gensync::backend::{Backend, Fence};
-use gensync::reload::{fenced, PublishError, Reloader, ReloaderBuilder, StaleFence};
-use gensync::testing::{Faults, FaultyBackend};
+use gensync::backend::Backend;
+use gensync::reload::{fenced, PublishError, Reloader, ReloaderBuilder};
+use gensync::testing::{Faults, FaultyBackend, FencedStore};
 use gensync::{Generation, Key, MemoryBackend, Synchronizer};
 use tokio::sync::{Notify, Semaphore};
 
@@ -20,41 +20,8 @@ fn key() -> Key {
 /// The default lease, which the scenarios below outlast on purpose.
 const LEASE: Duration = Duration::from_secs(5);
 
-/// A store of feature names that keeps the greatest fencing token it
-/// accepted and refuses smaller ones, as a careful database would.
-struct Store {
-    held: Mutex<(Vec<String>, Fence)>,
-    refused: Mutex<Vec<StaleFence>>,
-}
-
-impl Default for Store {
-    fn default() -> Self {
-        Store {
-            held: Mutex::new((Vec::new(), Fence::new(0))),
-            refused: Mutex::new(Vec::new()),
-        }
-    }
-}
-
-impl Store {
-    fn features(&self) -> Vec<String> {
-        self.held.lock().unwrap().0.clone()
-    }
-
-    fn save(&self, features: &[String], fence: Fence) -> Result<(), StaleFence> {
-        let mut held = self.held.lock().unwrap();
-        if fence < held.1 {
-            let refusal = StaleFence {
-                offered: fence,
-                accepted: held.1,
-            };
-            self.refused.lock().unwrap().push(refusal);
-            return Err(refusal);
-        }
-        *held = (features.to_vec(), fence);
-        Ok(())
-    }
-}
+/// The feature names, fenced as a careful database would be.
+type Store = FencedStore<Vec<String>>;
 
 /// How a writer's saves behave: at once, or held until the test says.
 #[derive(Default)]
@@ -73,7 +40,7 @@ fn process<B: Backend>(
 ) -> ReloaderBuilder<Vec<String>, Synchronizer<B>> {
     let (read, write, pace) = (Arc::clone(store), Arc::clone(store), Arc::clone(pace));
     Reloader::builder(Synchronizer::new(backend, key()), move || {
-        let features = read.features();
+        let features = read.value();
         async move { Ok::<_, std::convert::Infallible>(features) }
     })
     .saver(fenced(move |features: &Vec<String>, fence| {
@@ -85,7 +52,7 @@ fn process<B: Backend>(
                 started.notify_one();
                 gate.acquire().await.unwrap().forget();
             }
-            store.save(&features, fence)
+            store.save(features, fence)
         }
     }))
     .write_lock(LEASE, 40)
@@ -120,7 +87,7 @@ async fn a_save_slower_than_the_lease_loses_no_other_writers_update() {
     let second = tokio::spawn(async move { b.update(with("feature_b")).await });
     first.await.unwrap().expect("A's update");
     second.await.unwrap().expect("B's update");
-    assert_eq!(store.features(), ["feature_a", "feature_b"]);
+    assert_eq!(store.value(), ["feature_a", "feature_b"]);
 }
 
 /// Writer A stalls past its lease (its renewals cannot reach the backend),
@@ -160,12 +127,8 @@ async fn a_writer_stalled_past_its_lease_is_refused_and_told() {
         "{err}"
     );
     assert!(err.to_string().contains("lapsed"), "{err}");
-    assert_eq!(store.features(), ["from_b"]);
-    assert_eq!(
-        store.refused.lock().unwrap().len(),
-        1,
-        "A's save was refused"
-    );
+    assert_eq!(store.value(), ["from_b"]);
+    assert_eq!(store.refused().len(), 1, "A's save was refused");
     let served = reader.check().await;
     assert_eq!(*served, ["from_b"]);
     assert_eq!(served.generation(), Some(newer));
@@ -280,7 +243,7 @@ async fn a_hung_saver_is_abandoned_and_the_lease_freed() {
     next.publish(vec!["next".into()])
         .await
         .expect("the lease was freed");
-    assert_eq!(store.features(), ["next"]);
+    assert_eq!(store.value(), ["next"]);
 }
 
 /// A caller that stops waiting (a request dropped mid-write) does not cut
@@ -304,7 +267,7 @@ async fn a_dropped_publish_still_finishes_its_write() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     caller.abort();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(store.features(), ["kept"]);
+    assert_eq!(store.value(), ["kept"]);
     assert_eq!(
         *reader.check().await,
         ["kept"],

@@ -180,27 +180,16 @@
 //!   the instance ready: every instance shares it, and each still serves
 //!   its file.
 
-// One concern a module, in `examples/settings_server/` (a directory with no
-// `main.rs`, so the example keeps its single-file path).
-#[path = "settings_server/args.rs"]
+// One concern a module, beside this file.
 mod args;
-#[path = "settings_server/body.rs"]
 mod body;
-#[path = "settings_server/companions.rs"]
 mod companions;
-#[path = "settings_server/files.rs"]
 mod files;
-#[path = "settings_server/http.rs"]
 mod http;
-#[path = "settings_server/logging.rs"]
 mod logging;
-#[path = "settings_server/ready.rs"]
 mod ready;
-#[path = "settings_server/serve.rs"]
 mod serve;
-#[path = "settings_server/tenants.rs"]
 mod tenants;
-#[path = "settings_server/token.rs"]
 mod token;
 
 use std::io::{self, Write};

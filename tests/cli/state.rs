@@ -2,16 +2,12 @@
 //! refused, a FIFO or an oversized one never read whole, and CMD run as
 //! given, never through a shell. Each test starts its own redis-server.
 
-#![cfg(all(feature = "cli", unix))]
-
-mod cli_support;
-
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use cli_support::{gensync, run, tempdir, Run};
+use crate::run::{gensync, run, tempdir, Run};
 use gensync::testing::RedisServer;
 
 const KEY: &str = "state:settings";

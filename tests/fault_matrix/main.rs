@@ -21,25 +21,14 @@
 //! `cargo test --all-features --test fault_matrix` (add `--release` for the
 //! numbers in FAULTS.md).
 
-mod support;
-
-#[path = "fault_matrix/failover_rows.rs"]
 mod failover_rows;
-#[path = "fault_matrix/fleet.rs"]
 mod fleet;
-#[path = "fault_matrix/harness.rs"]
 mod harness;
-#[path = "fault_matrix/keyed_fleet.rs"]
 mod keyed_fleet;
-#[path = "fault_matrix/keyed_rows.rs"]
 mod keyed_rows;
-#[path = "fault_matrix/keyed_trial.rs"]
 mod keyed_trial;
-#[path = "fault_matrix/rows.rs"]
 mod rows;
-#[path = "fault_matrix/traffic.rs"]
 mod traffic;
-#[path = "fault_matrix/trial.rs"]
 mod trial;
 
 use std::future::Future;

@@ -1,12 +1,10 @@
-//! The examples do what the README says they do, and print what a reader
-//! can read.
-
-mod support;
+//! The other examples do what the README says they do, and print what a
+//! reader can read.
 
 use std::process::Command;
 
 fn run(name: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(support::example::binary(name))
+    let out = Command::new(crate::example::binary(name))
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("run example {name}: {e}"));
@@ -19,7 +17,7 @@ fn run(name: &str, args: &[&str]) -> (bool, String, String) {
 
 #[test]
 fn every_example_the_readme_names_exists() {
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../../README.md");
     let named: Vec<&str> = readme
         .split("--example ")
         .skip(1)
@@ -33,9 +31,11 @@ fn every_example_the_readme_names_exists() {
         "{named:?}"
     );
     for name in named {
-        let path = format!("{}/examples/{name}.rs", env!("CARGO_MANIFEST_DIR"));
+        // A single-file example, or one of several files.
+        let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
         assert!(
-            std::path::Path::new(&path).exists(),
+            examples.join(format!("{name}.rs")).exists()
+                || examples.join(name).join("main.rs").exists(),
             "the README names {name}"
         );
     }
@@ -80,7 +80,7 @@ fn the_services_help_describes_the_service() {
 /// doctests, so the line shown is one that builds).
 #[test]
 fn the_readme_says_how_to_see_the_logs() {
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../../README.md");
     assert!(readme.contains("logs through [`tracing`]"));
     assert!(readme.contains("tracing_subscriber::fmt().with_env_filter(filter).init();"));
 }

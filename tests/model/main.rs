@@ -225,21 +225,13 @@
 //! [`WriterLock::mark_intent`]: gensync::synchronizer::WriterLock::mark_intent
 //! [`WriterLock::try_lock`]: gensync::synchronizer::WriterLock::try_lock
 
-#[path = "model/ops.rs"]
 mod ops;
-#[path = "model/pinned.rs"]
 mod pinned;
-#[path = "model/promises.rs"]
 mod promises;
-#[path = "model/readers.rs"]
 mod readers;
-#[path = "model/run.rs"]
 mod run;
-#[path = "model/watch.rs"]
 mod watch;
-#[path = "model/world.rs"]
 mod world;
-#[path = "model/writers.rs"]
 mod writers;
 
 use std::time::Duration;

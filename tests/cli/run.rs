@@ -1,0 +1,28 @@
+//! Running the `gensync` command in the tests that drive it as a process.
+
+use std::process::{Command, Output};
+
+pub use gensync::testing::command::Run;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_gensync");
+
+/// The command with no URL in its environment, whatever the caller's is.
+pub fn gensync() -> Command {
+    gensync::testing::command::gensync(BIN)
+}
+
+pub fn run(cmd: &mut Command) -> Run {
+    Run::of(cmd)
+}
+
+/// What a finished run printed and exited with.
+pub fn read(out: Output) -> Run {
+    Run::from(out)
+}
+
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("gensync-cli-")
+        .tempdir()
+        .unwrap()
+}
