@@ -78,7 +78,7 @@ pub enum BackendErrorKind {
 /// [`pool_exhausted`](Self::pool_exhausted), [`denied`](Self::denied),
 /// [`not_replicated`](Self::not_replicated) for the kinds that carry
 /// data), names the server as it may be shown (a
-/// [`RedactedUrl`](crate::RedactedUrl)), and keeps the cause with
+/// [`RedactedUrl`](crate::backend::RedactedUrl)), and keeps the cause with
 /// [`with_source`](Self::with_source), once it is sure the cause's text
 /// holds no secret:
 ///

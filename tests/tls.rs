@@ -202,11 +202,20 @@ async fn a_tls_cluster_requiring_client_certificates_serves_every_shard_and_push
     }
 
     let _reloader = push_hears_a_bump(&url, ours).await;
-    let owner = cluster.primary_for(key().as_str()).unwrap();
-    assert!(
-        tracks_on(cluster.node(owner).unwrap()),
-        "push mode tracks on the key's owner"
-    );
+    let owner = cluster
+        .node(cluster.primary_for(key().as_str()).unwrap())
+        .unwrap();
+    // The bump was heard, so a session tracked on its owner just now; a
+    // loaded machine may have it redialling at this instant (a heartbeat
+    // past its bound), so the owner is asked until it shows the session.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !tracks_on(owner) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "push mode tracks on the key's owner"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     for err in ping_errors(&url, trusting(&certs)).await {
         assert_tls_error(&err, &["requires a client certificate", "tls_client_auth"]);

@@ -6,7 +6,7 @@
 //!
 //! Behind the `testing` feature.
 //!
-//! - [`conformance`]: the promises every [`Backend`](crate::Backend) keeps,
+//! - [`conformance`]: the promises every [`Backend`](crate::backend::Backend) keeps,
 //!   as a suite a backend's author runs on their own backend
 //!   ([`backend_conformance!`](crate::backend_conformance) makes one test
 //!   per promise).
@@ -21,7 +21,7 @@
 //! - [`RedisCluster`]: a six-node Redis Cluster per test, to kill one
 //!   shard's primary and wait for its replica to take over; over TLS only
 //!   with `RedisCluster::start_tls` (the `tls` feature).
-//! - [`FaultyBackend`]: wraps any [`Backend`](crate::Backend) and passes
+//! - [`FaultyBackend`]: wraps any [`Backend`](crate::backend::Backend) and passes
 //!   its calls through; on command from another task, fails calls, adds
 //!   latency, hangs, returns corrupt values or evicts the key, counting
 //!   what it did; and shows an [`Observer`] each call and its answer

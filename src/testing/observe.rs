@@ -12,23 +12,23 @@ use crate::fence::Fence;
 use crate::generation::Generation;
 use crate::key::Key;
 
-/// One call to a [`Backend`](crate::Backend), with its arguments.
+/// One call to a [`Backend`](crate::backend::Backend), with its arguments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Call<'a> {
-    /// [`Backend::get`](crate::Backend::get).
+    /// [`Backend::get`](crate::backend::Backend::get).
     Get {
         /// The key read.
         key: &'a Key,
     },
-    /// [`Backend::get_with_parent`](crate::Backend::get_with_parent).
+    /// [`Backend::get_with_parent`](crate::backend::Backend::get_with_parent).
     GetWithParent {
         /// The key read.
         key: &'a Key,
         /// Its parent, read with it.
         parent: &'a Key,
     },
-    /// [`Backend::add`](crate::Backend::add).
+    /// [`Backend::add`](crate::backend::Backend::add).
     Add {
         /// The key created.
         key: &'a Key,
@@ -37,7 +37,7 @@ pub enum Call<'a> {
         /// Its time to live.
         ttl: Duration,
     },
-    /// [`Backend::add_replicated`](crate::Backend::add_replicated).
+    /// [`Backend::add_replicated`](crate::backend::Backend::add_replicated).
     AddReplicated {
         /// The key created.
         key: &'a Key,
@@ -46,7 +46,7 @@ pub enum Call<'a> {
         /// Its time to live.
         ttl: Duration,
     },
-    /// [`Backend::incr`](crate::Backend::incr).
+    /// [`Backend::incr`](crate::backend::Backend::incr).
     Incr {
         /// The key bumped.
         key: &'a Key,
@@ -57,12 +57,12 @@ pub enum Call<'a> {
         /// The writer's token whose intent the bump ends, if any.
         finished: Option<Generation>,
     },
-    /// [`Backend::delete`](crate::Backend::delete).
+    /// [`Backend::delete`](crate::backend::Backend::delete).
     Delete {
         /// The key deleted.
         key: &'a Key,
     },
-    /// [`Backend::lock`](crate::Backend::lock).
+    /// [`Backend::lock`](crate::backend::Backend::lock).
     Lock {
         /// The key whose writers' lease is taken.
         key: &'a Key,
@@ -71,7 +71,7 @@ pub enum Call<'a> {
         /// The lease's length.
         ttl: Duration,
     },
-    /// [`Backend::renew`](crate::Backend::renew).
+    /// [`Backend::renew`](crate::backend::Backend::renew).
     Renew {
         /// The key whose lease is renewed.
         key: &'a Key,
@@ -82,14 +82,14 @@ pub enum Call<'a> {
         /// The key's time to live.
         key_ttl: Duration,
     },
-    /// [`Backend::unlock`](crate::Backend::unlock).
+    /// [`Backend::unlock`](crate::backend::Backend::unlock).
     Unlock {
         /// The key whose lease is released.
         key: &'a Key,
         /// The writer's token.
         token: Generation,
     },
-    /// [`Backend::intend`](crate::Backend::intend).
+    /// [`Backend::intend`](crate::backend::Backend::intend).
     Intend {
         /// The key the writer means to bump.
         key: &'a Key,

@@ -1,4 +1,4 @@
-//! The promises every [`Backend`](crate::Backend) keeps, as a suite a
+//! The promises every [`Backend`](crate::backend::Backend) keeps, as a suite a
 //! backend's author runs against their own backend.
 //!
 //! A backend joins the suite through a [`Store`]: a factory of handles as
