@@ -16,7 +16,7 @@ use crate::unpoisoned;
 ///
 /// ```
 /// use gensync::testing::FencedStore;
-/// use gensync::Fence;
+/// use gensync::backend::Fence;
 ///
 /// let store = FencedStore::new(String::from("initial"));
 /// store.save("from writer 2".into(), Fence::new(2)).unwrap();

@@ -139,7 +139,7 @@ pub enum Answer {
 /// #[async_trait::async_trait]
 /// impl Observer for Hits {
 ///     async fn answered(&self, call: Call<'_>, answer: Result<&Answer, &BackendError>) {
-///         if let (Call::Get { .. }, Ok(Answer::Stored(gensync::Stored::Value(_)))) = (call, answer) {
+///         if let (Call::Get { .. }, Ok(Answer::Stored(gensync::backend::Stored::Value(_)))) = (call, answer) {
 ///             self.0.fetch_add(1, Ordering::Relaxed);
 ///         }
 ///     }
