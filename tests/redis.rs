@@ -358,15 +358,6 @@ fn a_refusal_during_the_checkout_outranks_a_retry_still_hanging() {
     assert!(!err.to_string().contains("wrong-pw"), "{err}");
 }
 
-/// Connections the server has accepted so far.
-fn connections_received(admin: &mut redis::Connection) -> u64 {
-    let info: String = redis::cmd("INFO").arg("stats").query(admin).unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("total_connections_received:"))
-        .and_then(|n| n.trim().parse().ok())
-        .expect("INFO stats has total_connections_received")
-}
-
 /// A server that refuses every connection (here a wrong password) would
 /// otherwise be sent a new connection per check.
 #[tokio::test]
@@ -378,12 +369,12 @@ async fn a_refusing_server_is_dialled_once_per_reconnect_delay_not_per_check() {
     let config = fast_config().reconnect_delay(delay);
     let sync = Synchronizer::new(RedisBackend::with_config(&bad_url, config).unwrap(), key());
 
-    let before = connections_received(&mut admin);
+    let before = support::connections_received(&mut admin);
     let started = Instant::now();
     for _ in 0..200 {
         assert!(sync.is_expired().await);
     }
-    let dials = connections_received(&mut admin) - before;
+    let dials = support::connections_received(&mut admin) - before;
     // One dial per delay the loop spanned (one, unless the machine stalled).
     let windows = u64::try_from(started.elapsed().as_millis() / delay.as_millis()).unwrap() + 1;
     assert!(
@@ -394,7 +385,10 @@ async fn a_refusing_server_is_dialled_once_per_reconnect_delay_not_per_check() {
     // Once the delay has passed, the next check dials again.
     tokio::time::sleep(delay).await;
     assert!(sync.is_expired().await);
-    assert_eq!(connections_received(&mut admin) - before, dials + 1);
+    assert_eq!(
+        support::connections_received(&mut admin) - before,
+        dials + 1
+    );
 }
 
 #[tokio::test]
@@ -626,12 +620,12 @@ fn a_refusing_server_is_dialled_once_per_reconnect_delay_on_the_blocking_path() 
     let delay = Duration::from_millis(500);
     let sync = blocking_with(&bad_url, fast_config().reconnect_delay(delay));
 
-    let before = connections_received(&mut admin);
+    let before = support::connections_received(&mut admin);
     let started = Instant::now();
     for _ in 0..50 {
         assert!(sync.is_expired());
     }
-    let dials = connections_received(&mut admin) - before;
+    let dials = support::connections_received(&mut admin) - before;
     let windows = u64::try_from(started.elapsed().as_millis() / delay.as_millis()).unwrap() + 1;
     assert!(
         (1..=windows).contains(&dials),
@@ -646,30 +640,30 @@ fn a_refusing_server_is_dialled_once_per_reconnect_delay_on_the_blocking_path() 
 
     // Once the delay has passed, the next check dials again, once.
     std::thread::sleep(delay);
-    let before = connections_received(&mut admin);
+    let before = support::connections_received(&mut admin);
     let err = sync.read().unwrap_err();
     assert!(
         matches!(&err, Error::Backend(e) if e.kind() == BackendErrorKind::Auth),
         "{err:?}"
     );
-    assert_eq!(connections_received(&mut admin) - before, 1);
+    assert_eq!(support::connections_received(&mut admin) - before, 1);
 
     // A writer is not answered the refusal it did not see: it dials,
     // within the delay, and is told what the server says now.
-    let before = connections_received(&mut admin);
+    let before = support::connections_received(&mut admin);
     let err = sync.mark_updated().unwrap_err();
     assert!(
         matches!(&err, Error::Backend(e) if e.kind() == BackendErrorKind::Auth),
         "{err:?}"
     );
-    let dials = connections_received(&mut admin) - before;
+    let dials = support::connections_received(&mut admin) - before;
     assert!(
         (1..=2).contains(&dials),
         "{dials} connections for one write"
     );
 
     // And between calls, nothing dials at all.
-    let before = connections_received(&mut admin);
+    let before = support::connections_received(&mut admin);
     std::thread::sleep(delay * 2);
-    assert_eq!(connections_received(&mut admin) - before, 0);
+    assert_eq!(support::connections_received(&mut admin) - before, 0);
 }

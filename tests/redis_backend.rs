@@ -3,6 +3,8 @@
 //! the URL schemes accepted, and the cause an error keeps. Moved here from
 //! the crate's own tests so the backend's code needs no test server.
 
+mod support;
+
 use std::error::Error as _;
 use std::time::{Duration, Instant};
 
@@ -16,15 +18,6 @@ fn patient() -> RedisConfig {
     RedisConfig::default()
         .connect_timeout(Duration::from_secs(2))
         .response_timeout(Duration::from_secs(2))
-}
-
-/// Connections the server has accepted so far.
-fn connections_received(admin: &mut redis::Connection) -> u64 {
-    let info: String = redis::cmd("INFO").arg("stats").query(admin).unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("total_connections_received:"))
-        .and_then(|n| n.trim().parse().ok())
-        .expect("INFO stats has total_connections_received")
 }
 
 /// Closes every client connection but `admin`'s, server side.
@@ -48,11 +41,11 @@ async fn the_async_epoch_moves_when_the_server_does_not_when_the_connection_does
     assert_eq!(Backend::epoch(&backend), 0);
 
     let mut admin = server.connection().unwrap();
-    let before = connections_received(&mut admin);
+    let before = support::connections_received(&mut admin);
     kill_clients(&mut admin);
     backend.ping().await.unwrap();
     assert_eq!(
-        connections_received(&mut admin) - before,
+        support::connections_received(&mut admin) - before,
         1,
         "a new connection"
     );
@@ -77,11 +70,11 @@ fn the_blocking_epoch_moves_when_the_server_does_not_when_the_connection_does() 
     assert_eq!(Backend::epoch(&backend), 0);
 
     let mut admin = server.connection().unwrap();
-    let before = connections_received(&mut admin);
+    let before = support::connections_received(&mut admin);
     kill_clients(&mut admin);
     backend.ping().unwrap();
     assert_eq!(
-        connections_received(&mut admin) - before,
+        support::connections_received(&mut admin) - before,
         1,
         "a new connection"
     );

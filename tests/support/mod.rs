@@ -195,3 +195,13 @@ pub fn keys_on_every_shard(cluster: &RedisCluster) -> Vec<Key> {
 pub fn run_id(server: &RedisServer) -> String {
     gensync::testing::server_identity(server).expect("a run_id")
 }
+
+#[cfg(feature = "redis")]
+/// Connections the server has accepted so far.
+pub fn connections_received(admin: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("stats").query(admin).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_connections_received:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("INFO stats has total_connections_received")
+}
