@@ -2,8 +2,8 @@
 //! per request, memory, and how fast a bump reaches another instance.
 //!
 //! ```sh
-//! cargo run --release --example loadgen                       # short run, ~1 min
-//! cargo run --release --example loadgen -- --requests 1000000 # the BENCHMARKS.md run
+//! cargo run --release --example loadgen --features keyed      # short run, ~1 min
+//! cargo run --release --example loadgen --features keyed -- --requests 1000000 # the BENCHMARKS.md run
 //! ```
 //!
 //! It starts its own redis-server and drives a `Reloader` in process,

@@ -25,7 +25,7 @@ echo
 
 echo "## loadgen (examples/loadgen.rs, --requests $REQUESTS)"
 echo
-cargo build --release --example loadgen >&2
+cargo build --release --example loadgen --features keyed >&2
 target/release/examples/loadgen --requests "$REQUESTS"
 echo
 
