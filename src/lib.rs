@@ -126,7 +126,8 @@
 //!   in code with no runtime.
 //!
 //! URLs: `redis://[user:password@]host[:port][/db]`, `redis+unix:///path`,
-//! `rediss://` with the `tls` feature; a primary found through Sentinel,
+//! `rediss://` with the `tls` feature (and `valkey://`, `valkeys://`,
+//! `valkey+unix://` as their other names); a primary found through Sentinel,
 //! `redis+sentinel://host:port,host:port/master-name`, and a Cluster,
 //! `redis+cluster://host:port,host:port` (both also over TLS, and built
 //! from their parts by [`RedisUrl`]). Failovers are followed, and a
@@ -140,12 +141,12 @@
 //! | Feature | Default | What it adds |
 //! |---|---|---|
 //! | `redis` | yes | [`RedisBackend`], [`BlockingRedisBackend`], [`RedisConfig`], [`RedisUrl`] (the `redis` crate) |
-//! | `layer` | yes | [`SettingsReloadLayer`] and the keyed layer (`tower`, `http`) |
+//! | `layer` | yes | [`SettingsReloadLayer`] and the keyed layer (`tower-layer`, `tower-service`, `http`) |
 //! | `keyed` | no | [`keyed`]: settings per key, in a bounded `moka` cache |
 //! | `tls` | no | `rediss://`, through rustls (implies `redis`) |
 //! | `metrics` | no | the reloader's counters and histograms, through the `metrics` facade |
 //! | `cli` | no | the `gensync` operator command (implies `redis`) |
-//! | `testing` | no | [`testing`]: a failing backend and mocks; with `redis`, a throwaway redis-server per test |
+//! | `testing` | no | [`testing`]: the backend conformance suite, a failing backend and mocks; with `redis`, a throwaway redis-server per test |
 //!
 //! With no default features, gensync is the in-memory backend, the
 //! synchronizer and the reloader, and compiles neither `redis` nor `moka`.

@@ -16,8 +16,8 @@ use super::source::BoxError;
 pub(crate) enum LoadFailure {
     /// The loader returned an error.
     Failed(BoxError),
-    /// The loader panicked.
-    Panicked,
+    /// The loader panicked: the runtime's words, with the panic's message.
+    Panicked(String),
     /// The loader's task was cancelled (its runtime shutting down).
     Cancelled,
     /// The loader did not finish within the bound, and was aborted.
@@ -28,7 +28,7 @@ impl fmt::Display for LoadFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LoadFailure::Failed(e) => write!(f, "the loader failed: {e}"),
-            LoadFailure::Panicked => f.write_str("the loader panicked"),
+            LoadFailure::Panicked(how) => write!(f, "the loader panicked: {how}"),
             LoadFailure::Cancelled => f.write_str("the loader task was cancelled"),
             LoadFailure::TimedOut(bound) => {
                 write!(f, "the loader did not finish within {bound:?}")
@@ -48,11 +48,31 @@ where
     match tokio::time::timeout(timeout, &mut task).await {
         Ok(Ok(Ok(settings))) => Ok(settings),
         Ok(Ok(Err(e))) => Err(LoadFailure::Failed(e)),
-        Ok(Err(e)) if e.is_panic() => Err(LoadFailure::Panicked),
+        Ok(Err(e)) if e.is_panic() => Err(LoadFailure::Panicked(e.to_string())),
         Ok(Err(_)) => Err(LoadFailure::Cancelled),
         Err(_) => {
             task.abort();
             Err(LoadFailure::TimedOut(timeout))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_loader_fails_its_load_with_the_panics_message() {
+        let failure = load_within(Duration::from_secs(5), async {
+            if true {
+                panic!("the settings table is gone");
+            }
+            Ok::<u8, BoxError>(1)
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(failure, LoadFailure::Panicked(_)), "{failure:?}");
+        let said = failure.to_string();
+        assert!(said.contains("the settings table is gone"), "{said}");
     }
 }

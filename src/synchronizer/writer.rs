@@ -119,8 +119,7 @@ impl Writer {
         match tokio::spawn(async move { this.write(produce, save).await }).await {
             Ok(result) => result,
             Err(e) if e.is_panic() => Err(PublishError::Save(
-                "the write panicked (in the loader or the saver); its lease lapses on its own"
-                    .into(),
+                "the write panicked (in the saver); its lease lapses on its own".into(),
             )),
             Err(_) => Err(PublishError::Save("the write's task was cancelled".into())),
         }

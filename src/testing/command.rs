@@ -64,3 +64,18 @@ impl From<Output> for Run {
         }
     }
 }
+
+/// Runs `cmd` to its end: [`Run::of`], as a function for call sites that
+/// read better without the type.
+pub fn run(cmd: &mut Command) -> Run {
+    Run::of(cmd)
+}
+
+/// A fresh temporary folder for a command's files (its `--state`, its
+/// lock), removed when dropped.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("gensync-cli-")
+        .tempdir()
+        .expect("a temporary folder")
+}

@@ -2,7 +2,7 @@
 
 use std::process::{Command, Output};
 
-pub use gensync::testing::command::Run;
+pub use gensync::testing::command::{run, tempdir, Run};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_gensync");
 
@@ -11,18 +11,7 @@ pub fn gensync() -> Command {
     gensync::testing::command::gensync(BIN)
 }
 
-pub fn run(cmd: &mut Command) -> Run {
-    Run::of(cmd)
-}
-
 /// What a finished run printed and exited with.
 pub fn read(out: Output) -> Run {
     Run::from(out)
-}
-
-pub fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("gensync-cli-")
-        .tempdir()
-        .unwrap()
 }

@@ -3,20 +3,9 @@
 
 use std::process::Command;
 
-pub use gensync::testing::command::Run;
+pub use gensync::testing::command::{run, tempdir, Run};
 
 /// The command with no URL in its environment, whatever the caller's is.
 pub fn gensync() -> Command {
     gensync::testing::command::gensync(env!("CARGO_BIN_EXE_gensync"))
-}
-
-pub fn run(cmd: &mut Command) -> Run {
-    Run::of(cmd)
-}
-
-pub fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("gensync-cli-")
-        .tempdir()
-        .unwrap()
 }

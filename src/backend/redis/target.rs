@@ -37,7 +37,6 @@ impl Target {
         let redacted = RedactedUrl::new(url);
         check_url(url, &redacted)?;
         let secrets = secrets(url);
-        let scrubbed = |e: RedisError| scrub(&e.to_string(), url, &secrets);
         let multi_host = scheme::of(url).is_some_and(|s| s.multi_host());
         let (deployment, tls) = if multi_host {
             let parts = deployment::split(url).map_err(|p| invalid(&redacted, &p))?;
@@ -47,19 +46,16 @@ impl Target {
                 // Built now, so a bad seed is an error at open.
                 cluster
                     .client(&config, None)
-                    .map_err(|e| invalid(&redacted, &scrubbed(e)))?;
+                    .map_err(|e| invalid(&redacted, &scrubbed(&e.to_string(), url, &secrets)))?;
             }
             (deployment, tls)
         } else {
             let invalid = |e: RedisError| {
                 let error = BackendError::config(format!(
                     "invalid Redis URL {redacted}: {}; expected {URL_FORMS}",
-                    scrubbed(e.clone())
+                    scrubbed(&e.to_string(), url, &secrets)
                 ));
-                match Scrubbed::of(&e, url, &secrets) {
-                    None => error.with_source(e),
-                    Some(scrubbed) => error.with_source(scrubbed),
-                }
+                with_cause(error, &e, url, &secrets)
             };
             let info = url.into_connection_info().map_err(invalid)?;
             let tls = Tls::load(&config.tls, uses_tls(&info))?;
@@ -128,7 +124,7 @@ impl Target {
     pub(super) fn error(&self, e: &RedisError) -> BackendError {
         use crate::error::BackendErrorKind as K;
         let target = &self.name;
-        let reason = scrub(&e.to_string(), &self.url, &self.secrets);
+        let reason = scrubbed(&e.to_string(), &self.url, &self.secrets);
         let code = e.code().unwrap_or_default();
         let error = if e.is_timeout() {
             BackendError::timeout(target, self.config.response_timeout)
@@ -169,10 +165,21 @@ impl Target {
     /// chain holds a secret of the URL, with a scrubbed copy of its text:
     /// a program may print the whole chain.
     pub(super) fn with_cause(&self, error: BackendError, cause: &RedisError) -> BackendError {
-        match Scrubbed::of(cause, &self.url, &self.secrets) {
-            None => error.with_source(cause.clone()),
-            Some(scrubbed) => error.with_source(scrubbed),
-        }
+        with_cause(error, cause, &self.url, &self.secrets)
+    }
+}
+
+/// [`Target::with_cause`] for a URL and its secrets, before there is a
+/// target.
+fn with_cause(
+    error: BackendError,
+    cause: &RedisError,
+    url: &str,
+    secrets: &[String],
+) -> BackendError {
+    match Scrubbed::of(cause, url, secrets) {
+        None => error.with_source(cause.clone()),
+        Some(scrubbed) => error.with_source(scrubbed),
     }
 }
 
@@ -190,25 +197,31 @@ impl Scrubbed {
         url: &str,
         secrets: &[String],
     ) -> Option<Self> {
-        let leaks = |text: &str| {
-            (!url.is_empty() && text.contains(url)) || secrets.iter().any(|s| text.contains(s))
-        };
         let mut link = Some(e);
         while let Some(e) = link {
-            if leaks(&e.to_string()) || leaks(&format!("{e:?}")) {
-                let text = scrub(&e.to_string(), url, secrets);
-                // A secret glued to other text survives the scrubber,
-                // which replaces whole words only.
-                let text = if leaks(&text) {
-                    "the client library's error, hidden: it quoted a secret".to_owned()
-                } else {
-                    text
-                };
-                return Some(Scrubbed(text));
+            if leaks(&e.to_string(), url, secrets) || leaks(&format!("{e:?}"), url, secrets) {
+                return Some(Scrubbed(scrubbed(&e.to_string(), url, secrets)));
             }
             link = e.source();
         }
         None
+    }
+}
+
+/// Whether `text` holds the URL or any of its `secrets`, even inside a word.
+fn leaks(text: &str, url: &str, secrets: &[String]) -> bool {
+    (!url.is_empty() && text.contains(url)) || secrets.iter().any(|s| text.contains(s))
+}
+
+/// `text` (a client error's) scrubbed of the URL and its secrets; hidden
+/// whole when a secret glued to other text survives the scrubber, which
+/// replaces whole words only.
+fn scrubbed(text: &str, url: &str, secrets: &[String]) -> String {
+    let text = scrub(text, url, secrets);
+    if leaks(&text, url, secrets) {
+        "the client library's error, hidden: it quoted a secret".to_owned()
+    } else {
+        text
     }
 }
 
@@ -449,6 +462,7 @@ mod tests {
         // not reach (a password is never printed so), the source is hidden
         // whole.
         let err = target.error(&quoting("auth=s3cret-pwx"));
+        assert!(!chain(&err).contains("s3cret"), "{err:?}");
         let source = std::error::Error::source(&err).expect("a source");
         assert!(source.downcast_ref::<Scrubbed>().is_some(), "{source:?}");
         assert!(

@@ -83,6 +83,7 @@ macro_rules! __gensync_conformance_promises {
 /// gensync::backend_conformance!(memory, MemoryStore::new());
 /// # fn main() {}
 /// ```
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 #[macro_export]
 macro_rules! backend_conformance {
     ($name:ident, $store:expr $(,)?) => {
