@@ -77,8 +77,9 @@ pub enum BackendErrorKind {
 /// (or [`config`](Self::config), [`timeout`](Self::timeout),
 /// [`pool_exhausted`](Self::pool_exhausted), [`denied`](Self::denied),
 /// [`not_replicated`](Self::not_replicated) for the kinds that carry
-/// data), names the server as it may be shown (a
-/// [`RedactedUrl`](crate::backend::RedactedUrl)), and keeps the cause with
+/// data), names the server as it may be shown (with no password: for a
+/// URL, [`RedactedUrl`](crate::backend::RedactedUrl) of the `redis`
+/// feature redacts one), and keeps the cause with
 /// [`with_source`](Self::with_source), once it is sure the cause's text
 /// holds no secret:
 ///
