@@ -317,8 +317,15 @@ async fn cell(variant: Variant, inflight: usize, args: &Args) -> Result<CellResu
             drive(&service, inflight, warmup, keys).await;
             let rss_start_kb = proc_status("VmRSS:");
             let scripts_only = variant != Variant::Naive;
+            // A plain check reads with a `GETRANGE` of its own; a keyed
+            // one with a script, whose `GETRANGE`s run inside it.
+            let counted = match (scripts_only, keyed(variant)) {
+                (false, _) => Counted::All,
+                (true, false) => Counted::Sent { getrange: true },
+                (true, true) => Counted::Sent { getrange: false },
+            };
             let before = match stats.as_mut() {
-                Some(conn) => Some(command_calls(conn, scripts_only).await?),
+                Some(conn) => Some(command_calls(conn, counted).await?),
                 None => None,
             };
             let began = Instant::now();
@@ -328,7 +335,7 @@ async fn cell(variant: Variant, inflight: usize, args: &Args) -> Result<CellResu
                 // Less the `INFO` that took `before`: the reply to an
                 // `INFO` does not count itself.
                 (Some(conn), Some(before)) => {
-                    Some(command_calls(conn, scripts_only).await? - before - 1)
+                    Some(command_calls(conn, counted).await? - before - 1)
                 }
                 _ => None,
             };
@@ -561,14 +568,23 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 2).expect("valid bounds")
 }
 
-/// The sum of `calls` over every command in `INFO commandstats`. gensync
-/// sends scripts, and the commands a script runs count there too: with
-/// `scripts_only`, only what a gensync client sends itself is summed
-/// (`EVAL`, `EVALSHA`, and the connection's `PING`, `CLIENT`, `HELLO`,
-/// `SELECT`, `AUTH`, `INFO`), so the sum is the commands clients sent.
+/// Which commands of `INFO commandstats` [`command_calls`] sums.
+#[derive(Clone, Copy)]
+enum Counted {
+    /// Every command: a client that sends no scripts.
+    All,
+    /// What a gensync client sends itself: `EVAL`, `EVALSHA`, the
+    /// connection's `PING`, `CLIENT`, `HELLO`, `SELECT`, `AUTH`, `INFO`,
+    /// and, when its reads are plain commands, `GETRANGE`. The commands a
+    /// script runs count in `INFO commandstats` too, and are left out.
+    Sent { getrange: bool },
+}
+
+/// The sum of `calls` over the `counted` commands in `INFO commandstats`:
+/// the commands clients sent.
 async fn command_calls(
     conn: &mut MultiplexedConnection,
-    scripts_only: bool,
+    counted: Counted,
 ) -> Result<u64, BoxError> {
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
@@ -578,13 +594,16 @@ async fn command_calls(
     const SENT: &[&str] = &[
         "eval", "evalsha", "ping", "client", "hello", "select", "auth", "info",
     ];
-    let sent = |l: &str| {
+    let counts = |l: &str| {
         let name = l["cmdstat_".len()..].split([':', '|']).next().unwrap_or("");
-        SENT.contains(&name)
+        match counted {
+            Counted::All => true,
+            Counted::Sent { getrange } => SENT.contains(&name) || (getrange && name == "getrange"),
+        }
     };
     for line in info
         .lines()
-        .filter(|l| l.starts_with("cmdstat_") && (!scripts_only || sent(l)))
+        .filter(|l| l.starts_with("cmdstat_") && counts(l))
     {
         let calls = line
             .split_once("calls=")
