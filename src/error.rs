@@ -53,7 +53,11 @@ pub enum BackendErrorKind {
 /// of the client library behind it as its [`source`](std::error::Error::source).
 ///
 /// Its text names the server and what to check, and never a password:
-/// neither its `Display`, its `Debug` nor its source chain. It is cheap to
+/// its message has the server's URL redacted and each password replaced
+/// where it stands as a word (as client libraries print one; a short
+/// password is not hunted inside other words, which would garble the
+/// message), and a source whose text holds a secret anywhere is replaced
+/// by a scrubbed copy, or hidden whole. It is cheap to
 /// clone (the source is shared), and two errors are equal when all but
 /// their sources are.
 ///
