@@ -1,47 +1,42 @@
 //! Settings that reload in every process when any process changes them.
 //!
-#![cfg_attr(feature = "layer", doc = "```")]
-#![cfg_attr(not(feature = "layer"), doc = "```ignore")]
+//! The [crate's docs](crate) open with a reloader behind the tower layer.
+//! Without the layer, a program checks when it needs the settings, and
+//! hears of each reload:
+//!
+//! ```
 //! use std::convert::Infallible;
 //! use std::sync::{Arc, Mutex};
 //!
-//! use gensync::reload::{Reloader, SettingsReloadLayer, Snapshot};
-//! use gensync::{Key, MemoryBackend, Synchronizer};
-//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use gensync::{Key, MemoryBackend, Reloader, Synchronizer};
 //!
 //! #[tokio::main(flavor = "current_thread")]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//!     // The source of truth: a database, a file. Here, a string in memory.
-//!     let db = Arc::new(Mutex::new(String::from("theme=light")));
+//!     // The source of truth: the enabled feature flags.
+//!     let db = Arc::new(Mutex::new(vec![String::from("search")]));
 //!     let (read, write) = (db.clone(), db.clone());
 //!
-//!     // One generation per settings object; RedisBackend across processes.
-//!     let sync = Synchronizer::new(MemoryBackend::new(), Key::new(["site", "settings"])?);
+//!     let sync = Synchronizer::new(MemoryBackend::new(), Key::new(["flags"])?);
 //!     let reloader = Reloader::builder(sync, move || {
 //!         let db = read.clone();
 //!         async move { Ok::<_, Infallible>(db.lock().unwrap().clone()) }
 //!     })
-//!     .saver(move |settings: &String| {
-//!         *write.lock().unwrap() = settings.clone();
+//!     .saver(move |flags: &Vec<String>| {
+//!         *write.lock().unwrap() = flags.clone();
 //!         async { Ok::<_, Infallible>(()) }
 //!     })
-//!     .build(String::new())?;
+//!     .build(Vec::new())?;
 //!
-//!     // Every request is checked first, and sees one consistent snapshot.
-//!     let service = ServiceBuilder::new()
-//!         .layer(SettingsReloadLayer::new(reloader.clone()))
-//!         .service(service_fn(|request: http::Request<()>| async move {
-//!             let settings = request.extensions().get::<Snapshot<String>>().unwrap();
-//!             Ok::<_, Infallible>(settings.settings().clone())
-//!         }));
+//!     // Every reload, in order; `subscribe()` gives the newest instead.
+//!     reloader.on_reload(|old, new| {
+//!         println!("flags: {:?} -> {:?}", old.settings(), new.settings());
+//!     });
+//!     assert_eq!(reloader.check().await.settings(), &["search"]);
 //!
-//!     let answer = service.clone().oneshot(http::Request::new(())).await?;
-//!     assert_eq!(answer, "theme=light");
-//!
-//!     // A writer in any process saves and bumps; the next request reloads.
-//!     reloader.publish(String::from("theme=dark")).await?;
-//!     let answer = service.oneshot(http::Request::new(())).await?;
-//!     assert_eq!(answer, "theme=dark");
+//!     // Read, change and save under the writers' lease, then tell every
+//!     // process: concurrent updates from several processes are not lost.
+//!     reloader.update(|flags| [flags.clone(), vec![String::from("beta")]].concat()).await?;
+//!     assert_eq!(reloader.check().await.settings(), &["search", "beta"]);
 //!     Ok(())
 //! }
 //! ```
