@@ -209,8 +209,18 @@ async fn a_strict_check_is_never_answered_by_a_read_that_began_before_it() {
     let mut late = pin!(reloader.check());
     let mut cx = Context::from_waker(Waker::noop());
     assert!(late.as_mut().poll(&mut cx).is_pending());
+    // The read after the held one is held too, so the late check, polled
+    // once the held read has answered, cannot be answered by a newer read
+    // by luck: only the held one has answered by then.
+    let (open_next, next_held) = oneshot::channel();
+    *gate.gate.lock().unwrap() = Some(next_held);
     open.send(()).unwrap();
     early.await.unwrap();
+    assert!(
+        late.as_mut().poll(&mut cx).is_pending(),
+        "answered by the read from before the bump"
+    );
+    open_next.send(()).unwrap();
     assert_eq!(*late.await, 1, "answered by the read from before the bump");
 }
 
