@@ -5,12 +5,12 @@
 mod support;
 
 use std::pin::pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use gensync::backend::{Backend, Stored, Ticket, Tracker, TrackerSet};
 use gensync::{Key, RedisBackend, RedisConfig};
 use support::stall::Stallable;
+use support::tenants::{parent, tenant, tracked, PREFIX};
 use support::{LogCapture, Redis};
 use tokio::time::{timeout, Instant};
 
@@ -19,7 +19,6 @@ use tokio::time::{timeout, Instant};
 const HEARTBEAT: Duration = Duration::from_millis(250);
 /// Long enough that only a broken promise reaches it.
 const PATIENCE: Duration = Duration::from_secs(10);
-const PREFIX: &str = "gensync:tenant:";
 
 fn config() -> RedisConfig {
     support::patient_config().heartbeat(HEARTBEAT)
@@ -27,22 +26,6 @@ fn config() -> RedisConfig {
 
 fn backend(redis: &Redis) -> RedisBackend {
     RedisBackend::with_config(&redis.server.url(), config()).unwrap()
-}
-
-fn tenant(name: &str) -> Key {
-    Key::new(["tenant", name]).unwrap()
-}
-
-/// A key outside the prefix whose change invalidates every tenant.
-fn parent() -> Key {
-    Key::new(["tenants"]).unwrap()
-}
-
-fn tracked(backend: &RedisBackend) -> Arc<TrackerSet> {
-    let set = TrackerSet::new(vec![PREFIX.into()], vec![parent().as_str().into()]);
-    assert_eq!(set.prefixes(), [PREFIX]);
-    assert!(backend.track_set(&set), "the async Redis backend can track");
-    set
 }
 
 /// Waits within the patience until `done` holds for `member`, woken by its

@@ -10,11 +10,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use gensync::backend::{Backend, Stored, Tracker, TrackerSet};
+use gensync::backend::{Backend, Stored, Tracker};
 use gensync::reload::{CheckMode, Reloader};
 use gensync::synchronizer::WriterLock;
 use gensync::testing::RedisServer;
 use gensync::{Generation, Key, RedisBackend, RedisConfig, Synchronizer};
+use support::tenants::{parent, tenant, tracked};
 use support::Redis;
 use tokio::time::{timeout, Instant};
 
@@ -280,24 +281,6 @@ async fn a_replicas_swapdb_load_is_heard() {
         1,
         "a push reader served the old settings a heartbeat bound after a full resync"
     );
-}
-
-const PREFIX: &str = "gensync:tenant:";
-
-fn tenant(name: &str) -> Key {
-    Key::new(["tenant", name]).unwrap()
-}
-
-/// The key whose change invalidates every tenant.
-fn parent() -> Key {
-    Key::new(["tenants"]).unwrap()
-}
-
-/// A set of tenants tracked by `backend`, as a keyed reloader tracks them.
-fn tracked(backend: &RedisBackend) -> Arc<TrackerSet> {
-    let set = TrackerSet::new(vec![PREFIX.into()], vec![parent().as_str().into()]);
-    assert!(backend.track_set(&set), "the async Redis backend can track");
-    set
 }
 
 /// What a reader does until `member` vouches: a ticket, a read on its own

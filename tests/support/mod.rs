@@ -8,6 +8,8 @@
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod stall;
+#[cfg(feature = "redis")]
+pub mod tenants;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
