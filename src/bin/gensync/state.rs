@@ -103,7 +103,7 @@ fn written(path: &Path) -> PathBuf {
 }
 
 /// The directory `path` is in.
-fn directory(path: &Path) -> &Path {
+pub(crate) fn directory(path: &Path) -> &Path {
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),

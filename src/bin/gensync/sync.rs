@@ -200,10 +200,7 @@ pub(crate) struct Turn {
 ///   run) takes the folder's lock exclusively first, so it waits for every
 ///   run in the folder, the one whose lock file was deleted included.
 fn take_turn(lock: &Path, no_wait: bool) -> io::Result<Option<Turn>> {
-    let folder_path = match lock.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
+    let folder_path = state::directory(lock);
     loop {
         let (file, made) = match open_lock(lock)? {
             Some(file) => (file, false),
