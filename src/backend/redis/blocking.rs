@@ -117,6 +117,13 @@ impl BlockingRedisBackend {
         self.target.identity.run_id()
     }
 
+    /// Whether the URL names a Redis Cluster, whose nodes are not asked
+    /// for their `run_id` ([`server_id`](Self::server_id) is then `None`):
+    /// for tools that say why they cannot tell which server answered.
+    pub fn is_cluster(&self) -> bool {
+        self.target.is_cluster()
+    }
+
     /// Sends a read: with no idle connection, answered the last connect
     /// error while the reconnect delay runs.
     pub(super) fn run<T>(&self, op: Op<T>) -> Result<T, BackendError> {

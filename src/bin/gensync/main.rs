@@ -260,7 +260,6 @@ fn main() -> ExitCode {
         Ok(url) => url,
         Err(message) => return fail(TROUBLE, message),
     };
-    let cluster = names_a_cluster(&url);
     let mut config = RedisConfig::default();
     if let Some(ca) = &cli.tls_ca {
         config = config.tls_ca_file(ca);
@@ -334,18 +333,10 @@ fn main() -> ExitCode {
                 state: &state,
                 strict,
                 no_wait,
-                cluster,
             };
             run_sync(&sync, options, &command)
         }
     }
-}
-
-/// Whether `url`'s scheme is a Cluster's (`redis+cluster`, `rediss+cluster`).
-fn names_a_cluster(url: &str) -> bool {
-    url.trim_start()
-        .split_once("://")
-        .is_some_and(|(scheme, _)| scheme.to_ascii_lowercase().ends_with("+cluster"))
 }
 
 /// `break-lock`: deletes the writers' lease and says whether there was one.

@@ -19,9 +19,6 @@ pub(crate) struct SyncOptions<'a> {
     pub(crate) state: &'a Path,
     pub(crate) strict: bool,
     pub(crate) no_wait: bool,
-    /// The URL names a Cluster, whose nodes `sync` does not ask for their
-    /// `run_id`.
-    pub(crate) cluster: bool,
 }
 
 pub(crate) fn run_sync(sync: &Sync, options: SyncOptions<'_>, command: &[OsString]) -> ExitCode {
@@ -56,9 +53,10 @@ pub(crate) fn run_sync(sync: &Sync, options: SyncOptions<'_>, command: &[OsStrin
         Err(message) => return fail(TROUBLE, message),
     };
     let reply = observe(sync);
-    let server = sync.get_ref().backend().server_id();
+    let backend = sync.get_ref().backend();
+    let server = backend.server_id();
     if reply.is_ok() && server.is_none() {
-        warn_blind_to_restores(state, options.cluster);
+        warn_blind_to_restores(state, backend.is_cluster());
     }
     // The library's rule decides: anything but an exact match is expired.
     let check = Check {
