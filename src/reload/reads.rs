@@ -111,8 +111,12 @@ impl Reads {
     /// [`failed_recently`]).
     pub(super) fn down(&self, every: Duration) -> bool {
         match self.last() {
-            Some(last) => failed_recently(&last, &self.state(), every),
-            None => false,
+            // The lock only when the last read failed: a check on a healthy
+            // backend takes none here.
+            Some(last) if last.observed == Observed::Unavailable => {
+                failed_recently(&last, &self.state(), every)
+            }
+            _ => false,
         }
     }
 
