@@ -68,12 +68,17 @@ pub(super) struct Reads {
 struct State {
     /// How many reads have started.
     started: u64,
-    /// Whether one is in flight.
-    running: bool,
     /// Whether a check asked for the read after the one in flight.
     again: bool,
-    /// When the read in flight was numbered.
+    /// When the read in flight was numbered; `None` while none is.
     running_since: Option<Instant>,
+}
+
+impl State {
+    /// Whether a read is in flight.
+    fn running(&self) -> bool {
+        self.running_since.is_some()
+    }
 }
 
 impl Reads {
@@ -97,7 +102,7 @@ impl Reads {
     pub(super) async fn next(self: &Arc<Self>, sync: &Arc<dyn GenerationSynchronizer>) -> Observed {
         let joined = {
             let mut state = self.state();
-            if state.running {
+            if state.running() {
                 Ok(self.ask_next(&mut state))
             } else {
                 Err(self.begin(&mut state, sync))
@@ -141,7 +146,7 @@ impl Reads {
                     _ => {}
                 }
             }
-            if !state.running {
+            if !state.running() {
                 Err(self.begin(&mut state, sync))
             } else if state.running_since.is_some_and(|at| at.elapsed() < every) {
                 // Sent within the interval: as fresh as the mode promises.
@@ -187,7 +192,6 @@ impl Reads {
         sync: &Arc<dyn GenerationSynchronizer>,
     ) -> Publish {
         state.started += 1;
-        state.running = true;
         state.again = false;
         let now = Instant::now();
         state.running_since = Some(now);
@@ -265,7 +269,6 @@ impl Drop for Publish {
                 return;
             }
         }
-        state.running = false;
         state.running_since = None;
     }
 }
