@@ -13,8 +13,7 @@ use crate::backend::{Backend, TrackerSet};
 use crate::generation::Generation;
 use crate::key::Key;
 use crate::reload::{
-    load_within, Backoff, Config, Counters, LoadFailure, PublishError, ReloadMetrics, Reloader,
-    Snapshot,
+    load_within, Backoff, Config, Counters, PublishError, ReloadMetrics, Reloader, Snapshot,
 };
 use crate::synchronizer::{GenerationSynchronizer, Observed, Synchronizer};
 
@@ -260,9 +259,9 @@ where
         .await;
         let settings = match loaded {
             Ok(settings) => settings,
-            // The loader's own words, as the error already says a load failed.
-            Err(LoadFailure::Failed(e)) => return Err(self.failed(key, name, e.to_string())),
-            Err(problem) => return Err(self.failed(key, name, problem.to_string())),
+            Err(problem) => {
+                return Err(self.failed(key, name, problem.into_cause().to_string()));
+            }
         };
         if let Some(g) = observed {
             sync.record(g);

@@ -37,6 +37,18 @@ impl fmt::Display for LoadFailure {
     }
 }
 
+impl LoadFailure {
+    /// What to report as the cause: the loader's own error when it returned
+    /// one (its words, as the caller already says a load failed), else this
+    /// failure's text.
+    pub(crate) fn into_cause(self) -> BoxError {
+        match self {
+            LoadFailure::Failed(e) => e,
+            other => other.to_string().into(),
+        }
+    }
+}
+
 /// Runs `load` on a task of its own for at most `timeout`, aborting it
 /// when the bound passes. Must run inside a tokio runtime.
 pub(crate) async fn load_within<S, F>(timeout: Duration, load: F) -> Result<S, LoadFailure>

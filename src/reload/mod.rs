@@ -94,7 +94,7 @@ pub use self::future::ResponseFuture;
 pub use self::layer::{SettingsReload, SettingsReloadLayer};
 pub use self::listeners::ListenerId;
 #[cfg(feature = "keyed")]
-pub(crate) use self::load::{load_within, LoadFailure};
+pub(crate) use self::load::load_within;
 #[cfg(feature = "keyed")]
 pub(crate) use self::metrics::Counters;
 pub use self::metrics::ReloadMetrics;

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::load::{load_within, LoadFailure};
+use super::load::load_within;
 use super::reloader::Reloader;
 use crate::generation::Generation;
 use crate::synchronizer::PublishError;
@@ -41,11 +41,7 @@ impl<S: Send + Sync + 'static> Reloader<S> {
         self.write(move || async move {
             let current = load_within(timeout, async move { loader.load().await })
                 .await
-                .map_err(|failure| match failure {
-                    // The loader's own error, kept as the source.
-                    LoadFailure::Failed(e) => PublishError::Load(e),
-                    other => PublishError::Load(other.to_string().into()),
-                })?;
+                .map_err(|failure| PublishError::Load(failure.into_cause()))?;
             Ok(change(&current))
         })
         .await
