@@ -160,19 +160,13 @@ impl Target {
         } else {
             BackendError::new(K::Server, target, reason)
         };
-        self.with_cause(error, e)
-    }
-
-    /// `error` with `cause` as its source, or, when any text in `cause`'s
-    /// chain holds a secret of the URL, with a scrubbed copy of its text:
-    /// a program may print the whole chain.
-    pub(super) fn with_cause(&self, error: BackendError, cause: &RedisError) -> BackendError {
-        with_cause(error, cause, &self.url, &self.secrets)
+        with_cause(error, e, &self.url, &self.secrets)
     }
 }
 
-/// [`Target::with_cause`] for a URL and its secrets, before there is a
-/// target.
+/// `error` with `cause` as its source, or, when any text in `cause`'s
+/// chain holds a secret of the URL, with a scrubbed copy of its text: a
+/// program may print the whole chain.
 fn with_cause(
     error: BackendError,
     cause: &RedisError,
@@ -188,17 +182,13 @@ fn with_cause(
 /// A client error's text with the secrets scrubbed out, standing in as the
 /// source of an error whose cause's text held one.
 #[derive(Debug)]
-pub(super) struct Scrubbed(String);
+struct Scrubbed(String);
 
 impl Scrubbed {
     /// `None` if no text in `e`'s chain (`Display` or `Debug`) holds the
     /// URL or any of its `secrets` anywhere, even inside a word; else the
     /// scrubbed text of `e`.
-    pub(super) fn of(
-        e: &(dyn std::error::Error + 'static),
-        url: &str,
-        secrets: &[String],
-    ) -> Option<Self> {
+    fn of(e: &(dyn std::error::Error + 'static), url: &str, secrets: &[String]) -> Option<Self> {
         let mut link = Some(e);
         while let Some(e) = link {
             if leaks(&e.to_string(), url, secrets) || leaks(&format!("{e:?}"), url, secrets) {
