@@ -306,8 +306,7 @@ impl<B: Backend> Synchronizer<B> {
             return self.as_seen(stored).await;
         };
         let folded = match self.backend.get(parent).await {
-            Ok(Stored::Value(p)) => stored.with_parent(p),
-            Ok(_) => stored,
+            Ok(p) => parent::fold(stored, p),
             Err(e) => {
                 tracing::warn!(key = %self.key, error = %e, "gensync could not read the parent generation to show the new one");
                 stored

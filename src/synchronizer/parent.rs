@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 use super::Synchronizer;
 use crate::backend::{Backend, Stored, Tracker};
 use crate::error::Error;
+use crate::generation::Generation;
 use crate::key::Key;
 
 impl<B: Backend> Synchronizer<B> {
@@ -44,11 +45,18 @@ impl<B: Backend> Synchronizer<B> {
         };
         let (own, parent) =
             self.reply("get", self.backend.get_with_parent(&self.key, parent).await)?;
-        Ok(match (own, parent) {
-            (Stored::Value(g), Stored::Value(p)) => Stored::Value(g.with_parent(p)),
-            // A parent never bumped, or unreadable (`mark_updated` on it
-            // repairs it): no change to fold in.
-            (own, _) => own,
+        Ok(match own {
+            Stored::Value(g) => Stored::Value(fold(g, parent)),
+            own => own,
         })
+    }
+}
+
+/// `own` with the parent generation folded in. A parent never bumped, or
+/// unreadable (`mark_updated` on it repairs it), has no change to fold in.
+pub(super) fn fold(own: Generation, parent: Stored) -> Generation {
+    match parent {
+        Stored::Value(p) => own.with_parent(p),
+        _ => own,
     }
 }
