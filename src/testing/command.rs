@@ -39,15 +39,6 @@ pub struct Run {
 }
 
 impl Run {
-    /// Runs `cmd` to its end and reads what it printed.
-    ///
-    /// # Panics
-    ///
-    /// If the process cannot be started.
-    pub fn of(cmd: &mut Command) -> Run {
-        Run::from(cmd.output().expect("run the command"))
-    }
-
     /// Its standard output, then its standard error: to check that a text
     /// appears nowhere, or to show everything in an assertion's message.
     pub fn all(&self) -> String {
@@ -65,10 +56,13 @@ impl From<Output> for Run {
     }
 }
 
-/// Runs `cmd` to its end: [`Run::of`], as a function for call sites that
-/// read better without the type.
+/// Runs `cmd` to its end and reads what it printed.
+///
+/// # Panics
+///
+/// If the process cannot be started.
 pub fn run(cmd: &mut Command) -> Run {
-    Run::of(cmd)
+    Run::from(cmd.output().expect("run the command"))
 }
 
 /// A fresh temporary folder for a command's files (its `--state`, its

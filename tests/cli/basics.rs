@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::run::{gensync, read, run, tempdir, Run, BIN};
+use crate::run::{gensync, run, tempdir, Run, BIN};
 use gensync::testing::RedisServer;
 
 const KEY: &str = "cli:settings";
@@ -506,7 +506,7 @@ fn the_command_inherits_stdin_and_stdout() {
         .unwrap()
         .write_all(b"hello from stdin\n")
         .unwrap();
-    let out = read(child.wait_with_output().unwrap());
+    let out = Run::from(child.wait_with_output().unwrap());
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert_eq!(out.stdout, "hello from stdin\n");
 }
@@ -723,8 +723,8 @@ fn overlapping_syncs_on_one_state_take_turns() {
     );
     let second = spawn(held);
     std::fs::write(dir.path().join("go"), "").unwrap();
-    assert_eq!(read(first.wait_with_output().unwrap()).code, Some(0));
-    let second = read(second.wait_with_output().unwrap());
+    assert_eq!(Run::from(first.wait_with_output().unwrap()).code, Some(0));
+    let second = Run::from(second.wait_with_output().unwrap());
     assert_eq!(second.code, Some(0), "{}", second.stderr);
     assert_eq!(
         runs(dir.path()),

@@ -1,6 +1,6 @@
 //! Running the `gensync` command in the tests that drive it as a process.
 
-use std::process::{Command, Output};
+use std::process::Command;
 
 pub use gensync::testing::command::{run, tempdir, Run};
 
@@ -9,9 +9,4 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_gensync");
 /// The command with no URL in its environment, whatever the caller's is.
 pub fn gensync() -> Command {
     gensync::testing::command::gensync(BIN)
-}
-
-/// What a finished run printed and exited with.
-pub fn read(out: Output) -> Run {
-    Run::from(out)
 }
