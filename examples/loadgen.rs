@@ -265,14 +265,15 @@ fn variant_name(v: Variant) -> &'static str {
     }
 }
 
-/// The check mode a reloader variant runs in (plain or keyed), found by
-/// its name, so the modes are listed in one place: `CheckMode::all`.
+/// The check mode a reloader variant runs in (plain or keyed); `None` for
+/// the variants that are no reloader's mode.
 fn mode_of(v: Variant, interval: Duration) -> Option<CheckMode> {
-    let name = variant_name(v);
-    let name = name.strip_prefix("keyed-").unwrap_or(name);
-    CheckMode::all(interval)
-        .into_iter()
-        .find(|mode| mode.name() == name)
+    match v {
+        Variant::Strict | Variant::KeyedStrict => Some(CheckMode::Strict),
+        Variant::Push | Variant::KeyedPush => Some(CheckMode::Push),
+        Variant::Interval | Variant::KeyedInterval => Some(CheckMode::Interval(interval)),
+        Variant::Naive | Variant::Memory | Variant::Floor => None,
+    }
 }
 
 fn label(v: Variant, interval_ms: u64) -> String {
