@@ -87,20 +87,20 @@ where
     /// [`ReloaderBuilder::mode`](crate::reload::ReloaderBuilder::mode)). In
     /// push mode one tracking connection covers every key and the parent.
     pub fn mode(mut self, mode: CheckMode) -> Self {
-        self.config.set_mode(mode);
+        self.config.mode = mode;
         self
     }
 
     /// How long a request waits for its key's reload (see
     /// [`ReloaderBuilder::max_wait`](crate::reload::ReloaderBuilder::max_wait)).
     pub fn max_wait(mut self, bound: Duration) -> Self {
-        self.config.set_max_wait(bound);
+        self.config.max_wait = bound;
         self
     }
 
     /// How long a load may run, the first one included. Default 10 s.
     pub fn load_timeout(mut self, bound: Duration) -> Self {
-        self.config.set_load_timeout(bound);
+        self.config.load_timeout = bound;
         self
     }
 
@@ -108,20 +108,20 @@ where
     /// first load (requests meanwhile are told it is unavailable) and for
     /// its later reloads. Default 100 ms to 30 s.
     pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
-        self.config.set_backoff(initial, max);
+        (self.config.backoff_initial, self.config.backoff_max) = (initial, max);
         self
     }
 
     /// The writers' lease of each key (see
     /// [`ReloaderBuilder::write_lock`](crate::reload::ReloaderBuilder::write_lock)).
     pub fn write_lock(mut self, ttl: Duration, tries: u32) -> Self {
-        self.config.set_write_lock(ttl, tries);
+        (self.config.write.lock_ttl, self.config.write.lock_tries) = (ttl, tries);
         self
     }
 
     /// How long a write may run before it is abandoned. Default 30 s.
     pub fn write_timeout(mut self, bound: Duration) -> Self {
-        self.config.set_write_timeout(bound);
+        self.config.write.write_timeout = bound;
         self
     }
 

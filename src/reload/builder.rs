@@ -82,7 +82,7 @@ where
     /// How long a request waits for a reload before it is served the last
     /// good settings (counted as `stale_served`). Default 1 s.
     pub fn max_wait(mut self, bound: Duration) -> Self {
-        self.config.set_max_wait(bound);
+        self.config.max_wait = bound;
         self
     }
 
@@ -90,20 +90,20 @@ where
     /// their answer is and what they cost the backend. Default
     /// [`CheckMode::Strict`].
     pub fn mode(mut self, mode: CheckMode) -> Self {
-        self.config.set_mode(mode);
+        self.config.mode = mode;
         self
     }
 
     /// How long one load may take before it counts as failed. Default 10 s.
     pub fn load_timeout(mut self, bound: Duration) -> Self {
-        self.config.set_load_timeout(bound);
+        self.config.load_timeout = bound;
         self
     }
 
     /// The pause after a first failed load, doubled after each further one
     /// up to `max`. Defaults 100 ms and 30 s.
     pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
-        self.config.set_backoff(initial, max);
+        (self.config.backoff_initial, self.config.backoff_max) = (initial, max);
         self
     }
 
@@ -111,7 +111,7 @@ where
     /// a dead writer's intent takes to lapse), and how many times a writer
     /// tries to take it. Defaults 5 s and 40 tries (about 7 s).
     pub fn write_lock(mut self, ttl: Duration, tries: u32) -> Self {
-        self.config.set_write_lock(ttl, tries);
+        (self.config.write.lock_ttl, self.config.write.lock_tries) = (ttl, tries);
         self
     }
 
@@ -120,7 +120,7 @@ where
     /// the write is abandoned and the lease lapses, so a saver that hangs
     /// cannot keep every other writer out. Default 30 s.
     pub fn write_timeout(mut self, bound: Duration) -> Self {
-        self.config.set_write_timeout(bound);
+        self.config.write.write_timeout = bound;
         self
     }
 

@@ -1,7 +1,8 @@
 //! The settings both builders share: a reloader's bounds, pacing and check
 //! mode. [`ReloaderBuilder`](super::ReloaderBuilder) and
-//! [`KeyedReloaderBuilder`](crate::keyed::KeyedReloaderBuilder) hold one
-//! and forward their setters to it, so a bound is added in one place.
+//! [`KeyedReloaderBuilder`](crate::keyed::KeyedReloaderBuilder) each set
+//! one, and it validates itself, so both refuse the same bounds in the
+//! same words.
 
 use std::time::Duration;
 
@@ -36,38 +37,6 @@ impl Default for Config {
 }
 
 impl Config {
-    /// See `ReloaderBuilder::max_wait`.
-    pub(crate) fn set_max_wait(&mut self, bound: Duration) {
-        self.max_wait = bound;
-    }
-
-    /// See `ReloaderBuilder::mode`.
-    pub(crate) fn set_mode(&mut self, mode: CheckMode) {
-        self.mode = mode;
-    }
-
-    /// See `ReloaderBuilder::load_timeout`.
-    pub(crate) fn set_load_timeout(&mut self, bound: Duration) {
-        self.load_timeout = bound;
-    }
-
-    /// See `ReloaderBuilder::backoff`.
-    pub(crate) fn set_backoff(&mut self, initial: Duration, max: Duration) {
-        self.backoff_initial = initial;
-        self.backoff_max = max;
-    }
-
-    /// See `ReloaderBuilder::write_lock`.
-    pub(crate) fn set_write_lock(&mut self, ttl: Duration, tries: u32) {
-        self.write.lock_ttl = ttl;
-        self.write.lock_tries = tries;
-    }
-
-    /// See `ReloaderBuilder::write_timeout`.
-    pub(crate) fn set_write_timeout(&mut self, bound: Duration) {
-        self.write.write_timeout = bound;
-    }
-
     /// The backoff after a first failed load.
     pub(crate) fn backoff(&self) -> Backoff {
         Backoff::new(self.backoff_initial)

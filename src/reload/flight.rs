@@ -327,7 +327,8 @@ mod tests {
 
     fn config(initial: u64, max: u64) -> Config {
         let mut config = Config::default();
-        config.set_backoff(Duration::from_millis(initial), Duration::from_millis(max));
+        (config.backoff_initial, config.backoff_max) =
+            (Duration::from_millis(initial), Duration::from_millis(max));
         config
     }
 
