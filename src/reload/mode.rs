@@ -156,13 +156,7 @@ impl CheckMode {
                 Some(Stored::Value(g)) => Some(g),
                 _ => None,
             },
-            CheckMode::Interval(every) => {
-                let read = reads.last()?;
-                match read.observed {
-                    Observed::Value(g) if read.began.elapsed() < *every => Some(g),
-                    _ => None,
-                }
-            }
+            CheckMode::Interval(every) => reads.last()?.fresh(*every),
         }
     }
 

@@ -36,6 +36,7 @@ use arc_swap::ArcSwapOption;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::generation::Generation;
 use crate::synchronizer::{GenerationSynchronizer, Observed};
 use crate::unpoisoned;
 
@@ -45,13 +46,24 @@ pub(super) struct Read {
     /// Its number: reads are numbered in the order they start, from 1.
     no: u64,
     /// When it was sent.
-    pub(super) began: Instant,
+    began: Instant,
     /// When its answer (or failure) came.
     ended: Instant,
-    pub(super) observed: Observed,
+    observed: Observed,
     /// Whether it ran to its end: a read cancelled or panicking midway
     /// observed nothing, whatever `observed` says.
     finished: bool,
+}
+
+impl Read {
+    /// The generation it read, if it read one less than `every` ago: as
+    /// fresh as interval mode promises.
+    pub(super) fn fresh(&self, every: Duration) -> Option<Generation> {
+        match self.observed {
+            Observed::Value(g) if self.began.elapsed() < every => Some(g),
+            _ => None,
+        }
+    }
 }
 
 /// The read in flight, the next one asked for, and the results.
@@ -138,12 +150,11 @@ impl Reads {
             let mut state = self.state();
             // Under the lock a read's guard stores `last` under: consistent.
             if let Some(last) = self.last() {
-                match last.observed {
-                    Observed::Value(_) if last.began.elapsed() < every => {
-                        return Some(last.observed)
-                    }
-                    _ if failed_recently(&last, &state, every) => return None,
-                    _ => {}
+                if let Some(g) = last.fresh(every) {
+                    return Some(Observed::Value(g));
+                }
+                if failed_recently(&last, &state, every) {
+                    return None;
                 }
             }
             if !state.running() {
