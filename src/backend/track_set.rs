@@ -205,11 +205,23 @@ impl TrackerSet {
     /// The backend's side: the key named `key` changed. Invalidates that
     /// member, or every member for a parent; other names are ignored.
     pub fn invalidate(&self, key: &str) {
+        self.invalidated(key);
+    }
+
+    /// [`invalidate`](Self::invalidate), saying whether `key` concerns the
+    /// set (see [`concerns`](Self::concerns)): one look at the set for a
+    /// pushed key, which the backend then watches for its lapse.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn invalidated(&self, key: &str) -> bool {
         let mut state = self.state();
         if self.parents.iter().any(|p| p == key) {
             state.each(Tracker::invalidate);
+            true
         } else if let Some(t) = state.members.get(key).and_then(Weak::upgrade) {
             t.invalidate();
+            true
+        } else {
+            false
         }
     }
 

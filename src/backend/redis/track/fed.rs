@@ -194,8 +194,7 @@ impl std::fmt::Display for Fed {
 /// parent named is watched for its lapse.
 fn invalidate_set(set: &TrackerSet, data: &[Value], lapses: &Mutex<Lapses>) {
     let changed = |name: &str| {
-        set.invalidate(name);
-        if set.concerns(name) {
+        if set.invalidated(name) {
             lock(lapses).changed(name);
         }
     };
