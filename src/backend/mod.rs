@@ -17,6 +17,7 @@ mod redis;
 #[cfg(feature = "redis")]
 mod scheme;
 mod seen;
+mod seqlock;
 mod track;
 mod track_set;
 

@@ -1,8 +1,7 @@
 //! What a tracker keeps of its last read, read on every push-mode check:
 //! behind a sequence lock over atomics, so a reader pays a few loads.
 
-use std::sync::atomic::{fence, AtomicU64, Ordering};
-
+use super::seqlock::SeqWords;
 use super::Stored;
 use crate::generation::Generation;
 use crate::unpoisoned::lock;
@@ -23,11 +22,8 @@ pub(super) struct Seen {
 #[derive(Default)]
 pub(super) struct SeenCell {
     writers: std::sync::Mutex<()>,
-    /// Even while stable, odd while a write is under way.
-    seq: AtomicU64,
-    token: AtomicU64,
-    stored: AtomicU64,
-    epoch: AtomicU64,
+    /// The token, the stored value and the epoch.
+    words: SeqWords<3>,
 }
 
 /// `Stored` as one word: a stored generation is never 0 and at most
@@ -38,29 +34,17 @@ const CORRUPT: u64 = u64::MAX;
 impl SeenCell {
     pub(super) fn write(&self, seen: Seen) {
         let _one_writer = lock(&self.writers);
-        let seq = self.seq.load(Ordering::Relaxed);
-        self.seq.store(seq + 1, Ordering::Relaxed);
-        fence(Ordering::Release);
-        self.token.store(seen.token, Ordering::Relaxed);
-        self.stored.store(
-            match seen.stored {
-                Stored::Value(g) => g.get(),
-                Stored::Missing => MISSING,
-                Stored::Corrupt => CORRUPT,
-            },
-            Ordering::Relaxed,
-        );
-        self.epoch.store(seen.epoch, Ordering::Relaxed);
-        self.seq.store(seq + 2, Ordering::Release);
+        let stored = match seen.stored {
+            Stored::Value(g) => g.get(),
+            Stored::Missing => MISSING,
+            Stored::Corrupt => CORRUPT,
+        };
+        self.words.write([seen.token, stored, seen.epoch]);
     }
 
     pub(super) fn read(&self) -> Option<Seen> {
-        let before = self.seq.load(Ordering::Acquire);
-        let token = self.token.load(Ordering::Relaxed);
-        let stored = self.stored.load(Ordering::Relaxed);
-        let epoch = self.epoch.load(Ordering::Relaxed);
-        fence(Ordering::Acquire);
-        if before % 2 == 1 || self.seq.load(Ordering::Relaxed) != before || token == 0 {
+        let [token, stored, epoch] = self.words.read()?;
+        if token == 0 {
             return None;
         }
         let stored = match stored {
@@ -88,7 +72,7 @@ mod tests {
 
     #[test]
     fn a_read_of_the_last_seen_is_never_torn_by_a_write() {
-        use std::sync::atomic::AtomicBool;
+        use std::sync::atomic::{AtomicBool, Ordering};
         use std::sync::Barrier;
 
         let cell = Arc::new(SeenCell::default());

@@ -14,7 +14,7 @@
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,7 @@ use redis::{Cmd, RedisError, Value};
 
 use super::deployment::slot;
 use super::scripts::CLUSTER_GET_SCRIPT;
+use crate::backend::seqlock::SeqWords;
 use crate::generation::{identity_of, run_hash};
 use crate::unpoisoned::lock;
 
@@ -47,35 +48,20 @@ pub(super) struct Identity {
     current: Current,
 }
 
-/// An epoch and its identity behind a sequence lock over atomics, as
-/// `SeenCell` keeps a tracker's read: a reader pays a few loads. Written
-/// only under [`Identity::last`]'s lock.
+/// An epoch and its identity, read on every check without a lock (as
+/// `SeenCell` keeps a tracker's read). Written only under
+/// [`Identity::last`]'s lock.
 #[derive(Default)]
-struct Current {
-    /// Even while stable, odd while a write is under way.
-    seq: AtomicU64,
-    epoch: AtomicU64,
-    shown: AtomicU64,
-}
+struct Current(SeqWords<2>);
 
 impl Current {
     fn write(&self, epoch: u64, shown: u64) {
-        let seq = self.seq.load(Ordering::Relaxed);
-        self.seq.store(seq + 1, Ordering::Relaxed);
-        fence(Ordering::Release);
-        self.epoch.store(epoch, Ordering::Relaxed);
-        self.shown.store(shown, Ordering::Relaxed);
-        self.seq.store(seq + 2, Ordering::Release);
+        self.0.write([epoch, shown]);
     }
 
     /// `None` when a write raced the read.
     fn read(&self) -> Option<(u64, u64)> {
-        let before = self.seq.load(Ordering::Acquire);
-        let epoch = self.epoch.load(Ordering::Relaxed);
-        let shown = self.shown.load(Ordering::Relaxed);
-        fence(Ordering::Acquire);
-        (before.is_multiple_of(2) && self.seq.load(Ordering::Relaxed) == before)
-            .then_some((epoch, shown))
+        self.0.read().map(|[epoch, shown]| (epoch, shown))
     }
 }
 
