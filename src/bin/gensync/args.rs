@@ -2,14 +2,14 @@
 //! Redis URL comes from.
 
 use std::ffi::OsString;
-use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
 use gensync::backend::RedactedUrl;
 
+use crate::files::{read_regular, Unread};
 use crate::Cli;
 
 /// The most a `--url-file` is read: a URL is well under it, and a file
@@ -99,35 +99,15 @@ fn shown_path(path: &Path) -> String {
 /// as mounted secrets are, is followed): reading a FIFO would wait for a
 /// writer for good.
 fn url_from_file(path: &Path) -> Result<String, String> {
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true);
-    // Opening a FIFO for reading waits for a writer unless non-blocking;
-    // on a regular file the flag changes nothing.
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
-    let file: File = options
-        .open(path)
-        .map_err(|e| format!("cannot read it: {e}"))?;
-    let is_file = file
-        .metadata()
-        .map_err(|e| format!("cannot read it: {e}"))?
-        .is_file();
-    if !is_file {
-        return Err(
-            "it is not a regular file (a folder, a FIFO or a device); write the Redis URL \
-             into a plain file"
-                .into(),
-        );
-    }
-    let mut bytes = Vec::new();
-    file.take(URL_FILE_LIMIT + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read it: {e}"))?;
-    if bytes.len() as u64 > URL_FILE_LIMIT {
-        return Err(format!(
-            "it is larger than {URL_FILE_LIMIT} bytes; it should hold one Redis URL"
-        ));
-    }
+    let bytes = read_regular(path, URL_FILE_LIMIT).map_err(|unread| match unread {
+        Unread::Io(e) => format!("cannot read it: {e}"),
+        Unread::NotRegular => "it is not a regular file (a folder, a FIFO or a device); write \
+                               the Redis URL into a plain file"
+            .to_owned(),
+        Unread::TooLarge => {
+            format!("it is larger than {URL_FILE_LIMIT} bytes; it should hold one Redis URL")
+        }
+    })?;
     let text = String::from_utf8(bytes).map_err(|_| "it is not UTF-8 text".to_owned())?;
     let url = text.trim();
     if url.is_empty() {

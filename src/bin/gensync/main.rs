@@ -59,6 +59,7 @@
 //! password in the URL never appears in any output.
 
 mod args;
+mod files;
 mod signals;
 mod state;
 mod sync;

@@ -2,12 +2,14 @@
 //! replaced atomically with the mode and owner it had.
 
 use std::fs::{self, File, Metadata};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 #[cfg(unix)]
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use gensync::Generation;
+
+use crate::files::{read_regular, Unread};
 
 /// The most of a state file that is read. What gensync writes,
 /// `<generation> <run_id>:<replication id>`, is about 102 bytes; a larger
@@ -117,30 +119,25 @@ pub(crate) fn directory(path: &Path) -> &Path {
 /// other read errors (no permission) would also defeat the write, so they
 /// are reported instead. At most [`STATE_LIMIT`] bytes are read.
 pub(crate) fn read(path: &Path) -> Result<Recorded, String> {
-    let failed = |e: io::Error| format!("cannot read the state file {}: {e}", path.display());
-    match fs::metadata(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((None, None)),
-        Err(e) => return Err(failed(e)),
-        Ok(meta) if !meta.is_file() => return Err(not_regular(path)),
-        Ok(_) => {}
-    }
-    let file = File::open(path).map_err(failed)?;
-    // Swapped for something else between the two looks.
-    if !file.metadata().map_err(failed)?.is_file() {
-        return Err(not_regular(path));
-    }
-    let mut bytes = Vec::new();
-    file.take(STATE_LIMIT + 1)
-        .read_to_end(&mut bytes)
-        .map_err(failed)?;
-    if bytes.len() as u64 > STATE_LIMIT {
-        crate::note(&format!(
-            "the state file {} is larger than {STATE_LIMIT} bytes, so not one gensync wrote; \
-             it records nothing, and is replaced once the command succeeds",
-            path.display()
-        ));
-        return Ok((None, None));
-    }
+    let bytes = match read_regular(path, STATE_LIMIT) {
+        Ok(bytes) => bytes,
+        Err(Unread::Io(e)) if e.kind() == io::ErrorKind::NotFound => return Ok((None, None)),
+        Err(Unread::Io(e)) => {
+            return Err(format!(
+                "cannot read the state file {}: {e}",
+                path.display()
+            ))
+        }
+        Err(Unread::NotRegular) => return Err(not_regular(path)),
+        Err(Unread::TooLarge) => {
+            crate::note(&format!(
+                "the state file {} is larger than {STATE_LIMIT} bytes, so not one gensync \
+                 wrote; it records nothing, and is replaced once the command succeeds",
+                path.display()
+            ));
+            return Ok((None, None));
+        }
+    };
     let text = String::from_utf8_lossy(&bytes);
     let mut words = text.split_ascii_whitespace();
     let generation = words
