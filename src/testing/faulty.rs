@@ -2,6 +2,7 @@
 //! call meets them, is decided in `faults.rs`; this applies them around the
 //! wrapped backend's calls.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -128,6 +129,24 @@ impl<B: Backend> FaultyBackend<B> {
         reply
     }
 
+    /// A call with no value for the faults to corrupt: the faults drawn
+    /// before it, then `inner` (not started until they pass), then the
+    /// observer.
+    async fn passed<T>(
+        &self,
+        key: &Key,
+        call: Call<'_>,
+        inner: impl Future<Output = Result<T, BackendError>>,
+        answer: impl FnOnce(&T) -> Answer,
+    ) -> Result<T, BackendError> {
+        let reply = async {
+            self.before(key).await?;
+            inner.await
+        }
+        .await;
+        self.seen(call, reply, answer).await
+    }
+
     /// Applies the faults that come before the wrapped call. `Err` ends the
     /// call; `Ok` carries whether to corrupt or hide a read's answer.
     async fn before(&self, key: &Key) -> Result<Draw, BackendError> {
@@ -205,17 +224,15 @@ impl<B: Backend> Backend for FaultyBackend<B> {
         generation: Generation,
         ttl: Duration,
     ) -> Result<bool, BackendError> {
-        let reply = async {
-            self.before(key).await?;
-            self.inner.add(key, generation, ttl).await
-        }
-        .await;
         let call = Call::Add {
             key,
             generation,
             ttl,
         };
-        self.seen(call, reply, |done| Answer::Done(*done)).await
+        self.passed(key, call, self.inner.add(key, generation, ttl), |done| {
+            Answer::Done(*done)
+        })
+        .await
     }
 
     async fn add_replicated(
@@ -224,17 +241,18 @@ impl<B: Backend> Backend for FaultyBackend<B> {
         generation: Generation,
         ttl: Duration,
     ) -> Result<bool, BackendError> {
-        let reply = async {
-            self.before(key).await?;
-            self.inner.add_replicated(key, generation, ttl).await
-        }
-        .await;
         let call = Call::AddReplicated {
             key,
             generation,
             ttl,
         };
-        self.seen(call, reply, |done| Answer::Done(*done)).await
+        self.passed(
+            key,
+            call,
+            self.inner.add_replicated(key, generation, ttl),
+            |done| Answer::Done(*done),
+        )
+        .await
     }
 
     async fn incr(
@@ -263,12 +281,8 @@ impl<B: Backend> Backend for FaultyBackend<B> {
     }
 
     async fn delete(&self, key: &Key) -> Result<(), BackendError> {
-        let reply = async {
-            self.before(key).await?;
-            self.inner.delete(key).await
-        }
-        .await;
-        self.seen(Call::Delete { key }, reply, |()| Answer::Unit)
+        let call = Call::Delete { key };
+        self.passed(key, call, self.inner.delete(key), |()| Answer::Unit)
             .await
     }
 
@@ -278,13 +292,11 @@ impl<B: Backend> Backend for FaultyBackend<B> {
         token: Generation,
         ttl: Duration,
     ) -> Result<Option<Fence>, BackendError> {
-        let reply = async {
-            self.before(key).await?;
-            self.inner.lock(key, token, ttl).await
-        }
-        .await;
         let call = Call::Lock { key, token, ttl };
-        self.seen(call, reply, |fence| Answer::Lease(*fence)).await
+        self.passed(key, call, self.inner.lock(key, token, ttl), |fence| {
+            Answer::Lease(*fence)
+        })
+        .await
     }
 
     async fn renew(
@@ -294,28 +306,27 @@ impl<B: Backend> Backend for FaultyBackend<B> {
         ttl: Duration,
         key_ttl: Duration,
     ) -> Result<bool, BackendError> {
-        let reply = async {
-            self.before(key).await?;
-            self.inner.renew(key, token, ttl, key_ttl).await
-        }
-        .await;
         let call = Call::Renew {
             key,
             token,
             ttl,
             key_ttl,
         };
-        self.seen(call, reply, |done| Answer::Done(*done)).await
+        self.passed(
+            key,
+            call,
+            self.inner.renew(key, token, ttl, key_ttl),
+            |done| Answer::Done(*done),
+        )
+        .await
     }
 
     async fn unlock(&self, key: &Key, token: Generation) -> Result<bool, BackendError> {
-        let reply = async {
-            self.before(key).await?;
-            self.inner.unlock(key, token).await
-        }
-        .await;
         let call = Call::Unlock { key, token };
-        self.seen(call, reply, |done| Answer::Done(*done)).await
+        self.passed(key, call, self.inner.unlock(key, token), |done| {
+            Answer::Done(*done)
+        })
+        .await
     }
 
     async fn intend(
@@ -325,18 +336,19 @@ impl<B: Backend> Backend for FaultyBackend<B> {
         ttl: Duration,
         key_ttl: Duration,
     ) -> Result<(), BackendError> {
-        let reply = async {
-            self.before(key).await?;
-            self.inner.intend(key, token, ttl, key_ttl).await
-        }
-        .await;
         let call = Call::Intend {
             key,
             token,
             ttl,
             key_ttl,
         };
-        self.seen(call, reply, |()| Answer::Unit).await
+        self.passed(
+            key,
+            call,
+            self.inner.intend(key, token, ttl, key_ttl),
+            |()| Answer::Unit,
+        )
+        .await
     }
 
     fn epoch(&self) -> u64 {
