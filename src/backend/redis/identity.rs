@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use redis::{Cmd, RedisError, Value};
 
 use super::deployment::slot;
-use super::scripts::CLUSTER_GET_SCRIPT;
+use super::scripts::{denied_command, CLUSTER_GET_SCRIPT};
 use crate::backend::seqlock::SeqWords;
 use crate::generation::{identity_of, run_hash};
 use crate::unpoisoned::lock;
@@ -373,14 +373,17 @@ pub(crate) fn identity_from_info(text: &str) -> Option<String> {
 /// MYID` names it, as the scripts name theirs (`scripts.rs`).
 macro_rules! node_id {
     () => {
-        "local node = redis.pcall('CLUSTER', 'MYID')\n\
-         if type(node) == 'table' and node.err then\n\
-           if string.find(node.err, 'can\\'t run this command', 1, true)\n\
-             or string.find(node.err, 'ACL failure in script', 1, true) then\n\
-             return {err = 'NOPERM this user has no permissions to run the \\'cluster|myid\\' command (inside a gensync script)'}\n\
-           end\n\
-           return node\n\
-         end\n"
+        concat!(
+            "local node = redis.pcall('CLUSTER', 'MYID')\n\
+             if type(node) == 'table' and node.err then\n\
+               if ",
+            denied_command!("node"),
+            " then\n\
+                 return {err = 'NOPERM this user has no permissions to run the \\'cluster|myid\\' command (inside a gensync script)'}\n\
+               end\n\
+               return node\n\
+             end\n"
+        )
     };
 }
 

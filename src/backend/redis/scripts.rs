@@ -9,19 +9,37 @@
 //! command inside a script gets (an ACL denial, `OOM`, a `BUSY`) fails the
 //! whole script, the denial renamed so it names the command to allow.
 
+/// The Lua condition that `$reply`, the error reply of a command inside a
+/// script, is the ACL's denial of the command: Redis 7.0 says "can't run
+/// this command", 7.2 "ACL failure in script". Every script that names a
+/// denial asks this.
+macro_rules! denied_command {
+    ($reply:literal) => {
+        concat!(
+            "(string.find(",
+            $reply,
+            ".err, 'can\\'t run this command', 1, true) or string.find(",
+            $reply,
+            ".err, 'ACL failure in script', 1, true))"
+        )
+    };
+}
+pub(super) use denied_command;
+
 /// What every script shares: `call`, `redis.call` with a denial named (in
 /// a script, Redis reports only "can't run this command"), and `try`,
 /// which answers `WRONG` for a key of another type instead of failing.
 macro_rules! guard {
     () => {
-        r"
+        concat!(
+            r"
 local WRONG = {}
 local function fail(r, name, ...)
-  -- Redis 7.0 says 'can't run this command', 7.2 'ACL failure in script'.
   if string.find(r.err, 'can\'t access at least one of the keys', 1, true) then
     r = {err = 'NOPERM this user has no permissions to access one of the keys used as arguments (inside a gensync script)'}
-  elseif string.find(r.err, 'can\'t run this command', 1, true)
-      or string.find(r.err, 'ACL failure in script', 1, true) then
+  elseif ",
+            denied_command!("r"),
+            r" then
     local cmd = string.lower(name)
     if cmd == 'cluster' or cmd == 'client' then
       cmd = cmd .. '|' .. string.lower(tostring((...)))
@@ -45,6 +63,7 @@ local function try(name, ...)
   return r
 end
 "
+        )
     };
 }
 
@@ -108,14 +127,17 @@ pub(super) const LONGEST_GENERATION: usize = 19;
 ///
 /// Written out rather than over `guard!`, whose closures cost a read about
 /// a tenth more on the server.
-pub(super) const CLUSTER_GET_SCRIPT: &str = r"#!lua flags=no-writes
+pub(super) const CLUSTER_GET_SCRIPT: &str = concat!(
+    r"#!lua flags=no-writes
 local r = redis.pcall('GETRANGE', KEYS[1], ARGV[1], ARGV[2])
-if type(r) == 'table' and r.err and (string.find(r.err, 'can\'t run this command', 1, true)
-    or string.find(r.err, 'ACL failure in script', 1, true)) then
+if type(r) == 'table' and r.err and ",
+    denied_command!("r"),
+    r" then
   return {err = 'NOPERM this user has no permissions to run the \'getrange\' command (inside a gensync script)'}
 end
 return r
-";
+"
+);
 
 /// Reads a generation and its set's parent generation, each bounded as a
 /// read of one is (KEYS: generation, parent; ARGV: the longest value
