@@ -5,7 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::hash::Hash;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use http::{header, StatusCode};
 use pin_project_lite::pin_project;
@@ -13,7 +13,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::reloader::{KeyedError, KeyedReloader};
-use crate::reload::Snapshot;
+use crate::reload::{Checked, Snapshot, Steps};
 
 /// Why a request's key could not be derived: the answer the request gets
 /// (a 4xx status and a message for the client), with no settings checked.
@@ -180,28 +180,7 @@ pin_project! {
         Svc: Service<http::Request<B>>,
     {
         #[pin]
-        state: State<Svc, Svc::Future, Svc::Response, S, B>,
-    }
-}
-
-pin_project! {
-    #[project = StateProj]
-    enum State<Svc, F, R, S, B> {
-        // A rejected key: answered without checking or calling.
-        Answered {
-            answer: Option<R>,
-        },
-        Checking {
-            check: KeyCheck<S>,
-            request: Option<http::Request<B>>,
-            // The clone that was polled ready: it takes the request once
-            // the check is done.
-            inner: Option<Svc>,
-        },
-        Calling {
-            #[pin]
-            future: F,
-        },
+        steps: Steps<Svc, KeyCheck<S>, B>,
     }
 }
 
@@ -211,20 +190,28 @@ where
 {
     fn answered(answer: Svc::Response) -> Self {
         KeyedResponseFuture {
-            state: State::Answered {
-                answer: Some(answer),
-            },
+            steps: Steps::answered(answer),
         }
     }
 
     fn checking(check: KeyCheck<S>, request: http::Request<B>, inner: Svc) -> Self {
         KeyedResponseFuture {
-            state: State::Checking {
-                check,
-                request: Some(request),
-                inner: Some(inner),
-            },
+            steps: Steps::checking(check, request, inner),
         }
+    }
+}
+
+/// A key's check ends with its settings, or the answer for a key that has
+/// none to serve.
+impl<S, ResBody> Checked<http::Response<ResBody>> for Result<Snapshot<S>, KeyedError>
+where
+    S: Send + Sync + 'static,
+    ResBody: From<String>,
+{
+    type Settings = S;
+
+    fn settings(self) -> Result<Snapshot<S>, http::Response<ResBody>> {
+        self.map_err(|e| unavailable(&e))
     }
 }
 
@@ -237,40 +224,7 @@ where
     type Output = Result<Svc::Response, Svc::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        loop {
-            match this.state.as_mut().project() {
-                StateProj::Answered { answer } => {
-                    return Poll::Ready(Ok(answer
-                        .take()
-                        .expect("a KeyedResponseFuture is not polled after it completed")));
-                }
-                StateProj::Checking {
-                    check,
-                    request,
-                    inner,
-                } => {
-                    let snapshot = match ready!(check.as_mut().poll(cx)) {
-                        Ok(snapshot) => snapshot,
-                        Err(e) => {
-                            let answer = unavailable(&e);
-                            this.state.set(State::Answered { answer: None });
-                            return Poll::Ready(Ok(answer));
-                        }
-                    };
-                    let mut request = request
-                        .take()
-                        .expect("the request is taken once, when the check completes");
-                    request.extensions_mut().insert(snapshot);
-                    let future = inner
-                        .take()
-                        .expect("the inner service is taken once, when the check completes")
-                        .call(request);
-                    this.state.set(State::Calling { future });
-                }
-                StateProj::Calling { future } => return future.poll(cx),
-            }
-        }
+        self.project().steps.poll(cx)
     }
 }
 
@@ -279,13 +233,8 @@ where
     Svc: Service<http::Request<B>>,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match &self.state {
-            State::Answered { .. } => "answering without the inner service",
-            State::Checking { .. } => "checking the key's settings",
-            State::Calling { .. } => "calling the inner service",
-        };
         f.debug_struct("KeyedResponseFuture")
-            .field("state", &state)
+            .field("state", &self.steps.doing())
             .finish_non_exhaustive()
     }
 }

@@ -89,6 +89,8 @@ pub use self::future::CheckFuture;
 #[cfg(feature = "layer")]
 #[cfg_attr(docsrs, doc(cfg(feature = "layer")))]
 pub use self::future::ResponseFuture;
+#[cfg(all(feature = "keyed", feature = "layer"))]
+pub(crate) use self::future::{Checked, Steps};
 #[cfg(feature = "layer")]
 #[cfg_attr(docsrs, doc(cfg(feature = "layer")))]
 pub use self::layer::{SettingsReload, SettingsReloadLayer};
