@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use gensync::backend::Backend;
 use gensync::reload::{
-    BlockingReloader, PublishError, Reloader, ReloaderBuilder, SettingsReloadLayer, Snapshot,
+    BlockingReloader, CheckMode, Freshness, PublishError, Reloader, ReloaderBuilder,
+    SettingsReloadLayer, Snapshot,
 };
 use gensync::synchronizer::WriterLock;
 use gensync::testing::FaultyBackend;
@@ -924,4 +925,79 @@ async fn in_interval_mode_a_burst_at_the_end_of_an_interval_costs_one_read() {
         assert_eq!(*check.await.expect("a check"), 1);
     }
     assert_eq!(faults.counts().calls - before, 1, "one read for the burst");
+}
+
+/// Each answer says what it is: read for the check, vouched for without a
+/// read (interval mode within its interval), or the last good settings
+/// when the reload failed, the one counted as stale.
+#[tokio::test]
+async fn an_answer_says_whether_it_was_read_vouched_or_stale() {
+    let fail = Arc::new(AtomicBool::new(false));
+    let source = Source::at(1);
+    let (f, s) = (Arc::clone(&fail), Arc::clone(&source));
+    let backend = MemoryBackend::new();
+    let loader = move || {
+        let (f, s) = (Arc::clone(&f), Arc::clone(&s));
+        async move {
+            if f.load(SeqCst) {
+                Err(std::io::Error::other("database is down"))
+            } else {
+                Ok(s.version.load(SeqCst))
+            }
+        }
+    };
+    let strict = Reloader::builder(Synchronizer::new(backend.clone(), key()), loader.clone())
+        .build(0)
+        .unwrap();
+    let interval = Reloader::builder(Synchronizer::new(backend.clone(), key()), loader)
+        .mode(CheckMode::Interval(Duration::from_secs(3600)))
+        .build(0)
+        .unwrap();
+
+    let first = strict.answer().await;
+    assert_eq!((*first.snapshot, first.freshness), (1, Freshness::Read));
+    let again = strict.answer().await;
+    assert_eq!((*again.snapshot, again.freshness), (1, Freshness::Read));
+    assert_eq!(interval.answer().await.freshness, Freshness::Read);
+    let within = interval.answer().await;
+    assert_eq!(
+        (*within.snapshot, within.freshness),
+        (1, Freshness::Vouched)
+    );
+
+    source.version.store(2, SeqCst);
+    fail.store(true, SeqCst);
+    Synchronizer::new(backend, key())
+        .mark_updated()
+        .await
+        .unwrap();
+    let stale = strict.answer().await;
+    assert_eq!((*stale.snapshot, stale.freshness), (1, Freshness::Stale));
+    assert!(!stale.freshness.is_current());
+    assert_eq!(
+        strict.metrics().stale_served,
+        1,
+        "counted as the metrics count it"
+    );
+    let vouched = interval.answer().await;
+    assert_eq!(
+        (*vouched.snapshot, vouched.freshness),
+        (1, Freshness::Vouched),
+        "within its interval, interval mode vouches without a read"
+    );
+
+    fail.store(false, SeqCst);
+    let recovered = strict.reload_now().await.unwrap();
+    assert_eq!(*recovered, 2);
+    let current = strict.answer().await;
+    assert_eq!((*current.snapshot, current.freshness), (2, Freshness::Read));
+}
+
+/// The blocking reloader's answer is the reloader's.
+#[test]
+fn a_blocking_answer_says_it_was_read() {
+    let source = Source::at(5);
+    let blocking = BlockingReloader::new(builder(MemoryBackend::new(), &source), 0).unwrap();
+    let answer = blocking.answer();
+    assert_eq!((*answer.snapshot, answer.freshness), (5, Freshness::Read));
 }

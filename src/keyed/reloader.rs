@@ -13,7 +13,8 @@ use crate::backend::{Backend, TrackerSet};
 use crate::generation::Generation;
 use crate::key::Key;
 use crate::reload::{
-    load_within, Backoff, Config, Counters, PublishError, ReloadMetrics, Reloader, Snapshot,
+    load_within, Answer, Backoff, Config, Counters, Freshness, PublishError, ReloadMetrics,
+    Reloader, Snapshot,
 };
 use crate::synchronizer::{GenerationSynchronizer, Observed, Synchronizer};
 
@@ -116,14 +117,21 @@ where
     /// key that loaded once keeps its last good settings through any later
     /// failure, as a [`Reloader`] does.
     pub async fn check(&self, key: &K) -> Result<Snapshot<S>, KeyedError> {
+        self.answer(key).await.map(|answer| answer.snapshot)
+    }
+
+    /// A [`check`](Self::check) that also says how fresh its answer is
+    /// (see [`Reloader::answer`]): a key's first load is a
+    /// [`Read`](Freshness::Read).
+    pub async fn answer(&self, key: &K) -> Result<Answer<S>, KeyedError> {
         let (reloader, loaded_here) = self.entry(key).await?;
         if loaded_here {
             // Read the generation and loaded after this call began: as
             // fresh as any check could make them.
             self.inner.counters.checks.add();
-            return Ok(reloader.current());
+            return Ok(Answer::new(reloader.current(), Freshness::Read));
         }
-        Ok(reloader.check().await)
+        Ok(reloader.answer().await)
     }
 
     /// The reloader of `key`, loading its settings first if no reloader is

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use super::answer::Answer;
 use super::builder::ReloaderBuilder;
 use super::metrics::ReloadMetrics;
 use super::reloader::Reloader;
@@ -69,6 +70,12 @@ impl<S: Send + Sync + 'static> BlockingReloader<S> {
     pub fn check(&self) -> Snapshot<S> {
         // Called inside the runtime: push mode starts its tracking there.
         self.runtime.block_on(async { self.reloader.check().await })
+    }
+
+    /// See [`Reloader::answer`].
+    pub fn answer(&self) -> Answer<S> {
+        self.runtime
+            .block_on(async { self.reloader.answer().await })
     }
 
     /// See [`Reloader::current`].

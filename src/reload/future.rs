@@ -11,6 +11,7 @@ use pin_project_lite::pin_project;
 #[cfg(feature = "layer")]
 use tower_service::Service;
 
+use super::answer::Answer;
 use super::snapshot::Snapshot;
 
 /// A boxed future, for the parts of a check that run on a trait object.
@@ -26,46 +27,61 @@ pub(super) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>
 /// current) is ready at once and allocates nothing.
 #[must_use = "futures do nothing unless polled"]
 pub struct CheckFuture<S> {
+    answer: AnswerFuture<S>,
+}
+
+/// The future of [`Reloader::answer`](super::Reloader::answer): the
+/// settings and how fresh they are. Allocates as [`CheckFuture`] does.
+#[must_use = "futures do nothing unless polled"]
+pub struct AnswerFuture<S> {
     check: Checking<S>,
 }
 
 enum Checking<S> {
-    Ready(Option<Snapshot<S>>),
-    Running(BoxFuture<Snapshot<S>>),
+    Ready(Option<Answer<S>>),
+    Running(BoxFuture<Answer<S>>),
 }
 
-impl<S> CheckFuture<S> {
-    pub(super) fn new(check: BoxFuture<Snapshot<S>>) -> Self {
-        CheckFuture {
+impl<S> AnswerFuture<S> {
+    pub(super) fn new(check: BoxFuture<Answer<S>>) -> Self {
+        AnswerFuture {
             check: Checking::Running(check),
         }
     }
 
-    pub(super) fn ready(snapshot: Snapshot<S>) -> Self {
-        CheckFuture {
-            check: Checking::Ready(Some(snapshot)),
+    pub(super) fn ready(answer: Answer<S>) -> Self {
+        AnswerFuture {
+            check: Checking::Ready(Some(answer)),
         }
+    }
+}
+
+impl<S> CheckFuture<S> {
+    pub(super) fn new(answer: AnswerFuture<S>) -> Self {
+        CheckFuture { answer }
     }
 
     /// The answer, when the check had it at once (no read to wait for).
     #[cfg_attr(not(feature = "layer"), allow(dead_code))]
     pub(super) fn now_or_later(self) -> Result<Snapshot<S>, Self> {
-        match self.check {
-            Checking::Ready(Some(snapshot)) => Ok(snapshot),
-            check => Err(CheckFuture { check }),
+        match self.answer.check {
+            Checking::Ready(Some(answer)) => Ok(answer.snapshot),
+            check => Err(CheckFuture {
+                answer: AnswerFuture { check },
+            }),
         }
     }
 }
 
-impl<S> Unpin for CheckFuture<S> {}
+impl<S> Unpin for AnswerFuture<S> {}
 
-impl<S> Future for CheckFuture<S> {
-    type Output = Snapshot<S>;
+impl<S> Future for AnswerFuture<S> {
+    type Output = Answer<S>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Snapshot<S>> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answer<S>> {
         match &mut self.check {
-            Checking::Ready(snapshot) => Poll::Ready(
-                snapshot
+            Checking::Ready(answer) => Poll::Ready(
+                answer
                     .take()
                     .expect("a CheckFuture is not polled after it completed"),
             ),
@@ -74,9 +90,25 @@ impl<S> Future for CheckFuture<S> {
     }
 }
 
+impl<S> Future for CheckFuture<S> {
+    type Output = Snapshot<S>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Snapshot<S>> {
+        Pin::new(&mut self.answer)
+            .poll(cx)
+            .map(|answer| answer.snapshot)
+    }
+}
+
 impl<S> fmt::Debug for CheckFuture<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CheckFuture").finish_non_exhaustive()
+    }
+}
+
+impl<S> fmt::Debug for AnswerFuture<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AnswerFuture").finish_non_exhaustive()
     }
 }
 

@@ -60,6 +60,7 @@
 // generation, `listeners.rs` the reload fan-out, `layer.rs` and
 // `future.rs` the tower middleware and the named futures, `metrics.rs`
 // the counters and their export.
+mod answer;
 mod backoff;
 mod blocking;
 mod builder;
@@ -79,16 +80,17 @@ mod reloader;
 mod snapshot;
 mod source;
 
+pub use self::answer::{Answer, Freshness};
 #[cfg(feature = "keyed")]
 pub(crate) use self::backoff::Backoff;
 pub use self::blocking::BlockingReloader;
 pub use self::builder::ReloaderBuilder;
 #[cfg(feature = "keyed")]
 pub(crate) use self::config::Config;
-pub use self::future::CheckFuture;
 #[cfg(feature = "layer")]
 #[cfg_attr(docsrs, doc(cfg(feature = "layer")))]
 pub use self::future::ResponseFuture;
+pub use self::future::{AnswerFuture, CheckFuture};
 #[cfg(all(feature = "keyed", feature = "layer"))]
 pub(crate) use self::future::{Checked, Steps};
 #[cfg(feature = "layer")]

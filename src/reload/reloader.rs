@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use super::answer::{Answer, Freshness};
 use super::core::Core;
-use super::future::CheckFuture;
+use super::future::{AnswerFuture, CheckFuture};
 use super::listeners::ListenerId;
 use super::metrics::{ReloadMetrics, Stopwatch};
 use super::snapshot::Snapshot;
@@ -145,14 +146,22 @@ impl<S: Send + Sync + 'static> Reloader<S> {
     /// the reload outlasts the wait bound, it returns the last good
     /// settings and counts that in [`ReloadMetrics::stale_served`].
     pub fn check(&self) -> CheckFuture<S> {
+        CheckFuture::new(self.answer())
+    }
+
+    /// A [`check`](Self::check) that also says how fresh its answer is:
+    /// read for this check, vouched for without a read, or stale (the
+    /// last good settings, counted in
+    /// [`ReloadMetrics::stale_served`]). Costs what a check costs.
+    pub fn answer(&self) -> AnswerFuture<S> {
         if let Some(current) = self.vouched_current() {
-            return CheckFuture::ready(current);
+            return AnswerFuture::ready(Answer::new(current, Freshness::Vouched));
         }
         if let Some(stale) = self.unread_in_outage() {
-            return CheckFuture::ready(stale);
+            return AnswerFuture::ready(Answer::new(stale, Freshness::Stale));
         }
         let this = self.clone();
-        CheckFuture::new(Box::pin(async move { this.checked().await }))
+        AnswerFuture::new(Box::pin(async move { this.checked().await }))
     }
 
     /// The settings in service, when the mode vouches for the generation
@@ -263,18 +272,18 @@ impl<S: Send + Sync + 'static> Reloader<S> {
         });
     }
 
-    async fn checked(self) -> Snapshot<S> {
+    async fn checked(self) -> Answer<S> {
         let core = &self.core;
         let stopwatch = Stopwatch::start();
         let began = core.flight.began();
         let counters = &core.counters;
         counters.checks.add();
-        let observed = match self.vouched() {
-            Some(g) => Observed::Value(g),
+        let (observed, freshness) = match self.vouched() {
+            Some(g) => (Observed::Value(g), Freshness::Vouched),
             None => match core.config.mode.observe(&core.sync, &core.reads).await {
-                Some(observed) => observed,
+                Some(observed) => (observed, Freshness::Read),
                 // The interval's read failed: nothing to wait for.
-                None => return self.serve_stale(stopwatch),
+                None => return Answer::new(self.serve_stale(stopwatch), Freshness::Stale),
             },
         };
         // The local generation now, not when the read was sent: a load may
@@ -286,26 +295,26 @@ impl<S: Send + Sync + 'static> Reloader<S> {
         if let Some(g) = check.observed() {
             core.flight.answered(began);
             if !check.is_expired() {
-                return self.serve_current(g, stopwatch);
+                return Answer::new(self.serve_current(g, stopwatch), freshness);
             }
         }
-        let snapshot = if !check.is_expired() {
-            self.current()
+        let answer = if !check.is_expired() {
+            Answer::new(self.current(), freshness)
         } else {
             counters.expired.add();
             if check.shared == Observed::Unavailable {
                 counters.backend_errors.add();
             }
             match core.catch_up(check, began, false).await {
-                Ok(snapshot) => snapshot,
+                Ok(snapshot) => Answer::new(snapshot, freshness),
                 Err(stale) => {
                     counters.stale_served.add();
-                    stale
+                    Answer::new(stale, Freshness::Stale)
                 }
             }
         };
-        counters.served(stopwatch, &snapshot);
-        snapshot
+        counters.served(stopwatch, &answer.snapshot);
+        answer
     }
 
     /// Loads the settings now, whatever the generation says and whatever
