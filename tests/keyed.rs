@@ -15,7 +15,7 @@ use gensync::backend::Fence;
 use gensync::keyed::{
     KeyRejection, KeyedError, KeyedReloadLayer, KeyedReloader, KeyedReloaderBuilder,
 };
-use gensync::reload::{CheckMode, Snapshot};
+use gensync::reload::{CheckMode, Freshness, Snapshot};
 use gensync::testing::RedisServer;
 use gensync::{GenerationSynchronizer, Key, MemoryBackend, RedisBackend, Synchronizer};
 use tokio::sync::Notify;
@@ -742,4 +742,33 @@ async fn a_new_tenant_being_published_is_not_served_before_it_is_saved() {
     assert!(failed.is_err(), "the save was refused");
     assert!(unavailable(&writer, "refused-new").await);
     assert_eq!(value(&writer, &tenant(0)).await, 1);
+}
+
+/// A keyed answer says how fresh it is: a first load and a check that
+/// read the key are `Read`; once the source fails after a bump, the last
+/// good settings are `Stale`.
+#[tokio::test]
+async fn a_keyed_answer_says_whether_it_was_read_or_stale() {
+    let server = RedisServer::start().expect("redis-server");
+    let source = Source::with_tenants(1);
+    let reader = source.instance(&server.url(), CheckMode::Strict);
+    let writer = source.instance(&server.url(), CheckMode::Strict);
+    let t = tenant(0);
+
+    let first = reader.answer(&t).await.expect("the first load");
+    assert_eq!((*first.snapshot, first.freshness), (1, Freshness::Read));
+    let again = reader.answer(&t).await.expect("a check");
+    assert_eq!((*again.snapshot, again.freshness), (1, Freshness::Read));
+
+    // The tenant's settings vanish from the source, then its key is bumped:
+    // the reload fails, and the reader keeps what it had, saying so.
+    let bumper = writer.reloader(&t).await.expect("the writer's reloader");
+    source.settings.lock().unwrap().remove(&t);
+    bumper
+        .synchronizer()
+        .mark_updated()
+        .await
+        .expect("the bump");
+    let stale = reader.answer(&t).await.expect("the last good settings");
+    assert_eq!((*stale.snapshot, stale.freshness), (1, Freshness::Stale));
 }
