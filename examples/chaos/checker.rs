@@ -198,6 +198,9 @@ pub fn check(events: &[Event], params: &Params) -> Report {
     report
 }
 
+/// An instant and the index of the event there.
+type At = (Micros, usize);
+
 /// The tables every check looks up, built in one pass.
 struct Index {
     /// Per target, the writes told `Ok` that have a version, as (end,
@@ -212,7 +215,7 @@ struct Index {
     saves_of: HashMap<(Target, u64), Vec<usize>>,
     /// Per (target, version, writer), the earliest and latest accepted
     /// saves: (at, event index) each.
-    by_writer: HashMap<(Target, u64, u16), ((Micros, usize), (Micros, usize))>,
+    by_writer: HashMap<(Target, u64, u16), (At, At)>,
     /// Per target, the final version and its event index.
     finals: HashMap<Target, (u64, usize)>,
     /// The faults' event indices.
@@ -224,8 +227,7 @@ impl Index {
         let mut acked: HashMap<Target, Vec<(Micros, u64, usize)>> = HashMap::new();
         let mut first_save: HashMap<(Target, u64), Micros> = HashMap::new();
         let mut saves_of: HashMap<(Target, u64), Vec<usize>> = HashMap::new();
-        let mut by_writer: HashMap<(Target, u64, u16), ((Micros, usize), (Micros, usize))> =
-            HashMap::new();
+        let mut by_writer: HashMap<(Target, u64, u16), (At, At)> = HashMap::new();
         let mut finals = HashMap::new();
         let mut faults = Vec::new();
         for (i, event) in events.iter().enumerate() {
@@ -573,7 +575,7 @@ fn check_writes(events: &[Event], index: &Index, found: &mut Found<'_>) {
             (WriteOutcome::Ok, Some(v)) => {
                 let key = (write.target, v, write.writer);
                 let saved = index.by_writer.get(&key).map(|&(first, _)| first);
-                if !saved.is_some_and(|(at, _)| at <= write.end) {
+                if saved.is_none_or(|(at, _)| at > write.end) {
                     found.add(kind::ACK_LOST, write.start, || {
                         let mut concerns = vec![i];
                         concerns.extend(saved.map(|(_, s)| s));
