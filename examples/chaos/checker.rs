@@ -1334,6 +1334,39 @@ mod tests {
         assert_eq!(report.writes["lease lost"], 2);
     }
 
+    /// `n` writes one after another, each read strictly right after its
+    /// end and read vouched by push one version behind, and the final
+    /// state: a clean history of 4n + 1 events.
+    fn long_history(n: u64) -> Vec<Event> {
+        let mut events = Vec::with_capacity(4 * n as usize + 1);
+        for k in 1..=n {
+            let t = k * 1_000;
+            let writer = (k % 2) as u16;
+            events.extend(acked(writer, Target::Global, t, t + 600, k));
+            events.push(read(Mode::Strict, (t + 700, t + 800), k, Said::Read));
+            events.push(read(Mode::Push, (t + 700, t + 800), k - 1, Said::Vouched));
+        }
+        events.push(fin(Target::Global, n));
+        events
+    }
+
+    #[test]
+    fn checker_accepts_a_long_clean_history() {
+        let report = clean(&long_history(25_000));
+        assert_eq!(report.reads["strict"].reads, 25_000);
+        assert_eq!(report.writes["ok"], 25_000);
+        assert_eq!(report.saves, (25_000, 0));
+    }
+
+    #[test]
+    #[ignore = "a timing, by hand: cargo test ... -- --ignored checker_times"]
+    fn checker_times_a_million_events() {
+        let events = long_history(250_000);
+        let began = std::time::Instant::now();
+        clean(&events);
+        eprintln!("{} events checked in {:?}", events.len(), began.elapsed());
+    }
+
     // The report.
 
     #[test]
