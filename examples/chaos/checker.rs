@@ -213,9 +213,11 @@ struct Index {
     first_save: HashMap<(Target, u64), Micros>,
     /// Per (target, version), every save, accepted or not (event indices).
     saves_of: HashMap<(Target, u64), Vec<usize>>,
-    /// Per (target, version, writer), the earliest and latest accepted
-    /// saves: (at, event index) each.
-    by_writer: HashMap<(Target, u64, u16), (At, At)>,
+    /// Per (target, version, writer), the accepted saves, sorted.
+    by_writer: HashMap<(Target, u64, u16), Vec<At>>,
+    /// Per writer, when each of its writes began, sorted: a writer writes
+    /// one at a time, so its save between two starts is the first one's.
+    starts: HashMap<u16, Vec<Micros>>,
     /// Per target, the final version and its event index.
     finals: HashMap<Target, (u64, usize)>,
     /// The faults' event indices.
@@ -227,12 +229,14 @@ impl Index {
         let mut acked: HashMap<Target, Vec<(Micros, u64, usize)>> = HashMap::new();
         let mut first_save: HashMap<(Target, u64), Micros> = HashMap::new();
         let mut saves_of: HashMap<(Target, u64), Vec<usize>> = HashMap::new();
-        let mut by_writer: HashMap<(Target, u64, u16), (At, At)> = HashMap::new();
+        let mut by_writer: HashMap<(Target, u64, u16), Vec<At>> = HashMap::new();
+        let mut starts: HashMap<u16, Vec<Micros>> = HashMap::new();
         let mut finals = HashMap::new();
         let mut faults = Vec::new();
         for (i, event) in events.iter().enumerate() {
             match event {
                 Event::Write(w) => {
+                    starts.entry(w.writer).or_default().push(w.start);
                     if let (WriteOutcome::Ok, Some(v)) = (&w.outcome, w.version) {
                         acked.entry(w.target).or_default().push((w.end, v, i));
                     }
@@ -242,15 +246,10 @@ impl Index {
                     if s.accepted {
                         let at = first_save.entry((s.target, s.version)).or_insert(s.at);
                         *at = (*at).min(s.at);
-                        let e = by_writer
+                        by_writer
                             .entry((s.target, s.version, s.writer))
-                            .or_insert(((s.at, i), (s.at, i)));
-                        if s.at < e.0 .0 {
-                            e.0 = (s.at, i);
-                        }
-                        if s.at >= e.1 .0 {
-                            e.1 = (s.at, i);
-                        }
+                            .or_default()
+                            .push((s.at, i));
                     }
                 }
                 Event::Fault(_) => faults.push(i),
@@ -260,6 +259,12 @@ impl Index {
                 Event::Read(_) => {}
             }
         }
+        by_writer
+            .values_mut()
+            .for_each(|saves| saves.sort_unstable());
+        starts
+            .values_mut()
+            .for_each(|starts| starts.sort_unstable());
         let mut acked_max = HashMap::new();
         for (target, writes) in acked.iter_mut() {
             writes.sort_unstable();
@@ -281,9 +286,32 @@ impl Index {
             first_save,
             saves_of,
             by_writer,
+            starts,
             finals,
             faults,
         }
+    }
+
+    /// The first save of `version` of `target` by `writer` the store
+    /// accepted within `from..=to`.
+    fn own_save(
+        &self,
+        target: Target,
+        version: u64,
+        writer: u16,
+        (from, to): (Micros, Micros),
+    ) -> Option<At> {
+        let saves = self.by_writer.get(&(target, version, writer))?;
+        let first = saves.partition_point(|&(at, _)| at < from);
+        saves.get(first).filter(|&&(at, _)| at <= to).copied()
+    }
+
+    /// The last instant before `writer`'s next write after one that began
+    /// at `start`.
+    fn until_next(&self, writer: u16, start: Micros) -> Micros {
+        let starts = &self.starts[&writer];
+        let next = starts.partition_point(|&s| s <= start);
+        starts.get(next).map_or(Micros::MAX, |&s| s - 1)
     }
 
     /// The highest version of `target` acknowledged by a write that ended
@@ -573,12 +601,15 @@ fn check_writes(events: &[Event], index: &Index, found: &mut Found<'_>) {
                 });
             }
             (WriteOutcome::Ok, Some(v)) => {
-                let key = (write.target, v, write.writer);
-                let saved = index.by_writer.get(&key).map(|&(first, _)| first);
-                if saved.is_none_or(|(at, _)| at > write.end) {
+                let during = (write.start, write.end);
+                if index
+                    .own_save(write.target, v, write.writer, during)
+                    .is_none()
+                {
                     found.add(kind::ACK_LOST, write.start, || {
+                        let other = index.own_save(write.target, v, write.writer, (0, Micros::MAX));
                         let mut concerns = vec![i];
-                        concerns.extend(saved.map(|(_, s)| s));
+                        concerns.extend(other.map(|(_, s)| s));
                         (
                             format!(
                                 "w{} was told Ok for {:?} v{v} at {}, but the store accepted \
@@ -587,7 +618,11 @@ fn check_writes(events: &[Event], index: &Index, found: &mut Found<'_>) {
                                 write.target,
                                 ms(write.end),
                                 write.writer,
-                                if saved.is_some() { "by then" } else { "ever" }
+                                if other.is_some() {
+                                    "during the write"
+                                } else {
+                                    "ever"
+                                }
                             ),
                             concerns,
                             window,
@@ -633,9 +668,10 @@ fn check_writes(events: &[Event], index: &Index, found: &mut Found<'_>) {
                 },
                 Some(v),
             ) => {
-                let key = (write.target, v, write.writer);
-                let saved = index.by_writer.get(&key).map(|&(_, last)| last);
-                if let Some((at, s)) = saved.filter(|&(at, _)| at >= write.start) {
+                // Its own save, if any, landed before the writer's next
+                // write began (a later save of v may be a retry's).
+                let own = (write.start, index.until_next(write.writer, write.start));
+                if let Some((at, s)) = index.own_save(write.target, v, write.writer, own) {
                     found.add(kind::TOLD_UNSAVED, write.start, || {
                         (
                             format!(
@@ -1081,6 +1117,13 @@ mod tests {
             fin(Target::Global, 1),
         ];
         only(&events, kind::ACK_LOST, 1);
+        // Nor is a save before it began (an earlier attempt's).
+        let events = vec![
+            save(1, Target::Global, 999, 1, true),
+            write(1, Target::Global, (1_000, 2_000), Some(1), WriteOutcome::Ok),
+            fin(Target::Global, 1),
+        ];
+        only(&events, kind::ACK_LOST, 1);
         // Ok with no version: nothing shows it kept.
         let events = vec![write(
             1,
@@ -1177,6 +1220,25 @@ mod tests {
             ];
             clean(&events);
         }
+    }
+
+    #[test]
+    fn checker_accepts_a_refused_write_retried_with_its_version() {
+        // Refused, then the same writer's next write saves the same version.
+        let events = vec![
+            save(1, Target::Global, 1_500, 1, false),
+            write(
+                1,
+                Target::Global,
+                (1_000, 2_000),
+                Some(1),
+                WriteOutcome::LeaseLost { saved: Some(false) },
+            ),
+            save(1, Target::Global, 3_000, 1, true),
+            write(1, Target::Global, (3_000, 4_000), Some(1), WriteOutcome::Ok),
+            fin(Target::Global, 1),
+        ];
+        clean(&events);
     }
 
     #[test]
