@@ -80,6 +80,7 @@ pub struct Violation {
 /// The reads of one mode.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ModeCount {
+    /// Checks made, whatever they got.
     pub reads: u64,
     /// Served settings (current, vouched or stale).
     pub served: u64,
@@ -100,13 +101,14 @@ pub struct Report {
     pub reads: BTreeMap<&'static str, ModeCount>,
     /// Per outcome: "ok", "lease lost", "failed", "died".
     pub writes: BTreeMap<&'static str, u64>,
-    /// Saves the store (accepted, refused).
+    /// The store's saves: (accepted, refused).
     pub saves: (u64, u64),
     /// Faults injected, per `Fault::kind`.
     pub faults: BTreeMap<String, u64>,
     /// Every violation counted, per kind.
     pub violation_counts: BTreeMap<&'static str, u64>,
-    /// The first [`LISTED_PER_KIND`] violations of each kind, by time.
+    /// The first [`LISTED_PER_KIND`] violations of each kind found (in
+    /// history order), sorted by time.
     pub violations: Vec<Violation>,
 }
 
