@@ -161,7 +161,10 @@ pub enum Event {
     Save(Save),
     Fault(Fault),
     /// What the store holds for `target` when the run ends.
-    Final { target: Target, version: u64 },
+    Final {
+        target: Target,
+        version: u64,
+    },
 }
 
 impl Event {
@@ -264,7 +267,10 @@ impl Recorder {
 
     /// The events so far, in the order they were recorded.
     pub fn events(&self) -> Vec<Event> {
-        self.events.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// How many events so far.
