@@ -1124,8 +1124,17 @@ mod tests {
             Kind::Single => topology.url(),
             _ => user_url(topology.primary_for(key).unwrap()),
         };
-        let mut a = connect(&url).unwrap();
-        let id: u64 = redis::cmd("CLIENT").arg("ID").query(&mut a).unwrap();
+        let a = connect(&url).unwrap();
+        // The fleet user may not ask its own id: the newest of its
+        // connections, as the default user sees them, is `a`.
+        let mut admin = admin(topology.primary_for(key).unwrap()).unwrap();
+        let id = client_list(&mut admin)
+            .unwrap()
+            .iter()
+            .filter(|c| c.get("user").map(String::as_str) == Some(USER))
+            .filter_map(|c| c.get("id")?.parse::<u64>().ok())
+            .max()
+            .unwrap();
         let mut b = connect(&url).unwrap();
         redis::cmd("CLIENT")
             .arg("TRACKING")
@@ -1155,7 +1164,7 @@ mod tests {
         };
         let recorder = Recorder::new();
         let kinds = FaultKind::all(kind);
-        let mut tracking = Vec::new();
+        let (mut tracking, mut data) = (Vec::new(), Vec::new());
         for (i, fault) in kinds.iter().enumerate() {
             if *fault == FaultKind::ClientKillTracking || *fault == FaultKind::ClientKillData {
                 let t = topology.clone();
@@ -1164,8 +1173,10 @@ mod tests {
                     tokio::task::spawn_blocking(move || tracking_pair(&t.lock().unwrap(), &key))
                         .await
                         .unwrap();
-                if *fault == FaultKind::ClientKillTracking {
-                    tracking = pair;
+                // Held open until its fault: a connection to kill.
+                match *fault == FaultKind::ClientKillTracking {
+                    true => tracking = pair,
+                    false => data = pair,
                 }
             }
             let planned = Planned {
@@ -1178,6 +1189,7 @@ mod tests {
             inject(&ctx, &planned, &recorder).await;
         }
         heal(&topology, &keys).await;
+        drop(data);
 
         let faults: Vec<Fault> = recorder
             .events()
@@ -1199,6 +1211,12 @@ mod tests {
             .collect();
         assert_eq!(skipped, expected, "{faults:#?}");
         assert_eq!(fleet.asked.load(SeqCst), 5);
+        // The tracking connection and its redirect target, both.
+        let killed = faults
+            .iter()
+            .find(|f| f.kind == FaultKind::ClientKillTracking.name())
+            .unwrap();
+        assert_eq!(killed.detail.matches(',').count(), 1, "{killed:?}");
         tokio::task::spawn_blocking(move || {
             let t = topology.lock().unwrap();
             t.healthy(&keys).unwrap();
