@@ -315,7 +315,7 @@ fn key_of(keys: &[String], pick: u64) -> String {
 /// node.
 fn target(topology: &Topology, keys: &[String], pick: u64, any: bool) -> Result<u16, String> {
     let nodes = topology.data_nodes();
-    if any && pick % 4 == 0 && !nodes.is_empty() {
+    if any && pick.is_multiple_of(4) && !nodes.is_empty() {
         let node = nodes[((pick / 4) % nodes.len() as u64) as usize];
         if node.is_running() {
             return Ok(node.port());
@@ -575,7 +575,6 @@ where
 async fn kill_restart(ctx: &Ctx, planned: &Planned) -> Result<String, String> {
     let older = planned.kind == FaultKind::KillOlder;
     let (pick, lasts) = (planned.pick, planned.lasts);
-    let keys = ctx.keys.clone();
     let port = locked(&ctx.topology, move |t| {
         let port = match t.deployment() {
             Deployment::Single(server) if server.is_running() => server.port(),
@@ -588,8 +587,6 @@ async fn kill_restart(ctx: &Ctx, planned: &Planned) -> Result<String, String> {
                 return Err("RedisCluster cannot restart a node it killed".into())
             }
         };
-        let _ = &keys;
-        let _ = pick;
         match t.deployment_mut() {
             Deployment::Single(server) => server.kill(),
             Deployment::Sentinel(group) => {
@@ -725,7 +722,7 @@ async fn client_kill_data(ctx: &Ctx, pick: u64) -> Result<String, String> {
         let port = target(t, &keys, pick, true)?;
         let node = node(t, port)?;
         let mut conn = admin(node)?;
-        if pick % 2 == 0 {
+        if pick.is_multiple_of(2) {
             let killed: u64 = redis::cmd("CLIENT")
                 .arg("KILL")
                 .arg("TYPE")
@@ -1227,6 +1224,84 @@ mod tests {
                 let ping: redis::RedisResult<()> = redis::cmd("GET").arg("x").query(&mut conn);
                 assert!(ping.is_err(), "a killed connection still answers");
             }
+        })
+        .await
+        .unwrap();
+    }
+
+    /// `run` snapshots the server while it goes; a kill restarting from an
+    /// older snapshot brings back the value that snapshot held, and the
+    /// record says which; the run ends healed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nemesis_run_restarts_from_an_older_snapshot() {
+        let topology = Arc::new(Mutex::new(Topology::start(Kind::Single).await.unwrap()));
+        let (dir, admin_url) = {
+            let t = topology.lock().unwrap();
+            let server = t.primary_for("gensync:chaos").unwrap();
+            (server.dir().to_path_buf(), server.url())
+        };
+        let set = move |value: u64| {
+            let url = admin_url.clone();
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    redis::cmd("SET")
+                        .arg("gensync:chaos")
+                        .arg(value)
+                        .query::<()>(&mut connect(&url).unwrap())
+                        .unwrap()
+                })
+                .await
+                .unwrap()
+            }
+        };
+        set(1).await;
+        let recorder = Recorder::new();
+        let planned = vec![Planned {
+            at: Duration::from_millis(2500),
+            kind: FaultKind::KillOlder,
+            lasts: Duration::from_millis(200),
+            // The oldest snapshot.
+            pick: 0,
+        }];
+        let keys = vec!["gensync:chaos".to_owned()];
+        let running = tokio::spawn(run(
+            planned,
+            topology.clone(),
+            Arc::new(Stub::default()),
+            keys.clone(),
+            recorder.clone(),
+        ));
+        // The first snapshot (taken at once) holds 1; what follows 2.
+        let first = dir.join("snap-00000000.rdb");
+        assert!(
+            wait_for(Duration::from_secs(5), || {
+                let exists = first.exists();
+                async move { exists }
+            })
+            .await
+        );
+        set(2).await;
+        running.await.unwrap();
+
+        let fault = recorder
+            .events()
+            .into_iter()
+            .find_map(|e| match e {
+                Event::Fault(f) => Some(f),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(fault.kind, FaultKind::KillOlder.name());
+        assert!(fault.detail.contains("from snap-00000000.rdb"), "{fault:?}");
+        assert!(fault.start >= 2_500_000, "{fault:?}");
+        tokio::task::spawn_blocking(move || {
+            let t = topology.lock().unwrap();
+            t.healthy(&keys).unwrap();
+            let value: Option<u64> = redis::cmd("GET")
+                .arg("gensync:chaos")
+                .query(&mut connect(&t.url()).unwrap())
+                .unwrap();
+            assert_eq!(value, Some(1));
         })
         .await
         .unwrap();
