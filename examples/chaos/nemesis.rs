@@ -1307,6 +1307,65 @@ mod tests {
         .unwrap();
     }
 
+    /// Faults left half done (as when the run ends mid-fault) are all
+    /// undone by `heal`: a command denied, a low maxmemory, a client
+    /// pause of writes, a stopped server, a slow and refusing proxy.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nemesis_heal_undoes_faults_left_applied() {
+        let topology = Arc::new(Mutex::new(Topology::start(Kind::Single).await.unwrap()));
+        let ctx = Ctx {
+            topology: topology.clone(),
+            fleet: Arc::new(Stub::default()),
+            keys: Arc::new(vec!["gensync:chaos".to_owned()]),
+        };
+        set_acl(&ctx, "-getrange".into()).await.unwrap();
+        locked(&topology, |t| {
+            let server = t.primary_for("gensync:chaos")?;
+            let mut low = redis::cmd("CONFIG");
+            low.arg("SET").arg("maxmemory").arg(1 << 20);
+            admin_query::<()>(server, &low)?;
+            let mut pause = redis::cmd("CLIENT");
+            // WRITE: a pause of ALL blocks `CLIENT UNPAUSE` too (Redis
+            // 7.0), so the nemesis only ever pauses ALL for `lasts`.
+            pause.arg("PAUSE").arg(600_000).arg("WRITE");
+            admin_query::<()>(server, &pause)?;
+            let pid = server.pid().unwrap();
+            server.pause().map_err(|e| e.to_string())?;
+            t.paused.insert(pid);
+            let proxy = t.proxy().unwrap();
+            proxy.set_latency(Duration::from_secs(2));
+            proxy.refuse(true);
+            Ok(())
+        })
+        .await
+        .unwrap();
+
+        heal(&topology, &ctx.keys).await;
+        tokio::task::spawn_blocking(move || {
+            let t = topology.lock().unwrap();
+            let mut conn = connect(&t.url()).unwrap();
+            let began = std::time::Instant::now();
+            let read: redis::RedisResult<String> = redis::cmd("GETRANGE")
+                .arg("gensync:chaos")
+                .arg(0)
+                .arg(19)
+                .query(&mut conn);
+            read.unwrap();
+            redis::cmd("SET")
+                .arg("gensync:chaos")
+                .arg(1)
+                .query::<()>(&mut conn)
+                .unwrap();
+            assert!(began.elapsed() < Duration::from_secs(1), "still slow");
+            let server = t.primary_for("gensync:chaos").unwrap();
+            let (_, maxmemory): (String, u64) =
+                admin_query(server, redis::cmd("CONFIG").arg("GET").arg("maxmemory")).unwrap();
+            assert_eq!(maxmemory, 0);
+        })
+        .await
+        .unwrap();
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn nemesis_smoke_single() {
         smoke(Kind::Single, &[]).await;
