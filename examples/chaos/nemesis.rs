@@ -1208,6 +1208,13 @@ mod tests {
             .collect();
         assert_eq!(skipped, expected, "{faults:#?}");
         assert_eq!(fleet.asked.load(SeqCst), 5);
+        // gensync itself reads through the fleet's URL, as the fleet user.
+        let url = topology.lock().unwrap().url();
+        let backend = gensync::RedisBackend::open(&url).unwrap();
+        let key: gensync::Key = "gensync:chaos".parse().unwrap();
+        gensync::backend::Backend::get(&backend, &key)
+            .await
+            .unwrap();
         // Both pairs' tracking connections and their redirect targets
         // (the data fault's pair is still open then).
         let killed = faults
