@@ -263,8 +263,11 @@ pub async fn run(
 /// What a fault acts on.
 #[derive(Clone)]
 pub struct Ctx {
+    /// The deployment.
     pub topology: Shared,
+    /// The fleet's own parts.
     pub fleet: Arc<dyn FleetFaults>,
+    /// The fleet's keys: the server faults hit the nodes holding them.
     pub keys: Arc<Vec<String>>,
 }
 
@@ -1312,6 +1315,35 @@ mod tests {
         })
         .await
         .unwrap();
+    }
+
+    /// A whole schedule, overlapping faults and all, runs on a single
+    /// server without aborting: every fault recorded, the deployment
+    /// healthy at the end.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nemesis_run_of_a_schedule_records_every_fault_and_heals() {
+        let topology = Arc::new(Mutex::new(Topology::start(Kind::Single).await.unwrap()));
+        let planned = plan(7, Duration::from_secs(14), Kind::Single);
+        let keys = vec!["gensync:chaos".to_owned()];
+        let recorder = Recorder::new();
+        run(
+            planned.clone(),
+            topology.clone(),
+            Arc::new(Stub::default()),
+            keys.clone(),
+            recorder.clone(),
+        )
+        .await;
+        let faults = recorder
+            .events()
+            .iter()
+            .filter(|e| matches!(e, Event::Fault(_)))
+            .count();
+        assert_eq!(faults, planned.len());
+        tokio::task::spawn_blocking(move || topology.lock().unwrap().healthy(&keys))
+            .await
+            .unwrap()
+            .unwrap();
     }
 
     /// Faults left half done (as when the run ends mid-fault) are all

@@ -101,8 +101,11 @@ impl Kind {
 
 /// The running deployment.
 pub enum Deployment {
+    /// One server; the fleet reaches it through the proxy.
     Single(RedisServer),
+    /// The group; the fleet reaches the primary the sentinels name.
     Sentinel(SentinelGroup),
+    /// The cluster; the fleet reaches every primary.
     Cluster(RedisCluster),
 }
 
