@@ -417,8 +417,10 @@ async fn apply(ctx: &Ctx, planned: &Planned) -> Result<String, String> {
             let command = DENIABLE[(pick % DENIABLE.len() as u64) as usize];
             set_acl(ctx, format!("-{command}")).await?;
             tokio::time::sleep(lasts).await;
-            set_acl(ctx, format!("+{command}")).await?;
-            Ok(format!("{command} denied to {USER} for {ms} ms"))
+            // Applied either way: an allow that fails (a node paused) is
+            // said, and heal allows it.
+            let undone = undo_note(set_acl(ctx, format!("+{command}")).await);
+            Ok(format!("{command} denied to {USER} for {ms} ms{undone}"))
         }
         FaultKind::MaxMemory => maxmemory(ctx, planned).await,
         FaultKind::WriterStall | FaultKind::WriterDie => {
@@ -533,6 +535,15 @@ async fn apply(ctx: &Ctx, planned: &Planned) -> Result<String, String> {
     }
 }
 
+/// What a fault's record says of its undoing: nothing when it worked,
+/// else why it failed (heal undoes it at the end).
+fn undo_note(undone: Result<(), String>) -> String {
+    match undone {
+        Ok(()) => String::new(),
+        Err(e) => format!("; undo failed, left to heal: {e}"),
+    }
+}
+
 /// Runs `control` on the proxy (Single only).
 async fn with_proxy(
     ctx: &Ctx,
@@ -602,9 +613,13 @@ async fn kill_restart(ctx: &Ctx, planned: &Planned) -> Result<String, String> {
     })
     .await?;
     tokio::time::sleep(lasts).await;
-    let from = locked(&ctx.topology, move |t| restart(t, port, older, pick)).await?;
+    // Killed either way: a restart that fails is said, and heal restarts.
+    let restarted = match locked(&ctx.topology, move |t| restart(t, port, older, pick)).await {
+        Ok(from) => format!("restarted {from}"),
+        Err(e) => format!("not restarted, left to heal: {e}"),
+    };
     Ok(format!(
-        "node {port} down {} ms, restarted {from}",
+        "node {port} down {} ms, {restarted}",
         lasts.as_millis()
     ))
 }
@@ -878,13 +893,15 @@ async fn maxmemory(ctx: &Ctx, planned: &Planned) -> Result<String, String> {
     })
     .await?;
     tokio::time::sleep(lasts).await;
-    locked(&ctx.topology, move |t| {
-        let node = node(t, port)?;
-        admin_query::<()>(node, &restore_memory())
-    })
-    .await?;
+    let undone = undo_note(
+        locked(&ctx.topology, move |t| {
+            let node = node(t, port)?;
+            admin_query::<()>(node, &restore_memory())
+        })
+        .await,
+    );
     Ok(format!(
-        "node {port}: {FILLER_KEYS} x {FILLER_BYTES} B filler, {policy}, {} ms",
+        "node {port}: {FILLER_KEYS} x {FILLER_BYTES} B filler, {policy}, {} ms{undone}",
         lasts.as_millis()
     ))
 }
@@ -973,9 +990,12 @@ async fn sentinel_kill_primary(ctx: &Ctx, lasts: Duration) -> Result<String, Str
     .await?;
     tokio::time::sleep(lasts).await;
     let moved = wait_for(FAILOVER_TIMEOUT, || primary_moved(ctx, old)).await;
-    locked(&ctx.topology, move |t| restart(t, old, false, 0)).await?;
+    let restarted = match locked(&ctx.topology, move |t| restart(t, old, false, 0)).await {
+        Ok(_) => "restarted as a replica".to_owned(),
+        Err(e) => format!("not restarted, left to heal: {e}"),
+    };
     Ok(format!(
-        "primary {old} killed{}, restarted as a replica",
+        "primary {old} killed{}, {restarted}",
         if moved {
             ", failed over"
         } else {
