@@ -70,6 +70,15 @@ pub fn set_key() -> Key {
     Key::new(["chaos-keyed"]).expect("a valid key")
 }
 
+/// The fleet's keys as stored (the keyed members share their parent's
+/// Cluster slot): the nodes the nemesis's server faults hit.
+pub fn keys() -> Vec<String> {
+    vec![
+        global_key().as_str().to_owned(),
+        set_key().as_str().to_owned(),
+    ]
+}
+
 /// The fleet's source of truth: one fenced version per target, and the
 /// history of every save it took or refused, recorded under the same lock
 /// as the save itself, so the history has the store's own order.
@@ -413,13 +422,12 @@ fn record_keyed(
             parent: Some(answer.snapshot.1),
             said: said(answer.freshness),
         },
-        Err(error) => {
-            let error = error.to_string();
-            ReadOutcome::Failed {
-                loader: is_loader_failure(&error),
-                error,
-            }
-        }
+        Err(error) => ReadOutcome::Failed {
+            // A tenant whose first load failed: the loader's doing (here,
+            // only the nemesis makes it fail, hang or panic).
+            loader: matches!(error, KeyedError::Unavailable { .. }),
+            error: error.to_string(),
+        },
     };
     recorder.record(Event::Read(Read {
         instance,
@@ -429,13 +437,6 @@ fn record_keyed(
         end,
         outcome,
     }));
-}
-
-/// Whether a keyed read's error came from the loader the nemesis broke
-/// (failed, panicked or hung past the load timeout) rather than from the
-/// synchronizer.
-fn is_loader_failure(error: &str) -> bool {
-    error.contains(INJECTED) || error.contains("timed out") || error.contains("panicked")
 }
 
 /// A keyed reloader over the tenants, loading `(tenant, parent)` from the
@@ -779,7 +780,8 @@ impl FleetFaults for Fleet {
 
     fn writer_stall(&self, w: usize, stall: Duration) {
         if let Some(writer) = self.writers.get(w % self.writers.len().max(1)) {
-            *writer.stall.lock().unwrap_or_else(|e| e.into_inner()) = Some(stall);
+            // Past the lease, whatever the schedule drew.
+            *writer.stall.lock().unwrap_or_else(|e| e.into_inner()) = Some(stall + LOCK_TTL);
         }
     }
 

@@ -165,11 +165,12 @@ async fn soak(args: &Args, seed: u64) -> Result<Report, String> {
 
     let plan = nemesis::plan(seed, args.duration, args.topology);
     let progress = tokio::spawn(report_progress(recorder.clone(), args.duration));
-    let topology = Arc::new(tokio::sync::Mutex::new(topology));
+    let topology = Arc::new(std::sync::Mutex::new(topology));
     nemesis::run(
         plan,
         Arc::clone(&topology),
         Arc::clone(&fleet) as Arc<dyn nemesis::FleetFaults>,
+        fleet::keys(),
         recorder.clone(),
     )
     .await;

@@ -4,7 +4,6 @@
 //! access the nemesis needs to break and heal it.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use gensync::testing::{RedisCluster, RedisServer, SentinelGroup};
@@ -166,6 +165,7 @@ impl Topology {
         Ok(topology)
     }
 
+    #[cfg(test)]
     pub fn kind(&self) -> Kind {
         self.kind
     }
@@ -285,11 +285,6 @@ impl Topology {
                 Ok(())
             }
         }
-    }
-
-    /// Where node `node`'s RDB snapshots are kept: its own directory.
-    pub fn snapshot_dir(node: &RedisServer) -> PathBuf {
-        node.dir().to_path_buf()
     }
 }
 
