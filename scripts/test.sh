@@ -30,3 +30,10 @@ cargo test --all-features --doc "$@"
 # The in-memory build, with none of the default features (no redis, no
 # tower): its library, doctests and the tests that need neither.
 cargo test --no-default-features --features testing "$@"
+# The chaos soak, 60 s on each topology, from fixed seeds (each replays its
+# fault schedule): random overlapping faults under load, every answer and
+# write checked against its mode's promise; exits non-zero on a violation.
+for topology_seed in single:1 sentinel:2 cluster:3; do
+    cargo run --all-features --example chaos -- --duration 60s \
+        --topology "${topology_seed%%:*}" --seed "${topology_seed##*:}"
+done
