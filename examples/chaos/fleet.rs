@@ -54,10 +54,11 @@ pub fn config() -> RedisConfig {
         .heartbeat(HEARTBEAT)
 }
 
-/// The most a check may take: one backend call, then the reload wait (or
-/// a keyed first load's), by the documented bounds.
+/// The most a check may take, by the documented bounds: a read of the
+/// generation and the reload wait; or, for a keyed tenant's first load, a
+/// read, the key's creation when it is missing, and the load's timeout.
 pub fn check_bound() -> Duration {
-    config().call_bound() + MAX_WAIT.max(LOAD_TIMEOUT)
+    config().call_bound() * 2 + MAX_WAIT.max(LOAD_TIMEOUT)
 }
 
 /// The unkeyed reloaders' key.
@@ -152,7 +153,7 @@ fn take(counter: &AtomicU32) -> bool {
 
 /// The text of an injected loader failure: a keyed read that fails with it
 /// failed because of the loader, not the synchronizer.
-const INJECTED: &str = "injected loader fault";
+pub const INJECTED: &str = "injected loader fault";
 
 impl LoaderFaults {
     /// Runs the next fault, if one is armed.
