@@ -1422,15 +1422,6 @@ mod tests {
         assert_eq!(report.saves, (25_000, 0));
     }
 
-    #[test]
-    #[ignore = "a timing, by hand: cargo test ... -- --ignored checker_times"]
-    fn checker_times_a_million_events() {
-        let events = long_history(250_000);
-        let began = std::time::Instant::now();
-        clean(&events);
-        eprintln!("{} events checked in {:?}", events.len(), began.elapsed());
-    }
-
     // The report.
 
     #[test]
