@@ -127,7 +127,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(soak(&args, seed)) {
+    finish(runtime.block_on(soak(&args, seed)), seed)
+}
+
+/// The table and the exit code: 1 on a violation, 2 when the run (or the
+/// kept history) could not be had.
+fn finish(report: Result<Report, String>, seed: u64) -> ExitCode {
+    match report {
         Ok(report) => {
             println!("{}", report.table(seed));
             if report.ok() {
@@ -253,19 +259,8 @@ fn check_kept(path: &PathBuf, seed: u64) -> ExitCode {
     let events = std::fs::File::open(path)
         .map_err(|e| format!("could not open the history {}: {e}", path.display()))
         .and_then(|file| history::read(std::io::BufReader::new(file)));
-    match events {
-        Ok(events) => {
-            let report = checker::check(&events, &params());
-            println!("{}", report.table(seed));
-            if report.ok() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-        Err(e) => {
-            eprintln!("chaos: {e}");
-            ExitCode::from(2)
-        }
-    }
+    finish(
+        events.map(|events| checker::check(&events, &params())),
+        seed,
+    )
 }
