@@ -89,7 +89,10 @@
 //!   ([`KeyedReloader::parent`]) with the key's, in one round trip (on the
 //!   same Redis Cluster slot: member keys carry the set's key as their hash
 //!   tag). Bumping it reloads every key once, on its next use, without
-//!   touching any key.
+//!   touching any key. A missing parent (never made, lapsed with a dead
+//!   writer's intent, flushed) reads as a missing key: the first check or
+//!   write that finds it so creates it with a fresh value, so each of its
+//!   lives has a number of its own.
 //! - **Writers** publish or update one key under that key's writers' lease,
 //!   with the fencing and intent rules of a single reloader.
 //! - **Push mode** tracks every key and the parent on one connection (a

@@ -297,16 +297,15 @@ impl<B: Backend> Synchronizer<B> {
     }
 
     /// A value this process wrote, as [`observe`](Self::observe) would
-    /// read it back: with the parent folded in, read again for it (a
-    /// write leaves the parent alone). If the parent cannot be read now,
-    /// the value as readers see it with no parent: the write succeeded,
-    /// and only the number shown for it may be off until the next read.
+    /// read it back: with the parent folded in, read again for it (and
+    /// created if missing: until it exists, readers read the key as
+    /// missing). If the parent cannot be read or created now, the value
+    /// as readers see it with no parent: the write succeeded, and only the
+    /// number shown for it may be off until the next read.
     async fn shown_written(&self, stored: Generation) -> Generation {
-        let Some(parent) = &self.parent else {
-            return self.as_seen(stored).await;
-        };
-        let folded = match self.backend.get(parent).await {
-            Ok(p) => parent::fold(stored, p),
+        let folded = match self.parent_or_create().await {
+            Ok(Some(p)) => stored.with_parent(p),
+            Ok(None) => stored,
             Err(e) => {
                 tracing::warn!(key = %self.key, error = %e, "gensync could not read the parent generation to show the new one");
                 stored
@@ -381,6 +380,10 @@ impl<B: Backend> Synchronizer<B> {
     async fn fetch_or_create_with_candidate(&self) -> (Generation, Option<Error>) {
         let candidate = Generation::fresh();
         for _ in 0..TRIES {
+            // A missing parent reads as a missing key: create it first.
+            if let Err(e) = self.parent_or_create().await {
+                return (candidate, Some(e));
+            }
             match self.reply(
                 "add",
                 self.backend.add(&self.key, candidate, self.ttl).await,
@@ -394,7 +397,8 @@ impl<B: Backend> Synchronizer<B> {
             }
             match self.observe().await {
                 Ok(Stored::Value(g)) => return (g, None),
-                // Deleted between our add and get: try again.
+                // Deleted between our add and get (the key, or its
+                // parent): try again.
                 Ok(Stored::Missing) => {}
                 // Nobody can ever match garbage; replacing it only costs
                 // every process one reload, which it would do anyway.
