@@ -1505,6 +1505,54 @@ mod tests {
         .unwrap();
     }
 
+    /// While the Sentinel primary is killed and not failed over yet, a
+    /// pause (a fault a replica takes too) lands on the running replica
+    /// instead of being skipped.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nemesis_pause_lands_on_the_replica_while_the_primary_is_down() {
+        let topology = Arc::new(Mutex::new(Topology::start(Kind::Sentinel).await.unwrap()));
+        let replica = locked(&topology, |t| {
+            let Deployment::Sentinel(group) = t.deployment_mut() else {
+                return Err("not a Sentinel group".into());
+            };
+            let replica = group.replica().map_err(|e| e.to_string())?.port();
+            let old = group.kill_primary().map_err(|e| e.to_string())?;
+            t.down = Some(old);
+            Ok(replica)
+        })
+        .await
+        .unwrap();
+        let keys = vec!["gensync:chaos".to_owned()];
+        let ctx = Ctx {
+            topology: topology.clone(),
+            fleet: Arc::new(Stub::default()),
+            keys: Arc::new(keys.clone()),
+        };
+        let recorder = Recorder::new();
+        let planned = Planned {
+            at: Duration::ZERO,
+            kind: FaultKind::Pause,
+            lasts: Duration::from_millis(100),
+            // Not 0 mod 4: the primary holding the key, which is down.
+            pick: 1,
+        };
+        inject(&ctx, &planned, &recorder).await;
+        let fault = recorder
+            .events()
+            .into_iter()
+            .find_map(|e| match e {
+                Event::Fault(f) => Some(f),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(fault.kind, FaultKind::Pause.name(), "{fault:?}");
+        assert!(
+            fault.detail.starts_with(&format!("node {replica} ")),
+            "{fault:?}"
+        );
+        heal(&topology, &keys).await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn nemesis_smoke_single() {
         smoke(Kind::Single, &[]).await;
