@@ -1114,7 +1114,8 @@ pub async fn heal(topology: &Shared, keys: &[String]) {
         let keys = keys.clone();
         let topology = topology.clone();
         async move {
-            // A node restarted since the first pass gets the user again.
+            // An ACL fault undone late (a node paused in the first pass)
+            // is undone here.
             locked(&topology, move |t| {
                 let _ = t.apply_user();
                 t.healthy(&keys)

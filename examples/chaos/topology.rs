@@ -128,7 +128,8 @@ pub struct Topology {
     /// Process ids the nemesis stopped (SIGSTOP), to continue at heal
     /// whatever happened since.
     pub paused: HashSet<u32>,
-    /// A Sentinel data node the nemesis killed and has not restarted yet.
+    /// A Sentinel or Cluster data node the nemesis killed and has not
+    /// restarted yet (one at a time).
     pub down: Option<u16>,
 }
 
@@ -233,9 +234,9 @@ impl Topology {
         }
     }
 
-    /// (Re)creates the fleet user, with all its rules, on every running
-    /// data node: after a restart on Sentinel and Cluster, and at heal
-    /// (which also undoes an ACL fault).
+    /// (Re)sets the fleet user, with all its rules, on every running data
+    /// node: at start and at heal, which undoes an ACL fault (a restarted
+    /// node has the user from its command line).
     pub fn apply_user(&self) -> Result<(), String> {
         let mut errors = Vec::new();
         for node in self.data_nodes().into_iter().filter(|n| n.is_running()) {
