@@ -1345,7 +1345,18 @@ mod tests {
     /// record says which; the run ends healed.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn nemesis_run_restarts_from_an_older_snapshot() {
-        let topology = Arc::new(Mutex::new(Topology::start(Kind::Single).await.unwrap()));
+        restarts_from_an_older_snapshot(Kind::Single).await;
+    }
+
+    /// The same on Cluster: the key's primary, restarted in place from its
+    /// oldest snapshot, serves that snapshot's value in a whole cluster.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nemesis_run_restarts_a_cluster_node_from_an_older_snapshot() {
+        restarts_from_an_older_snapshot(Kind::Cluster).await;
+    }
+
+    async fn restarts_from_an_older_snapshot(kind: Kind) {
+        let topology = Arc::new(Mutex::new(Topology::start(kind).await.unwrap()));
         let (dir, admin_url) = {
             let t = topology.lock().unwrap();
             let server = t.primary_for("gensync:chaos").unwrap();
@@ -1371,8 +1382,9 @@ mod tests {
             at: Duration::from_millis(2500),
             kind: FaultKind::KillOlder,
             lasts: Duration::from_millis(200),
-            // The oldest snapshot.
-            pick: 0,
+            // The key's primary (not 0 mod 4), the oldest of the one or
+            // two snapshots taken by then.
+            pick: 2,
         }];
         let keys = vec!["gensync:chaos".to_owned()];
         let running = tokio::spawn(run(
@@ -1405,12 +1417,22 @@ mod tests {
         assert_eq!(fault.kind, FaultKind::KillOlder.name());
         assert!(fault.detail.contains("from snap-00000000.rdb"), "{fault:?}");
         assert!(fault.start >= 2_500_000, "{fault:?}");
+        if kind == Kind::Cluster {
+            assert!(
+                fault.detail.contains("the cluster whole after"),
+                "{fault:?}"
+            );
+        }
         tokio::task::spawn_blocking(move || {
             let t = topology.lock().unwrap();
             t.healthy(&keys).unwrap();
+            let url = match kind {
+                Kind::Single => t.url(),
+                _ => user_url(t.primary_for("gensync:chaos").unwrap()),
+            };
             let value: Option<u64> = redis::cmd("GET")
                 .arg("gensync:chaos")
-                .query(&mut connect(&t.url()).unwrap())
+                .query(&mut connect(&url).unwrap())
                 .unwrap();
             assert_eq!(value, Some(1));
         })
