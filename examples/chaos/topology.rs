@@ -98,6 +98,18 @@ impl Kind {
     }
 }
 
+impl Kind {
+    /// Every data node's extra arguments: `DEBUG` enabled (for the
+    /// `DEBUG SLEEP` fault) and the fleet user with its rules.
+    pub fn node_args(self) -> Vec<String> {
+        let mut args: Vec<String> = ["--enable-debug-command", "yes", "--user", USER]
+            .map(String::from)
+            .into();
+        args.extend(self.user_rules());
+        args
+    }
+}
+
 /// The running deployment.
 pub enum Deployment {
     /// One server; the fleet reaches it through the proxy.
@@ -116,30 +128,25 @@ pub struct Topology {
     /// Process ids the nemesis stopped (SIGSTOP), to continue at heal
     /// whatever happened since.
     pub paused: HashSet<u32>,
-    /// A Sentinel data node the nemesis killed and has not restarted yet.
+    /// A Sentinel or Cluster data node the nemesis killed and has not
+    /// restarted yet (one at a time).
     pub down: Option<u16>,
 }
 
 impl Topology {
     /// Starts the deployment and, on Single, a TCP proxy in front of the
-    /// server (spawned on the current tokio runtime). The fleet user
-    /// exists on every data node: on Single from the command line (so it
-    /// survives restarts, with `DEBUG` enabled); on Sentinel and Cluster,
-    /// whose helpers take no server arguments, by `ACL SETUSER`, which
-    /// the nemesis applies again after every restart
-    /// ([`apply_user`](Self::apply_user)).
+    /// server (spawned on the current tokio runtime). Every data node
+    /// runs with `DEBUG` enabled and the fleet user from its command line
+    /// ([`node_args`](Kind::node_args)), so the user survives restarts;
+    /// [`apply_user`](Self::apply_user) sets it again at heal, which also
+    /// undoes an ACL fault.
     pub async fn start(kind: Kind) -> std::io::Result<Topology> {
         let deployment = tokio::task::spawn_blocking(move || -> std::io::Result<Deployment> {
+            let args = kind.node_args();
             Ok(match kind {
-                Kind::Single => {
-                    let mut args: Vec<String> = ["--enable-debug-command", "yes", "--user", USER]
-                        .map(String::from)
-                        .into();
-                    args.extend(kind.user_rules());
-                    Deployment::Single(RedisServer::start_with_args(args)?)
-                }
-                Kind::Sentinel => Deployment::Sentinel(SentinelGroup::start()?),
-                Kind::Cluster => Deployment::Cluster(RedisCluster::start()?),
+                Kind::Single => Deployment::Single(RedisServer::start_with_args(args)?),
+                Kind::Sentinel => Deployment::Sentinel(SentinelGroup::start_with_args(args)?),
+                Kind::Cluster => Deployment::Cluster(RedisCluster::start_with_args(args)?),
             })
         })
         .await
@@ -227,9 +234,9 @@ impl Topology {
         }
     }
 
-    /// (Re)creates the fleet user, with all its rules, on every running
-    /// data node: after a restart on Sentinel and Cluster, and at heal
-    /// (which also undoes an ACL fault).
+    /// (Re)sets the fleet user, with all its rules, on every running data
+    /// node: at start and at heal, which undoes an ACL fault (a restarted
+    /// node has the user from its command line).
     pub fn apply_user(&self) -> Result<(), String> {
         let mut errors = Vec::new();
         for node in self.data_nodes().into_iter().filter(|n| n.is_running()) {

@@ -62,13 +62,36 @@ pub struct SentinelGroup {
 impl SentinelGroup {
     /// Starts a group whose data nodes need no password.
     pub fn start() -> io::Result<Self> {
-        Self::launch(None, Transport::Plain)
+        Self::launch(None, Transport::Plain, Vec::new())
+    }
+
+    /// Starts a group whose two data nodes also get extra command-line
+    /// arguments, such as `["--enable-debug-command", "yes"]` (the
+    /// sentinels get none). The arguments stay with each node, so a node
+    /// restarted by [`restart_as_replica`](Self::restart_as_replica) has
+    /// them too: a `--user` rule given here survives restarts.
+    ///
+    /// ```no_run
+    /// use gensync::testing::SentinelGroup;
+    ///
+    /// let group = SentinelGroup::start_with_args(["--enable-debug-command", "yes"])
+    ///     .expect("redis-server on PATH");
+    /// let primary = group.primary().unwrap(); // answers DEBUG SLEEP
+    /// # let _ = primary;
+    /// ```
+    pub fn start_with_args<I, S>(args: I) -> io::Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let args = args.into_iter().map(Into::into).collect();
+        Self::launch(None, Transport::Plain, args)
     }
 
     /// Starts a group whose data nodes require `password` (the sentinels
     /// are told it with `sentinel auth-pass`; they need none themselves).
     pub fn start_with_password(password: &str) -> io::Result<Self> {
-        Self::launch(Some(password), Transport::Plain)
+        Self::launch(Some(password), Transport::Plain, Vec::new())
     }
 
     /// Starts a group that speaks only TLS (`port 0`), with `certs`' server
@@ -93,17 +116,20 @@ impl SentinelGroup {
     #[cfg(feature = "tls")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn start_tls(certs: &super::TlsCerts, require_client_cert: bool) -> io::Result<Self> {
-        Self::launch(None, certs.transport(require_client_cert)?)
+        Self::launch(None, certs.transport(require_client_cert)?, Vec::new())
     }
 
-    fn launch(password: Option<&str>, transport: Transport) -> io::Result<Self> {
-        let primary = data_node(password, Vec::new(), &transport)?;
+    /// Starts the group; `extra` are every data node's extra arguments.
+    fn launch(
+        password: Option<&str>,
+        transport: Transport,
+        extra: Vec<String>,
+    ) -> io::Result<Self> {
+        let primary = data_node(password, extra.clone(), &transport)?;
         let port = primary.port().to_string();
-        let replica = data_node(
-            password,
-            vec!["--replicaof".into(), "127.0.0.1".into(), port],
-            &transport,
-        )?;
+        let mut replica_args = extra;
+        replica_args.extend(["--replicaof".into(), "127.0.0.1".into(), port]);
+        let replica = data_node(password, replica_args, &transport)?;
         // Before the sentinels start: a sentinel asks the primary for its
         // replicas at once, then only every ten seconds.
         poll::until(SETTLE_TIMEOUT, "the replica acknowledging a write", || {

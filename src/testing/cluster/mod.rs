@@ -66,7 +66,29 @@ impl RedisCluster {
     /// Starts six nodes, makes them a cluster with `redis-cli --cluster
     /// create`, and waits until they agree.
     pub fn start() -> io::Result<Self> {
-        Self::launch(Transport::Plain)
+        Self::launch(Transport::Plain, Vec::new())
+    }
+
+    /// Starts a cluster whose six nodes also get extra command-line
+    /// arguments, such as `["--enable-debug-command", "yes"]`, after the
+    /// cluster's own. The arguments stay with each node, so a node
+    /// restarted by [`restart_node`](Self::restart_node) has them too: a
+    /// `--user` rule given here survives restarts.
+    ///
+    /// ```no_run
+    /// use gensync::testing::RedisCluster;
+    ///
+    /// let cluster = RedisCluster::start_with_args(["--enable-debug-command", "yes"])
+    ///     .expect("redis-server and redis-cli on PATH");
+    /// let node = &cluster.nodes()[0]; // answers DEBUG SLEEP
+    /// # let _ = node;
+    /// ```
+    pub fn start_with_args<I, S>(args: I) -> io::Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::launch(Transport::Plain, args.into_iter().map(Into::into).collect())
     }
 
     /// Starts a cluster that speaks only TLS (`port 0`), with `certs`'
@@ -91,10 +113,11 @@ impl RedisCluster {
     #[cfg(feature = "tls")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn start_tls(certs: &super::TlsCerts, require_client_cert: bool) -> io::Result<Self> {
-        Self::launch(certs.transport(require_client_cert)?)
+        Self::launch(certs.transport(require_client_cert)?, Vec::new())
     }
 
-    fn launch(transport: Transport) -> io::Result<Self> {
+    /// Starts the cluster; `extra` are every node's extra arguments.
+    fn launch(transport: Transport, extra: Vec<String>) -> io::Result<Self> {
         let args = || {
             vec![
                 "--cluster-node-timeout".into(),
@@ -104,6 +127,7 @@ impl RedisCluster {
             ]
             .into_iter()
             .chain(NO_SYNC_DELAY.map(String::from))
+            .chain(extra.iter().cloned())
             .collect()
         };
         let nodes = (0..NODES)
@@ -111,23 +135,31 @@ impl RedisCluster {
             .collect::<io::Result<Vec<_>>>()?;
         let cluster = RedisCluster { nodes, transport };
         cluster.create()?;
-        poll::until(SETTLE_TIMEOUT, "the cluster settling", || {
-            let view = cluster.agreed_view()?;
-            let served: u32 = view.shards.values().map(Shard::slot_count).sum();
-            if view.shards.len() != NODES / 2 || served != SLOTS {
-                return Err(format!("{served} slots served: {view:?}"));
-            }
-            for (port, shard) in &view.shards {
-                if shard.replicas.len() != 1 {
-                    return Err(format!("{port} has replicas {:?}", shard.replicas));
-                }
-                for replica in &shard.replicas {
-                    cluster.link_up(*replica)?;
-                }
-            }
-            Ok(())
-        })?;
+        poll::until(SETTLE_TIMEOUT, "the cluster settling", || cluster.whole())?;
         Ok(cluster)
+    }
+
+    /// Whether the cluster is whole: every node runs and says
+    /// `cluster_state:ok`, all agree, three shards serve every slot, each
+    /// with one replica whose link to its primary is up.
+    fn whole(&self) -> Result<(), String> {
+        if let Some(down) = self.nodes.iter().find(|node| !node.is_running()) {
+            return Err(format!("node {} is down", down.port()));
+        }
+        let view = self.agreed_view()?;
+        let served: u32 = view.shards.values().map(Shard::slot_count).sum();
+        if view.shards.len() != NODES / 2 || served != SLOTS {
+            return Err(format!("{served} slots served: {view:?}"));
+        }
+        for (port, shard) in &view.shards {
+            if shard.replicas.len() != 1 {
+                return Err(format!("{port} has replicas {:?}", shard.replicas));
+            }
+            for replica in &shard.replicas {
+                self.link_up(*replica)?;
+            }
+        }
+        Ok(())
     }
 
     fn create(&self) -> io::Result<()> {
@@ -230,13 +262,64 @@ impl RedisCluster {
     /// port.
     pub fn kill_primary_for(&mut self, key: &str) -> io::Result<u16> {
         let port = self.primary_for(key)?;
-        let node = self
-            .nodes
+        self.kill_node(port)?;
+        Ok(port)
+    }
+
+    /// Kills the node on `port` (SIGKILL), primary or replica; its
+    /// directory (`nodes.conf`, any `dump.rdb`) stays for
+    /// [`restart_node`](Self::restart_node).
+    pub fn kill_node(&mut self, port: u16) -> io::Result<()> {
+        self.node_mut(port)?.kill();
+        Ok(())
+    }
+
+    /// Starts again the node on `port` (killed by
+    /// [`kill_node`](Self::kill_node) or
+    /// [`kill_primary_for`](Self::kill_primary_for); a running one is
+    /// killed first), on the same ports and with the same arguments; then
+    /// [`wait_until_whole`](Self::wait_until_whole) says when the cluster
+    /// has taken it back.
+    ///
+    /// The node keeps its `nodes.conf`, so it rejoins with its node id:
+    /// as the primary of its slots if no replica took them over while it
+    /// was down, else as a replica of the one that did. It loads the
+    /// `dump.rdb` in its [`dir`](RedisServer::dir) if there is one:
+    /// remove that file first for a node restarted empty, or copy an
+    /// older snapshot over it for a node restarted from that snapshot.
+    /// (The nodes save nothing on their own: `--save ""`.)
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use gensync::testing::RedisCluster;
+    ///
+    /// let mut cluster = RedisCluster::start().unwrap();
+    /// let port = cluster.primary_for("some:key").unwrap();
+    /// cluster.kill_node(port).unwrap();
+    /// let dump = cluster.node(port).unwrap().dir().join("dump.rdb");
+    /// let _ = std::fs::remove_file(dump); // restarted empty
+    /// cluster.restart_node(port).unwrap();
+    /// cluster.wait_until_whole(Duration::from_secs(30)).unwrap();
+    /// ```
+    pub fn restart_node(&mut self, port: u16) -> io::Result<()> {
+        self.node_mut(port)?.restart()
+    }
+
+    /// Waits up to `timeout` until the cluster is whole, as
+    /// [`start`](Self::start) leaves it: every node runs, says
+    /// `cluster_state:ok` and sees what the others see; three shards
+    /// serve all 16384 slots, each with one replica linked to its
+    /// primary. Which node is whose primary may have changed. A zero
+    /// `timeout` asks once.
+    pub fn wait_until_whole(&self, timeout: Duration) -> io::Result<()> {
+        poll::until(timeout, "the cluster whole", || self.whole())
+    }
+
+    fn node_mut(&mut self, port: u16) -> io::Result<&mut RedisServer> {
+        self.nodes
             .iter_mut()
             .find(|node| node.port() == port)
-            .ok_or_else(|| io::Error::other(format!("no node on port {port}")))?;
-        node.kill();
-        Ok(port)
+            .ok_or_else(|| io::Error::other(format!("no node on port {port}")))
     }
 
     /// Waits until every running node reports `cluster_state:ok` and names
