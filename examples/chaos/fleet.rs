@@ -54,6 +54,17 @@ pub fn config() -> RedisConfig {
         .heartbeat(HEARTBEAT)
 }
 
+/// A writer's configuration: the fleet's, and where there are replicas,
+/// a bump answered only once one has it (else a failover may lose a bump
+/// its writer was told was done, as DEPLOYMENT.md says).
+fn writer_config(replicated: bool) -> RedisConfig {
+    if replicated {
+        config().wait_for_replicas(1, Duration::from_millis(500))
+    } else {
+        config()
+    }
+}
+
 /// The most a check may take, by the documented bounds: a read of the
 /// generation and the reload wait; or, for a keyed tenant's first load, a
 /// read, the key's creation when it is missing, and the load's timeout.
@@ -192,6 +203,8 @@ pub struct Fleet {
     loaders: Vec<Arc<LoaderFaults>>,
     writers: Vec<Arc<WriterFaults>>,
     url: String,
+    /// Whether the writers wait for a replica.
+    replicated: bool,
     recorder: Recorder,
 }
 
@@ -252,7 +265,7 @@ mod futures_like {
 impl Fleet {
     /// Builds the fleet's async instances over `url` (the blocking one is
     /// built by its reader, on its own thread).
-    pub fn new(url: &str, recorder: Recorder) -> Result<Fleet, String> {
+    pub fn new(url: &str, replicated: bool, recorder: Recorder) -> Result<Fleet, String> {
         let db = Arc::new(Db::new(recorder.clone()));
         let mut instances = Vec::new();
         let mut loaders = Vec::new();
@@ -285,6 +298,7 @@ impl Fleet {
             loaders,
             writers: Vec::new(),
             url: url.to_owned(),
+            replicated,
             recorder,
         })
     }
@@ -361,6 +375,7 @@ impl Fleet {
                 id: w as u16,
                 of,
                 url: self.url.clone(),
+                replicated: self.replicated,
                 db: Arc::clone(&self.db),
                 faults,
                 recorder: self.recorder.clone(),
@@ -594,6 +609,7 @@ struct WriterLoop {
     id: u16,
     of: WriterOf,
     url: String,
+    replicated: bool,
     db: Arc<Db>,
     faults: Arc<WriterFaults>,
     recorder: Recorder,
@@ -610,7 +626,10 @@ impl WriterLoop {
     /// A new writer process: its own backend (which the nemesis can cut
     /// off) and reloader.
     fn spawn_process(&self) -> Result<Writer, String> {
-        let backend = FaultyBackend::new(backend(&self.url)?);
+        let backend = FaultyBackend::new(
+            RedisBackend::with_config(&self.url, writer_config(self.replicated))
+                .map_err(|e| format!("a writer's backend: {e}"))?,
+        );
         *self
             .faults
             .backend

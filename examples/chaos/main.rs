@@ -179,7 +179,7 @@ async fn soak(args: &Args, seed: u64) -> Result<Report, String> {
         .map_err(|e| format!("starting the {} Redis: {e}", args.topology.name()))?;
     let url = topology.url();
     let recorder = Recorder::new();
-    let mut fleet = Fleet::new(&url, recorder.clone())?;
+    let mut fleet = Fleet::new(&url, args.topology.replicated(), recorder.clone())?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = fleet.start_readers(usize::from(args.readers), &stop);
     tasks.extend(fleet.start_writers(&stop));

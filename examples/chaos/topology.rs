@@ -91,14 +91,24 @@ impl Kind {
         rules.extend(COMMON.iter().map(|s| s.to_string()));
         match self {
             Kind::Single => {}
-            Kind::Sentinel => rules.push("+role".into()),
-            Kind::Cluster => rules.extend(["+cluster|myid", "+cluster|slots"].map(String::from)),
+            // And `wait`: the writers wait for a replica (see `replicated`).
+            Kind::Sentinel => rules.extend(["+role", "+wait"].map(String::from)),
+            Kind::Cluster => {
+                rules.extend(["+cluster|myid", "+cluster|slots", "+wait"].map(String::from))
+            }
         }
         rules
     }
 }
 
 impl Kind {
+    /// Whether the deployment has replicas: its writers then wait for
+    /// one (`RedisConfig::wait_for_replicas`), as DEPLOYMENT.md says a
+    /// writer must for no "ok" to be lost in a failover.
+    pub fn replicated(self) -> bool {
+        self != Kind::Single
+    }
+
     /// Every data node's extra arguments: `DEBUG` enabled (for the
     /// `DEBUG SLEEP` fault) and the fleet user with its rules.
     pub fn node_args(self) -> Vec<String> {
