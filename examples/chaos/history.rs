@@ -1,7 +1,7 @@
 //! The history: every read a reader made, every write a writer made, every
 //! save the store took or refused, and every fault the nemesis injected,
 //! each with its time since the run began. Recorded while the run goes,
-//! checked afterwards (`checker.rs`), and written as JSON lines so a run
+//! checked afterwards (`checker/`), and written as JSON lines so a run
 //! can be checked again offline (`--check FILE`).
 
 use std::fmt;
