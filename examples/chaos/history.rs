@@ -165,6 +165,11 @@ pub enum Event {
         target: Target,
         version: u64,
     },
+    /// The nemesis stopped and everything it broke was healed: from here
+    /// (after a grace) every answer is current and every writer writes.
+    Healed {
+        at: Micros,
+    },
 }
 
 impl Event {
@@ -176,6 +181,7 @@ impl Event {
             Event::Save(s) => s.at,
             Event::Fault(f) => f.start,
             Event::Final { .. } => Micros::MAX,
+            Event::Healed { at } => *at,
         }
     }
 }
@@ -224,6 +230,7 @@ impl fmt::Display for Event {
             Event::Final { target, version } => {
                 write!(f, "        end of run  final  {target:?} v{version}")
             }
+            Event::Healed { at } => write!(f, "{:>10.3}             ms  healed", ms(*at)),
         }
     }
 }

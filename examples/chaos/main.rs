@@ -92,6 +92,8 @@ fn params() -> Params {
         // The documented bound, and room for a 2-core machine that runs
         // the fleet, the nemesis and every Redis process at once.
         check_bound: us(fleet::check_bound() + SCHEDULING_MARGIN),
+        keyed_check_bound: us(fleet::keyed_check_bound() + SCHEDULING_MARGIN),
+        recovery: us(RECOVERY),
         initial: fleet::INITIAL,
     }
 }
@@ -102,7 +104,12 @@ const SCHEDULING_MARGIN: Duration = Duration::from_millis(200);
 
 /// How long the fleet keeps reading and writing on the healed Redis after
 /// the nemesis stopped: the last writes land and every reader sees them.
-const SETTLE: Duration = Duration::from_secs(5);
+const SETTLE: Duration = Duration::from_secs(8);
+
+/// How long after the heal the fleet may take to be current again:
+/// reconnects (100 ms apart), the loaders' backoff (at most 500 ms), push
+/// tracking armed again, a Cluster's slot map refreshed.
+const RECOVERY: Duration = Duration::from_secs(3);
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -196,6 +203,8 @@ async fn soak(args: &Args, seed: u64) -> Result<Report, String> {
         recorder.clone(),
     )
     .await;
+    fleet.heal();
+    recorder.record(Event::Healed { at: recorder.now() });
     progress.abort();
 
     tokio::time::sleep(SETTLE).await;

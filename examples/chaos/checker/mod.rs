@@ -13,7 +13,7 @@ mod table;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::history::{Event, Micros, Mode, Read, ReadOutcome, Said, Target, WriteOutcome};
 
@@ -40,6 +40,10 @@ pub mod kind {
     pub const SLOW_CHECK: &str = "slow check";
     /// A read failed because of the synchronizer (not the loader).
     pub const REQUEST_FAILED: &str = "request failed";
+    /// Once the nemesis stopped and Redis was healed (after a grace), an
+    /// answer was still stale or failed, an instance stopped reading, or a
+    /// writer never wrote `Ok` again.
+    pub const NOT_RECOVERED: &str = "not recovered";
 }
 
 /// How many violations of one kind the report lists in full; the rest are
@@ -63,6 +67,12 @@ pub struct Params {
     /// backend's call bound plus a margin): a read longer than this is an
     /// availability violation.
     pub check_bound: Micros,
+    /// The same for a keyed read, which may wait for a tenant's first load
+    /// (and its key's creation) before its own check.
+    pub keyed_check_bound: Micros,
+    /// How long after [`Event::Healed`] the fleet may take to be current
+    /// again (reconnects, backoffs, push re-armed).
+    pub recovery: Micros,
     /// The version every target starts at (the store's initial value).
     pub initial: u64,
 }
@@ -136,6 +146,7 @@ pub fn check(events: &[Event], params: &Params) -> Report {
     check_reads(events, &index, params, &mut found);
     check_writes(events, &index, &mut found);
     check_saves(events, &index, params, &mut found);
+    check_recovery(events, params, &mut found);
 
     report.violation_counts = found.counts;
     report.violations = found.listed;
@@ -165,6 +176,8 @@ struct Index {
     starts: HashMap<u16, Vec<Micros>>,
     /// Per target, the final version and its event index.
     finals: HashMap<Target, (u64, usize)>,
+    /// The (target, version, writer) of every write told `Ok`.
+    acked_by_writer: HashSet<(Target, u64, u16)>,
     /// The faults' event indices.
     faults: Vec<usize>,
 }
@@ -178,12 +191,14 @@ impl Index {
         let mut starts: HashMap<u16, Vec<Micros>> = HashMap::new();
         let mut finals = HashMap::new();
         let mut faults = Vec::new();
+        let mut acked_by_writer = HashSet::new();
         for (i, event) in events.iter().enumerate() {
             match event {
                 Event::Write(w) => {
                     starts.entry(w.writer).or_default().push(w.start);
                     if let (WriteOutcome::Ok, Some(v)) = (&w.outcome, w.version) {
                         acked.entry(w.target).or_default().push((w.end, v, i));
+                        acked_by_writer.insert((w.target, v, w.writer));
                     }
                 }
                 Event::Save(s) => {
@@ -201,7 +216,7 @@ impl Index {
                 Event::Final { target, version } => {
                     finals.insert(*target, (*version, i));
                 }
-                Event::Read(_) => {}
+                Event::Read(_) | Event::Healed { .. } => {}
             }
         }
         by_writer
@@ -234,6 +249,7 @@ impl Index {
             starts,
             finals,
             faults,
+            acked_by_writer,
         }
     }
 
@@ -372,7 +388,7 @@ fn count(events: &[Event], report: &mut Report) {
                 }
             }
             Event::Fault(f) => *report.faults.entry(f.kind.clone()).or_insert(0) += 1,
-            Event::Final { .. } => {}
+            Event::Final { .. } | Event::Healed { .. } => {}
         }
     }
 }
@@ -392,13 +408,18 @@ fn check_reads(events: &[Event], index: &Index, params: &Params, found: &mut Fou
     for (i, event) in events.iter().enumerate() {
         let Event::Read(read) = event else { continue };
         let took = read.end.saturating_sub(read.start);
-        if took > params.check_bound {
+        let bound = if read.mode.keyed() {
+            params.keyed_check_bound
+        } else {
+            params.check_bound
+        };
+        if took > bound {
             found.add(kind::SLOW_CHECK, read.start, || {
                 (
                     format!(
                         "the check took {}, past the bound of {}",
                         ms(took),
-                        ms(params.check_bound)
+                        ms(bound)
                     ),
                     vec![i],
                     (read.start.saturating_sub(FAULT_LOOKBACK), read.end),
@@ -648,12 +669,21 @@ fn check_saves(events: &[Event], index: &Index, params: &Params, found: &mut Fou
             continue;
         }
         if let Some(&(before, b)) = last.get(&save.target) {
-            if save.version <= before {
+            // A save that did not raise the version overwrote the one
+            // before it: a lost update if that one's writer was told Ok (a
+            // writer told its lease lapsed was told it may be replaced).
+            let overwritten_acked = match &events[b] {
+                Event::Save(b) => index
+                    .acked_by_writer
+                    .contains(&(b.target, b.version, b.writer)),
+                _ => false,
+            };
+            if save.version <= before && overwritten_acked {
                 found.add(kind::LOST_UPDATE, save.at, || {
                     (
                         format!(
-                            "the store accepted w{}'s {:?} v{} after v{before}: the versions \
-                             did not rise",
+                            "the store accepted w{}'s {:?} v{} after v{before}, whose writer \
+                             was told Ok: the versions did not rise",
                             save.writer, save.target, save.version
                         ),
                         vec![b, i],
@@ -692,6 +722,77 @@ fn check_saves(events: &[Event], index: &Index, params: &Params, found: &mut Fou
                     ),
                     concerns,
                     (at.saturating_sub(FAULT_LOOKBACK), Micros::MAX),
+                )
+            });
+        }
+    }
+}
+
+/// After the nemesis stopped and everything was healed, and a grace for
+/// reconnects and backoffs: every answer is current (said `Read` or
+/// `Vouched`), every instance still reads, and every writer is told `Ok`
+/// again. A fleet that silently stopped serving or writing would otherwise
+/// pass every other check.
+fn check_recovery(events: &[Event], params: &Params, found: &mut Found<'_>) {
+    let Some((h, healed)) = events.iter().enumerate().find_map(|(i, e)| match e {
+        Event::Healed { at } => Some((i, *at)),
+        _ => None,
+    }) else {
+        return;
+    };
+    let from = healed.saturating_add(params.recovery);
+    let mut instances: BTreeMap<u16, bool> = BTreeMap::new();
+    let mut writers: BTreeMap<u16, bool> = BTreeMap::new();
+    for (i, event) in events.iter().enumerate() {
+        match event {
+            Event::Read(read) => {
+                let after = read.start >= from;
+                *instances.entry(read.instance).or_default() |= after;
+                let current = matches!(
+                    read.outcome,
+                    ReadOutcome::Served { said, .. } if said != Said::Stale
+                );
+                if after && !current {
+                    found.add(kind::NOT_RECOVERED, read.start, || {
+                        (
+                            format!(
+                                "{} ms after Redis was healed, instance #{} still answered \
+                                 {:?}",
+                                params.recovery / 1000,
+                                read.instance,
+                                read.outcome
+                            ),
+                            vec![h, i],
+                            (healed, read.end),
+                        )
+                    });
+                }
+            }
+            Event::Write(write) => {
+                let ok = write.start >= healed && write.outcome == WriteOutcome::Ok;
+                *writers.entry(write.writer).or_default() |= ok;
+            }
+            _ => {}
+        }
+    }
+    for (instance, read) in instances {
+        if !read {
+            found.add(kind::NOT_RECOVERED, from, || {
+                (
+                    format!("instance #{instance} made no check once Redis was healed"),
+                    vec![h],
+                    (healed, Micros::MAX),
+                )
+            });
+        }
+    }
+    for (writer, ok) in writers {
+        if !ok {
+            found.add(kind::NOT_RECOVERED, healed, || {
+                (
+                    format!("w{writer} was never told Ok again once Redis was healed"),
+                    vec![h],
+                    (healed, Micros::MAX),
                 )
             });
         }

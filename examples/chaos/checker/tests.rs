@@ -6,11 +6,15 @@ use crate::history::{Fault, Save, Write};
 
 const HEARTBEAT: Micros = 100_000;
 const BOUND: Micros = 5_000_000;
+const KEYED_BOUND: Micros = 8_000_000;
+const RECOVERY: Micros = 3_000_000;
 
 fn params() -> Params {
     Params {
         heartbeat: HEARTBEAT,
         check_bound: BOUND,
+        keyed_check_bound: KEYED_BOUND,
+        recovery: RECOVERY,
         initial: 0,
     }
 }
@@ -417,20 +421,43 @@ fn checker_two_acked_writes_of_one_version() {
 
 #[test]
 fn checker_accepted_saves_that_do_not_rise() {
-    let events = vec![
-        save(1, Target::Global, 1_000, 2, true),
-        save(1, Target::Global, 1_100, 3, false),
+    // w1's v2 told Ok, then w2's v2 accepted over it: overwritten.
+    let mut events = acked(1, Target::Global, 900, 1_100, 2).to_vec();
+    events.extend([
+        save(1, Target::Global, 1_150, 3, false),
         save(2, Target::Global, 2_000, 2, true),
         fin(Target::Global, 2),
-    ];
+    ]);
     let report = only(&events, kind::LOST_UPDATE, 1);
     assert_eq!(report.violations[0].at, 2_000);
-    let events = vec![
-        save(1, Target::Global, 1_000, 2, true),
+    let mut events = acked(1, Target::Global, 900, 1_100, 2).to_vec();
+    events.extend([
         save(2, Target::Global, 2_000, 1, true),
         fin(Target::Global, 1),
+    ]);
+    let report = check(&events, &params());
+    assert_eq!(report.violation_counts.get(kind::LOST_UPDATE), Some(&1));
+}
+
+#[test]
+fn checker_accepts_a_save_over_one_whose_writer_was_told_its_lease_lapsed() {
+    // w0 stalled past its lease saves v6 with its old fence (accepted: no
+    // newer one was taken yet) and is told so; w1, which took the lease,
+    // saves v6 too and is told Ok. No acknowledged write is overwritten.
+    let events = vec![
+        save(0, Target::Global, 1_000, 6, true),
+        write(
+            0,
+            Target::Global,
+            (500, 1_200),
+            Some(6),
+            WriteOutcome::LeaseLost { saved: Some(true) },
+        ),
+        save(1, Target::Global, 1_500, 6, true),
+        write(1, Target::Global, (800, 1_600), Some(6), WriteOutcome::Ok),
+        fin(Target::Global, 6),
     ];
-    only(&events, kind::LOST_UPDATE, 1);
+    clean(&events);
 }
 
 #[test]
@@ -692,4 +719,93 @@ fn checker_lists_the_first_of_a_kind_and_counts_all() {
     ] {
         assert!(table.contains(needle), "{needle} not in\n{table}");
     }
+}
+
+// Recovery.
+
+fn healed(at: Micros) -> Event {
+    Event::Healed { at }
+}
+
+/// A history healed at 10 s: w1's v1 before, w1's v2 after, and an
+/// instance reading v2 as current after the grace.
+fn recovered() -> Vec<Event> {
+    let mut events = acked(1, Target::Global, 1_000, 2_000, 1).to_vec();
+    events.push(healed(10_000_000));
+    events.extend(acked(1, Target::Global, 10_500_000, 10_600_000, 2));
+    events.push(read(Mode::Strict, (14_000_000, 14_001_000), 2, Said::Read));
+    events.push(fin(Target::Global, 2));
+    events
+}
+
+#[test]
+fn checker_accepts_a_fleet_current_again_after_the_heal() {
+    let mut events = recovered();
+    // Stale within the grace is allowed.
+    events.push(read(Mode::Strict, (11_000_000, 11_001_000), 1, Said::Stale));
+    clean(&events);
+}
+
+#[test]
+fn checker_a_stale_answer_after_the_heal_and_its_grace() {
+    let events = with(
+        recovered(),
+        [read(Mode::Strict, (14_100_000, 14_101_000), 2, Said::Stale)],
+    );
+    let report = only(&events, kind::NOT_RECOVERED, 1);
+    assert!(report.violations[0].message.contains("still answered"));
+    let events = with(
+        recovered(),
+        [failed(Mode::KeyedStrict, (14_100_000, 14_101_000), true)],
+    );
+    only(&events, kind::NOT_RECOVERED, 1);
+}
+
+#[test]
+fn checker_an_instance_silent_after_the_heal() {
+    let mut events = recovered();
+    let mut early = read(Mode::Strict, (5_000_000, 5_001_000), 1, Said::Read);
+    if let Event::Read(r) = &mut early {
+        r.instance = 3;
+    }
+    events.push(early);
+    let report = only(&events, kind::NOT_RECOVERED, 1);
+    assert!(report.violations[0].message.contains("#3"));
+}
+
+#[test]
+fn checker_a_writer_never_told_ok_after_the_heal() {
+    // w2 wrote the parent before the heal, and never again after it.
+    let mut events = recovered();
+    events.extend(acked(2, Target::Parent, 3_000, 4_000, 1));
+    events.push(fin(Target::Parent, 1));
+    let report = only(&events, kind::NOT_RECOVERED, 1);
+    assert!(report.violations[0].message.contains("w2"));
+}
+
+#[test]
+fn checker_holds_keyed_reads_to_their_own_bound() {
+    // 6 s: past a plain check's bound, within a keyed one's.
+    let events = with(
+        base(),
+        [keyed(
+            Mode::KeyedStrict,
+            1,
+            (3_000, 6_003_000),
+            (0, 0),
+            Said::Read,
+        )],
+    );
+    clean(&events);
+    let events = with(
+        base(),
+        [keyed(
+            Mode::KeyedStrict,
+            1,
+            (3_000, 3_000 + KEYED_BOUND + 1),
+            (0, 0),
+            Said::Read,
+        )],
+    );
+    only(&events, kind::SLOW_CHECK, 1);
 }

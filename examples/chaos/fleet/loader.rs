@@ -33,6 +33,13 @@ fn take(counter: &AtomicU32) -> bool {
 pub const INJECTED: &str = "injected loader fault";
 
 impl LoaderFaults {
+    /// Disarms every fault not used up.
+    pub(super) fn disarm(&self) {
+        for counter in [&self.fail, &self.hang, &self.panic] {
+            counter.store(0, SeqCst);
+        }
+    }
+
     /// Runs the next fault, if one is armed.
     async fn strike(&self) -> Result<(), std::io::Error> {
         tokio::task::yield_now().await;

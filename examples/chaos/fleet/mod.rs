@@ -30,7 +30,7 @@ use crate::history::{Micros, Mode, Recorder};
 use crate::nemesis::FleetFaults;
 
 pub use self::loader::INJECTED;
-pub use self::settings::{check_bound, keys, HEARTBEAT, INITIAL, INTERVAL};
+pub use self::settings::{check_bound, keyed_check_bound, keys, HEARTBEAT, INITIAL, INTERVAL};
 
 /// One reloader of the fleet, in one of the modes.
 enum Instance {
@@ -203,6 +203,19 @@ impl Fleet {
             handles.push(tokio::spawn(writer.run()));
         }
         handles
+    }
+}
+
+impl Fleet {
+    /// Disarms every fault the nemesis armed in the fleet's own parts and
+    /// did not use up: the run ends on working loaders and writers.
+    pub fn heal(&self) {
+        for loader in &self.loaders {
+            loader.disarm();
+        }
+        for writer in &self.writers {
+            writer.disarm();
+        }
     }
 }
 

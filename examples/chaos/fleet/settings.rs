@@ -57,6 +57,14 @@ pub fn check_bound() -> Duration {
     config().call_bound() * 2 + MAX_WAIT.max(LOAD_TIMEOUT)
 }
 
+/// The most a keyed check may take: a tenant's first load (a read; when
+/// the key is missing, the parent's read and creation, the key's creation
+/// and its read back; the load's timeout), then, for a check that waited
+/// on another's first load, a check of its own.
+pub fn keyed_check_bound() -> Duration {
+    config().call_bound() * 5 + LOAD_TIMEOUT + check_bound()
+}
+
 /// The unkeyed reloaders' key.
 pub fn global_key() -> Key {
     Key::new(["chaos"]).expect("a valid key")

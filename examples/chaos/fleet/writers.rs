@@ -57,14 +57,18 @@ impl WriterFaults {
         self.die.store(true, SeqCst);
     }
 
-    fn cut(&self, on: bool) {
-        if let Some(faults) = &*self.backend.lock().unwrap_or_else(|e| e.into_inner()) {
-            if on {
-                faults.fail_all();
-            } else {
-                faults.stop_failing();
-            }
-        }
+    /// Disarms the faults not used up.
+    pub(super) fn disarm(&self) {
+        self.stall.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.die.store(false, SeqCst);
+    }
+
+    /// The current writer process's backend faults, to cut it off.
+    fn process(&self) -> Option<Faults> {
+        self.backend
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The writer's saver: the armed fault, then the fenced save.
@@ -76,21 +80,35 @@ impl WriterFaults {
         version: u64,
         fence: Fence,
     ) -> Result<(), String> {
+        let process = self.process();
         let stall = self.stall.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(stall) = stall {
-            self.cut(true);
+        if let (Some(stall), Some(process)) = (stall, &process) {
+            // Reconnected however the stall ends: a write abandoned at its
+            // timeout drops this future mid-sleep.
+            let _resumed = Resume(process.clone());
+            process.fail_all();
             tokio::time::sleep(stall).await;
-            self.cut(false);
         }
         let saved = db.save(writer, target, version, fence);
         if self.die.swap(false, SeqCst) {
             // Dead between the save and the bump: nothing more of this
             // process reaches Redis, and it never answers its caller.
-            self.cut(true);
+            if let Some(process) = &process {
+                process.fail_all();
+            }
             self.died.notify_one();
             std::future::pending::<()>().await;
         }
         saved
+    }
+}
+
+/// Ends a stalled writer's cut from Redis when dropped.
+struct Resume(Faults);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        self.0.stop_failing();
     }
 }
 
