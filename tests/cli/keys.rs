@@ -154,4 +154,18 @@ fn bumping_a_member_that_did_not_exist_says_so() {
     // Without --member, a new key is no typo of a member: nothing said.
     let plain = run(gensync().args(["--url", &url, "bump", "fresh"]));
     assert_eq!(plain.stderr, "");
+
+    // The set's generation gone (lapsed, flushed), the member still there:
+    // `get` says so, and a bump of the member is no new member.
+    raw::<i64>(&server, redis::cmd("DEL").arg("gensync:tenants"));
+    let get = run(gensync().args(["--url", &url, "--member", "acme", "get", "tenants"]));
+    assert_eq!(get.code, Some(1), "{}", get.stderr);
+    assert!(
+        get.stderr.contains("exists, but its set has no generation"),
+        "{}",
+        get.stderr
+    );
+    let lapsed = bump("acme");
+    assert_eq!(lapsed.code, Some(0), "{}", lapsed.stderr);
+    assert_eq!(lapsed.stderr, "", "an existing member whose set lapsed");
 }

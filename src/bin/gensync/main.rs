@@ -274,6 +274,12 @@ fn main() -> ExitCode {
         Err(e) => return fail(TROUBLE, e),
     };
     let member = cli.member;
+    // The member's key read alone, without its set's: whether the member
+    // exists, whatever became of the set's parent.
+    let alone = {
+        let backend = backend.clone();
+        move |sync: &Sync| BlockingSynchronizer::new(backend.clone(), sync.key().clone()).read()
+    };
     let sync = |key: Key| -> Result<Sync, ExitCode> {
         let (key, parent) = match &member {
             Some(id) => {
@@ -305,12 +311,12 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     match command {
-        Cmd::Get { .. } => get(&sync),
+        Cmd::Get { .. } => get(&sync, member.is_some().then(|| alone(&sync))),
         Cmd::Bump { .. } => {
             // A typo'd member ID would make a new member silently: look
             // first, and say so after (a warning, not a refusal: a new
             // tenant's first bump is as legitimate as a typo).
-            let new_member = member.is_some() && matches!(observe(&sync), Ok(Stored::Missing));
+            let new_member = member.is_some() && matches!(alone(&sync), Ok(Stored::Missing));
             match sync.mark_updated() {
                 Ok(generation) => {
                     if new_member {
@@ -424,9 +430,20 @@ fn say(line: &str) -> ExitCode {
     }
 }
 
-fn get(sync: &Sync) -> ExitCode {
+/// `get`; for a member, `alone` is its key read without its set's.
+fn get(sync: &Sync, alone: Option<Result<Stored, Error>>) -> ExitCode {
     match observe(sync) {
         Ok(Stored::Value(generation)) => print(generation),
+        // The member is there; its set's generation is not (lapsed or
+        // flushed): the set's next check or write creates it.
+        Ok(Stored::Missing) if matches!(alone, Some(Ok(Stored::Value(_)))) => fail(
+            NO_GENERATION,
+            format!(
+                "{} exists, but its set has no generation (lapsed or flushed): the set's \
+                 next check or write makes one, or `gensync bump` the set",
+                sync.key()
+            ),
+        ),
         Ok(Stored::Missing) => fail(NO_GENERATION, format!("no generation at {}", sync.key())),
         // Corrupt (or a state this binary does not know: no generation).
         Ok(_) => fail(
