@@ -5,8 +5,6 @@
 //! read as missing once was folded as "no parent", a number that came
 //! back each time the parent went again.
 
-#![cfg(feature = "testing")]
-
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
