@@ -44,7 +44,7 @@ impl Freshness {
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), gensync::Error> {
-/// let sync = Synchronizer::new(MemoryBackend::new(), Key::new("site")?);
+/// let sync = Synchronizer::new(MemoryBackend::new(), Key::new(["site"])?);
 /// let reloader = Reloader::builder(sync, || async { Ok::<_, std::io::Error>(7) }).build(0)?;
 ///
 /// let answer = reloader.answer().await;
