@@ -11,6 +11,18 @@ use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 
 const KINDS: [Kind; 3] = [Kind::Single, Kind::Sentinel, Kind::Cluster];
 
+/// The faults `recorder` holds, in the order they were recorded.
+fn faults(recorder: &Recorder) -> Vec<Fault> {
+    recorder
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Fault(f) => Some(f),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
 fn nemesis_plan_is_the_seeds_alone() {
     for kind in KINDS {
@@ -158,14 +170,7 @@ async fn smoke(kind: Kind, skippable: &[FaultKind]) {
     heal(&topology, &keys).await;
     drop(data);
 
-    let faults: Vec<Fault> = recorder
-        .events()
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::Fault(f) => Some(f),
-            _ => None,
-        })
-        .collect();
+    let faults = faults(&recorder);
     assert_eq!(faults.len(), kinds.len());
     let skipped: HashSet<String> = faults
         .iter()
@@ -280,14 +285,7 @@ async fn restarts_from_an_older_snapshot(kind: Kind) {
     set(2).await;
     running.await.unwrap();
 
-    let fault = recorder
-        .events()
-        .into_iter()
-        .find_map(|e| match e {
-            Event::Fault(f) => Some(f),
-            _ => None,
-        })
-        .unwrap();
+    let fault = faults(&recorder).remove(0);
     assert_eq!(fault.kind, FaultKind::KillOlder.name());
     assert!(fault.detail.contains("from snap-00000000.rdb"), "{fault:?}");
     assert!(fault.start >= 2_500_000, "{fault:?}");
@@ -331,12 +329,7 @@ async fn nemesis_run_of_a_schedule_records_every_fault_and_heals() {
         recorder.clone(),
     )
     .await;
-    let faults = recorder
-        .events()
-        .iter()
-        .filter(|e| matches!(e, Event::Fault(_)))
-        .count();
-    assert_eq!(faults, planned.len());
+    assert_eq!(faults(&recorder).len(), planned.len());
     tokio::task::spawn_blocking(move || topology.lock().unwrap().healthy(&keys))
         .await
         .unwrap()
@@ -434,14 +427,7 @@ async fn nemesis_pause_lands_on_the_replica_while_the_primary_is_down() {
         pick: 1,
     };
     inject(&ctx, &planned, &recorder).await;
-    let fault = recorder
-        .events()
-        .into_iter()
-        .find_map(|e| match e {
-            Event::Fault(f) => Some(f),
-            _ => None,
-        })
-        .unwrap();
+    let fault = faults(&recorder).remove(0);
     assert_eq!(fault.kind, FaultKind::Pause.name(), "{fault:?}");
     assert!(
         fault.detail.starts_with(&format!("node {replica} ")),
