@@ -203,12 +203,7 @@ impl WriterLoop {
                 () = self.faults.died.notified() => None,
             };
             let version = *tried.lock().unwrap_or_else(|e| e.into_inner());
-            let outcome = match outcome {
-                Some(Ok(())) => WriteOutcome::Ok,
-                Some(Err((saved, _, true))) => WriteOutcome::LeaseLost { saved },
-                Some(Err((saved, error, false))) => WriteOutcome::Failed { saved, error },
-                None => WriteOutcome::Died,
-            };
+            let outcome = outcome.unwrap_or(WriteOutcome::Died);
             let died = outcome == WriteOutcome::Died;
             self.recorder.record(Event::Write(Write {
                 writer: self.id,
@@ -229,9 +224,8 @@ impl WriterLoop {
         }
     }
 
-    /// One update: load, add one, save under the lease, bump. Says what it
-    /// was told: `Ok`, or what `PublishError::saved` said, the message and
-    /// whether the lease was lost.
+    /// One update: load, add one, save under the lease, bump; and what the
+    /// writer was told.
     fn write<'a>(
         &'a self,
         writer: &'a Writer,
@@ -239,7 +233,7 @@ impl WriterLoop {
         tried: &Arc<Mutex<Option<u64>>>,
     ) -> (
         Target,
-        std::pin::Pin<Box<dyn std::future::Future<Output = Told> + Send + 'a>>,
+        std::pin::Pin<Box<dyn std::future::Future<Output = WriteOutcome> + Send + 'a>>,
     ) {
         let tried = Arc::clone(tried);
         match writer {
@@ -255,8 +249,7 @@ impl WriterLoop {
                             v + 1
                         })
                         .await
-                        .map(|_| ())
-                        .map_err(|e| told(&e))
+                        .map_or_else(|e| told(&e), |_| WriteOutcome::Ok)
                 });
                 (target, write)
             }
@@ -269,11 +262,16 @@ impl WriterLoop {
                             (s.0 + 1, s.1)
                         })
                         .await
-                        .map(|_| ())
-                        .map_err(|e| match e {
-                            KeyedError::Publish(e) => told(&e),
-                            other => (Some(false), other.to_string(), false),
-                        })
+                        .map_or_else(
+                            |e| match e {
+                                KeyedError::Publish(e) => told(&e),
+                                other => WriteOutcome::Failed {
+                                    saved: Some(false),
+                                    error: other.to_string(),
+                                },
+                            },
+                            |_| WriteOutcome::Ok,
+                        )
                 });
                 (Target::Tenant(tenant), write)
             }
@@ -281,10 +279,13 @@ impl WriterLoop {
     }
 }
 
-/// What a writer was told: `Ok`, or (saved, message, lease lost).
-type Told = Result<(), (Option<bool>, String, bool)>;
-
-fn told(e: &PublishError) -> (Option<bool>, String, bool) {
-    let lease_lost = matches!(e, PublishError::LeaseLost { .. });
-    (e.saved(), e.to_string(), lease_lost)
+/// What a writer told `e` was told, as the history records it.
+fn told(e: &PublishError) -> WriteOutcome {
+    match e {
+        PublishError::LeaseLost { .. } => WriteOutcome::LeaseLost { saved: e.saved() },
+        e => WriteOutcome::Failed {
+            saved: e.saved(),
+            error: e.to_string(),
+        },
+    }
 }
