@@ -1,5 +1,5 @@
 //! The fleet's loaders, which the nemesis can make fail, hang or panic,
-//! and the keyed reloader's construction.
+//! and the reloaders' construction over them.
 
 use std::sync::atomic::AtomicU32;
 use std::sync::atomic::Ordering::SeqCst;
@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use gensync::backend::Backend;
 use gensync::keyed::{KeyedReloader, KeyedReloaderBuilder};
-use gensync::reload::CheckMode;
+use gensync::reload::{CheckMode, Reloader, ReloaderBuilder};
+use gensync::{RedisBackend, Synchronizer};
 
-use super::settings::{set_key, BACKOFF, CAPACITY, LOAD_TIMEOUT, MAX_WAIT};
+use super::settings::{global_key, set_key, BACKOFF, CAPACITY, LOAD_TIMEOUT, MAX_WAIT};
 use super::store::Db;
 use crate::history::Target;
 
@@ -58,27 +59,26 @@ impl LoaderFaults {
     }
 }
 
-pub(super) fn plain_loader(
+/// A reloader's builder of the global settings, loading them from the
+/// store, in `mode` (the async instances' and the blocking one's).
+pub(super) fn plain(
     db: &Arc<Db>,
     faults: &Arc<LoaderFaults>,
-) -> impl Fn() -> futures_like::Load + Send + Sync + Clone + 'static {
+    backend: RedisBackend,
+    mode: CheckMode,
+) -> ReloaderBuilder<u64, Synchronizer<RedisBackend>> {
     let (db, faults) = (Arc::clone(db), Arc::clone(faults));
-    move || {
+    Reloader::builder(Synchronizer::new(backend, global_key()), move || {
         let (db, faults) = (Arc::clone(&db), Arc::clone(&faults));
-        Box::pin(async move {
+        async move {
             faults.strike().await?;
-            Ok(db.version(Target::Global))
-        })
-    }
-}
-
-/// The boxed load future the plain loaders return (one type for the
-/// async and the blocking reloader).
-mod futures_like {
-    use std::future::Future;
-    use std::pin::Pin;
-
-    pub type Load = Pin<Box<dyn Future<Output = Result<u64, std::io::Error>> + Send>>;
+            Ok::<_, std::io::Error>(db.version(Target::Global))
+        }
+    })
+    .mode(mode)
+    .max_wait(MAX_WAIT)
+    .load_timeout(LOAD_TIMEOUT)
+    .backoff(BACKOFF.0, BACKOFF.1)
 }
 
 /// What a keyed tenant is served: its own version and the parent's.

@@ -16,14 +16,13 @@ use std::time::Duration;
 
 use gensync::keyed::KeyedReloader;
 use gensync::reload::{CheckMode, Reloader};
-use gensync::Synchronizer;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::task::JoinHandle;
 
-use self::loader::{keyed, plain_loader, LoaderFaults, Tenant};
+use self::loader::{keyed, plain, LoaderFaults, Tenant};
 use self::reads::{blocking_reader, pace, record_keyed, record_plain};
-use self::settings::{backend, global_key, BACKOFF, LOAD_TIMEOUT, LOCK_TTL, MAX_WAIT, TENANTS};
+use self::settings::{backend, LOCK_TTL, TENANTS};
 use self::store::Db;
 use self::writers::{WriterFaults, WriterLoop, WriterOf};
 use crate::history::{Micros, Mode, Recorder};
@@ -96,16 +95,9 @@ impl Fleet {
                         .map_err(|e| format!("a keyed reloader: {e}"))?,
                 ),
                 _ => Instance::Plain(
-                    Reloader::builder(
-                        Synchronizer::new(backend(url)?, global_key()),
-                        plain_loader(&db, &faults),
-                    )
-                    .mode(check_mode(mode))
-                    .max_wait(MAX_WAIT)
-                    .load_timeout(LOAD_TIMEOUT)
-                    .backoff(BACKOFF.0, BACKOFF.1)
-                    .build(INITIAL)
-                    .map_err(|e| format!("a {} reloader: {e}", mode.name()))?,
+                    plain(&db, &faults, backend(url)?, check_mode(mode))
+                        .build(INITIAL)
+                        .map_err(|e| format!("a {} reloader: {e}", mode.name()))?,
                 ),
             };
             instances.push((mode, instance));

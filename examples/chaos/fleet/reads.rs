@@ -6,13 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gensync::keyed::KeyedError;
-use gensync::reload::{Answer, BlockingReloader, Freshness, Reloader};
-use gensync::Synchronizer;
+use gensync::reload::{Answer, BlockingReloader, CheckMode, Freshness};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::loader::{plain_loader, LoaderFaults, Tenant};
-use super::settings::{backend, global_key, BACKOFF, INITIAL, LOAD_TIMEOUT, MAX_WAIT};
+use super::loader::{plain, LoaderFaults, Tenant};
+use super::settings::{backend, INITIAL};
 use super::store::Db;
 use crate::history::{Event, Micros, Mode, Read, ReadOutcome, Recorder, Said, Target};
 
@@ -94,17 +93,8 @@ pub(super) fn blocking_reader(
     seed: u64,
 ) {
     let built = backend(url).and_then(|backend| {
-        BlockingReloader::new(
-            Reloader::builder(
-                Synchronizer::new(backend, global_key()),
-                plain_loader(db, faults),
-            )
-            .max_wait(MAX_WAIT)
-            .load_timeout(LOAD_TIMEOUT)
-            .backoff(BACKOFF.0, BACKOFF.1),
-            INITIAL,
-        )
-        .map_err(|e| format!("the blocking reloader: {e}"))
+        BlockingReloader::new(plain(db, faults, backend, CheckMode::Strict), INITIAL)
+            .map_err(|e| format!("the blocking reloader: {e}"))
     });
     let reloader = match built {
         Ok(reloader) => reloader,
