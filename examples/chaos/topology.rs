@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use gensync::testing::{RedisCluster, RedisServer, SentinelGroup};
+use gensync::RedisUrl;
 
 use crate::proxy::Proxy;
 
@@ -191,14 +192,24 @@ impl Topology {
     /// through the proxy; on Sentinel the group's URL (the user is for
     /// the data nodes), on Cluster the cluster's.
     pub fn url(&self) -> String {
-        let auth = format!("{USER}:{PASSWORD}@");
         match &self.deployment {
             Deployment::Single(_) => {
                 let proxy = self.proxy.as_ref().expect("Single has a proxy");
-                format!("redis://{auth}{}", proxy.addr())
+                format!("redis://{USER}:{PASSWORD}@{}", proxy.addr())
             }
-            Deployment::Sentinel(group) => with_auth(&group.url(), &auth),
-            Deployment::Cluster(cluster) => with_auth(&cluster.url(), &auth),
+            Deployment::Sentinel(group) => as_fleet(RedisUrl::sentinel(
+                group
+                    .sentinel_addrs()
+                    .into_iter()
+                    .map(|(host, port)| format!("{host}:{port}")),
+                group.master_name(),
+            )),
+            Deployment::Cluster(cluster) => as_fleet(RedisUrl::cluster(
+                cluster
+                    .nodes()
+                    .iter()
+                    .map(|node| format!("127.0.0.1:{}", node.port())),
+            )),
         }
     }
 
@@ -305,12 +316,9 @@ impl Topology {
     }
 }
 
-/// `url` with `auth` (`user:password@`) after its scheme.
-fn with_auth(url: &str, auth: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => format!("{scheme}://{auth}{rest}"),
-        None => url.to_owned(),
-    }
+/// `url` as the fleet user.
+fn as_fleet(url: RedisUrl) -> String {
+    url.user(USER).password(PASSWORD).to_url()
 }
 
 /// The fleet user's URL of one node.
@@ -362,8 +370,11 @@ mod tests {
     #[test]
     fn topology_urls_carry_the_fleet_user() {
         assert_eq!(
-            with_auth("redis+sentinel://127.0.0.1:1,127.0.0.1:2/gensync", "u:p@"),
-            "redis+sentinel://u:p@127.0.0.1:1,127.0.0.1:2/gensync"
+            as_fleet(RedisUrl::sentinel(
+                ["127.0.0.1:1", "127.0.0.1:2"],
+                "gensync"
+            )),
+            format!("redis+sentinel://{USER}:{PASSWORD}@127.0.0.1:1,127.0.0.1:2/gensync")
         );
     }
 
