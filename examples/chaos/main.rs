@@ -210,9 +210,9 @@ async fn soak(args: &Args, seed: u64) -> Result<Report, String> {
     tokio::time::sleep(SETTLE).await;
     stop.store(true, SeqCst);
     for task in tasks {
-        // A reader or writer stuck past every bound is itself a finding:
-        // the checker sees its missing end as a slow check, so do not wait
-        // for it forever.
+        // A reader or writer stuck since before the heal recorded nothing
+        // after it, which the checker reports (not recovered): say so here
+        // too, and do not wait for it forever.
         if tokio::time::timeout(Duration::from_secs(30), task)
             .await
             .is_err()
