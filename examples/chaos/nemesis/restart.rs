@@ -136,8 +136,8 @@ pub(super) fn restart(
     match t.deployment_mut() {
         Deployment::Single(server) => server.restart().map_err(|e| e.to_string())?,
         Deployment::Sentinel(group) => {
-            // Fails only the wait if the sentinels kept it the primary
-            // (back before they agreed it was down); it runs either way.
+            // Fails only the wait, if the group is not whole within 5 s;
+            // the node runs either way.
             let _ = group.restart_as_replica(port, Duration::from_secs(5));
             t.down = None;
         }
