@@ -285,3 +285,65 @@ fn strict_mode_refuses_spread_loads_naming_the_fix() {
         .build(0)
         .is_ok());
 }
+
+/// The source's peak of loads running at once when a change reaches a
+/// fleet of `n` push-mode instances, each load taking 50 ms.
+async fn peak_concurrent_loads(n: usize, spread: Duration) -> (usize, Duration) {
+    let running = Arc::new(AtomicU64::new(0));
+    let peak = Arc::new(AtomicU64::new(0));
+    let value = Arc::new(AtomicU64::new(1));
+    let loads = Arc::new(AtomicU64::new(0));
+    let backend = MemoryBackend::new();
+    let mut fleet = Vec::new();
+    for _ in 0..n {
+        let (running, peak, value, loads) =
+            (running.clone(), peak.clone(), value.clone(), loads.clone());
+        let reloader = Reloader::builder(Synchronizer::new(backend.clone(), key()), move || {
+            let (running, peak, value, loads) =
+                (running.clone(), peak.clone(), value.clone(), loads.clone());
+            async move {
+                let now = running.fetch_add(1, SeqCst) + 1;
+                peak.fetch_max(now, SeqCst);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                running.fetch_sub(1, SeqCst);
+                loads.fetch_add(1, SeqCst);
+                Ok::<_, Infallible>(value.load(SeqCst))
+            }
+        })
+        .mode(CheckMode::Push)
+        .spread_loads(spread)
+        .build(0)
+        .unwrap();
+        assert_eq!(*reloader.check().await, 1);
+        fleet.push(reloader);
+    }
+    peak.store(0, SeqCst);
+    value.store(2, SeqCst);
+    let bumped = Instant::now();
+    Synchronizer::new(backend.clone(), key())
+        .mark_updated()
+        .await
+        .unwrap();
+    // Every instance hears of it through push and loads, request or not.
+    while loads.load(SeqCst) < 2 * n as u64 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let took = Instant::now() - bumped;
+    for reloader in &fleet {
+        assert_eq!(*reloader.current(), 2);
+    }
+    (peak.load(SeqCst) as usize, took)
+}
+
+#[tokio::test(start_paused = true)]
+async fn spread_loads_keep_a_thousand_instances_off_the_source_at_once() {
+    const N: usize = 1000;
+    let (herd, at_once) = peak_concurrent_loads(N, Duration::ZERO).await;
+    assert_eq!(herd, N, "without spread every instance loads at once");
+    assert!(at_once < Duration::from_millis(100), "{at_once:?}");
+    // Over 10 s, 100 loads start per second, 5 run at once on average.
+    let (spread, over) = peak_concurrent_loads(N, WINDOW).await;
+    println!("peak concurrent loads for {N} instances: {herd} at once, {spread} spread over {WINDOW:?} (all loaded in {over:?})");
+    assert!(spread <= 25, "{spread} loads at once with spread");
+    assert!(over < WINDOW + Duration::from_millis(100), "{over:?}");
+}
