@@ -12,7 +12,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use gensync::reload::{CheckMode, Reloader};
+use gensync::reload::{CheckMode, Freshness, Reloader};
 use gensync::testing::{Answer, Call, FaultyBackend, Observer};
 use gensync::{
     BackendError, GenerationSynchronizer, Key, MemoryBackend, RedisBackend, RedisConfig,
@@ -583,4 +583,62 @@ fn a_blocking_reloader_in_push_mode_follows_pushed_changes() {
     })
     .unwrap();
     assert_eq!(*reloader.check(), 2);
+}
+
+/// Spread loads over Redis: a bump another process makes is heard within
+/// push's bound and answered at once, labelled deferred, until this
+/// instance's due time; it is loaded by the end of the window, request or
+/// not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spread_push_reloader_answers_a_bump_deferred_and_loads_it_within_the_window() {
+    const WINDOW: Duration = Duration::from_secs(2);
+    let redis = Redis::new();
+    let db = Db::default();
+    let backend = RedisBackend::with_config(&redis.server.url(), config()).unwrap();
+    let source = db.clone();
+    let reloader = Reloader::builder(Synchronizer::new(backend, key()), move || {
+        let v = source.0.load(Ordering::SeqCst);
+        async move { Ok::<_, std::io::Error>(v) }
+    })
+    .mode(CheckMode::Push)
+    .spread_loads(WINDOW)
+    .build(0)
+    .unwrap();
+    armed(&reloader).await;
+
+    db.set(7);
+    let bumped = Instant::now();
+    writer(&redis).mark_updated().await.unwrap();
+    tokio::time::sleep(BOUND).await;
+    let answer = reloader.answer().await;
+    let due = reloader.current().deferred_until();
+    match answer.freshness {
+        Freshness::Deferred => {
+            assert_eq!(*answer.snapshot, 0, "the settings in service");
+            let due = answer
+                .snapshot
+                .deferred_until()
+                .expect("the snapshot says so");
+            assert!(
+                due > Instant::now().into_std(),
+                "deferred past its due time"
+            );
+            assert!(due < (bumped + BOUND + WINDOW).into_std());
+        }
+        // This instance drew a delay shorter than push's bound.
+        fresh => {
+            assert!(fresh.is_current(), "{fresh:?}");
+            assert_eq!(*answer.snapshot, 7);
+            assert_eq!(due, None);
+        }
+    }
+    heard(&reloader, 7).await;
+    assert!(
+        bumped.elapsed() < WINDOW + BOUND + Duration::from_millis(500),
+        "loaded {:?} after the bump",
+        bumped.elapsed()
+    );
+    let answer = reloader.answer().await;
+    assert!(answer.freshness.is_current(), "{:?}", answer.freshness);
+    assert_eq!(*answer.snapshot, 7);
 }

@@ -51,7 +51,11 @@ pub enum CheckMode {
     /// ([`Backend::track`](crate::backend::Backend::track)), or a server that
     /// refuses to track, runs strict throughout. A change the backend
     /// pushes also reloads the settings at once, request or not, so
-    /// [`Reloader::subscribe`](super::Reloader::subscribe) hears of it.
+    /// [`Reloader::subscribe`](super::Reloader::subscribe) hears of it;
+    /// with [`ReloaderBuilder::spread_loads`](super::ReloaderBuilder::spread_loads),
+    /// at a random moment within the window instead, answering
+    /// [`Deferred`](super::Freshness::Deferred) until then, so a fleet
+    /// does not load from the source all at once.
     Push,
     /// The generation is read at most once per interval: a check is
     /// answered with settings at least as new as every update whose bump
