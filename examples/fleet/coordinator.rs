@@ -50,6 +50,18 @@ impl Redis {
         }
     }
 
+    /// On a Cluster, the port of the key's primary now.
+    fn key_owner(&self) -> Option<String> {
+        match self {
+            Redis::Single(_) => None,
+            Redis::Cluster(cluster) => Some(
+                cluster
+                    .primary_for(key().as_str())
+                    .map_or_else(|e| e.to_string(), |port| port.to_string()),
+            ),
+        }
+    }
+
     /// Kills (SIGKILL) and starts again, on the same port, the server that
     /// holds the key: the one server, or the key's primary. Returns its port.
     fn restart(&mut self) -> io::Result<u16> {
@@ -583,16 +595,41 @@ impl Bench<'_> {
             load
         );
         println!();
+        let per_tick: Vec<u64> = series.windows(2).map(|w| w[1].1 - w[0].1).collect();
         println!(
             "connections received, per 100 ms after the restart: {}",
-            series
-                .windows(2)
-                .map(|w| (w[1].1 - w[0].1).to_string())
-                .collect::<Vec<_>>()
-                .join(" ")
+            squeeze_zeros(&per_tick)
         );
+        if let Some(owner) = self.redis.key_owner() {
+            println!("the key's primary after the restart: {owner}");
+        }
         Ok(())
     }
+}
+
+/// `0 888 0 0 0 0 122 0 0` as `0 888 0×4 122 0×2`: long quiet stretches
+/// in one short line.
+fn squeeze_zeros(values: &[u64]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut zeros = 0;
+    let flush = |zeros: &mut usize, out: &mut Vec<String>| {
+        match *zeros {
+            0 => {}
+            1 => out.push("0".into()),
+            n => out.push(format!("0×{n}")),
+        }
+        *zeros = 0;
+    };
+    for &v in values {
+        if v == 0 {
+            zeros += 1;
+        } else {
+            flush(&mut zeros, &mut out);
+            out.push(v.to_string());
+        }
+    }
+    flush(&mut zeros, &mut out);
+    out.join(" ")
 }
 
 fn summary(runs: &[Figures]) {
@@ -628,5 +665,20 @@ fn summary(runs: &[Figures]) {
             col(&|r| r.vouch_s, 2),
             col(&|r| r.converge_ms, 1)
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::squeeze_zeros;
+
+    #[test]
+    fn quiet_stretches_are_squeezed() {
+        assert_eq!(
+            squeeze_zeros(&[0, 888, 0, 0, 0, 0, 122, 0, 0]),
+            "0 888 0×4 122 0×2"
+        );
+        assert_eq!(squeeze_zeros(&[]), "");
+        assert_eq!(squeeze_zeros(&[5, 0, 5]), "5 0 5");
     }
 }

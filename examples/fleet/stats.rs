@@ -35,11 +35,10 @@ pub fn peak_concurrency(intervals: &[(u64, u64)]) -> usize {
     peak as usize
 }
 
-/// The `field:value` lines of a Redis `INFO` reply (section headers and
-/// blank lines skipped).
+/// The `field:value` lines of a Redis `INFO` reply (section headers such
+/// as `# CPU` and blank lines have no colon).
 pub fn info_fields(info: &str) -> HashMap<String, String> {
     info.lines()
-        .filter(|line| !line.starts_with('#'))
         .filter_map(|line| line.trim_end().split_once(':'))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
