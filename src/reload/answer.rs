@@ -26,13 +26,20 @@ pub enum Freshness {
     /// or the loader failed, or the reload outlasted the wait bound.
     /// Counted in [`ReloadMetrics::stale_served`](super::ReloadMetrics::stale_served).
     Stale,
+    /// The settings in service, served at once though a newer generation
+    /// is known: loads are spread
+    /// ([`ReloaderBuilder::spread_loads`](super::ReloaderBuilder::spread_loads))
+    /// and this instance loads it by the end of its spread window
+    /// ([`Snapshot::deferred_until`]). Not current. Counted in
+    /// [`ReloadMetrics::deferred_served`](super::ReloadMetrics::deferred_served).
+    Deferred,
 }
 
 impl Freshness {
-    /// Whether the answer keeps the mode's promise (it is not
-    /// [`Stale`](Freshness::Stale)).
+    /// Whether the answer keeps the mode's promise (it is neither
+    /// [`Stale`](Freshness::Stale) nor [`Deferred`](Freshness::Deferred)).
     pub fn is_current(self) -> bool {
-        self != Freshness::Stale
+        matches!(self, Freshness::Read | Freshness::Vouched)
     }
 }
 

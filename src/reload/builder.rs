@@ -94,6 +94,52 @@ where
         self
     }
 
+    /// Spreads the loads a change causes over `window`, so a fleet that
+    /// hears of a change at once does not load from the source at once.
+    /// Off (zero) by default. Needs [`CheckMode::Push`] or
+    /// [`CheckMode::Interval`]: with [`CheckMode::Strict`],
+    /// [`build`](Self::build) refuses it.
+    ///
+    /// When a check (push mode's own, on a pushed change, or a request's)
+    /// finds the shared generation moved from the one in service to
+    /// another, this instance draws a delay uniformly in `[0, window)`,
+    /// once per change, and loads when it ends. Until then checks are
+    /// answered at once with the settings in service, labelled
+    /// [`Freshness::Deferred`](super::Freshness::Deferred), and the
+    /// snapshot says when it is due to be replaced
+    /// ([`Snapshot::deferred_until`]); changes heard meanwhile join the same
+    /// load. From the end of the delay, checks wait for the load as without
+    /// spread. So settings served are at most `window` plus the mode's
+    /// [`lag`](CheckMode::lag) behind a completed bump, and no answer is
+    /// labelled current unless it keeps the mode's promise.
+    ///
+    /// Not deferred: the first load, a load while the key is missing or
+    /// the backend unreadable, and this reloader's own
+    /// [`publish`](Reloader::publish) or [`update`](Reloader::update),
+    /// which it loads at once so a writer reads its own write.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use gensync::reload::{CheckMode, Reloader};
+    /// use gensync::{Key, MemoryBackend, Synchronizer};
+    ///
+    /// let loader = || async { Ok::<_, std::io::Error>(7) };
+    /// let sync = || Ok::<_, gensync::Error>(Synchronizer::new(MemoryBackend::new(), Key::new(["site"])?));
+    /// let fleet_member = Reloader::builder(sync()?, loader)
+    ///     .mode(CheckMode::Push)
+    ///     .spread_loads(Duration::from_secs(5))
+    ///     .build(0)?;
+    /// # drop(fleet_member);
+    /// // Strict mode never serves settings older than a completed bump.
+    /// let strict = Reloader::builder(sync()?, loader).spread_loads(Duration::from_secs(5));
+    /// assert!(strict.build(0).is_err());
+    /// # Ok::<(), gensync::Error>(())
+    /// ```
+    pub fn spread_loads(mut self, window: Duration) -> Self {
+        self.config.spread = window;
+        self
+    }
+
     /// How long one load may take before it counts as failed. Default 10 s.
     pub fn load_timeout(mut self, bound: Duration) -> Self {
         self.config.load_timeout = bound;

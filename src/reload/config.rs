@@ -21,6 +21,8 @@ pub(crate) struct Config {
     pub(crate) backoff_max: Duration,
     pub(crate) write: WriteSettings,
     pub(crate) mode: CheckMode,
+    /// The spread window for loads after a change (zero: load at once).
+    pub(crate) spread: Duration,
 }
 
 impl Default for Config {
@@ -32,6 +34,7 @@ impl Default for Config {
             backoff_max: Duration::from_secs(30),
             write: WriteSettings::default(),
             mode: CheckMode::default(),
+            spread: Duration::ZERO,
         }
     }
 }
@@ -53,6 +56,14 @@ impl Config {
             return Err(Error::Config(format!("{name} must be greater than zero")));
         }
         self.mode.validate()?;
+        if !self.spread.is_zero() && self.mode == CheckMode::Strict {
+            return Err(Error::Config(format!(
+                "spread_loads ({:?}) needs push or interval mode: strict mode answers every \
+                 check with settings at least as new as every completed bump, so it cannot put \
+                 a load off; choose .mode(CheckMode::Push) or drop spread_loads",
+                self.spread
+            )));
+        }
         if self.backoff_max < self.backoff_initial {
             return Err(Error::Config(format!(
                 "the backoff maximum ({:?}) is below its initial pause ({:?})",

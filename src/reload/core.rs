@@ -16,6 +16,7 @@ use super::metrics::{Counters, Stopwatch};
 use super::reads::Reads;
 use super::snapshot::{Inner as SnapshotInner, Snapshot};
 use super::source::{SettingsLoader, SettingsSaver};
+use super::spread::{Spread, Verdict};
 use crate::synchronizer::{Check, GenerationSynchronizer, Observed, Writer};
 
 /// Everything the clones of one reloader share.
@@ -31,6 +32,8 @@ pub(super) struct Core<S> {
     pub(super) reads: Arc<Reads>,
     /// Set once push mode has started tracking (and its reload task).
     pub(super) tracking: OnceLock<()>,
+    /// Loads after a change put off within a window (off by default).
+    pub(super) spread: Spread,
 }
 
 /// What a reloader writes with: the key's writer, and the saver.
@@ -55,6 +58,7 @@ impl<S> Core<S> {
             current: ArcSwap::new(Arc::clone(first.as_arc())),
             reads: Arc::new(Reads::new()),
             tracking: OnceLock::new(),
+            spread: Spread::new(config.spread),
             sync,
             loader,
             writes,
@@ -104,6 +108,37 @@ impl<S: Send + Sync + 'static> Core<S> {
         }
     }
 
+    /// With spread loads, the settings in service when `check`, which
+    /// found them expired, may be answered without waiting: the change it
+    /// observed is loaded at the end of this instance's spread window, by
+    /// a task the check that opened the window starts. `None`: load now.
+    pub(super) fn deferred(self: &Arc<Self>, check: &Check) -> Option<Snapshot<S>> {
+        if !self.spread.is_on() {
+            return None;
+        }
+        let Observed::Value(heard) = check.shared else {
+            return None;
+        };
+        let due = match self.spread.verdict(check.local, heard) {
+            Verdict::Load => return None,
+            Verdict::Defer(due) => due,
+            Verdict::Open(due) => {
+                let core = Arc::downgrade(self);
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(due).await;
+                    // A reloader let go meanwhile has nothing to load for.
+                    if let Some(core) = core.upgrade() {
+                        let _ = super::reloader::Reloader::with_core(core).check().await;
+                    }
+                });
+                due
+            }
+        };
+        let current = self.current();
+        current.defer_until(due.into_std());
+        Some(current)
+    }
+
     fn start_load(self: &Arc<Self>, check: Check, finished: watch::Sender<Option<bool>>) {
         let core = Arc::clone(self);
         // Spawned, so a request that stops waiting (or is dropped) does not
@@ -131,6 +166,7 @@ impl<S: Send + Sync + 'static> Core<S> {
         // Numbered again right before the loader reads the source: every
         // check that began before this number is served by this load.
         let seq = self.flight.reading(target);
+        let own = self.spread.own();
         self.counters.loader_runs.add();
         let loader = Arc::clone(&self.loader);
         let stopwatch = Stopwatch::start();
@@ -150,6 +186,7 @@ impl<S: Send + Sync + 'static> Core<S> {
         let new = Snapshot::observed(settings, target, observed_at);
         self.current.store(Arc::clone(new.as_arc()));
         self.flight.loaded(seq);
+        self.spread.loaded_since(own);
         // Recorded after the settings are in place, so a check that finds
         // itself fresh also finds the new settings. Without a generation,
         // the one recorded before stays: these settings were read after it

@@ -65,6 +65,7 @@ pub(crate) struct Counters {
     pub(crate) reloads: Tally,
     pub(crate) reload_failures: Tally,
     pub(crate) stale_served: Tally,
+    pub(crate) deferred_served: Tally,
     #[cfg(feature = "metrics")]
     check_duration: metrics::Histogram,
     #[cfg(feature = "metrics")]
@@ -88,6 +89,7 @@ impl Counters {
             reloads: Tally::new("gensync_reloads_total", key),
             reload_failures: Tally::new("gensync_reload_failures_total", key),
             stale_served: Tally::new("gensync_stale_served_total", key),
+            deferred_served: Tally::new("gensync_deferred_served_total", key),
             #[cfg(feature = "metrics")]
             check_duration: histogram("gensync_check_duration_seconds"),
             #[cfg(feature = "metrics")]
@@ -127,6 +129,7 @@ impl Counters {
             reloads: self.reloads.get(),
             reload_failures: self.reload_failures.get(),
             stale_served: self.stale_served.get(),
+            deferred_served: self.deferred_served.get(),
         }
     }
 }
@@ -154,6 +157,10 @@ fn describe() {
     describe_counter!(
         "gensync_stale_served_total",
         "Expired checks answered with the last good settings."
+    );
+    describe_counter!(
+        "gensync_deferred_served_total",
+        "Expired checks answered at once while spread loads put the load off."
     );
     describe_histogram!(
         "gensync_check_duration_seconds",
@@ -187,6 +194,7 @@ fn describe() {
 /// | `gensync_reloads_total` | counter | loads that replaced the settings |
 /// | `gensync_reload_failures_total` | counter | loads that failed, panicked or timed out |
 /// | `gensync_stale_served_total` | counter | expired checks served the last good settings |
+/// | `gensync_deferred_served_total` | counter | expired checks answered at once while spread loads put the load off |
 /// | `gensync_check_duration_seconds` | histogram | how long a check took, a reload it waited for included |
 /// | `gensync_reload_duration_seconds` | histogram | how long a run of the loader took |
 /// | `gensync_settings_age_seconds` | histogram | per check, the age of the settings served, since their generation was observed |
@@ -215,4 +223,9 @@ pub struct ReloadMetrics {
     /// reload failed, was backing off, or outlasted the wait bound, or (in
     /// interval mode) because the interval's read failed.
     pub stale_served: u64,
+    /// Expired checks answered at once with the settings in service,
+    /// labelled [`Freshness::Deferred`](super::Freshness::Deferred),
+    /// because spread loads put the load off
+    /// ([`ReloaderBuilder::spread_loads`](super::ReloaderBuilder::spread_loads)).
+    pub deferred_served: u64,
 }

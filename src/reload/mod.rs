@@ -56,7 +56,8 @@
 // where loads run; `flight.rs` is the single-flight state machine (with
 // its invariants), `load.rs` one bounded load, `config.rs` the settings
 // both builders share, `backoff.rs` the pause after failures, `mode.rs`
-// the check modes and all they do, `reads.rs` the coalesced reads of the
+// the check modes and all they do, `spread.rs` the loads put off after a
+// change (spread loads), `reads.rs` the coalesced reads of the
 // generation, `listeners.rs` the reload fan-out, `layer.rs` and
 // `future.rs` the tower middleware and the named futures, `metrics.rs`
 // the counters and their export.
@@ -79,6 +80,7 @@ mod reads;
 mod reloader;
 mod snapshot;
 mod source;
+mod spread;
 
 pub use self::answer::{Answer, Freshness};
 #[cfg(feature = "keyed")]

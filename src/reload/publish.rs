@@ -55,11 +55,15 @@ impl<S: Send + Sync + 'static> Reloader<S> {
     {
         let writes = self.core().writes.as_ref().ok_or(PublishError::NoSaver)?;
         let saver = Arc::clone(&writes.saver);
-        writes
+        let written = writes
             .writer
             .spawn(produce, move |settings, fence| async move {
                 saver.save(&settings, fence).await
             })
-            .await
+            .await?;
+        // With spread loads, this reloader still loads its own write at
+        // once: a writer reads what it wrote.
+        self.core().spread.wrote(written);
+        Ok(written)
     }
 }

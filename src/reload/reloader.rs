@@ -96,6 +96,10 @@ impl<S> Reloader<S> {
         }
     }
 
+    pub(super) fn with_core(core: Arc<Core<S>>) -> Self {
+        Reloader { core }
+    }
+
     pub(super) fn core(&self) -> &Arc<Core<S>> {
         &self.core
     }
@@ -305,11 +309,16 @@ impl<S: Send + Sync + 'static> Reloader<S> {
             if check.shared == Observed::Unavailable {
                 counters.backend_errors.add();
             }
-            match core.catch_up(check, began, false).await {
-                Ok(snapshot) => Answer::new(snapshot, freshness),
-                Err(stale) => {
-                    counters.stale_served.add();
-                    Answer::new(stale, Freshness::Stale)
+            if let Some(deferred) = core.deferred(&check) {
+                counters.deferred_served.add();
+                Answer::new(deferred, Freshness::Deferred)
+            } else {
+                match core.catch_up(check, began, false).await {
+                    Ok(snapshot) => Answer::new(snapshot, freshness),
+                    Err(stale) => {
+                        counters.stale_served.add();
+                        Answer::new(stale, Freshness::Stale)
+                    }
                 }
             }
         };

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::generation::Generation;
@@ -33,6 +33,10 @@ pub(crate) struct Inner<S> {
     generation: AtomicU64,
     /// When the generation these settings were loaded for was observed.
     observed_at: Instant,
+    /// When this instance is due to replace these settings with a newer
+    /// generation it heard of (spread loads); `None` until one is heard.
+    /// A lock, not an atomic: set once per change heard, read by callers.
+    deferred_until: Mutex<Option<Instant>>,
 }
 
 impl<S> Snapshot<S> {
@@ -49,6 +53,7 @@ impl<S> Snapshot<S> {
                 settings,
                 generation: AtomicU64::new(generation.map_or(0, Generation::get)),
                 observed_at: at,
+                deferred_until: Mutex::new(None),
             }),
         }
     }
@@ -81,6 +86,33 @@ impl<S> Snapshot<S> {
             Ordering::Relaxed,
             Ordering::Relaxed,
         );
+    }
+
+    /// Whether this instance knows these settings are out of date and has
+    /// put off replacing them: `Some(due)` once it heard of a newer
+    /// generation and, because its loads are spread
+    /// ([`ReloaderBuilder::spread_loads`](super::ReloaderBuilder::spread_loads)),
+    /// loads it at `due`, the end of its spread window. Until then checks
+    /// serve these settings at once, labelled
+    /// [`Freshness::Deferred`](super::Freshness::Deferred); from then on
+    /// they wait for the load as without spread. `due` in the past means
+    /// the load is under way or failed (checks then say so as usual). `None`
+    /// when no newer generation was deferred: without spread, always.
+    ///
+    /// ```
+    /// use gensync::reload::Snapshot;
+    ///
+    /// let snapshot = Snapshot::new(1, None);
+    /// assert_eq!(snapshot.deferred_until(), None);
+    /// ```
+    pub fn deferred_until(&self) -> Option<Instant> {
+        *crate::unpoisoned::lock(&self.inner.deferred_until)
+    }
+
+    /// Marks these settings as due to be replaced at `due` (see
+    /// [`deferred_until`](Self::deferred_until)).
+    pub(crate) fn defer_until(&self, due: Instant) {
+        *crate::unpoisoned::lock(&self.inner.deferred_until) = Some(due);
     }
 
     /// When the generation these settings were loaded for was observed.
