@@ -132,7 +132,7 @@ fn instance(
     };
     let builder =
         Reloader::builder(Synchronizer::new(backend, key()), loader).mode(CheckMode::Push);
-    let reloader = apply_spread(builder, args.spread)?.build(0)?;
+    let reloader = apply_spread(builder, args.spread).build(0)?;
     let serves = records.clone();
     reloader.on_reload(move |_old, new| {
         serves.serves.lock().unwrap().push((index, **new, now_ns()));
@@ -140,24 +140,14 @@ fn instance(
     Ok(reloader)
 }
 
-/// THE ONE PLACE `--spread` is applied. `ReloaderBuilder::spread_loads`
-/// comes with branch h24-spread; until it is merged, a window other than
-/// zero is refused rather than silently ignored.
-fn apply_spread<G>(
-    builder: ReloaderBuilder<u64, G>,
-    window: Duration,
-) -> Result<ReloaderBuilder<u64, G>, String>
+/// THE ONE PLACE `--spread` is applied: `ReloaderBuilder::spread_loads`
+/// (zero, the default, is off), which defers each change's load by a
+/// random delay in `[0, window)`.
+fn apply_spread<G>(builder: ReloaderBuilder<u64, G>, window: Duration) -> ReloaderBuilder<u64, G>
 where
     G: gensync::GenerationSynchronizer + 'static,
 {
-    if window.is_zero() {
-        Ok(builder)
-    } else {
-        Err(
-            "--spread needs ReloaderBuilder::spread_loads (branch h24-spread), not merged yet"
-                .into(),
-        )
-    }
+    builder.spread_loads(window)
 }
 
 /// Waits until every instance serves `version` or newer, or `timeout`;
