@@ -12,7 +12,7 @@ use gensync::testing::{RedisCluster, RedisServer};
 use gensync::{GenerationSynchronizer, RedisBackend, Synchronizer};
 
 use crate::proto::{now_ns, Reply, Served};
-use crate::redis_probe::{grown, NodeSample, Probe};
+use crate::redis_probe::{grown, top_commands, NodeSample, Probe};
 use crate::stats::{busy_percent, cpu_jiffies, peak_concurrency, percentile, range};
 use crate::worker::{config, key};
 use crate::{Args, Topology};
@@ -437,15 +437,16 @@ impl Bench<'_> {
         println!();
         println!("#### idle");
         println!();
-        println!("| heartbeat | window s | commands/s Redis received | expected (instances / heartbeat) | ratio | Redis CPU ms/s | load before → after | machine busy |");
-        println!("|---:|---:|---:|---:|---:|---:|---|---:|");
+        println!("| heartbeat | window s | commands/s Redis received | expected (instances / heartbeat) | ratio | commands in the window (most run) | Redis CPU ms/s | load before → after | machine busy |");
+        println!("|---:|---:|---:|---:|---:|---|---:|---|---:|");
         println!(
-            "| {:?} | {:.1} | {:.0} | {:.0} | {:.2} | {:.1} | {} |",
+            "| {:?} | {:.1} | {:.0} | {:.0} | {:.2} | {} | {:.1} | {} |",
             self.args.heartbeat,
             secs,
             figures.idle_cmds,
             expected,
             figures.idle_cmds / expected,
+            top_commands(&before, &after, 3),
             1000.0 * cpu_grown(&before, &after) / secs,
             load
         );

@@ -2,6 +2,7 @@
 //! its own (re-dialled after a restart, and those dials counted so they can
 //! be taken out of the connections the fleet made).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::stats::{command_calls, info_fields};
@@ -9,8 +10,10 @@ use crate::stats::{command_calls, info_fields};
 /// One node's counters at one instant (zeros when it did not answer).
 #[derive(Debug, Clone, Default)]
 pub struct NodeSample {
-    /// Every command's calls (`INFO commandstats`).
+    /// Every command's calls (`INFO commandstats`), summed.
     pub calls: u64,
+    /// The same, per command.
+    pub by_command: HashMap<String, u64>,
     /// `used_cpu_sys + used_cpu_user`, seconds.
     pub cpu: f64,
     /// `total_connections_received`.
@@ -80,13 +83,39 @@ impl Probe {
 fn parse(info: &str) -> NodeSample {
     let fields = info_fields(info);
     let number = |name: &str| fields.get(name).and_then(|v| v.parse::<f64>().ok());
+    let by_command = command_calls(info);
     NodeSample {
-        calls: command_calls(info).values().sum(),
+        calls: by_command.values().sum(),
+        by_command,
         cpu: number("used_cpu_sys").unwrap_or(0.0) + number("used_cpu_user").unwrap_or(0.0),
         connections_received: number("total_connections_received").unwrap_or(0.0) as u64,
         clients: number("connected_clients").unwrap_or(0.0) as u64,
         run_id: fields.get("run_id").cloned(),
     }
+}
+
+/// The commands the nodes ran between two samples, most first, as
+/// `get 4990, ping 12` (the `n` most run; this probe's own `INFO` left in).
+pub fn top_commands(before: &[NodeSample], after: &[NodeSample], n: usize) -> String {
+    let mut grown_by: HashMap<&str, u64> = HashMap::new();
+    for (b, a) in before.iter().zip(after) {
+        let restarted = a.run_id != b.run_id;
+        for (name, &calls) in &a.by_command {
+            let was = if restarted {
+                0
+            } else {
+                b.by_command.get(name).copied().unwrap_or(0)
+            };
+            *grown_by.entry(name).or_default() += calls.saturating_sub(was);
+        }
+    }
+    let mut top: Vec<_> = grown_by.into_iter().filter(|&(_, n)| n > 0).collect();
+    top.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(y.0)));
+    top.iter()
+        .take(n)
+        .map(|(name, calls)| format!("{name} {calls}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A counter's growth from `before` to `after`, read by `counter` from
@@ -138,6 +167,14 @@ mod tests {
         restarted.run_id = Some("bbb".into());
         restarted.connections_received = 45;
         assert_eq!(grown(&later, &restarted, |s| s.connections_received), 45);
+        assert_eq!(
+            top_commands(
+                std::slice::from_ref(&before),
+                &[parse(&info.replace("calls=10", "calls=30"))],
+                2
+            ),
+            "get 20"
+        );
         // Down: nothing known, nothing counted.
         assert_eq!(grown(&later, &NodeSample::default(), |s| s.cpu), 0.0);
     }

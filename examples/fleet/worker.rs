@@ -44,6 +44,14 @@ pub fn config(heartbeat: Duration) -> RedisConfig {
 
 pub fn run(args: WorkerArgs) -> Result<(), Box<dyn std::error::Error>> {
     raise_file_limit();
+    // Logs only when asked (`RUST_LOG=gensync=debug`): a thousand
+    // instances' warnings would drown the tables.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(io::stderr)
+            .init();
+    }
     // One thread per worker process: the fleet shares two cores.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
