@@ -456,6 +456,7 @@ impl Bench<'_> {
     fn bumps(&mut self, figures: &mut Figures) -> Result<(), BoxError> {
         let machine = Machine::now();
         let before = self.probe.sample();
+        let started = Instant::now();
         self.fleet.loads()?;
         let (mut latencies, mut peaks, mut missing, mut loads) = (Vec::new(), Vec::new(), 0, 0);
         for _ in 0..self.args.bumps {
@@ -480,10 +481,10 @@ impl Bench<'_> {
         println!();
         println!("#### bump → all serving");
         println!();
-        println!("| bumps | served (instance × bump) | missing | p50 ms | p99 ms | max ms | loads | peak concurrent loads (max / mean per bump) | Redis CPU ms | load before → after | machine busy |");
-        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|");
+        println!("| bumps | served (instance × bump) | missing | p50 ms | p99 ms | max ms | loads | peak concurrent loads (max / mean per bump) | phase s | Redis commands (most run) | Redis CPU ms | load before → after | machine busy |");
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---:|");
         println!(
-            "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {} | {:.0} / {:.0} | {:.0} | {} |",
+            "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {} | {:.0} / {:.0} | {:.1} | {} | {:.0} | {} |",
             self.args.bumps,
             latencies.len(),
             missing,
@@ -493,8 +494,19 @@ impl Bench<'_> {
             loads,
             figures.peak_loads,
             mean_peak,
+            started.elapsed().as_secs_f64(),
+            top_commands(&before, &after, 3),
             1000.0 * cpu_grown(&before, &after),
             load
+        );
+        println!();
+        println!(
+            "peak concurrent loads, bump by bump: {}",
+            peaks
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
         );
         Ok(())
     }
