@@ -187,7 +187,16 @@ impl Drop for Fleet {
         for w in &mut self.workers {
             let _ = w.send("quit");
         }
+        // A worker stuck past a few seconds is killed: the coordinator
+        // must not hang on its way out.
+        let deadline = Instant::now() + Duration::from_secs(5);
         for w in &mut self.workers {
+            while matches!(w.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if matches!(w.child.try_wait(), Ok(None)) {
+                let _ = w.child.kill();
+            }
             let _ = w.child.wait();
         }
     }
