@@ -119,7 +119,6 @@ impl RedisBackend {
         retry: bool,
         replicas: Option<Replicas>,
     ) -> Result<Current, RedisError> {
-        let delay = self.target.config.reconnect_delay;
         let reader = caller == Caller::Reader;
         if let Some(found) = slot.get() {
             // A Cluster client follows its nodes itself; the epoch it
@@ -132,7 +131,7 @@ impl RedisBackend {
             slot.drop_if(found.id);
         }
         if reader {
-            slot.recent_failure(delay)?;
+            slot.recent_failure()?;
         }
         let _turn = slot.connecting.lock().await;
         if let Some(found) = slot.get() {
@@ -141,11 +140,11 @@ impl RedisBackend {
         // The connect this caller waited for may just have failed: a
         // reader takes its word, a writer asks the server itself.
         if reader {
-            slot.recent_failure(delay)?;
+            slot.recent_failure()?;
         }
         let connected = self.connect(replicas).await;
         if !retry || connected.is_ok() {
-            slot.record_failure(connected.as_ref().err().cloned());
+            slot.record_failure(connected.as_ref().err().cloned(), &self.target.config);
         }
         Ok(slot.set(connected?))
     }
