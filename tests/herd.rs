@@ -229,9 +229,9 @@ async fn a_long_outage_keeps_redials_bounded_and_all_converge_within_the_cap() {
 /// cap), and find the server again within the cap once it is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_whose_connects_keep_failing_dial_within_the_schedule_and_reconnect_within_the_cap() {
-    let (first, cap) = (MS(200), MS(800));
+    let (first, cap) = (MS(200), MS(400));
     let delay = support::RECONNECT_DELAY;
-    let window = Duration::from_secs(2);
+    let window = Duration::from_secs(3);
     let server = RedisServer::start_with_password("admin-pw-1234").unwrap();
     let mut admin = server.connection().unwrap();
     redis::cmd("CONFIG")
