@@ -187,14 +187,13 @@ impl RedisConfig {
     /// (one per tracked key or keyed set):
     ///
     /// - at most `1 + t / (first / 2)` connection attempts in any `t`
-    ///   seconds, whatever happens; at most `2 / first` a second sustained
-    ///   after the first one (2 a second by default), and `2 / cap` once
-    ///   the cap is reached (1 a second). A fleet of `N` sessions makes at
-    ///   most `N × 2 / first` attempts a second, spread over the first
-    ///   `first / 2` window after a loss (2,000 a second for 1,000 at the
-    ///   defaults, falling to about `N / (0.75 × cap)`, 667 a second). An
-    ///   attempt dials one server; through Sentinel, each sentinel asked
-    ///   and the primary; in a Cluster, a seed and the slot's owner.
+    ///   seconds, whatever happens: a fleet of `N` sessions makes at most
+    ///   `N × 2 / first` attempts a second (2,000 for 1,000 sessions at the
+    ///   defaults), spread over the `first / 2` window after a loss rather
+    ///   than in one burst; in a long outage, about `N / (0.75 × cap)` a
+    ///   second (667), at most `N × 2 / cap` (1,000). An attempt dials one
+    ///   server; through Sentinel, each sentinel asked and the primary; in
+    ///   a Cluster, a seed and the slot's owner.
     /// - once the server answers again, the session is armed again within
     ///   `cap` plus one session set-up (a connect and a few round trips).
     ///
@@ -206,9 +205,12 @@ impl RedisConfig {
     /// use std::time::Duration;
     /// use gensync::RedisConfig;
     ///
-    /// // A fleet of 5,000: first redials spread over 1–2 s, then 2–4 s.
+    /// // A fleet of 5,000: first redials spread over 1–2 s, then 2–4 s;
+    /// // at most 5,000 attempts a second, all armed within 4 s of Redis.
     /// let config = RedisConfig::default().redial(Duration::from_secs(2), Duration::from_secs(4));
-    /// # let _ = config;
+    /// assert!(gensync::RedisBackend::with_config("redis://127.0.0.1:6379", config).is_ok());
+    /// let backwards = RedisConfig::default().redial(Duration::from_secs(4), Duration::from_secs(2));
+    /// assert!(gensync::RedisBackend::with_config("redis://127.0.0.1:6379", backwards).is_err());
     /// ```
     pub fn redial(mut self, first: Duration, cap: Duration) -> Self {
         self.redial_first = first;
