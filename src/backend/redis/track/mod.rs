@@ -117,7 +117,7 @@ async fn run(target: Arc<Target>, fed: Fed, notify: Arc<Notify>) {
                 if told == Told::Refused {
                     tracing::debug!(key = %key, %error, "gensync push mode: tracking still refused");
                 } else {
-                    tracing::warn!(key = %key, %error, "gensync push mode: the server will not track the key; checking it on every request (strict) instead, and asking again every {ASK_AGAIN:?}");
+                    tracing::warn!(key = %key, %error, "gensync push mode: the server will not track the key; checking it on every request (strict) instead, and asking again within {ASK_AGAIN:?}");
                 }
                 told = Told::Refused;
                 redial::pause(ASK_AGAIN, ASK_AGAIN, 0, redial::draw())
