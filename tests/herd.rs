@@ -127,7 +127,7 @@ fn most_attempts(first: Duration, cap: Duration, window: Duration) -> u64 {
 /// the server's return.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_that_lost_redis_together_rearms_spread_and_within_the_cap() {
-    let (first, cap) = (MS(400), MS(1600));
+    let (first, cap) = (MS(800), MS(1600));
     let mut server = RedisServer::start().unwrap();
     let fleet = fleet(&server.url(), 50, &config(first, cap));
     all_armed(&fleet).await;
@@ -337,8 +337,10 @@ async fn an_armed_idle_instance_sends_one_command_per_heartbeat() {
     let sent = commands(&mut admin) - before;
     let beats = window.as_millis().div_ceil(heartbeat.as_millis()) as u64;
     eprintln!("{sent} commands in {window:?} ({beats} heartbeats)");
+    // At most one per heartbeat (a loaded machine may delay some, never
+    // add any).
     assert!(
-        (beats - 2..=beats + 2).contains(&sent),
+        (beats / 2..=beats + 2).contains(&sent),
         "{sent} commands in {window:?} at one heartbeat per {heartbeat:?} ({beats})"
     );
     drop(reloader);
