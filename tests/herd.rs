@@ -440,3 +440,57 @@ fn monitor_reads(port: u16, count: usize) -> Vec<(f64, String)> {
     }
     reads
 }
+
+/// Reads of a key whose Cluster shard is down fail without dialling the
+/// Cluster's other nodes each time (a new Cluster client per failed read
+/// would connect to every node), and reach the promoted replica once the
+/// shard has failed over: the client follows its nodes itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_of_a_dead_shard_do_not_dial_the_whole_cluster_each_time() {
+    let mut cluster = gensync::testing::RedisCluster::start().unwrap();
+    let backend = RedisBackend::with_config(&cluster.url(), support::patient_config()).unwrap();
+    backend.get(&key()).await.unwrap();
+    let victim = cluster.primary_for(key().as_str()).unwrap();
+    let mut admins: Vec<redis::Connection> = cluster
+        .nodes()
+        .iter()
+        .filter(|n| n.port() != victim)
+        .map(|n| n.connection().unwrap())
+        .collect();
+    let received = |admins: &mut Vec<redis::Connection>| -> u64 {
+        admins.iter_mut().map(support::connections_received).sum()
+    };
+    let before = received(&mut admins);
+    cluster.kill_node(victim).unwrap();
+    let (mut reads, mut failed) = (0, 0);
+    let end = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < end {
+        reads += 1;
+        failed += u64::from(backend.get(&key()).await.is_err());
+        tokio::time::sleep(MS(5)).await;
+    }
+    let dials = received(&mut admins) - before;
+    eprintln!(
+        "{reads} reads ({failed} failed) of a dead shard: {dials} connections to the other nodes"
+    );
+    assert!(
+        failed > 10,
+        "the shard was down: {failed} of {reads} reads failed"
+    );
+    // The Cluster client's own reconnects, not one set per read.
+    assert!(
+        dials <= admins.len() as u64,
+        "{dials} connections to the other {} nodes for {reads} reads",
+        admins.len()
+    );
+    cluster
+        .wait_for_failover(key().as_str(), victim, Duration::from_secs(30))
+        .unwrap();
+    timeout(PATIENCE, async {
+        while backend.get(&key()).await.is_err() {
+            tokio::time::sleep(MS(10)).await;
+        }
+    })
+    .await
+    .expect("reads reach the promoted replica");
+}
