@@ -141,7 +141,9 @@ async fn a_paused_server_reads_expired_within_the_timeout() {
     );
 
     store.server.resume().unwrap();
-    tokio::time::sleep(RECONNECT_DELAY).await;
+    // Two connects failed in a row (the reader's, the writer's): the
+    // second earned a pause of up to twice the delay.
+    tokio::time::sleep(RECONNECT_DELAY * 2).await;
     assert!(
         !sync.is_expired().await,
         "back to fresh once the server answers and the reconnect delay is over"

@@ -119,7 +119,6 @@ impl RedisBackend {
         retry: bool,
         replicas: Option<Replicas>,
     ) -> Result<Current, RedisError> {
-        let delay = self.target.config.reconnect_delay;
         let reader = caller == Caller::Reader;
         if let Some(found) = slot.get() {
             // A Cluster client follows its nodes itself; the epoch it
@@ -132,7 +131,7 @@ impl RedisBackend {
             slot.drop_if(found.id);
         }
         if reader {
-            slot.recent_failure(delay)?;
+            slot.recent_failure()?;
         }
         let _turn = slot.connecting.lock().await;
         if let Some(found) = slot.get() {
@@ -141,11 +140,11 @@ impl RedisBackend {
         // The connect this caller waited for may just have failed: a
         // reader takes its word, a writer asks the server itself.
         if reader {
-            slot.recent_failure(delay)?;
+            slot.recent_failure()?;
         }
         let connected = self.connect(replicas).await;
         if !retry || connected.is_ok() {
-            slot.record_failure(connected.as_ref().err().cloned());
+            slot.record_failure(connected.as_ref().err().cloned(), &self.target.config);
         }
         Ok(slot.set(connected?))
     }
@@ -267,7 +266,7 @@ impl RedisBackend {
         let sent = self.target.identity.outgoing(&op.cmd);
         let Some(wanted) = replicas else {
             let reply = sent.cmd.query_async::<Value>(&mut current.conn).await;
-            drop_if_broken(slot, &reply, current.id);
+            drop_if_broken(slot, &reply, &current);
             return (op.read)(self.target.identity.incoming(&sent, reply)).map_err(Failure::from);
         };
         // One pipeline, so the WAIT follows the write on its connection
@@ -281,7 +280,7 @@ impl RedisBackend {
         let reply_timeout = self.target.config.reply_timeout(replicas);
         current.conn.set_response_timeout(reply_timeout);
         let replies = pipe.query_async::<Vec<Value>>(&mut current.conn).await;
-        drop_if_broken(slot, &replies, current.id);
+        drop_if_broken(slot, &replies, &current);
         let Ok([write, wait]) = <[Value; 2]>::try_from(replies?) else {
             return Err(Failure::Redis(RedisError::from((
                 redis::ErrorKind::UnexpectedReturnType,
@@ -293,9 +292,14 @@ impl RedisBackend {
     }
 }
 
-fn drop_if_broken<R>(slot: &Slot, reply: &Result<R, RedisError>, id: u64) {
-    if reply.as_ref().is_err_and(breaks_connection) {
-        slot.drop_if(id);
+/// Drops a node connection a failure says is broken. Not a Cluster
+/// client's: it reconnects its nodes itself, and a new client per failed
+/// call would dial every node of the Cluster each time (five connections
+/// per read of a key whose shard is down, from every process), while the
+/// other shards' keys lose nothing by keeping it.
+fn drop_if_broken<R>(slot: &Slot, reply: &Result<R, RedisError>, current: &Current) {
+    if matches!(current.conn, AsyncConn::Node(_)) && reply.as_ref().is_err_and(breaks_connection) {
+        slot.drop_if(current.id);
     }
 }
 

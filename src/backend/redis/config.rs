@@ -13,8 +13,11 @@ use crate::error::BackendError;
 ///
 /// Defaults: 250 ms to connect (TCP, TLS and the `AUTH`/`SELECT`
 /// handshake), 250 ms for a reply, 8 pooled connections for the blocking
-/// path, 100 ms before a read dials again after a failed connect, and no
-/// wait for replicas; in push mode, a heartbeat every 200 ms. A local Redis answers in well under a millisecond, so
+/// path, 50–100 ms before a read dials again after a failed connect
+/// (growing to 1–2 s while they keep failing), and no
+/// wait for replicas; in push mode, a heartbeat every 200 ms and a lost
+/// tracking connection redialled after 0.5–1 s, then 1–2 s (see
+/// [`redial`](Self::redial)). A local Redis answers in well under a millisecond, so
 /// these only matter when something is wrong, and then they bound what a
 /// caller pays.
 ///
@@ -47,6 +50,8 @@ pub struct RedisConfig {
     pub(super) reconnect_delay: Duration,
     pub(super) replicas: Option<Replicas>,
     pub(super) heartbeat: Duration,
+    pub(super) redial_first: Duration,
+    pub(super) redial_cap: Duration,
     pub(super) tls: TlsFiles,
 }
 
@@ -66,6 +71,8 @@ impl Default for RedisConfig {
             reconnect_delay: Duration::from_millis(100),
             replicas: None,
             heartbeat: Duration::from_millis(200),
+            redial_first: Duration::from_secs(1),
+            redial_cap: Duration::from_secs(2),
             tls: TlsFiles::default(),
         }
     }
@@ -93,8 +100,9 @@ impl RedisConfig {
         self
     }
 
-    /// How long a read is answered the last connect error before a new
-    /// connection is dialled, on both paths. Without it, a server that
+    /// How long (at most, after one failure) a read is answered the last
+    /// connect error before a new connection is dialled, on both paths.
+    /// Without it, a server that
     /// refuses every connection (a wrong password, `maxclients` reached)
     /// would be sent a new connection per check, thousands a second. A
     /// write is never answered a cached error: it dials, so what it reports
@@ -102,6 +110,15 @@ impl RedisConfig {
     /// after finding its connection dead does not start the delay (it
     /// comes once per dead connection, not once per call). Zero dials every
     /// time.
+    ///
+    /// The delay is jittered, and grows while connects keep failing, so a
+    /// fleet that lost its server together does not redial together: after
+    /// the `n`-th failure in a row (0 for the first) a read dials again
+    /// after a pause drawn from `[hi / 2, hi]`,
+    /// `hi = min(delay × 2ⁿ, max(cap, delay))`, the cap being
+    /// [`redial`](Self::redial)'s. So a connection is dialled at most
+    /// `2 / delay` times a second by reads (20 by default; writers dial
+    /// when they write), and again within the cap once the server is back.
     pub fn reconnect_delay(mut self, delay: Duration) -> Self {
         self.reconnect_delay = delay;
         self
@@ -136,8 +153,68 @@ impl RedisConfig {
     /// connection does, and in practice the server's round trip. Each
     /// heartbeat is one read command (a set also asks about members that
     /// changed or lapse).
+    ///
+    /// # Its cost, and the trade-off
+    ///
+    /// An armed, idle instance sends Redis exactly one command per
+    /// heartbeat (two to a Sentinel primary: `ROLE` too), and nothing else:
+    /// a fleet of `N` instances costs Redis `N / heartbeat` commands a
+    /// second while idle, 5,000 a second for 1,000 instances at the 200 ms
+    /// default. A longer heartbeat costs fewer commands, and loosens the
+    /// bound on a silently dead connection, which is twice the heartbeat:
+    /// for a fleet of 1,000, a heartbeat of 1 s costs 1,000 commands a
+    /// second and vouches for nothing older than 2 s. (A change the server
+    /// announces still arrives in a round trip, whatever the heartbeat: the
+    /// bound is for a connection that died without a word, or a change the
+    /// server never announces.) The first beat after the session reads its
+    /// key falls at a random point of the period, so instances started, or
+    /// re-armed, together do not beat in lockstep.
     pub fn heartbeat(mut self, every: Duration) -> Self {
         self.heartbeat = every;
+        self
+    }
+
+    /// Push mode's redial schedule: how long a tracking session that
+    /// failed waits before it dials again, so a fleet that lost its Redis
+    /// at the same instant (a restart) redials spread over a window, not in
+    /// lockstep, and a server that stays down is not dialled in a tight
+    /// loop.
+    ///
+    /// After the `n`-th failure in a row (0 for the first, as when an armed
+    /// session is lost), the pause is drawn uniformly from `[hi / 2, hi]`,
+    /// `hi = min(first × 2ⁿ, cap)`. The defaults, 1 s and 2 s: 0.5–1 s,
+    /// then 1–2 s for as long as it fails. Hence, per tracking session
+    /// (one per tracked key or keyed set):
+    ///
+    /// - at most `1 + t / (first / 2)` connection attempts in any `t`
+    ///   seconds, whatever happens: a fleet of `N` sessions makes at most
+    ///   `N × 2 / first` attempts a second (2,000 for 1,000 sessions at the
+    ///   defaults), spread over the `first / 2` window after a loss rather
+    ///   than in one burst; in a long outage, about `N / (0.75 × cap)` a
+    ///   second (667), at most `N × 2 / cap` (1,000). An attempt dials one
+    ///   server; through Sentinel, each sentinel asked and the primary; in
+    ///   a Cluster, a seed and the slot's owner.
+    /// - once the server answers again, the session is armed again within
+    ///   `cap` plus one session set-up (a connect and a few round trips).
+    ///
+    /// While tracking is down, checks read Redis themselves (strict): a
+    /// longer pause costs reads, never freshness. `first` must be greater
+    /// than zero and at most `cap`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use gensync::RedisConfig;
+    ///
+    /// // A fleet of 5,000: first redials spread over 1–2 s, then 2–4 s;
+    /// // at most 5,000 attempts a second, all armed within 4 s of Redis.
+    /// let config = RedisConfig::default().redial(Duration::from_secs(2), Duration::from_secs(4));
+    /// assert!(gensync::RedisBackend::with_config("redis://127.0.0.1:6379", config).is_ok());
+    /// let backwards = RedisConfig::default().redial(Duration::from_secs(4), Duration::from_secs(2));
+    /// assert!(gensync::RedisBackend::with_config("redis://127.0.0.1:6379", backwards).is_err());
+    /// ```
+    pub fn redial(mut self, first: Duration, cap: Duration) -> Self {
+        self.redial_first = first;
+        self.redial_cap = cap;
         self
     }
 
@@ -192,6 +269,15 @@ impl RedisConfig {
         self.heartbeat * 2
     }
 
+    /// The pause before a data connection dials again after `failures`
+    /// failed connects in a row (see [`reconnect_delay`](Self::reconnect_delay)):
+    /// never sooner than half the delay, never later than the redial cap
+    /// (or the delay, if that is longer).
+    pub(super) fn reconnect_pause(&self, failures: u32, draw: f64) -> Duration {
+        let first = self.reconnect_delay;
+        super::redial::pause(first, self.redial_cap.max(first), failures, draw)
+    }
+
     /// The most one backend call can take: a connection and two replies,
     /// the second on a new connection when the one the call found turned
     /// out dead, plus the wait for replicas when it is on (see
@@ -225,6 +311,11 @@ impl RedisConfig {
         {
             return Err(BackendError::config(
                 "Redis timeouts and the heartbeat must be greater than zero",
+            ));
+        }
+        if self.redial_first.is_zero() || self.redial_first > self.redial_cap {
+            return Err(BackendError::config(
+                "the first redial pause must be greater than zero and at most its cap",
             ));
         }
         if self.replicas.is_some_and(|r| r.timeout.is_zero()) {
@@ -358,6 +449,8 @@ mod tests {
             RedisConfig::default().pool_size(0),
             RedisConfig::default().heartbeat(Duration::ZERO),
             RedisConfig::default().wait_for_replicas(1, Duration::ZERO),
+            RedisConfig::default().redial(Duration::ZERO, Duration::from_secs(1)),
+            RedisConfig::default().redial(Duration::from_secs(2), Duration::from_secs(1)),
         ] {
             assert!(matches!(
                 BlockingRedisBackend::with_config(url, config),

@@ -15,6 +15,7 @@ use redis::{ConnectionLike, ErrorKind, RedisError, Value};
 
 use super::conn::{connect_blocking, BlockingConn};
 use super::identity::{identity_cmd, read_run_id};
+use super::redial::{self, Redials};
 use super::target::{Caller, Target};
 use crate::unpoisoned::lock;
 
@@ -26,6 +27,11 @@ struct Connects {
     /// Why the last finished attempt failed, and when; `None` after a
     /// success.
     last_error: Option<(RedisError, Instant)>,
+    /// The pause the last failure earned (see
+    /// [`RedisConfig::reconnect_pause`](super::RedisConfig)), and how many
+    /// failed in a row.
+    pause: Duration,
+    redials: Redials,
     /// When each attempt still running began (r2d2 may run several).
     running: Vec<Instant>,
     /// Readers waiting on the pool for a new connection.
@@ -44,13 +50,14 @@ impl Connects {
     /// once the reconnect delay has passed, or for a writer waiting that
     /// has seen no failure since it asked (it is owed a fresh answer, but
     /// one is enough). Until a connect fails, every attempt dials, as r2d2
-    /// means it to.
-    fn should_dial(&self, delay: Duration) -> bool {
+    /// means it to. The delay is the pause the last failure earned: it
+    /// doubles, jittered, while they come in a row.
+    fn should_dial(&self) -> bool {
         match &self.last_error {
             None => true,
             Some((_, failed)) => {
                 self.running.is_empty()
-                    && ((self.readers > 0 && failed.elapsed() >= delay)
+                    && ((self.readers > 0 && failed.elapsed() >= self.pause)
                         || self.writers.iter().any(|asked| asked > failed))
             }
         }
@@ -110,7 +117,7 @@ impl Dialer {
     fn dial_for_pool(&self) -> Result<Conn, RedisError> {
         let began = {
             let mut connects = lock(&self.connects);
-            if !connects.should_dial(self.target.config.reconnect_delay) {
+            if !connects.should_dial() {
                 return Err(RedisError::from((
                     ErrorKind::Client,
                     "no dial: no caller is owed one now",
@@ -140,10 +147,11 @@ impl Dialer {
         self.dial(began, false)
     }
 
-    /// The last connect error, if the reconnect delay has not passed since.
+    /// The last connect error, while the pause it earned runs.
     pub(super) fn recent_failure(&self) -> Option<RedisError> {
-        match &lock(&self.connects).last_error {
-            Some((e, at)) if at.elapsed() < self.target.config.reconnect_delay => Some(e.clone()),
+        let connects = lock(&self.connects);
+        match &connects.last_error {
+            Some((e, at)) if at.elapsed() < connects.pause => Some(e.clone()),
             _ => None,
         }
     }
@@ -189,8 +197,15 @@ impl Dialer {
             connects.running.swap_remove(i);
         }
         match &result {
-            Ok(_) => connects.last_error = None,
-            Err(e) if keep_failure => connects.last_error = Some((e.clone(), Instant::now())),
+            Ok(_) => {
+                connects.last_error = None;
+                connects.redials.reset();
+            }
+            Err(e) if keep_failure => {
+                let failures = connects.redials.failed();
+                connects.pause = self.target.config.reconnect_pause(failures, redial::draw());
+                connects.last_error = Some((e.clone(), Instant::now()));
+            }
             Err(_) => {}
         }
         result

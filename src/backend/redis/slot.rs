@@ -1,15 +1,16 @@
 //! The async path's connection slot: the one multiplexed (or Cluster)
 //! connection in use, made one at a time, and the last failed connect a reader is
-//! answered with while the reconnect delay runs.
+//! answered with while the pause it earned runs.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
 
 use redis::RedisError;
 use tokio::time::Instant;
 
+use super::config::RedisConfig;
 use super::conn::AsyncConn;
+use super::redial::{self, Redials};
 use crate::unpoisoned::lock;
 
 /// The current connection, tagged so a caller that saw it fail only drops
@@ -20,9 +21,17 @@ pub(super) struct Slot {
     next_id: AtomicU64,
     // One connect at a time; the others wait for it rather than pile on.
     pub(super) connecting: tokio::sync::Mutex<()>,
-    /// The last failed connect, answered again until the reconnect delay
-    /// has passed.
-    failed: Mutex<Option<(Instant, RedisError)>>,
+    /// The last failed connect, answered again until the pause it earned
+    /// has passed, and how many failed in a row.
+    failed: Mutex<Failed>,
+}
+
+/// The connects that failed in a row, the last one's error, and until when
+/// it stands in for a dial.
+#[derive(Default)]
+struct Failed {
+    last: Option<(Instant, RedisError)>,
+    redials: Redials,
 }
 
 /// The connection in the slot, with its tag, when it was made, and the
@@ -51,16 +60,29 @@ impl Slot {
         current
     }
 
-    /// The last connect error, if it is more recent than `delay`.
-    pub(super) fn recent_failure(&self, delay: Duration) -> Result<(), RedisError> {
-        match &*lock(&self.failed) {
-            Some((at, e)) if at.elapsed() < delay => Err(e.clone()),
+    /// The last connect error, while the pause it earned runs.
+    pub(super) fn recent_failure(&self) -> Result<(), RedisError> {
+        match &lock(&self.failed).last {
+            Some((until, e)) if Instant::now() < *until => Err(e.clone()),
             _ => Ok(()),
         }
     }
 
-    pub(super) fn record_failure(&self, error: Option<RedisError>) {
-        *lock(&self.failed) = error.map(|e| (Instant::now(), e));
+    /// What a connect did: a failure earns a pause (see
+    /// [`RedisConfig::reconnect_pause`]), doubling while they come in a
+    /// row; a success starts the schedule again.
+    pub(super) fn record_failure(&self, error: Option<RedisError>, config: &RedisConfig) {
+        let mut failed = lock(&self.failed);
+        match error {
+            Some(e) => {
+                let pause = config.reconnect_pause(failed.redials.failed(), redial::draw());
+                failed.last = Some((Instant::now() + pause, e));
+            }
+            None => {
+                failed.redials.reset();
+                failed.last = None;
+            }
+        }
     }
 
     pub(super) fn drop_if(&self, id: u64) {

@@ -38,6 +38,7 @@ use super::commands::Op;
 use super::conn::{node_async, owner_async};
 use super::deployment::Deployment;
 use super::identity::{identity_cmd, read_run_id, Ran};
+use super::redial::{self, Redials};
 use super::target::Target;
 use crate::backend::{Tracker, TrackerSet};
 use crate::error::{BackendError, BackendErrorKind};
@@ -71,12 +72,10 @@ fn start(target: Arc<Target>, fed: Fed, notify: Arc<Notify>) -> bool {
     true
 }
 
-/// How long after a refusal tracking is asked for again: an operator may
-/// grant it (an ACL change) without restarting every process.
+/// How long after a refusal tracking is asked for again (at most; at
+/// least half, drawn at random so a fleet does not ask together): an
+/// operator may grant it (an ACL change) without restarting every process.
 const ASK_AGAIN: Duration = Duration::from_secs(30);
-
-/// The longest pause between tracking connections that keep failing.
-const REDIAL_MAX: Duration = Duration::from_secs(2);
 
 /// How a tracking session ended.
 enum Ended {
@@ -106,7 +105,7 @@ enum Told {
 async fn run(target: Arc<Target>, fed: Fed, notify: Arc<Notify>) {
     let key = &fed;
     let mut told = Told::Nothing;
-    let mut pause = Duration::ZERO;
+    let mut redials = Redials::default();
     loop {
         let ended = session(&target, &fed, &notify, told).await;
         if !fed.lost() {
@@ -118,10 +117,10 @@ async fn run(target: Arc<Target>, fed: Fed, notify: Arc<Notify>) {
                 if told == Told::Refused {
                     tracing::debug!(key = %key, %error, "gensync push mode: tracking still refused");
                 } else {
-                    tracing::warn!(key = %key, %error, "gensync push mode: the server will not track the key; checking it on every request (strict) instead, and asking again every {ASK_AGAIN:?}");
+                    tracing::warn!(key = %key, %error, "gensync push mode: the server will not track the key; checking it on every request (strict) instead, and asking again within {ASK_AGAIN:?}");
                 }
                 told = Told::Refused;
-                ASK_AGAIN
+                redial::pause(ASK_AGAIN, ASK_AGAIN, 0, redial::draw())
             }
             Ended::Lost { error, armed } => {
                 if armed {
@@ -139,14 +138,19 @@ async fn run(target: Arc<Target>, fed: Fed, notify: Arc<Notify>) {
                 }
                 // A server that is down, or refuses the credentials, is
                 // not dialled in a tight loop: the pause doubles while
-                // sessions fail before arming.
-                let first = target.config.reconnect_delay.max(target.config.heartbeat);
-                pause = if armed {
-                    first
-                } else {
-                    (pause * 2).clamp(first, REDIAL_MAX)
-                };
-                pause
+                // sessions fail before arming. It is drawn at random, so a
+                // fleet that lost its server together (a restart) redials
+                // spread, not in lockstep (see `RedisConfig::redial`).
+                if armed {
+                    redials.reset();
+                }
+                let config = &target.config;
+                redial::pause(
+                    config.redial_first,
+                    config.redial_cap,
+                    redials.failed(),
+                    redial::draw(),
+                )
             }
         };
         tokio::time::sleep(wait).await;
@@ -224,6 +228,9 @@ async fn session(target: &Target, fed: &Fed, notify: &Notify, told: Told) -> End
     let config = &target.config;
     let mut every = tokio::time::interval(config.heartbeat);
     every.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // A set vouches with its first beat, at once; its next is placed at
+    // random in the period, as a key's after its read.
+    let mut phased = false;
     loop {
         let mut ticket = None;
         // What the session's last read found, which its heartbeats
@@ -253,8 +260,11 @@ async fn session(target: &Target, fed: &Fed, notify: &Notify, told: Told) -> End
             }
             ticket = Some(t);
             read = Some(stored);
-            // The read renewed the vouch: the next beat is a period away.
-            every.reset();
+            // The read renewed the vouch: the next beat is at most a
+            // period away, at a random point of it, so sessions that read
+            // together (armed together, or told of one bump) do not beat
+            // in lockstep ever after.
+            every.reset_after(redial::phase(config.heartbeat, redial::draw()));
         }
         // Heartbeats until something changes (for a set, until it is
         // dropped: its members are read by others).
@@ -311,6 +321,12 @@ async fn session(target: &Target, fed: &Fed, notify: &Notify, told: Told) -> End
             }
             if !fed.vouch_until(sent, config.heartbeat_bound()) {
                 return Ended::Unwanted;
+            }
+            if !phased {
+                phased = true;
+                if let Fed::Set { .. } = fed {
+                    every.reset_after(redial::phase(config.heartbeat, redial::draw()));
+                }
             }
         }
     }
