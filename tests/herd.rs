@@ -494,3 +494,30 @@ async fn reads_of_a_dead_shard_do_not_dial_the_whole_cluster_each_time() {
     .await
     .expect("reads reach the promoted replica");
 }
+
+/// A Cluster node killed and restarted at once answers `CLUSTERDOWN` until
+/// it has rejoined: a passing state, so tracking redials on its schedule
+/// and is armed again within the redial cap, not put off as a server that
+/// refuses to track (15–30 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_cluster_primary_is_tracked_again_within_the_cap() {
+    let mut cluster = gensync::testing::RedisCluster::start().unwrap();
+    let (first, cap) = (MS(400), MS(800));
+    let fleet = fleet(&cluster.url(), 20, &config(first, cap));
+    all_armed(&fleet).await;
+    let watches = watch(&fleet);
+    let victim = cluster.primary_for(key().as_str()).unwrap();
+    cluster.kill_node(victim).unwrap();
+    cluster.restart_node(victim).unwrap();
+    let back = Instant::now();
+    let rearmed = outcomes(watches).await;
+    let last = rearmed.iter().map(|&(_, armed)| armed).max().unwrap();
+    // The node rejoins within a second or two; past that, the cap and the
+    // setup. A refusal's pause (15 s at least) is far beyond.
+    let bound = Duration::from_secs(3) + cap + SETUP;
+    assert!(
+        last - back <= bound,
+        "the last instance re-armed {:?} after the node was back (bound {bound:?})",
+        last - back
+    );
+}

@@ -363,14 +363,22 @@ async fn connect(
 /// What a failure means. Before tracking is armed, an error reply to the
 /// handshake or to `CLIENT TRACKING` that is not about credentials and not
 /// transient is a refusal; anything else, and any failure once armed (a
-/// `NOPERM` on the read, a `LOADING` after a restart), is a loss, tried
-/// again soon.
+/// `NOPERM` on the read, a `LOADING` after a restart, a `CLUSTERDOWN` from
+/// a Cluster node that has not rejoined yet), is a loss, tried again soon.
 fn ended(target: &Target, e: RedisError, armed: bool) -> Ended {
     let passing = e.kind() == ErrorKind::AuthenticationFailed
         || e.is_timeout()
         || matches!(
             e.code(),
-            Some("NOAUTH" | "WRONGPASS" | "LOADING" | "BUSY" | "MASTERDOWN" | "TRYAGAIN")
+            Some(
+                "NOAUTH"
+                    | "WRONGPASS"
+                    | "LOADING"
+                    | "BUSY"
+                    | "MASTERDOWN"
+                    | "TRYAGAIN"
+                    | "CLUSTERDOWN"
+            )
         );
     let error = target.error(&e);
     if !armed && e.code().is_some() && !passing {
