@@ -37,6 +37,7 @@
 
 use std::mem;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -58,9 +59,11 @@ type ReadFuture = Pin<Box<dyn std::future::Future<Output = Observed> + Send + 's
 pub(super) struct Read {
     /// Its number: reads are numbered in the order they start, from 1.
     no: u64,
-    /// When it was sent.
+    /// When it was sent (numbered: a read spawned for others may go out
+    /// a moment later, so it is, if anything, fresher than this says).
     began: Instant,
-    /// When its answer (or failure) came.
+    /// When its failure came, for a read that failed (all that asks);
+    /// when it was sent, for the others: one clock read less per read.
     ended: Instant,
     observed: Observed,
     /// Whether it ran to its end: a read cancelled or panicking midway
@@ -87,6 +90,9 @@ pub(super) struct Reads {
     /// The last read that answered with a generation or failed, for a
     /// check that may take it without waiting (interval mode).
     last: ArcSwapOption<Read>,
+    /// Whether a check ever asked for `last`: only interval mode does, so
+    /// strict and push reads skip storing it (an allocation per read).
+    keeps_last: AtomicBool,
 }
 
 /// The wakers of the checks waiting for one read, each at the place it
@@ -206,11 +212,16 @@ impl Reads {
         Reads {
             state: Mutex::new(State::default()),
             last: ArcSwapOption::empty(),
+            keeps_last: AtomicBool::new(false),
         }
     }
 
     /// The last finished read, if any.
     pub(super) fn last(&self) -> Option<Read> {
+        // Read first: once set, a check writes nothing shared here.
+        if !self.keeps_last.load(Ordering::Relaxed) {
+            self.keeps_last.store(true, Ordering::Relaxed);
+        }
         self.last.load().as_deref().copied()
     }
 
@@ -341,9 +352,10 @@ struct Publish {
 impl Publish {
     /// Makes the read, publishes it (on drop) and returns what it saw.
     async fn read(mut self) -> Observed {
-        self.read.began = Instant::now();
         self.read.observed = self.sync.check().await.shared;
-        self.read.ended = Instant::now();
+        if self.read.observed == Observed::Unavailable {
+            self.read.ended = Instant::now();
+        }
         self.read.finished = true;
         self.read.observed
     }
@@ -354,7 +366,9 @@ impl Drop for Publish {
         let reads = &self.reads;
         let (mut woken, next) = {
             let mut state = reads.state();
-            if self.read.finished {
+            // A check that asked for `last` did so under this lock, or
+            // before it: the next read stores it at the latest.
+            if self.read.finished && reads.keeps_last.load(Ordering::Relaxed) {
                 match self.read.observed {
                     Observed::Value(_) | Observed::Unavailable => {
                         reads.last.store(Some(Arc::new(self.read)));
