@@ -390,19 +390,21 @@ impl Drop for Publish {
             }
             (woken, next)
         };
-        if let Some(next) = next {
-            tokio::spawn(next.read());
-        }
-        if woken.capacity() == 0 {
-            return;
-        }
         // Woken outside the lock, so they find it free.
         for waker in woken.drain(..).flatten() {
             waker.wake();
         }
-        let mut state = reads.state();
-        if state.spare.capacity() < woken.capacity() {
-            state.spare = woken;
+        // Spawned after the wake-ups: the runtime runs the task scheduled
+        // last first, so the next read goes out now, not behind every
+        // check just woken (which would then wait for it all the longer).
+        if let Some(next) = next {
+            tokio::spawn(next.read());
+        }
+        if woken.capacity() > 0 {
+            let mut state = reads.state();
+            if state.spare.capacity() < woken.capacity() {
+                state.spare = woken;
+            }
         }
     }
 }
