@@ -3,15 +3,19 @@
 
 use std::fmt;
 use std::future::Future;
+use std::mem;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 #[cfg(feature = "layer")]
 use pin_project_lite::pin_project;
 #[cfg(feature = "layer")]
 use tower_service::Service;
 
-use super::answer::Answer;
+use super::answer::{Answer, Freshness};
+use super::metrics::Stopwatch;
+use super::reads::Observe;
+use super::reloader::Reloader;
 use super::snapshot::Snapshot;
 
 /// A boxed future, for the parts of a check that run on a trait object.
@@ -20,11 +24,12 @@ pub(super) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>
 /// The future of [`Reloader::check`](super::Reloader::check): resolves to the settings a request
 /// should use.
 ///
-/// The check runs as one boxed future: the synchronizer is a trait object
-/// whose calls allocate anyway, and one box around the whole check costs
-/// no more than one around the read alone.
-/// A check answered without a read (push or interval mode, settings
-/// current) is ready at once and allocates nothing.
+/// A named state machine: a check answered without a read (push or
+/// interval mode, settings current) is ready at once, and a check that
+/// waits for a read shared with others allocates nothing. Only the first
+/// check after an idle spell, which makes the read itself, and a check
+/// that must wait for a load, box what they wait on (the synchronizer and
+/// the loader are trait objects whose calls allocate anyway).
 #[must_use = "futures do nothing unless polled"]
 pub struct CheckFuture<S> {
     answer: AnswerFuture<S>,
@@ -37,21 +42,36 @@ pub struct AnswerFuture<S> {
     check: Checking<S>,
 }
 
-enum Checking<S> {
-    Ready(Option<Answer<S>>),
-    Running(BoxFuture<Answer<S>>),
+/// Where a check stands.
+pub(super) enum Checking<S> {
+    /// Answered.
+    Ready(Answer<S>),
+    /// Not polled yet: the check begins (takes its number and asks for its
+    /// read) when first polled.
+    Start(Reloader<S>),
+    /// Waiting for the read that answers it.
+    Observing {
+        reloader: Reloader<S>,
+        began: u64,
+        stopwatch: Stopwatch,
+        observe: Observe,
+    },
+    /// Expired: waiting for a load.
+    CatchingUp(BoxFuture<Answer<S>>),
+    /// Its answer was taken.
+    Done,
 }
 
 impl<S> AnswerFuture<S> {
-    pub(super) fn new(check: BoxFuture<Answer<S>>) -> Self {
+    pub(super) fn start(reloader: Reloader<S>) -> Self {
         AnswerFuture {
-            check: Checking::Running(check),
+            check: Checking::Start(reloader),
         }
     }
 
     pub(super) fn ready(answer: Answer<S>) -> Self {
         AnswerFuture {
-            check: Checking::Ready(Some(answer)),
+            check: Checking::Ready(answer),
         }
     }
 }
@@ -63,34 +83,77 @@ impl<S> CheckFuture<S> {
 
     /// The answer, when the check had it at once (no read to wait for).
     #[cfg_attr(not(feature = "layer"), allow(dead_code))]
-    pub(super) fn now_or_later(self) -> Result<Snapshot<S>, Self> {
-        match self.answer.check {
-            Checking::Ready(Some(answer)) => Ok(answer.snapshot),
-            check => Err(CheckFuture {
-                answer: AnswerFuture { check },
-            }),
+    pub(super) fn now_or_later(mut self) -> Result<Snapshot<S>, Self> {
+        match mem::replace(&mut self.answer.check, Checking::Done) {
+            Checking::Ready(answer) => Ok(answer.snapshot),
+            check => {
+                self.answer.check = check;
+                Err(self)
+            }
         }
     }
 }
 
 impl<S> Unpin for AnswerFuture<S> {}
 
-impl<S> Future for AnswerFuture<S> {
+impl<S: Send + Sync + 'static> Future for AnswerFuture<S> {
     type Output = Answer<S>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answer<S>> {
-        match &mut self.check {
-            Checking::Ready(answer) => Poll::Ready(
-                answer
-                    .take()
-                    .expect("a CheckFuture is not polled after it completed"),
-            ),
-            Checking::Running(check) => check.as_mut().poll(cx),
+        let check = &mut self.check;
+        loop {
+            match check {
+                Checking::Observing {
+                    reloader, observe, ..
+                } => {
+                    let observed = ready!(observe.poll(cx, &reloader.core().reads));
+                    let Checking::Observing {
+                        reloader,
+                        began,
+                        stopwatch,
+                        ..
+                    } = mem::replace(check, Checking::Done)
+                    else {
+                        unreachable!("matched above")
+                    };
+                    *check = reloader.observed(began, stopwatch, observed, Freshness::Read);
+                }
+                Checking::CatchingUp(load) => {
+                    let answer = ready!(load.as_mut().poll(cx));
+                    *check = Checking::Done;
+                    return Poll::Ready(answer);
+                }
+                _ => match mem::replace(check, Checking::Done) {
+                    Checking::Ready(answer) => return Poll::Ready(answer),
+                    Checking::Start(reloader) => {
+                        *check = reloader.start_check(cx.waker());
+                        // Registered with this waker already: no need to
+                        // look again before it wakes.
+                        if matches!(check, Checking::Observing { observe, .. } if observe.waiting())
+                        {
+                            return Poll::Pending;
+                        }
+                    }
+                    _ => panic!("a CheckFuture is not polled after it completed"),
+                },
+            }
         }
     }
 }
 
-impl<S> Future for CheckFuture<S> {
+impl<S> Drop for AnswerFuture<S> {
+    fn drop(&mut self) {
+        // A check dropped while waiting lets go of its waker now.
+        if let Checking::Observing {
+            reloader, observe, ..
+        } = &mut self.check
+        {
+            observe.cancel(&reloader.core().reads);
+        }
+    }
+}
+
+impl<S: Send + Sync + 'static> Future for CheckFuture<S> {
     type Output = Snapshot<S>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Snapshot<S>> {

@@ -10,13 +10,14 @@
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::task::Waker;
 use std::time::Duration;
 
-use super::reads::Reads;
+use super::reads::{Observe, Reads};
 use crate::backend::Stored;
 use crate::error::Error;
 use crate::generation::Generation;
-use crate::synchronizer::{GenerationSynchronizer, Observed};
+use crate::synchronizer::GenerationSynchronizer;
 
 /// How a [`Reloader`](super::Reloader) learns that the shared generation
 /// moved, chosen with [`ReloaderBuilder::mode`](super::ReloaderBuilder::mode).
@@ -175,18 +176,19 @@ impl CheckMode {
         }
     }
 
-    /// What the read a check waits for observed, when no generation was
-    /// vouched for: the next read (strict, push), or one within the
-    /// interval. `None` when the interval's read failed: nothing to wait
-    /// for.
-    pub(super) async fn observe(
+    /// What a check observes when no generation was vouched for: the next
+    /// read (strict, push), or one within the interval. `None` when the
+    /// interval's read failed: nothing to wait for. A waiting check is
+    /// woken through `waker`.
+    pub(super) fn observe(
         &self,
         sync: &Arc<dyn GenerationSynchronizer>,
         reads: &Arc<Reads>,
-    ) -> Option<Observed> {
+        waker: &Waker,
+    ) -> Option<Observe> {
         match self {
-            CheckMode::Interval(every) => reads.within(sync, *every).await,
-            CheckMode::Strict | CheckMode::Push => Some(reads.next(sync).await),
+            CheckMode::Interval(every) => reads.within(sync, *every, waker),
+            CheckMode::Strict | CheckMode::Push => Some(reads.next(sync, waker)),
         }
     }
 }

@@ -3,12 +3,13 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::task::Waker;
 
 use tokio::sync::watch;
 
 use super::answer::{Answer, Freshness};
 use super::core::Core;
-use super::future::{AnswerFuture, CheckFuture};
+use super::future::{AnswerFuture, CheckFuture, Checking};
 use super::listeners::ListenerId;
 use super::metrics::{ReloadMetrics, Stopwatch};
 use super::snapshot::Snapshot;
@@ -164,8 +165,7 @@ impl<S: Send + Sync + 'static> Reloader<S> {
         if let Some(stale) = self.unread_in_outage() {
             return AnswerFuture::ready(Answer::new(stale, Freshness::Stale));
         }
-        let this = self.clone();
-        AnswerFuture::new(Box::pin(async move { this.checked().await }))
+        AnswerFuture::start(self.clone())
     }
 
     /// The settings in service, when the mode vouches for the generation
@@ -276,20 +276,40 @@ impl<S: Send + Sync + 'static> Reloader<S> {
         });
     }
 
-    async fn checked(self) -> Answer<S> {
+    /// The first step of a check not answered at once, when it is first
+    /// polled: it takes its number and asks for the read that answers it
+    /// (woken through `waker` when that read is another's).
+    pub(super) fn start_check(self, waker: &Waker) -> Checking<S> {
         let core = &self.core;
         let stopwatch = Stopwatch::start();
         let began = core.flight.began();
-        let counters = &core.counters;
-        counters.checks.add();
-        let (observed, freshness) = match self.vouched() {
-            Some(g) => (Observed::Value(g), Freshness::Vouched),
-            None => match core.config.mode.observe(&core.sync, &core.reads).await {
-                Some(observed) => (observed, Freshness::Read),
-                // The interval's read failed: nothing to wait for.
-                None => return Answer::new(self.serve_stale(stopwatch), Freshness::Stale),
+        core.counters.checks.add();
+        if let Some(g) = self.vouched() {
+            return self.observed(began, stopwatch, Observed::Value(g), Freshness::Vouched);
+        }
+        match core.config.mode.observe(&core.sync, &core.reads, waker) {
+            Some(observe) => Checking::Observing {
+                reloader: self,
+                began,
+                stopwatch,
+                observe,
             },
-        };
+            // The interval's read failed: nothing to wait for.
+            None => Checking::Ready(Answer::new(self.serve_stale(stopwatch), Freshness::Stale)),
+        }
+    }
+
+    /// The step of a check that began at `began` once it `observed` the
+    /// shared generation: answered with the settings in service if they
+    /// are current, else it waits for a load (boxed: the rare path).
+    pub(super) fn observed(
+        self,
+        began: u64,
+        stopwatch: Stopwatch,
+        observed: Observed,
+        freshness: Freshness,
+    ) -> Checking<S> {
+        let core = &self.core;
         // The local generation now, not when the read was sent: a load may
         // have recorded the observed one meanwhile.
         let check = Check {
@@ -299,31 +319,37 @@ impl<S: Send + Sync + 'static> Reloader<S> {
         if let Some(g) = check.observed() {
             core.flight.answered(began);
             if !check.is_expired() {
-                return Answer::new(self.serve_current(g, stopwatch), freshness);
+                return Checking::Ready(Answer::new(self.serve_current(g, stopwatch), freshness));
             }
         }
-        let answer = if !check.is_expired() {
-            Answer::new(self.current(), freshness)
-        } else {
-            counters.expired.add();
-            if check.shared == Observed::Unavailable {
-                counters.backend_errors.add();
-            }
-            if let Some(deferred) = core.deferred(&check) {
-                counters.deferred_served.add();
-                Answer::new(deferred, Freshness::Deferred)
-            } else {
-                match core.catch_up(check, began, false).await {
-                    Ok(snapshot) => Answer::new(snapshot, freshness),
-                    Err(stale) => {
-                        counters.stale_served.add();
-                        Answer::new(stale, Freshness::Stale)
-                    }
+        let counters = &core.counters;
+        if !check.is_expired() {
+            let answer = Answer::new(self.current(), freshness);
+            counters.served(stopwatch, &answer.snapshot);
+            return Checking::Ready(answer);
+        }
+        counters.expired.add();
+        if check.shared == Observed::Unavailable {
+            counters.backend_errors.add();
+        }
+        if let Some(deferred) = core.deferred(&check) {
+            counters.deferred_served.add();
+            let answer = Answer::new(deferred, Freshness::Deferred);
+            counters.served(stopwatch, &answer.snapshot);
+            return Checking::Ready(answer);
+        }
+        Checking::CatchingUp(Box::pin(async move {
+            let core = &self.core;
+            let answer = match core.catch_up(check, began, false).await {
+                Ok(snapshot) => Answer::new(snapshot, freshness),
+                Err(stale) => {
+                    core.counters.stale_served.add();
+                    Answer::new(stale, Freshness::Stale)
                 }
-            }
-        };
-        counters.served(stopwatch, &answer.snapshot);
-        answer
+            };
+            core.counters.served(stopwatch, &answer.snapshot);
+            answer
+        }))
     }
 
     /// Loads the settings now, whatever the generation says and whatever
