@@ -11,6 +11,7 @@ use crate::fence::Fence;
 use crate::generation::Generation;
 use crate::key::Key;
 
+use super::many::GET_MANY_SCRIPT;
 use super::scripts::{
     ADD_SCRIPT, GET_WITH_PARENT_SCRIPT, INCR_SCRIPT, INTEND_SCRIPT, LOCK_SCRIPT,
     LONGEST_GENERATION, RENEW_SCRIPT, UNLOCK_SCRIPT,
@@ -61,6 +62,18 @@ impl Op<(Stored, Stored)> {
                 &[LONGEST_GENERATION.to_string()],
             ),
             read: read_get_pair,
+        }
+    }
+}
+
+impl Op<Vec<Stored>> {
+    /// [`Backend::get_many`](crate::backend::Backend::get_many) of keys
+    /// on one Cluster slot (any keys elsewhere): the bounded read script
+    /// of `many.rs`, one command for them all.
+    pub(super) fn get_many(keys: &[&Key]) -> Self {
+        Op {
+            cmd: script(GET_MANY_SCRIPT, keys, &[LONGEST_GENERATION.to_string()]),
+            read: read_get_many,
         }
     }
 }
@@ -240,6 +253,14 @@ fn read_get_pair(reply: Result<Value, RedisError>) -> Result<(Stored, Stored), R
             Err(_) => Err(unexpected("an unexpected reply to the read of a pair")),
         },
         _ => Err(unexpected("an unexpected reply to the read of a pair")),
+    }
+}
+
+/// One reply per key, each read as [`read_get`] reads one.
+fn read_get_many(reply: Result<Value, RedisError>) -> Result<Vec<Stored>, RedisError> {
+    match reply? {
+        Value::Array(replies) => replies.into_iter().map(|r| read_get(Ok(r))).collect(),
+        _ => Err(unexpected("an unexpected reply to the read of many keys")),
     }
 }
 
