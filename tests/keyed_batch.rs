@@ -184,6 +184,17 @@ fn scripts_sent(server: &RedisServer) -> u64 {
         .sum()
 }
 
+/// Waits until `done` holds.
+async fn until(done: impl Fn() -> bool) {
+    timeout(Duration::from_secs(10), async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the awaited state was reached");
+}
+
 /// Lets every task of this (current-thread) runtime run until it waits:
 /// the checks spawned before queue their reads, as none waits on I/O
 /// before it queues.
@@ -212,12 +223,14 @@ async fn concurrent_checks_of_many_tenants_cost_one_command_per_batch() {
     });
     backend.gate.holding.notified().await;
     let (batches, sent) = (backend.batches().len(), scripts_sent(&server));
+    let counted = reloader.metrics().checks;
     let checks: Vec<_> = (1..300)
         .map(|i| {
             let reloader = reloader.clone();
             tokio::spawn(async move { reloader.answer(&tenant(i)).await.unwrap() })
         })
         .collect();
+    until(|| reloader.metrics().checks >= counted + 299).await;
     settle().await;
     backend.gate.open.send_replace(true);
     assert_eq!(first.await.unwrap().freshness, Freshness::Read);
@@ -295,11 +308,14 @@ async fn a_check_is_never_answered_by_a_batch_that_began_before_it_arrived() {
     // in flight.
     let bumped = writer.publish(&tenant(0), 2).await.expect("the publish");
     reloader.forget(&tenant(0)).await;
+    let loads = reloader.metrics().loader_runs;
     let after = tokio::spawn({
         let reloader = reloader.clone();
         async move { reloader.check(&tenant(0)).await.unwrap() }
     });
-    settle().await;
+    // A first load counts its run, then reads: queued for the next batch
+    // in the same poll.
+    until(|| reloader.metrics().loader_runs > loads).await;
     backend.gate.open.send_replace(true);
 
     assert_eq!(*before.await.unwrap(), 1, "read before the bump");
