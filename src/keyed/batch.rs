@@ -287,3 +287,62 @@ impl Backend for Batched {
         self.inner.track_set(set)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::MemoryBackend;
+    use crate::testing::FaultyBackend;
+    use tokio::time::timeout;
+
+    fn key(name: &str) -> Key {
+        Key::new([name]).unwrap()
+    }
+
+    /// Every read takes 100 ms (paused time), so a batch stays in flight
+    /// while the test acts.
+    async fn slow() -> (Arc<Batched>, [Generation; 3]) {
+        let memory = MemoryBackend::new();
+        let mut stored = Vec::new();
+        for name in ["one", "two", "parent"] {
+            let g = Generation::fresh();
+            memory
+                .add(&key(name), g, Duration::from_secs(60))
+                .await
+                .unwrap();
+            stored.push(g);
+        }
+        let faulty = FaultyBackend::new(memory);
+        faulty.faults().latency(Duration::from_millis(100));
+        let batched = Arc::new(Batched::new(Arc::new(faulty)));
+        (batched, stored.try_into().unwrap())
+    }
+
+    fn read(batched: &Arc<Batched>, name: &str) -> tokio::task::JoinHandle<Answer> {
+        let (batched, name) = (Arc::clone(batched), key(name));
+        tokio::spawn(async move { batched.get_with_parent(&name, &key("parent")).await })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_read_cancels_nothing_others_wait_for() {
+        let (batched, [one, two, parent]) = slow().await;
+        // The read whose call started the batches' task, and one queued
+        // beside the read that stays, both dropped.
+        let first = read(&batched, "one");
+        tokio::task::yield_now().await;
+        let dropped = read(&batched, "one");
+        let kept = read(&batched, "two");
+        tokio::task::yield_now().await;
+        first.abort();
+        dropped.abort();
+        let answer = timeout(Duration::from_secs(5), kept)
+            .await
+            .expect("answered")
+            .unwrap()
+            .unwrap();
+        assert_eq!(answer, (Stored::Value(two), Stored::Value(parent)));
+        // And the task still serves the next read.
+        let again = read(&batched, "one").await.unwrap().unwrap();
+        assert_eq!(again, (Stored::Value(one), Stored::Value(parent)));
+    }
+}

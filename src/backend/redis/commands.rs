@@ -349,6 +349,21 @@ mod tests {
             LONGEST_GENERATION,
             "the bound admits every generation and nothing longer"
         );
+        assert_eq!(
+            read_get_many(Ok(Value::Array(vec![
+                Value::BulkString(b"4294967297".to_vec()),
+                Value::Nil,
+                Value::Int(-2),
+            ])))
+            .unwrap(),
+            [
+                Stored::Value(Generation::new(4294967297).unwrap()),
+                Stored::Missing,
+                Stored::Corrupt
+            ],
+            "each key's reply read as its own read's"
+        );
+        assert!(read_get_many(Ok(Value::Int(1))).is_err());
         assert_eq!(read_incr(Ok(Value::Int(-1))).unwrap(), Stored::Missing);
         assert_eq!(read_incr(Ok(Value::Int(-2))).unwrap(), Stored::Corrupt);
         assert!(read_flag(Ok(Value::Int(1))).unwrap());
