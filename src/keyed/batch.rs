@@ -1,6 +1,7 @@
 //! Reads of many keys' generations sent together: every member's
 //! synchronizer of one keyed reloader reads through one [`Batched`]
-//! backend, whose reads of a key with its parent wait for the next batch.
+//! backend, whose reads (of a key with its parent, or of one key) wait for
+//! the next batch.
 //!
 //! One batch is in flight at a time. A read that arrives while one is in
 //! flight waits for the next, sent the moment the one in flight returns
@@ -31,12 +32,12 @@ use crate::unpoisoned::lock;
 /// The most distinct keys one batch reads.
 pub(super) const BATCH_KEYS: usize = 512;
 
-/// A read of a key with its parent, answered by a batch.
-type Answer = Result<(Stored, Stored), BackendError>;
+/// What a batch answers a read: each of its keys' values, in order.
+type Answer = Result<Vec<Stored>, BackendError>;
 
+/// A read waiting for a batch: one key, or a key and its parent.
 struct Waiter {
-    key: Key,
-    parent: Key,
+    keys: Vec<Key>,
     answer: oneshot::Sender<Answer>,
 }
 
@@ -48,9 +49,9 @@ struct Queue {
     next: Vec<Waiter>,
 }
 
-/// A backend whose [`get_with_parent`](Backend::get_with_parent) reads go
-/// out in batches ([`Backend::get_many`]); every other call passes
-/// through.
+/// A backend whose reads ([`get`](Backend::get),
+/// [`get_with_parent`](Backend::get_with_parent)) go out in batches
+/// ([`Backend::get_many`]); every other call passes through.
 pub(super) struct Batched {
     inner: Arc<dyn Backend>,
     queue: Arc<Mutex<Queue>>,
@@ -66,13 +67,12 @@ impl Batched {
 
     /// Queues the read for the next batch, starting the batches' task if
     /// none runs. `None` outside a runtime: read alone then.
-    fn enqueue(&self, key: &Key, parent: &Key) -> Option<oneshot::Receiver<Answer>> {
+    fn enqueue(&self, keys: &[&Key]) -> Option<oneshot::Receiver<Answer>> {
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         let (answer, answered) = oneshot::channel();
         let mut queue = lock(&self.queue);
         queue.next.push(Waiter {
-            key: key.clone(),
-            parent: parent.clone(),
+            keys: keys.iter().map(|k| (*k).clone()).collect(),
             answer,
         });
         if !mem::replace(&mut queue.running, true) {
@@ -80,6 +80,18 @@ impl Batched {
             runtime.spawn(send_batches(inner, shared));
         }
         Some(answered)
+    }
+
+    /// Reads `keys` in the next batch: `None` outside a runtime.
+    async fn batched(&self, keys: &[&Key]) -> Option<Answer> {
+        let answered = self.enqueue(keys)?;
+        Some(answered.await.unwrap_or_else(|_| {
+            Err(BackendError::new(
+                BackendErrorKind::Server,
+                keys[0].to_string(),
+                "the batch that read this key ended without an answer",
+            ))
+        }))
     }
 }
 
@@ -109,15 +121,11 @@ fn take(next: &mut Vec<Waiter>) -> Vec<Waiter> {
     let mut seen = std::collections::HashSet::new();
     let mut count = 0;
     for waiter in next.iter() {
-        let added = [&waiter.key, &waiter.parent]
-            .into_iter()
-            .filter(|k| !seen.contains(*k))
-            .count();
+        let added = waiter.keys.iter().filter(|k| !seen.contains(*k)).count();
         if count > 0 && seen.len() + added > BATCH_KEYS {
             break;
         }
-        seen.insert(waiter.key.clone());
-        seen.insert(waiter.parent.clone());
+        seen.extend(waiter.keys.iter().cloned());
         count += 1;
     }
     let rest = next.split_off(count);
@@ -135,9 +143,9 @@ async fn send(backend: &dyn Backend, batch: Vec<Waiter>) {
             keys.len() - 1
         })
     };
-    let wanted: Vec<(usize, usize)> = batch
+    let wanted: Vec<Vec<usize>> = batch
         .iter()
-        .map(|w| (place(&w.key), place(&w.parent)))
+        .map(|w| w.keys.iter().map(&mut place).collect())
         .collect();
     let read = backend.get_many(&keys).await.and_then(|stored| {
         if stored.len() == keys.len() {
@@ -150,9 +158,9 @@ async fn send(backend: &dyn Backend, batch: Vec<Waiter>) {
             ))
         }
     });
-    for (waiter, (own, parent)) in batch.into_iter().zip(wanted) {
+    for (waiter, places) in batch.into_iter().zip(wanted) {
         let answer = match &read {
-            Ok(stored) => Ok((stored[own], stored[parent])),
+            Ok(stored) => Ok(places.into_iter().map(|at| stored[at]).collect()),
             Err(e) => Err(e.clone()),
         };
         // A waiter that stopped waiting needs no answer.
@@ -180,8 +188,12 @@ impl Drop for Stop {
 
 #[async_trait]
 impl Backend for Batched {
+    /// In the next batch (a parent read as a member is created, say).
     async fn get(&self, key: &Key) -> Result<Stored, BackendError> {
-        self.inner.get(key).await
+        match self.batched(&[key]).await {
+            Some(read) => Ok(read?[0]),
+            None => self.inner.get(key).await,
+        }
     }
 
     /// In the next batch.
@@ -190,16 +202,13 @@ impl Backend for Batched {
         key: &Key,
         parent: &Key,
     ) -> Result<(Stored, Stored), BackendError> {
-        let Some(answered) = self.enqueue(key, parent) else {
-            return self.inner.get_with_parent(key, parent).await;
-        };
-        answered.await.unwrap_or_else(|_| {
-            Err(BackendError::new(
-                BackendErrorKind::Server,
-                key.to_string(),
-                "the batch that read this key ended without an answer",
-            ))
-        })
+        match self.batched(&[key, parent]).await {
+            Some(read) => {
+                let read = read?;
+                Ok((read[0], read[1]))
+            }
+            None => self.inner.get_with_parent(key, parent).await,
+        }
     }
 
     async fn get_many(&self, keys: &[Key]) -> Result<Vec<Stored>, BackendError> {
@@ -318,7 +327,10 @@ mod tests {
         (batched, stored.try_into().unwrap())
     }
 
-    fn read(batched: &Arc<Batched>, name: &str) -> tokio::task::JoinHandle<Answer> {
+    fn read(
+        batched: &Arc<Batched>,
+        name: &str,
+    ) -> tokio::task::JoinHandle<Result<(Stored, Stored), BackendError>> {
         let (batched, name) = (Arc::clone(batched), key(name));
         tokio::spawn(async move { batched.get_with_parent(&name, &key("parent")).await })
     }
