@@ -357,7 +357,10 @@ async fn a_failing_batch_fails_each_waiter_and_the_next_batch_works() {
 
     backend.gate.failing.store(false, Ordering::SeqCst);
     for i in 0..20 {
-        let answer = reloader.answer(&tenant(i)).await.unwrap();
+        let answer = timeout(Duration::from_secs(10), reloader.answer(&tenant(i)))
+            .await
+            .expect("the next batch is sent")
+            .unwrap();
         assert_eq!((*answer.snapshot, answer.freshness), (1, Freshness::Read));
     }
     let healed = reloader.metrics();
