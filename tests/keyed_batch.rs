@@ -455,3 +455,55 @@ async fn a_read_of_many_keys_on_one_server_is_one_bounded_command() {
     );
     assert_eq!(scripts_sent(&server) - before, 1);
 }
+
+#[tokio::test]
+async fn a_batch_needs_only_the_keyed_readers_acl_and_names_a_denied_command() {
+    let server = RedisServer::start().expect("redis-server");
+    let parent = Key::new(["tenants"]).unwrap();
+    let keys = vec![
+        parent.member("acme").unwrap(),
+        parent.member("globex").unwrap(),
+        parent.clone(),
+    ];
+    let mut admin = server.connection().unwrap();
+    let user = |denied: &str| {
+        // SECURITY.md's keyed-reader line, less `denied`.
+        let mut rules = vec![
+            "app",
+            "on",
+            ">pw",
+            "resetkeys",
+            "~gensync:*",
+            "~{gensync:*",
+            "-@all",
+        ];
+        rules.extend(
+            ["+eval", "+getrange", "+exists", "+info"]
+                .into_iter()
+                .filter(|rule| rule[1..] != *denied),
+        );
+        rules
+    };
+    let url = server.url().replacen("://", "://app:pw@", 1);
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(user(""))
+        .query(&mut admin)
+        .unwrap();
+    let read = RedisBackend::open(&url).unwrap().get_many(&keys).await;
+    assert_eq!(read.unwrap(), [Stored::Missing; 3]);
+
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(user("getrange"))
+        .query(&mut admin)
+        .unwrap();
+    let error = RedisBackend::open(&url)
+        .unwrap()
+        .get_many(&keys)
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), BackendErrorKind::Denied, "{error}");
+    assert_eq!(error.rule(), Some("+getrange"), "{error}");
+    assert!(error.to_string().contains("'getrange'"), "{error}");
+}

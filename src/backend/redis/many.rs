@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use super::aio::RedisBackend;
 use super::commands::Op;
 use super::deployment::slot;
+use super::scripts::{denied_command, guard};
 use crate::backend::Stored;
 use crate::error::BackendError;
 use crate::key::Key;
@@ -16,29 +17,30 @@ use crate::key::Key;
 /// Reads every key (KEYS) as `GETRANGE key 0 longest` (ARGV[1]) does, in
 /// one step, replying one entry per key: the value, nil for a missing key,
 /// or -2 where nothing a generation could be is stored (too long, an empty
-/// string, another type). Not `MGET`: it would send a value of megabytes
-/// whole, where this sends at most `longest` + 1 bytes per key. One
-/// command in `INFO commandstats` (the reads it runs are counted there
-/// too, under `getrange`, as a script's are). Any error but a key of
-/// another type fails the read, as a single read's does.
-pub(super) const GET_MANY_SCRIPT: &str = r"#!lua flags=no-writes
+/// string, another type), as the read of a key with its parent does. Not
+/// `MGET`: it would send a value of megabytes whole, where this sends at
+/// most `longest` + 1 bytes per key. One command in `INFO commandstats`
+/// (the reads it runs are counted there too, under their own names, as
+/// every script's are). A denied command fails the read, named.
+pub(super) const GET_MANY_SCRIPT: &str = concat!(
+    "#!lua flags=no-writes\n",
+    guard!(),
+    r"
 local longest = tonumber(ARGV[1])
 local out = {}
 for i, k in ipairs(KEYS) do
-  local v = redis.pcall('GETRANGE', k, 0, longest)
-  if type(v) == 'table' and v.err then
-    if string.sub(v.err, 1, 9) ~= 'WRONGTYPE' then error(v) end
-    out[i] = -2
-  elseif string.len(v) > longest then
+  local v = try('GETRANGE', k, 0, longest)
+  if v == WRONG or string.len(v) > longest then
     out[i] = -2
   elseif v == '' then
-    if redis.call('EXISTS', k) == 1 then out[i] = -2 else out[i] = false end
+    if call('EXISTS', k) == 1 then out[i] = -2 else out[i] = false end
   else
     out[i] = v
   end
 end
 return out
-";
+"
+);
 
 /// Reads `keys` in one script per slot (in a Cluster, where a script's
 /// keys must share one; elsewhere one script for all), the slots' scripts
