@@ -202,6 +202,19 @@ pub trait Backend: Send + Sync + 'static {
         Ok((own?, parent?))
     }
 
+    /// Reads every key of `keys` (a key may come more than once), in as
+    /// few round trips as this backend can: the stored values in the
+    /// order of `keys`. One error fails the whole read. The default reads
+    /// them one at a time; Redis sends one bounded read-only script per
+    /// Cluster slot (one command on a single server or Sentinel primary).
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Stored>, BackendError> {
+        let mut stored = Vec::with_capacity(keys.len());
+        for key in keys {
+            stored.push(self.get(key).await?);
+        }
+        Ok(stored)
+    }
+
     /// Starts pushing the changes of `key` into `tracker`, if this backend
     /// can, on a task of the current tokio runtime that ends once the
     /// tracker is dropped. Returns whether it started. The default cannot:
@@ -303,6 +316,9 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
         parent: &Key,
     ) -> Result<(Stored, Stored), BackendError> {
         (**self).get_with_parent(key, parent).await
+    }
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Stored>, BackendError> {
+        (**self).get_many(keys).await
     }
     fn track(&self, key: &Key, tracker: &std::sync::Arc<Tracker>) -> bool {
         (**self).track(key, tracker)

@@ -7,6 +7,7 @@ use std::hash::Hash;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use super::batch::Batched;
 use super::reloader::{Inner, KeyedReloader};
 use super::source::{KeyedLoader, KeyedSaver};
 use crate::backend::Backend;
@@ -163,7 +164,8 @@ where
         Ok(KeyedReloader {
             inner: Arc::new(Inner {
                 counters: Arc::new(Counters::new(&self.set)),
-                backend: self.backend,
+                // Every key's reads go out together, in batches.
+                backend: Arc::new(Batched::new(self.backend)),
                 set: self.set,
                 id: self.id,
                 loader: self.loader,

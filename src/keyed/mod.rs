@@ -84,7 +84,15 @@
 //!   reloader's) during which requests are told at once that the key is
 //!   unavailable; a later request tries again.
 //! - **Keys are independent.** Each key's reads are coalesced on their own,
-//!   so a request for one key never waits on another's read or load.
+//!   so a request for one key never waits on another's load.
+//! - **Reads go out together.** The reads of every key that wait at the
+//!   same moment go to the backend as one batch
+//!   ([`Backend::get_many`](crate::backend::Backend::get_many): on Redis one
+//!   bounded read-only script, per Cluster slot), the parent read once for
+//!   all. One batch is in flight at a time; a read that arrives meanwhile
+//!   waits for the next, sent when it returns, so a check is still only
+//!   answered by a read that began after it arrived. A batch reads at most
+//!   512 keys.
 //! - **A parent generation.** Every key's check reads the set's own key
 //!   ([`KeyedReloader::parent`]) with the key's, in one round trip (on the
 //!   same Redis Cluster slot: member keys carry the set's key as their hash
@@ -103,9 +111,11 @@
 //! answers a request it cannot name a key for.
 
 // Rooms: `reloader.rs` is the handle and each key's first load,
+// `batch.rs` the keys' reads sent together,
 // `builder.rs` its configuration, `source.rs` the keyed loader and saver,
 // `layer.rs` the middleware.
 
+mod batch;
 mod builder;
 #[cfg(feature = "layer")]
 mod layer;

@@ -326,6 +326,11 @@ impl Backend for RedisBackend {
         self.run(Op::get_with_parent(key, parent)).await
     }
 
+    /// One bounded read script per Cluster slot (`many.rs`).
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Stored>, BackendError> {
+        super::many::get_many(self, keys, self.target.is_cluster()).await
+    }
+
     async fn add(
         &self,
         key: &Key,

@@ -11,6 +11,7 @@ use crate::fence::Fence;
 use crate::generation::Generation;
 use crate::key::Key;
 
+use super::many::GET_MANY_SCRIPT;
 use super::scripts::{
     ADD_SCRIPT, GET_WITH_PARENT_SCRIPT, INCR_SCRIPT, INTEND_SCRIPT, LOCK_SCRIPT,
     LONGEST_GENERATION, RENEW_SCRIPT, UNLOCK_SCRIPT,
@@ -61,6 +62,18 @@ impl Op<(Stored, Stored)> {
                 &[LONGEST_GENERATION.to_string()],
             ),
             read: read_get_pair,
+        }
+    }
+}
+
+impl Op<Vec<Stored>> {
+    /// [`Backend::get_many`](crate::backend::Backend::get_many) of keys
+    /// on one Cluster slot (any keys elsewhere): the bounded read script
+    /// of `many.rs`, one command for them all.
+    pub(super) fn get_many(keys: &[&Key]) -> Self {
+        Op {
+            cmd: script(GET_MANY_SCRIPT, keys, &[LONGEST_GENERATION.to_string()]),
+            read: read_get_many,
         }
     }
 }
@@ -243,6 +256,14 @@ fn read_get_pair(reply: Result<Value, RedisError>) -> Result<(Stored, Stored), R
     }
 }
 
+/// One reply per key, each read as [`read_get`] reads one.
+fn read_get_many(reply: Result<Value, RedisError>) -> Result<Vec<Stored>, RedisError> {
+    match reply? {
+        Value::Array(replies) => replies.into_iter().map(|r| read_get(Ok(r))).collect(),
+        _ => Err(unexpected("an unexpected reply to the read of many keys")),
+    }
+}
+
 fn read_incr(reply: Result<Value, RedisError>) -> Result<Stored, RedisError> {
     Ok(match reply? {
         Value::Int(-1) => Stored::Missing,
@@ -328,6 +349,21 @@ mod tests {
             LONGEST_GENERATION,
             "the bound admits every generation and nothing longer"
         );
+        assert_eq!(
+            read_get_many(Ok(Value::Array(vec![
+                Value::BulkString(b"4294967297".to_vec()),
+                Value::Nil,
+                Value::Int(-2),
+            ])))
+            .unwrap(),
+            [
+                Stored::Value(Generation::new(4294967297).unwrap()),
+                Stored::Missing,
+                Stored::Corrupt
+            ],
+            "each key's reply read as its own read's"
+        );
+        assert!(read_get_many(Ok(Value::Int(1))).is_err());
         assert_eq!(read_incr(Ok(Value::Int(-1))).unwrap(), Stored::Missing);
         assert_eq!(read_incr(Ok(Value::Int(-2))).unwrap(), Stored::Corrupt);
         assert!(read_flag(Ok(Value::Int(1))).unwrap());

@@ -29,6 +29,7 @@ mod conn;
 mod deployment;
 mod dialer;
 mod identity;
+mod many;
 mod redial;
 mod scripts;
 mod slot;

@@ -66,6 +66,7 @@ end
         )
     };
 }
+pub(super) use guard;
 
 /// What the write scripts share besides [`guard`]: the server's clock,
 /// `zset_or_none`, which deletes an intents key of another type than a
