@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::future::try_join_all;
 use redis::{AsyncConnectionConfig, RedisError, Value};
 use tokio::time::Instant;
 
@@ -14,6 +15,7 @@ use super::commands::Op;
 use super::config::{RedisConfig, Replicas};
 use super::conn::{connect_async, AsyncConn};
 use super::identity::{identity_cmd, read_run_id};
+use super::many;
 use super::slot::{Current, Slot};
 use super::target::{
     breaks_connection, found_dead, read_replicated, wait_cmd, Caller, Failure, Target,
@@ -326,9 +328,19 @@ impl Backend for RedisBackend {
         self.run(Op::get_with_parent(key, parent)).await
     }
 
-    /// One bounded read script per Cluster slot (`many.rs`).
+    /// One bounded read script per Cluster slot (`many.rs`), sent at once;
+    /// any one failing fails the read.
     async fn get_many(&self, keys: &[Key]) -> Result<Vec<Stored>, BackendError> {
-        super::many::get_many(self, keys, self.target.is_cluster()).await
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let reads = many::groups(keys, self.target.is_cluster())
+            .into_iter()
+            .map(|(keys, places)| async move {
+                let stored = self.run(Op::get_many(&keys)).await?;
+                Ok::<_, BackendError>((places, stored))
+            });
+        Ok(many::merge(keys.len(), try_join_all(reads).await?))
     }
 
     async fn add(

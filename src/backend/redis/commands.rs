@@ -11,9 +11,8 @@ use crate::fence::Fence;
 use crate::generation::Generation;
 use crate::key::Key;
 
-use super::many::GET_MANY_SCRIPT;
 use super::scripts::{
-    ADD_SCRIPT, GET_WITH_PARENT_SCRIPT, INCR_SCRIPT, INTEND_SCRIPT, LOCK_SCRIPT,
+    ADD_SCRIPT, GET_MANY_SCRIPT, GET_WITH_PARENT_SCRIPT, INCR_SCRIPT, INTEND_SCRIPT, LOCK_SCRIPT,
     LONGEST_GENERATION, RENEW_SCRIPT, UNLOCK_SCRIPT,
 };
 

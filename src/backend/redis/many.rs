@@ -1,108 +1,89 @@
 //! A read of many keys at once ([`Backend::get_many`]): one `no-writes`
 //! script per Cluster slot (one in all on a single server or a Sentinel
-//! primary), each key read as [`Op::get`] reads one, bounded in bytes.
+//! primary), each key read as [`Op::get`](super::commands::Op::get) reads
+//! one, bounded in bytes (`GET_MANY_SCRIPT` in `scripts.rs`). This room
+//! groups the keys and puts the answers back in order; `aio.rs` sends.
 //!
 //! [`Backend::get_many`]: crate::backend::Backend::get_many
 
 use std::collections::HashMap;
 
-use super::aio::RedisBackend;
-use super::commands::Op;
 use super::deployment::slot;
-use super::scripts::{denied_command, guard};
 use crate::backend::Stored;
-use crate::error::BackendError;
 use crate::key::Key;
 
-/// Reads every key (KEYS) as `GETRANGE key 0 longest` (ARGV[1]) does, in
-/// one step, replying one entry per key: the value, nil for a missing key,
-/// or -2 where nothing a generation could be is stored (too long, an empty
-/// string, another type), as the read of a key with its parent does. Not
-/// `MGET`: it would send a value of megabytes whole, where this sends at
-/// most `longest` + 1 bytes per key. One command in `INFO commandstats`
-/// (the reads it runs are counted there too, under their own names, as
-/// every script's are). A denied command fails the read, named.
-pub(super) const GET_MANY_SCRIPT: &str = concat!(
-    "#!lua flags=no-writes\n",
-    guard!(),
-    r"
-local longest = tonumber(ARGV[1])
-local out = {}
-for i, k in ipairs(KEYS) do
-  local v = try('GETRANGE', k, 0, longest)
-  if v == WRONG or string.len(v) > longest then
-    out[i] = -2
-  elseif v == '' then
-    if call('EXISTS', k) == 1 then out[i] = -2 else out[i] = false end
-  else
-    out[i] = v
-  end
-end
-return out
-"
-);
+/// One script's keys, in order, and their places in the keys asked for.
+pub(super) type Group<'k> = (Vec<&'k Key>, Vec<usize>);
 
-/// Reads `keys` in one script per slot (in a Cluster, where a script's
-/// keys must share one; elsewhere one script for all), the slots' scripts
-/// sent at once. Any one failing fails the read.
-pub(super) async fn get_many(
-    backend: &RedisBackend,
-    keys: &[Key],
-    cluster: bool,
-) -> Result<Vec<Stored>, BackendError> {
-    if keys.is_empty() {
-        return Ok(Vec::new());
-    }
+/// `keys` as the scripts that read them: one per slot in a Cluster, where
+/// a script's keys must share one; elsewhere one for all.
+pub(super) fn groups(keys: &[Key], cluster: bool) -> Vec<Group<'_>> {
     if !cluster {
-        let all: Vec<&Key> = keys.iter().collect();
-        return backend.run(Op::get_many(&all)).await;
+        return vec![(keys.iter().collect(), (0..keys.len()).collect())];
     }
-    // Each slot's keys, in order, with their places in `keys`.
-    let mut slots: HashMap<u16, (Vec<&Key>, Vec<usize>)> = HashMap::new();
+    let mut slots: HashMap<u16, Group<'_>> = HashMap::new();
     for (at, key) in keys.iter().enumerate() {
         let group = slots.entry(slot(key.as_str().as_bytes())).or_default();
         group.0.push(key);
         group.1.push(at);
     }
-    let reads = slots.into_values().map(|(keys, places)| async move {
-        let stored = backend.run(Op::get_many(&keys)).await?;
-        Ok::<_, BackendError>((places, stored))
-    });
-    let mut out = vec![Stored::Missing; keys.len()];
-    for (places, stored) in join_all(reads)
-        .await
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()?
-    {
+    slots.into_values().collect()
+}
+
+/// The answers of every group's script, put back in the order of the `len`
+/// keys asked for.
+pub(super) fn merge(len: usize, answers: Vec<(Vec<usize>, Vec<Stored>)>) -> Vec<Stored> {
+    let mut out = vec![Stored::Missing; len];
+    for (places, stored) in answers {
         for (at, value) in places.into_iter().zip(stored) {
             out[at] = value;
         }
     }
-    Ok(out)
+    out
 }
 
-/// Runs `futures` concurrently on this task, their outputs in order.
-async fn join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut pinned: Vec<_> = futures.map(Box::pin).collect();
-    let mut done: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (future, out) in pinned.iter_mut().zip(done.iter_mut()) {
-            if out.is_none() {
-                match future.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => *out = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generation::Generation;
+
+    /// A value that says which key it answers.
+    fn generation(at: usize) -> Stored {
+        Stored::Value(Generation::new(at as u64 + 1).unwrap())
+    }
+
+    #[test]
+    fn a_cluster_read_is_one_group_per_slot_and_answers_come_back_in_order() {
+        let keys: Vec<Key> = (0..20)
+            .map(|n| Key::new([n.to_string()]).unwrap())
+            .collect();
+        let slot_of = |key: &Key| slot(key.as_str().as_bytes());
+        let mut slots: Vec<u16> = keys.iter().map(slot_of).collect();
+        slots.sort_unstable();
+        slots.dedup();
+        let groups = groups(&keys, true);
+        assert_eq!(groups.len(), slots.len(), "one script per slot");
+        for (keys, _) in &groups {
+            assert!(
+                keys.iter().all(|k| slot_of(k) == slot_of(keys[0])),
+                "one slot each"
+            );
         }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    done.into_iter()
-        .map(|o| o.expect("every future finished"))
-        .collect()
+        let answers = groups
+            .into_iter()
+            .map(|(keys, places)| {
+                let stored = places.iter().map(|&at| generation(at)).collect();
+                assert_eq!(keys.len(), places.len());
+                (places, stored)
+            })
+            .collect();
+        let merged = merge(keys.len(), answers);
+        let expected: Vec<Stored> = (0..20).map(generation).collect();
+        assert_eq!(merged, expected);
+        assert_eq!(
+            super::groups(&keys, false).len(),
+            1,
+            "one script off a Cluster"
+        );
+    }
 }

@@ -66,7 +66,6 @@ end
         )
     };
 }
-pub(super) use guard;
 
 /// What the write scripts share besides [`guard`]: the server's clock,
 /// `zset_or_none`, which deletes an intents key of another type than a
@@ -162,6 +161,34 @@ local function bounded(k)
   return v
 end
 return {bounded(KEYS[1]), bounded(KEYS[2])}
+"
+);
+
+/// Reads every key (KEYS) as `GETRANGE key 0 longest` (ARGV[1]) does, in
+/// one step, replying one entry per key: the value, nil for a missing key,
+/// or -2 where nothing a generation could be is stored (too long, an empty
+/// string, another type), as the read of a key with its parent does. Not
+/// `MGET`: it would send a value of megabytes whole, where this sends at
+/// most `longest` + 1 bytes per key. One command in `INFO commandstats`
+/// (the reads it runs are counted there too, under their own names, as
+/// every script's are). A denied command fails the read, named.
+pub(super) const GET_MANY_SCRIPT: &str = concat!(
+    "#!lua flags=no-writes\n",
+    guard!(),
+    r"
+local longest = tonumber(ARGV[1])
+local out = {}
+for i, k in ipairs(KEYS) do
+  local v = try('GETRANGE', k, 0, longest)
+  if v == WRONG or string.len(v) > longest then
+    out[i] = -2
+  elseif v == '' then
+    if call('EXISTS', k) == 1 then out[i] = -2 else out[i] = false end
+  else
+    out[i] = v
+  end
+end
+return out
 "
 );
 
