@@ -110,33 +110,25 @@ impl<S: Send + Sync + 'static> Core<S> {
 
     /// With spread loads, the settings in service when `check`, which
     /// found them expired, may be answered without waiting: the change it
-    /// observed is loaded at the end of this instance's spread window, by
-    /// a task the check that opened the window starts. `None`: load now.
-    pub(super) fn deferred(self: &Arc<Self>, check: &Check) -> Option<Snapshot<S>> {
+    /// observed is loaded at the end of this instance's spread window.
+    /// `None`: load now. With `Some(due)` beside the settings, this check
+    /// opened the window, and its caller starts the task that loads at
+    /// `due`.
+    pub(super) fn deferred(&self, check: &Check) -> Option<(Snapshot<S>, Option<Instant>)> {
         if !self.spread.is_on() {
             return None;
         }
         let Observed::Value(heard) = check.shared else {
             return None;
         };
-        let due = match self.spread.verdict(check.local, heard) {
+        let (due, opened) = match self.spread.verdict(check.local, heard) {
             Verdict::Load => return None,
-            Verdict::Defer(due) => due,
-            Verdict::Open(due) => {
-                let core = Arc::downgrade(self);
-                tokio::spawn(async move {
-                    tokio::time::sleep_until(due).await;
-                    // A reloader let go meanwhile has nothing to load for.
-                    if let Some(core) = core.upgrade() {
-                        let _ = super::reloader::Reloader::with_core(core).check().await;
-                    }
-                });
-                due
-            }
+            Verdict::Defer(due) => (due, None),
+            Verdict::Open(due) => (due, Some(due)),
         };
         let current = self.current();
         current.defer_until(due.into_std());
-        Some(current)
+        Some((current, opened))
     }
 
     fn start_load(self: &Arc<Self>, check: Check, finished: watch::Sender<Option<bool>>) {

@@ -1,181 +1,18 @@
-//! The named futures of a check and of the middleware, so neither boxes
-//! the inner service's future nor asks more of it than tower does.
+//! The named future of the middleware: a check ([`CheckFuture`], in
+//! `checking.rs`), then the inner service's own future, so neither is
+//! boxed nor asks more of the service than tower does.
 
 use std::fmt;
 use std::future::Future;
-use std::mem;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
-#[cfg(feature = "layer")]
 use pin_project_lite::pin_project;
-#[cfg(feature = "layer")]
 use tower_service::Service;
 
-use super::answer::{Answer, Freshness};
-use super::metrics::Stopwatch;
-use super::reads::Observe;
-use super::reloader::Reloader;
+use super::checking::CheckFuture;
 use super::snapshot::Snapshot;
 
-/// A boxed future, for the parts of a check that run on a trait object.
-pub(super) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
-/// The future of [`Reloader::check`](super::Reloader::check): resolves to the settings a request
-/// should use.
-///
-/// A named state machine: a check answered without a read (push or
-/// interval mode, settings current) is ready at once, and a check that
-/// waits for a read shared with others allocates nothing. Only the first
-/// check after an idle spell, which makes the read itself, and a check
-/// that must wait for a load, box what they wait on (the synchronizer and
-/// the loader are trait objects whose calls allocate anyway).
-#[must_use = "futures do nothing unless polled"]
-pub struct CheckFuture<S> {
-    answer: AnswerFuture<S>,
-}
-
-/// The future of [`Reloader::answer`](super::Reloader::answer): the
-/// settings and how fresh they are. Allocates as [`CheckFuture`] does.
-#[must_use = "futures do nothing unless polled"]
-pub struct AnswerFuture<S> {
-    check: Checking<S>,
-}
-
-/// Where a check stands.
-pub(super) enum Checking<S> {
-    /// Answered.
-    Ready(Answer<S>),
-    /// Not polled yet: the check begins (takes its number and asks for its
-    /// read) when first polled.
-    Start(Reloader<S>),
-    /// Waiting for the read that answers it.
-    Observing {
-        reloader: Reloader<S>,
-        began: u64,
-        stopwatch: Stopwatch,
-        observe: Observe,
-    },
-    /// Expired: waiting for a load.
-    CatchingUp(BoxFuture<Answer<S>>),
-    /// Its answer was taken.
-    Done,
-}
-
-impl<S> AnswerFuture<S> {
-    pub(super) fn start(reloader: Reloader<S>) -> Self {
-        AnswerFuture {
-            check: Checking::Start(reloader),
-        }
-    }
-
-    pub(super) fn ready(answer: Answer<S>) -> Self {
-        AnswerFuture {
-            check: Checking::Ready(answer),
-        }
-    }
-}
-
-impl<S> CheckFuture<S> {
-    pub(super) fn new(answer: AnswerFuture<S>) -> Self {
-        CheckFuture { answer }
-    }
-
-    /// The answer, when the check had it at once (no read to wait for).
-    #[cfg_attr(not(feature = "layer"), allow(dead_code))]
-    pub(super) fn now_or_later(mut self) -> Result<Snapshot<S>, Self> {
-        match mem::replace(&mut self.answer.check, Checking::Done) {
-            Checking::Ready(answer) => Ok(answer.snapshot),
-            check => {
-                self.answer.check = check;
-                Err(self)
-            }
-        }
-    }
-}
-
-impl<S> Unpin for AnswerFuture<S> {}
-
-impl<S: Send + Sync + 'static> Future for AnswerFuture<S> {
-    type Output = Answer<S>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answer<S>> {
-        let check = &mut self.check;
-        loop {
-            match check {
-                Checking::Observing {
-                    reloader, observe, ..
-                } => {
-                    let observed = ready!(observe.poll(cx, &reloader.core().reads));
-                    let Checking::Observing {
-                        reloader,
-                        began,
-                        stopwatch,
-                        ..
-                    } = mem::replace(check, Checking::Done)
-                    else {
-                        unreachable!("matched above")
-                    };
-                    *check = reloader.observed(began, stopwatch, observed, Freshness::Read);
-                }
-                Checking::CatchingUp(load) => {
-                    let answer = ready!(load.as_mut().poll(cx));
-                    *check = Checking::Done;
-                    return Poll::Ready(answer);
-                }
-                _ => match mem::replace(check, Checking::Done) {
-                    Checking::Ready(answer) => return Poll::Ready(answer),
-                    Checking::Start(reloader) => {
-                        *check = reloader.start_check(cx.waker());
-                        // Registered with this waker already: no need to
-                        // look again before it wakes.
-                        if matches!(check, Checking::Observing { observe, .. } if observe.waiting())
-                        {
-                            return Poll::Pending;
-                        }
-                    }
-                    _ => panic!("a CheckFuture is not polled after it completed"),
-                },
-            }
-        }
-    }
-}
-
-impl<S> Drop for AnswerFuture<S> {
-    fn drop(&mut self) {
-        // A check dropped while waiting lets go of its waker now.
-        if let Checking::Observing {
-            reloader, observe, ..
-        } = &mut self.check
-        {
-            observe.cancel(&reloader.core().reads);
-        }
-    }
-}
-
-impl<S: Send + Sync + 'static> Future for CheckFuture<S> {
-    type Output = Snapshot<S>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Snapshot<S>> {
-        Pin::new(&mut self.answer)
-            .poll(cx)
-            .map(|answer| answer.snapshot)
-    }
-}
-
-impl<S> fmt::Debug for CheckFuture<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CheckFuture").finish_non_exhaustive()
-    }
-}
-
-impl<S> fmt::Debug for AnswerFuture<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AnswerFuture").finish_non_exhaustive()
-    }
-}
-
-#[cfg(feature = "layer")]
 pin_project! {
     /// The response future of [`SettingsReload`](super::SettingsReload):
     /// first the check, then the inner service's own future, unboxed.
@@ -188,7 +25,6 @@ pin_project! {
     }
 }
 
-#[cfg(feature = "layer")]
 impl<S, T, B> ResponseFuture<S, T, B>
 where
     S: Service<http::Request<B>>,
@@ -209,7 +45,6 @@ where
     }
 }
 
-#[cfg(feature = "layer")]
 impl<S, T, B> Future for ResponseFuture<S, T, B>
 where
     S: Service<http::Request<B>>,
@@ -222,7 +57,6 @@ where
     }
 }
 
-#[cfg(feature = "layer")]
 impl<S, T, B> fmt::Debug for ResponseFuture<S, T, B>
 where
     S: Service<http::Request<B>>,
@@ -236,7 +70,6 @@ where
 
 /// What a check a middleware waits on ends with: the settings for the
 /// request, or (a check that can fail) the response to answer instead.
-#[cfg(feature = "layer")]
 pub(crate) trait Checked<R> {
     /// The settings' type.
     type Settings: Send + Sync + 'static;
@@ -245,7 +78,6 @@ pub(crate) trait Checked<R> {
     fn settings(self) -> Result<Snapshot<Self::Settings>, R>;
 }
 
-#[cfg(feature = "layer")]
 impl<T: Send + Sync + 'static, R> Checked<R> for Snapshot<T> {
     type Settings = T;
 
@@ -254,7 +86,6 @@ impl<T: Send + Sync + 'static, R> Checked<R> for Snapshot<T> {
     }
 }
 
-#[cfg(feature = "layer")]
 pin_project! {
     /// A middleware's response, step by step, for both layers: the check
     /// (`C`), then the inner service's own future; or an answer given
@@ -268,7 +99,6 @@ pin_project! {
     }
 }
 
-#[cfg(feature = "layer")]
 pin_project! {
     #[project = StateProj]
     enum State<S, C, F, R, B> {
@@ -290,7 +120,6 @@ pin_project! {
     }
 }
 
-#[cfg(feature = "layer")]
 impl<S, C, B> Steps<S, C, B>
 where
     S: Service<http::Request<B>>,
@@ -334,7 +163,6 @@ where
     }
 }
 
-#[cfg(feature = "layer")]
 impl<S, C, B> Future for Steps<S, C, B>
 where
     S: Service<http::Request<B>>,

@@ -56,7 +56,8 @@
 // where loads run; `flight.rs` is the single-flight state machine (with
 // its invariants), `load.rs` one bounded load, `config.rs` the settings
 // both builders share, `backoff.rs` the pause after failures, `mode.rs`
-// the check modes and all they do, `spread.rs` the loads put off after a
+// the check modes and all they do, `checking.rs` one check's steps and
+// its named futures, `spread.rs` the loads put off after a
 // change (spread loads), `reads.rs` the coalesced reads of the
 // generation, `listeners.rs` the reload fan-out, `layer.rs` and
 // `future.rs` the tower middleware and the named futures, `metrics.rs`
@@ -65,9 +66,11 @@ mod answer;
 mod backoff;
 mod blocking;
 mod builder;
+mod checking;
 mod config;
 mod core;
 mod flight;
+#[cfg(feature = "layer")]
 mod future;
 #[cfg(feature = "layer")]
 mod layer;
@@ -87,12 +90,12 @@ pub use self::answer::{Answer, Freshness};
 pub(crate) use self::backoff::Backoff;
 pub use self::blocking::BlockingReloader;
 pub use self::builder::ReloaderBuilder;
+pub use self::checking::{AnswerFuture, CheckFuture};
 #[cfg(feature = "keyed")]
 pub(crate) use self::config::Config;
 #[cfg(feature = "layer")]
 #[cfg_attr(docsrs, doc(cfg(feature = "layer")))]
 pub use self::future::ResponseFuture;
-pub use self::future::{AnswerFuture, CheckFuture};
 #[cfg(all(feature = "keyed", feature = "layer"))]
 pub(crate) use self::future::{Checked, Steps};
 #[cfg(feature = "layer")]
