@@ -348,18 +348,7 @@ async fn an_armed_idle_instance_sends_one_command_per_heartbeat() {
 
 /// Every command the server ran, but the `INFO` that asks.
 fn commands(admin: &mut redis::Connection) -> u64 {
-    let info: String = redis::cmd("INFO").arg("commandstats").query(admin).unwrap();
-    info.lines()
-        .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_info:"))
-        .filter_map(|l| {
-            l.split_once("calls=")?
-                .1
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum()
+    support::command_calls(admin, |name| name != "info")
 }
 
 /// 20 instances armed at the same moment: in one heartbeat period their

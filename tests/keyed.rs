@@ -5,6 +5,8 @@
 
 #![cfg(feature = "testing")]
 
+mod support;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -507,21 +509,9 @@ async fn until_vouched(reloader: &KeyedReloader<String, u64>, tenant: &str) {
 /// a script runs inside Redis count in `INFO commandstats` too, and are
 /// left out.
 fn reads_sent(server: &RedisServer) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(&mut server.connection().unwrap())
-        .unwrap();
-    info.lines()
-        .filter(|l| l.starts_with("cmdstat_eval") || l.starts_with("cmdstat_mget"))
-        .filter_map(|l| {
-            l.split_once("calls=")?
-                .1
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum()
+    support::command_calls(&mut server.connection().unwrap(), |name| {
+        name.starts_with("eval") || name.starts_with("mget")
+    })
 }
 
 #[tokio::test]

@@ -3,6 +3,8 @@
 //! Cluster slot), and a check is still only answered by a read that began
 //! after it arrived.
 
+mod support;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -167,21 +169,9 @@ fn source(tenants: usize) -> Source {
 /// The scripts clients sent `server` (the commands a script runs are
 /// counted apart, under their own names).
 fn scripts_sent(server: &RedisServer) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(&mut server.connection().unwrap())
-        .unwrap();
-    info.lines()
-        .filter(|l| l.starts_with("cmdstat_eval"))
-        .filter_map(|l| {
-            l.split_once("calls=")?
-                .1
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum()
+    support::command_calls(&mut server.connection().unwrap(), |name| {
+        name.starts_with("eval")
+    })
 }
 
 /// Waits until `done` holds.

@@ -207,3 +207,25 @@ pub fn connections_received(admin: &mut redis::Connection) -> u64 {
         .and_then(|n| n.trim().parse().ok())
         .expect("INFO stats has total_connections_received")
 }
+
+#[cfg(feature = "redis")]
+/// The calls the server counted (`INFO commandstats`) of the commands
+/// whose name `counted` accepts (`get`, `eval`, `info`...).
+pub fn command_calls(admin: &mut redis::Connection, counted: impl Fn(&str) -> bool) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(admin).unwrap();
+    info.lines()
+        .filter_map(|l| {
+            let (name, stats) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            if !counted(name) {
+                return None;
+            }
+            stats
+                .split_once("calls=")?
+                .1
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
