@@ -135,6 +135,13 @@ impl State {
         }
     }
 
+    /// Registers a check waiting for the read after the one in flight,
+    /// and asks for that read.
+    fn wait_for_next(&mut self, waker: &Waker) -> Observe {
+        self.again = true;
+        self.wait(self.started + 1, waker)
+    }
+
     /// Registers a check waiting for read `wanted`.
     fn wait(&mut self, wanted: u64, waker: &Waker) -> Observe {
         let waiters = self.waiters(wanted);
@@ -236,13 +243,9 @@ impl Reads {
     ) -> Observe {
         let mut state = self.state();
         if state.running() {
-            state.again = true;
-            let wanted = state.started + 1;
-            state.wait(wanted, waker)
+            state.wait_for_next(waker)
         } else {
-            let read = self.begin(&mut state, sync);
-            drop(state);
-            Observe::Reading(Box::pin(read.read()))
+            self.read_now(state, sync)
         }
     }
 
@@ -281,18 +284,25 @@ impl Reads {
             }
         }
         Some(if !state.running() {
-            let read = self.begin(&mut state, sync);
-            drop(state);
-            Observe::Reading(Box::pin(read.read()))
+            self.read_now(state, sync)
         } else if state.running_since.is_some_and(|at| at.elapsed() < every) {
             // Sent within the interval: as fresh as the mode promises.
             let wanted = state.started;
             state.wait(wanted, waker)
         } else {
-            state.again = true;
-            let wanted = state.started + 1;
-            state.wait(wanted, waker)
+            state.wait_for_next(waker)
         })
+    }
+
+    /// With no read in flight: this check makes the read itself.
+    fn read_now(
+        self: &Arc<Self>,
+        mut state: MutexGuard<'_, State>,
+        sync: &Arc<dyn GenerationSynchronizer>,
+    ) -> Observe {
+        let read = self.begin(&mut state, sync);
+        drop(state);
+        Observe::Reading(Box::pin(read.read()))
     }
 
     /// Numbers the next read and marks it in flight: the checks that asked
