@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::redial::Redials;
 use super::tls::TlsFiles;
 use crate::backend::redact::{inspect, Flaw, RedactedUrl};
 use crate::backend::scheme::{self, URL_FORMS};
@@ -269,13 +270,19 @@ impl RedisConfig {
         self.heartbeat * 2
     }
 
-    /// The pause before a data connection dials again after `failures`
-    /// failed connects in a row (see [`reconnect_delay`](Self::reconnect_delay)):
+    /// The pause before a data connection dials again, after one more
+    /// failed connect (see [`reconnect_delay`](Self::reconnect_delay)):
     /// never sooner than half the delay, never later than the redial cap
     /// (or the delay, if that is longer).
-    pub(super) fn reconnect_pause(&self, failures: u32, draw: f64) -> Duration {
+    pub(super) fn reconnect_pause(&self, redials: &mut Redials) -> Duration {
         let first = self.reconnect_delay;
-        super::redial::pause(first, self.redial_cap.max(first), failures, draw)
+        redials.failed(first, self.redial_cap.max(first))
+    }
+
+    /// The pause before a tracking session dials again, after one more
+    /// failure (see [`redial`](Self::redial)).
+    pub(super) fn redial_pause(&self, redials: &mut Redials) -> Duration {
+        redials.failed(self.redial_first, self.redial_cap)
     }
 
     /// The most one backend call can take: a connection and two replies,

@@ -15,7 +15,7 @@ use redis::{ConnectionLike, ErrorKind, RedisError, Value};
 
 use super::conn::{connect_blocking, BlockingConn};
 use super::identity::{identity_cmd, read_run_id};
-use super::redial::{self, Redials};
+use super::redial::Redials;
 use super::target::{Caller, Target};
 use crate::unpoisoned::lock;
 
@@ -202,8 +202,7 @@ impl Dialer {
                 connects.redials.reset();
             }
             Err(e) if keep_failure => {
-                let failures = connects.redials.failed();
-                connects.pause = self.target.config.reconnect_pause(failures, redial::draw());
+                connects.pause = self.target.config.reconnect_pause(&mut connects.redials);
                 connects.last_error = Some((e.clone(), Instant::now()));
             }
             Err(_) => {}

@@ -47,12 +47,13 @@ pub(super) struct Redials {
 }
 
 impl Redials {
-    /// Counts one more failure, and says how many came before it in a
-    /// row: the `failures` of its [`pause`].
-    pub(super) fn failed(&mut self) -> u32 {
+    /// Counts one more failure, and draws the pause it earns on the
+    /// schedule of `first` and `cap` (see [`pause`]; the failures before
+    /// it in a row are its `failures`).
+    pub(super) fn failed(&mut self, first: Duration, cap: Duration) -> Duration {
         let before = self.failures;
         self.failures = before.saturating_add(1);
-        before
+        pause(first, cap, before, draw())
     }
 
     /// A connect succeeded: the next failure starts the schedule again.
@@ -92,12 +93,12 @@ mod tests {
         let mut redials = Redials::default();
         let mut spread = (Duration::MAX, Duration::ZERO);
         for i in 0..10_000 {
-            let wait = pause(first, cap, redials.failed(), draw());
+            let wait = redials.failed(first, cap);
             assert!(wait >= first / 2 && wait <= cap, "{i}: {wait:?}");
             if i % 7 == 0 {
                 let again = {
                     redials.reset();
-                    pause(first, cap, redials.failed(), draw())
+                    redials.failed(first, cap)
                 };
                 assert!(again >= first / 2 && again <= first, "{again:?}");
                 spread = (spread.0.min(again), spread.1.max(again));

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::config::RedisConfig;
 use super::conn::AsyncConn;
-use super::redial::{self, Redials};
+use super::redial::Redials;
 use crate::unpoisoned::lock;
 
 /// The current connection, tagged so a caller that saw it fail only drops
@@ -75,7 +75,7 @@ impl Slot {
         let mut failed = lock(&self.failed);
         match error {
             Some(e) => {
-                let pause = config.reconnect_pause(failed.redials.failed(), redial::draw());
+                let pause = config.reconnect_pause(&mut failed.redials);
                 failed.last = Some((Instant::now() + pause, e));
             }
             None => {

@@ -144,13 +144,7 @@ async fn run(target: Arc<Target>, fed: Fed, notify: Arc<Notify>) {
                 if armed {
                     redials.reset();
                 }
-                let config = &target.config;
-                redial::pause(
-                    config.redial_first,
-                    config.redial_cap,
-                    redials.failed(),
-                    redial::draw(),
-                )
+                target.config.redial_pause(&mut redials)
             }
         };
         tokio::time::sleep(wait).await;
